@@ -1,0 +1,158 @@
+//! idbridge's HTTP surface: the WorkOS-compatible REST API, health and metrics.
+//!
+//! The router is built from an [`AppState`] holding the store, so the whole API can be driven
+//! in tests without a socket (`tower::ServiceExt::oneshot`).
+
+pub mod auth;
+pub mod body;
+pub mod db;
+pub mod error;
+pub mod events;
+pub mod events_api;
+pub mod idempotency;
+pub mod middleware;
+pub mod organizations;
+pub mod pagination;
+pub mod sso;
+pub mod tables;
+pub mod webhook_endpoints;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use idbridge_store::Store;
+
+pub use db::Db;
+pub use error::{ApiError, ApiResult};
+
+/// Largest request body accepted anywhere (SCIM bulk-ish group PUTs stay well under this).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Renders the metrics exposition text (installed by the binary, which owns the recorder).
+pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
+
+#[derive(Clone)]
+pub struct ApiConfig {
+    /// Base for every external URL (SCIM endpoints, ACS, redirects); no trailing slash.
+    pub public_url: String,
+    pub request_timeout: Duration,
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            public_url: "http://127.0.0.1:8080".into(),
+            request_timeout: Duration::from_secs(30),
+            max_body_bytes: MAX_BODY_BYTES,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub config: Arc<ApiConfig>,
+    pub ready: Arc<AtomicBool>,
+    pub metrics: Option<MetricsRender>,
+    /// SSO settings, the secret key and per-connection client caches.
+    pub sso: Arc<sso::SsoRuntime>,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, config: ApiConfig) -> Self {
+        AppState {
+            db: Db::new(store),
+            config: Arc::new(config),
+            ready: Arc::new(AtomicBool::new(true)),
+            metrics: None,
+            sso: Arc::new(sso::SsoRuntime::default()),
+        }
+    }
+
+    /// Installs the SSO configuration and the key that seals connection secrets.
+    pub fn with_sso(mut self, config: sso::SsoConfig, secrets: Option<sso::SecretBox>) -> Self {
+        self.sso = Arc::new(sso::SsoRuntime::new(config, secrets));
+        self
+    }
+}
+
+/// The complete router with every cross-cutting layer applied.
+pub fn router(state: AppState) -> Router {
+    let protected = Router::new()
+        .merge(organizations::routes())
+        .merge(events_api::routes())
+        .merge(webhook_endpoints::routes())
+        .merge(sso::protected_routes())
+        // Inside the key check: idempotency records are scoped by the authenticated key.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::idempotency,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_api_key,
+        ));
+    let open = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .merge(sso::public_routes());
+    let app = Router::new()
+        .merge(protected)
+        .merge(open)
+        .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state.clone());
+    middleware::apply(app, &state.config)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    // Ready means: started, and the store answers a read.
+    let store_ok = state
+        .db
+        .store()
+        .get(tables::ENVIRONMENT, "client_id")
+        .is_ok();
+    if state.ready.load(Ordering::Relaxed) && store_ok {
+        Json(serde_json::json!({"status": "ready"})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "starting"})),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    match &state.metrics {
+        Some(render) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )],
+            render(),
+        )
+            .into_response(),
+        None => ApiError::RouteNotFound.into_response(),
+    }
+}
+
+async fn fallback() -> ApiError {
+    ApiError::RouteNotFound
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

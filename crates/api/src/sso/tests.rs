@@ -1,0 +1,1505 @@
+//! The SSO flow driven in-process: connections CRUD, `/sso/authorize` validation and every
+//! error redirect, a full SAML login with the idbridge-saml test IdP, codes, tokens, PKCE,
+//! IdP-initiated login, replay, roles and secrecy of connection secrets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use axum::Router;
+use base64::Engine as _;
+use http_body_util::BodyExt;
+use idbridge_saml::idp::{b64, AssertionSpec, IdpSigner, ResponseSpec, SignMode};
+use idbridge_store::{ChangeSet, SledStore, Store};
+use serde_json::{json, Value};
+use sha2::Digest;
+use tower::ServiceExt;
+
+use super::{SecretBox, SsoConfig};
+use crate::{auth, router, ApiConfig, AppState};
+
+const APP_CB: &str = "https://app.example.com/callback";
+const IDP_SSO: &str = "https://idp.example.org/sso";
+const IDP_ENTITY: &str = "https://idp.example.org/entity";
+
+struct Resp {
+    status: StatusCode,
+    location: Option<String>,
+    cookies: Vec<String>,
+    body: Value,
+    text: String,
+}
+
+impl Resp {
+    fn query(&self) -> Vec<(String, String)> {
+        let loc = self.location.as_deref().expect("a Location header");
+        let url = url::Url::parse(loc).expect("absolute Location");
+        url.query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    }
+    fn param(&self, name: &str) -> Option<String> {
+        self.query()
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+    }
+}
+
+struct Env {
+    app: Router,
+    store: Arc<dyn Store>,
+    key: String,
+    client_id: String,
+    idp: IdpSigner,
+    state: AppState,
+}
+
+impl Env {
+    fn with(config: SsoConfig) -> Env {
+        let store: Arc<dyn Store> = Arc::new(SledStore::open_ephemeral().unwrap());
+        let boot = auth::bootstrap(store.as_ref()).unwrap().unwrap();
+        let state = AppState::new(store.clone(), ApiConfig::default())
+            .with_sso(config, Some(SecretBox::generate().unwrap()));
+        Env {
+            app: router(state.clone()),
+            store,
+            key: boot.api_key,
+            client_id: boot.client_id,
+            idp: IdpSigner::generate(IDP_ENTITY).unwrap(),
+            state,
+        }
+    }
+
+    fn new() -> Env {
+        Env::with(SsoConfig {
+            redirect_uris: vec![APP_CB.into(), "https://*.tenants.example.com/cb".into()],
+            ..SsoConfig::default()
+        })
+    }
+
+    async fn send(&self, req: Request<Body>) -> Resp {
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let location = resp
+            .headers()
+            .get(header::LOCATION)
+            .map(|v| v.to_str().unwrap().to_string());
+        let cookies = resp
+            .headers()
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes).to_string();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Resp {
+            status,
+            location,
+            cookies,
+            body,
+            text,
+        }
+    }
+
+    async fn api(&self, method: &str, uri: &str, body: Option<Value>) -> Resp {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", format!("Bearer {}", self.key));
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req
+            .body(
+                body.map(|b| Body::from(b.to_string()))
+                    .unwrap_or(Body::empty()),
+            )
+            .unwrap();
+        self.send(req).await
+    }
+
+    async fn get(&self, uri: &str, cookie: Option<&str>) -> Resp {
+        let mut req = Request::builder().method("GET").uri(uri);
+        if let Some(c) = cookie {
+            req = req.header(header::COOKIE, c);
+        }
+        self.send(req.body(Body::empty()).unwrap()).await
+    }
+
+    async fn org(&self, name: &str) -> String {
+        let r = self.api("POST", "/organizations", Some(json!({"name": name, "domain_data": [{"domain": format!("{}.example.com", name.to_lowercase()), "state": "verified"}]}))).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        r.body["id"].as_str().unwrap().to_string()
+    }
+
+    fn cert_pem(&self) -> String {
+        String::from_utf8(self.idp.keys.cert.to_pem().unwrap()).unwrap()
+    }
+
+    async fn saml_conn(&self, org: &str, extra: Value) -> Value {
+        let mut opts = json!({
+            "idp_entity_id": IDP_ENTITY,
+            "idp_sso_url": IDP_SSO,
+            "idp_signing_certs": [self.cert_pem()],
+        });
+        if let (Some(o), Some(e)) = (opts.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                o.insert(k.clone(), v.clone());
+            }
+        }
+        let r = self
+            .api(
+                "POST",
+                "/connections",
+                Some(json!({
+                    "organization_id": org,
+                    "name": "Acme SAML",
+                    "connection_type": "OktaSAML",
+                    "attribute_maps": {"custom_attributes": {"department": "dept"}},
+                    "saml_options": opts,
+                })),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        r.body
+    }
+
+    fn authorize_url(&self, extra: &str) -> String {
+        format!(
+            "/sso/authorize?client_id={}&redirect_uri={}&response_type=code{extra}",
+            self.client_id,
+            urlencode(APP_CB)
+        )
+    }
+
+    /// A signed IdP response for `conn` answering `request_id`.
+    fn saml_response(&self, conn_id: &str, request_id: Option<&str>, name_id: &str) -> String {
+        let acs = format!("http://127.0.0.1:8080/sso/saml/acs/{conn_id}");
+        let sp_entity = format!("http://127.0.0.1:8080/sso/saml/{conn_id}");
+        let now = chrono::Utc::now();
+        let mut a =
+            AssertionSpec::new(IDP_ENTITY, &sp_entity, &acs, name_id, request_id, now).unwrap();
+        a.attributes = vec![
+            ("id".into(), vec![format!("idp-{name_id}")]),
+            ("email".into(), vec![name_id.into()]),
+            ("firstName".into(), vec!["Ada".into()]),
+            ("lastName".into(), vec!["Lovelace".into()]),
+            ("groups".into(), vec!["g-admins".into(), "g-eng".into()]),
+            ("dept".into(), vec!["R&D".into()]),
+        ];
+        let r = ResponseSpec::new(IDP_ENTITY, &acs, request_id, now).unwrap();
+        b64(&self.idp.response(&r, &a, SignMode::Assertion).unwrap())
+    }
+
+    async fn post_acs(
+        &self,
+        conn_id: &str,
+        saml: &str,
+        relay: Option<&str>,
+        cookie: Option<&str>,
+    ) -> Resp {
+        let mut body = format!("SAMLResponse={}", urlencode(saml));
+        if let Some(rs) = relay {
+            body.push_str(&format!("&RelayState={}", urlencode(rs)));
+        }
+        let mut req = Request::builder()
+            .method("POST")
+            .uri(format!("/sso/saml/acs/{conn_id}"))
+            .header("content-type", "application/x-www-form-urlencoded");
+        if let Some(c) = cookie {
+            req = req.header(header::COOKIE, c);
+        }
+        self.send(req.body(Body::from(body)).unwrap()).await
+    }
+
+    /// authorize → IdP → ACS; returns the final redirect.
+    async fn login(&self, conn_id: &str, extra: &str, email: &str) -> Resp {
+        let r = self
+            .get(
+                &self.authorize_url(&format!("&connection={conn_id}&state=st-1{extra}")),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FOUND, "{}", r.text);
+        assert!(r.location.as_deref().unwrap().starts_with(IDP_SSO));
+        let req = r.param("SAMLRequest").unwrap();
+        let relay = r.param("RelayState").unwrap();
+        let xml = idbridge_saml::decode_redirect_binding(&req).unwrap();
+        let id = xml
+            .split("ID=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_string();
+        let cookie = r.cookies[0].split(';').next().unwrap().to_string();
+        assert!(r.cookies[0].contains("HttpOnly"));
+        let saml = self.saml_response(conn_id, Some(&id), email);
+        self.post_acs(conn_id, &saml, Some(&relay), Some(&cookie))
+            .await
+    }
+
+    async fn token(&self, body: Value) -> Resp {
+        let req = Request::builder()
+            .method("POST")
+            .uri("/sso/token")
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        self.send(req).await
+    }
+
+    async fn token_form(&self, form: &str) -> Resp {
+        let req = Request::builder()
+            .method("POST")
+            .uri("/sso/token")
+            .header(
+                "content-type",
+                "application/x-www-form-urlencoded;charset=utf-8",
+            )
+            .body(Body::from(form.to_string()))
+            .unwrap();
+        self.send(req).await
+    }
+
+    fn event_kinds(&self) -> Vec<String> {
+        self.store
+            .events_after(0, 1000)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect()
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn pkce_pair() -> (String, String) {
+    let verifier = "v".repeat(20) + &"x".repeat(30);
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()));
+    (verifier, challenge)
+}
+
+#[tokio::test]
+async fn connections_crud_filters_and_events() {
+    let env = Env::new();
+    let org = env.org("Acme").await;
+    let other = env.org("Other").await;
+    let c = env.saml_conn(&org, json!({})).await;
+    let id = c["id"].as_str().unwrap();
+    assert_eq!(c["object"], "connection");
+    assert_eq!(c["connection_type"], "OktaSAML");
+    assert_eq!(c["state"], "draft");
+    assert_eq!(c["domains"][0]["domain"], "acme.example.com");
+    assert_eq!(c["domains"][0]["object"], "connection_domain");
+    for forbidden in ["PRIVATE KEY", "key_sealed", "sp_signing_keys", "v1:"] {
+        assert!(!c.to_string().contains(forbidden), "{forbidden} leaked");
+    }
+    env.saml_conn(&other, json!({})).await;
+
+    let r = env.api("GET", &format!("/connections/{id}"), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["id"], id);
+    assert!(!r.text.contains("PRIVATE KEY"));
+
+    let all = env.api("GET", "/connections", None).await;
+    assert_eq!(all.body["data"].as_array().unwrap().len(), 2);
+    assert_eq!(all.body["object"], "list");
+    for (q, n) in [
+        (format!("organization_id={org}"), 1),
+        ("connection_type=OktaSAML".into(), 2),
+        ("connection_type=GenericOIDC".into(), 0),
+        ("domain=acme.example.com".into(), 1),
+        ("domain=nope.example.com".into(), 0),
+        ("search=acme".into(), 2),
+        ("search=zzz".into(), 0),
+        ("limit=1".into(), 1),
+    ] {
+        let r = env.api("GET", &format!("/connections?{q}"), None).await;
+        assert_eq!(r.status, StatusCode::OK, "{q}: {}", r.text);
+        assert_eq!(r.body["data"].as_array().unwrap().len(), n, "{q}");
+    }
+
+    // SP metadata is public and carries our entity id and ACS.
+    let md = env.get(&format!("/sso/saml/metadata/{id}"), None).await;
+    assert_eq!(md.status, StatusCode::OK);
+    assert!(md
+        .text
+        .contains(&format!("entityID=\"http://127.0.0.1:8080/sso/saml/{id}\"")));
+    assert!(md.text.contains(&format!("/sso/saml/acs/{id}")));
+    assert!(!md.text.contains("PRIVATE"));
+
+    // Rotation keeps the previous key published.
+    let rot = env
+        .api(
+            "POST",
+            &format!("/admin/connections/{id}/rotate_sp_keys"),
+            None,
+        )
+        .await;
+    assert_eq!(rot.status, StatusCode::OK, "{}", rot.text);
+    assert_eq!(
+        rot.body["settings"]["sp_signing_certs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(!rot.text.contains("PRIVATE KEY"));
+    let rot2 = env
+        .api(
+            "POST",
+            &format!("/admin/connections/{id}/rotate_sp_keys"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        rot2.body["settings"]["sp_encryption_certs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let md2 = env.get(&format!("/sso/saml/metadata/{id}"), None).await;
+    assert_eq!(md2.text.matches("use=\"signing\"").count(), 2);
+
+    let d = env.api("DELETE", &format!("/connections/{id}"), None).await;
+    assert_eq!(d.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        env.api("GET", &format!("/connections/{id}"), None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        env.api("DELETE", &format!("/connections/{id}"), None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        env.api("GET", "/connections/conn_garbage", None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let kinds = env.event_kinds();
+    assert!(
+        kinds.contains(&"connection.deleted".to_string()),
+        "{kinds:?}"
+    );
+
+    // The connection API needs an API key.
+    let anon = env.get("/connections", None).await;
+    assert_eq!(anon.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn connection_validation_errors() {
+    let env = Env::new();
+    let org = env.org("Acme").await;
+    let cases = [
+        (
+            json!({"saml_options": {"idp_entity_id": "x", "idp_sso_url": IDP_SSO, "idp_signing_certs": [env.cert_pem()]}}),
+            "organization_id",
+        ),
+        (
+            json!({"organization_id": "org_01HZZZZZZZZZZZZZZZZZZZZZZZ", "saml_options": {"idp_entity_id": "x", "idp_sso_url": IDP_SSO, "idp_signing_certs": [env.cert_pem()]}}),
+            "organization_id",
+        ),
+        (
+            json!({"organization_id": org, "saml_options": {"idp_entity_id": "x", "idp_sso_url": IDP_SSO}}),
+            "saml_options.idp_signing_certs",
+        ),
+        (
+            json!({"organization_id": org, "saml_options": {"idp_entity_id": "x", "idp_sso_url": IDP_SSO, "idp_signing_certs": ["not a cert"]}}),
+            "saml_options.idp_signing_certs[0]",
+        ),
+        (
+            json!({"organization_id": org, "saml_options": {"idp_sso_url": IDP_SSO, "idp_signing_certs": [env.cert_pem()]}}),
+            "saml_options.idp_entity_id",
+        ),
+        (
+            json!({"organization_id": org, "saml_options": {"idp_entity_id": "x", "idp_sso_url": "javascript:alert(1)", "idp_signing_certs": [env.cert_pem()]}}),
+            "saml_options.idp_sso_url",
+        ),
+        (
+            json!({"organization_id": org, "saml_options": {"idp_metadata_xml": "<nope/>"}}),
+            "saml_options.idp_metadata_xml",
+        ),
+        (
+            json!({"organization_id": org, "connection_type": "MagicLink", "saml_options": {}}),
+            "connection_type",
+        ),
+        (
+            json!({"organization_id": org, "saml_options": {"idp_entity_id": "x", "idp_sso_url": IDP_SSO, "idp_signing_certs": [env.cert_pem()], "clock_skew_secs": 100000}}),
+            "saml_options.clock_skew_secs",
+        ),
+        (
+            json!({"organization_id": org, "saml_options": {"idp_entity_id": "x", "idp_sso_url": IDP_SSO, "idp_signing_certs": [env.cert_pem()], "acs_url": "https://evil.example/acs"}}),
+            "saml_options.acs_url",
+        ),
+        (json!({"organization_id": org}), "saml_options"),
+        (
+            json!({"organization_id": org, "connection_type": "GenericOIDC", "oidc_options": {"issuer": "https://op.example.com"}}),
+            "oidc_options.client_id",
+        ),
+        (
+            json!({"organization_id": org, "connection_type": "GenericOIDC", "oidc_options": {"issuer": "https://op.example.com", "client_id": "c"}}),
+            "oidc_options.client_secret",
+        ),
+    ];
+    for (body, field) in cases {
+        let r = env.api("POST", "/connections", Some(body.clone())).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            r.text
+        );
+        let fields: Vec<&str> = r.body["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["field"].as_str().unwrap())
+            .collect();
+        assert!(
+            fields.contains(&field),
+            "{body}: wanted {field}, got {fields:?}"
+        );
+    }
+    assert_eq!(
+        env.api("GET", "/connections", None).await.body["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn inline_metadata_is_accepted() {
+    let env = Env::new();
+    let org = env.org("Acme").await;
+    let cert =
+        base64::engine::general_purpose::STANDARD.encode(env.idp.keys.cert.to_der().unwrap());
+    let xml = format!(
+        "<md:EntityDescriptor xmlns:md=\"urn:oasis:names:tc:SAML:2.0:metadata\" xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\" entityID=\"{IDP_ENTITY}\"><md:IDPSSODescriptor protocolSupportEnumeration=\"urn:oasis:names:tc:SAML:2.0:protocol\"><md:KeyDescriptor use=\"signing\"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{cert}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor><md:SingleSignOnService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect\" Location=\"{IDP_SSO}\"/></md:IDPSSODescriptor></md:EntityDescriptor>"
+    );
+    let r = env
+        .api(
+            "POST",
+            "/connections",
+            Some(json!({"organization_id": org, "saml_options": {"idp_metadata_xml": xml}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["connection_type"], "GenericSAML");
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let view = env
+        .api("GET", &format!("/admin/connections/{id}"), None)
+        .await;
+    assert_eq!(view.body["settings"]["idp_entity_id"], IDP_ENTITY);
+    assert_eq!(view.body["settings"]["idp_sso_url"], IDP_SSO);
+    // And it logs in.
+    let done = env.login(&id, "", "ada@acme.example.com").await;
+    assert!(done.param("code").is_some(), "{:?}", done.location);
+}
+
+#[tokio::test]
+async fn oidc_client_secret_is_sealed_and_never_shown() {
+    let env = Env::new();
+    let org = env.org("Acme").await;
+    let secret = "very-secret-client-secret-123";
+    let r = env
+        .api(
+            "POST",
+            "/connections",
+            Some(
+                json!({"organization_id": org, "connection_type": "OktaOIDC", "oidc_options": {
+                "issuer": "https://op.example.com", "client_id": "abc", "client_secret": secret}}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert!(!r.text.contains(secret));
+    let id = r.body["id"].as_str().unwrap().to_string();
+    for uri in [
+        format!("/connections/{id}"),
+        "/connections".into(),
+        format!("/admin/connections/{id}"),
+    ] {
+        let g = env.api("GET", &uri, None).await;
+        assert_eq!(g.status, StatusCode::OK);
+        assert!(!g.text.contains(secret), "{uri}");
+    }
+    // Not in the store in clear, not in events, not in Debug output.
+    let raw = env
+        .store
+        .get(crate::tables::CONNECTIONS, &id)
+        .unwrap()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&raw).contains(secret));
+    for e in env.store.events_after(0, 100).unwrap() {
+        assert!(!String::from_utf8_lossy(&e.body).contains(secret));
+    }
+    let record = super::connections::load(&env.state, &id).unwrap();
+    assert!(!format!("{record:?}").contains(secret));
+    assert!(format!("{:?}", env.state.sso).contains("[redacted]"));
+    // It decrypts with the right context only.
+    let super::connections::ProtocolSettings::Oidc(o) = &record.protocol else {
+        panic!()
+    };
+    let sealed = o.client_secret_sealed.as_deref().unwrap();
+    let b = env.state.sso.secrets().unwrap();
+    assert_eq!(
+        b.open(&format!("{id}/oidc_client_secret"), sealed).unwrap(),
+        secret.as_bytes()
+    );
+    assert!(b.open("conn_other/oidc_client_secret", sealed).is_err());
+
+    // A server without a secret key refuses to store secrets.
+    let store: Arc<dyn Store> = Arc::new(SledStore::open_ephemeral().unwrap());
+    let boot = auth::bootstrap(store.as_ref()).unwrap().unwrap();
+    let bare = router(AppState::new(store, ApiConfig::default()));
+    let org_req = Request::builder()
+        .method("POST")
+        .uri("/organizations")
+        .header("authorization", format!("Bearer {}", boot.api_key))
+        .header("content-type", "application/json")
+        .body(Body::from(json!({"name": "X"}).to_string()))
+        .unwrap();
+    let org_resp = bare.clone().oneshot(org_req).await.unwrap();
+    let org_v: Value =
+        serde_json::from_slice(&org_resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let req = Request::builder().method("POST").uri("/connections").header("authorization", format!("Bearer {}", boot.api_key)).header("content-type", "application/json")
+        .body(Body::from(json!({"organization_id": org_v["id"], "connection_type": "GenericOIDC", "oidc_options": {"issuer": "https://op.example.com", "client_id": "abc", "client_secret": secret}}).to_string())).unwrap();
+    let resp = bare.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let text =
+        String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).to_string();
+    assert!(text.contains("secret_key_not_configured") && !text.contains(secret));
+}
+
+#[tokio::test]
+async fn authorize_rejects_unvetted_clients_and_redirects_without_redirecting() {
+    let env = Env::new();
+    let org = env.org("Acme").await;
+    let c = env.saml_conn(&org, json!({})).await;
+    let id = c["id"].as_str().unwrap();
+    for uri in [
+        format!("/sso/authorize?client_id=client_wrong&redirect_uri={}&response_type=code&connection={id}", urlencode(APP_CB)),
+        format!("/sso/authorize?redirect_uri={}&response_type=code&connection={id}", urlencode(APP_CB)),
+        format!("/sso/authorize?client_id={}&redirect_uri={}&response_type=code&connection={id}", env.client_id, urlencode("https://evil.example.com/callback")),
+        format!("/sso/authorize?client_id={}&response_type=code&connection={id}", env.client_id),
+        format!("/sso/authorize?client_id={}&redirect_uri={}&response_type=code&connection={id}", env.client_id, urlencode("https://a.b.tenants.example.com/cb")),
+    ] {
+        let r = env.get(&uri, None).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{uri}");
+        assert!(r.location.is_none(), "{uri} must not redirect");
+        assert!(r.cookies.is_empty());
+    }
+    // A wildcard-allowed redirect URI is accepted.
+    let ok = env
+        .get(
+            &format!(
+                "/sso/authorize?client_id={}&redirect_uri={}&response_type=code&connection={id}",
+                env.client_id,
+                urlencode("https://t1.tenants.example.com/cb")
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::FOUND, "{}", ok.text);
+    assert!(ok.location.unwrap().starts_with(IDP_SSO));
+}
+
+#[tokio::test]
+async fn authorize_error_redirects() {
+    let env = Env::new();
+    let org = env.org("Acme").await;
+    let empty_org = env.org("Empty").await;
+    let two = env.org("Two").await;
+    let c = env.saml_conn(&org, json!({})).await;
+    let id = c["id"].as_str().unwrap().to_string();
+    env.saml_conn(&two, json!({})).await;
+    env.saml_conn(&two, json!({})).await;
+    let cases: Vec<(String, &str)> = vec![
+        ("".into(), "invalid_connection_selector"),
+        (
+            format!("&connection={id}&organization={org}"),
+            "invalid_connection_selector",
+        ),
+        (
+            "&domain=acme.example.com".into(),
+            "domain_connection_selector_not_allowed",
+        ),
+        (
+            "&provider=GoogleOAuth".into(),
+            "connection_strategy_invalid",
+        ),
+        (
+            "&connection=conn_01HZZZZZZZZZZZZZZZZZZZZZZZ".into(),
+            "connection_invalid",
+        ),
+        ("&connection=garbage".into(), "connection_invalid"),
+        (
+            "&organization=org_01HZZZZZZZZZZZZZZZZZZZZZZZ".into(),
+            "organization_invalid",
+        ),
+        (format!("&organization={empty_org}"), "organization_invalid"),
+        (
+            format!("&organization={two}"),
+            "ambiguous_connection_selector",
+        ),
+        (
+            format!("&connection={id}&code_challenge=abc&code_challenge_method=plain"),
+            "invalid_request",
+        ),
+        (
+            format!("&connection={id}&code_challenge=short&code_challenge_method=S256"),
+            "invalid_request",
+        ),
+    ];
+    for (extra, code) in cases {
+        let r = env
+            .get(&env.authorize_url(&format!("&state=s%201{extra}")), None)
+            .await;
+        assert_eq!(r.status, StatusCode::FOUND, "{extra}: {}", r.text);
+        assert!(
+            r.location.as_deref().unwrap().starts_with(APP_CB),
+            "{extra}"
+        );
+        assert_eq!(r.param("error").as_deref(), Some(code), "{extra}");
+        assert!(r.param("error_description").is_some());
+        assert_eq!(r.param("state").as_deref(), Some("s 1"), "{extra}");
+        assert!(r.param("code").is_none());
+    }
+    // response_type must be code.
+    let r = env
+        .get(
+            &format!(
+                "/sso/authorize?client_id={}&redirect_uri={}&response_type=token&connection={id}",
+                env.client_id,
+                urlencode(APP_CB)
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(r.param("error").as_deref(), Some("invalid_request"));
+    // organization selector with one connection goes to the IdP.
+    let r = env
+        .get(&env.authorize_url(&format!("&organization={org}")), None)
+        .await;
+    assert!(r.location.unwrap().starts_with(IDP_SSO));
+    assert!(env
+        .event_kinds()
+        .contains(&"authentication.sso_started".to_string()));
+}
+
+#[tokio::test]
+async fn full_saml_login_code_token_profile() {
+    let env = Env::new();
+    let org = env.org("Acme").await;
+    let c = env.saml_conn(&org, json!({})).await;
+    let id = c["id"].as_str().unwrap().to_string();
+
+    let done = env
+        .login(
+            &id,
+            "&login_hint=ada%40acme.example.com",
+            "ada@acme.example.com",
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::FOUND, "{}", done.text);
+    assert!(done.location.as_deref().unwrap().starts_with(APP_CB));
+    assert_eq!(done.param("state").as_deref(), Some("st-1"));
+    assert!(done.param("error").is_none(), "{:?}", done.location);
+    let code = done.param("code").unwrap();
+
+    // The code is bound to this client: a wrong secret fails without burning it.
+    let bad = env.token(json!({"client_id": env.client_id, "client_secret": "sk_wrong", "grant_type": "authorization_code", "code": code})).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.body["error"], "invalid_client");
+    let bad = env.token(json!({"client_id": "client_other", "client_secret": env.key, "grant_type": "authorization_code", "code": code})).await;
+    assert_eq!(bad.body["error"], "invalid_client");
+    let bad = env.token(json!({"client_id": env.client_id, "client_secret": env.key, "grant_type": "password", "code": code})).await;
+    assert_eq!(bad.body["error"], "unsupported_grant_type");
+    let bad = env
+        .token(
+            json!({"client_id": env.client_id, "grant_type": "authorization_code", "code": code}),
+        )
+        .await;
+    assert_eq!(bad.body["error"], "invalid_client");
+
+    let t = env
+        .token_form(&format!(
+            "client_id={}&client_secret={}&grant_type=authorization_code&code={}",
+            env.client_id,
+            env.key,
+            urlencode(&code)
+        ))
+        .await;
+    assert_eq!(t.status, StatusCode::OK, "{}", t.text);
+    assert_eq!(t.body["token_type"], "Bearer");
+    assert_eq!(t.body["expires_in"], 600);
+    let p = &t.body["profile"];
+    assert_eq!(p["object"], "profile");
+    assert!(p["id"].as_str().unwrap().starts_with("prof_"));
+    assert_eq!(p["idp_id"], "idp-ada@acme.example.com");
+    assert_eq!(p["email"], "ada@acme.example.com");
+    assert_eq!(p["first_name"], "Ada");
+    assert_eq!(p["last_name"], "Lovelace");
+    assert_eq!(p["name"], "Ada Lovelace");
+    assert_eq!(p["connection_id"], id.as_str());
+    assert_eq!(p["connection_type"], "OktaSAML");
+    assert_eq!(p["organization_id"], org.as_str());
+    assert_eq!(p["groups"], json!(["g-admins", "g-eng"]));
+    assert_eq!(p["custom_attributes"], json!({"department": "R&D"}));
+    assert_eq!(p["raw_attributes"], json!({}));
+    assert!(p["role"].is_null());
+
+    // Single use.
+    let again = env.token(json!({"client_id": env.client_id, "client_secret": env.key, "grant_type": "authorization_code", "code": code})).await;
+    assert_eq!(again.status, StatusCode::BAD_REQUEST);
+    assert_eq!(again.body["error"], "invalid_grant");
+    let unknown = env.token(json!({"client_id": env.client_id, "client_secret": env.key, "grant_type": "authorization_code", "code": "nope"})).await;
+    assert_eq!(unknown.body["error"], "invalid_grant");
+
+    // /sso/profile with the access token; 401 otherwise.
+    let token = t.body["access_token"].as_str().unwrap();
+    let req = Request::builder()
+        .uri("/sso/profile")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    let prof = env.send(req).await;
+    assert_eq!(prof.status, StatusCode::OK);
+    assert_eq!(prof.body, *p);
+    for auth in [
+        None,
+        Some("Bearer nope".to_string()),
+        Some(format!("Bearer {}", env.key)),
+        Some(format!("Basic {token}")),
+    ] {
+        let mut req = Request::builder().uri("/sso/profile");
+        if let Some(a) = &auth {
+            req = req.header("authorization", a);
+        }
+        let r = env.send(req.body(Body::empty()).unwrap()).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{auth:?}");
+        assert_eq!(r.body, json!({"error": "Unauthorized"}));
+    }
+
+    // Stable profile id across logins; events and activation.
+    let second = env.login(&id, "", "ada@acme.example.com").await;
+    let t2 = env.token(json!({"client_id": env.client_id, "client_secret": env.key, "grant_type": "authorization_code", "code": second.param("code").unwrap()})).await;
+    assert_eq!(t2.body["profile"]["id"], p["id"]);
+    let third = env.login(&id, "", "bob@acme.example.com").await;
+    let t3 = env.token(json!({"client_id": env.client_id, "client_secret": env.key, "grant_type": "authorization_code", "code": third.param("code").unwrap()})).await;
+    assert_ne!(t3.body["profile"]["id"], p["id"]);
+    let kinds = env.event_kinds();
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| *k == "connection.activated")
+            .count(),
+        1,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| *k == "authentication.sso_succeeded")
+            .count(),
+        3
+    );
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| *k == "authentication.sso_started")
+            .count(),
+        3
+    );
+    let conn = env.api("GET", &format!("/connections/{id}"), None).await;
+    assert_eq!(conn.body["state"], "active");
+    assert_eq!(conn.body["status"], "linked");
+}
+
+#[tokio::test]
+async fn acs_rejects_replays_foreign_sessions_and_forgeries() {
+    let env = Env::new();
+    let org = env.org("Acme").await;
+    let c = env.saml_conn(&org, json!({})).await;
+    let id = c["id"].as_str().unwrap().to_string();
+    let r = env
+        .get(
+            &env.authorize_url(&format!("&connection={id}&state=abc")),
+            None,
+        )
+        .await;
+    let relay = r.param("RelayState").unwrap();
+    let xml = idbridge_saml::decode_redirect_binding(&r.param("SAMLRequest").unwrap()).unwrap();
+    let req_id = xml
+        .split("ID=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let cookie = r.cookies[0].split(';').next().unwrap().to_string();
+
+    // Signed by another key: rejected, error redirect to the app, generic description.
+    let forger = IdpSigner::generate(IDP_ENTITY).unwrap();
+    let acs = format!("http://127.0.0.1:8080/sso/saml/acs/{id}");
+    let now = chrono::Utc::now();
+    let a = AssertionSpec::new(
+        IDP_ENTITY,
+        &format!("http://127.0.0.1:8080/sso/saml/{id}"),
+        &acs,
+        "eve@x.com",
+        Some(&req_id),
+        now,
+    )
+    .unwrap();
+    let resp = ResponseSpec::new(IDP_ENTITY, &acs, Some(&req_id), now).unwrap();
+    let forged = b64(&forger.response(&resp, &a, SignMode::Assertion).unwrap());
+    let f = env
+        .post_acs(&id, &forged, Some(&relay), Some(&cookie))
+        .await;
+    assert_eq!(f.status, StatusCode::FOUND);
+    assert_eq!(f.param("error").as_deref(), Some("server_error"));
+    assert_eq!(f.param("state").as_deref(), Some("abc"));
+    assert!(f.param("code").is_none());
+    assert!(env
+        .event_kinds()
+        .contains(&"authentication.sso_failed".to_string()));
+
+    // The session was single-use: even a genuine response now has no session, and IdP-initiated
+    // is off → idp_initiated_sso_disabled to the default redirect URI.
+    let genuine = env.saml_response(&id, Some(&req_id), "ada@acme.example.com");
+    let g = env
+        .post_acs(&id, &genuine, Some(&relay), Some(&cookie))
+        .await;
+    assert_eq!(g.status, StatusCode::FOUND);
+    assert_eq!(
+        g.param("error").as_deref(),
+        Some("idp_initiated_sso_disabled")
+    );
+    assert_eq!(g.param("connection").as_deref(), Some(id.as_str()));
+    assert!(g.param("code").is_none());
+
+    // Garbage and unknown connections never 500.
+    let junk = env.post_acs(&id, "!!!notbase64", None, None).await;
+    assert!(junk.status.is_redirection() || junk.status.is_client_error());
+    let missing = env
+        .post_acs("conn_01HZZZZZZZZZZZZZZZZZZZZZZZ", &genuine, None, None)
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let req = Request::builder()
+        .method("POST")
+        .uri(format!("/sso/saml/acs/{id}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from("nothing=here"))
+        .unwrap();
+    assert_eq!(env.send(req).await.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn idp_initiated_login_on_off_relay_state_and_replay() {
+    let env = Env::new();
+    let org = env.org("Acme").await;
+    let off = env.saml_conn(&org, json!({})).await;
+    let on = env
+        .saml_conn(&org, json!({"allow_idp_initiated": true}))
+        .await;
+    let off_id = off["id"].as_str().unwrap();
+    let on_id = on["id"].as_str().unwrap();
+
+    let r = env
+        .post_acs(
+            off_id,
+            &env.saml_response(off_id, None, "ada@acme.example.com"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        r.param("error").as_deref(),
+        Some("idp_initiated_sso_disabled")
+    );
+    assert!(r.location.as_deref().unwrap().starts_with(APP_CB));
+
+    let saml = env.saml_response(on_id, None, "ada@acme.example.com");
+    let r = env.post_acs(on_id, &saml, None, None).await;
+    assert_eq!(r.status, StatusCode::FOUND, "{}", r.text);
+    assert!(r.location.as_deref().unwrap().starts_with(APP_CB));
+    let code = r.param("code").expect("a code");
+    let t = env.token(json!({"client_id": env.client_id, "client_secret": env.key, "grant_type": "authorization_code", "code": code})).await;
+    assert_eq!(t.status, StatusCode::OK, "{}", t.text);
+
+    // Replaying the same response fails.
+    let replay = env.post_acs(on_id, &saml, None, None).await;
+    assert_eq!(replay.param("error").as_deref(), Some("server_error"));
+
+    // RelayState redirect_uri: an allowed exact URI is honoured, anything else is discarded.
+    let r = env
+        .post_acs(
+            on_id,
+            &env.saml_response(on_id, None, "a@acme.example.com"),
+            Some(&format!("redirect_uri={}", urlencode(APP_CB))),
+            None,
+        )
+        .await;
+    assert!(r.location.as_deref().unwrap().starts_with(APP_CB));
+    let r = env
+        .post_acs(
+            on_id,
+            &env.saml_response(on_id, None, "b@acme.example.com"),
+            Some("redirect_uri=https%3A%2F%2Fevil.example.com%2Fcb"),
+            None,
+        )
+        .await;
+    let loc = r.location.unwrap();
+    assert!(loc.starts_with(APP_CB) && !loc.contains("evil"), "{loc}");
+}
+
+#[tokio::test]
+async fn pkce_codes_need_the_verifier() {
+    let env = Env::new();
+    let org = env.org("Acme").await;
+    let c = env.saml_conn(&org, json!({})).await;
+    let id = c["id"].as_str().unwrap().to_string();
+    let (verifier, challenge) = pkce_pair();
+    let extra = format!("&code_challenge={challenge}&code_challenge_method=S256");
+
+    let done = env.login(&id, &extra, "ada@acme.example.com").await;
+    let code = done.param("code").unwrap();
+    let wrong = env.token(json!({"client_id": env.client_id, "grant_type": "authorization_code", "code": code, "code_verifier": "w".repeat(50)})).await;
+    assert_eq!(wrong.body["error"], "invalid_grant");
+    // The code is burnt by a failed verifier (RFC 7636).
+    let right = env.token(json!({"client_id": env.client_id, "grant_type": "authorization_code", "code": code, "code_verifier": verifier})).await;
+    assert_eq!(right.body["error"], "invalid_grant");
+
+    let done = env.login(&id, &extra, "ada@acme.example.com").await;
+    let code = done.param("code").unwrap();
+    // An API key does not replace the verifier of a PKCE login.
+    let no_verifier = env.token(json!({"client_id": env.client_id, "client_secret": env.key, "grant_type": "authorization_code", "code": code})).await;
+    assert_eq!(no_verifier.body["error"], "invalid_grant");
+
+    let done = env.login(&id, &extra, "ada@acme.example.com").await;
+    let code = done.param("code").unwrap();
+    let ok = env.token(json!({"client_id": env.client_id, "grant_type": "authorization_code", "code": code, "code_verifier": verifier})).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+
+    // A verifier for a non-PKCE code without the API key is refused.
+    let done = env.login(&id, "", "ada@acme.example.com").await;
+    let code = done.param("code").unwrap();
+    let r = env.token(json!({"client_id": env.client_id, "grant_type": "authorization_code", "code": code, "code_verifier": verifier})).await;
+    assert_eq!(r.body["error"], "invalid_grant");
+    // redirect_uri, when sent, must match.
+    let done = env.login(&id, "", "ada@acme.example.com").await;
+    let code = done.param("code").unwrap();
+    let r = env.token(json!({"client_id": env.client_id, "client_secret": env.key, "grant_type": "authorization_code", "code": code, "redirect_uri": "https://other.example.com/cb"})).await;
+    assert_eq!(r.body["error"], "invalid_grant");
+}
+
+#[tokio::test]
+async fn codes_and_tokens_expire() {
+    let env = Env::with(SsoConfig {
+        redirect_uris: vec![APP_CB.into()],
+        code_ttl: Duration::from_secs(1),
+        access_token_ttl: Duration::from_secs(1),
+        ..SsoConfig::default()
+    });
+    let org = env.org("Acme").await;
+    let c = env.saml_conn(&org, json!({})).await;
+    let id = c["id"].as_str().unwrap().to_string();
+    let a = env
+        .login(&id, "", "ada@acme.example.com")
+        .await
+        .param("code")
+        .unwrap();
+    let b = env
+        .login(&id, "", "ada@acme.example.com")
+        .await
+        .param("code")
+        .unwrap();
+    let t = env.token(json!({"client_id": env.client_id, "client_secret": env.key, "grant_type": "authorization_code", "code": a})).await;
+    assert_eq!(t.status, StatusCode::OK);
+    assert_eq!(t.body["expires_in"], 1);
+    let token = t.body["access_token"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let late = env.token(json!({"client_id": env.client_id, "client_secret": env.key, "grant_type": "authorization_code", "code": b})).await;
+    assert_eq!(late.body["error"], "invalid_grant");
+    let req = Request::builder()
+        .uri("/sso/profile")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(env.send(req).await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn profile_roles_come_from_org_role_mappings() {
+    let env = Env::new();
+    let org = env.org("Acme").await;
+    let c = env.saml_conn(&org, json!({})).await;
+    let id = c["id"].as_str().unwrap().to_string();
+    let mut cs = ChangeSet::default();
+    let ts = idbridge_model::Timestamp::now();
+    for (slug, prio, default) in [
+        ("member", 100, true),
+        ("admin", 1, false),
+        ("eng", 10, false),
+    ] {
+        cs.put_json(
+            crate::tables::ROLES,
+            slug,
+            &idbridge_model::Role {
+                slug: slug.into(),
+                name: slug.into(),
+                priority: prio,
+                is_default: default,
+                created_at: ts,
+                updated_at: ts,
+            },
+        )
+        .unwrap();
+    }
+    for (g, slug) in [("g-admins", "admin"), ("g-eng", "eng")] {
+        cs.put_json(
+            crate::tables::ROLE_MAPPINGS,
+            format!("{org}/{g}"),
+            &idbridge_model::RoleMapping {
+                organization_id: org.clone(),
+                idp_group: g.into(),
+                role_slug: slug.into(),
+            },
+        )
+        .unwrap();
+    }
+    env.store.commit(cs).unwrap();
+    let code = env
+        .login(&id, "", "ada@acme.example.com")
+        .await
+        .param("code")
+        .unwrap();
+    let t = env.token(json!({"client_id": env.client_id, "client_secret": env.key, "grant_type": "authorization_code", "code": code})).await;
+    assert_eq!(t.body["profile"]["role"], json!({"slug": "admin"}));
+    assert_eq!(t.body["profile"]["roles"], json!([{"slug": "admin"}]));
+
+    let mut cs = ChangeSet::default();
+    cs.put_json(
+        crate::tables::ROLE_MODES,
+        &org,
+        &idbridge_model::RoleMode::Multiple,
+    )
+    .unwrap();
+    env.store.commit(cs).unwrap();
+    let code = env
+        .login(&id, "", "ada@acme.example.com")
+        .await
+        .param("code")
+        .unwrap();
+    let t = env.token(json!({"client_id": env.client_id, "client_secret": env.key, "grant_type": "authorization_code", "code": code})).await;
+    assert_eq!(
+        t.body["profile"]["roles"],
+        json!([{"slug": "admin"}, {"slug": "eng"}])
+    );
+}
+
+#[tokio::test]
+async fn oidc_idp_errors_and_unreachable_provider() {
+    let env = Env::new();
+    let org = env.org("Acme").await;
+    // A provider on a closed loopback port: discovery fails → server_error redirect.
+    let r = env
+        .api(
+            "POST",
+            "/connections",
+            Some(
+                json!({"organization_id": org, "connection_type": "GenericOIDC", "oidc_options": {
+                "issuer": "http://127.0.0.1:9", "client_id": "abc", "client_secret": "s3cret"}}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let a = env
+        .get(
+            &env.authorize_url(&format!("&connection={id}&state=x")),
+            None,
+        )
+        .await;
+    assert_eq!(a.param("error").as_deref(), Some("server_error"));
+    assert_eq!(a.param("state").as_deref(), Some("x"));
+
+    // Callback without a session: 400, no redirect.
+    let cb = env.get("/sso/oidc/callback?state=abc&code=def", None).await;
+    assert_eq!(cb.status, StatusCode::BAD_REQUEST);
+    assert!(cb.location.is_none());
+
+    // A session whose IdP answered error=access_denied → access_denied to the app.
+    let state_param = "oidc-state-value";
+    let key = super::oidc_callback::relay_key_for_state(state_param);
+    let sid = "session-id-value-0123456789";
+    let session = super::LoginSession {
+        connection_id: id.clone(),
+        organization_id: Some(org.clone()),
+        client_id: env.client_id.clone(),
+        redirect_uri: APP_CB.into(),
+        state: Some("app-state".into()),
+        code_challenge: None,
+        saml_request_id: None,
+        relay_key: key.clone(),
+        oidc_state: Some(state_param.into()),
+        oidc_nonce: Some("n".into()),
+        oidc_verifier_sealed: None,
+        ip_address: None,
+        user_agent: None,
+    };
+    env.store
+        .put_expiring(
+            crate::tables::SSO_LOGIN_SESSIONS,
+            &super::sha256_hex(sid),
+            serde_json::to_vec(&session).unwrap(),
+            super::now_ms() + 60_000,
+        )
+        .unwrap();
+    let cookie = format!("{}{key}={sid}", super::COOKIE_PREFIX);
+    let cb = env
+        .get(
+            &format!(
+                "/sso/oidc/callback?state={state_param}&error=access_denied&error_description=nope"
+            ),
+            Some(&cookie),
+        )
+        .await;
+    assert_eq!(cb.status, StatusCode::FOUND);
+    assert_eq!(cb.param("error").as_deref(), Some("access_denied"));
+    assert_eq!(cb.param("state").as_deref(), Some("app-state"));
+    // Single-use session.
+    let again = env
+        .get(
+            &format!("/sso/oidc/callback?state={state_param}&error=access_denied"),
+            Some(&cookie),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn create_is_idempotent_on_external_id_within_an_organization() {
+    let env = Env::new();
+    let org = env.org("Acme").await;
+    let other = env.org("Other").await;
+    let body = |org: &str| {
+        json!({"organization_id": org, "external_id": "ext-1", "saml_options": {
+            "idp_entity_id": IDP_ENTITY, "idp_sso_url": IDP_SSO, "idp_signing_certs": [env.cert_pem()]}})
+    };
+    let a = env.api("POST", "/connections", Some(body(&org))).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    let b = env.api("POST", "/connections", Some(body(&org))).await;
+    assert_eq!(b.body["id"], a.body["id"]);
+    assert_eq!(
+        env.api("GET", "/connections", None).await.body["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // The same external id in another organization is refused.
+    let c = env.api("POST", "/connections", Some(body(&other))).await;
+    assert_eq!(c.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", c.text);
+    // py10's OIDC shape (`discovery_endpoint`) is accepted.
+    let o = env
+        .api("POST", "/connections", Some(json!({"organization_id": org, "connection_type": "EntraIdOIDC", "oidc_options": {
+            "discovery_endpoint": "https://login.example.com/tenant/v2.0/.well-known/openid-configuration",
+            "client_id": "abc", "client_secret": "s"}})))
+        .await;
+    assert_eq!(o.status, StatusCode::CREATED, "{}", o.text);
+    let id = o.body["id"].as_str().unwrap();
+    let view = env
+        .api("GET", &format!("/admin/connections/{id}"), None)
+        .await;
+    assert_eq!(
+        view.body["settings"]["issuer"],
+        "https://login.example.com/tenant/v2.0"
+    );
+}
+
+fn metadata_xml(signer: &IdpSigner) -> String {
+    let cert = base64::engine::general_purpose::STANDARD.encode(signer.keys.cert.to_der().unwrap());
+    format!(
+        "<md:EntityDescriptor xmlns:md=\"urn:oasis:names:tc:SAML:2.0:metadata\" xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\" entityID=\"{IDP_ENTITY}\"><md:IDPSSODescriptor protocolSupportEnumeration=\"urn:oasis:names:tc:SAML:2.0:protocol\"><md:KeyDescriptor use=\"signing\"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{cert}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor><md:SingleSignOnService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect\" Location=\"{IDP_SSO}\"/></md:IDPSSODescriptor></md:EntityDescriptor>"
+    )
+}
+
+#[tokio::test]
+async fn metadata_url_refresh_picks_up_new_certs_and_announces_expiry() {
+    let mut env = Env::new();
+    let served = Arc::new(std::sync::Mutex::new(metadata_xml(&env.idp)));
+    let s = served.clone();
+    let app = axum::Router::new().route(
+        "/metadata",
+        axum::routing::get(move || {
+            let s = s.clone();
+            async move { s.lock().unwrap().clone() }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let org = env.org("Acme").await;
+    let r = env
+        .api("POST", "/connections", Some(json!({"organization_id": org, "saml_options": {"idp_metadata_url": format!("http://{addr}/metadata")}})))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    assert!(env
+        .login(&id, "", "a@acme.example.com")
+        .await
+        .param("code")
+        .is_some());
+
+    // Nothing changed: nothing happens.
+    let rep = super::connections::refresh_metadata(&env.state)
+        .await
+        .unwrap();
+    assert_eq!(
+        (rep.checked, rep.renewed, rep.renewal_required, rep.failed),
+        (1, 0, 0, 0)
+    );
+
+    // The IdP rolls its key: the refresh trusts the new certificate (and only it).
+    let old = std::mem::replace(&mut env.idp, IdpSigner::generate(IDP_ENTITY).unwrap());
+    *served.lock().unwrap() = metadata_xml(&env.idp);
+    let rep = super::connections::refresh_metadata(&env.state)
+        .await
+        .unwrap();
+    assert_eq!(rep.renewed, 1);
+    assert!(env
+        .event_kinds()
+        .contains(&"connection.saml_certificate_renewed".to_string()));
+    assert!(env
+        .login(&id, "", "a@acme.example.com")
+        .await
+        .param("code")
+        .is_some());
+    env.idp = old;
+    assert_eq!(
+        env.login(&id, "", "a@acme.example.com")
+            .await
+            .param("error")
+            .as_deref(),
+        Some("server_error")
+    );
+
+    // An unreachable URL counts as failed and changes nothing.
+    *served.lock().unwrap() = "<garbage/>".into();
+    let rep = super::connections::refresh_metadata(&env.state)
+        .await
+        .unwrap();
+    assert_eq!((rep.renewed, rep.failed), (0, 1));
+
+    // A certificate close to expiry is announced once.
+    let short = IdpSigner {
+        entity_id: IDP_ENTITY.into(),
+        keys: idbridge_saml::SpKeyPair::generate("short", 10).unwrap(),
+    };
+    let pem = String::from_utf8(short.keys.cert.to_pem().unwrap()).unwrap();
+    let r = env
+        .api("POST", "/connections", Some(json!({"organization_id": org, "saml_options": {"idp_entity_id": IDP_ENTITY, "idp_sso_url": IDP_SSO, "idp_signing_certs": [pem]}})))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let rep = super::connections::refresh_metadata(&env.state)
+        .await
+        .unwrap();
+    assert_eq!(rep.renewal_required, 1);
+    let rep = super::connections::refresh_metadata(&env.state)
+        .await
+        .unwrap();
+    assert_eq!(rep.renewal_required, 0);
+    let n = env
+        .event_kinds()
+        .iter()
+        .filter(|k| *k == "connection.saml_certificate_renewal_required")
+        .count();
+    assert_eq!(n, 1);
+}
+
+#[tokio::test]
+async fn emails_outside_the_organizations_domains_are_refused() {
+    let env = Env::new();
+    let org = env.org("Acme").await;
+    let c = env.saml_conn(&org, json!({})).await;
+    let id = c["id"].as_str().unwrap().to_string();
+    let r = env.login(&id, "", "mallory@evil.example.net").await;
+    assert_eq!(
+        r.param("error").as_deref(),
+        Some("profile_not_allowed_outside_organization")
+    );
+    assert!(r.param("code").is_none());
+    // Subdomains are not the domain.
+    let r = env.login(&id, "", "x@sub.acme.example.com").await;
+    assert_eq!(
+        r.param("error").as_deref(),
+        Some("profile_not_allowed_outside_organization")
+    );
+    // Allowed once the organization says so.
+    let u = env
+        .api(
+            "PUT",
+            &format!("/organizations/{org}"),
+            Some(json!({"allow_profiles_outside_organization": true})),
+        )
+        .await;
+    assert_eq!(u.status, StatusCode::OK, "{}", u.text);
+    assert!(env
+        .login(&id, "", "mallory@evil.example.net")
+        .await
+        .param("code")
+        .is_some());
+}
+
+/// Starts a login and returns (request id, RelayState, cookie, IdP URL).
+async fn start(env: &Env, conn_id: &str, extra: &str) -> (String, String, String, String) {
+    let r = env
+        .get(
+            &env.authorize_url(&format!("&connection={conn_id}{extra}")),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FOUND, "{}", r.text);
+    let xml = idbridge_saml::decode_redirect_binding(&r.param("SAMLRequest").unwrap()).unwrap();
+    let id = xml
+        .split("ID=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let cookie = r.cookies[0].split(';').next().unwrap().to_string();
+    (
+        id,
+        r.param("RelayState").unwrap(),
+        cookie,
+        r.location.unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn signed_requests_force_authn_and_encrypted_assertions_across_rotation() {
+    use idbridge_saml::idp::{DataEnc, KeyEnc};
+    let env = Env::new();
+    let org = env.org("Acme").await;
+    let c = env.saml_conn(&org, json!({"sign_requests": true})).await;
+    let id = c["id"].as_str().unwrap().to_string();
+
+    // Signed AuthnRequest (Redirect binding) and prompt=login → ForceAuthn.
+    let r = env
+        .get(
+            &env.authorize_url(&format!("&connection={id}&prompt=login")),
+            None,
+        )
+        .await;
+    assert!(
+        r.param("Signature").is_some() && r.param("SigAlg").is_some(),
+        "{:?}",
+        r.location
+    );
+    let xml = idbridge_saml::decode_redirect_binding(&r.param("SAMLRequest").unwrap()).unwrap();
+    assert!(xml.contains("ForceAuthn=\"true\""), "{xml}");
+    let plain = env
+        .get(&env.authorize_url(&format!("&connection={id}")), None)
+        .await;
+    let xml = idbridge_saml::decode_redirect_binding(&plain.param("SAMLRequest").unwrap()).unwrap();
+    assert!(!xml.contains("ForceAuthn"));
+
+    // An assertion encrypted to our published encryption certificate is accepted.
+    let view = env
+        .api("GET", &format!("/admin/connections/{id}"), None)
+        .await;
+    let old_pem = view.body["settings"]["sp_encryption_certs"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let encrypted = |pem: &str, req_id: &str| {
+        let cert = openssl::x509::X509::from_pem(pem.as_bytes()).unwrap();
+        let acs = format!("http://127.0.0.1:8080/sso/saml/acs/{id}");
+        let now = chrono::Utc::now();
+        let mut a = AssertionSpec::new(
+            IDP_ENTITY,
+            &format!("http://127.0.0.1:8080/sso/saml/{id}"),
+            &acs,
+            "enc@acme.example.com",
+            Some(req_id),
+            now,
+        )
+        .unwrap();
+        a.attributes = vec![("email".into(), vec!["enc@acme.example.com".into()])];
+        let resp = ResponseSpec::new(IDP_ENTITY, &acs, Some(req_id), now).unwrap();
+        b64(&env
+            .idp
+            .encrypted_response(
+                &resp,
+                &a,
+                &cert,
+                DataEnc::Aes256Gcm,
+                KeyEnc::OaepSha1,
+                true,
+                false,
+            )
+            .unwrap())
+    };
+    let (req, relay, cookie, _) = start(&env, &id, "").await;
+    let done = env
+        .post_acs(&id, &encrypted(&old_pem, &req), Some(&relay), Some(&cookie))
+        .await;
+    assert!(done.param("code").is_some(), "{:?}", done.location);
+
+    // After a rotation, the previous key still decrypts; the new one too.
+    let rot = env
+        .api(
+            "POST",
+            &format!("/admin/connections/{id}/rotate_sp_keys"),
+            None,
+        )
+        .await;
+    let new_pem = rot.body["settings"]["sp_encryption_certs"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(new_pem, old_pem);
+    for pem in [&old_pem, &new_pem] {
+        let (req, relay, cookie, _) = start(&env, &id, "").await;
+        let done = env
+            .post_acs(&id, &encrypted(pem, &req), Some(&relay), Some(&cookie))
+            .await;
+        assert!(done.param("code").is_some(), "{:?}", done.location);
+    }
+    // Encrypted to a key we never had: refused.
+    let stranger = idbridge_saml::SpKeyPair::generate("stranger", 1).unwrap();
+    let stranger_pem = String::from_utf8(stranger.cert.to_pem().unwrap()).unwrap();
+    let (req, relay, cookie, _) = start(&env, &id, "").await;
+    let done = env
+        .post_acs(
+            &id,
+            &encrypted(&stranger_pem, &req),
+            Some(&relay),
+            Some(&cookie),
+        )
+        .await;
+    assert_eq!(done.param("error").as_deref(), Some("server_error"));
+}

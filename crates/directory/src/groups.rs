@@ -1,0 +1,422 @@
+//! Directory groups and memberships, with role recomputation for the members they affect.
+
+use std::collections::{BTreeSet, HashSet};
+
+use idbridge_model::tag::DirectoryGroupTag;
+use idbridge_model::{new_id, DirectoryGroup, IdPrefix};
+use serde_json::json;
+
+use crate::attributes::previous_attributes;
+use crate::engine::{created_at_of, from_bytes, to_bytes, to_value, DirectoryEngine, Tx};
+use crate::error::{EngineError, Result};
+use crate::layout;
+use crate::roles::RoleCtx;
+use crate::types::{
+    ChangeKind, GroupChange, GroupInput, MembershipChange, StoredGroup, StoredUser,
+};
+use crate::users::{check_version, normalized_keys, validate_keys, with_previous, Loaded};
+
+pub(crate) fn validate_group(input: &GroupInput) -> Result<()> {
+    if input.idp_id.trim().is_empty() {
+        return Err(EngineError::Invalid("group idp_id is empty".into()));
+    }
+    validate_keys(&input.unique_keys)
+}
+
+/// How a membership call treats the given user ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MemberOp {
+    Set,
+    Add,
+    Remove,
+}
+
+impl DirectoryEngine {
+    /// A group of `dir_id` with the bytes read (None if absent or in another directory).
+    pub(crate) fn load_group(
+        &self,
+        dir_id: &str,
+        group_id: &str,
+    ) -> Result<Option<Loaded<StoredGroup>>> {
+        let key = layout::key(dir_id, group_id);
+        match self.get_raw(layout::GROUPS, &key)? {
+            Some(bytes) => Ok(Some((
+                from_bytes(layout::GROUPS, &key, &bytes)?,
+                Some(bytes),
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn build_group(
+        tx: &Tx,
+        existing: Option<&StoredGroup>,
+        input: &GroupInput,
+    ) -> StoredGroup {
+        let (id, created_at, updated_at, version) = match existing {
+            Some(e) => (
+                e.group.id.clone(),
+                e.group.created_at,
+                e.group.updated_at,
+                e.version,
+            ),
+            None => {
+                let id = new_id(IdPrefix::DirectoryGroup);
+                let at = created_at_of(IdPrefix::DirectoryGroup, &id);
+                (id, at, at, 1)
+            }
+        };
+        StoredGroup {
+            group: DirectoryGroup {
+                object: DirectoryGroupTag,
+                id,
+                idp_id: input.idp_id.clone(),
+                directory_id: tx.rec.directory.id.clone(),
+                organization_id: tx.rec.directory.organization_id.clone(),
+                name: input.name.clone(),
+                raw_attributes: input.raw_attributes.clone(),
+                created_at,
+                updated_at,
+            },
+            version,
+            unique_keys: normalized_keys(&input.unique_keys),
+        }
+    }
+
+    /// Creates or updates a group in `tx` (events included). Returns the stored group and
+    /// whether its role-relevant identity (idp_id or name) changed.
+    pub(crate) fn stage_upsert_group(
+        &self,
+        tx: &mut Tx,
+        existing: Option<Loaded<StoredGroup>>,
+        input: &GroupInput,
+    ) -> Result<(ChangeKind, StoredGroup, bool)> {
+        let mut new = Self::build_group(tx, existing.as_ref().map(|e| &e.0), input);
+        let dir_id = tx.dir_id().to_owned();
+        let gid = new.group.id.clone();
+        let key = layout::key(&dir_id, &gid);
+        let Some(old) = existing else {
+            let idp = new.group.idp_id.clone();
+            self.claim_slot(tx, layout::GROUPS_BY_IDP, "idp_id", &idp, &gid)?;
+            self.move_slots(tx, layout::group_key_table, &gid, &[], &new.unique_keys)?;
+            tx.cs
+                .require_absent(layout::GROUPS, key.clone())
+                .put(layout::GROUPS, key, to_bytes(&new)?)
+                .put(layout::GROUP_DIR, gid, dir_id.as_bytes().to_vec());
+            tx.counts.groups += 1;
+            tx.emit("dsync.group.created", to_value(&new.group)?);
+            return Ok((ChangeKind::Created, new, false));
+        };
+        if new == old.0 {
+            return Ok((ChangeKind::Unchanged, new, false));
+        }
+        if let Some(bytes) = &old.1 {
+            tx.cs
+                .require_equals(layout::GROUPS, key.clone(), Some(bytes.clone()));
+        }
+        new.version = old.0.version + 1;
+        new.group.updated_at = tx.now;
+        if old.0.group.idp_id != new.group.idp_id {
+            tx.cs.delete(
+                layout::GROUPS_BY_IDP,
+                layout::key(&dir_id, &old.0.group.idp_id),
+            );
+            let idp = new.group.idp_id.clone();
+            self.claim_slot(tx, layout::GROUPS_BY_IDP, "idp_id", &idp, &gid)?;
+        }
+        self.move_slots(
+            tx,
+            layout::group_key_table,
+            &gid,
+            &old.0.unique_keys,
+            &new.unique_keys,
+        )?;
+        tx.cs.put(layout::GROUPS, key, to_bytes(&new)?);
+        let new_json = to_value(&new.group)?;
+        let prev = previous_attributes(&to_value(&old.0.group)?, &new_json);
+        if !prev.is_empty() {
+            tx.emit("dsync.group.updated", with_previous(new_json, prev));
+        }
+        let identity_changed =
+            old.0.group.idp_id != new.group.idp_id || old.0.group.name != new.group.name;
+        Ok((ChangeKind::Updated, new, identity_changed))
+    }
+
+    /// Creates (`existing_id` None; the idp_id and unique keys must be free) or updates a
+    /// group, as one commit. A rename or idp_id change recomputes the members' roles.
+    pub fn upsert_group(
+        &self,
+        dir_id: &str,
+        existing_id: Option<&str>,
+        input: GroupInput,
+        expected_version: Option<u64>,
+    ) -> Result<GroupChange> {
+        let _span = tracing::info_span!("dsync.upsert_group", directory_id = dir_id).entered();
+        validate_group(&input)?;
+        let lock = self.dir_lock(dir_id);
+        let _g = Self::guard(&lock);
+        let mut tx = self.begin(dir_id)?;
+        let existing = match existing_id {
+            Some(id) => {
+                let loaded = self
+                    .load_group(dir_id, id)?
+                    .ok_or_else(|| EngineError::not_found("directory_group", id))?;
+                check_version(expected_version, loaded.0.version)?;
+                Some(loaded)
+            }
+            None => None,
+        };
+        let (kind, group, identity_changed) = self.stage_upsert_group(&mut tx, existing, &input)?;
+        if identity_changed {
+            let roles =
+                self.role_ctx(&tx.rec.directory.organization_id, tx.rec.settings.role_mode)?;
+            if roles.active() {
+                let members =
+                    self.scan_suffixes(layout::MEMBERS, &layout::members_of(&group.group.id))?;
+                for uid in members {
+                    self.stage_role_refresh(&mut tx, &roles, &uid, Some(&group), None)?;
+                }
+            }
+        }
+        let (events, _) = self.finish(tx)?;
+        Ok(GroupChange {
+            kind,
+            group,
+            events,
+        })
+    }
+
+    /// Deletes a group and its memberships as one commit: `dsync.group.deleted` only (member
+    /// removal is implied, workos-api.md §3.5), plus `dsync.user.updated` for members whose
+    /// role changes.
+    pub fn delete_group(&self, dir_id: &str, group_id: &str) -> Result<GroupChange> {
+        let _span = tracing::info_span!("dsync.delete_group", directory_id = dir_id).entered();
+        let lock = self.dir_lock(dir_id);
+        let _g = Self::guard(&lock);
+        let mut tx = self.begin(dir_id)?;
+        let old = self
+            .load_group(dir_id, group_id)?
+            .ok_or_else(|| EngineError::not_found("directory_group", group_id))?;
+        let members = self.stage_delete_group(&mut tx, &old)?;
+        let roles = self.role_ctx(&tx.rec.directory.organization_id, tx.rec.settings.role_mode)?;
+        if roles.active() {
+            for uid in members {
+                self.stage_role_refresh(&mut tx, &roles, &uid, None, Some(group_id))?;
+            }
+        }
+        let (events, _) = self.finish(tx)?;
+        Ok(GroupChange {
+            kind: ChangeKind::Deleted,
+            group: old.0,
+            events,
+        })
+    }
+
+    /// Stages a group's removal with its memberships and event; returns the former members.
+    pub(crate) fn stage_delete_group(
+        &self,
+        tx: &mut Tx,
+        old: &Loaded<StoredGroup>,
+    ) -> Result<Vec<String>> {
+        let dir_id = tx.dir_id().to_owned();
+        let gid = old.0.group.id.clone();
+        let key = layout::key(&dir_id, &gid);
+        if let Some(bytes) = &old.1 {
+            tx.cs
+                .require_equals(layout::GROUPS, key.clone(), Some(bytes.clone()));
+        }
+        tx.cs
+            .delete(layout::GROUPS, key)
+            .delete(layout::GROUP_DIR, gid.clone())
+            .delete(
+                layout::GROUPS_BY_IDP,
+                layout::key(&dir_id, &old.0.group.idp_id),
+            );
+        for (index, value) in &old.0.unique_keys {
+            tx.cs
+                .delete(layout::group_key_table(index), layout::key(&dir_id, value));
+        }
+        let members = self.scan_suffixes(layout::MEMBERS, &layout::members_of(&gid))?;
+        for uid in &members {
+            tx.cs
+                .delete(layout::MEMBERS, layout::member_g(&gid, uid))
+                .delete(layout::MEMBERS, layout::member_u(uid, &gid));
+        }
+        tx.counts.groups = tx.counts.groups.saturating_sub(1);
+        tx.emit("dsync.group.deleted", to_value(&old.0.group)?);
+        Ok(members)
+    }
+
+    /// Recomputes one user's roles as if `joined` were added / `left` removed, and stages the
+    /// update (`dsync.user.updated` with the old `role`/`roles`) if they change.
+    pub(crate) fn stage_role_refresh(
+        &self,
+        tx: &mut Tx,
+        roles: &RoleCtx,
+        user_id: &str,
+        joined: Option<&StoredGroup>,
+        left: Option<&str>,
+    ) -> Result<()> {
+        let dir_id = tx.dir_id().to_owned();
+        let Some(old) = self.load_user(&dir_id, user_id)? else {
+            return Ok(());
+        };
+        let mut refs = Vec::new();
+        for gid in self.scan_suffixes(layout::MEMBERS, &layout::groups_of(user_id))? {
+            if Some(gid.as_str()) == left || joined.is_some_and(|g| g.group.id == gid) {
+                continue;
+            }
+            if let Some((g, _)) = self.load_group(&dir_id, &gid)? {
+                refs.push(g.group.idp_id);
+                refs.push(g.group.name);
+            }
+        }
+        if let Some(g) = joined {
+            refs.push(g.group.idp_id.clone());
+            refs.push(g.group.name.clone());
+        }
+        let (role, role_list) = roles.resolve(&refs);
+        if role == old.0.user.role && role_list == old.0.user.roles {
+            return Ok(());
+        }
+        let mut new = old.0.clone();
+        new.user.role = role;
+        new.user.roles = role_list;
+        self.stage_replace_user(tx, &old, new)?;
+        Ok(())
+    }
+
+    /// Replaces a group's members (SCIM PUT semantics): the diff becomes
+    /// `dsync.group.user_added` / `user_removed`, one commit.
+    pub fn set_group_members(
+        &self,
+        dir_id: &str,
+        group_id: &str,
+        members: Vec<String>,
+    ) -> Result<MembershipChange> {
+        self.change_members(dir_id, group_id, members, MemberOp::Set)
+    }
+
+    /// Adds users to a group (already-members are ignored), one commit.
+    pub fn add_group_members(
+        &self,
+        dir_id: &str,
+        group_id: &str,
+        users: Vec<String>,
+    ) -> Result<MembershipChange> {
+        self.change_members(dir_id, group_id, users, MemberOp::Add)
+    }
+
+    /// Removes users from a group (non-members are ignored), one commit.
+    pub fn remove_group_members(
+        &self,
+        dir_id: &str,
+        group_id: &str,
+        users: Vec<String>,
+    ) -> Result<MembershipChange> {
+        self.change_members(dir_id, group_id, users, MemberOp::Remove)
+    }
+
+    fn change_members(
+        &self,
+        dir_id: &str,
+        group_id: &str,
+        users: Vec<String>,
+        op: MemberOp,
+    ) -> Result<MembershipChange> {
+        let _span =
+            tracing::info_span!("dsync.members", directory_id = dir_id, group_id, ?op).entered();
+        let lock = self.dir_lock(dir_id);
+        let _g = Self::guard(&lock);
+        let mut tx = self.begin(dir_id)?;
+        let (group, _) = self
+            .load_group(dir_id, group_id)?
+            .ok_or_else(|| EngineError::not_found("directory_group", group_id))?;
+        let current: BTreeSet<String> = self
+            .scan_suffixes(layout::MEMBERS, &layout::members_of(group_id))?
+            .into_iter()
+            .collect();
+        let given: BTreeSet<String> = users.into_iter().collect();
+        let (added, removed): (Vec<String>, Vec<String>) = match op {
+            MemberOp::Set => (
+                given.difference(&current).cloned().collect(),
+                current.difference(&given).cloned().collect(),
+            ),
+            MemberOp::Add => (given.difference(&current).cloned().collect(), Vec::new()),
+            MemberOp::Remove => (Vec::new(), given.intersection(&current).cloned().collect()),
+        };
+        let mut loaded: Vec<(StoredUser, bool)> = Vec::new();
+        for uid in &added {
+            let (u, _) = self.load_user(dir_id, uid)?.ok_or_else(|| {
+                EngineError::Invalid(format!("member {uid} is not a user of this directory"))
+            })?;
+            loaded.push((u, true));
+        }
+        for uid in &removed {
+            // A member whose user record vanished is still unlinked, just without an event.
+            match self.load_user(dir_id, uid)? {
+                Some((u, _)) => loaded.push((u, false)),
+                None => {
+                    tx.cs
+                        .delete(layout::MEMBERS, layout::member_g(group_id, uid))
+                        .delete(layout::MEMBERS, layout::member_u(uid, group_id));
+                }
+            }
+        }
+        for (u, add) in &loaded {
+            self.stage_membership(&mut tx, &group, u, *add)?;
+        }
+        let roles = self.role_ctx(&tx.rec.directory.organization_id, tx.rec.settings.role_mode)?;
+        if roles.active() {
+            let mut seen = HashSet::new();
+            for (u, add) in &loaded {
+                if seen.insert(u.user.id.clone()) {
+                    let (joined, left) = if *add {
+                        (Some(&group), None)
+                    } else {
+                        (None, Some(group_id))
+                    };
+                    self.stage_role_refresh(&mut tx, &roles, &u.user.id, joined, left)?;
+                }
+            }
+        }
+        let (events, _) = self.finish(tx)?;
+        Ok(MembershipChange {
+            added,
+            removed,
+            events,
+        })
+    }
+
+    /// Links or unlinks one membership (both key directions) with its event.
+    pub(crate) fn stage_membership(
+        &self,
+        tx: &mut Tx,
+        group: &StoredGroup,
+        user: &StoredUser,
+        add: bool,
+    ) -> Result<()> {
+        let (gid, uid) = (&group.group.id, &user.user.id);
+        if add {
+            tx.cs
+                .put(layout::MEMBERS, layout::member_g(gid, uid), Vec::new())
+                .put(layout::MEMBERS, layout::member_u(uid, gid), Vec::new());
+        } else {
+            tx.cs
+                .delete(layout::MEMBERS, layout::member_g(gid, uid))
+                .delete(layout::MEMBERS, layout::member_u(uid, gid));
+        }
+        let data = json!({
+            "directory_id": tx.dir_id(),
+            "user": to_value(&user.user)?,
+            "group": to_value(&group.group)?,
+        });
+        let kind = if add {
+            "dsync.group.user_added"
+        } else {
+            "dsync.group.user_removed"
+        };
+        tx.emit(kind, data);
+        Ok(())
+    }
+}

@@ -1,0 +1,113 @@
+//! Storage layout: every table and key the directory engine writes.
+//!
+//! All ids are `<prefix>_<ULID>` (no `/`), so `/` separates key parts; the last part (an idp id
+//! or a unique-key value) may contain anything because keys are only ever built or prefix-scanned,
+//! never split. Values are JSON unless noted.
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `dsync.directories` | `<directory id>` | [`crate::DirectoryRecord`] |
+//! | `dsync.directories_by_org` | `<organization id>/<directory id>` | empty (list by org in id order) |
+//! | `dsync.counts` | `<directory id>` | [`crate::Counts`] (kept in the same commits as the changes) |
+//! | `dsync.users` | `<directory id>/<user id>` | [`crate::StoredUser`] (a directory's users in id order = prefix scan) |
+//! | `dsync.user_dir` | `<user id>` | directory id (UTF-8) — lookups by user id alone |
+//! | `dsync.users_by_idp` | `<directory id>/<idp_id>` | user id (unique per directory) |
+//! | `dsync.user_key.<index>` | `<directory id>/<value>` | user id (one table per unique key name, e.g. `scim.userName`) |
+//! | `dsync.groups` | `<directory id>/<group id>` | [`crate::StoredGroup`] |
+//! | `dsync.group_dir` | `<group id>` | directory id (UTF-8) |
+//! | `dsync.groups_by_idp` | `<directory id>/<idp_id>` | group id (unique per directory) |
+//! | `dsync.group_key.<index>` | `<directory id>/<value>` | group id |
+//! | `dsync.members` | `g/<group id>/<user id>` and `u/<user id>/<group id>` | empty (both directions) |
+//! | `dsync.deleting_from` | `<directory id>` | `DirectoryState` before a chunked delete began |
+//! | `dsync.roles` | `<organization id>` | `Vec<idbridge_model::Role>` |
+//! | `dsync.role_mappings` | `<organization id>` | `Vec<idbridge_model::RoleMapping>` |
+//!
+//! The engine also reads `organizations/<organization id>` (written by the REST API) for the
+//! directory `domain` and the `domains` of `dsync.activated`.
+
+/// Directory records.
+pub const DIRECTORIES: &str = "dsync.directories";
+/// `<org>/<directory>` → empty.
+pub const DIRECTORIES_BY_ORG: &str = "dsync.directories_by_org";
+/// Per-directory user/group counters.
+pub const COUNTS: &str = "dsync.counts";
+/// `<directory>/<user>` → user.
+pub const USERS: &str = "dsync.users";
+/// `<user>` → directory id.
+pub const USER_DIR: &str = "dsync.user_dir";
+/// `<directory>/<idp_id>` → user id.
+pub const USERS_BY_IDP: &str = "dsync.users_by_idp";
+/// `<directory>/<group>` → group.
+pub const GROUPS: &str = "dsync.groups";
+/// `<group>` → directory id.
+pub const GROUP_DIR: &str = "dsync.group_dir";
+/// `<directory>/<idp_id>` → group id.
+pub const GROUPS_BY_IDP: &str = "dsync.groups_by_idp";
+/// Memberships, both directions.
+pub const MEMBERS: &str = "dsync.members";
+/// `<directory id>` → the state before a chunked deletion started (only while deleting).
+pub const DELETING_FROM: &str = "dsync.deleting_from";
+/// Roles per organization.
+pub const ROLES: &str = "dsync.roles";
+/// Role mappings per organization.
+pub const ROLE_MAPPINGS: &str = "dsync.role_mappings";
+/// Organizations (owned by the REST API; read only here).
+pub const ORGANIZATIONS: &str = "organizations";
+
+const USER_KEY_PREFIX: &str = "dsync.user_key.";
+const GROUP_KEY_PREFIX: &str = "dsync.group_key.";
+
+/// The unique-index table for user key `index` (e.g. `scim.userName`).
+pub fn user_key_table(index: &str) -> String {
+    format!("{USER_KEY_PREFIX}{index}")
+}
+
+/// The unique-index table for group key `index`.
+pub fn group_key_table(index: &str) -> String {
+    format!("{GROUP_KEY_PREFIX}{index}")
+}
+
+/// `<a>/<b>`: the key shape of every per-directory table.
+pub fn key(a: &str, b: &str) -> String {
+    format!("{a}/{b}")
+}
+
+/// Prefix of every key that belongs to `id` in a `<id>/...` table.
+pub fn prefix(id: &str) -> String {
+    format!("{id}/")
+}
+
+/// Membership seen from the group.
+pub fn member_g(group: &str, user: &str) -> String {
+    format!("g/{group}/{user}")
+}
+
+/// Membership seen from the user.
+pub fn member_u(user: &str, group: &str) -> String {
+    format!("u/{user}/{group}")
+}
+
+/// Prefix of a group's members.
+pub fn members_of(group: &str) -> String {
+    format!("g/{group}/")
+}
+
+/// Prefix of a user's groups.
+pub fn groups_of(user: &str) -> String {
+    format!("u/{user}/")
+}
+
+/// The domain constraint a table stands for, used to explain a failed commit condition.
+pub fn constraint_of_table(table: &str) -> String {
+    if let Some(index) = table
+        .strip_prefix(USER_KEY_PREFIX)
+        .or_else(|| table.strip_prefix(GROUP_KEY_PREFIX))
+    {
+        return index.to_owned();
+    }
+    match table {
+        USERS_BY_IDP | GROUPS_BY_IDP => "idp_id".to_owned(),
+        ORGANIZATIONS => "organization".to_owned(),
+        _ => "concurrent_update".to_owned(),
+    }
+}

@@ -1,0 +1,31 @@
+//! idbridge-directory: the directory engine.
+//!
+//! Every directory feed — SCIM pushes, LDAP pulls, SFTP CSV snapshots — goes through
+//! [`DirectoryEngine`], which turns source-agnostic inputs ([`UserInput`], [`GroupInput`],
+//! [`Snapshot`]) into directory users, groups, memberships and roles. Each change is ONE atomic
+//! store commit that also appends its `dsync.*` events: the event log is the outbox
+//! (ARCHITECTURE.md, "two rules"). Tables and keys are listed in [`layout`].
+//!
+//! Event payloads follow workos-api.md §4.3: users never carry `groups`; `*.updated` events
+//! carry `previous_attributes`; membership events carry `{directory_id, user, group}`;
+//! `dsync.activated` precedes the first change applied to a directory.
+
+pub mod attributes;
+mod engine;
+mod error;
+mod groups;
+pub mod layout;
+mod read;
+mod roles;
+mod snapshot;
+mod types;
+mod users;
+
+pub use engine::{DirectoryEngine, MAX_COMMIT_OPS};
+pub use error::{EngineError, GuardError, Result};
+pub use types::{
+    AttributeMap, ChangeKind, Counts, Cursor, Deactivation, DeltaChange, DeltaOutcome,
+    DirectoryRecord, DirectorySettings, GroupChange, GroupInput, MembershipChange, Order, Page,
+    PageRequest, Snapshot, SnapshotOutcome, SnapshotPolicy, StoredGroup, StoredUser, UserChange,
+    UserInput,
+};

@@ -1,0 +1,213 @@
+//! Reads for the REST API and the protocol layers: by id, by key, paged lists.
+
+use idbridge_model::DirectoryUserWithGroups;
+
+use crate::engine::{from_bytes, DirectoryEngine};
+use crate::error::{EngineError, Result};
+use crate::layout;
+use crate::types::{Page, PageRequest, StoredGroup, StoredUser};
+
+impl DirectoryEngine {
+    fn user_dir(&self, user_id: &str) -> Result<String> {
+        self.get_string(layout::USER_DIR, user_id)?
+            .ok_or_else(|| EngineError::not_found("directory_user", user_id))
+    }
+
+    fn group_dir(&self, group_id: &str) -> Result<String> {
+        self.get_string(layout::GROUP_DIR, group_id)?
+            .ok_or_else(|| EngineError::not_found("directory_group", group_id))
+    }
+
+    /// A user by id; with `dir_id`, only if it belongs to that directory (tenancy for SCIM).
+    pub fn get_user(&self, dir_id: Option<&str>, user_id: &str) -> Result<StoredUser> {
+        let dir = match dir_id {
+            Some(d) => d.to_owned(),
+            None => self.user_dir(user_id)?,
+        };
+        self.load_user(&dir, user_id)?
+            .map(|(u, _)| u)
+            .ok_or_else(|| EngineError::not_found("directory_user", user_id))
+    }
+
+    /// A group by id; with `dir_id`, only if it belongs to that directory.
+    pub fn get_group(&self, dir_id: Option<&str>, group_id: &str) -> Result<StoredGroup> {
+        let dir = match dir_id {
+            Some(d) => d.to_owned(),
+            None => self.group_dir(group_id)?,
+        };
+        self.load_group(&dir, group_id)?
+            .map(|(g, _)| g)
+            .ok_or_else(|| EngineError::not_found("directory_group", group_id))
+    }
+
+    /// `GET /directory_users/{id}`: the user with its groups (in group id order).
+    pub fn get_user_with_groups(&self, user_id: &str) -> Result<DirectoryUserWithGroups> {
+        let u = self.get_user(None, user_id)?;
+        let groups = self
+            .user_groups(user_id)?
+            .into_iter()
+            .map(|g| g.group)
+            .collect();
+        Ok(DirectoryUserWithGroups {
+            user: u.user,
+            groups,
+        })
+    }
+
+    /// Attaches each user's groups (the `/directory_users` list shape).
+    pub fn with_groups(&self, users: Vec<StoredUser>) -> Result<Vec<DirectoryUserWithGroups>> {
+        let mut out = Vec::with_capacity(users.len());
+        for u in users {
+            let groups = self
+                .user_groups(&u.user.id)?
+                .into_iter()
+                .map(|g| g.group)
+                .collect();
+            out.push(DirectoryUserWithGroups {
+                user: u.user,
+                groups,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The groups of a user, in group id order.
+    pub fn user_groups(&self, user_id: &str) -> Result<Vec<StoredGroup>> {
+        let dir = self.user_dir(user_id)?;
+        let mut out = Vec::new();
+        for gid in self.scan_suffixes(layout::MEMBERS, &layout::groups_of(user_id))? {
+            if let Some((g, _)) = self.load_group(&dir, &gid)? {
+                out.push(g);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The user ids of a group's members, in id order (use `list_users` with a group filter to
+    /// page through big groups).
+    pub fn group_members(&self, group_id: &str) -> Result<Vec<String>> {
+        self.group_dir(group_id)?;
+        self.scan_suffixes(layout::MEMBERS, &layout::members_of(group_id))
+    }
+
+    /// A user by idp_id.
+    pub fn find_user_by_idp_id(&self, dir_id: &str, idp_id: &str) -> Result<Option<StoredUser>> {
+        match self.get_string(layout::USERS_BY_IDP, &layout::key(dir_id, idp_id))? {
+            Some(uid) => Ok(self.load_user(dir_id, &uid)?.map(|(u, _)| u)),
+            None => Ok(None),
+        }
+    }
+
+    /// A user by a unique key (e.g. `("scim.userName", normalized value)`).
+    pub fn find_user_by_key(
+        &self,
+        dir_id: &str,
+        index: &str,
+        value: &str,
+    ) -> Result<Option<StoredUser>> {
+        let table = layout::user_key_table(index);
+        match self.get_string(&table, &layout::key(dir_id, value))? {
+            Some(uid) => Ok(self.load_user(dir_id, &uid)?.map(|(u, _)| u)),
+            None => Ok(None),
+        }
+    }
+
+    /// A group by idp_id.
+    pub fn find_group_by_idp_id(&self, dir_id: &str, idp_id: &str) -> Result<Option<StoredGroup>> {
+        match self.get_string(layout::GROUPS_BY_IDP, &layout::key(dir_id, idp_id))? {
+            Some(gid) => Ok(self.load_group(dir_id, &gid)?.map(|(g, _)| g)),
+            None => Ok(None),
+        }
+    }
+
+    /// A group by a unique key.
+    pub fn find_group_by_key(
+        &self,
+        dir_id: &str,
+        index: &str,
+        value: &str,
+    ) -> Result<Option<StoredGroup>> {
+        let table = layout::group_key_table(index);
+        match self.get_string(&table, &layout::key(dir_id, value))? {
+            Some(gid) => Ok(self.load_group(dir_id, &gid)?.map(|(g, _)| g)),
+            None => Ok(None),
+        }
+    }
+
+    /// A directory's users in id (= creation) order, optionally only a group's members,
+    /// WorkOS-paged. The directory (and group, in that directory) must exist. For
+    /// `GET /directory_users?group=...` without `directory`, find the directory with
+    /// `get_group(None, id)` first; [`DirectoryEngine::with_groups`] adds each user's groups.
+    pub fn list_users(
+        &self,
+        dir_id: &str,
+        group_id: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Page<StoredUser>> {
+        self.get_raw(layout::DIRECTORIES, dir_id)?
+            .ok_or_else(|| EngineError::not_found("directory", dir_id))?;
+        let mut data = Vec::new();
+        let rows = match group_id {
+            None => {
+                let rows = self.page_rows(layout::USERS, &layout::prefix(dir_id), page)?;
+                for (id, bytes) in &rows.data {
+                    data.push(from_bytes(layout::USERS, id, bytes)?);
+                }
+                rows
+            }
+            Some(gid) => {
+                self.load_group(dir_id, gid)?
+                    .ok_or_else(|| EngineError::not_found("directory_group", gid))?;
+                let rows = self.page_rows(layout::MEMBERS, &layout::members_of(gid), page)?;
+                for (uid, _) in &rows.data {
+                    if let Some((u, _)) = self.load_user(dir_id, uid)? {
+                        data.push(u);
+                    }
+                }
+                rows
+            }
+        };
+        Ok(Page {
+            data,
+            before: rows.before,
+            after: rows.after,
+        })
+    }
+
+    /// A directory's groups in id order, optionally only a user's groups, WorkOS-paged.
+    pub fn list_groups(
+        &self,
+        dir_id: &str,
+        user_id: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Page<StoredGroup>> {
+        self.get_raw(layout::DIRECTORIES, dir_id)?
+            .ok_or_else(|| EngineError::not_found("directory", dir_id))?;
+        let mut data = Vec::new();
+        let rows = match user_id {
+            None => {
+                let rows = self.page_rows(layout::GROUPS, &layout::prefix(dir_id), page)?;
+                for (id, bytes) in &rows.data {
+                    data.push(from_bytes(layout::GROUPS, id, bytes)?);
+                }
+                rows
+            }
+            Some(uid) => {
+                self.load_user(dir_id, uid)?
+                    .ok_or_else(|| EngineError::not_found("directory_user", uid))?;
+                let rows = self.page_rows(layout::MEMBERS, &layout::groups_of(uid), page)?;
+                for (gid, _) in &rows.data {
+                    if let Some((g, _)) = self.load_group(dir_id, gid)? {
+                        data.push(g);
+                    }
+                }
+                rows
+            }
+        };
+        Ok(Page {
+            data,
+            before: rows.before,
+            after: rows.after,
+        })
+    }
+}

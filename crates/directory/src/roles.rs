@@ -1,0 +1,143 @@
+//! Roles and IdP-group → role mappings per organization, and a user's roles from its groups.
+
+use std::collections::HashSet;
+
+use idbridge_model::{resolve_roles, Role, RoleMapping, RoleMode, RoleRef};
+use idbridge_store::ChangeSet;
+
+use crate::engine::{to_bytes, DirectoryEngine};
+use crate::error::{EngineError, Result};
+use crate::layout;
+
+/// The roles an organization has configured, loaded once per operation.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RoleCtx {
+    roles: Vec<Role>,
+    mappings: Vec<RoleMapping>,
+    mode: RoleMode,
+}
+
+/// `role` and `roles` as stored on a user.
+pub(crate) type UserRoles = (Option<RoleRef>, Option<Vec<RoleRef>>);
+
+impl RoleCtx {
+    /// False when the organization has no roles: users then carry no `role`, and membership
+    /// changes need no recomputation.
+    pub fn active(&self) -> bool {
+        !self.roles.is_empty()
+    }
+
+    /// Resolves from the user's groups, each given by idp_id and name (a mapping may name either).
+    pub fn resolve(&self, group_refs: &[String]) -> UserRoles {
+        if !self.active() {
+            return (None, None);
+        }
+        let refs: Vec<&str> = group_refs.iter().map(String::as_str).collect();
+        let resolved = resolve_roles(&self.roles, &self.mappings, &refs, self.mode);
+        let roles: Vec<RoleRef> = resolved
+            .iter()
+            .map(|r| RoleRef {
+                slug: r.slug.clone(),
+            })
+            .collect();
+        (roles.first().cloned(), Some(roles))
+    }
+}
+
+impl DirectoryEngine {
+    pub(crate) fn role_ctx(&self, organization_id: &str, mode: RoleMode) -> Result<RoleCtx> {
+        let roles: Vec<Role> = self
+            .get_json(layout::ROLES, organization_id)?
+            .unwrap_or_default();
+        if roles.is_empty() {
+            return Ok(RoleCtx::default());
+        }
+        let mappings = self
+            .get_json(layout::ROLE_MAPPINGS, organization_id)?
+            .unwrap_or_default();
+        Ok(RoleCtx {
+            roles,
+            mappings,
+            mode,
+        })
+    }
+
+    /// Replaces an organization's roles. Slugs must be unique and non-empty; at most one role
+    /// is the default. Users' roles are recomputed on their next change, or at once with
+    /// [`DirectoryEngine::recompute_roles`].
+    pub fn set_roles(&self, organization_id: &str, roles: Vec<Role>) -> Result<()> {
+        let mut seen = HashSet::new();
+        for r in &roles {
+            if r.slug.trim().is_empty() {
+                return Err(EngineError::Invalid("role slug is empty".into()));
+            }
+            if !seen.insert(r.slug.as_str()) {
+                return Err(EngineError::Invalid(format!(
+                    "duplicate role slug {:?}",
+                    r.slug
+                )));
+            }
+        }
+        if roles.iter().filter(|r| r.is_default).count() > 1 {
+            return Err(EngineError::Invalid("more than one default role".into()));
+        }
+        let mut cs = ChangeSet::new();
+        cs.put(layout::ROLES, organization_id, to_bytes(&roles)?);
+        self.store.commit(cs)?;
+        Ok(())
+    }
+
+    /// An organization's roles.
+    pub fn roles(&self, organization_id: &str) -> Result<Vec<Role>> {
+        Ok(self
+            .get_json(layout::ROLES, organization_id)?
+            .unwrap_or_default())
+    }
+
+    /// Replaces an organization's group → role mappings. Every mapping must belong to the
+    /// organization and name a configured role.
+    pub fn set_role_mappings(
+        &self,
+        organization_id: &str,
+        mappings: Vec<RoleMapping>,
+    ) -> Result<()> {
+        let roles = self.roles(organization_id)?;
+        for m in &mappings {
+            if m.organization_id != organization_id {
+                return Err(EngineError::Invalid(format!(
+                    "mapping for {:?} belongs to organization {:?}",
+                    m.idp_group, m.organization_id
+                )));
+            }
+            if !roles.iter().any(|r| r.slug == m.role_slug) {
+                return Err(EngineError::Invalid(format!(
+                    "mapping for {:?} names unknown role {:?}",
+                    m.idp_group, m.role_slug
+                )));
+            }
+        }
+        let mut cs = ChangeSet::new();
+        cs.put(layout::ROLE_MAPPINGS, organization_id, to_bytes(&mappings)?);
+        self.store.commit(cs)?;
+        Ok(())
+    }
+
+    /// An organization's group → role mappings.
+    pub fn role_mappings(&self, organization_id: &str) -> Result<Vec<RoleMapping>> {
+        Ok(self
+            .get_json(layout::ROLE_MAPPINGS, organization_id)?
+            .unwrap_or_default())
+    }
+
+    /// The idp_ids and names of a user's groups, as stored (for role resolution).
+    pub(crate) fn group_refs_of(&self, dir_id: &str, user_id: &str) -> Result<Vec<String>> {
+        let mut refs = Vec::new();
+        for gid in self.scan_suffixes(layout::MEMBERS, &layout::groups_of(user_id))? {
+            if let Some(g) = self.load_group(dir_id, &gid)? {
+                refs.push(g.0.group.idp_id);
+                refs.push(g.0.group.name);
+            }
+        }
+        Ok(refs)
+    }
+}

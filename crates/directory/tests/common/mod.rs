@@ -1,0 +1,160 @@
+//! Shared fixtures: a real SledStore in a temp dir, an organization, input builders.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use idbridge_directory::{DirectoryEngine, DirectorySettings, GroupInput, UserInput};
+use idbridge_model::tag::{OrganizationDomainTag, OrganizationTag};
+use idbridge_model::{
+    new_id, DomainState, IdPrefix, Organization, OrganizationDomain, Timestamp,
+    VerificationStrategy,
+};
+use idbridge_store::{ChangeSet, ExportRecord, SledStore, Store};
+use serde_json::{json, Value};
+
+pub struct Fx {
+    _dir: tempfile::TempDir,
+    pub store: Arc<SledStore>,
+    pub engine: DirectoryEngine,
+    pub org: Organization,
+}
+
+impl Fx {
+    pub fn new() -> Self {
+        // tmpfs when available: the real commit path, without paying for disk syncs.
+        let dir = tempfile::tempdir_in("/dev/shm")
+            .or_else(|_| tempfile::tempdir())
+            .expect("tempdir");
+        let store = Arc::new(SledStore::open(dir.path()).expect("open store"));
+        let engine = DirectoryEngine::new(store.clone());
+        let org_id = new_id(IdPrefix::Organization);
+        let now = Timestamp::now();
+        let org = Organization {
+            object: OrganizationTag,
+            id: org_id.clone(),
+            name: "Foo Corp".into(),
+            domains: vec![OrganizationDomain {
+                object: OrganizationDomainTag,
+                id: new_id(IdPrefix::OrganizationDomain),
+                organization_id: org_id.clone(),
+                domain: "foo-corp.com".into(),
+                state: DomainState::Verified,
+                verification_strategy: VerificationStrategy::Manual,
+                verification_token: None,
+                verification_prefix: None,
+                created_at: now,
+                updated_at: now,
+            }],
+            metadata: BTreeMap::new(),
+            external_id: None,
+            stripe_customer_id: None,
+            allow_profiles_outside_organization: false,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut cs = ChangeSet::new();
+        cs.put_json("organizations", org_id, &org).expect("json");
+        store.commit(cs).expect("commit org");
+        Fx {
+            _dir: dir,
+            store,
+            engine,
+            org,
+        }
+    }
+
+    /// A SCIM directory with the given settings; returns (id, token).
+    pub fn scim_dir(&self, settings: DirectorySettings) -> (String, String) {
+        let (rec, token) = self
+            .engine
+            .create_directory(&self.org.id, "Okta", "okta scim v2.0", settings)
+            .expect("create directory");
+        (rec.directory.id, token.expect("scim token"))
+    }
+
+    /// An SFTP directory (pull-style tests).
+    pub fn sftp_dir(&self, settings: DirectorySettings) -> String {
+        let (rec, token) = self
+            .engine
+            .create_directory(&self.org.id, "HR feed", "sftp", settings)
+            .expect("create directory");
+        assert!(token.is_none(), "non-SCIM directories get no token");
+        rec.directory.id
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.store.last_event_seq().expect("seq")
+    }
+
+    /// Event bodies after `seq`, parsed.
+    pub fn events_after(&self, seq: u64) -> Vec<Value> {
+        self.store
+            .events_after(seq, 1_000_000)
+            .expect("events")
+            .into_iter()
+            .map(|e| serde_json::from_slice(&e.body).expect("event json"))
+            .collect()
+    }
+
+    /// Event names after `seq`.
+    pub fn kinds_after(&self, seq: u64) -> Vec<String> {
+        self.events_after(seq)
+            .iter()
+            .map(|e| e["event"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    /// Every table row (not events), for "unchanged" / "nothing left" checks.
+    pub fn rows(&self) -> BTreeMap<(String, String), Vec<u8>> {
+        let mut out = BTreeMap::new();
+        self.store
+            .export(&mut |r| {
+                if let ExportRecord::Entry { table, key, value } = r {
+                    out.insert((table, key), value);
+                }
+                Ok(())
+            })
+            .expect("export");
+        out
+    }
+}
+
+pub fn user(idp: &str, email: &str, first: &str) -> UserInput {
+    let source = json!({
+        "externalId": idp,
+        "userName": email,
+        "name": {"givenName": first, "familyName": "Doe"},
+        "emails": [{"value": email, "type": "work", "primary": true}],
+        "active": true,
+    });
+    UserInput {
+        idp_id: idp.into(),
+        email: Some(email.into()),
+        first_name: Some(first.into()),
+        last_name: Some("Doe".into()),
+        name: Some(format!("{first} Doe")),
+        emails: vec![idbridge_model::DirectoryUserEmail {
+            primary: true,
+            email_type: Some("work".into()),
+            value: Some(email.into()),
+        }],
+        username: Some(email.into()),
+        job_title: None,
+        active: true,
+        raw_attributes: source.as_object().cloned().unwrap_or_default(),
+        source,
+        unique_keys: vec![("scim.userName".into(), email.to_lowercase())],
+    }
+}
+
+pub fn group(idp: &str, name: &str) -> GroupInput {
+    let source = json!({"externalId": idp, "displayName": name});
+    GroupInput {
+        idp_id: idp.into(),
+        name: name.into(),
+        raw_attributes: source.as_object().cloned().unwrap_or_default(),
+        source,
+        unique_keys: vec![("scim.displayName".into(), name.to_lowercase())],
+    }
+}

@@ -1,0 +1,21 @@
+//! idbridge-forward: cursor-driven deliveries out of the event log.
+//!
+//! The event log is the outbox (ARCHITECTURE.md): each webhook endpoint owns a cursor (a log
+//! seq) stored next to its delivery state, and the cursor moves only after the receiver answered
+//! 2xx and the move was durably committed. A crash, a restart or a receiver outage therefore
+//! loses nothing; at worst an event is delivered twice (receivers dedupe by event id, as with
+//! WorkOS).
+//!
+//! Entry point for the server: [`spawn`] with a [`DeliveryConfig`].
+
+mod config;
+mod error;
+mod records;
+mod sign;
+mod worker;
+
+pub use config::{Backoff, DeliveryConfig};
+pub use error::{DeliveryError, ForwardError};
+pub use records::{DeliveryState, EndpointRecord, EndpointStatus, DELIVERY_TABLE, ENDPOINTS_TABLE};
+pub use sign::{sign, signature_header};
+pub use worker::{spawn, DeliveryClient, SIGNATURE_HEADER};

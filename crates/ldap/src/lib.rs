@@ -1,0 +1,1 @@
+//! idbridge-ldap

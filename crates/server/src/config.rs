@@ -1,0 +1,532 @@
+//! The configuration file (TOML) and its `IDBRIDGE_*` environment overrides.
+//!
+//! Every option has a default, so `idbridge serve` runs with no file at all. Unknown keys are
+//! errors (a typo must not silently fall back to a default), reported with the key's path.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub log: LogConfig,
+    pub events: EventsConfig,
+    /// Organizations declared here are created or updated at start-up, keyed by external_id.
+    pub organizations: Vec<DeclaredOrganization>,
+    /// SSO flow settings (redirect-URI allow-list, code and token lifetimes).
+    pub sso: SsoSection,
+    /// `[webhooks]`: the delivery worker's polling, backoff and timeouts.
+    pub webhooks: idbridge_forward::DeliveryConfig,
+}
+
+/// `[sso]`: see `idbridge_api::sso::SsoConfig`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SsoSection {
+    /// Allowed `redirect_uri`s: exact URIs or wildcard patterns (workos-api.md §1.1).
+    pub redirect_uris: Vec<String>,
+    /// Target of IdP-initiated logins; default: the first exact `redirect_uris` entry.
+    pub default_redirect_uri: Option<String>,
+    pub code_ttl_secs: u64,
+    pub access_token_ttl_secs: u64,
+    /// Connections created at start-up when absent (keyed by `external_id`).
+    pub connections: Vec<DeclaredConnection>,
+}
+
+/// `[[sso.connections]]`: a `POST /connections` body in TOML. Created once; an existing
+/// connection with the same `external_id` is left as it is (delete it to re-declare).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DeclaredConnection {
+    pub external_id: String,
+    /// An organization id (`org_…`) or the `external_id` of a declared organization.
+    pub organization: String,
+    pub name: Option<String>,
+    pub connection_type: Option<String>,
+    pub attribute_maps: Option<serde_json::Value>,
+    pub saml_options: Option<serde_json::Value>,
+    pub oidc_options: Option<serde_json::Value>,
+}
+
+impl Default for SsoSection {
+    fn default() -> Self {
+        SsoSection {
+            redirect_uris: Vec::new(),
+            default_redirect_uri: None,
+            code_ttl_secs: 600,
+            access_token_ttl_secs: 600,
+            connections: Vec::new(),
+        }
+    }
+}
+
+impl SsoSection {
+    /// The API's view of this section.
+    pub fn to_api(&self) -> idbridge_api::sso::SsoConfig {
+        idbridge_api::sso::SsoConfig {
+            redirect_uris: self.redirect_uris.clone(),
+            default_redirect_uri: self.default_redirect_uri.clone(),
+            code_ttl: std::time::Duration::from_secs(self.code_ttl_secs),
+            access_token_ttl: std::time::Duration::from_secs(self.access_token_ttl_secs),
+            ..idbridge_api::sso::SsoConfig::default()
+        }
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        for (i, uri) in self.redirect_uris.iter().enumerate() {
+            if let Err(e) = idbridge_api::sso::redirect_uri::validate_entry(uri) {
+                return Err((format!("sso.redirect_uris[{i}]"), e.to_string()));
+            }
+        }
+        if let Some(d) = &self.default_redirect_uri {
+            if !idbridge_api::sso::redirect_uri::is_allowed(&self.redirect_uris, d) {
+                return Err((
+                    "sso.default_redirect_uri".into(),
+                    "must be allowed by sso.redirect_uris".into(),
+                ));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, c) in self.connections.iter().enumerate() {
+            if c.external_id.trim().is_empty() || !seen.insert(&c.external_id) {
+                return Err((
+                    format!("sso.connections[{i}].external_id"),
+                    "must be non-empty and unique".into(),
+                ));
+            }
+            if c.saml_options.is_none() == c.oidc_options.is_none() {
+                return Err((
+                    format!("sso.connections[{i}]"),
+                    "needs exactly one of saml_options and oidc_options".into(),
+                ));
+            }
+        }
+        for (key, v) in [
+            ("sso.code_ttl_secs", self.code_ttl_secs),
+            ("sso.access_token_ttl_secs", self.access_token_ttl_secs),
+        ] {
+            if !(1..=3600).contains(&v) {
+                return Err((key.into(), "must be between 1 and 3600".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Base of every external URL; defaults to `http(s)://<listen>`.
+    pub public_url: Option<String>,
+    pub data_dir: PathBuf,
+    pub request_timeout_secs: u64,
+    pub max_body_bytes: usize,
+    pub tls: Option<TlsConfig>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
+            data_dir: PathBuf::from("./idbridge-data"),
+            request_timeout_secs: 30,
+            max_body_bytes: idbridge_api::MAX_BODY_BYTES,
+            tls: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON when stdout is not a terminal, text otherwise.
+    #[default]
+    Auto,
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `idbridge_api=debug,info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Auto,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    pub retention_days: u32,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig { retention_days: 30 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DeclaredOrganization {
+    pub external_id: String,
+    pub name: String,
+    #[serde(default)]
+    pub domains: Vec<String>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: invalid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{path}: key `{key}`: {message}")]
+    Key {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+}
+
+impl Config {
+    /// Reads and validates a config file (no environment overrides).
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml(&text, path)
+    }
+
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.message().to_string(),
+        })?;
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::Key {
+                path: path.to_path_buf(),
+                key,
+                message: e.into_inner().message().to_string(),
+            }
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let key_err = |key: String, message: &str| ConfigError::Key {
+            path: path.to_path_buf(),
+            key,
+            message: message.to_string(),
+        };
+        if let Some(url) = &self.server.public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(key_err(
+                    "server.public_url".into(),
+                    "must start with http:// or https://",
+                ));
+            }
+        }
+        if self.server.request_timeout_secs == 0 {
+            return Err(key_err(
+                "server.request_timeout_secs".into(),
+                "must be at least 1",
+            ));
+        }
+        if self.events.retention_days == 0 {
+            return Err(key_err(
+                "events.retention_days".into(),
+                "must be at least 1",
+            ));
+        }
+        if let Err((key, message)) = self.sso.validate() {
+            return Err(key_err(key, &message));
+        }
+        if let Err(message) = self.webhooks.validate() {
+            return Err(key_err("webhooks".into(), &message));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, org) in self.organizations.iter().enumerate() {
+            if org.external_id.trim().is_empty() {
+                return Err(key_err(
+                    format!("organizations[{i}].external_id"),
+                    "must not be empty",
+                ));
+            }
+            if !seen.insert(&org.external_id) {
+                return Err(key_err(
+                    format!("organizations[{i}].external_id"),
+                    "declared twice",
+                ));
+            }
+            if org.name.trim().is_empty() {
+                return Err(key_err(
+                    format!("organizations[{i}].name"),
+                    "must not be empty",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies `IDBRIDGE_*` overrides from `vars` (the process environment in production).
+    pub fn apply_env<I>(&mut self, vars: I) -> Result<(), ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        for (var, value) in vars {
+            let bad = |message: String| ConfigError::Env {
+                var: var.clone(),
+                message,
+            };
+            match var.as_str() {
+                "IDBRIDGE_LISTEN" => {
+                    self.server.listen = value
+                        .parse()
+                        .map_err(|e| bad(format!("not a socket address: {e}")))?
+                }
+                "IDBRIDGE_PUBLIC_URL" => self.server.public_url = Some(value),
+                "IDBRIDGE_DATA_DIR" => self.server.data_dir = PathBuf::from(value),
+                "IDBRIDGE_REQUEST_TIMEOUT_SECS" => {
+                    self.server.request_timeout_secs = value
+                        .parse()
+                        .map_err(|e| bad(format!("not a number: {e}")))?
+                }
+                "IDBRIDGE_MAX_BODY_BYTES" => {
+                    self.server.max_body_bytes = value
+                        .parse()
+                        .map_err(|e| bad(format!("not a number: {e}")))?
+                }
+                "IDBRIDGE_TLS_CERT" | "IDBRIDGE_TLS_KEY" => {
+                    let tls = self.server.tls.get_or_insert_with(|| TlsConfig {
+                        cert: PathBuf::new(),
+                        key: PathBuf::new(),
+                    });
+                    if var == "IDBRIDGE_TLS_CERT" {
+                        tls.cert = PathBuf::from(value);
+                    } else {
+                        tls.key = PathBuf::from(value);
+                    }
+                }
+                "IDBRIDGE_LOG_FORMAT" => {
+                    self.log.format = match value.as_str() {
+                        "auto" => LogFormat::Auto,
+                        "json" => LogFormat::Json,
+                        "text" => LogFormat::Text,
+                        other => return Err(bad(format!("unknown format {other:?}"))),
+                    }
+                }
+                "IDBRIDGE_LOG_LEVEL" => self.log.level = value,
+                "IDBRIDGE_SSO_REDIRECT_URIS" => {
+                    let uris: Vec<String> = value
+                        .split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect();
+                    for uri in &uris {
+                        idbridge_api::sso::redirect_uri::validate_entry(uri)
+                            .map_err(|e| bad(format!("{uri}: {e}")))?;
+                    }
+                    self.sso.redirect_uris = uris;
+                }
+                "IDBRIDGE_EVENTS_RETENTION_DAYS" => {
+                    self.events.retention_days = value
+                        .parse()
+                        .map_err(|e| bad(format!("not a number: {e}")))?
+                }
+                _ => {
+                    // IDBRIDGE_WEBHOOKS_* (the delivery worker's own settings).
+                    self.webhooks.apply_env_var(&var, &value).map_err(bad)?;
+                }
+            }
+        }
+        if let Err(message) = self.webhooks.validate() {
+            return Err(ConfigError::Env {
+                var: "IDBRIDGE_WEBHOOKS_*".into(),
+                message,
+            });
+        }
+        if let Some(tls) = &self.server.tls {
+            if tls.cert.as_os_str().is_empty() || tls.key.as_os_str().is_empty() {
+                return Err(ConfigError::Env {
+                    var: "IDBRIDGE_TLS_CERT/IDBRIDGE_TLS_KEY".into(),
+                    message: "both must be set together".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The public base URL, without a trailing slash.
+    pub fn public_url(&self) -> String {
+        match &self.server.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => {
+                let scheme = if self.server.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{}", self.server.listen)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn empty_file_is_the_embedded_default() {
+        let c = parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.public_url(), "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn the_example_file_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/idbridge.example.toml");
+        let c = Config::from_file(&path).unwrap();
+        assert_eq!(c.organizations.len(), 1);
+    }
+
+    #[test]
+    fn unknown_and_mistyped_keys_name_the_key() {
+        match parse("[server]\nlisten = \"127.0.0.1:9\"\nlistne = 1\n") {
+            Err(ConfigError::Key { key, message, .. }) => {
+                assert_eq!(key, "server");
+                assert!(message.contains("listne"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse("[server]\nrequest_timeout_secs = \"soon\"\n") {
+            Err(ConfigError::Key { key, .. }) => assert_eq!(key, "server.request_timeout_secs"),
+            other => panic!("{other:?}"),
+        }
+        match parse("[[organizations]]\nexternal_id = \"a\"\nname = \"A\"\n[[organizations]]\nexternal_id = \"a\"\nname = \"B\"\n") {
+            Err(ConfigError::Key { key, .. }) => assert_eq!(key, "organizations[1].external_id"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse("server = ["),
+            Err(ConfigError::Syntax { .. })
+        ));
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let mut c = parse("[server]\nlisten = \"127.0.0.1:9000\"\n").unwrap();
+        c.apply_env([
+            ("IDBRIDGE_LISTEN".to_string(), "127.0.0.1:9100".to_string()),
+            (
+                "IDBRIDGE_DATA_DIR".to_string(),
+                "/var/lib/idbridge".to_string(),
+            ),
+            ("UNRELATED".to_string(), "x".to_string()),
+        ])
+        .unwrap();
+        assert_eq!(c.server.listen.port(), 9100);
+        assert_eq!(c.server.data_dir, PathBuf::from("/var/lib/idbridge"));
+        let err = c
+            .apply_env([("IDBRIDGE_LISTEN".to_string(), "nowhere".to_string())])
+            .unwrap_err();
+        assert!(err.to_string().contains("IDBRIDGE_LISTEN"));
+        let mut c = Config::default();
+        assert!(c
+            .apply_env([("IDBRIDGE_TLS_CERT".to_string(), "c.pem".to_string())])
+            .is_err());
+    }
+
+    #[test]
+    fn sso_section_validates_redirect_uris_and_env_override() {
+        let c = parse("[sso]\nredirect_uris = [\"https://app.example.com/cb\", \"https://*.example.com/cb\"]\n").unwrap();
+        assert_eq!(c.sso.redirect_uris.len(), 2);
+        assert_eq!(c.sso.to_api().code_ttl.as_secs(), 600);
+        for bad in [
+            "[sso]\nredirect_uris = [\"https://*.com/cb\"]\n",
+            "[sso]\nredirect_uris = [\"not a uri\"]\n",
+            "[sso]\ncode_ttl_secs = 0\n",
+            "[sso]\nredirect_uris = [\"https://a.example.com/cb\"]\ndefault_redirect_uri = \"https://b.example.com/cb\"\n",
+        ] {
+            match parse(bad) {
+                Err(ConfigError::Key { key, .. }) => assert!(key.starts_with("sso."), "{key}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        let mut c = Config::default();
+        c.apply_env([(
+            "IDBRIDGE_SSO_REDIRECT_URIS".to_string(),
+            "https://a.example.com/cb, http://localhost:*/cb".to_string(),
+        )])
+        .unwrap();
+        assert_eq!(
+            c.sso.redirect_uris,
+            ["https://a.example.com/cb", "http://localhost:*/cb"]
+        );
+        assert!(Config::default()
+            .apply_env([(
+                "IDBRIDGE_SSO_REDIRECT_URIS".to_string(),
+                "http://*.example.com/cb".to_string()
+            )])
+            .is_err());
+    }
+
+    #[test]
+    fn declared_connections_parse_and_validate() {
+        let ok = parse(
+            "[[sso.connections]]\nexternal_id = \"okta\"\norganization = \"acme\"\nconnection_type = \"OktaSAML\"\n\
+             [sso.connections.saml_options]\nidp_metadata_url = \"https://idp.example.com/md\"\n",
+        )
+        .unwrap();
+        assert_eq!(ok.sso.connections.len(), 1);
+        assert_eq!(
+            ok.sso.connections[0].saml_options,
+            Some(serde_json::json!({"idp_metadata_url": "https://idp.example.com/md"}))
+        );
+        for bad in [
+            "[[sso.connections]]\nexternal_id = \"x\"\norganization = \"acme\"\n",
+            "[[sso.connections]]\nexternal_id = \"\"\norganization = \"acme\"\nsaml_options = {}\n",
+            "[[sso.connections]]\nexternal_id = \"x\"\norganization = \"a\"\nsaml_options = {}\noidc_options = {}\n",
+            "[[sso.connections]]\nexternal_id = \"x\"\norganization = \"a\"\nsaml_options = {}\nbogus = 1\n",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+}

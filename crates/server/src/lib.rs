@@ -1,0 +1,86 @@
+//! idbridge's server: configuration, wiring and the command-line subcommands.
+//!
+//! `main.rs` only parses arguments; everything here can be driven from tests.
+
+pub mod backup;
+pub mod certs;
+pub mod cli;
+pub mod config;
+pub mod connections;
+pub mod keys;
+pub mod logging;
+pub mod serve;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use idbridge_store::{SledStore, Store};
+
+use crate::cli::{Cli, Command, ConfigCommand};
+use crate::config::Config;
+
+/// Loads the config file (if any) and applies environment overrides.
+pub fn load_config(file: Option<&Path>) -> anyhow::Result<Config> {
+    let mut config = match file {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    config.apply_env(std::env::vars())?;
+    Ok(config)
+}
+
+/// Opens the store in the configured data directory, creating it on first use.
+pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let dir = &config.server.data_dir;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    let store = SledStore::open(dir).with_context(|| {
+        format!(
+            "cannot open the store in {} (is another idbridge process using it?)",
+            dir.display()
+        )
+    })?;
+    Ok(Arc::new(store))
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => {
+            let config = Config::from_file(&file)?;
+            println!(
+                "{}: OK ({} declared organization(s), listen {}, data in {})",
+                file.display(),
+                config.organizations.len(),
+                config.server.listen,
+                config.server.data_dir.display()
+            );
+            Ok(())
+        }
+        Command::Serve => {
+            let config = load_config(cli.config.as_deref())?;
+            serve::serve(config)
+        }
+        Command::ApiKey { command } => {
+            let config = load_config(cli.config.as_deref())?;
+            keys::run(&config, command)
+        }
+        Command::Export { output } => {
+            let config = load_config(cli.config.as_deref())?;
+            backup::export(&config, output.as_deref())
+        }
+        Command::Import { input } => {
+            let config = load_config(cli.config.as_deref())?;
+            backup::import(&config, &input)
+        }
+        Command::Connection { command } => {
+            let config = load_config(cli.config.as_deref())?;
+            connections::run(&config, command)
+        }
+        Command::Certs {
+            command: cli::CertsCommand::Dev { dir },
+        } => certs::write_dev_pair(&dir),
+    }
+}

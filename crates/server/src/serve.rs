@@ -1,0 +1,162 @@
+//! `idbridge serve`: wires the store, the API and the background workers, and listens.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use idbridge_api::{auth, ApiConfig, AppState};
+use idbridge_store::Store;
+
+use crate::config::Config;
+
+pub fn serve(config: Config) -> anyhow::Result<()> {
+    crate::logging::init(&config.log);
+    // Two rustls providers are linked (russh and reqwest pull in different ones): pick one.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve_async(config))
+}
+
+async fn serve_async(config: Config) -> anyhow::Result<()> {
+    let store = crate::open_store(&config)?;
+    if let Some(boot) = auth::bootstrap(store.as_ref())? {
+        // Printed once, on the first start of a fresh data directory.
+        println!("IDBRIDGE_API_KEY={}", boot.api_key);
+        println!("IDBRIDGE_CLIENT_ID={}", boot.client_id);
+        eprintln!(
+            "First start: created an API key and a client id (printed above on stdout). \
+             Store the key now; it is kept only as a hash."
+        );
+    }
+
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let mut state = AppState::new(
+        store.clone(),
+        ApiConfig {
+            public_url: config.public_url(),
+            request_timeout: Duration::from_secs(config.server.request_timeout_secs),
+            max_body_bytes: config.server.max_body_bytes,
+        },
+    );
+    state.ready.store(false, Ordering::Relaxed);
+    state.metrics = Some(Arc::new(move || metrics.render()));
+    // SSO: redirect-URI allow-list and the key sealing connection secrets.
+    let secret_key = idbridge_api::sso::SecretBox::load_or_create(
+        std::env::var(idbridge_api::sso::secrets::SECRET_KEY_ENV)
+            .ok()
+            .as_deref(),
+        &config.server.data_dir,
+    )
+    .context("loading the secret key for connection secrets")?;
+    let state = state.with_sso(config.sso.to_api(), Some(secret_key));
+    // IdP metadata URLs: new signing certificates and expiry warnings, hourly.
+    idbridge_api::sso::connections::spawn_metadata_refresh(
+        state.clone(),
+        Duration::from_secs(3600),
+    );
+
+    apply_declared(&state, &config).await?;
+    crate::connections::apply_declared(&state, &config).await?;
+    spawn_housekeeping(store.clone(), config.events.retention_days);
+    // Webhook deliveries: one task per endpoint, each from its own cursor in the event log.
+    let _webhooks = idbridge_forward::spawn(store.clone(), config.webhooks.clone())
+        .context("starting the webhook delivery worker")?;
+
+    let app = idbridge_api::router(state.clone());
+    let addr = config.server.listen;
+    let handle = axum_server::Handle::new();
+    tokio::spawn(shutdown_on_signal(handle.clone()));
+    state.ready.store(true, Ordering::Relaxed);
+    tracing::info!(%addr, public_url = %config.public_url(), "idbridge listening");
+    let service = app.into_make_service();
+    match &config.server.tls {
+        Some(tls) => {
+            let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+                .await
+                .with_context(|| {
+                    format!(
+                        "loading TLS certificate {} and key {}",
+                        tls.cert.display(),
+                        tls.key.display()
+                    )
+                })?;
+            axum_server::bind_rustls(addr, rustls)
+                .handle(handle)
+                .serve(service)
+                .await
+        }
+        None => axum_server::bind(addr).handle(handle).serve(service).await,
+    }
+    .with_context(|| format!("serving on {addr}"))?;
+    tracing::info!("idbridge stopped");
+    Ok(())
+}
+
+/// Creates or updates the organizations declared in the config, keyed by external_id.
+async fn apply_declared(state: &AppState, config: &Config) -> anyhow::Result<()> {
+    for org in &config.organizations {
+        let (applied, changed) = idbridge_api::organizations::upsert_declared(
+            state,
+            &org.external_id,
+            &org.name,
+            &org.domains,
+            &org.metadata,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("declared organization {:?}: {e}", org.external_id))?;
+        tracing::info!(id = %applied.id, external_id = %org.external_id, changed, "declared organization applied");
+    }
+    Ok(())
+}
+
+/// Purges expired one-time entries and enforces event retention, once a minute.
+fn spawn_housekeeping(store: Arc<dyn Store>, retention_days: u32) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let store = store.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                let now = chrono::Utc::now().timestamp_millis();
+                let purged = store.purge_expired(now)?;
+                let cutoff = now - i64::from(retention_days) * 86_400_000;
+                let compacted = store.compact_events_before(cutoff)?;
+                Ok::<_, idbridge_store::StoreError>((purged, compacted))
+            })
+            .await;
+            match result {
+                Ok(Ok((purged, compacted))) if purged + compacted > 0 => {
+                    tracing::info!(purged, compacted, "housekeeping")
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "housekeeping failed"),
+                Err(e) => tracing::warn!(error = %e, "housekeeping task failed"),
+            }
+        }
+    });
+}
+
+async fn shutdown_on_signal(handle: axum_server::Handle) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+    handle.graceful_shutdown(Some(Duration::from_secs(10)));
+}

@@ -1,0 +1,56 @@
+//! The `idbridge` command line as an operator meets it. Also makes `cargo test` build the
+//! binary that the end-to-end tests in `tests/` start.
+
+use std::path::Path;
+use std::process::Command;
+
+fn idbridge() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_idbridge"))
+}
+
+fn example_config() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/idbridge.example.toml")
+}
+
+#[test]
+fn config_check_accepts_the_documented_example() {
+    let out = idbridge()
+        .args(["config", "check"])
+        .arg(example_config())
+        .output()
+        .expect("runs idbridge");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "config check failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(": OK"), "unexpected output: {stdout}");
+}
+
+#[test]
+fn config_check_names_the_offending_key_and_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[server]\nlisten = 8080\n").expect("write config");
+    let out = idbridge()
+        .args(["config", "check"])
+        .arg(&file)
+        .output()
+        .expect("runs idbridge");
+    assert!(!out.status.success(), "a mistyped key was accepted");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("server.listen"),
+        "error does not name the key: {stderr}"
+    );
+}
+
+#[test]
+fn unknown_subcommand_is_a_usage_error() {
+    let out = idbridge()
+        .arg("frobnicate")
+        .output()
+        .expect("runs idbridge");
+    assert_eq!(out.status.code(), Some(2), "clap usage errors exit with 2");
+}

@@ -1,0 +1,135 @@
+//! Durable commits per second at 1, 16 and 64 concurrent writers.
+//!
+//! `cargo bench -p idbridge-store` (IDBRIDGE_BENCH_SECS sets the time per point, default 3).
+//! Each commit is what a directory change costs: one ~600-byte user, one index entry, one
+//! event, and the store returns only after flush + fdatasync (shared by concurrent writers).
+//! The store lives under target/ (a real disk), not a tmpfs where fdatasync is free; two
+//! extra rows run the same code on tmpfs to show what the store itself costs.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use idbridge_store::{ChangeSet, NewEvent, SledStore, Store};
+
+fn commit_one(store: &SledStore, writer: usize, n: u64, pad: &str) {
+    let key = format!("directory_user_{writer:03}_{n:010}");
+    let user = format!(
+        r#"{{"object":"directory_user","id":"{key}","email":"{key}@example.com","pad":"{pad}"}}"#
+    );
+    let mut cs = ChangeSet::new();
+    cs.put("users", key.clone(), user.into_bytes())
+        .put(
+            "users_by_email",
+            format!("{key}@example.com"),
+            key.clone().into_bytes(),
+        )
+        .event(NewEvent {
+            id: format!("event_{key}"),
+            kind: "dsync.user.created".to_owned(),
+            organization_id: Some("org_bench".to_owned()),
+            created_at_ms: 0,
+            body: format!(r#"{{"id":"event_{key}"}}"#).into_bytes(),
+        });
+    if let Err(e) = store.commit(cs) {
+        eprintln!("commit failed: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn run(writers: usize, secs: f64, on_tmpfs: bool) {
+    let dir = match tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("tempdir: {e}");
+            std::process::exit(1);
+        }
+    };
+    let opened = if on_tmpfs {
+        SledStore::open_ephemeral()
+    } else {
+        SledStore::open(dir.path())
+    };
+    let store = match opened {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("open: {e}");
+            std::process::exit(1);
+        }
+    };
+    // ~600 bytes of user JSON in total.
+    let pad: Arc<str> = "x".repeat(500).into();
+    let stop = Arc::new(AtomicBool::new(false));
+    let total = Arc::new(AtomicU64::new(0));
+    let before = store.stats();
+    let started = Instant::now();
+    let handles: Vec<_> = (0..writers)
+        .map(|w| {
+            let (store, stop, total, pad) = (
+                Arc::clone(&store),
+                Arc::clone(&stop),
+                Arc::clone(&total),
+                Arc::clone(&pad),
+            );
+            std::thread::spawn(move || {
+                let mut latencies = Vec::new();
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    commit_one(&store, w, n, &pad);
+                    latencies.push(t.elapsed());
+                    n += 1;
+                }
+                total.fetch_add(n, Ordering::Relaxed);
+                latencies
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies: Vec<Duration> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap_or_default())
+        .collect();
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let after = store.stats();
+    let commits = total.load(Ordering::Relaxed);
+    let syncs = after.fdatasyncs - before.fdatasyncs;
+    let apply_busy = (after.apply_nanos - before.apply_nanos) as f64 / 1e9 / elapsed;
+    println!(
+        "{} writers {writers:>3}: {:>8.0} durable commits/s  ({commits} in {elapsed:.2}s; {syncs} fdatasyncs, \
+         {:.1} commits/sync, max group {}; latency p50 {:.2?} p99 {:.2?}; apply lock busy {:.0}%)",
+        if on_tmpfs { "tmpfs" } else { "disk " },
+        commits as f64 / elapsed,
+        commits as f64 / syncs.max(1) as f64,
+        after.max_group_size,
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        apply_busy * 100.0,
+    );
+}
+
+fn main() {
+    let secs: f64 = std::env::var("IDBRIDGE_BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3.0);
+    println!("idbridge-store commit benchmark (user + index entry + event per commit, flush + fdatasync)");
+    for writers in [1, 16, 64] {
+        run(writers, secs, false);
+    }
+    // The same code on tmpfs (fdatasync is free): the store's own CPU ceiling, for comparison.
+    println!("for comparison, on tmpfs (not durable; shows the cost of the store itself):");
+    for writers in [1, 64] {
+        run(writers, secs, true);
+    }
+}

@@ -1,0 +1,123 @@
+//! idbridge-store: the durable store behind idbridge.
+//!
+//! A deliberately generic store: ordered key/value tables holding (JSON) bytes, an ordered
+//! event log read by cursor, and expiring tables for one-time codes and replay caches. The
+//! domain layer decides keys and builds index entries; the store makes each [`ChangeSet`]
+//! atomic and durable.
+//!
+//! Durability contract: a write is acknowledged only after sled flushed it **and** its data
+//! file was `fdatasync`ed (sled 0.34 alone only issues `sync_file_range`). Concurrent writers
+//! share one flush + fdatasync (group commit) — see [`SledStore`] and [`DurabilityProbe`].
+//!
+//! Visibility: entity reads (`get`, `scan`) can observe a change set whose commit has applied
+//! but not yet returned. The event log does not: `events_after`, `event_seq` and
+//! `last_event_seq` only expose events that are durable, so a consumer's cursor can never move
+//! past a seq that a crash could hand out again.
+
+mod codec;
+mod durability;
+mod error;
+mod export;
+mod sled_store;
+mod types;
+
+pub use durability::DurabilityProbe;
+pub use error::{Result, StoreError};
+pub use export::ExportRecord;
+pub use sled_store::{SledOptions, SledStore};
+pub use types::{
+    ChangeSet, CommitReceipt, Condition, Delete, NewEvent, Put, StoreStats, StoredEvent,
+};
+
+/// The storage interface every backend implements (sled now, PostgreSQL later).
+///
+/// All calls block; async callers use `spawn_blocking`.
+pub trait Store: Send + Sync + 'static {
+    /// Applies atomically and returns only after the data is durable (flush + fdatasync, shared by
+    /// concurrent committers = group commit). Blocking call (async callers use spawn_blocking).
+    ///
+    /// A failed condition returns [`StoreError::Conflict`] with nothing written. A reused event
+    /// id is a conflict too.
+    fn commit(&self, changes: ChangeSet) -> Result<CommitReceipt>;
+
+    /// The value under `table/key`, if any.
+    fn get(&self, table: &str, key: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Keys in byte order, starting strictly after `after` (if Some), all with `prefix`, at most `limit`.
+    fn scan(
+        &self,
+        table: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>>;
+
+    /// Same but descending: keys strictly before `before` (if Some).
+    fn scan_rev(
+        &self,
+        table: &str,
+        prefix: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>>;
+
+    /// Number of keys in `table` starting with `prefix`.
+    fn count_prefix(&self, table: &str, prefix: &str) -> Result<u64>;
+
+    /// Event log: seq starts at 1, strictly increasing by 1 with no gaps, in commit order.
+    /// Returns events with seq > `after_seq`, oldest first, at most `limit`.
+    fn events_after(&self, after_seq: u64, limit: usize) -> Result<Vec<StoredEvent>>;
+
+    /// id -> seq, for cursors (None if unknown or compacted away).
+    fn event_seq(&self, event_id: &str) -> Result<Option<u64>>;
+
+    /// Highest durable event seq; 0 when no event was ever appended.
+    fn last_event_seq(&self) -> Result<u64>;
+
+    /// Drops events older than the cutoff (retention). Returns how many were removed. The seqs of
+    /// the remaining events do not change; events_after(0, ..) then starts at the oldest kept.
+    ///
+    /// Only a prefix of the log is removed (it stops at the first event at or after the
+    /// cutoff), so the kept log stays contiguous even if callers' clocks were not monotonic.
+    fn compact_events_before(&self, cutoff_ms: i64) -> Result<u64>;
+
+    /// Expiring tables (one-time codes, replay caches). Durable like commit.
+    fn put_expiring(
+        &self,
+        table: &str,
+        key: &str,
+        value: Vec<u8>,
+        expires_at_ms: i64,
+    ) -> Result<()>;
+
+    /// Insert only if absent or expired; false if a live entry exists (replay cache). Atomic.
+    /// "Expired" is judged against the system clock (an entry is live while now < expiry).
+    fn insert_expiring_if_absent(
+        &self,
+        table: &str,
+        key: &str,
+        value: Vec<u8>,
+        expires_at_ms: i64,
+    ) -> Result<bool>;
+
+    /// Atomically remove and return a live entry (single-use codes); None if absent or expired.
+    /// The removal is durable before the value is returned, so a crash cannot revive a code.
+    fn take_expiring(&self, table: &str, key: &str, now_ms: i64) -> Result<Option<Vec<u8>>>;
+
+    /// A live entry's value, without removing it.
+    fn get_expiring(&self, table: &str, key: &str, now_ms: i64) -> Result<Option<Vec<u8>>>;
+
+    /// Removes every entry of every expiring table with expiry <= `now_ms`; returns the count.
+    fn purge_expired(&self, now_ms: i64) -> Result<u64>;
+
+    /// Whole-store dump for `idbridge export` (JSON lines are made by the caller). Writers are
+    /// blocked while it runs, so the dump is consistent; `sink` must not write to the store.
+    fn export(&self, sink: &mut dyn FnMut(ExportRecord) -> Result<()>) -> Result<()>;
+
+    /// Loads a dump into an empty store ([`StoreError::Conflict`] otherwise); returns the number
+    /// of records loaded. Not atomic: on error, discard the target store and retry.
+    fn import(&self, records: &mut dyn Iterator<Item = Result<ExportRecord>>) -> Result<u64>;
+
+    /// Counters: commits, fdatasyncs (the seam for the durability test), flushes, group sizes.
+    fn stats(&self) -> StoreStats;
+}

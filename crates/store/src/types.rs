@@ -1,0 +1,309 @@
+//! Plain data types of the store API: change sets, events, receipts, statistics.
+
+use serde::Serialize;
+
+use crate::error::{Result, StoreError};
+
+/// Write `value` under `key` in `table` (replacing any previous value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Put {
+    /// Table name (free string chosen by the domain layer).
+    pub table: String,
+    /// Key; keys are compared as UTF-8 bytes.
+    pub key: String,
+    /// Value bytes (JSON by convention).
+    pub value: Vec<u8>,
+}
+
+/// Remove `key` from `table` (no error if it is absent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delete {
+    /// Table name.
+    pub table: String,
+    /// Key.
+    pub key: String,
+}
+
+/// A precondition checked inside the transaction, before any write of the change set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    /// The key must not exist (e.g. a unique index slot is free).
+    Absent {
+        /// Table name.
+        table: String,
+        /// Key.
+        key: String,
+    },
+    /// The key must exist.
+    Present {
+        /// Table name.
+        table: String,
+        /// Key.
+        key: String,
+    },
+    /// The current value must equal `value` (`None` = absent): optimistic concurrency.
+    Equals {
+        /// Table name.
+        table: String,
+        /// Key.
+        key: String,
+        /// Expected current value.
+        value: Option<Vec<u8>>,
+    },
+}
+
+impl Condition {
+    /// Table the condition reads.
+    pub fn table(&self) -> &str {
+        match self {
+            Condition::Absent { table, .. }
+            | Condition::Present { table, .. }
+            | Condition::Equals { table, .. } => table,
+        }
+    }
+
+    /// Key the condition reads.
+    pub fn key(&self) -> &str {
+        match self {
+            Condition::Absent { key, .. }
+            | Condition::Present { key, .. }
+            | Condition::Equals { key, .. } => key,
+        }
+    }
+
+    /// Whether `current` (the value in the store, if any) satisfies the condition.
+    pub fn holds(&self, current: Option<&[u8]>) -> bool {
+        match self {
+            Condition::Absent { .. } => current.is_none(),
+            Condition::Present { .. } => current.is_some(),
+            Condition::Equals { value, .. } => value.as_deref() == current,
+        }
+    }
+
+    /// Human-readable reason used in [`StoreError::Conflict`].
+    pub(crate) fn describe_failure(&self) -> String {
+        let what = match self {
+            Condition::Absent { .. } => "exists but must be absent",
+            Condition::Present { .. } => "is absent but must exist",
+            Condition::Equals { .. } => "does not hold the expected value",
+        };
+        format!("{}/{} {what}", self.table(), self.key())
+    }
+}
+
+/// An event to append to the log as part of a change set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// `event_<ULID>`, made by the caller; unique across the log.
+    pub id: String,
+    /// Event type, e.g. `dsync.user.created`.
+    pub kind: String,
+    /// Organization the event belongs to, if any (for filtered feeds).
+    pub organization_id: Option<String>,
+    /// Creation time, Unix milliseconds (used by retention).
+    pub created_at_ms: i64,
+    /// The full event JSON as served.
+    pub body: Vec<u8>,
+}
+
+/// An event as stored in the log, with its position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Position in the log: starts at 1, +1 per event, in commit order.
+    pub seq: u64,
+    /// `event_<ULID>`.
+    pub id: String,
+    /// Event type.
+    pub kind: String,
+    /// Organization, if any.
+    pub organization_id: Option<String>,
+    /// Creation time, Unix milliseconds.
+    pub created_at_ms: i64,
+    /// Full event JSON.
+    pub body: Vec<u8>,
+}
+
+impl StoredEvent {
+    /// Attaches a sequence number to a new event.
+    pub fn from_new(seq: u64, event: NewEvent) -> Self {
+        StoredEvent {
+            seq,
+            id: event.id,
+            kind: event.kind,
+            organization_id: event.organization_id,
+            created_at_ms: event.created_at_ms,
+            body: event.body,
+        }
+    }
+}
+
+/// What a successful commit reports back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitReceipt {
+    /// The seqs given to the change set's events, in the order they were listed.
+    pub event_seqs: Vec<u64>,
+}
+
+/// One atomic, durable write. Applied all-or-nothing; events appended in order.
+///
+/// Order inside the transaction: conditions are checked first, then deletes, then puts, then
+/// events; so a delete and a put of the same key leave the put's value.
+#[derive(Debug, Default, Clone)]
+pub struct ChangeSet {
+    /// Values to write.
+    pub puts: Vec<Put>,
+    /// Keys to remove.
+    pub deletes: Vec<Delete>,
+    /// Events to append, in order.
+    pub events: Vec<NewEvent>,
+    /// Preconditions; if any fails the commit returns [`StoreError::Conflict`] and writes nothing.
+    pub conditions: Vec<Condition>,
+}
+
+impl ChangeSet {
+    /// An empty change set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a put.
+    pub fn put(
+        &mut self,
+        table: impl Into<String>,
+        key: impl Into<String>,
+        value: impl Into<Vec<u8>>,
+    ) -> &mut Self {
+        self.puts.push(Put {
+            table: table.into(),
+            key: key.into(),
+            value: value.into(),
+        });
+        self
+    }
+
+    /// Adds a put of `value` serialized as JSON.
+    pub fn put_json<T: Serialize + ?Sized>(
+        &mut self,
+        table: impl Into<String>,
+        key: impl Into<String>,
+        value: &T,
+    ) -> Result<&mut Self> {
+        let table = table.into();
+        let key = key.into();
+        let bytes = serde_json::to_vec(value)
+            .map_err(|e| StoreError::backend(&format!("serializing {table}/{key}"), e))?;
+        Ok(self.put(table, key, bytes))
+    }
+
+    /// Adds a delete.
+    pub fn delete(&mut self, table: impl Into<String>, key: impl Into<String>) -> &mut Self {
+        self.deletes.push(Delete {
+            table: table.into(),
+            key: key.into(),
+        });
+        self
+    }
+
+    /// Appends an event.
+    pub fn event(&mut self, event: NewEvent) -> &mut Self {
+        self.events.push(event);
+        self
+    }
+
+    /// Requires `table/key` to be absent.
+    pub fn require_absent(
+        &mut self,
+        table: impl Into<String>,
+        key: impl Into<String>,
+    ) -> &mut Self {
+        self.conditions.push(Condition::Absent {
+            table: table.into(),
+            key: key.into(),
+        });
+        self
+    }
+
+    /// Requires `table/key` to exist.
+    pub fn require_present(
+        &mut self,
+        table: impl Into<String>,
+        key: impl Into<String>,
+    ) -> &mut Self {
+        self.conditions.push(Condition::Present {
+            table: table.into(),
+            key: key.into(),
+        });
+        self
+    }
+
+    /// Requires `table/key` to hold exactly `value` (`None` = absent).
+    pub fn require_equals(
+        &mut self,
+        table: impl Into<String>,
+        key: impl Into<String>,
+        value: Option<Vec<u8>>,
+    ) -> &mut Self {
+        self.conditions.push(Condition::Equals {
+            table: table.into(),
+            key: key.into(),
+            value,
+        });
+        self
+    }
+
+    /// Appends everything from `other` (lets the domain layer build one commit from parts).
+    pub fn extend(&mut self, other: ChangeSet) -> &mut Self {
+        self.puts.extend(other.puts);
+        self.deletes.extend(other.deletes);
+        self.events.extend(other.events);
+        self.conditions.extend(other.conditions);
+        self
+    }
+
+    /// True when there is nothing to check and nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.puts.is_empty()
+            && self.deletes.is_empty()
+            && self.events.is_empty()
+            && self.conditions.is_empty()
+    }
+
+    /// True when the change set writes something (conditions alone do not).
+    pub fn has_writes(&self) -> bool {
+        !(self.puts.is_empty() && self.deletes.is_empty() && self.events.is_empty())
+    }
+}
+
+/// Counters for metrics and for the durability tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StoreStats {
+    /// Successful `commit` calls (acknowledged change sets).
+    pub commits: u64,
+    /// Change sets rejected because a condition failed.
+    pub conflicts: u64,
+    /// Every acknowledged write that waited for a sync (commits + expiring-table writes + ...).
+    pub durable_writes: u64,
+    /// `sled::Db::flush` calls.
+    pub flushes: u64,
+    /// `fdatasync` calls on sled's data file (the seam the durability test watches).
+    pub fdatasyncs: u64,
+    /// `fsync` calls on the data directory or on files sled created (snapshots, blobs).
+    pub dir_fsyncs: u64,
+    /// Sync rounds run by a group-commit leader.
+    pub sync_groups: u64,
+    /// Largest number of writes one sync round made durable.
+    pub max_group_size: u64,
+    /// Total time writers held the apply lock (transaction apply, serialized), nanoseconds.
+    pub apply_nanos: u64,
+}
+
+impl StoreStats {
+    /// Average number of writes covered by one sync round (0 when none ran).
+    pub fn mean_group_size(&self) -> f64 {
+        if self.sync_groups == 0 {
+            0.0
+        } else {
+            self.durable_writes as f64 / self.sync_groups as f64
+        }
+    }
+}
