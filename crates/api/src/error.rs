@@ -135,6 +135,12 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if matches!(self, ApiError::PayloadTooLarge { .. }) {
+            // The rest of the body was never read: the connection cannot carry another request,
+            // and saying so keeps keep-alive clients (every SDK) from reusing it.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         resp
     }
 }

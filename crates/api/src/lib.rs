@@ -6,13 +6,17 @@
 pub mod auth;
 pub mod body;
 pub mod db;
+pub mod directories_admin;
+pub mod directory_sync;
 pub mod error;
 pub mod events;
 pub mod events_api;
 pub mod idempotency;
+pub mod ldap_admin;
 pub mod middleware;
 pub mod organizations;
 pub mod pagination;
+pub mod sftp_admin;
 pub mod sso;
 pub mod tables;
 pub mod webhook_endpoints;
@@ -63,16 +67,20 @@ pub struct AppState {
     pub metrics: Option<MetricsRender>,
     /// SSO settings, the secret key and per-connection client caches.
     pub sso: Arc<sso::SsoRuntime>,
+    /// The one directory engine of the process: its per-directory write locks only serialize
+    /// writers that share it, so every feed (SCIM, LDAP, SFTP) and the REST API use this one.
+    pub directory: Arc<idbridge_directory::DirectoryEngine>,
 }
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, config: ApiConfig) -> Self {
         AppState {
-            db: Db::new(store),
+            db: Db::new(store.clone()),
             config: Arc::new(config),
             ready: Arc::new(AtomicBool::new(true)),
             metrics: None,
             sso: Arc::new(sso::SsoRuntime::default()),
+            directory: Arc::new(idbridge_directory::DirectoryEngine::new(store)),
         }
     }
 
@@ -87,6 +95,10 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let protected = Router::new()
         .merge(organizations::routes())
+        .merge(directory_sync::routes())
+        .merge(directories_admin::routes())
+        .merge(ldap_admin::routes())
+        .merge(sftp_admin::routes())
         .merge(events_api::routes())
         .merge(webhook_endpoints::routes())
         .merge(sso::protected_routes())
@@ -103,7 +115,17 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .merge(sso::public_routes());
+        .merge(sso::public_routes())
+        // SCIM: its own per-directory bearer auth, so outside the API-key layer; inside the
+        // common middleware (request id, tracing, body limit, timeout).
+        .merge(idbridge_scim::router::router(
+            state.directory.clone(),
+            idbridge_scim::router::ScimConfig {
+                public_url: state.config.public_url.clone(),
+                max_body_bytes: state.config.max_body_bytes,
+                ..Default::default()
+            },
+        ));
     let app = Router::new()
         .merge(protected)
         .merge(open)

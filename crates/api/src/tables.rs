@@ -49,12 +49,8 @@ pub const SSO_ACCESS_TOKENS: &str = "sso_access_tokens";
 /// Expiring: SAML assertion/request ids already consumed (replay cache).
 pub const SAML_REPLAY: &str = "saml_replay";
 
-/// Read-only here (owned by the directory engine): `<slug>` → `idbridge_model::Role`.
-pub const ROLES: &str = "roles";
-/// Read-only here: `<organization id>/<idp group>` → `idbridge_model::RoleMapping`.
-pub const ROLE_MAPPINGS: &str = "role_mappings";
-/// Read-only here: `<organization id>` → `idbridge_model::RoleMode` (absent = single).
-pub const ROLE_MODES: &str = "role_modes";
+// Roles, role mappings and role modes live in the directory engine's tables
+// (`idbridge_directory::layout::{ROLES, ROLE_MAPPINGS, ROLE_MODES}`), shared by SSO and directories.
 
 pub fn org_connection_key(org_id: &str, conn_id: &str) -> String {
     format!("{org_id}/{conn_id}")

@@ -97,6 +97,9 @@ pub(crate) struct Tx {
     pub claimed: HashSet<String>,
     /// Big snapshot runs keep only the count; the bodies are in the log.
     keep_events: bool,
+    /// Id for a record this commit creates, chosen by the caller (SCIM: the id doubles as the
+    /// `idp_id` fallback, so it must be known before the write).
+    pub preset_id: Option<String>,
 }
 
 impl Tx {
@@ -242,6 +245,7 @@ impl DirectoryEngine {
             claimed: HashSet::new(),
             contact: false,
             keep_events: true,
+            preset_id: None,
         })
     }
 
@@ -530,6 +534,41 @@ impl DirectoryEngine {
             .put(layout::DIRECTORIES, dir_id, to_bytes(&rec)?);
         self.store.commit(cs)?;
         Ok(token)
+    }
+
+    /// Sets the SCIM bearer token to one the admin chose (declared in the config file so it can
+    /// be registered in the IdP before the first start). Only its SHA-256 is stored; the old
+    /// token stops working. Tokens shorter than 20 characters are refused as guessable.
+    pub fn set_scim_token(&self, dir_id: &str, token: &str) -> Result<()> {
+        let _span = tracing::info_span!("dsync.set_scim_token", directory_id = dir_id).entered();
+        if token.trim().len() < 20 {
+            return Err(EngineError::Invalid(
+                "a SCIM token must be at least 20 characters".into(),
+            ));
+        }
+        let lock = self.dir_lock(dir_id);
+        let _g = Self::guard(&lock);
+        let old = self
+            .get_raw(layout::DIRECTORIES, dir_id)?
+            .ok_or_else(|| EngineError::not_found("directory", dir_id))?;
+        let mut rec: DirectoryRecord = from_bytes(layout::DIRECTORIES, dir_id, &old)?;
+        if !is_scim_type(&rec.directory.directory_type) {
+            return Err(EngineError::Invalid(format!(
+                "directory type {:?} has no SCIM token",
+                rec.directory.directory_type
+            )));
+        }
+        let digest = sha256_hex(token);
+        if rec.scim_token_digest.as_deref() == Some(digest.as_str()) {
+            return Ok(());
+        }
+        rec.scim_token_digest = Some(digest);
+        rec.directory.updated_at = Timestamp::now();
+        let mut cs = ChangeSet::new();
+        cs.require_equals(layout::DIRECTORIES, dir_id, Some(old))
+            .put(layout::DIRECTORIES, dir_id, to_bytes(&rec)?);
+        self.store.commit(cs)?;
+        Ok(())
     }
 
     /// The directory if `presented` is its SCIM token (SHA-256 compared in constant time);

@@ -61,7 +61,10 @@ impl DirectoryEngine {
                 e.version,
             ),
             None => {
-                let id = new_id(IdPrefix::DirectoryGroup);
+                let id = tx
+                    .preset_id
+                    .clone()
+                    .unwrap_or_else(|| new_id(IdPrefix::DirectoryGroup));
                 let at = created_at_of(IdPrefix::DirectoryGroup, &id);
                 (id, at, at, 1)
             }
@@ -151,11 +154,37 @@ impl DirectoryEngine {
         input: GroupInput,
         expected_version: Option<u64>,
     ) -> Result<GroupChange> {
+        self.upsert_group_inner(dir_id, existing_id, None, input, expected_version)
+    }
+
+    /// Creates a group under an id the caller generated (`directory_group_<ULID>`); see
+    /// [`DirectoryEngine::create_user_with_id`].
+    pub fn create_group_with_id(
+        &self,
+        dir_id: &str,
+        group_id: &str,
+        input: GroupInput,
+    ) -> Result<GroupChange> {
+        idbridge_model::parse_id(IdPrefix::DirectoryGroup, group_id).map_err(|_| {
+            EngineError::Invalid(format!("{group_id:?} is not a directory group id"))
+        })?;
+        self.upsert_group_inner(dir_id, None, Some(group_id), input, None)
+    }
+
+    fn upsert_group_inner(
+        &self,
+        dir_id: &str,
+        existing_id: Option<&str>,
+        preset_id: Option<&str>,
+        input: GroupInput,
+        expected_version: Option<u64>,
+    ) -> Result<GroupChange> {
         let _span = tracing::info_span!("dsync.upsert_group", directory_id = dir_id).entered();
         validate_group(&input)?;
         let lock = self.dir_lock(dir_id);
         let _g = Self::guard(&lock);
         let mut tx = self.begin(dir_id)?;
+        tx.preset_id = preset_id.map(str::to_owned);
         let existing = match existing_id {
             Some(id) => {
                 let loaded = self

@@ -21,6 +21,7 @@
 //! | `dsync.deleting_from` | `<directory id>` | `DirectoryState` before a chunked delete began |
 //! | `dsync.roles` | `<organization id>` | `Vec<idbridge_model::Role>` |
 //! | `dsync.role_mappings` | `<organization id>` | `Vec<idbridge_model::RoleMapping>` |
+//! | `dsync.role_modes` | `<organization id>` | `idbridge_model::RoleMode` (absent: each directory's `role_mode` setting; single for SSO) |
 //!
 //! The engine also reads `organizations/<organization id>` (written by the REST API) for the
 //! directory `domain` and the `domains` of `dsync.activated`.
@@ -51,6 +52,8 @@ pub const DELETING_FROM: &str = "dsync.deleting_from";
 pub const ROLES: &str = "dsync.roles";
 /// Role mappings per organization.
 pub const ROLE_MAPPINGS: &str = "dsync.role_mappings";
+/// Role mode per organization (single / multiple), shared by SSO and directories.
+pub const ROLE_MODES: &str = "dsync.role_modes";
 /// Organizations (owned by the REST API; read only here).
 pub const ORGANIZATIONS: &str = "organizations";
 

@@ -45,6 +45,8 @@ impl RoleCtx {
 }
 
 impl DirectoryEngine {
+    /// `mode` is the directory's setting; an organization-wide mode, when set, wins so SSO
+    /// profiles and directory users resolve roles alike.
     pub(crate) fn role_ctx(&self, organization_id: &str, mode: RoleMode) -> Result<RoleCtx> {
         let roles: Vec<Role> = self
             .get_json(layout::ROLES, organization_id)?
@@ -52,6 +54,9 @@ impl DirectoryEngine {
         if roles.is_empty() {
             return Ok(RoleCtx::default());
         }
+        let mode = self
+            .get_json::<RoleMode>(layout::ROLE_MODES, organization_id)?
+            .unwrap_or(mode);
         let mappings = self
             .get_json(layout::ROLE_MAPPINGS, organization_id)?
             .unwrap_or_default();
@@ -120,6 +125,34 @@ impl DirectoryEngine {
         cs.put(layout::ROLE_MAPPINGS, organization_id, to_bytes(&mappings)?);
         self.store.commit(cs)?;
         Ok(())
+    }
+
+    /// Sets the organization-wide role mode (overrides the directories' `role_mode`).
+    pub fn set_role_mode(&self, organization_id: &str, mode: RoleMode) -> Result<()> {
+        let mut cs = ChangeSet::new();
+        cs.put(layout::ROLE_MODES, organization_id, to_bytes(&mode)?);
+        self.store.commit(cs)?;
+        Ok(())
+    }
+
+    /// The organization-wide role mode, if one was set.
+    pub fn role_mode(&self, organization_id: &str) -> Result<Option<RoleMode>> {
+        self.get_json(layout::ROLE_MODES, organization_id)
+    }
+
+    /// The roles a set of IdP groups (ids or names) gives in an organization, as SSO profiles
+    /// carry them: `(role, roles)`, both `None` when the organization has no roles. Uses the
+    /// organization's mode (single when unset).
+    pub fn resolve_org_roles(
+        &self,
+        organization_id: &str,
+        groups: &[String],
+    ) -> Result<(
+        Option<idbridge_model::RoleRef>,
+        Option<Vec<idbridge_model::RoleRef>>,
+    )> {
+        let ctx = self.role_ctx(organization_id, RoleMode::Single)?;
+        Ok(ctx.resolve(groups))
     }
 
     /// An organization's group → role mappings.

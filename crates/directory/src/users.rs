@@ -259,7 +259,10 @@ impl DirectoryEngine {
         let (id, created_at, version) = match existing {
             Some(e) => (e.user.id.clone(), e.user.created_at, e.version),
             None => {
-                let id = new_id(IdPrefix::DirectoryUser);
+                let id = tx
+                    .preset_id
+                    .clone()
+                    .unwrap_or_else(|| new_id(IdPrefix::DirectoryUser));
                 let at = created_at_of(IdPrefix::DirectoryUser, &id);
                 (id, at, 1)
             }
@@ -351,11 +354,37 @@ impl DirectoryEngine {
         input: UserInput,
         expected_version: Option<u64>,
     ) -> Result<UserChange> {
+        self.upsert_user_inner(dir_id, existing_id, None, input, expected_version)
+    }
+
+    /// Creates a user under an id the caller generated (`directory_user_<ULID>`), for protocols
+    /// that need the id before the write (SCIM uses it as the `idp_id` when no `externalId`
+    /// is sent). Otherwise as [`DirectoryEngine::upsert_user`] with no existing id.
+    pub fn create_user_with_id(
+        &self,
+        dir_id: &str,
+        user_id: &str,
+        input: UserInput,
+    ) -> Result<UserChange> {
+        idbridge_model::parse_id(IdPrefix::DirectoryUser, user_id)
+            .map_err(|_| EngineError::Invalid(format!("{user_id:?} is not a directory user id")))?;
+        self.upsert_user_inner(dir_id, None, Some(user_id), input, None)
+    }
+
+    fn upsert_user_inner(
+        &self,
+        dir_id: &str,
+        existing_id: Option<&str>,
+        preset_id: Option<&str>,
+        input: UserInput,
+        expected_version: Option<u64>,
+    ) -> Result<UserChange> {
         let _span = tracing::info_span!("dsync.upsert_user", directory_id = dir_id).entered();
         validate_user(&input)?;
         let lock = self.dir_lock(dir_id);
         let _g = Self::guard(&lock);
         let mut tx = self.begin(dir_id)?;
+        tx.preset_id = preset_id.map(str::to_owned);
         let existing = match existing_id {
             Some(id) => {
                 let loaded = self

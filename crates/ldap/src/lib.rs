@@ -1,1 +1,26 @@
-//! idbridge-ldap
+//! idbridge-ldap: pulls users and groups from Active Directory, OpenLDAP / 389-DS or any LDAP
+//! server into the directory engine.
+//!
+//! - [`settings`]: per-directory connection, mapping and safety settings (TOML).
+//! - [`client`]: ldap3 over LDAPS / StartTLS, paged searches, AD ranged retrieval, timeouts.
+//! - [`mapping`]: entries → [`idbridge_directory::UserInput`] / `GroupInput` per flavor.
+//! - [`sync`]: full and delta runs ([`Syncer`]); reads complete before anything is applied.
+//! - [`state`]: per-directory sync state in the store, for the admin API, metrics and CLI.
+//! - [`scheduler`]: the background loop (full on start and every interval, deltas between).
+
+pub mod ad;
+pub mod client;
+mod error;
+pub mod mapping;
+pub mod scheduler;
+pub mod settings;
+pub mod state;
+pub mod sync;
+
+pub use error::{ConfigError, LdapError, SyncError};
+pub use settings::{AttributeNames, Flavor, LdapSettings, Timeouts};
+pub use state::{DeltaCursor, PendingGuard, RunRecord, StateStore, SyncKind, SyncState};
+pub use sync::{LdapSource, NoProgress, Progress, Syncer};
+
+/// The engine directory type of LDAP directories.
+pub const DIRECTORY_TYPE: &str = "ldap";

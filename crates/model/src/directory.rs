@@ -17,6 +17,9 @@ pub struct Directory {
     pub directory_type: String,
     pub state: DirectoryState,
     pub name: String,
+    /// Omitted when unknown: the OpenAPI `Directory.domain` is a non-nullable string (the SDKs
+    /// read it as optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
     pub metadata: DirectoryMetadata,
     pub created_at: Timestamp,
@@ -69,7 +72,8 @@ pub enum UserState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirectoryUserEmail {
     pub primary: bool,
-    #[serde(rename = "type")]
+    /// Omitted when unknown: the OpenAPI schema types it as a non-nullable string.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub email_type: Option<String>,
     pub value: Option<String>,
 }
@@ -93,7 +97,12 @@ pub struct DirectoryUser {
     pub state: UserState,
     pub custom_attributes: serde_json::Map<String, serde_json::Value>,
     pub raw_attributes: serde_json::Map<String, serde_json::Value>,
+    /// Omitted when the organization has no roles: the OpenAPI schema types `role` as an
+    /// object and `roles` as an array (neither nullable); Node, Python v10 and v5 treat both
+    /// as optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<RoleRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub roles: Option<Vec<RoleRef>>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,

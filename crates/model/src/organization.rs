@@ -33,7 +33,10 @@ pub struct OrganizationDomain {
     pub domain: String,
     pub state: DomainState,
     pub verification_strategy: VerificationStrategy,
+    /// Optional strings in the OpenAPI spec: omitted rather than `null` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification_prefix: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,

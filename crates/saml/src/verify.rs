@@ -171,9 +171,14 @@ fn replay_key(kind: &str, issuer: &str, id: &str) -> String {
     h.update([0u8]);
     h.update(id.as_bytes());
     let digest = h.finalize();
-    let mut out = format!("saml-{kind}:");
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(6 + kind.len() + 2 * digest.len());
+    out.push_str("saml-");
+    out.push_str(kind);
+    out.push(':');
     for b in digest {
-        out.push_str(&format!("{b:02x}"));
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0x0f)]));
     }
     out
 }
@@ -244,14 +249,18 @@ fn verify_inner(
         None
     };
 
-    let (assertion_el, assertion_signed, encrypted): (Element, bool, bool) = match &shape.assertion
+    // The assertion is borrowed from the verified Response when there is one (no copy), else
+    // owned here.
+    let owned_assertion: Element;
+    let (assertion_el, assertion_signed, encrypted): (&Element, bool, bool) = match &shape.assertion
     {
         AssertionShape::Plain { id, signed } => {
             let el = match &verified_response {
-                Some(resp) => gate::check_envelope(resp)?.0.clone(),
+                Some(resp) => gate::check_envelope(resp)?.0,
                 None => {
                     let pre = verify_signatures(&xml_text, &certs, idp.allow_sha1)?;
-                    parse_verified(&pre, NS_ASSERTION, "Assertion", id)?
+                    owned_assertion = parse_verified(&pre, NS_ASSERTION, "Assertion", id)?;
+                    &owned_assertion
                 }
             };
             if el.attr("ID") != Some(id.as_str()) {
@@ -269,7 +278,7 @@ fn verify_inner(
             let plain = xml::declare_inherited_namespaces(&plain, &inherited);
             let tree = xml::parse(&plain, &Limits::MESSAGE)?;
             let (id, inner_signed) = gate::check_assertion(&tree, idp.allow_sha1)?;
-            let el = if inner_signed {
+            owned_assertion = if inner_signed {
                 let pre = verify_signatures(&plain, &certs, idp.allow_sha1)?;
                 parse_verified(&pre, NS_ASSERTION, "Assertion", &id)?
             } else if shape.response_signed {
@@ -279,14 +288,14 @@ fn verify_inner(
                 // in an unsigned response proves nothing.
                 return Err(SignatureError::UnsignedEncryptedAssertion.into());
             };
-            (el, inner_signed, true)
+            (&owned_assertion, inner_signed, true)
         }
     };
 
     // Envelope fields: verified when the Response is signed; otherwise read from the raw tree
     // and used only to reject (they can never grant anything).
     let envelope = Envelope::read(verified_response.as_ref().unwrap_or(&raw))?;
-    let assertion = AssertionData::read(&assertion_el)?;
+    let assertion = AssertionData::read(assertion_el)?;
     let checked = check_policy(&envelope, shape.response_signed, &assertion, ctx, sp, idp)?;
 
     let expires_ms = checked.replay_expiry.timestamp_millis();
@@ -500,4 +509,19 @@ pub fn relay_state_redirect(relay_state: &str, allowed: &[&str]) -> Option<Strin
         .find(|(k, _)| k == "redirect_uri")
         .map(|(_, v)| v.into_owned())
         .filter(|v| allowed.iter().any(|a| a == v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_key_is_prefixed_lowercase_sha256_hex() {
+        let key = replay_key("a", "https://idp", "_id1");
+        let mut h = Sha256::new();
+        h.update(b"https://idp\0_id1");
+        let want: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(key, format!("saml-a:{want}"));
+        assert_ne!(key, replay_key("a", "https://idp_", "id1"));
+    }
 }

@@ -455,12 +455,18 @@ pub fn declare_inherited_namespaces(fragment: &str, inherited: &[(String, String
 }
 
 /// Decode base64 that may be wrapped over lines (IdPs and bindings both do that).
+/// Browsers post it unwrapped, so the common case decodes in place without a copy.
 pub fn decode_base64_lenient(s: &str) -> Result<Vec<u8>, GateViolation> {
     use base64::Engine as _;
-    let compact: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(&compact)
-        .map_err(|_| GateViolation::Base64)
+    let engine = &base64::engine::general_purpose::STANDARD;
+    let decoded = if s.bytes().any(|b| b.is_ascii_whitespace()) {
+        let mut compact = s.as_bytes().to_vec();
+        compact.retain(|b| !b.is_ascii_whitespace());
+        engine.decode(&compact)
+    } else {
+        engine.decode(s)
+    };
+    decoded.map_err(|_| GateViolation::Base64)
 }
 
 /// Escape text for element content or a double-quoted attribute value.
@@ -485,6 +491,20 @@ pub fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base64_lenient_decodes_wrapped_and_unwrapped_and_rejects_garbage() {
+        assert_eq!(
+            decode_base64_lenient("aGVsbG8=").ok(),
+            Some(b"hello".to_vec())
+        );
+        assert_eq!(
+            decode_base64_lenient("aGVs\r\n bG8=\n").ok(),
+            Some(b"hello".to_vec())
+        );
+        assert!(decode_base64_lenient("aGVs*bG8=").is_err());
+        assert!(decode_base64_lenient("aGVs bG8*").is_err());
+    }
 
     #[test]
     fn comments_do_not_split_text() {

@@ -14,6 +14,9 @@
 //!   `attributes`/`excludedAttributes`;
 //! - auth: [`auth::bearer_token`] + [`auth::verify_token`] (401 as a SCIM error);
 //! - every failure: [`ScimError::to_json`] with [`SCIM_CONTENT_TYPE`].
+//!
+//! [`router`] joins all of this to the directory engine as the `/scim/v2/{directory_id}` HTTP
+//! endpoint.
 
 #![warn(missing_docs)]
 
@@ -25,6 +28,7 @@ pub mod list;
 pub mod patch;
 pub mod projection;
 pub mod resource;
+pub mod router;
 pub mod schema;
 pub mod validate;
 

@@ -48,6 +48,12 @@ pub enum Command {
         #[command(subcommand)]
         command: ConnectionCommand,
     },
+    /// Directories: `create|list|delete|rotate-token` (SCIM tokens shown once), and
+    /// `directory sync <id>` runs one LDAP sync in the foreground.
+    Directory {
+        #[command(subcommand)]
+        command: crate::directories::DirectoryCommand,
+    },
     /// Certificates for local use.
     Certs {
         #[command(subcommand)]

@@ -21,6 +21,15 @@ pub struct Config {
     pub sso: SsoSection,
     /// `[webhooks]`: the delivery worker's polling, backoff and timeouts.
     pub webhooks: idbridge_forward::DeliveryConfig,
+    /// `[[ldap_directories]]`: LDAP / AD pull sources (see `crate::ldap`).
+    pub ldap_directories: Vec<crate::ldap::LdapDirectoryConfig>,
+    /// `[[directories]]`: directories created at start-up when absent (keyed by `key`), with
+    /// an optional pre-registered SCIM token (see `crate::directories`).
+    pub directories: Vec<crate::directories::DeclaredDirectory>,
+    /// `[sftp_server]`: the embedded SFTP server (see `crate::sftp_cli`).
+    pub sftp_server: crate::sftp_cli::SftpServerSection,
+    /// `[[sftp_directories]]`: SFTP CSV feeds, pushed or pulled (see `crate::sftp_cli`).
+    pub sftp_directories: Vec<crate::sftp_cli::SftpDirectoryConfig>,
 }
 
 /// `[sso]`: see `idbridge_api::sso::SsoConfig`.
@@ -277,6 +286,21 @@ impl Config {
         if let Err(message) = self.webhooks.validate() {
             return Err(key_err("webhooks".into(), &message));
         }
+        let mut keys = std::collections::HashSet::new();
+        for (i, d) in self.directories.iter().enumerate() {
+            if let Err((field, message)) = d.validate() {
+                return Err(key_err(format!("directories[{i}].{field}"), &message));
+            }
+            if !keys.insert(d.key.as_str()) {
+                return Err(key_err(format!("directories[{i}].key"), "declared twice"));
+            }
+        }
+        if let Err((key, message)) = crate::ldap::validate_all(&self.ldap_directories) {
+            return Err(key_err(key, &message));
+        }
+        if let Err((key, message)) = crate::sftp_cli::validate_all(&self.sftp_directories) {
+            return Err(key_err(key, &message));
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, org) in self.organizations.iter().enumerate() {
             if org.external_id.trim().is_empty() {
@@ -431,7 +455,8 @@ mod tests {
     fn unknown_and_mistyped_keys_name_the_key() {
         match parse("[server]\nlisten = \"127.0.0.1:9\"\nlistne = 1\n") {
             Err(ConfigError::Key { key, message, .. }) => {
-                assert_eq!(key, "server");
+                // The unknown key itself is named, with its table.
+                assert_eq!(key, "server.listne");
                 assert!(message.contains("listne"), "{message}");
             }
             other => panic!("{other:?}"),

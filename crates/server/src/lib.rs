@@ -7,9 +7,12 @@ pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod connections;
+pub mod directories;
 pub mod keys;
+pub mod ldap;
 pub mod logging;
 pub mod serve;
+pub mod sftp_cli;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -78,6 +81,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Connection { command } => {
             let config = load_config(cli.config.as_deref())?;
             connections::run(&config, command)
+        }
+        Command::Directory { command } => {
+            let config = load_config(cli.config.as_deref())?;
+            directories::run(&config, command)
         }
         Command::Certs {
             command: cli::CertsCommand::Dev { dir },

@@ -63,10 +63,24 @@ async fn serve_async(config: Config) -> anyhow::Result<()> {
 
     apply_declared(&state, &config).await?;
     crate::connections::apply_declared(&state, &config).await?;
+    {
+        let engine = state.directory.clone();
+        let cfg = config.clone();
+        let public_url = config.public_url();
+        tokio::task::spawn_blocking(move || {
+            crate::directories::apply_declared(&engine, &cfg, &public_url)
+        })
+        .await
+        .context("applying declared directories")??;
+    }
     spawn_housekeeping(store.clone(), config.events.retention_days);
     // Webhook deliveries: one task per endpoint, each from its own cursor in the event log.
     let _webhooks = idbridge_forward::spawn(store.clone(), config.webhooks.clone())
         .context("starting the webhook delivery worker")?;
+    // LDAP / AD pull sync: one scheduler per [[ldap_directories]] entry, on the shared engine.
+    let _ldap = crate::ldap::spawn_schedulers(state.directory.clone(), &config);
+    // SFTP directories: the embedded server (push) and pull schedulers.
+    let _sftp = crate::sftp_cli::start(state.directory.clone(), &config).await?;
 
     let app = idbridge_api::router(state.clone());
     let addr = config.server.listen;

@@ -8,7 +8,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use idbridge_model::tag::ProfileTag;
-use idbridge_model::{new_id, resolve_roles, Profile, Role, RoleMapping, RoleMode, RoleRef};
+use idbridge_model::{new_id, Profile, RoleRef};
 use idbridge_store::{ChangeSet, StoreError};
 use serde_json::Value;
 
@@ -54,8 +54,9 @@ async fn profile_id(state: &AppState, conn_id: &str, idp_id: &str) -> ApiResult<
     }
 }
 
-/// The organization's roles for these IdP groups, from the directory engine's role tables
-/// (read-only here): `(role, roles)` in the wire form, both `None` when no roles exist.
+/// The organization's roles for these IdP groups, from the directory engine's role settings
+/// (`dsync.roles`, `dsync.role_mappings`, `dsync.role_modes`: the same ones directory users get
+/// their roles from): `(role, roles)` in the wire form, both `None` when no roles exist.
 pub fn roles_for(
     state: &AppState,
     org_id: Option<&str>,
@@ -64,35 +65,11 @@ pub fn roles_for(
     let Some(org_id) = org_id else {
         return Ok((None, None));
     };
-    let store = state.db.store();
-    let roles: Vec<Role> = store
-        .scan(tables::ROLES, "", None, 10_000)?
-        .into_iter()
-        .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
-        .collect();
-    if roles.is_empty() {
-        return Ok((None, None));
-    }
-    let mappings: Vec<RoleMapping> = store
-        .scan(tables::ROLE_MAPPINGS, &format!("{org_id}/"), None, 10_000)?
-        .into_iter()
-        .filter_map(|(_, v)| serde_json::from_slice::<RoleMapping>(&v).ok())
-        .filter(|m| m.organization_id == org_id)
-        .collect();
-    let mode: RoleMode = state
-        .db
-        .get_raw(tables::ROLE_MODES, org_id)?
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    let group_refs: Vec<&str> = groups.iter().map(String::as_str).collect();
-    let resolved = resolve_roles(&roles, &mappings, &group_refs, mode);
-    let refs: Vec<RoleRef> = resolved
-        .iter()
-        .map(|r| RoleRef {
-            slug: r.slug.clone(),
-        })
-        .collect();
-    Ok((refs.first().cloned(), (!refs.is_empty()).then_some(refs)))
+    let (role, roles) = state
+        .directory
+        .resolve_org_roles(org_id, groups)
+        .map_err(ApiError::internal)?;
+    Ok((role, roles.filter(|r| !r.is_empty())))
 }
 
 const OUTSIDE_ORG: &str = "profile_not_allowed_outside_organization";

@@ -11,7 +11,7 @@ use axum::Router;
 use base64::Engine as _;
 use http_body_util::BodyExt;
 use idbridge_saml::idp::{b64, AssertionSpec, IdpSigner, ResponseSpec, SignMode};
-use idbridge_store::{ChangeSet, SledStore, Store};
+use idbridge_store::{SledStore, Store};
 use serde_json::{json, Value};
 use sha2::Digest;
 use tower::ServiceExt;
@@ -1054,40 +1054,34 @@ async fn profile_roles_come_from_org_role_mappings() {
     let org = env.org("Acme").await;
     let c = env.saml_conn(&org, json!({})).await;
     let id = c["id"].as_str().unwrap().to_string();
-    let mut cs = ChangeSet::default();
+    // Roles live in the directory engine: the same settings give directory users their roles.
+    let engine = idbridge_directory::DirectoryEngine::new(env.store.clone());
     let ts = idbridge_model::Timestamp::now();
-    for (slug, prio, default) in [
+    let roles = [
         ("member", 100, true),
         ("admin", 1, false),
         ("eng", 10, false),
-    ] {
-        cs.put_json(
-            crate::tables::ROLES,
-            slug,
-            &idbridge_model::Role {
-                slug: slug.into(),
-                name: slug.into(),
-                priority: prio,
-                is_default: default,
-                created_at: ts,
-                updated_at: ts,
-            },
-        )
-        .unwrap();
-    }
-    for (g, slug) in [("g-admins", "admin"), ("g-eng", "eng")] {
-        cs.put_json(
-            crate::tables::ROLE_MAPPINGS,
-            format!("{org}/{g}"),
-            &idbridge_model::RoleMapping {
-                organization_id: org.clone(),
-                idp_group: g.into(),
-                role_slug: slug.into(),
-            },
-        )
-        .unwrap();
-    }
-    env.store.commit(cs).unwrap();
+    ]
+    .into_iter()
+    .map(|(slug, prio, default)| idbridge_model::Role {
+        slug: slug.into(),
+        name: slug.into(),
+        priority: prio,
+        is_default: default,
+        created_at: ts,
+        updated_at: ts,
+    })
+    .collect();
+    engine.set_roles(&org, roles).unwrap();
+    let mappings = [("g-admins", "admin"), ("g-eng", "eng")]
+        .into_iter()
+        .map(|(g, slug)| idbridge_model::RoleMapping {
+            organization_id: org.clone(),
+            idp_group: g.into(),
+            role_slug: slug.into(),
+        })
+        .collect();
+    engine.set_role_mappings(&org, mappings).unwrap();
     let code = env
         .login(&id, "", "ada@acme.example.com")
         .await
@@ -1097,14 +1091,9 @@ async fn profile_roles_come_from_org_role_mappings() {
     assert_eq!(t.body["profile"]["role"], json!({"slug": "admin"}));
     assert_eq!(t.body["profile"]["roles"], json!([{"slug": "admin"}]));
 
-    let mut cs = ChangeSet::default();
-    cs.put_json(
-        crate::tables::ROLE_MODES,
-        &org,
-        &idbridge_model::RoleMode::Multiple,
-    )
-    .unwrap();
-    env.store.commit(cs).unwrap();
+    engine
+        .set_role_mode(&org, idbridge_model::RoleMode::Multiple)
+        .unwrap();
     let code = env
         .login(&id, "", "ada@acme.example.com")
         .await

@@ -1,0 +1,174 @@
+//! `GET /admin/directories/{id}/sync` and `POST .../sync/confirm`: the LDAP sync state as the
+//! runner keeps it in the store, and an admin's confirmation of a guarded deletion.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use idbridge_api::{auth, router, ApiConfig, AppState};
+use idbridge_ldap::{PendingGuard, StateStore};
+use idbridge_store::{SledStore, Store};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+struct Api {
+    app: Router,
+    store: Arc<dyn Store>,
+    key: String,
+}
+
+impl Api {
+    fn new() -> Api {
+        let store: Arc<dyn Store> = Arc::new(SledStore::open_ephemeral().unwrap());
+        let boot = auth::bootstrap(store.as_ref()).unwrap().unwrap();
+        let config = ApiConfig {
+            public_url: "https://sso.example.com".into(),
+            ..ApiConfig::default()
+        };
+        let app = router(AppState::new(store.clone(), config));
+        Api {
+            app,
+            store,
+            key: boot.api_key,
+        }
+    }
+
+    async fn call_as(
+        &self,
+        bearer: Option<&str>,
+        method: &str,
+        uri: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(b) = bearer {
+            req = req.header("authorization", format!("Bearer {b}"));
+        }
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req
+            .body(
+                body.map(|b| Body::from(b.to_string()))
+                    .unwrap_or(Body::empty()),
+            )
+            .unwrap();
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
+        };
+        (status, value)
+    }
+
+    async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let key = self.key.clone();
+        self.call_as(Some(&key), method, uri, body).await
+    }
+
+    async fn org(&self) -> String {
+        let (s, v) = self
+            .call("POST", "/organizations", Some(json!({"name": "Acme"})))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        v["id"].as_str().unwrap().to_owned()
+    }
+}
+
+#[tokio::test]
+async fn sync_state_and_confirmation() {
+    let api = Api::new();
+    let org = api.org().await;
+    let (s, v) = api
+        .call(
+            "POST",
+            "/admin/directories",
+            Some(json!({"organization_id": org, "name": "Corp AD", "type": "ldap"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let dir = v["directory"]["id"].as_str().unwrap().to_owned();
+
+    let (s, _) = api
+        .call_as(None, "GET", &format!("/admin/directories/{dir}/sync"), None)
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    let (s, v) = api
+        .call("GET", &format!("/admin/directories/{dir}/sync"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["directory_id"], dir.as_str());
+    assert_eq!(v["runs"], 0);
+    assert!(v["pending_guard"].is_null());
+
+    // Nothing to confirm yet.
+    let (s, v) = api
+        .call(
+            "POST",
+            &format!("/admin/directories/{dir}/sync/confirm"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+
+    // The runner recorded a refused full sync.
+    let states = StateStore::new(api.store.clone());
+    states
+        .update(&dir, |st| {
+            st.pending_guard = Some(PendingGuard {
+                would_delete: 90,
+                total: 100,
+                threshold: 0.1,
+                at: chrono::Utc::now(),
+            })
+        })
+        .unwrap();
+    let (s, v) = api
+        .call("GET", &format!("/admin/directories/{dir}/sync"), None)
+        .await;
+    assert_eq!(
+        (s, &v["pending_guard"]["would_delete"]),
+        (StatusCode::OK, &json!(90))
+    );
+    assert_eq!(v["deletion_confirmed"], false);
+    let (s, v) = api
+        .call(
+            "POST",
+            &format!("/admin/directories/{dir}/sync/confirm"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["deletion_confirmed"], true);
+    assert!(states.load(&dir).unwrap().deletion_confirmed);
+
+    // Unknown ids and non-LDAP directories are 404.
+    let (s, _) = api
+        .call(
+            "GET",
+            "/admin/directories/directory_01HZZZZZZZZZZZZZZZZZZZZZZZ/sync",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v) = api
+        .call(
+            "POST",
+            "/admin/directories",
+            Some(json!({"organization_id": org, "name": "HR", "type": "sftp"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let sftp = v["directory"]["id"].as_str().unwrap().to_owned();
+    let (s, _) = api
+        .call("GET", &format!("/admin/directories/{sftp}/sync"), None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}

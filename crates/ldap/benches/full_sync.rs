@@ -1,0 +1,176 @@
+//! Full sync of 100,000 users and 1,000 groups from a real slapd, beside the floor measured in
+//! the same run: a plain paged `ldapsearch` dump of the same entries. Then a delta of 100
+//! changed users. Run: `cargo bench -p idbridge-ldap --bench full_sync` (env `BENCH_USERS`,
+//! `BENCH_GROUPS` to scale). Not run by `cargo test`.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::io::{BufWriter, Write};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Instant;
+
+use common::{base_ldif, Fx, Slapd, ADMIN_DN, ADMIN_PW, SUFFIX};
+use idbridge_ldap::{NoProgress, SyncKind, Syncer};
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn uuid(kind: u32, i: usize) -> String {
+    format!("{kind:08x}-0000-4000-8000-{i:012x}")
+}
+
+fn ldapsearch_dump(url: &str, base: &str, filter: &str) -> (f64, usize) {
+    let t = Instant::now();
+    let out = Command::new("ldapsearch")
+        .args([
+            "-x",
+            "-LLL",
+            "-H",
+            url,
+            "-D",
+            ADMIN_DN,
+            "-w",
+            ADMIN_PW,
+            "-b",
+            base,
+            "-E",
+            "pr=500/noprompt",
+            filter,
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .expect("ldapsearch");
+    assert!(out.status.success(), "ldapsearch failed");
+    let n = out
+        .stdout
+        .split(|b| *b == b'\n')
+        .filter(|l| l.starts_with(b"dn: "))
+        .count();
+    (t.elapsed().as_secs_f64(), n)
+}
+
+fn main() {
+    let users = env_or("BENCH_USERS", 100_000);
+    let groups = env_or("BENCH_GROUPS", 1_000);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ldif_path = tmp.path().join("data.ldif");
+    {
+        let f = std::fs::File::create(&ldif_path).expect("ldif");
+        let mut w = BufWriter::new(f);
+        w.write_all(base_ldif().as_bytes()).expect("write");
+        // Fixed entryUUIDs keep runs comparable; slapadd adds entryCSN and timestamps.
+        for i in 0..users {
+            write!(
+                w,
+                "dn: uid=user{i:06},ou=People,{SUFFIX}\nobjectClass: inetOrgPerson\nuid: user{i:06}\n\
+                 cn: User {i}\ngivenName: User\nsn: Number{i}\nmail: user{i:06}@example.test\n\
+                 title: Engineer\nentryUUID: {}\n\n",
+                uuid(1, i)
+            )
+            .expect("write");
+        }
+        for g in 0..groups {
+            write!(
+                w,
+                "dn: cn=group{g:04},ou=Groups,{SUFFIX}\nobjectClass: groupOfNames\ncn: group{g:04}\n\
+                 entryUUID: {}\n",
+                uuid(2, g)
+            )
+            .expect("write");
+            let mut any = false;
+            for i in (g..users).step_by(groups.max(1)) {
+                writeln!(w, "member: uid=user{i:06},ou=People,{SUFFIX}").expect("write");
+                any = true;
+            }
+            if !any {
+                writeln!(w, "member: {ADMIN_DN}").expect("write");
+            }
+            writeln!(w).expect("write");
+        }
+    }
+    let t = Instant::now();
+    let slapd = Slapd::start_loaded(&ldif_path);
+    println!(
+        "slapadd + start: {users} users, {groups} groups in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+
+    // The floor: a plain paged ldapsearch of the same entries (users, then groups).
+    let (tu, nu) = ldapsearch_dump(
+        &slapd.url,
+        &format!("ou=People,{SUFFIX}"),
+        "(objectClass=inetOrgPerson)",
+    );
+    let (tg, ng) = ldapsearch_dump(
+        &slapd.url,
+        &format!("ou=Groups,{SUFFIX}"),
+        "(objectClass=groupOfNames)",
+    );
+    let floor = tu + tg;
+    println!(
+        "ldapsearch paged dump: {nu} users {tu:.2}s + {ng} groups {tg:.2}s = {floor:.2}s (floor)"
+    );
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let fx = Fx::new();
+    let mut settings = slapd.settings();
+    settings.page_size = 500;
+    settings.timeouts.operation_secs = 120;
+    let src = fx.ldap_dir(settings);
+    let syncer = Syncer::new(fx.engine.clone());
+
+    let t = Instant::now();
+    let rec = rt
+        .block_on(syncer.run(&src, SyncKind::Full, Arc::new(NoProgress)))
+        .expect("full sync");
+    let full = t.elapsed().as_secs_f64();
+    println!(
+        "initial full sync (read {:.2}s + apply, {} users created, {} memberships): {full:.2}s = {:.2}x floor",
+        rec.read_ms as f64 / 1000.0,
+        rec.created,
+        rec.memberships_changed,
+        full / floor
+    );
+
+    let t = Instant::now();
+    let rec = rt
+        .block_on(syncer.run(&src, SyncKind::Full, Arc::new(NoProgress)))
+        .expect("full sync 2");
+    let steady = t.elapsed().as_secs_f64();
+    println!(
+        "steady-state full sync (read {:.2}s + apply, nothing changed, {} events): {steady:.2}s = {:.2}x floor",
+        rec.read_ms as f64 / 1000.0,
+        rec.events,
+        steady / floor
+    );
+
+    // Delta: 100 changed users out of all of them.
+    let mut ldif = String::new();
+    for i in (0..users).step_by((users / 100).max(1)).take(100) {
+        ldif.push_str(&format!(
+            "dn: uid=user{i:06},ou=People,{SUFFIX}\nchangetype: modify\nreplace: title\ntitle: Staff Engineer\n\n"
+        ));
+    }
+    slapd.modify(&ldif, false);
+    let t = Instant::now();
+    let rec = rt
+        .block_on(syncer.run(&src, SyncKind::Delta, Arc::new(NoProgress)))
+        .expect("delta");
+    println!(
+        "delta sync: {} users read (read {:.3}s), {} applied in {:.3}s",
+        rec.users_read,
+        rec.read_ms as f64 / 1000.0,
+        rec.updated,
+        t.elapsed().as_secs_f64()
+    );
+}

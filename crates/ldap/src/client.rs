@@ -1,0 +1,283 @@
+//! A thin async LDAP client over ldap3: connect (LDAPS / StartTLS / explicitly allowed plain),
+//! simple bind, paged subtree searches, base reads and AD ranged retrieval. Every operation is
+//! bounded by the configured timeout.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+
+use crate::ad::parse_ranged;
+use crate::error::{ConfigError, LdapError};
+use crate::settings::{LdapSettings, Transport};
+
+/// One entry as read: DN plus text and binary attributes (ldap3's split).
+pub type Entry = SearchEntry;
+
+/// A bound connection.
+pub struct Client {
+    ldap: Ldap,
+    op_timeout: Duration,
+    page_size: u32,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+fn tls_config(path: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, ConfigError> {
+    let err = |detail: String| ConfigError::CaBundle {
+        path: path.display().to_string(),
+        detail,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(path).map_err(|e| err(e.to_string()))?;
+    for c in certs {
+        let c = c.map_err(|e| err(e.to_string()))?;
+        roots.add(c).map_err(|e| err(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(err("no certificates in the bundle".into()));
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
+async fn bounded<T, E: std::fmt::Display>(
+    op: &'static str,
+    limit: Duration,
+    fut: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, LdapError> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(r) => r.map_err(|e| LdapError::proto(op, e)),
+        Err(_) => Err(LdapError::Timeout {
+            op,
+            secs: limit.as_secs(),
+        }),
+    }
+}
+
+fn check(op: &'static str, res: ldap3::LdapResult) -> Result<(), LdapError> {
+    if res.rc == 0 {
+        Ok(())
+    } else {
+        Err(LdapError::Result {
+            op,
+            rc: res.rc,
+            text: res.text,
+        })
+    }
+}
+
+impl Client {
+    /// Connects and binds (simple bind with the configured DN and secret, else anonymous).
+    pub async fn connect(s: &LdapSettings) -> Result<Client, LdapError> {
+        let transport = s.validate()?;
+        let mut cs = LdapConnSettings::new().set_conn_timeout(s.connect_timeout());
+        if transport == Transport::StartTls {
+            cs = cs.set_starttls(true);
+        }
+        if transport != Transport::Plain {
+            if s.danger_skip_tls_verify {
+                cs = cs.set_no_tls_verify(true);
+            } else if let Some(ca) = &s.ca_file {
+                cs = cs.set_config(tls_config(ca)?);
+            }
+        }
+        let (conn, mut ldap) = bounded(
+            "connect",
+            s.connect_timeout() + Duration::from_secs(1),
+            LdapConnAsync::with_settings(cs, &s.url),
+        )
+        .await?;
+        let driver = tokio::spawn(async move {
+            if let Err(e) = conn.drive().await {
+                tracing::debug!(error = %e, "ldap connection ended");
+            }
+        });
+        let op_timeout = s.op_timeout();
+        let password = s.bind_password()?;
+        let client_guard = |ldap: Ldap| Client {
+            ldap,
+            op_timeout,
+            page_size: s.page_size,
+            driver,
+        };
+        if let (Some(dn), Some(pw)) = (&s.bind_dn, password) {
+            ldap.with_timeout(op_timeout);
+            let res = bounded("bind", op_timeout, ldap.simple_bind(dn, &pw)).await?;
+            check("bind", res)?;
+        }
+        Ok(client_guard(ldap))
+    }
+
+    /// A subtree search, paged when a page size is set; `f` sees each entry. Any failure —
+    /// including a missing base DN — is an error, never a short result.
+    pub async fn search_each(
+        &mut self,
+        base: &str,
+        filter: &str,
+        attrs: &[String],
+        mut f: impl FnMut(Entry) -> Result<(), LdapError>,
+    ) -> Result<u64, LdapError> {
+        let adapters: Vec<Box<dyn Adapter<'_, String, Vec<String>>>> = if self.page_size > 0 {
+            vec![
+                Box::new(EntriesOnly::new()),
+                Box::new(PagedResults::new(self.page_size as i32)),
+            ]
+        } else {
+            vec![Box::new(EntriesOnly::new())]
+        };
+        let t = self.op_timeout;
+        self.ldap.with_timeout(t);
+        let mut stream = bounded(
+            "search",
+            t,
+            self.ldap
+                .streaming_search_with(adapters, base, Scope::Subtree, filter, attrs.to_vec()),
+        )
+        .await?;
+        let mut n = 0u64;
+        loop {
+            let next = bounded("search", t, stream.next()).await;
+            match next {
+                Ok(Some(re)) => {
+                    n += 1;
+                    f(SearchEntry::construct(re))?;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = stream.finish().await;
+                    return Err(e);
+                }
+            }
+        }
+        let res = bounded("search", t, async {
+            Ok::<_, LdapError>(stream.finish().await)
+        })
+        .await?;
+        check("search", res)?;
+        Ok(n)
+    }
+
+    /// All entries of a subtree search.
+    pub async fn search_all(
+        &mut self,
+        base: &str,
+        filter: &str,
+        attrs: &[String],
+    ) -> Result<Vec<Entry>, LdapError> {
+        let mut out = Vec::new();
+        self.search_each(base, filter, attrs, |e| {
+            out.push(e);
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// Reads one entry (base scope); `None` when it does not exist.
+    pub async fn read(&mut self, dn: &str, attrs: &[String]) -> Result<Option<Entry>, LdapError> {
+        let t = self.op_timeout;
+        self.ldap.with_timeout(t);
+        let res = bounded(
+            "read",
+            t,
+            self.ldap
+                .search(dn, Scope::Base, "(objectClass=*)", attrs.to_vec()),
+        )
+        .await?;
+        if res.1.rc == 32 {
+            return Ok(None);
+        }
+        check("read", res.1)?;
+        Ok(res.0.into_iter().next().map(SearchEntry::construct))
+    }
+
+    /// Completes AD ranged attributes in place: `member;range=0-1499` is followed with
+    /// base reads of the next windows until the server answers with a `*` end, and the values
+    /// end up under the plain name (`member`).
+    pub async fn complete_ranges(&mut self, e: &mut Entry, step: u32) -> Result<(), LdapError> {
+        let ranged: Vec<String> = e
+            .attrs
+            .keys()
+            .filter(|k| parse_ranged(k).is_some())
+            .cloned()
+            .collect();
+        for key in ranged {
+            let Some(r) = parse_ranged(&key) else {
+                continue;
+            };
+            let mut values = e.attrs.remove(&key).unwrap_or_default();
+            let mut end = r.end;
+            let mut guard = 0u32;
+            while let Some(last) = end {
+                guard += 1;
+                if guard > 100_000 {
+                    return Err(LdapError::Malformed(format!(
+                        "{}: ranged retrieval does not terminate",
+                        e.dn
+                    )));
+                }
+                let start = last + 1;
+                let want = format!("{};range={}-{}", r.name, start, start + step as u64 - 1);
+                let next = self.read(&e.dn, std::slice::from_ref(&want)).await?;
+                let Some(next) = next else {
+                    return Err(LdapError::Malformed(format!(
+                        "{} vanished during ranged retrieval",
+                        e.dn
+                    )));
+                };
+                let found = next.attrs.into_iter().find_map(|(k, v)| {
+                    parse_ranged(&k)
+                        .filter(|p| p.name.eq_ignore_ascii_case(&r.name))
+                        .map(|p| (p, v))
+                });
+                match found {
+                    Some((p, v)) => {
+                        if p.start != start {
+                            return Err(LdapError::Malformed(format!(
+                                "{}: asked range {start}-, got {}-",
+                                e.dn, p.start
+                            )));
+                        }
+                        values.extend(v);
+                        end = p.end;
+                    }
+                    // No value in the window: the previous chunk was the last one.
+                    None => end = None,
+                }
+            }
+            e.attrs.entry(r.name).or_default().extend(values);
+        }
+        Ok(())
+    }
+
+    /// Root DSE attributes (AD `highestCommittedUSN`, supported controls).
+    pub async fn root_dse(
+        &mut self,
+        attrs: &[&str],
+    ) -> Result<HashMap<String, Vec<String>>, LdapError> {
+        let attrs: Vec<String> = attrs.iter().map(|s| s.to_string()).collect();
+        let e = self.read("", &attrs).await?;
+        Ok(e.map(|e| e.attrs).unwrap_or_default())
+    }
+
+    /// Unbinds politely (errors ignored: the connection is going away anyway).
+    pub async fn close(mut self) {
+        let t = self.op_timeout;
+        let _ = tokio::time::timeout(t, self.ldap.unbind()).await;
+    }
+}

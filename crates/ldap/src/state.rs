@@ -1,0 +1,173 @@
+//! Per-directory sync state, kept in the store (table [`STATE_TABLE`], key = directory id) so
+//! it survives restarts and the admin API, metrics and CLI all see the same picture.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use idbridge_store::{ChangeSet, Store};
+use serde::{Deserialize, Serialize};
+
+use crate::error::SyncError;
+
+/// Store table of [`SyncState`] records.
+pub const STATE_TABLE: &str = "ldap.sync_state";
+
+/// Full or delta.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncKind {
+    /// Reads everything and reconciles, deletions included.
+    Full,
+    /// Reads what changed since the last cursor; adds and updates only.
+    Delta,
+}
+
+/// Where the next delta starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeltaCursor {
+    /// OpenLDAP / generic: the newest value of the change attribute seen (`entryCSN`, or
+    /// `modifyTimestamp` in generalized time); the next delta asks for strictly newer.
+    Stamp(String),
+    /// AD: `highestCommittedUSN` read before the last run began.
+    Usn(u64),
+}
+
+/// What one run did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Full or delta (None only in `Default`).
+    pub kind: Option<SyncKind>,
+    /// Start.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Wall time.
+    pub duration_ms: u64,
+    /// Of which reading from the server (the rest is the engine's apply).
+    #[serde(default)]
+    pub read_ms: u64,
+    /// Finished and applied.
+    pub ok: bool,
+    /// Users read from the server.
+    pub users_read: u64,
+    /// Groups read from the server.
+    pub groups_read: u64,
+    /// Users created.
+    pub created: u64,
+    /// Users updated.
+    pub updated: u64,
+    /// Users deleted.
+    pub deleted: u64,
+    /// Groups created, updated or deleted.
+    pub groups_changed: u64,
+    /// Memberships added or removed.
+    pub memberships_changed: u64,
+    /// Events appended.
+    pub events: u64,
+    /// Why it failed (never contains secrets).
+    pub error: Option<String>,
+}
+
+/// A full sync the mass-deletion guard stopped, waiting for an admin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingGuard {
+    /// Users the run would have deleted.
+    pub would_delete: u64,
+    /// Users in the directory.
+    pub total: u64,
+    /// Configured ratio.
+    pub threshold: f64,
+    /// When the guard tripped.
+    pub at: DateTime<Utc>,
+}
+
+/// The sync state of one LDAP directory.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyncState {
+    /// Directory id.
+    pub directory_id: String,
+    /// Last full run.
+    pub last_full: Option<RunRecord>,
+    /// Last delta run.
+    pub last_delta: Option<RunRecord>,
+    /// Last successful full run's finish time.
+    pub last_full_success_at: Option<DateTime<Utc>>,
+    /// Error of the most recent run, if it failed.
+    pub last_error: Option<String>,
+    /// Set when a full sync was refused by the guard.
+    pub pending_guard: Option<PendingGuard>,
+    /// An admin confirmed: the next full sync may delete past the guard (consumed by it).
+    pub deletion_confirmed: bool,
+    /// Where the next delta starts (None: the next run must be a full sync).
+    pub cursor: Option<DeltaCursor>,
+    /// Next scheduled full run.
+    pub next_full_at: Option<DateTime<Utc>>,
+    /// Next scheduled delta run.
+    pub next_delta_at: Option<DateTime<Utc>>,
+    /// Runs so far.
+    pub runs: u64,
+    /// Failed runs so far.
+    pub failures: u64,
+}
+
+/// Reads and writes [`SyncState`].
+#[derive(Clone)]
+pub struct StateStore {
+    store: Arc<dyn Store>,
+}
+
+impl StateStore {
+    /// Over a store.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        StateStore { store }
+    }
+
+    /// The state (a fresh one when the directory never synced).
+    pub fn load(&self, dir_id: &str) -> Result<SyncState, SyncError> {
+        match self
+            .store
+            .get(STATE_TABLE, dir_id)
+            .map_err(|e| SyncError::State(e.to_string()))?
+        {
+            Some(b) => serde_json::from_slice(&b).map_err(|e| SyncError::State(e.to_string())),
+            None => Ok(SyncState {
+                directory_id: dir_id.to_owned(),
+                ..SyncState::default()
+            }),
+        }
+    }
+
+    /// Saves the state.
+    pub fn save(&self, st: &SyncState) -> Result<(), SyncError> {
+        let mut cs = ChangeSet::new();
+        cs.put_json(STATE_TABLE, st.directory_id.clone(), st)
+            .map_err(|e| SyncError::State(e.to_string()))?;
+        self.store
+            .commit(cs)
+            .map_err(|e| SyncError::State(e.to_string()))?;
+        Ok(())
+    }
+
+    /// An admin confirms the deletion the guard stopped: the next full sync applies it.
+    /// `None` when nothing is pending.
+    pub fn confirm_deletion(&self, dir_id: &str) -> Result<Option<SyncState>, SyncError> {
+        let mut st = self.load(dir_id)?;
+        if st.pending_guard.is_none() {
+            return Ok(None);
+        }
+        st.deletion_confirmed = true;
+        self.save(&st)?;
+        Ok(Some(st))
+    }
+
+    /// Load, change, save.
+    pub fn update(
+        &self,
+        dir_id: &str,
+        f: impl FnOnce(&mut SyncState),
+    ) -> Result<SyncState, SyncError> {
+        let mut st = self.load(dir_id)?;
+        f(&mut st);
+        self.save(&st)?;
+        Ok(st)
+    }
+}

@@ -1,0 +1,348 @@
+//! Full and delta syncs against a real OpenLDAP slapd (started on loopback per test).
+//! Results are checked through the engine's list calls and the `dsync.*` event log.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use common::{person, Fx, Slapd, SUFFIX};
+use idbridge_ldap::{LdapError, NoProgress, Progress, SyncError, SyncKind, Syncer};
+
+fn groups_ldif() -> String {
+    format!(
+        "dn: cn=devs,ou=Groups,{SUFFIX}\nobjectClass: groupOfNames\ncn: devs\n\
+         member: uid=alice,ou=People,{SUFFIX}\nmember: uid=bob,ou=People,{SUFFIX}\n\n\
+         dn: cn=ops,ou=Groups,{SUFFIX}\nobjectClass: posixGroup\ncn: ops\ngidNumber: 5000\n\
+         memberUid: carol\n\n\
+         dn: cn=all,ou=Groups,{SUFFIX}\nobjectClass: groupOfUniqueNames\ncn: all\n\
+         uniqueMember: cn=devs,ou=Groups,{SUFFIX}\nuniqueMember: uid=dave,ou=People,{SUFFIX}\n\n"
+    )
+}
+
+fn seed(slapd: &Slapd) {
+    let mut ldif = String::new();
+    for (uid, g, s) in [
+        ("alice", "Alice", "Archer"),
+        ("bob", "Bob", "Baker"),
+        ("carol", "Carol", "Cook"),
+        ("dave", "Dave", "Diaz"),
+        ("erin", "Erin", "Evans"),
+        ("frank", "Frank", "Fox"),
+    ] {
+        ldif.push_str(&person(uid, g, s));
+    }
+    ldif.push_str(&groups_ldif());
+    slapd.add(&ldif);
+}
+
+fn count(kinds: &[String], k: &str) -> usize {
+    kinds.iter().filter(|x| x.as_str() == k).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_and_delta_lifecycle() {
+    let slapd = Slapd::start();
+    seed(&slapd);
+    let fx = Fx::new();
+    let mut settings = slapd.settings();
+    settings.attributes.disabled = Some("employeeType".into());
+    settings.attributes.disabled_values = Some(vec!["disabled".into()]);
+    settings.max_delete_ratio = 0.5;
+    let src = fx.ldap_dir(settings);
+    let dir = src.directory_id.clone();
+    let syncer = Syncer::new(fx.engine.clone());
+
+    // Initial (full) sync: a delta without a cursor runs as full.
+    let seq = fx.last_seq();
+    let rec = syncer
+        .run(&src, SyncKind::Delta, Arc::new(NoProgress))
+        .await
+        .expect("initial sync");
+    assert_eq!(rec.kind, Some(SyncKind::Full));
+    assert_eq!((rec.users_read, rec.groups_read, rec.created), (6, 3, 6));
+    assert_eq!(
+        fx.usernames(&dir),
+        ["alice", "bob", "carol", "dave", "erin", "frank"]
+    );
+    assert_eq!(fx.members(&dir, "devs"), ["alice", "bob"]);
+    assert_eq!(fx.members(&dir, "ops"), ["carol"]);
+    // Nested: all = devs (alice, bob) + dave.
+    assert_eq!(fx.members(&dir, "all"), ["alice", "bob", "dave"]);
+    let kinds = fx.kinds_after(seq);
+    assert_eq!(count(&kinds, "dsync.activated"), 1);
+    assert_eq!(count(&kinds, "dsync.user.created"), 6);
+    assert_eq!(count(&kinds, "dsync.group.created"), 3);
+    assert_eq!(count(&kinds, "dsync.group.user_added"), 6);
+    let alice = fx
+        .users(&dir)
+        .into_iter()
+        .find(|u| u.user.username.as_deref() == Some("alice"))
+        .expect("alice");
+    assert_eq!(alice.user.email.as_deref(), Some("alice@example.test"));
+    assert_eq!(alice.user.first_name.as_deref(), Some("Alice"));
+    assert_eq!(alice.user.job_title.as_deref(), Some("Engineer"));
+    assert_eq!(alice.user.idp_id.len(), 36, "entryUUID is the idp_id");
+    let st = syncer.state(&dir).expect("state");
+    assert!(st.cursor.is_some() && st.last_full.as_ref().is_some_and(|r| r.ok));
+
+    // A second full run with no changes changes nothing.
+    let seq = fx.last_seq();
+    syncer
+        .run(&src, SyncKind::Full, Arc::new(NoProgress))
+        .await
+        .expect("idempotent");
+    assert_eq!(fx.kinds_after(seq), Vec::<String>::new());
+
+    // Delta: a new user, a renamed user, a disabled user, a membership change.
+    slapd.add(&person("grace", "Grace", "Green"));
+    slapd.modify(
+        &format!(
+            "dn: uid=bob,ou=People,{SUFFIX}\nchangetype: modrdn\nnewrdn: uid=robert\ndeleteoldrdn: 1\n\n\
+             dn: uid=robert,ou=People,{SUFFIX}\nchangetype: modify\nreplace: givenName\ngivenName: Robert\n-\nreplace: cn\ncn: Robert Baker\n\n\
+             dn: uid=erin,ou=People,{SUFFIX}\nchangetype: modify\nadd: employeeType\nemployeeType: disabled\n\n\
+             dn: cn=devs,ou=Groups,{SUFFIX}\nchangetype: modify\nadd: member\nmember: uid=carol,ou=People,{SUFFIX}\n-\ndelete: member\nmember: uid=alice,ou=People,{SUFFIX}\n\n\
+             dn: cn=ops,ou=Groups,{SUFFIX}\nchangetype: modify\nadd: memberUid\nmemberUid: grace\n\n"
+        ),
+        false,
+    );
+    let bob_before = fx
+        .users(&dir)
+        .into_iter()
+        .find(|u| u.user.username.as_deref() == Some("bob"))
+        .expect("bob");
+    let seq = fx.last_seq();
+    let rec = syncer
+        .run(&src, SyncKind::Delta, Arc::new(NoProgress))
+        .await
+        .expect("delta");
+    assert_eq!(rec.kind, Some(SyncKind::Delta));
+    let kinds = fx.kinds_after(seq);
+    assert_eq!(count(&kinds, "dsync.user.created"), 1, "{kinds:?}");
+    assert_eq!(count(&kinds, "dsync.user.deleted"), 1, "{kinds:?}");
+    assert!(count(&kinds, "dsync.user.updated") >= 1, "{kinds:?}");
+    assert!(count(&kinds, "dsync.group.user_added") >= 2, "{kinds:?}");
+    assert_eq!(count(&kinds, "dsync.group.user_removed"), 1, "{kinds:?}");
+    assert_eq!(
+        fx.usernames(&dir),
+        ["alice", "carol", "dave", "frank", "grace", "robert"]
+    );
+    let robert = fx
+        .users(&dir)
+        .into_iter()
+        .find(|u| u.user.username.as_deref() == Some("robert"))
+        .expect("robert");
+    assert_eq!(
+        robert.user.id, bob_before.user.id,
+        "a rename keeps the user"
+    );
+    assert_eq!(robert.user.first_name.as_deref(), Some("Robert"));
+    assert_eq!(
+        fx.members(&dir, "devs"),
+        ["carol", "robert"],
+        "refint rewrote bob's member DN"
+    );
+    assert_eq!(fx.members(&dir, "ops"), ["carol", "grace"]);
+    let updated = fx
+        .events_after(seq)
+        .into_iter()
+        .find(|e| e["event"] == "dsync.user.updated" && e["data"]["id"] == robert.user.id.as_str())
+        .expect("robert's update event");
+    assert!(updated["data"]["previous_attributes"].is_object());
+
+    // Full sync catches what deltas cannot: a deleted user and a user moved out of the base.
+    slapd.modify(
+        &format!(
+            "dn: uid=frank,ou=People,{SUFFIX}\nchangetype: delete\n\n\
+             dn: uid=dave,ou=People,{SUFFIX}\nchangetype: modrdn\nnewrdn: uid=dave\ndeleteoldrdn: 1\nnewsuperior: ou=Former,{SUFFIX}\n\n"
+        ),
+        false,
+    );
+    let seq = fx.last_seq();
+    let rec = syncer
+        .run(&src, SyncKind::Full, Arc::new(NoProgress))
+        .await
+        .expect("full");
+    assert_eq!(rec.deleted, 2);
+    let kinds = fx.kinds_after(seq);
+    assert_eq!(count(&kinds, "dsync.user.deleted"), 2, "{kinds:?}");
+    assert_eq!(fx.usernames(&dir), ["alice", "carol", "grace", "robert"]);
+    // "all" lost dave (moved out); devs is nested in it.
+    assert_eq!(fx.members(&dir, "all"), ["carol", "robert"]);
+    let st = syncer.state(&dir).expect("state");
+    assert_eq!(st.runs, 4);
+    assert_eq!(st.failures, 0);
+}
+
+/// Kills slapd after `after` entries were read.
+struct KillAfter {
+    pid: i32,
+    after: u64,
+    seen: AtomicU64,
+}
+
+impl Progress for KillAfter {
+    fn phase(&self, _: &str, _: Option<u64>) {}
+    fn inc(&self, n: u64) {
+        if self.seen.fetch_add(n, Ordering::SeqCst) + n == self.after {
+            // SAFETY: kill(2) on the slapd this test started.
+            unsafe {
+                libc::kill(self.pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_stopped_mid_sync_changes_nothing() {
+    let mut slapd = Slapd::start();
+    let mut ldif = String::new();
+    for i in 0..60 {
+        ldif.push_str(&person(&format!("user{i:03}"), "User", &format!("N{i}")));
+    }
+    slapd.add(&ldif);
+    let fx = Fx::new();
+    let mut settings = slapd.settings();
+    settings.page_size = 5;
+    let src = fx.ldap_dir(settings);
+    let dir = src.directory_id.clone();
+    let syncer = Syncer::new(fx.engine.clone());
+    syncer
+        .run(&src, SyncKind::Full, Arc::new(NoProgress))
+        .await
+        .expect("initial");
+    assert_eq!(fx.users(&dir).len(), 60);
+
+    // Changes on the server the interrupted run must not half-apply: 50 deletions, 1 add.
+    let mut ldif = String::new();
+    for i in 0..50 {
+        ldif.push_str(&format!(
+            "dn: uid=user{i:03},ou=People,{SUFFIX}\nchangetype: delete\n\n"
+        ));
+    }
+    slapd.modify(&ldif, false);
+    slapd.add(&person("newbie", "New", "Bie"));
+
+    let before = fx.rows();
+    let seq = fx.last_seq();
+    let pid = slapd.pid().expect("slapd pid");
+    let killer = Arc::new(KillAfter {
+        pid,
+        after: 3,
+        seen: AtomicU64::new(0),
+    });
+    let err = syncer
+        .run(&src, SyncKind::Full, killer.clone())
+        .await
+        .expect_err("the server died mid-read");
+    assert!(matches!(err, SyncError::Ldap(_)), "{err:?}");
+    assert!(killer.seen.load(Ordering::SeqCst) >= 3);
+    slapd.kill();
+    assert_eq!(fx.rows(), before, "a failed run changes nothing");
+    assert_eq!(fx.kinds_after(seq), Vec::<String>::new());
+    let st = syncer.state(&dir).expect("state");
+    assert_eq!(st.failures, 1);
+    assert!(st.last_error.is_some());
+    assert!(st.last_full.as_ref().is_some_and(|r| !r.ok));
+
+    // An unreachable server is an error too, never "everyone was deleted".
+    for kind in [SyncKind::Full, SyncKind::Delta] {
+        let err = syncer
+            .run(&src, kind, Arc::new(NoProgress))
+            .await
+            .expect_err("server is down");
+        assert!(
+            matches!(err, SyncError::Ldap(LdapError::Protocol { .. })),
+            "{err:?}"
+        );
+    }
+    assert_eq!(fx.rows(), before);
+    assert_eq!(fx.users(&dir).len(), 60);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mass_deletion_guard_waits_for_confirmation() {
+    let slapd = Slapd::start();
+    let mut ldif = String::new();
+    for i in 0..20 {
+        ldif.push_str(&person(&format!("u{i:02}"), "U", &format!("N{i}")));
+    }
+    slapd.add(&ldif);
+    let fx = Fx::new();
+    let src = fx.ldap_dir(slapd.settings());
+    let dir = src.directory_id.clone();
+    let syncer = Syncer::new(fx.engine.clone());
+    syncer
+        .run(&src, SyncKind::Full, Arc::new(NoProgress))
+        .await
+        .expect("initial");
+    assert_eq!(fx.users(&dir).len(), 20);
+
+    // A base DN that does not exist is an LDAP error (noSuchObject), not an empty directory.
+    let mut missing = src.clone();
+    missing.settings.user_base_dns = vec![format!("ou=Nowhere,{SUFFIX}")];
+    let before = fx.rows();
+    let err = syncer
+        .run(&missing, SyncKind::Full, Arc::new(NoProgress))
+        .await
+        .expect_err("missing base");
+    assert!(
+        matches!(err, SyncError::Ldap(LdapError::Result { rc: 32, .. })),
+        "{err:?}"
+    );
+    assert_eq!(fx.rows(), before);
+
+    // Two deletions of 20 (10%) are allowed.
+    slapd.modify(
+        &format!(
+            "dn: uid=u00,ou=People,{SUFFIX}\nchangetype: delete\n\n\
+             dn: uid=u01,ou=People,{SUFFIX}\nchangetype: delete\n\n"
+        ),
+        false,
+    );
+    let rec = syncer
+        .run(&src, SyncKind::Full, Arc::new(NoProgress))
+        .await
+        .expect("10% is allowed");
+    assert_eq!(rec.deleted, 2);
+
+    // A base pointing at an empty OU would delete everyone: refused, nothing changes.
+    let mut empty = src.clone();
+    empty.settings.user_base_dns = vec![format!("ou=Empty,{SUFFIX}")];
+    let before = fx.rows();
+    let seq = fx.last_seq();
+    let err = syncer
+        .run(&empty, SyncKind::Full, Arc::new(NoProgress))
+        .await
+        .expect_err("guard");
+    assert!(matches!(err, SyncError::Guard(_)), "{err:?}");
+    assert_eq!(fx.rows(), before);
+    assert_eq!(fx.kinds_after(seq), Vec::<String>::new());
+    let st = syncer.state(&dir).expect("state");
+    let pending = st.pending_guard.expect("pending guard recorded");
+    assert_eq!((pending.would_delete, pending.total), (18, 18));
+    assert!(!st.deletion_confirmed);
+
+    // Retrying without confirmation still refuses.
+    assert!(matches!(
+        syncer
+            .run(&empty, SyncKind::Full, Arc::new(NoProgress))
+            .await,
+        Err(SyncError::Guard(_))
+    ));
+    // The admin confirms: the next full run applies, and the confirmation is used up.
+    assert!(syncer.confirm_deletion(&dir).expect("confirm").is_some());
+    let rec = syncer
+        .run(&empty, SyncKind::Full, Arc::new(NoProgress))
+        .await
+        .expect("confirmed");
+    assert_eq!(rec.deleted, 18);
+    assert_eq!(fx.users(&dir).len(), 0);
+    assert_eq!(count(&fx.kinds_after(seq), "dsync.user.deleted"), 18);
+    let st = syncer.state(&dir).expect("state");
+    assert!(st.pending_guard.is_none() && !st.deletion_confirmed);
+    assert!(syncer
+        .confirm_deletion(&dir)
+        .expect("nothing pending")
+        .is_none());
+}

@@ -1,0 +1,109 @@
+//! LDAPS and StartTLS against a real slapd with a CA generated for the test (rcgen): the
+//! configured CA bundle is trusted, another CA is not, and clear text needs `allow_plain`.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use common::{person, Fx, Slapd, SlapdTls};
+use idbridge_ldap::{ConfigError, LdapError, NoProgress, SyncError, SyncKind, Syncer};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+
+/// (CA PEM, server cert PEM, server key PEM)
+fn pki() -> (String, String, String) {
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "idbridge test CA");
+    let ca_key = KeyPair::generate().expect("ca key");
+    let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
+    let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).expect("leaf params");
+    leaf.subject_alt_names
+        .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    leaf.distinguished_name
+        .push(DnType::CommonName, "127.0.0.1");
+    let key = KeyPair::generate().expect("leaf key");
+    let cert = leaf.signed_by(&key, &ca_cert, &ca_key).expect("leaf cert");
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldaps_and_starttls_with_a_ca_bundle() {
+    let (ca, cert, key) = pki();
+    let slapd = Slapd::start_with(Some(&SlapdTls {
+        ca_pem: ca.clone(),
+        cert_pem: cert,
+        key_pem: key,
+    }));
+    slapd.add(&person("alice", "Alice", "Archer"));
+    let ca_path = slapd.dir.path().join("client-ca.pem");
+    std::fs::write(&ca_path, &ca).expect("ca file");
+    let (other_ca, _, _) = pki();
+    let other_path = slapd.dir.path().join("other-ca.pem");
+    std::fs::write(&other_path, other_ca).expect("other ca");
+
+    let fx = Fx::new();
+    let syncer = Syncer::new(fx.engine.clone());
+
+    // ldaps:// with the right CA.
+    let mut s = slapd.settings();
+    s.allow_plain = false;
+    s.url = slapd.ldaps_url();
+    s.ca_file = Some(ca_path.clone());
+    let src = fx.ldap_dir(s.clone());
+    let rec = syncer
+        .run(&src, SyncKind::Full, Arc::new(NoProgress))
+        .await
+        .expect("ldaps sync");
+    assert_eq!(rec.created, 1);
+
+    // ldap:// + StartTLS with the right CA.
+    let mut st = slapd.settings();
+    st.allow_plain = false;
+    st.starttls = true;
+    st.ca_file = Some(ca_path);
+    let src2 = fx.ldap_dir(st.clone());
+    let rec = syncer
+        .run(&src2, SyncKind::Full, Arc::new(NoProgress))
+        .await
+        .expect("starttls sync");
+    assert_eq!(rec.created, 1);
+
+    // A CA that did not sign the server certificate: refused, nothing applied.
+    let before = fx.rows();
+    for mut bad in [s, st] {
+        bad.ca_file = Some(other_path.clone());
+        let src3 = fx.ldap_dir(bad);
+        let err = syncer
+            .run(&src3, SyncKind::Full, Arc::new(NoProgress))
+            .await
+            .expect_err("untrusted certificate");
+        assert!(
+            matches!(err, SyncError::Ldap(LdapError::Protocol { .. })),
+            "{err:?}"
+        );
+        assert!(fx.users(&src3.directory_id).is_empty());
+    }
+    // (the three new, empty directories are the only difference)
+    assert_eq!(
+        fx.rows().keys().filter(|(t, _)| t == "dsync.users").count(),
+        before.keys().filter(|(t, _)| t == "dsync.users").count()
+    );
+
+    // Clear text without allow_plain is a configuration error before any connection.
+    let mut plain = slapd.settings();
+    plain.allow_plain = false;
+    let src4 = fx.ldap_dir(plain);
+    let err = syncer
+        .run(&src4, SyncKind::Full, Arc::new(NoProgress))
+        .await
+        .expect_err("plain refused");
+    assert!(
+        matches!(
+            err,
+            SyncError::Ldap(LdapError::Config(ConfigError::Invalid(_)))
+        ),
+        "{err:?}"
+    );
+}

@@ -1,0 +1,209 @@
+//! CSV ingestion benchmark: a 1,000,000-user `users.csv` with 1,000 groups and one membership
+//! per user. Prints rows per second and peak memory (VmHWM) for two phases, each run in its own
+//! child process so their peaks do not mix:
+//!
+//! * `validate`: the streaming first pass (every check; keeps only the user id set);
+//! * `ingest`: validate + build the in-memory `Snapshot` the directory engine takes.
+//!
+//! * `apply` (only when `PHASES` names it, e.g. `PHASES=validate,ingest,apply ROWS=100000`):
+//!   ingest + `apply_snapshot` into a fresh sled store (the whole delivery path).
+//!
+//! Run: `cargo bench -p idbridge-sftp --bench csv_ingest` (env `ROWS` to change the size).
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use idbridge_sftp::feed::{ingest, validate_only, DeliveryFiles, IngestOptions};
+
+fn vm_hwm_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn generate(dir: &Path, rows: u64) -> std::io::Result<()> {
+    let mut u = std::io::BufWriter::new(std::fs::File::create(dir.join("users.csv"))?);
+    writeln!(
+        u,
+        "user_id,first_name,last_name,email,username,job_title,department_name,manager_id,employee_type,work_address_country"
+    )?;
+    for i in 0..rows {
+        writeln!(
+            u,
+            "emp{i:07},First{i},Last{i},first.last{i}@example-corp.com,fl{i},Engineer {},Dept {},emp{:07},Full-Time,US",
+            i % 50,
+            i % 1000,
+            i / 10
+        )?;
+    }
+    u.flush()?;
+    let mut g = std::io::BufWriter::new(std::fs::File::create(dir.join("groups.csv"))?);
+    writeln!(g, "group_name,description")?;
+    for i in 0..1000 {
+        writeln!(g, "Group {i},The group number {i}")?;
+    }
+    g.flush()?;
+    let mut m = std::io::BufWriter::new(std::fs::File::create(dir.join("user_groups.csv"))?);
+    writeln!(m, "group_name,user_id")?;
+    for i in 0..rows {
+        writeln!(m, "Group {},emp{i:07}", i % 1000)?;
+    }
+    m.flush()
+}
+
+/// Ingest and apply into a fresh store (org + sftp directory made here).
+fn apply(files: &DeliveryFiles, opts: &IngestOptions) -> Result<(u64, String), String> {
+    use idbridge_store::Store;
+    let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let store = std::sync::Arc::new(
+        idbridge_store::SledStore::open(tmp.path()).map_err(|e| e.to_string())?,
+    );
+    let org = idbridge_model::new_id(idbridge_model::IdPrefix::Organization);
+    let now = idbridge_model::Timestamp::now();
+    let body = idbridge_model::Organization {
+        object: idbridge_model::tag::OrganizationTag,
+        id: org.clone(),
+        name: "Bench".into(),
+        domains: vec![],
+        metadata: Default::default(),
+        external_id: None,
+        stripe_customer_id: None,
+        allow_profiles_outside_organization: false,
+        created_at: now,
+        updated_at: now,
+    };
+    let mut cs = idbridge_store::ChangeSet::new();
+    cs.put_json("organizations", org.clone(), &body)
+        .map_err(|e| e.to_string())?;
+    store.commit(cs).map_err(|e| e.to_string())?;
+    let engine = idbridge_directory::DirectoryEngine::new(store.clone());
+    let (rec, _) = engine
+        .create_directory(&org, "bench", "sftp", Default::default())
+        .map_err(|e| e.to_string())?;
+    let ing = ingest(files, opts, &mut |_| {}).map_err(|e| e.to_string())?;
+    let rows = ing.rows.users + ing.rows.groups + ing.rows.user_groups;
+    let out = engine
+        .apply_snapshot(&rec.directory.id, ing.snapshot, Default::default())
+        .map_err(|e| e.to_string())?;
+    Ok((
+        rows,
+        format!(
+            "applied: {} users created, {} memberships, {} commits",
+            out.created, out.memberships_added, out.commits
+        ),
+    ))
+}
+
+fn child(phase: &str, dir: &Path) {
+    let Some(files) = DeliveryFiles::in_dir(dir) else {
+        eprintln!("no users.csv in {}", dir.display());
+        std::process::exit(2);
+    };
+    let opts = IngestOptions::default();
+    let bytes = files.total_bytes();
+    let start = Instant::now();
+    let (rows, extra) = match phase {
+        "validate" => match validate_only(&files, &opts, &mut |_| {}) {
+            Ok(r) => (
+                r.users + r.groups + r.user_groups,
+                format!("users {}", r.users),
+            ),
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(1);
+            }
+        },
+        "apply" => match apply(&files, &opts) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(1);
+            }
+        },
+        _ => match ingest(&files, &opts, &mut |_| {}) {
+            Ok(i) => (
+                i.rows.users + i.rows.groups + i.rows.user_groups,
+                format!(
+                    "snapshot: {} users, {} groups, {} memberships",
+                    i.snapshot.users.len(),
+                    i.snapshot.groups.len(),
+                    i.snapshot.memberships.len()
+                ),
+            ),
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(1);
+            }
+        },
+    };
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{phase:>8}: {rows} rows ({:.0} MB) in {secs:.2} s = {:.0} rows/s ({:.0} users.csv rows/s); peak RSS (VmHWM) {:.0} MB; {extra}",
+        bytes as f64 / 1e6,
+        rows as f64 / secs,
+        rows as f64 / 2.0 / secs,
+        vm_hwm_mb()
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let (Some(phase), Some(dir)) = (
+        args.iter()
+            .position(|a| a == "--phase")
+            .and_then(|i| args.get(i + 1)),
+        args.iter()
+            .position(|a| a == "--dir")
+            .and_then(|i| args.get(i + 1)),
+    ) {
+        child(phase, Path::new(dir));
+        return;
+    }
+    let rows: u64 = std::env::var("ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let tmp = match tempfile::tempdir() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("tempdir: {e}");
+            std::process::exit(1);
+        }
+    };
+    let t = Instant::now();
+    if let Err(e) = generate(tmp.path(), rows) {
+        eprintln!("generating: {e}");
+        std::process::exit(1);
+    }
+    println!(
+        "generated {rows} users + 1000 groups + {rows} memberships in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("current_exe: {e}");
+            std::process::exit(1);
+        }
+    };
+    let phases = std::env::var("PHASES").unwrap_or_else(|_| "validate,ingest".into());
+    for phase in phases.split(',') {
+        let status = Command::new(&exe)
+            .args(["--phase", phase, "--dir"])
+            .arg(tmp.path())
+            .status();
+        if !matches!(status, Ok(s) if s.success()) {
+            eprintln!("phase {phase} failed: {status:?}");
+            std::process::exit(1);
+        }
+    }
+}

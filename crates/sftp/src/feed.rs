@@ -1,0 +1,722 @@
+//! WorkOS-format CSV deliveries (workos-api.md §7): `users.csv` (required), `groups.csv` and
+//! `user_groups.csv` (optional), turned into ONE [`Snapshot`].
+//!
+//! A delivery is all or nothing: a first streaming pass validates every file (encoding,
+//! required columns, field counts, empty required values, duplicate ids, unknown `user_id`s in
+//! `user_groups.csv`) and keeps only the set of user ids and group names; only when nothing is
+//! wrong does a second streaming pass build the snapshot. A rejected delivery therefore costs
+//! the id set, never the snapshot, and the report names file, line and reason for each problem.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use idbridge_directory::{DirectorySettings, GroupInput, Snapshot, UserInput};
+use idbridge_model::DirectoryUserEmail;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The required file of a delivery.
+pub const USERS_FILE: &str = "users.csv";
+/// Optional group metadata.
+pub const GROUPS_FILE: &str = "groups.csv";
+/// Optional memberships.
+pub const USER_GROUPS_FILE: &str = "user_groups.csv";
+/// The files a delivery is made of, in processing order.
+pub const DELIVERY_FILES: [&str; 3] = [USERS_FILE, GROUPS_FILE, USER_GROUPS_FILE];
+
+const USER_REQUIRED: [&str; 4] = ["user_id", "first_name", "last_name", "email"];
+/// Columns the engine's predefined custom attributes read (attributes.rs `PREDEFINED`); only
+/// these and the attribute map's columns go into a user's `source`, so a big snapshot does not
+/// hold every row twice.
+const PREDEFINED_COLUMNS: [&str; 8] = [
+    "department_name",
+    "cost_center_name",
+    "division_name",
+    "employee_number",
+    "organization",
+    "employee_type",
+    "employment_start_date",
+    "manager_email",
+];
+
+/// One thing wrong with a delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// `users.csv`, `groups.csv` or `user_groups.csv`.
+    pub file: String,
+    /// 1-based line in the file (the header is line 1); `None` for whole-file problems.
+    pub line: Option<u64>,
+    /// What is wrong, for a human.
+    pub reason: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{}:{}: {}", self.file, l, self.reason),
+            None => write!(f, "{}: {}", self.file, self.reason),
+        }
+    }
+}
+
+/// Why a delivery was refused: the first problems found (capped) and how many more there were.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    /// The problems, in file then line order.
+    pub problems: Vec<Problem>,
+    /// Problems found beyond the cap.
+    pub more: u64,
+}
+
+impl Rejection {
+    /// One whole-delivery problem (e.g. the mass-deletion guard).
+    pub fn single(file: &str, reason: impl Into<String>) -> Self {
+        Rejection {
+            problems: vec![Problem {
+                file: file.to_owned(),
+                line: None,
+                reason: reason.into(),
+            }],
+            more: 0,
+        }
+    }
+
+    /// The report written next to the uploader's files: one problem per line.
+    pub fn report(&self) -> String {
+        let mut out = String::from("delivery rejected: nothing was changed\n");
+        for p in &self.problems {
+            out.push_str(&p.to_string());
+            out.push('\n');
+        }
+        if self.more > 0 {
+            out.push_str(&format!("... and {} more problems\n", self.more));
+        }
+        out
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.problems.first() {
+            Some(p) if self.problems.len() == 1 && self.more == 0 => write!(f, "{p}"),
+            Some(p) => write!(
+                f,
+                "{p} (and {} more)",
+                self.problems.len() as u64 - 1 + self.more
+            ),
+            None => write!(f, "rejected"),
+        }
+    }
+}
+
+/// Why ingestion stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The delivery is bad; nothing may be applied.
+    #[error("delivery rejected: {0}")]
+    Rejected(Rejection),
+    /// A file could not be read (our side, not the uploader's).
+    #[error("reading {file}: {source}")]
+    Io {
+        /// Which file.
+        file: String,
+        /// The I/O error.
+        source: io::Error,
+    },
+}
+
+/// The files of one delivery on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryFiles {
+    /// `users.csv`.
+    pub users: PathBuf,
+    /// `groups.csv`, if delivered.
+    pub groups: Option<PathBuf>,
+    /// `user_groups.csv`, if delivered.
+    pub user_groups: Option<PathBuf>,
+}
+
+impl DeliveryFiles {
+    /// The delivery in `dir`, or `None` when it has no `users.csv` (not a delivery yet).
+    pub fn in_dir(dir: &Path) -> Option<Self> {
+        let present = |name: &str| {
+            let p = dir.join(name);
+            // symlink_metadata: a symlink is never a delivery file.
+            std::fs::symlink_metadata(&p)
+                .ok()
+                .filter(|m| m.file_type().is_file())
+                .map(|_| p)
+        };
+        Some(DeliveryFiles {
+            users: present(USERS_FILE)?,
+            groups: present(GROUPS_FILE),
+            user_groups: present(USER_GROUPS_FILE),
+        })
+    }
+
+    /// Total size in bytes (for progress bars).
+    pub fn total_bytes(&self) -> u64 {
+        [
+            Some(&self.users),
+            self.groups.as_ref(),
+            self.user_groups.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
+    }
+}
+
+/// Limits and mapping for one ingestion.
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// Stop collecting problems after this many (the rest are counted).
+    pub max_problems: usize,
+    /// A row longer than this is malformed (bounds memory for a single record).
+    pub max_row_bytes: usize,
+    /// Columns copied into each user's attribute `source` (lowercase). Built from the
+    /// directory's settings by [`IngestOptions::for_settings`].
+    pub source_columns: HashSet<String>,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        IngestOptions::for_settings(&DirectorySettings::default())
+    }
+}
+
+impl IngestOptions {
+    /// Options for a directory: the predefined columns when enabled, plus the first segment of
+    /// every attribute-map path (a CSV column name).
+    pub fn for_settings(settings: &DirectorySettings) -> Self {
+        let mut source_columns: HashSet<String> = HashSet::new();
+        if settings.predefined_attributes {
+            source_columns.extend(PREDEFINED_COLUMNS.iter().map(|c| (*c).to_owned()));
+        }
+        for path in settings.attribute_map.values() {
+            // A column name may itself contain dots; keep both the whole path and its head.
+            source_columns.insert(path.to_ascii_lowercase());
+            if let Some(head) = path.split(['.', ':']).next() {
+                source_columns.insert(head.to_ascii_lowercase());
+            }
+        }
+        IngestOptions {
+            max_problems: 100,
+            max_row_bytes: 64 * 1024,
+            source_columns,
+        }
+    }
+}
+
+/// Rows read per file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowCounts {
+    /// Data rows of `users.csv`.
+    pub users: u64,
+    /// Data rows of `groups.csv`.
+    pub groups: u64,
+    /// Data rows of `user_groups.csv`.
+    pub user_groups: u64,
+}
+
+/// A validated delivery.
+#[derive(Debug)]
+pub struct Ingested {
+    /// The full snapshot to apply.
+    pub snapshot: Snapshot,
+    /// Rows per file.
+    pub rows: RowCounts,
+}
+
+/// Collects problems up to the cap.
+struct Problems {
+    list: Vec<Problem>,
+    more: u64,
+    cap: usize,
+}
+
+impl Problems {
+    fn push(&mut self, file: &str, line: Option<u64>, reason: impl Into<String>) {
+        if self.list.len() < self.cap {
+            self.list.push(Problem {
+                file: file.to_owned(),
+                line,
+                reason: reason.into(),
+            });
+        } else {
+            self.more += 1;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.list.is_empty() && self.more == 0
+    }
+}
+
+/// Counts bytes read, for progress reporting.
+struct Counting<'p, R> {
+    inner: R,
+    progress: &'p mut dyn FnMut(u64),
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.progress)(n as u64);
+        Ok(n)
+    }
+}
+
+/// The lowercase header names, or the problems with the header.
+struct Header {
+    names: Vec<String>,
+}
+
+impl Header {
+    fn index(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == name)
+    }
+}
+
+/// Streams one CSV file: header checks, then `row(line, fields)` for each data row whose
+/// bytes are valid UTF-8 and whose field count matches. Returns the number of data rows.
+fn stream_file(
+    path: &Path,
+    file: &str,
+    required: &[&str],
+    opts: &IngestOptions,
+    problems: &mut Problems,
+    progress: &mut dyn FnMut(u64),
+    mut row: impl FnMut(u64, &Header, &csv::StringRecord, &mut Problems),
+) -> Result<u64, IngestError> {
+    let io_err = |source| IngestError::Io {
+        file: file.to_owned(),
+        source,
+    };
+    let f = File::open(path).map_err(io_err)?;
+    let reader = Counting {
+        inner: BufReader::with_capacity(256 * 1024, f),
+        progress,
+    };
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .buffer_capacity(256 * 1024)
+        .from_reader(reader);
+    let mut rec = csv::ByteRecord::new();
+    let mut header: Option<Header> = None;
+    let mut rows = 0u64;
+    loop {
+        match rdr.read_byte_record(&mut rec) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                let line = e.position().map(|p| p.line());
+                match e.kind() {
+                    csv::ErrorKind::Io(_) => {
+                        let reason = e.to_string();
+                        return Err(io_err(io::Error::other(reason)));
+                    }
+                    _ => {
+                        problems.push(file, line, format!("malformed CSV: {e}"));
+                        // The reader cannot resync reliably after a parse error.
+                        return Ok(rows);
+                    }
+                }
+            }
+        }
+        let line = rec.position().map(|p| p.line()).unwrap_or(0);
+        if rec.as_slice().len() > opts.max_row_bytes {
+            problems.push(
+                file,
+                Some(line),
+                format!("row longer than {} bytes", opts.max_row_bytes),
+            );
+            continue;
+        }
+        let fields = match csv::StringRecord::from_byte_record(std::mem::take(&mut rec)) {
+            Ok(f) => f,
+            Err(e) => {
+                let field = e.utf8_error().field() + 1;
+                let at = e.utf8_error().valid_up_to();
+                rec = e.into_byte_record();
+                problems.push(
+                    file,
+                    Some(line),
+                    format!("not UTF-8 (field {field}, byte {at}): files must be UTF-8 encoded"),
+                );
+                if header.is_none() {
+                    return Ok(rows);
+                }
+                continue;
+            }
+        };
+        let Some(h) = &header else {
+            // The header row.
+            let names: Vec<String> = fields
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    let f = if i == 0 {
+                        f.trim_start_matches('\u{feff}')
+                    } else {
+                        f
+                    };
+                    f.trim().to_ascii_lowercase()
+                })
+                .collect();
+            let mut ok = true;
+            for r in required {
+                if !names.iter().any(|n| n == r) {
+                    problems.push(file, Some(line), format!("missing required column {r:?}"));
+                    ok = false;
+                }
+            }
+            let mut seen = HashSet::new();
+            for n in &names {
+                if n.is_empty() {
+                    problems.push(file, Some(line), "empty column name in header");
+                    ok = false;
+                } else if !seen.insert(n.as_str()) {
+                    problems.push(file, Some(line), format!("column {n:?} appears twice"));
+                    ok = false;
+                }
+            }
+            if !ok {
+                return Ok(rows);
+            }
+            header = Some(Header { names });
+            rec = fields.into_byte_record();
+            continue;
+        };
+        rows += 1;
+        if fields.len() != h.names.len() {
+            problems.push(
+                file,
+                Some(line),
+                format!(
+                    "expected {} fields (as in the header), found {}",
+                    h.names.len(),
+                    fields.len()
+                ),
+            );
+            rec = fields.into_byte_record();
+            continue;
+        }
+        row(line, h, &fields, problems);
+        rec = fields.into_byte_record();
+    }
+    if header.is_none() {
+        problems.push(file, None, "empty file: a header row is required");
+    }
+    Ok(rows)
+}
+
+fn required_value<'a>(
+    file: &str,
+    line: u64,
+    h: &Header,
+    fields: &'a csv::StringRecord,
+    col: &str,
+    problems: &mut Problems,
+) -> Option<&'a str> {
+    let v = h.index(col).and_then(|i| fields.get(i)).map(str::trim)?;
+    if v.is_empty() {
+        problems.push(file, Some(line), format!("{col} is empty"));
+        return None;
+    }
+    Some(v)
+}
+
+fn plausible_email(s: &str) -> bool {
+    match s.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.is_empty()
+                && !domain.contains('@')
+                && !s.chars().any(char::is_whitespace)
+        }
+        None => false,
+    }
+}
+
+/// Validates a delivery (pass one) and, when it is clean, builds its snapshot (pass two).
+/// `progress` receives byte counts as the files are read (both passes).
+pub fn ingest(
+    files: &DeliveryFiles,
+    opts: &IngestOptions,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Ingested, IngestError> {
+    let _span = tracing::info_span!("sftp.ingest", users = %files.users.display()).entered();
+    let (user_ids, rows) = validate(files, opts, progress)?;
+    let snapshot = build(files, opts, user_ids, progress)?;
+    tracing::info!(
+        users = snapshot.users.len(),
+        groups = snapshot.groups.len(),
+        memberships = snapshot.memberships.len(),
+        "delivery validated"
+    );
+    Ok(Ingested { snapshot, rows })
+}
+
+/// Pass one alone: every check, building nothing (a dry run, and the benchmark's first phase).
+pub fn validate_only(
+    files: &DeliveryFiles,
+    opts: &IngestOptions,
+    progress: &mut dyn FnMut(u64),
+) -> Result<RowCounts, IngestError> {
+    validate(files, opts, progress).map(|(_, rows)| rows)
+}
+
+/// Pass one: every check, keeping only the user id set.
+fn validate(
+    files: &DeliveryFiles,
+    opts: &IngestOptions,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(HashSet<Box<str>>, RowCounts), IngestError> {
+    let mut problems = Problems {
+        list: Vec::new(),
+        more: 0,
+        cap: opts.max_problems.max(1),
+    };
+    let mut rows = RowCounts::default();
+    let mut user_ids: HashSet<Box<str>> = HashSet::new();
+    rows.users = stream_file(
+        &files.users,
+        USERS_FILE,
+        &USER_REQUIRED,
+        opts,
+        &mut problems,
+        progress,
+        |line, h, fields, problems| {
+            let f = USERS_FILE;
+            let id = required_value(f, line, h, fields, "user_id", problems);
+            required_value(f, line, h, fields, "first_name", problems);
+            required_value(f, line, h, fields, "last_name", problems);
+            if let Some(email) = required_value(f, line, h, fields, "email", problems) {
+                if !plausible_email(email) {
+                    problems.push(f, Some(line), format!("email {email:?} is not an address"));
+                }
+            }
+            if let Some(id) = id {
+                if !user_ids.insert(id.into()) {
+                    problems.push(f, Some(line), format!("duplicate user_id {id:?}"));
+                }
+            }
+        },
+    )?;
+    if let Some(path) = &files.groups {
+        let mut names: HashSet<Box<str>> = HashSet::new();
+        rows.groups = stream_file(
+            path,
+            GROUPS_FILE,
+            &["group_name"],
+            opts,
+            &mut problems,
+            progress,
+            |line, h, fields, problems| {
+                if let Some(g) =
+                    required_value(GROUPS_FILE, line, h, fields, "group_name", problems)
+                {
+                    if !names.insert(g.into()) {
+                        problems.push(
+                            GROUPS_FILE,
+                            Some(line),
+                            format!("duplicate group_name {g:?}"),
+                        );
+                    }
+                }
+            },
+        )?;
+    }
+    if let Some(path) = &files.user_groups {
+        rows.user_groups = stream_file(
+            path,
+            USER_GROUPS_FILE,
+            &["group_name", "user_id"],
+            opts,
+            &mut problems,
+            progress,
+            |line, h, fields, problems| {
+                let f = USER_GROUPS_FILE;
+                required_value(f, line, h, fields, "group_name", problems);
+                if let Some(u) = required_value(f, line, h, fields, "user_id", problems) {
+                    if !user_ids.contains(u) {
+                        problems.push(
+                            f,
+                            Some(line),
+                            format!("user_id {u:?} is not in {USERS_FILE}"),
+                        );
+                    }
+                }
+            },
+        )?;
+    }
+    if problems.is_empty() {
+        Ok((user_ids, rows))
+    } else {
+        Err(IngestError::Rejected(Rejection {
+            problems: problems.list,
+            more: problems.more,
+        }))
+    }
+}
+
+/// Pass two: the snapshot. Every check already passed; a problem here means the files
+/// changed under us, and rejects the delivery the same way.
+fn build(
+    files: &DeliveryFiles,
+    opts: &IngestOptions,
+    user_ids: HashSet<Box<str>>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Snapshot, IngestError> {
+    let mut problems = Problems {
+        list: Vec::new(),
+        more: 0,
+        cap: opts.max_problems.max(1),
+    };
+    let mut snap = Snapshot {
+        users: Vec::with_capacity(user_ids.len()),
+        ..Snapshot::default()
+    };
+    drop(user_ids);
+    stream_file(
+        &files.users,
+        USERS_FILE,
+        &USER_REQUIRED,
+        opts,
+        &mut problems,
+        progress,
+        |_line, h, fields, _| snap.users.push(user_input(h, fields, opts)),
+    )?;
+    let mut group_names: HashSet<String> = HashSet::new();
+    if let Some(path) = &files.groups {
+        stream_file(
+            path,
+            GROUPS_FILE,
+            &["group_name"],
+            opts,
+            &mut problems,
+            progress,
+            |_line, h, fields, _| {
+                let g = group_input(h, fields);
+                group_names.insert(g.idp_id.clone());
+                snap.groups.push(g);
+            },
+        )?;
+    }
+    if let Some(path) = &files.user_groups {
+        stream_file(
+            path,
+            USER_GROUPS_FILE,
+            &["group_name", "user_id"],
+            opts,
+            &mut problems,
+            progress,
+            |_line, h, fields, _| {
+                let get = |c: &str| {
+                    h.index(c)
+                        .and_then(|i| fields.get(i))
+                        .map(|s| s.trim().to_owned())
+                        .unwrap_or_default()
+                };
+                let (g, u) = (get("group_name"), get("user_id"));
+                // A group named only in user_groups.csv exists with no metadata.
+                if !group_names.contains(&g) {
+                    group_names.insert(g.clone());
+                    snap.groups.push(GroupInput {
+                        idp_id: g.clone(),
+                        name: g.clone(),
+                        raw_attributes: Map::from_iter([(
+                            "group_name".to_owned(),
+                            Value::String(g.clone()),
+                        )]),
+                        source: Value::Null,
+                        unique_keys: Vec::new(),
+                    });
+                }
+                // Duplicate pairs are harmless: the engine diffs memberships as a set.
+                snap.memberships.push((g, u));
+            },
+        )?;
+    }
+    if problems.is_empty() {
+        Ok(snap)
+    } else {
+        Err(IngestError::Rejected(Rejection {
+            problems: problems.list,
+            more: problems.more,
+        }))
+    }
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    let t = s.trim();
+    (!t.is_empty()).then(|| t.to_owned())
+}
+
+/// One `users.csv` row as a source-agnostic user: the WorkOS columns to their fields, the
+/// non-empty columns as `raw_attributes`, the mapped columns as the attribute `source`.
+fn user_input(h: &Header, fields: &csv::StringRecord, opts: &IngestOptions) -> UserInput {
+    let mut input = UserInput {
+        active: true,
+        ..UserInput::default()
+    };
+    let mut raw = Map::new();
+    let mut source = Map::new();
+    for (name, value) in h.names.iter().zip(fields) {
+        let Some(v) = non_empty(value) else { continue };
+        match name.as_str() {
+            "user_id" => input.idp_id = v.clone(),
+            "email" => {
+                input.emails = vec![DirectoryUserEmail {
+                    primary: true,
+                    email_type: Some("work".to_owned()),
+                    value: Some(v.clone()),
+                }];
+                input.email = Some(v.clone());
+            }
+            "first_name" => input.first_name = Some(v.clone()),
+            "last_name" => input.last_name = Some(v.clone()),
+            "display_name" => input.name = Some(v.clone()),
+            "username" => input.username = Some(v.clone()),
+            "job_title" => input.job_title = Some(v.clone()),
+            _ => {}
+        }
+        if opts.source_columns.contains(name.as_str()) {
+            source.insert(name.clone(), Value::String(v.clone()));
+        }
+        raw.insert(name.clone(), Value::String(v));
+    }
+    input.raw_attributes = raw;
+    input.source = if source.is_empty() {
+        Value::Null
+    } else {
+        Value::Object(source)
+    };
+    input
+}
+
+fn group_input(h: &Header, fields: &csv::StringRecord) -> GroupInput {
+    let mut raw = Map::new();
+    let mut name = String::new();
+    for (col, value) in h.names.iter().zip(fields) {
+        let Some(v) = non_empty(value) else { continue };
+        if col == "group_name" {
+            name = v.clone();
+        }
+        raw.insert(col.clone(), Value::String(v));
+    }
+    GroupInput {
+        idp_id: name.clone(),
+        name,
+        raw_attributes: raw,
+        source: Value::Null,
+        unique_keys: Vec::new(),
+    }
+}

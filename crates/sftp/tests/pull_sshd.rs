@@ -1,0 +1,151 @@
+//! Pull mode against a private OpenSSH sshd on loopback (own config, host keys, authorized
+//! keys; inside `unshare -m` with a tmpfs /run for its privilege-separation folder): a pinned
+//! key (and a pinned fingerprint) pulls a delivery; a different pinned key is refused.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use idbridge_sftp::{pull_once, DeliveryStatus, HostKeyPin, PullConfig, PullError};
+
+struct Sshd {
+    child: Child,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        // Our own child (the unshare wrapper exec's into sshd): stop it by pid.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_sshd(dir: &Path, host_key: &Path, authorized: &Path, port: u16) -> Sshd {
+    let sshd = require("sshd");
+    require("unshare");
+    let conf = dir.join("sshd_config");
+    std::fs::write(
+        &conf,
+        format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\n\
+             AuthorizedKeysFile {}\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
+             PermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\nLogLevel ERROR\n",
+            host_key.display(),
+            dir.join("sshd.pid").display(),
+            authorized.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("unshare")
+        .args(["-m", "sh", "-c"])
+        .arg(format!(
+            "mount -t tmpfs tmpfs /run && mkdir -p /run/sshd && exec {} -D -e -f {}",
+            sshd.display(),
+            conf.display()
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start sshd");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "sshd did not start on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Sshd { child }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_from_private_sshd_with_pinned_host_key() {
+    let fx = Arc::new(Fx::new());
+    let dir_id = fx.directory("Pulled HR");
+    let base = fx.path("sshd");
+    std::fs::create_dir_all(&base).unwrap();
+    let host_key = keygen(&base, "ssh_host_ed25519_key", "ed25519", None);
+    let other_host_key = keygen(&base, "other_host_key", "ed25519", None);
+    let client_key = keygen(&base, "client_key", "ed25519", None);
+    let authorized = base.join("authorized_keys");
+    write(&authorized, &public_line(&client_key));
+    let remote = base.join("outbox");
+    std::fs::create_dir_all(&remote).unwrap();
+    write(&remote.join("users.csv"), USERS_V1);
+    write(&remote.join("groups.csv"), GROUPS_V1);
+    write(&remote.join("user_groups.csv"), USER_GROUPS_V1);
+    let port = free_port();
+    let _sshd = start_sshd(&base, &host_key, &authorized, port);
+
+    let cfg = PullConfig {
+        directory_id: dir_id.clone(),
+        host: "127.0.0.1".into(),
+        port,
+        username: "root".into(),
+        private_key: Arc::new(idbridge_sftp::pull::load_private_key(&client_key).unwrap()),
+        host_key: HostKeyPin::parse(&public_line(&host_key)).unwrap(),
+        remote_dir: remote.display().to_string(),
+        staging_dir: fx.path("staging"),
+        max_file_bytes: 1 << 20,
+        timeout: Duration::from_secs(20),
+        remove_remote: false,
+    };
+
+    // A different pinned key: refused before authentication, nothing fetched or applied.
+    let mut wrong = cfg.clone();
+    wrong.host_key = HostKeyPin::parse(&public_line(&other_host_key)).unwrap();
+    let err = pull_once(&wrong, &fx.processor).await.unwrap_err();
+    assert!(matches!(err, PullError::HostKeyMismatch { .. }), "{err:?}");
+    assert!(err.to_string().contains("host key mismatch"), "{err}");
+    assert!(fx.deliveries(&dir_id).is_empty());
+    assert!(!fx.path("staging").join("users.csv").exists());
+    // A wrong fingerprint too.
+    wrong.host_key =
+        HostKeyPin::parse("SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").unwrap();
+    assert!(matches!(
+        pull_once(&wrong, &fx.processor).await.unwrap_err(),
+        PullError::HostKeyMismatch { .. }
+    ));
+
+    // The right key: fetched and applied as one snapshot.
+    let r = pull_once(&cfg, &fx.processor)
+        .await
+        .unwrap()
+        .expect("a delivery");
+    assert_eq!(r.status, DeliveryStatus::Applied, "{r:?}");
+    assert_eq!(fx.user_ids(&dir_id), vec!["u1", "u2", "u3"]);
+    assert_eq!(fx.group_names(&dir_id), vec!["Engineering", "Research"]);
+
+    // Pinned by fingerprint, as `ssh-keygen -l -E sha256` prints it; an update is pulled.
+    let out = Command::new(require("ssh-keygen"))
+        .args(["-l", "-E", "sha256", "-f"])
+        .arg(host_key.with_file_name("ssh_host_ed25519_key.pub"))
+        .output()
+        .unwrap();
+    let fp = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let mut by_fp = cfg.clone();
+    by_fp.host_key = HostKeyPin::parse(&fp).unwrap();
+    write(
+        &remote.join("users.csv"),
+        &USERS_V1.replace("Engineer,B-1", "Principal Engineer,B-1"),
+    );
+    let r = pull_once(&by_fp, &fx.processor).await.unwrap().unwrap();
+    assert_eq!(r.status, DeliveryStatus::Applied, "{r:?}");
+    assert_eq!(r.changes.unwrap().users_updated, 1);
+    assert_eq!(fx.deliveries(&dir_id).len(), 2);
+}
