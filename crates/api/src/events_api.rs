@@ -133,11 +133,14 @@ impl EventsQuery {
     }
 
     fn matches(&self, e: &StoredEvent) -> bool {
-        (self.events.is_empty() || self.events.contains(&e.kind))
-            && self
-                .organization_id
-                .as_ref()
-                .is_none_or(|o| e.organization_id.as_ref() == Some(o))
+        (if self.events.is_empty() {
+            !crate::webhook_endpoints::OPT_IN_EVENT_TYPES.contains(&e.kind.as_str())
+        } else {
+            self.events.contains(&e.kind)
+        }) && self
+            .organization_id
+            .as_ref()
+            .is_none_or(|o| e.organization_id.as_ref() == Some(o))
             && self.range_start_ms.is_none_or(|s| e.created_at_ms >= s)
             && self.range_end_ms.is_none_or(|end| e.created_at_ms <= end)
     }
@@ -393,6 +396,25 @@ mod tests {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn idbridge_own_event_types_are_listed_only_when_named() {
+        let h = harness();
+        let ev = seed(
+            h.store.as_ref(),
+            &[
+                ("dsync.user.created", Some(ORG_A), T0),
+                ("dsync.delivery_rejected", Some(ORG_A), T0 + 1_000),
+            ],
+        );
+        let all = h.call("GET", "/events", None, &[]).await;
+        assert_eq!(ids(&all.json()), vec![ev[0].id.clone()]);
+        let named = h
+            .call("GET", "/events?events=dsync.delivery_rejected", None, &[])
+            .await;
+        assert_eq!(named.status, StatusCode::OK);
+        assert_eq!(ids(&named.json()), vec![ev[1].id.clone()]);
     }
 
     #[tokio::test]

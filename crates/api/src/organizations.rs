@@ -412,7 +412,8 @@ async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> ApiRes
         Some(&org.id),
     );
     match state.db.commit(cs).await? {
-        Ok(_) => Ok(StatusCode::NO_CONTENT),
+        // 202 with an empty body: one of the statuses the OpenAPI spec documents (200, 202).
+        Ok(_) => Ok(StatusCode::ACCEPTED),
         Err(StoreError::Conflict(_)) => Err(ApiError::not_found("Organization", id)),
         Err(e) => Err(e.into()),
     }

@@ -43,6 +43,10 @@ const MAX_EVENTS: usize = 200;
 
 /// Event types an endpoint may subscribe to: the OpenAPI enum, plus the ones idbridge emits
 /// that the enum lacks (`dsync.deactivated`).
+/// idbridge's own event types. WorkOS SDKs with strict event models would fail on them, so they
+/// reach only webhook endpoints and `/events` queries that name them explicitly.
+pub const OPT_IN_EVENT_TYPES: &[&str] = &["dsync.delivery_rejected"];
+
 pub const KNOWN_EVENT_TYPES: &[&str] = &[
     "authentication.email_verification_succeeded",
     "authentication.magic_auth_failed",
@@ -69,6 +73,8 @@ pub const KNOWN_EVENT_TYPES: &[&str] = &[
     "dsync.activated",
     "dsync.deactivated",
     "dsync.deleted",
+    // idbridge's own (not WorkOS's): see OPT_IN_EVENT_TYPES.
+    "dsync.delivery_rejected",
     "dsync.group.created",
     "dsync.group.deleted",
     "dsync.group.updated",

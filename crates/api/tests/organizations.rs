@@ -144,7 +144,7 @@ async fn crud_round_trip_with_events() {
     let (s, _) = api
         .call("DELETE", &format!("/organizations/{id}"), None)
         .await;
-    assert!(s.is_success());
+    assert_eq!(s, StatusCode::ACCEPTED);
     let (s, err) = api.call("GET", &format!("/organizations/{id}"), None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(err["code"], "entity_not_found");
