@@ -70,7 +70,9 @@ npm_ci_ensure() {
 venv_pip_ensure() {
     local req="$1" stamp want
     want="$(_file_hash "$req")"
-    stamp="$REPO/.venv/.idbridge-$(basename "$(dirname "$req")")-$(basename "$req").sha256"
+    # One stamp per requirements file, named after its path in the repo (several are called
+    # requirements.txt in a py/ folder).
+    stamp="$REPO/.venv/.idbridge-$(printf '%s' "${req#"$REPO"/}" | tr '/' '_').sha256"
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
         return 0
     fi
