@@ -5,6 +5,8 @@
 #  - crates/saml/benches/polis: Ory Polis (@boxyhq/saml-jackson, pinned by its package-lock.json)
 #    for `cargo bench -p idbridge-saml --bench verify`. Installed with --ignore-scripts: the
 #    harness needs only jackson's SAML code, not the native database drivers' build steps.
+#    `cargo bench -p idbridge-scim --bench polis_scim` reuses this install for Polis's SCIM
+#    endpoint (mem engine: no native driver needed either).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -5,6 +5,8 @@
 //!   only for failing tests).
 //! - [`run_node_test`] / [`run_python_test`] run the SDK test files under `tests/js` and
 //!   `tests/py` against such a server (installed by `scripts/test-deps.sh`).
+//! - [`OidcProvider`] runs a real OpenID Provider (`oidc-provider`) for OIDC connections.
+//! - [`Slapd`] runs a private OpenLDAP `slapd` for LDAP directories.
 //! - [`api`] has small checks of the WorkOS wire conventions for raw-HTTP tests.
 //!
 //! ```no_run
@@ -20,9 +22,13 @@
 
 pub mod api;
 mod error;
+mod oidc_provider;
 mod peers;
 mod server;
+mod slapd;
 
 pub use error::HarnessError;
+pub use oidc_provider::{OidcProvider, OidcProviderOptions};
 pub use peers::{repo_root, run_node_test, run_python_test, PeerReport};
 pub use server::{free_port, TestServer, TestServerBuilder};
+pub use slapd::{ldap_group, ldap_person, Slapd, LDAP_ADMIN_DN, LDAP_ADMIN_PW, LDAP_SUFFIX};

@@ -102,6 +102,7 @@ pub fn engine_error(e: EngineError) -> ApiError {
             message: g.to_string(),
         },
         EngineError::Store(s) => ApiError::Internal(s.to_string()),
+        EngineError::Source(s) => ApiError::Internal(format!("snapshot source: {s}")),
     }
 }
 

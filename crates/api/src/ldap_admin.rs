@@ -2,29 +2,86 @@
 //!
 //! - `GET /admin/directories/{id}/sync`: the sync state (last full and delta runs with counts
 //!   and durations, last error, next runs, a deletion waiting for confirmation).
+//! - `POST /admin/directories/{id}/sync` with `{"kind": "full" | "delta"}`: runs one sync now
+//!   and answers its run record (`ok: false` with `error` when it failed or the guard refused
+//!   it; nothing was applied then). 409 `sync_in_progress` while another run of the directory
+//!   is going, 409 `sync_not_configured` when no `[[ldap_directories]]` entry feeds it.
 //! - `POST /admin/directories/{id}/sync/confirm`: an admin confirms the deletion the
 //!   mass-deletion guard stopped; the scheduler's next full run applies it (409 when nothing
 //!   is pending).
 //!
-//! Both read and write the state the LDAP runner keeps in the store, so they need no handle
-//! on the scheduler itself.
+//! The state endpoints read and write the state the LDAP runner keeps in the store; the
+//! trigger runs through the [`LdapRunners`] the binary installs, i.e. the schedulers' own
+//! [`Syncer`], so a manual run and a scheduled one of the same directory never overlap.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use idbridge_ldap::StateStore;
+use idbridge_ldap::{LdapSource, NoProgress, StateStore, SyncError, SyncKind, Syncer};
 use idbridge_model::{parse_id, IdPrefix};
 use serde_json::Value;
 use tracing::Instrument;
 
+use crate::body::{Fields, JsonObject};
 use crate::directories_admin::engine_error;
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/admin/directories/{id}/sync", get(get_sync))
+        .route("/admin/directories/{id}/sync", get(get_sync).post(run_sync))
         .route("/admin/directories/{id}/sync/confirm", post(confirm))
+}
+
+/// The LDAP sources the server runs, registered by the binary at start-up (empty in a bare
+/// [`AppState`]): the trigger endpoint needs the source's settings, which live in the config
+/// file, and the schedulers' [`Syncer`], whose run registry keeps one run per directory.
+#[derive(Default)]
+pub struct LdapRunners {
+    inner: RwLock<Option<Registered>>,
+}
+
+struct Registered {
+    syncer: Arc<Syncer>,
+    sources: HashMap<String, LdapSource>,
+}
+
+impl LdapRunners {
+    /// Registers the syncer and the sources it runs (replaces an earlier registration).
+    pub fn install(&self, syncer: Arc<Syncer>, sources: impl IntoIterator<Item = LdapSource>) {
+        let sources = sources
+            .into_iter()
+            .map(|s| (s.directory_id.clone(), s))
+            .collect();
+        if let Ok(mut slot) = self.inner.write() {
+            *slot = Some(Registered { syncer, sources });
+        }
+    }
+
+    /// The syncer and source of a configured directory.
+    fn get(&self, id: &str) -> Option<(Arc<Syncer>, LdapSource)> {
+        let slot = self.inner.read().ok()?;
+        let reg = slot.as_ref()?;
+        let src = reg.sources.get(id)?.clone();
+        Some((reg.syncer.clone(), src))
+    }
+}
+
+impl std::fmt::Debug for LdapRunners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<String> = self
+            .inner
+            .read()
+            .ok()
+            .and_then(|s| s.as_ref().map(|r| r.sources.keys().cloned().collect()))
+            .unwrap_or_default();
+        f.debug_struct("LdapRunners")
+            .field("sources", &ids)
+            .finish()
+    }
 }
 
 /// 404 unless `id` is an existing LDAP directory.
@@ -52,6 +109,74 @@ async fn get_sync(State(state): State<AppState>, Path(id): Path<String>) -> ApiR
     .instrument(span)
     .await
     .map_err(ApiError::internal)?
+}
+
+/// `POST /admin/directories/{id}/sync`: one full or delta run now.
+async fn run_sync(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<Value>> {
+    let mut f = Fields::new(&body);
+    let kind = match f.opt_string("kind").as_deref() {
+        None | Some("full") => Some(SyncKind::Full),
+        Some("delta") => Some(SyncKind::Delta),
+        Some(_) => {
+            f.error("kind", "invalid_sync_kind");
+            None
+        }
+    };
+    f.finish()?;
+    let kind = kind.unwrap_or(SyncKind::Full);
+    let span = tracing::info_span!("admin.ldap_run_sync", directory_id = %id, kind = ?kind);
+    async move {
+        let st = state.clone();
+        let check_id = id.clone();
+        tokio::task::spawn_blocking(move || check_ldap(&st, &check_id))
+            .await
+            .map_err(ApiError::internal)??;
+        let (syncer, src) = state.ldap.get(&id).ok_or_else(|| ApiError::Conflict {
+            code: "sync_not_configured",
+            message: "no [[ldap_directories]] entry of the running server feeds this directory"
+                .into(),
+        })?;
+        // Its own task: a request that times out or a client that hangs up must not cancel
+        // the run between the engine's apply and the state update that records it.
+        let runner = syncer.clone();
+        let result =
+            tokio::spawn(async move { runner.run(&src, kind, Arc::new(NoProgress)).await })
+                .await
+                .map_err(ApiError::internal)?;
+        let rec = match result {
+            Ok(rec) => rec,
+            Err(SyncError::Busy(_)) => {
+                return Err(ApiError::Conflict {
+                    code: "sync_in_progress",
+                    message: "a sync of this directory is running; try again when it is done"
+                        .into(),
+                })
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "manual ldap sync failed; nothing was applied");
+                // The failed run was recorded in the sync state: answer that record.
+                let s = syncer.state(&id).map_err(ApiError::internal)?;
+                // A delta of a never-synced directory runs (and is recorded) as a full one.
+                let last = [s.last_full, s.last_delta]
+                    .into_iter()
+                    .flatten()
+                    .max_by_key(|r| r.started_at);
+                match last {
+                    Some(r) if !r.ok => r,
+                    _ => return Err(ApiError::internal(e)),
+                }
+            }
+        };
+        serde_json::to_value(rec)
+            .map(Json)
+            .map_err(ApiError::internal)
+    }
+    .instrument(span)
+    .await
 }
 
 async fn confirm(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {

@@ -70,6 +70,8 @@ pub struct AppState {
     /// The one directory engine of the process: its per-directory write locks only serialize
     /// writers that share it, so every feed (SCIM, LDAP, SFTP) and the REST API use this one.
     pub directory: Arc<idbridge_directory::DirectoryEngine>,
+    /// The LDAP sources the binary runs (for `POST /admin/directories/{id}/sync`).
+    pub ldap: Arc<ldap_admin::LdapRunners>,
 }
 
 impl AppState {
@@ -81,6 +83,7 @@ impl AppState {
             metrics: None,
             sso: Arc::new(sso::SsoRuntime::default()),
             directory: Arc::new(idbridge_directory::DirectoryEngine::new(store)),
+            ldap: Arc::default(),
         }
     }
 

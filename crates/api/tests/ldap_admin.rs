@@ -172,3 +172,76 @@ async fn sync_state_and_confirmation() {
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
+
+/// `POST /admin/directories/{id}/sync`: 409 without a registered source, the run's record
+/// (`ok: false`, nothing applied) when the server is unreachable, 422 for an unknown kind.
+/// The success path runs against a real slapd in tests/tests/ldap_e2e.rs.
+#[tokio::test]
+async fn sync_trigger_runs_through_the_registered_source() {
+    let mut api = Api::new();
+    let org = api.org().await;
+    let (s, v) = api
+        .call(
+            "POST",
+            "/admin/directories",
+            Some(json!({"organization_id": org, "name": "Corp LDAP", "type": "ldap"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let dir = v["directory"]["id"].as_str().unwrap().to_owned();
+    let path = format!("/admin/directories/{dir}/sync");
+
+    let (s, v) = api.call("POST", &path, Some(json!({"kind": "full"}))).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["code"], "sync_not_configured");
+    let (s, v) = api.call("POST", &path, Some(json!({"kind": "both"}))).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["errors"][0]["field"], "kind");
+
+    // A source whose server is not listening: the run fails, is recorded, applies nothing.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut settings = idbridge_ldap::LdapSettings::new(
+        format!("ldap://127.0.0.1:{port}"),
+        idbridge_ldap::Flavor::Openldap,
+        "ou=People,dc=example,dc=test",
+    );
+    settings.allow_plain = true;
+    settings.timeouts.connect_secs = 2;
+    let config = ApiConfig {
+        public_url: "https://sso.example.com".into(),
+        ..ApiConfig::default()
+    };
+    let state = AppState::new(api.store.clone(), config);
+    state.ldap.install(
+        Arc::new(idbridge_ldap::Syncer::new(state.directory.clone())),
+        [idbridge_ldap::LdapSource {
+            directory_id: dir.clone(),
+            settings,
+        }],
+    );
+    api.app = router(state);
+    let (s, v) = api.call("POST", &path, None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["ok"].clone(), v["kind"].clone()),
+        (json!(false), json!("full"))
+    );
+    assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
+    let (_, st) = api.call("GET", &path, None).await;
+    assert_eq!(
+        (st["runs"].clone(), st["failures"].clone()),
+        (json!(1), json!(1))
+    );
+    let (_, users) = api
+        .call("GET", &format!("/directory_users?directory={dir}"), None)
+        .await;
+    assert_eq!(users["data"], json!([]));
+    let (_, d) = api.call("GET", &format!("/directories/{dir}"), None).await;
+    assert_eq!(
+        d["state"], "unlinked",
+        "a failed run must not link the directory"
+    );
+}

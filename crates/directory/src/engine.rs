@@ -23,8 +23,10 @@ use crate::types::{Counts, Cursor, DirectoryRecord, DirectorySettings, Order, Pa
 
 /// Default largest number of writes (puts + deletes + events) the engine puts in one commit.
 /// Runs that need more (big snapshots, deleting a big directory) are split; see those methods
-/// and [`DirectoryEngine::with_commit_limit`].
-pub const MAX_COMMIT_OPS: usize = 20_000;
+/// and [`DirectoryEngine::with_commit_limit`]. Sized by memory, not speed: a sled transaction
+/// holds its whole write set (measured: ~20 MB per 1,000 ops of a CSV snapshot), and commits of
+/// 2,000 and 20,000 ops load a snapshot equally fast.
+pub const MAX_COMMIT_OPS: usize = 4_000;
 
 /// Turns directory-feed changes into users, groups, memberships and roles, each change one
 /// atomic store commit carrying its `dsync.*` events.
@@ -638,6 +640,16 @@ impl DirectoryEngine {
         let dir_prefix = layout::prefix(dir_id);
         self.for_each_row(layout::USERS, &dir_prefix, |key, bytes| {
             let u: crate::StoredUser = from_bytes(layout::USERS, key, bytes)?;
+            self.stage_user_removal(&mut pending, dir_id, &u)?;
+            if ops(&pending) >= self.max_ops {
+                flush(self, &mut pending, &mut marked)?;
+            }
+            Ok(())
+        })?;
+        // Parked SCIM users: their record and slots (they have no memberships).
+        self.for_each_row(layout::PARKED_USERS, &dir_prefix, |key, bytes| {
+            let u: crate::StoredUser = from_bytes(layout::PARKED_USERS, key, bytes)?;
+            pending.delete(layout::PARKED_USERS, key);
             self.stage_user_removal(&mut pending, dir_id, &u)?;
             if ops(&pending) >= self.max_ops {
                 flush(self, &mut pending, &mut marked)?;

@@ -39,6 +39,10 @@ pub enum EngineError {
     /// The store failed (I/O, corrupt record).
     #[error("store: {0}")]
     Store(StoreError),
+    /// A streamed snapshot's source failed while being read (I/O on a delivery file, a file
+    /// that changed between passes). Writes already committed stay; a retry completes them.
+    #[error("snapshot source: {0}")]
+    Source(String),
 }
 
 /// Guards that protect a directory from a bad feed.

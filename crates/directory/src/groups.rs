@@ -366,7 +366,7 @@ impl DirectoryEngine {
             .into_iter()
             .collect();
         let given: BTreeSet<String> = users.into_iter().collect();
-        let (added, removed): (Vec<String>, Vec<String>) = match op {
+        let (mut added, removed): (Vec<String>, Vec<String>) = match op {
             MemberOp::Set => (
                 given.difference(&current).cloned().collect(),
                 current.difference(&given).cloned().collect(),
@@ -375,12 +375,21 @@ impl DirectoryEngine {
             MemberOp::Remove => (Vec::new(), given.intersection(&current).cloned().collect()),
         };
         let mut loaded: Vec<(StoredUser, bool)> = Vec::new();
+        let mut parked = Vec::new();
         for uid in &added {
-            let (u, _) = self.load_user(dir_id, uid)?.ok_or_else(|| {
-                EngineError::Invalid(format!("member {uid} is not a user of this directory"))
-            })?;
-            loaded.push((u, true));
+            match self.load_user(dir_id, uid)? {
+                Some((u, _)) => loaded.push((u, true)),
+                // A deactivated SCIM user the IdP still lists (Okta PUTs whole groups): not an
+                // error, and not a member of the directory group while it is parked.
+                None if self.is_parked(dir_id, uid)? => parked.push(uid.clone()),
+                None => {
+                    return Err(EngineError::Invalid(format!(
+                        "member {uid} is not a user of this directory"
+                    )))
+                }
+            }
         }
+        added.retain(|uid| !parked.contains(uid));
         for uid in &removed {
             // A member whose user record vanished is still unlinked, just without an event.
             match self.load_user(dir_id, uid)? {

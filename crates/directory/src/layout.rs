@@ -13,6 +13,8 @@
 //! | `dsync.user_dir` | `<user id>` | directory id (UTF-8) — lookups by user id alone |
 //! | `dsync.users_by_idp` | `<directory id>/<idp_id>` | user id (unique per directory) |
 //! | `dsync.user_key.<index>` | `<directory id>/<value>` | user id (one table per unique key name, e.g. `scim.userName`) |
+//! | `dsync.parked_users` | `<directory id>/<user id>` | [`crate::StoredUser`] deactivated through SCIM under `DeleteUser`: gone from the directory, kept as a SCIM resource (it keeps its `users_by_idp` and `user_key.*` slots; no `user_dir`, no memberships) |
+//! | `dsync.user_fp` | `<directory id>/<user id>` | 16 bytes: fingerprint of the snapshot input the user was last reconciled with (pull sources; deleted by every other write of the user) |
 //! | `dsync.groups` | `<directory id>/<group id>` | [`crate::StoredGroup`] |
 //! | `dsync.group_dir` | `<group id>` | directory id (UTF-8) |
 //! | `dsync.groups_by_idp` | `<directory id>/<idp_id>` | group id (unique per directory) |
@@ -36,8 +38,13 @@ pub const COUNTS: &str = "dsync.counts";
 pub const USERS: &str = "dsync.users";
 /// `<user>` → directory id.
 pub const USER_DIR: &str = "dsync.user_dir";
+/// `<directory>/<user>` → a parked user (see the `parked` module of this crate).
+pub const PARKED_USERS: &str = "dsync.parked_users";
 /// `<directory>/<idp_id>` → user id.
 pub const USERS_BY_IDP: &str = "dsync.users_by_idp";
+/// `<directory>/<user>` → fingerprint of the snapshot input that produced the user (binary):
+/// lets a full sync skip unchanged users without reading them (see `snapshot.rs`).
+pub const USER_FINGERPRINTS: &str = "dsync.user_fp";
 /// `<directory>/<group>` → group.
 pub const GROUPS: &str = "dsync.groups";
 /// `<group>` → directory id.

@@ -15,6 +15,7 @@ mod engine;
 mod error;
 mod groups;
 pub mod layout;
+mod parked;
 mod read;
 mod roles;
 mod snapshot;
@@ -23,6 +24,7 @@ mod users;
 
 pub use engine::{DirectoryEngine, MAX_COMMIT_OPS};
 pub use error::{EngineError, GuardError, Result};
+pub use snapshot::SnapshotSource;
 pub use types::{
     AttributeMap, ChangeKind, Counts, Cursor, Deactivation, DeltaChange, DeltaOutcome,
     DirectoryRecord, DirectorySettings, GroupChange, GroupInput, MembershipChange, Order, Page,

@@ -3,31 +3,68 @@
 //! Atomicity: a snapshot whose diff fits in the engine's commit limit
 //! ([`MAX_COMMIT_OPS`](crate::MAX_COMMIT_OPS) writes + events by default) is applied as ONE
 //! commit (all or nothing). A bigger diff is applied in bounded commits, in this order:
-//! groups created/updated, users updated/deleted, users created, memberships added/removed,
-//! groups deleted. Each commit carries its own events. If a run fails half-way, the commits
-//! already made stay; running the same snapshot again diffs against what is now stored and
-//! applies exactly the rest (re-applying an applied snapshot changes nothing and emits
+//! groups created/updated, users the source no longer lists (deleted or deactivated, first so
+//! they free their unique keys), users updated/created in source order, memberships added, then
+//! removed, groups deleted. Each commit carries its own events. If a run fails half-way, the
+//! commits already made stay; running the same snapshot again diffs against what is now stored
+//! and applies exactly the rest (re-applying an applied snapshot changes nothing and emits
 //! nothing), so a failed run is resumable by simply retrying it.
 //!
-//! Memory: the existing users are read twice in pages (a compact idp_id map for the guard and
-//! the membership diff, then full records page by page for the update diff); only users whose
-//! memberships change are kept whole until the membership phase. Event bodies go to the log,
-//! not into the outcome.
+//! Memory: the engine never holds the snapshot's users. It reads the [`SnapshotSource`] twice
+//! (once to index and check it, once to apply it) and keeps only compact indexes: every idp_id
+//! once, a few bytes of state per user, memberships as pairs of integers. The existing side is
+//! read from the idp_id index, not from the user records; a user record is read only when its
+//! input is compared with it. Event bodies go to the log, not into the outcome. So a
+//! million-user CSV delivery costs tens of megabytes here, not gigabytes.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
-use idbridge_model::UserState;
+use idbridge_model::{parse_id, IdPrefix, UserState};
+use ulid::Ulid;
 
-use crate::engine::{from_bytes, DirectoryEngine, Tx};
+use sha2::{Digest, Sha256};
+
+use crate::engine::{from_bytes, to_bytes, DirectoryEngine, Tx};
 use crate::error::{EngineError, GuardError, Result};
 use crate::groups::validate_group;
 use crate::layout;
-use crate::roles::RoleCtx;
+use crate::roles::{RoleCtx, UserRoles};
 use crate::types::{
     ChangeKind, Deactivation, DeltaChange, DeltaOutcome, GroupInput, Snapshot, SnapshotOutcome,
-    SnapshotPolicy, StoredGroup, StoredUser,
+    SnapshotPolicy, StoredGroup, StoredUser, UserInput,
 };
 use crate::users::validate_user;
+
+/// A full snapshot the engine can read more than once, so a big feed streams from its files
+/// instead of being materialized (SFTP CSV deliveries reach millions of rows).
+///
+/// Every pass must yield the same users, groups and memberships; a source that changes between
+/// passes produces an error (a user appearing that the first pass did not see) or a partial
+/// diff that the next run completes. Errors of the source itself are reported as
+/// [`EngineError::Source`].
+pub trait SnapshotSource {
+    /// Calls `f` for every user; called twice per run (index, then apply).
+    fn for_each_user(&self, f: &mut dyn FnMut(&UserInput) -> Result<()>) -> Result<()>;
+    /// Every group (groups are few: they are held in memory).
+    fn groups(&self) -> Result<Vec<GroupInput>>;
+    /// Calls `f(group idp_id, user idp_id)` for every membership; called once. Pairs naming a
+    /// group or user the snapshot does not have are ignored; duplicates are harmless.
+    fn for_each_membership(&self, f: &mut dyn FnMut(&str, &str) -> Result<()>) -> Result<()>;
+}
+
+impl SnapshotSource for Snapshot {
+    fn for_each_user(&self, f: &mut dyn FnMut(&UserInput) -> Result<()>) -> Result<()> {
+        self.users.iter().try_for_each(f)
+    }
+
+    fn groups(&self) -> Result<Vec<GroupInput>> {
+        Ok(self.groups.clone())
+    }
+
+    fn for_each_membership(&self, f: &mut dyn FnMut(&str, &str) -> Result<()>) -> Result<()> {
+        self.memberships.iter().try_for_each(|(g, u)| f(g, u))
+    }
+}
 
 /// The open commit of a chunked run, flushed when it grows past the engine's commit limit.
 struct Chunker<'e> {
@@ -36,6 +73,9 @@ struct Chunker<'e> {
     tx: Option<Tx>,
     events: u64,
     commits: u64,
+    /// Users written by the open commit that the membership phase needs: not readable from
+    /// the store until the commit lands (cleared when it does).
+    staged_users: HashMap<u32, StoredUser>,
 }
 
 impl<'e> Chunker<'e> {
@@ -46,6 +86,7 @@ impl<'e> Chunker<'e> {
             tx: None,
             events: 0,
             commits: 0,
+            staged_users: HashMap::new(),
         }
     }
 
@@ -80,53 +121,143 @@ impl<'e> Chunker<'e> {
                 self.commits += 1;
             }
         }
+        self.staged_users.clear();
         Ok(())
     }
 }
 
-fn check_unique<'a>(what: &str, ids: impl Iterator<Item = &'a str>) -> Result<()> {
-    let mut seen = HashSet::new();
-    for id in ids {
-        if !seen.insert(id) {
-            return Err(EngineError::Invalid(format!(
-                "{what} idp_id {id:?} appears twice in the snapshot"
-            )));
+/// Each distinct idp_id once, numbered densely: the run's indexes hold `u32`s, not strings.
+#[derive(Default)]
+struct Interner {
+    ids: HashMap<Box<str>, u32>,
+}
+
+impl Interner {
+    fn intern(&mut self, s: &str) -> Result<u32> {
+        if let Some(&i) = self.ids.get(s) {
+            return Ok(i);
+        }
+        let i = u32::try_from(self.ids.len())
+            .map_err(|_| EngineError::Invalid("snapshot has more than 2^32 records".into()))?;
+        self.ids.insert(s.into(), i);
+        Ok(i)
+    }
+
+    fn get(&self, s: &str) -> Option<u32> {
+        self.ids.get(s).copied()
+    }
+}
+
+/// What the run knows about one user idp_id, from the source and from the store. Kept small
+/// (24 bytes): a million-user feed holds a million of these.
+#[derive(Debug, Clone, Copy, Default)]
+struct UserSlot {
+    /// The stored user's id (its ULID, split to keep 8-byte alignment), valid with `STORED`:
+    /// before the run and, once written, after it.
+    stored: [u64; 2],
+    flags: u8,
+}
+
+impl UserSlot {
+    const IN_SOURCE: u8 = 1;
+    const ACTIVE_IN_SOURCE: u8 = 2;
+    const STORED: u8 = 4;
+    /// Leaves the directory in this run (deleted).
+    const DELETED: u8 = 8;
+    /// A membership of this user changes (the membership phase needs the final record).
+    const TOUCHED: u8 = 16;
+
+    fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    fn set(&mut self, flag: u8) {
+        self.flags |= flag;
+    }
+
+    fn stored(&self) -> Option<u128> {
+        self.has(Self::STORED)
+            .then(|| (u128::from(self.stored[0]) << 64) | u128::from(self.stored[1]))
+    }
+
+    fn set_stored(&mut self, ulid: Option<u128>) {
+        match ulid {
+            Some(u) => {
+                self.stored = [(u >> 64) as u64, u as u64];
+                self.flags |= Self::STORED;
+            }
+            None => self.flags &= !Self::STORED,
         }
     }
-    Ok(())
+}
+
+fn user_id_of(ulid: u128) -> String {
+    format!("{}_{}", IdPrefix::DirectoryUser.as_str(), Ulid(ulid))
+}
+
+fn ulid_of(user_id: &str) -> Result<u128> {
+    parse_id(IdPrefix::DirectoryUser, user_id)
+        .map(u128::from)
+        .map_err(|e| EngineError::corrupt(layout::USERS_BY_IDP, user_id, e))
+}
+
+/// Bump when what a user record is built from changes meaning (attribute mapping code), so
+/// fingerprints written by an older version stop matching.
+const FINGERPRINT_VERSION: &[u8] = b"idbridge-user-fp-1";
+
+/// What a snapshot user is reconciled from: the input, the roles its groups give it and the
+/// directory's settings (attribute map, deactivation). Equal fingerprints mean an equal record.
+fn fingerprint(settings: &[u8], input: &UserInput, roles: &UserRoles) -> Result<[u8; 16]> {
+    let mut h = Sha256::new();
+    for part in [
+        FINGERPRINT_VERSION,
+        settings,
+        &to_bytes(input)?,
+        &to_bytes(roles)?,
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    let digest = h.finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&digest[..16]);
+    Ok(out)
+}
+
+fn pair(group: u32, user: u32) -> u64 {
+    (u64::from(group) << 32) | u64::from(user)
+}
+
+fn unpair(p: u64) -> (u32, u32) {
+    ((p >> 32) as u32, p as u32)
 }
 
 impl DirectoryEngine {
-    /// Applies a full snapshot: creates, updates and removes users and groups (by idp_id) and
-    /// memberships so the directory matches it. Users missing from the snapshot follow the
-    /// directory's [`Deactivation`] setting.
-    ///
-    /// Guard: if the run would delete or deactivate more than `max_delete_ratio` of the current
-    /// users (exactly at the ratio is allowed), it returns [`GuardError::MassDeletion`] and
-    /// changes nothing, unless `confirmed`. See the module docs for atomicity.
+    /// Applies a full in-memory snapshot; see [`DirectoryEngine::apply_snapshot_from`].
     pub fn apply_snapshot(
         &self,
         dir_id: &str,
         snap: Snapshot,
         policy: SnapshotPolicy,
     ) -> Result<SnapshotOutcome> {
-        let _span = tracing::info_span!(
-            "dsync.apply_snapshot",
-            directory_id = dir_id,
-            users = snap.users.len(),
-            groups = snap.groups.len(),
-            memberships = snap.memberships.len()
-        )
-        .entered();
-        for u in &snap.users {
-            validate_user(u)?;
-        }
-        for g in &snap.groups {
-            validate_group(g)?;
-        }
-        check_unique("user", snap.users.iter().map(|u| u.idp_id.as_str()))?;
-        check_unique("group", snap.groups.iter().map(|g| g.idp_id.as_str()))?;
+        self.apply_snapshot_from(dir_id, &snap, policy)
+    }
 
+    /// Applies a full snapshot: creates, updates and removes users and groups (by idp_id) and
+    /// memberships so the directory matches it. Users missing from the snapshot follow the
+    /// directory's [`Deactivation`] setting.
+    ///
+    /// Checked before anything is written: every idp_id valid and unique, and the guard: if
+    /// the run would delete or deactivate more than `max_delete_ratio` of the current users
+    /// (exactly at the ratio is allowed), it returns [`GuardError::MassDeletion`] and changes
+    /// nothing, unless `confirmed`. See the module docs for atomicity and memory.
+    pub fn apply_snapshot_from(
+        &self,
+        dir_id: &str,
+        src: &dyn SnapshotSource,
+        policy: SnapshotPolicy,
+    ) -> Result<SnapshotOutcome> {
+        let _span = tracing::info_span!("dsync.apply_snapshot", directory_id = dir_id).entered();
         let lock = self.dir_lock(dir_id);
         let _g = Self::guard(&lock);
         let probe = self.begin(dir_id)?;
@@ -134,34 +265,84 @@ impl DirectoryEngine {
         let roles = self.role_ctx(&probe.rec.directory.organization_id, settings.role_mode)?;
         drop(probe);
 
-        let inputs: HashMap<&str, usize> = snap
-            .users
-            .iter()
-            .enumerate()
-            .map(|(i, u)| (u.idp_id.as_str(), i))
-            .collect();
-        let group_inputs: HashMap<&str, &GroupInput> =
-            snap.groups.iter().map(|g| (g.idp_id.as_str(), g)).collect();
-
-        // Pass one: a compact map of existing users, for the guard and the membership diff.
-        let user_prefix = layout::prefix(dir_id);
-        let mut known: HashMap<String, UserState> = HashMap::new();
-        let mut idp_of: HashMap<String, String> = HashMap::new();
-        self.for_each_row(layout::USERS, &user_prefix, |key, bytes| {
-            let u: StoredUser = from_bytes(layout::USERS, key, bytes)?;
-            idp_of.insert(u.user.id.clone(), u.user.idp_id.clone());
-            known.insert(u.user.idp_id, u.user.state);
+        // Pass one over the source: check and index its users.
+        let mut user_ids = Interner::default();
+        let mut users: Vec<UserSlot> = Vec::new();
+        src.for_each_user(&mut |u| {
+            validate_user(u)?;
+            let i = user_ids.intern(&u.idp_id)? as usize;
+            if i < users.len() {
+                return Err(EngineError::Invalid(format!(
+                    "user idp_id {:?} appears twice in the snapshot",
+                    u.idp_id
+                )));
+            }
+            let mut slot = UserSlot::default();
+            slot.set(UserSlot::IN_SOURCE);
+            if u.active {
+                slot.set(UserSlot::ACTIVE_IN_SOURCE);
+            }
+            users.push(slot);
             Ok(())
         })?;
+        let source_users = users.len();
+        let groups = src.groups()?;
+        let mut group_ids = Interner::default();
+        for (n, g) in groups.iter().enumerate() {
+            validate_group(g)?;
+            if group_ids.intern(&g.idp_id)? as usize != n {
+                return Err(EngineError::Invalid(format!(
+                    "group idp_id {:?} appears twice in the snapshot",
+                    g.idp_id
+                )));
+            }
+        }
+        let source_groups = groups.len();
+        tracing::info!(
+            users = source_users,
+            groups = source_groups,
+            "snapshot indexed"
+        );
 
-        // Which existing users leave (deleted, or newly inactive when kept).
+        // The stored side, from the idp_id index (no user record is parsed here).
+        let user_prefix = layout::prefix(dir_id);
+        let mut slot_of_id: Vec<(u128, u32)> = Vec::new();
+        self.for_each_row(layout::USERS_BY_IDP, &user_prefix, |key, value| {
+            let idp = key.strip_prefix(&user_prefix).unwrap_or(key);
+            let uid = std::str::from_utf8(value)
+                .map_err(|e| EngineError::corrupt(layout::USERS_BY_IDP, key, e))?;
+            let ulid = ulid_of(uid)?;
+            let i = user_ids.intern(idp)?;
+            if i as usize == users.len() {
+                users.push(UserSlot::default());
+            }
+            users[i as usize].set_stored(Some(ulid));
+            slot_of_id.push((ulid, i));
+            Ok(())
+        })?;
+        slot_of_id.sort_unstable();
+
+        // Which stored users leave (deleted, or newly inactive when kept), and the guard.
         let delete_mode = settings.deactivation == Deactivation::DeleteUser;
-        let leaves = |idp: &str, state: &UserState| -> bool {
-            let stays_active = inputs.get(idp).is_some_and(|&i| snap.users[i].active);
-            !stays_active && (delete_mode || *state == UserState::Active)
-        };
-        let would_delete = known.iter().filter(|(idp, k)| leaves(idp, k)).count() as u64;
-        let total = known.len() as u64;
+        let mut would_delete = 0u64;
+        let mut total = 0u64;
+        for slot in users.iter_mut() {
+            let Some(ulid) = slot.stored() else { continue };
+            total += 1;
+            if slot.has(UserSlot::IN_SOURCE) && slot.has(UserSlot::ACTIVE_IN_SOURCE) {
+                continue;
+            }
+            let leaves = delete_mode
+                || self
+                    .load_user(dir_id, &user_id_of(ulid))?
+                    .is_some_and(|(u, _)| u.user.state == UserState::Active);
+            if leaves {
+                would_delete += 1;
+                if delete_mode {
+                    slot.set(UserSlot::DELETED);
+                }
+            }
+        }
         if !policy.confirmed && would_delete as f64 > policy.max_delete_ratio * total as f64 + 1e-9
         {
             tracing::warn!(
@@ -176,132 +357,207 @@ impl DirectoryEngine {
             }
             .into());
         }
-        let deleted_idps: HashSet<&str> = if delete_mode {
-            known
-                .iter()
-                .filter(|(idp, k)| leaves(idp, k))
-                .map(|(idp, _)| idp.as_str())
-                .collect()
-        } else {
-            HashSet::new()
-        };
 
-        // Existing groups and memberships, in idp terms.
-        let mut old_groups: HashMap<String, StoredGroup> = HashMap::new();
+        // Stored groups and memberships, as integer pairs.
+        let mut old_groups: HashMap<u32, StoredGroup> = HashMap::new();
         self.for_each_row(layout::GROUPS, &user_prefix, |key, bytes| {
             let g: StoredGroup = from_bytes(layout::GROUPS, key, bytes)?;
-            old_groups.insert(g.group.idp_id.clone(), g);
+            old_groups.insert(group_ids.intern(&g.group.idp_id)?, g);
             Ok(())
         })?;
-        let mut old_pairs: HashSet<(String, String)> = HashSet::new();
-        for (g_idp, g) in &old_groups {
-            for uid in self.scan_suffixes(layout::MEMBERS, &layout::members_of(&g.group.id))? {
-                if let Some(u_idp) = idp_of.get(&uid) {
-                    old_pairs.insert((g_idp.clone(), u_idp.clone()));
+        let mut old_pairs: HashSet<u64> = HashSet::new();
+        for (&gi, g) in &old_groups {
+            let members = layout::members_of(&g.group.id);
+            self.for_each_row(layout::MEMBERS, &members, |key, _| {
+                let uid = key.strip_prefix(&members).unwrap_or(key);
+                if let Ok(ulid) = ulid_of(uid) {
+                    if let Ok(at) = slot_of_id.binary_search_by(|&(u, _)| u.cmp(&ulid)) {
+                        old_pairs.insert(pair(gi, slot_of_id[at].1));
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        drop(slot_of_id);
+        let in_source_group = |gi: u32| (gi as usize) < source_groups;
+        let mut desired: HashSet<u64> = HashSet::new();
+        src.for_each_membership(&mut |g, u| {
+            if let (Some(gi), Some(ui)) = (group_ids.get(g), user_ids.get(u)) {
+                if in_source_group(gi) && users[ui as usize].has(UserSlot::IN_SOURCE) {
+                    desired.insert(pair(gi, ui));
                 }
             }
-        }
-        drop(idp_of);
-        let desired: HashSet<(String, String)> = snap
-            .memberships
-            .iter()
-            .filter(|(g, u)| {
-                group_inputs.contains_key(g.as_str()) && inputs.contains_key(u.as_str())
-            })
-            .cloned()
-            .collect();
-        let added: BTreeSet<&(String, String)> = desired.difference(&old_pairs).collect();
+            Ok(())
+        })?;
+        let mut added: Vec<u64> = desired.difference(&old_pairs).copied().collect();
         // Removals implied by a group or user deletion get no event (workos-api.md §3.5).
-        let removed: BTreeSet<&(String, String)> = old_pairs
+        let mut removed: Vec<u64> = old_pairs
             .difference(&desired)
-            .filter(|(g, u)| {
-                group_inputs.contains_key(g.as_str()) && !deleted_idps.contains(u.as_str())
+            .copied()
+            .filter(|&p| {
+                let (gi, ui) = unpair(p);
+                in_source_group(gi) && !users[ui as usize].has(UserSlot::DELETED)
             })
             .collect();
-        let touched: HashSet<&str> = added
-            .iter()
-            .chain(removed.iter())
-            .map(|(_, u)| u.as_str())
-            .collect();
-        let mut refs_of: HashMap<&str, Vec<String>> = HashMap::new();
-        if roles.active() {
-            for (g, u) in &desired {
-                if let Some(gi) = group_inputs.get(g.as_str()) {
-                    let r = refs_of.entry(u.as_str()).or_default();
-                    r.push(gi.idp_id.clone());
-                    r.push(gi.name.clone());
-                }
-            }
+        drop(old_pairs);
+        added.sort_unstable();
+        removed.sort_unstable();
+        for &p in added.iter().chain(removed.iter()) {
+            users[unpair(p).1 as usize].set(UserSlot::TOUCHED);
         }
+        // A user's groups, for role mappings: (user, group) sorted by user.
+        let groups_of_user: Vec<(u32, u32)> = if roles.active() {
+            let mut v: Vec<(u32, u32)> = desired
+                .iter()
+                .map(|&p| {
+                    let (g, u) = unpair(p);
+                    (u, g)
+                })
+                .collect();
+            v.sort_unstable();
+            v
+        } else {
+            Vec::new()
+        };
+        drop(desired);
+        let refs_of = |ui: u32| -> Vec<String> {
+            let from = groups_of_user.partition_point(|&(u, _)| u < ui);
+            let to = groups_of_user.partition_point(|&(u, _)| u <= ui);
+            groups_of_user[from..to]
+                .iter()
+                .flat_map(|&(_, g)| {
+                    let gi = &groups[g as usize];
+                    [gi.idp_id.clone(), gi.name.clone()]
+                })
+                .collect()
+        };
 
         let mut out = SnapshotOutcome::default();
         let mut ch = Chunker::new(self, dir_id);
 
         // Groups: create / update.
-        let mut final_groups: HashMap<String, StoredGroup> = HashMap::new();
-        for gi in &snap.groups {
-            let existing = old_groups.get(&gi.idp_id).map(|g| (g.clone(), None));
+        let mut final_groups: HashMap<u32, StoredGroup> = HashMap::new();
+        for (gi, input) in groups.iter().enumerate() {
+            let gi = gi as u32;
+            let existing = old_groups.get(&gi).map(|g| (g.clone(), None));
             let tx = ch.tx()?;
-            let (kind, g, _) = self.stage_upsert_group(tx, existing, gi)?;
+            let (kind, g, _) = self.stage_upsert_group(tx, existing, input)?;
             match kind {
                 ChangeKind::Created => out.groups_created += 1,
                 ChangeKind::Updated => out.groups_updated += 1,
                 _ => {}
             }
-            final_groups.insert(gi.idp_id.clone(), g);
+            final_groups.insert(gi, g);
             ch.maybe_flush()?;
         }
 
-        // Users: update / deactivate / delete the existing ones, page by page.
-        let mut final_users: HashMap<String, StoredUser> = HashMap::new();
-        let no_refs: Vec<String> = Vec::new();
-        self.for_each_row(layout::USERS, &user_prefix, |key, bytes| {
-            let old: StoredUser = from_bytes(layout::USERS, key, bytes)?;
-            let idp = old.user.idp_id.clone();
-            let tx = ch.tx()?;
-            let (kind, user) = match inputs.get(idp.as_str()) {
-                Some(&i) => {
-                    let refs = refs_of.get(idp.as_str()).unwrap_or(&no_refs);
-                    self.stage_upsert_user(tx, Some((old, None)), &snap.users[i], &roles, refs)?
-                }
-                None => self.stage_absent_user(tx, old)?,
+        // Users the source no longer lists: deleted or deactivated (before any create or
+        // update, so the unique keys they free can be taken).
+        for (ui, &slot) in users.iter().enumerate() {
+            let Some(ulid) = slot.stored() else { continue };
+            if slot.has(UserSlot::IN_SOURCE) {
+                continue;
+            }
+            let Some((old, _)) = self.load_user(dir_id, &user_id_of(ulid))? else {
+                continue;
             };
+            let tx = ch.tx()?;
+            let (kind, user) = self.stage_absent_user(tx, old)?;
             match kind {
                 ChangeKind::Updated => out.updated += 1,
                 ChangeKind::Deleted => out.deleted += 1,
                 _ => {}
             }
-            if kind != ChangeKind::Deleted && touched.contains(idp.as_str()) {
-                final_users.insert(idp, user);
-            }
-            ch.maybe_flush()
-        })?;
-
-        // Users: create the new ones.
-        for input in &snap.users {
-            if known.contains_key(&input.idp_id) {
-                continue;
-            }
-            let refs = refs_of.get(input.idp_id.as_str()).unwrap_or(&no_refs);
-            let tx = ch.tx()?;
-            let (kind, user) = self.stage_upsert_user(tx, None, input, &roles, refs)?;
-            if kind == ChangeKind::Created {
-                out.created += 1;
-                if touched.contains(input.idp_id.as_str()) {
-                    final_users.insert(input.idp_id.clone(), user);
-                }
+            if kind == ChangeKind::Updated && slot.has(UserSlot::TOUCHED) {
+                ch.staged_users.insert(ui as u32, user);
             }
             ch.maybe_flush()?;
         }
 
+        // Pass two over the source: update and create. A user whose input, groups' roles and
+        // directory settings hash to the fingerprint stored at its last reconciliation is
+        // unchanged: skipped without reading its record (the common case of a scheduled run).
+        let settings_bytes = to_bytes(&settings)?;
+        src.for_each_user(&mut |input| {
+            let ui = user_ids.get(&input.idp_id).ok_or_else(|| {
+                EngineError::Source(format!(
+                    "user {:?} was not in the source's first pass",
+                    input.idp_id
+                ))
+            })?;
+            let slot = users[ui as usize];
+            let refs = if roles.active() {
+                refs_of(ui)
+            } else {
+                Vec::new()
+            };
+            let fp = fingerprint(&settings_bytes, input, &roles.resolve(&refs))?;
+            let existing = match slot.stored() {
+                Some(ulid) => {
+                    let id = user_id_of(ulid);
+                    let fp_key = layout::key(dir_id, &id);
+                    if self
+                        .get_raw(layout::USER_FINGERPRINTS, &fp_key)?
+                        .is_some_and(|stored| stored == fp)
+                    {
+                        return Ok(());
+                    }
+                    self.load_user(dir_id, &id)?.map(|(u, _)| (u, None))
+                }
+                None => None,
+            };
+            let tx = ch.tx()?;
+            let (kind, user) = self.stage_upsert_user(tx, existing, input, &roles, &refs)?;
+            if matches!(
+                kind,
+                ChangeKind::Created | ChangeKind::Updated | ChangeKind::Unchanged
+            ) {
+                let fp_key = layout::key(dir_id, &user.user.id);
+                tx.cs.put(layout::USER_FINGERPRINTS, fp_key, fp.to_vec());
+            }
+            let s = &mut users[ui as usize];
+            match kind {
+                ChangeKind::Created => {
+                    out.created += 1;
+                    s.set_stored(Some(ulid_of(&user.user.id)?));
+                }
+                ChangeKind::Updated => out.updated += 1,
+                ChangeKind::Deleted => {
+                    out.deleted += 1;
+                    s.set_stored(None);
+                }
+                // Unchanged, or nothing stored (an inactive newcomer under DeleteUser).
+                _ => {}
+            }
+            if slot.has(UserSlot::TOUCHED)
+                && matches!(kind, ChangeKind::Created | ChangeKind::Updated)
+            {
+                ch.staged_users.insert(ui, user);
+            }
+            ch.maybe_flush()
+        })?;
+
         // Memberships.
         for (set, add) in [(&added, true), (&removed, false)] {
-            for (g_idp, u_idp) in set.iter() {
-                let (Some(g), Some(u)) = (final_groups.get(g_idp), final_users.get(u_idp)) else {
+            for &p in set {
+                let (gi, ui) = unpair(p);
+                let Some(g) = final_groups.get(&gi) else {
                     continue;
                 };
+                let user = match ch.staged_users.get(&ui) {
+                    Some(u) => u.clone(),
+                    None => {
+                        let Some(ulid) = users[ui as usize].stored() else {
+                            continue;
+                        };
+                        match self.load_user(dir_id, &user_id_of(ulid))? {
+                            Some((u, _)) => u,
+                            None => continue,
+                        }
+                    }
+                };
                 let tx = ch.tx()?;
-                self.stage_membership(tx, g, u, add)?;
+                self.stage_membership(tx, g, &user, add)?;
                 if add {
                     out.memberships_added += 1;
                 } else {
@@ -312,8 +568,8 @@ impl DirectoryEngine {
         }
 
         // Groups the snapshot no longer has.
-        for (g_idp, g) in &old_groups {
-            if group_inputs.contains_key(g_idp.as_str()) {
+        for (&gi, g) in &old_groups {
+            if in_source_group(gi) {
                 continue;
             }
             let tx = ch.tx()?;

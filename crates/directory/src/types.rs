@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Deactivation {
-    /// WorkOS's default ("secure flow"): the user is deleted → `dsync.user.deleted`.
+    /// WorkOS's default ("secure flow"): the user is deleted → `dsync.user.deleted`. Through
+    /// SCIM the resource itself is kept ("parked", invisible to the app) until the client
+    /// deletes or reactivates it; pull sources (LDAP, SFTP) delete outright.
     #[default]
     DeleteUser,
     /// "Custom management flow": the user stays with `state: inactive` → `dsync.user.updated`.
@@ -154,6 +156,10 @@ pub enum ChangeKind {
     Deleted,
     /// A new user arrived inactive under [`Deactivation::DeleteUser`]: nothing was stored.
     Discarded,
+    /// SCIM under [`Deactivation::DeleteUser`]: the user left (`dsync.user.deleted`) or, created
+    /// inactive, never entered the directory, but its SCIM resource is kept, parked, for the
+    /// client (see [`UserChange::parked`]).
+    Parked,
 }
 
 /// The result of a user operation.
@@ -165,6 +171,9 @@ pub struct UserChange {
     pub user: StoredUser,
     /// Events appended by the commit, in log order.
     pub events: Vec<Event>,
+    /// After the change the user is a parked SCIM resource: deactivated under
+    /// [`Deactivation::DeleteUser`], absent from the directory, kept for the SCIM client.
+    pub parked: bool,
 }
 
 /// The result of a group operation.

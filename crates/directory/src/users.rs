@@ -142,13 +142,27 @@ impl DirectoryEngine {
         dir_id: &str,
         u: &StoredUser,
     ) -> Result<()> {
-        let uid = &u.user.id;
-        cs.delete(layout::USERS, layout::key(dir_id, uid))
-            .delete(layout::USER_DIR, uid.clone())
-            .delete(layout::USERS_BY_IDP, layout::key(dir_id, &u.user.idp_id));
+        self.stage_leave_directory(cs, dir_id, u)?;
+        cs.delete(layout::USERS_BY_IDP, layout::key(dir_id, &u.user.idp_id));
         for (index, value) in &u.unique_keys {
             cs.delete(layout::user_key_table(index), layout::key(dir_id, value));
         }
+        Ok(())
+    }
+
+    /// Stages what takes a user out of the directory's WorkOS view: the record, the id lookup
+    /// and its memberships both ways (no events, no counters). The idp_id and unique-key slots
+    /// stay (a parked SCIM user keeps them; [`Self::stage_user_removal`] drops them too).
+    pub(crate) fn stage_leave_directory(
+        &self,
+        cs: &mut ChangeSet,
+        dir_id: &str,
+        u: &StoredUser,
+    ) -> Result<()> {
+        let uid = &u.user.id;
+        cs.delete(layout::USERS, layout::key(dir_id, uid))
+            .delete(layout::USER_DIR, uid.clone())
+            .delete(layout::USER_FINGERPRINTS, layout::key(dir_id, uid));
         for gid in self.scan_suffixes(layout::MEMBERS, &layout::groups_of(uid))? {
             cs.delete(layout::MEMBERS, layout::member_u(uid, &gid))
                 .delete(layout::MEMBERS, layout::member_g(&gid, uid));
@@ -156,7 +170,7 @@ impl DirectoryEngine {
         Ok(())
     }
 
-    fn count_state(tx: &mut Tx, state: UserState, delta: i64) {
+    pub(crate) fn count_state(tx: &mut Tx, state: UserState, delta: i64) {
         let slot = match state {
             UserState::Active => &mut tx.counts.active,
             UserState::Inactive | UserState::Suspended => &mut tx.counts.inactive,
@@ -221,7 +235,13 @@ impl DirectoryEngine {
             Self::count_state(tx, old.0.user.state, -1);
             Self::count_state(tx, new.user.state, 1);
         }
-        tx.cs.put(layout::USERS, key, to_bytes(&new)?);
+        // Whatever wrote this, the snapshot's fingerprint no longer vouches for the record (a
+        // snapshot run re-puts it in the same commit, after this delete).
+        tx.cs.delete(layout::USER_FINGERPRINTS, key.clone()).put(
+            layout::USERS,
+            key,
+            to_bytes(&new)?,
+        );
         let old_json = to_value(&old.0.user)?;
         let new_json = to_value(&new.user)?;
         let prev = previous_attributes(&old_json, &new_json);
@@ -402,7 +422,12 @@ impl DirectoryEngine {
         };
         let (kind, user) = self.stage_upsert_user(&mut tx, existing, &input, &roles, &refs)?;
         let (events, _) = self.finish(tx)?;
-        Ok(UserChange { kind, user, events })
+        Ok(UserChange {
+            kind,
+            user,
+            events,
+            parked: false,
+        })
     }
 
     /// Deletes a user (`dsync.user.deleted`) with its memberships (no `user_removed` events) and
@@ -422,6 +447,7 @@ impl DirectoryEngine {
             kind: ChangeKind::Deleted,
             user: shown,
             events,
+            parked: false,
         })
     }
 }

@@ -38,6 +38,22 @@ pub struct BeginAuth {
     pub pkce_verifier: Secret,
 }
 
+/// How many extra scopes one login may add, and how long one may be: bounds the URL.
+pub const MAX_EXTRA_SCOPES: usize = 20;
+const MAX_SCOPE_LEN: usize = 128;
+
+/// Per-login extras for [`OidcClient::begin_with`], from the app's authorization request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BeginOptions<'a> {
+    /// Pre-fills the provider's sign-in form (`login_hint`).
+    pub login_hint: Option<&'a str>,
+    /// Scopes requested on top of the connection's (WorkOS `provider_scopes`).
+    pub extra_scopes: &'a [String],
+    /// Makes the provider authenticate the user again even with a live session
+    /// (`prompt=login`, the OIDC counterpart of SAML `ForceAuthn`).
+    pub force_login: bool,
+}
+
 /// Inputs of [`OidcClient::finish`]: what the callback carried and what was bound to the browser.
 #[derive(Debug, Clone, Copy)]
 pub struct FinishParams<'a> {
@@ -109,11 +125,28 @@ impl OidcClient {
     }
 
     /// Starts a login: a fresh `state`, `nonce` and PKCE (S256) pair, and the authorization URL.
-    #[tracing::instrument(name = "oidc.begin", skip_all, fields(issuer = %self.settings.issuer))]
     pub async fn begin(
         &self,
         redirect_uri: &Url,
         login_hint: Option<&str>,
+    ) -> Result<BeginAuth, OidcError> {
+        self.begin_with(
+            redirect_uri,
+            &BeginOptions {
+                login_hint,
+                ..BeginOptions::default()
+            },
+        )
+        .await
+    }
+
+    /// [`OidcClient::begin`] with the app's per-login extras (WorkOS `login_hint`,
+    /// `provider_scopes`, `prompt=login`).
+    #[tracing::instrument(name = "oidc.begin", skip_all, fields(issuer = %self.settings.issuer))]
+    pub async fn begin_with(
+        &self,
+        redirect_uri: &Url,
+        opts: &BeginOptions<'_>,
     ) -> Result<BeginAuth, OidcError> {
         let meta = self.provider.metadata().await?;
         if let Some(methods) = &meta.code_challenge_methods_supported {
@@ -130,13 +163,16 @@ impl OidcClient {
             q.append_pair("response_type", "code")
                 .append_pair("client_id", &self.settings.client_id)
                 .append_pair("redirect_uri", redirect_uri.as_str())
-                .append_pair("scope", &self.settings.effective_scopes().join(" "))
+                .append_pair("scope", &self.scopes_with(opts.extra_scopes).join(" "))
                 .append_pair("state", &state)
                 .append_pair("nonce", &nonce)
                 .append_pair("code_challenge", challenge.as_str())
                 .append_pair("code_challenge_method", "S256");
-            if let Some(hint) = login_hint.filter(|h| !h.is_empty()) {
+            if let Some(hint) = opts.login_hint.filter(|h| !h.is_empty()) {
                 q.append_pair("login_hint", hint);
+            }
+            if opts.force_login {
+                q.append_pair("prompt", "login");
             }
         }
         Ok(BeginAuth {
@@ -145,6 +181,29 @@ impl OidcClient {
             nonce,
             pkce_verifier: Secret::new(verifier.secret().clone()),
         })
+    }
+
+    /// The connection's scopes plus the app's extra ones: well-formed scope tokens (RFC 6749
+    /// §3.3) only, each once, at most [`MAX_EXTRA_SCOPES`] of them; others are dropped so an
+    /// app's typo cannot break the provider's authorization request.
+    fn scopes_with(&self, extra: &[String]) -> Vec<String> {
+        let mut out = self.settings.effective_scopes();
+        let mut added = 0;
+        for s in extra {
+            let well_formed = !s.is_empty()
+                && s.len() <= MAX_SCOPE_LEN
+                && s.bytes()
+                    .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b));
+            if !well_formed {
+                tracing::debug!("dropping a malformed provider scope");
+                continue;
+            }
+            if added < MAX_EXTRA_SCOPES && !out.contains(s) {
+                out.push(s.clone());
+                added += 1;
+            }
+        }
+        out
     }
 
     /// Completes a login: checks `state`, exchanges the code (with the PKCE verifier), verifies

@@ -65,7 +65,7 @@ mod secret;
 mod settings;
 
 pub use claims::OidcIdentity;
-pub use client::{BeginAuth, FinishParams, OidcClient};
+pub use client::{BeginAuth, BeginOptions, FinishParams, OidcClient, MAX_EXTRA_SCOPES};
 pub use error::{map_idp_error, OidcError};
 pub use http::{default_http_client, MAX_RESPONSE_BYTES};
 pub use provider::ProviderMetadata;

@@ -297,6 +297,7 @@ fn engine_error(e: EngineError) -> ScimError {
         EngineError::Invalid(m) => ScimError::invalid_value(m),
         EngineError::Guard(g) => ScimError::new(400, None, g.to_string()),
         EngineError::Store(s) => ScimError::internal(format!("store: {s}")),
+        EngineError::Source(s) => ScimError::internal(format!("snapshot source: {s}")),
     }
 }
 
@@ -683,36 +684,18 @@ impl Svc {
         Ok(r)
     }
 
+    /// A SCIM user: a directory user or a parked (deactivated, kept) one.
     fn load_user(&self, dir: &str, id: &str) -> Result<StoredUser, ScimError> {
-        self.engine.get_user(Some(dir), id).map_err(engine_error)
+        self.engine.get_scim_user(dir, id).map_err(engine_error)
     }
 
     fn load_group(&self, dir: &str, id: &str) -> Result<StoredGroup, ScimError> {
         self.engine.get_group(Some(dir), id).map_err(engine_error)
     }
 
+    /// Every SCIM user, parked ones included, in id order.
     fn all_users(&self, dir: &str) -> Result<Vec<StoredUser>, ScimError> {
-        let mut out = Vec::new();
-        let mut cursor = Cursor::None;
-        loop {
-            let page = self
-                .engine
-                .list_users(
-                    dir,
-                    None,
-                    &PageRequest {
-                        limit: 1000,
-                        order: Order::Asc,
-                        cursor,
-                    },
-                )
-                .map_err(engine_error)?;
-            out.extend(page.data);
-            match page.after {
-                Some(a) => cursor = Cursor::After(a),
-                None => return Ok(out),
-            }
-        }
+        self.engine.scim_users(dir).map_err(engine_error)
     }
 
     fn all_groups(&self, dir: &str) -> Result<Vec<StoredGroup>, ScimError> {
@@ -767,13 +750,13 @@ impl Svc {
                 let candidates: Vec<StoredUser> = match lookup.map(|l| (l.attr, l.value)) {
                     Some((IndexedAttr::UserName, v)) => self
                         .engine
-                        .find_user_by_key(dir, USER_NAME_KEY, &v.to_lowercase())
+                        .find_scim_user_by_key(dir, USER_NAME_KEY, &v.to_lowercase())
                         .map_err(engine_error)?
                         .into_iter()
                         .collect(),
                     Some((IndexedAttr::ExternalId, v)) => self
                         .engine
-                        .find_user_by_idp_id(dir, v)
+                        .find_scim_user_by_idp_id(dir, v)
                         .map_err(engine_error)?
                         .into_iter()
                         .collect(),
@@ -931,10 +914,10 @@ impl Svc {
                 let input = user_input(&resource, &id);
                 let change = self
                     .engine
-                    .create_user_with_id(&c.dir, &id, input)
+                    .create_scim_user(&c.dir, &id, input)
                     .map_err(engine_error)?;
-                if change.kind == ChangeKind::Discarded {
-                    tracing::info!(user_id = %id, "user created inactive: not stored (deactivation deletes)");
+                if change.kind == ChangeKind::Parked {
+                    tracing::info!(user_id = %id, "user created inactive: parked, not in the directory (deactivation deletes)");
                 }
                 self.user_reply(c, &change.user, StatusCode::CREATED)
             }
@@ -981,10 +964,14 @@ impl Svc {
         let input = user_input(resource, &u.user.id);
         let change = self
             .engine
-            .upsert_user(&c.dir, Some(&u.user.id), input, Some(u.version))
+            .update_scim_user(&c.dir, &u.user.id, input, Some(u.version))
             .map_err(engine_error)?;
-        if change.kind == ChangeKind::Deleted {
-            tracing::info!(user_id = %u.user.id, "user deactivated: deleted per directory setting");
+        match change.kind {
+            ChangeKind::Parked => tracing::info!(user_id = %u.user.id,
+                "user deactivated: deleted from the directory, SCIM resource parked"),
+            ChangeKind::Created => tracing::info!(user_id = %u.user.id,
+                "parked user reactivated: back in the directory"),
+            _ => {}
         }
         self.user_reply(c, &change.user, StatusCode::OK)
     }
@@ -994,7 +981,9 @@ impl Svc {
             Kind::Users => {
                 let u = self.load_user(&c.dir, id)?;
                 check_if_match(c.if_match.as_deref(), &etag(&u.version.to_string()))?;
-                self.engine.delete_user(&c.dir, id).map_err(engine_error)?;
+                self.engine
+                    .delete_scim_user(&c.dir, id)
+                    .map_err(engine_error)?;
             }
             Kind::Groups => {
                 let g = self.load_group(&c.dir, id)?;
@@ -1056,9 +1045,10 @@ impl Svc {
         Ok(ids)
     }
 
+    /// Parked users pass: the engine skips them (not directory-group members while parked).
     fn check_ids(&self, dir: &str, ids: &[String]) -> Result<(), ScimError> {
         for id in ids {
-            match self.engine.get_user(Some(dir), id) {
+            match self.engine.get_scim_user(dir, id) {
                 Ok(_) => {}
                 Err(EngineError::NotFound { .. }) => {
                     return Err(ScimError::invalid_value(format!(

@@ -376,7 +376,8 @@ async fn okta_sequence() {
         .await;
     assert_eq!(r.body["totalResults"], 1, "{}", r.body);
 
-    // Deactivation: PATCH replace {"active": false} → deleted (WorkOS default).
+    // Deactivation: PATCH replace {"active": false} → deleted from the directory (WorkOS
+    // default) in one commit, while the SCIM resource stays for Okta (parked).
     let seq = env.last_seq();
     let r = env
         .send(
@@ -393,10 +394,124 @@ async fn okta_sequence() {
     assert_eq!(ev.len(), 1, "{ev:?}");
     assert_eq!(ev[0].0, "dsync.user.deleted");
     assert_eq!(ev[0].1["id"], u2.as_str());
+    assert_eq!(ev[0].1["state"], "inactive");
     assert!(env.user(&dir, &u2).is_none());
     assert!(member_ids(&env, &g).is_empty());
+    assert!(env.engine.get_user_with_groups(&u2).is_err());
+    let workos_ids = |env: &Env| -> Vec<String> {
+        env.engine
+            .list_users(&dir, None, &Default::default())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .data
+            .into_iter()
+            .map(|u| u.user.id)
+            .collect()
+    };
+    assert!(!workos_ids(&env).contains(&u2));
+    // Okta reads it back, by id and by userName.
     let r = env
         .send("GET", &format!("{b}/Users/{u2}"), t, None, &[])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["active"], false);
+    assert_eq!(r.body["userName"], "second.user@okta.local");
+    let q2 = format!("{b}/Users?filter=userName%20eq%20%22second.user%40okta.local%22");
+    let r = env.send("GET", &q2, t, None, &[]).await;
+    assert_eq!(r.body["totalResults"], 1, "{}", r.body);
+    assert_eq!(r.body["Resources"][0]["id"], u2.as_str());
+    assert_eq!(r.body["Resources"][0]["active"], false);
+    // Its userName is still taken.
+    let dup = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": "Second.User@okta.local", "active": true});
+    let r = env
+        .send(
+            "POST",
+            &format!("{b}/Users"),
+            t,
+            Some(&dup.to_string()),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(r.body["scimType"], "uniqueness");
+    // Okta PUTs the whole group, still listing the deactivated user: no error, and the parked
+    // user is simply not a member.
+    let seq = env.last_seq();
+    let r = env
+        .send(
+            "PUT",
+            &format!("{b}/Groups/{g}"),
+            t,
+            Some(&gsub(fixture("okta/05_group_put_members.json"))),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(member_ids(&env, &g), vec![u1.clone()]);
+    assert!(env
+        .kinds_after(seq)
+        .iter()
+        .all(|k| k == "dsync.group.user_added" || k == "dsync.group.updated"));
+    // Reactivation: PATCH replace {"active": true} → the same directory user is back.
+    let seq = env.last_seq();
+    let r = env
+        .send(
+            "PATCH",
+            &format!("{b}/Users/{u2}"),
+            t,
+            Some(&fixture("okta/10_reactivate_user.json")),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["active"], true);
+    assert_eq!(r.body["id"], u2.as_str());
+    let ev = env.events_after(seq);
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0].0, "dsync.user.created");
+    assert_eq!(ev[0].1["id"], u2.as_str());
+    assert_eq!(ev[0].1["state"], "active");
+    assert!(workos_ids(&env).contains(&u2));
+    let back = env
+        .engine
+        .get_user_with_groups(&u2)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(back.user.state, UserState::Active);
+    assert!(back.groups.is_empty());
+    // Its memberships follow what the groups say from now on.
+    let seq = env.last_seq();
+    let r = env
+        .send(
+            "PUT",
+            &format!("{b}/Groups/{g}"),
+            t,
+            Some(&gsub(fixture("okta/05_group_put_members.json"))),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(env.kinds_after(seq), ["dsync.group.user_added"]);
+    assert_eq!(member_ids(&env, &g), sorted(vec![u1.clone(), u2.clone()]));
+
+    // A deactivated user DELETEd: 204, gone for good, no second dsync.user.deleted.
+    let r = env
+        .send(
+            "PATCH",
+            &format!("{b}/Users/{u1}"),
+            t,
+            Some(&fixture("okta/03_deactivate_user.json")),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seq = env.last_seq();
+    let r = env
+        .send("DELETE", &format!("{b}/Users/{u1}"), t, None, &[])
+        .await;
+    assert_eq!(r.status, 204);
+    assert!(env.kinds_after(seq).is_empty());
+    let r = env
+        .send("GET", &format!("{b}/Users/{u1}"), t, None, &[])
         .await;
     assert_eq!(r.status, 404);
     assert_eq!(r.body["status"], "404");
@@ -415,6 +530,133 @@ async fn okta_sequence() {
         env.kinds_after(seq),
         ["dsync.group.deleted", "dsync.user.deleted"]
     );
+}
+
+/// PUT `active: false`, a POST that creates an inactive user, and writes to a parked user under
+/// the default setting: the SCIM resource lives on, the app sees a deletion (or nothing).
+#[tokio::test]
+async fn deactivation_by_put_and_inactive_create_park_the_resource() {
+    let env = Env::new();
+    let (dir, tok) = env.dir(DirectorySettings::default());
+    let b = base(&dir);
+    let t = Some(tok.as_str());
+    let user = |name: &str, active: bool, title: &str| {
+        json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": name, "active": active, "title": title,
+            "emails": [{"value": name, "type": "work", "primary": true}]})
+        .to_string()
+    };
+
+    // Created inactive: 201 with the resource, nothing for the app, userName taken.
+    let seq = env.last_seq();
+    let r = env
+        .send(
+            "POST",
+            &format!("{b}/Users"),
+            t,
+            Some(&user("ina@x.test", false, "A")),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["active"], false);
+    let ina = id_of(&r);
+    assert_eq!(env.kinds_after(seq), ["dsync.activated"]);
+    assert!(env.user(&dir, &ina).is_none());
+    let r = env
+        .send("GET", &format!("{b}/Users/{ina}"), t, None, &[])
+        .await;
+    assert_eq!((r.status, r.body["active"].clone()), (200, json!(false)));
+    let r = env
+        .send(
+            "POST",
+            &format!("{b}/Users"),
+            t,
+            Some(&user("INA@x.test", true, "A")),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    // The unfiltered list shows it too (SCIM view), the engine's directory view does not.
+    let r = env.send("GET", &format!("{b}/Users"), t, None, &[]).await;
+    assert_eq!(r.body["totalResults"], 1, "{}", r.body);
+    assert_eq!(env.engine.counts(&dir).unwrap_or_default().active, 0);
+
+    // PUT active:false of an active user parks it: dsync.user.deleted only.
+    let r = env
+        .send(
+            "POST",
+            &format!("{b}/Users"),
+            t,
+            Some(&user("put@x.test", true, "A")),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let put = id_of(&r);
+    let seq = env.last_seq();
+    let r = env
+        .send(
+            "PUT",
+            &format!("{b}/Users/{put}"),
+            t,
+            Some(&user("put@x.test", false, "B")),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["active"], false);
+    let ev = env.events_after(seq);
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0].0, "dsync.user.deleted");
+    assert_eq!(ev[0].1["job_title"], "B");
+    assert!(env.user(&dir, &put).is_none());
+
+    // PUT on the parked user: only the kept resource changes (new ETag), no event.
+    let etag = r.header("etag").map(str::to_owned);
+    let seq = env.last_seq();
+    let r = env
+        .send(
+            "PUT",
+            &format!("{b}/Users/{put}"),
+            t,
+            Some(&user("put@x.test", false, "C")),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["title"], "C");
+    assert_ne!(r.header("etag").map(str::to_owned), etag);
+    assert!(env.kinds_after(seq).is_empty());
+    // A stale If-Match on the parked user is refused.
+    let stale = etag.unwrap_or_default();
+    let r = env
+        .send(
+            "PATCH",
+            &format!("{b}/Users/{put}"),
+            t,
+            Some(&fixture("okta/10_reactivate_user.json")),
+            &[("if-match", stale.as_str())],
+        )
+        .await;
+    assert_eq!(r.status, 412, "{}", r.body);
+    assert!(env.user(&dir, &put).is_none());
+
+    // DELETE of parked users: 204, no event, gone from SCIM too.
+    let seq = env.last_seq();
+    for id in [&ina, &put] {
+        let r = env
+            .send("DELETE", &format!("{b}/Users/{id}"), t, None, &[])
+            .await;
+        assert_eq!(r.status, 204);
+        let r = env
+            .send("GET", &format!("{b}/Users/{id}"), t, None, &[])
+            .await;
+        assert_eq!(r.status, 404);
+    }
+    assert!(env.kinds_after(seq).is_empty());
+    let r = env.send("GET", &format!("{b}/Users"), t, None, &[]).await;
+    assert_eq!(r.body["totalResults"], 0, "{}", r.body);
 }
 
 #[tokio::test]

@@ -135,6 +135,9 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub request_timeout_secs: u64,
     pub max_body_bytes: usize,
+    /// The store's page cache, in MiB. Bounded by default so a big directory feed does not
+    /// grow the process past what an appliance budgets (sled's own default is 1 GiB).
+    pub store_cache_mb: u64,
     pub tls: Option<TlsConfig>,
 }
 
@@ -146,6 +149,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("./idbridge-data"),
             request_timeout_secs: 30,
             max_body_bytes: idbridge_api::MAX_BODY_BYTES,
+            store_cache_mb: 128,
             tls: None,
         }
     }
@@ -295,10 +299,14 @@ impl Config {
                 return Err(key_err(format!("directories[{i}].key"), "declared twice"));
             }
         }
-        if let Err((key, message)) = crate::ldap::validate_all(&self.ldap_directories) {
+        if let Err((key, message)) =
+            crate::ldap::validate_all(&self.ldap_directories, &self.directories)
+        {
             return Err(key_err(key, &message));
         }
-        if let Err((key, message)) = crate::sftp_cli::validate_all(&self.sftp_directories) {
+        if let Err((key, message)) =
+            crate::sftp_cli::validate_all(&self.sftp_directories, &self.directories)
+        {
             return Err(key_err(key, &message));
         }
         let mut seen = std::collections::HashSet::new();
@@ -350,6 +358,11 @@ impl Config {
                 }
                 "IDBRIDGE_MAX_BODY_BYTES" => {
                     self.server.max_body_bytes = value
+                        .parse()
+                        .map_err(|e| bad(format!("not a number: {e}")))?
+                }
+                "IDBRIDGE_STORE_CACHE_MB" => {
+                    self.server.store_cache_mb = value
                         .parse()
                         .map_err(|e| bad(format!("not a number: {e}")))?
                 }

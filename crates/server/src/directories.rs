@@ -221,6 +221,107 @@ pub fn apply_declared(
     Ok(())
 }
 
+/// Directory types an `[[ldap_directories]]` entry may feed.
+pub const LDAP_TYPES: &[&str] = &[idbridge_ldap::DIRECTORY_TYPE];
+/// Directory types an `[[sftp_directories]]` entry may feed.
+pub const SFTP_TYPES: &[&str] = &["sftp", "sftp workday"];
+
+/// Checks how a feed entry (`[[ldap_directories]]`, `[[sftp_directories]]`) names its
+/// directory: exactly one of `directory_id` (an existing directory) and `directory` (the key
+/// of a `[[directories]]` entry of an accepted type, so a fresh appliance can be configured
+/// from the file alone). `at` turns a field name into the entry's key path.
+pub fn check_reference(
+    at: &dyn Fn(&str) -> String,
+    directory_id: Option<&str>,
+    directory: Option<&str>,
+    declared: &[DeclaredDirectory],
+    types: &[&str],
+) -> Result<(), (String, String)> {
+    match (directory_id, directory) {
+        (Some(_), Some(_)) => Err((
+            at("directory"),
+            "set either directory_id or directory, not both".into(),
+        )),
+        (None, None) => Err((
+            at("directory_id"),
+            "required: directory_id = \"directory_...\", or directory = \"<key of a \
+             [[directories]] entry>\""
+                .into(),
+        )),
+        (Some(id), None) if id.trim().is_empty() => {
+            Err((at("directory_id"), "must not be empty".into()))
+        }
+        (Some(_), None) => Ok(()),
+        (None, Some(key)) => match declared.iter().find(|d| d.key == key) {
+            None => Err((
+                at("directory"),
+                format!("no [[directories]] entry has key {key:?}"),
+            )),
+            Some(d) => {
+                let t = d.directory_type.trim().to_ascii_lowercase();
+                if types.contains(&t.as_str()) {
+                    Ok(())
+                } else {
+                    Err((
+                        at("directory"),
+                        format!(
+                            "[[directories]] entry {key:?} has type {t:?}; this section feeds \
+                             only {types:?}"
+                        ),
+                    ))
+                }
+            }
+        },
+    }
+}
+
+/// The id of the directory created for declared `key`, checked to exist and to have one of
+/// `types` (an admin may have deleted it, or an older file declared it with another type).
+pub fn resolve_declared(
+    engine: &DirectoryEngine,
+    key: &str,
+    types: &[&str],
+) -> anyhow::Result<String> {
+    let id = engine
+        .store()
+        .get(DECLARED_TABLE, key)?
+        .and_then(|b| String::from_utf8(b).ok())
+        .with_context(|| {
+            format!("the declared directory {key:?} has not been created (no [[directories]] entry with this key was applied)")
+        })?;
+    let rec = engine
+        .get_directory(&id)
+        .with_context(|| format!("the declared directory {key:?} ({id})"))?;
+    let t = rec.directory.directory_type;
+    if !types.contains(&t.as_str()) {
+        anyhow::bail!(
+            "the declared directory {key:?} ({id}) has type {t:?}; this section feeds only {types:?}"
+        );
+    }
+    Ok(id)
+}
+
+/// Fills in `directory_id` of every `[[ldap_directories]]` / `[[sftp_directories]]` entry that
+/// names a declared directory by key. `serve` runs it after [`apply_declared`]; the CLI runs it
+/// on what an earlier start applied.
+pub fn resolve_references(engine: &DirectoryEngine, config: &mut Config) -> anyhow::Result<()> {
+    for (i, d) in config.ldap_directories.iter_mut().enumerate() {
+        if let Some(key) = &d.directory {
+            let id = resolve_declared(engine, key, LDAP_TYPES)
+                .with_context(|| format!("ldap_directories[{i}].directory = {key:?}"))?;
+            d.directory_id = Some(id);
+        }
+    }
+    for (i, d) in config.sftp_directories.iter_mut().enumerate() {
+        if let Some(key) = &d.directory {
+            let id = resolve_declared(engine, key, SFTP_TYPES)
+                .with_context(|| format!("sftp_directories[{i}].directory = {key:?}"))?;
+            d.directory_id = Some(id);
+        }
+    }
+    Ok(())
+}
+
 /// Runs `idbridge directory ...`.
 pub fn run(config: &Config, command: DirectoryCommand) -> anyhow::Result<()> {
     let command = match command {
@@ -347,6 +448,154 @@ mod tests {
                 other => panic!("{bad}: {other:?}"),
             }
         }
+    }
+
+    const LDAP_SECTION: &str = "[ldap_directories.ldap]\nurl = \"ldaps://dc.example:636\"\nuser_base_dns = [\"ou=People,dc=example\"]\n";
+
+    fn declared(key: &str, ty: &str) -> String {
+        format!("[[directories]]\nkey = \"{key}\"\norganization = \"acme\"\nname = \"N\"\ntype = \"{ty}\"\n")
+    }
+
+    fn key_error(text: &str) -> (String, String) {
+        match parse(text) {
+            Err(crate::config::ConfigError::Key { key, message, .. }) => (key, message),
+            other => panic!("{text}: expected a key error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn feeds_name_exactly_one_directory_of_their_type() {
+        // By key, for both feed kinds.
+        let ok = parse(&format!(
+            "{}{}[[ldap_directories]]\ndirectory = \"corp\"\n{LDAP_SECTION}\
+             [[sftp_directories]]\ndirectory = \"hr\"\n[sftp_directories.pull]\nhost = \"h\"\n\
+             username = \"u\"\nprivate_key_file = \"/k\"\nhost_key = \"SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"\n",
+            declared("corp", "LDAP"),
+            declared("hr", "sftp workday"),
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ok.ldap_directories[0].directory.as_deref(), Some("corp"));
+        assert_eq!(ok.ldap_directories[0].id(), "");
+        assert_eq!(ok.sftp_directories[0].directory.as_deref(), Some("hr"));
+        // Both, neither, an unknown key, a declared directory of another type.
+        let cases = [
+            (
+                format!("{}[[ldap_directories]]\ndirectory_id = \"directory_01H\"\ndirectory = \"corp\"\n{LDAP_SECTION}", declared("corp", "ldap")),
+                "ldap_directories[0].directory",
+                "not both",
+            ),
+            (
+                format!("[[ldap_directories]]\n{LDAP_SECTION}"),
+                "ldap_directories[0].directory_id",
+                "directory = ",
+            ),
+            (
+                format!("{}[[ldap_directories]]\ndirectory = \"corp-ad\"\n{LDAP_SECTION}", declared("corp", "ldap")),
+                "ldap_directories[0].directory",
+                "no [[directories]] entry has key \"corp-ad\"",
+            ),
+            (
+                format!("{}[[ldap_directories]]\ndirectory = \"okta\"\n{LDAP_SECTION}", declared("okta", "okta scim v2.0")),
+                "ldap_directories[0].directory",
+                "okta scim v2.0",
+            ),
+            (
+                format!("{}[[ldap_directories]]\ndirectory = \"corp\"\n{LDAP_SECTION}[[ldap_directories]]\ndirectory = \"corp\"\n{LDAP_SECTION}", declared("corp", "ldap")),
+                "ldap_directories[1].directory",
+                "declared twice",
+            ),
+            (
+                format!("{}[[sftp_directories]]\ndirectory = \"corp\"\nusername = \"acme\"\nauthorized_keys = [\"x\"]\n", declared("corp", "ldap")),
+                "sftp_directories[0].directory",
+                "\"ldap\"",
+            ),
+            (
+                "[[sftp_directories]]\nusername = \"acme\"\nauthorized_keys = [\"x\"]\n".to_owned(),
+                "sftp_directories[0].directory_id",
+                "required",
+            ),
+        ];
+        for (text, want_key, want_msg) in cases {
+            let (key, message) = key_error(&text);
+            assert_eq!(key, want_key, "{text}");
+            assert!(message.contains(want_msg), "{text}: {message}");
+        }
+    }
+
+    fn engine_with_acme() -> DirectoryEngine {
+        let store: Arc<dyn Store> =
+            Arc::new(SledStore::open_ephemeral().unwrap_or_else(|e| panic!("{e}")));
+        let org = new_id(IdPrefix::Organization);
+        let now = Timestamp::now();
+        let rec = Organization {
+            object: OrganizationTag,
+            id: org.clone(),
+            name: "Acme".into(),
+            domains: Vec::new(),
+            metadata: Default::default(),
+            external_id: Some("acme".into()),
+            stripe_customer_id: None,
+            allow_profiles_outside_organization: false,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut cs = ChangeSet::new();
+        cs.put_json("organizations", &org, &rec)
+            .unwrap_or_else(|e| panic!("{e}"));
+        cs.put(
+            idbridge_api::tables::ORG_BY_EXTERNAL_ID,
+            "acme",
+            org.as_bytes().to_vec(),
+        );
+        store.commit(cs).unwrap_or_else(|e| panic!("{e}"));
+        DirectoryEngine::new(store)
+    }
+
+    #[test]
+    fn references_resolve_to_the_applied_directory() {
+        let engine = engine_with_acme();
+        let text = format!(
+            "{}[[ldap_directories]]\ndirectory = \"corp\"\n{LDAP_SECTION}\
+             [[ldap_directories]]\ndirectory_id = \"directory_01HZ\"\n{LDAP_SECTION}",
+            declared("corp", "ldap")
+        );
+        let mut config = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+        // Not applied yet (the CLI before the first start): a clear error naming the entry.
+        let err = resolve_references(&engine, &mut config).expect_err("not applied yet");
+        let chain = format!("{err:#}");
+        assert!(
+            chain.contains("ldap_directories[0].directory = \"corp\"")
+                && chain.contains("has not been created"),
+            "{chain}"
+        );
+        let applied = apply_one(&engine, &config.directories[0]).unwrap_or_else(|e| panic!("{e}"));
+        resolve_references(&engine, &mut config).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.ldap_directories[0].id(), applied.id);
+        assert_eq!(config.ldap_directories[0].source().directory_id, applied.id);
+        // Entries with a directory_id are left as they are.
+        assert_eq!(config.ldap_directories[1].id(), "directory_01HZ");
+        // Resolving again (a restart) gives the same directory.
+        resolve_references(&engine, &mut config).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.ldap_directories[0].id(), applied.id);
+    }
+
+    #[test]
+    fn a_stored_directory_of_another_type_is_refused() {
+        let engine = engine_with_acme();
+        // An older file declared the key as SCIM; the store still maps it to that directory.
+        let scim = parse(&declared("corp", "okta scim v2.0")).unwrap_or_else(|e| panic!("{e}"));
+        let applied = apply_one(&engine, &scim.directories[0]).unwrap_or_else(|e| panic!("{e}"));
+        let err = resolve_declared(&engine, "corp", LDAP_TYPES).expect_err("wrong type");
+        let text = format!("{err:#}");
+        assert!(
+            text.contains(&applied.id) && text.contains("okta scim v2.0"),
+            "{text}"
+        );
+        assert_eq!(
+            resolve_declared(&engine, "corp", &["okta scim v2.0"])
+                .unwrap_or_else(|e| panic!("{e}")),
+            applied.id
+        );
     }
 
     #[test]

@@ -2,8 +2,14 @@
 //! the background schedulers started by `serve`, and `idbridge directory sync <id>`.
 //!
 //! ```toml
+//! [[directories]]
+//! key = "corp-ad"
+//! organization = "acme"
+//! name = "Corp AD"
+//! type = "ldap"
+//!
 //! [[ldap_directories]]
-//! directory_id = "directory_01H..."   # created with POST /admin/directories, type "ldap"
+//! directory = "corp-ad"   # a [[directories]] key, or: directory_id = "directory_01H..."
 //! full_sync_interval_secs = 3600
 //! delta_sync_interval_secs = 300
 //! [ldap_directories.ldap]
@@ -27,6 +33,8 @@ use idbridge_ldap::{LdapSettings, LdapSource, NoProgress, Progress, SyncKind, Sy
 use serde::Deserialize;
 
 use crate::config::Config;
+use crate::directories::DeclaredDirectory;
+use idbridge_api::ldap_admin::LdapRunners;
 
 fn default_full() -> u64 {
     3600
@@ -39,8 +47,12 @@ fn default_delta() -> u64 {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LdapDirectoryConfig {
-    /// The engine directory (type `ldap`) this source feeds.
-    pub directory_id: String,
+    /// The engine directory (type `ldap`) this source feeds: created with
+    /// `POST /admin/directories` ... (exactly one of this and `directory`). Filled in from
+    /// `directory` at start-up ([`crate::directories::resolve_references`]).
+    pub directory_id: Option<String>,
+    /// ... or the key of a `[[directories]]` entry of type `ldap` (created at start-up).
+    pub directory: Option<String>,
     /// Seconds between full syncs (the only runs that see deletions).
     #[serde(default = "default_full")]
     pub full_sync_interval_secs: u64,
@@ -52,20 +64,33 @@ pub struct LdapDirectoryConfig {
 }
 
 impl LdapDirectoryConfig {
+    /// The directory id (empty while a `directory` key is not resolved yet).
+    pub fn id(&self) -> &str {
+        self.directory_id.as_deref().unwrap_or_default()
+    }
+
     /// The runner's view.
     pub fn source(&self) -> LdapSource {
         LdapSource {
-            directory_id: self.directory_id.clone(),
+            directory_id: self.id().to_owned(),
             settings: self.ldap.clone(),
         }
     }
 
-    /// Checks the settings (returns the failing key and why).
-    pub fn validate(&self, i: usize) -> Result<(), (String, String)> {
+    /// Checks the settings against the declared directories (returns the failing key and why).
+    pub fn validate(
+        &self,
+        i: usize,
+        declared: &[DeclaredDirectory],
+    ) -> Result<(), (String, String)> {
         let key = |k: &str| format!("ldap_directories[{i}].{k}");
-        if self.directory_id.trim().is_empty() {
-            return Err((key("directory_id"), "must not be empty".into()));
-        }
+        crate::directories::check_reference(
+            &key,
+            self.directory_id.as_deref(),
+            self.directory.as_deref(),
+            declared,
+            crate::directories::LDAP_TYPES,
+        )?;
         if self.full_sync_interval_secs == 0 || self.delta_sync_interval_secs == 0 {
             return Err((
                 key("full_sync_interval_secs"),
@@ -80,13 +105,21 @@ impl LdapDirectoryConfig {
 }
 
 /// Validates every `[[ldap_directories]]` entry (called from `Config::validate`).
-pub fn validate_all(dirs: &[LdapDirectoryConfig]) -> Result<(), (String, String)> {
+pub fn validate_all(
+    dirs: &[LdapDirectoryConfig],
+    declared: &[DeclaredDirectory],
+) -> Result<(), (String, String)> {
     let mut seen = std::collections::HashSet::new();
     for (i, d) in dirs.iter().enumerate() {
-        d.validate(i)?;
-        if !seen.insert(&d.directory_id) {
+        d.validate(i, declared)?;
+        let (field, name) = match (&d.directory_id, &d.directory) {
+            (Some(id), _) => ("directory_id", id),
+            (None, Some(key)) => ("directory", key),
+            (None, None) => continue,
+        };
+        if !seen.insert((field, name)) {
             return Err((
-                format!("ldap_directories[{i}].directory_id"),
+                format!("ldap_directories[{i}].{field}"),
                 "declared twice".into(),
             ));
         }
@@ -94,27 +127,32 @@ pub fn validate_all(dirs: &[LdapDirectoryConfig]) -> Result<(), (String, String)
     Ok(())
 }
 
-/// Starts one scheduler per configured directory (full sync at once, then on the intervals).
-/// Directories that do not exist or are not of type `ldap` are reported and skipped.
+/// Starts one scheduler per configured directory (full sync at once, then on the intervals)
+/// and registers the sources in `runners` (for `POST /admin/directories/{id}/sync`, which
+/// shares the schedulers' syncer). Expects `directory` keys resolved. Directories that do not
+/// exist or are not of type `ldap` are reported and skipped.
 pub fn spawn_schedulers(
     engine: Arc<DirectoryEngine>,
     config: &Config,
+    runners: &LdapRunners,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let syncer = Arc::new(Syncer::new(engine.clone()));
     let mut handles = Vec::new();
+    let mut sources = Vec::new();
     for d in &config.ldap_directories {
-        match engine.get_directory(&d.directory_id) {
+        match engine.get_directory(d.id()) {
             Ok(rec) if rec.directory.directory_type == idbridge_ldap::DIRECTORY_TYPE => {}
             Ok(rec) => {
-                tracing::error!(directory_id = %d.directory_id, directory_type = %rec.directory.directory_type, "ldap_directories entry names a directory that is not of type ldap; not syncing it");
+                tracing::error!(directory_id = %d.id(), directory_type = %rec.directory.directory_type, "ldap_directories entry names a directory that is not of type ldap; not syncing it");
                 continue;
             }
             Err(e) => {
-                tracing::error!(directory_id = %d.directory_id, error = %e, "ldap_directories entry names an unknown directory; not syncing it");
+                tracing::error!(directory_id = %d.id(), error = %e, "ldap_directories entry names an unknown directory; not syncing it");
                 continue;
             }
         }
-        tracing::info!(directory_id = %d.directory_id, url = %d.ldap.url, "ldap sync scheduled");
+        tracing::info!(directory_id = %d.id(), url = %d.ldap.url, "ldap sync scheduled");
+        sources.push(d.source());
         handles.push(scheduler::spawn(
             syncer.clone(),
             d.source(),
@@ -124,6 +162,7 @@ pub fn spawn_schedulers(
             },
         ));
     }
+    runners.install(syncer, sources);
     handles
 }
 
@@ -133,7 +172,8 @@ pub enum DirectoryCommand {
     /// Run one LDAP sync in the foreground (the server must be stopped: the store is
     /// single-process). Prints a summary; exits non-zero when the run failed or was refused.
     Sync {
-        /// The directory id (as in `[[ldap_directories]]`).
+        /// The directory id, or the `[[directories]]` key an `[[ldap_directories]]` entry
+        /// names.
         id: String,
         /// A delta run instead of a full one.
         #[arg(long)]
@@ -167,14 +207,24 @@ pub fn run(config: &Config, command: DirectoryCommand) -> anyhow::Result<()> {
         delta,
         confirm_deletion,
     } = command;
-    let entry = config
+    if !config
         .ldap_directories
         .iter()
-        .find(|d| d.directory_id == id)
-        .with_context(|| format!("no [[ldap_directories]] entry with directory_id = {id:?}"))?;
+        .any(|d| d.directory_id.as_deref() == Some(&id) || d.directory.as_deref() == Some(&id))
+    {
+        anyhow::bail!("no [[ldap_directories]] entry with directory_id or directory = {id:?}");
+    }
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let store = crate::open_store(config)?;
     let engine = Arc::new(DirectoryEngine::new(store));
+    let mut config = config.clone();
+    crate::directories::resolve_references(&engine, &mut config)?;
+    let entry = config
+        .ldap_directories
+        .iter()
+        .find(|d| d.directory_id.as_deref() == Some(&id) || d.directory.as_deref() == Some(&id))
+        .with_context(|| format!("no [[ldap_directories]] entry with directory_id = {id:?}"))?;
+    let id = entry.id().to_owned();
     let syncer = Syncer::new(engine);
     if confirm_deletion && syncer.confirm_deletion(&id)?.is_none() {
         anyhow::bail!("nothing to confirm: no sync of {id} is waiting for a deletion confirmation");

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use idbridge_store::{SledStore, Store};
+use idbridge_store::{SledOptions, SledStore, Store};
 
 use crate::cli::{Cli, Command, ConfigCommand};
 use crate::config::Config;
@@ -38,7 +38,11 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let dir = &config.server.data_dir;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
-    let store = SledStore::open(dir).with_context(|| {
+    let options = SledOptions {
+        cache_capacity_bytes: Some(config.server.store_cache_mb.max(8) << 20),
+        ..SledOptions::default()
+    };
+    let store = SledStore::open_with(dir, options).with_context(|| {
         format!(
             "cannot open the store in {} (is another idbridge process using it?)",
             dir.display()

@@ -63,22 +63,25 @@ async fn serve_async(config: Config) -> anyhow::Result<()> {
 
     apply_declared(&state, &config).await?;
     crate::connections::apply_declared(&state, &config).await?;
-    {
+    // Then the feeds that name a declared directory by key get its id.
+    let config = {
         let engine = state.directory.clone();
-        let cfg = config.clone();
+        let mut cfg = config.clone();
         let public_url = config.public_url();
         tokio::task::spawn_blocking(move || {
-            crate::directories::apply_declared(&engine, &cfg, &public_url)
+            crate::directories::apply_declared(&engine, &cfg, &public_url)?;
+            crate::directories::resolve_references(&engine, &mut cfg)?;
+            Ok::<_, anyhow::Error>(cfg)
         })
         .await
-        .context("applying declared directories")??;
-    }
+        .context("applying declared directories")??
+    };
     spawn_housekeeping(store.clone(), config.events.retention_days);
     // Webhook deliveries: one task per endpoint, each from its own cursor in the event log.
     let _webhooks = idbridge_forward::spawn(store.clone(), config.webhooks.clone())
         .context("starting the webhook delivery worker")?;
     // LDAP / AD pull sync: one scheduler per [[ldap_directories]] entry, on the shared engine.
-    let _ldap = crate::ldap::spawn_schedulers(state.directory.clone(), &config);
+    let _ldap = crate::ldap::spawn_schedulers(state.directory.clone(), &config, &state.ldap);
     // SFTP directories: the embedded server (push) and pull schedulers.
     let _sftp = crate::sftp_cli::start(state.directory.clone(), &config).await?;
 

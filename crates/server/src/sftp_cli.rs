@@ -11,6 +11,7 @@
 //!
 //! [[sftp_directories]]             # push: the HR system uploads to us
 //! directory_id = "directory_01H..." # created with POST /admin/directories, type "sftp"
+//!                                   # (or directory = "<key of a [[directories]] entry>")
 //! username = "acme-workday"
 //! authorized_keys = ["ssh-ed25519 AAAA... workday@acme"]
 //!
@@ -95,7 +96,11 @@ fn default_interval() -> u64 {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SftpDirectoryConfig {
-    pub directory_id: String,
+    /// An existing directory of type `sftp` (exactly one of this and `directory`). Filled in
+    /// from `directory` at start-up ([`crate::directories::resolve_references`]).
+    pub directory_id: Option<String>,
+    /// ... or the key of a `[[directories]]` entry of type `sftp` (created at start-up).
+    pub directory: Option<String>,
     /// Push: login on the embedded server (also the inbox folder name).
     pub username: Option<String>,
     /// Push: authorized public keys, one OpenSSH line each.
@@ -107,14 +112,37 @@ pub struct SftpDirectoryConfig {
     pub max_delete_ratio: Option<f64>,
 }
 
-/// Checks every entry (keys parse and meet the key policy, names are unique).
-pub fn validate_all(dirs: &[SftpDirectoryConfig]) -> Result<(), (String, String)> {
+impl SftpDirectoryConfig {
+    /// The directory id (empty while a `directory` key is not resolved yet).
+    pub fn id(&self) -> &str {
+        self.directory_id.as_deref().unwrap_or_default()
+    }
+}
+
+/// Checks every entry (it names one directory, declared ones by key; keys parse and meet the
+/// key policy, names are unique).
+pub fn validate_all(
+    dirs: &[SftpDirectoryConfig],
+    declared: &[crate::directories::DeclaredDirectory],
+) -> Result<(), (String, String)> {
     let mut ids = std::collections::HashSet::new();
     let mut users = std::collections::HashSet::new();
     for (i, d) in dirs.iter().enumerate() {
         let at = |f: &str| format!("sftp_directories[{i}].{f}");
-        if !ids.insert(&d.directory_id) {
-            return Err((at("directory_id"), "declared twice".into()));
+        crate::directories::check_reference(
+            &at,
+            d.directory_id.as_deref(),
+            d.directory.as_deref(),
+            declared,
+            crate::directories::SFTP_TYPES,
+        )?;
+        let (field, name) = match (&d.directory_id, &d.directory) {
+            (Some(id), _) => ("directory_id", id),
+            (None, Some(key)) => ("directory", key),
+            (None, None) => continue,
+        };
+        if !ids.insert((field, name)) {
+            return Err((at(field), "declared twice".into()));
         }
         match (&d.username, &d.pull) {
             (Some(_), Some(_)) => {
@@ -175,7 +203,8 @@ fn processor(engine: &Arc<DirectoryEngine>, d: &SftpDirectoryConfig) -> Processo
 }
 
 /// Starts the embedded server (when a push directory is configured) and one pull scheduler
-/// per pull directory. Unknown directories are reported and skipped.
+/// per pull directory. Expects `directory` keys resolved. Unknown directories are reported
+/// and skipped.
 pub async fn start(engine: Arc<DirectoryEngine>, config: &Config) -> anyhow::Result<SftpRuntime> {
     let data_dir = &config.server.data_dir;
     let mut accounts = Vec::new();
@@ -183,21 +212,21 @@ pub async fn start(engine: Arc<DirectoryEngine>, config: &Config) -> anyhow::Res
     // One guard policy per server: the strictest configured push ratio.
     let mut push_processor: Option<Processor> = None;
     for d in &config.sftp_directories {
-        if let Err(e) = engine.get_directory(&d.directory_id) {
-            tracing::error!(directory_id = %d.directory_id, error = %e, "sftp_directories entry names an unknown directory; skipped");
+        if let Err(e) = engine.get_directory(d.id()) {
+            tracing::error!(directory_id = %d.id(), error = %e, "sftp_directories entry names an unknown directory; skipped");
             continue;
         }
         if let Some(p) = &d.pull {
             let key = idbridge_sftp::pull::load_private_key(&p.private_key_file)?;
             let cfg = PullConfig {
-                directory_id: d.directory_id.clone(),
+                directory_id: d.id().to_owned(),
                 host: p.host.clone(),
                 port: p.port,
                 username: p.username.clone(),
                 private_key: Arc::new(key),
                 host_key: HostKeyPin::parse(&p.host_key)?,
                 remote_dir: p.remote_dir.clone(),
-                staging_dir: data_dir.join("sftp").join("pull").join(&d.directory_id),
+                staging_dir: data_dir.join("sftp").join("pull").join(d.id()),
                 max_file_bytes: config.sftp_server.max_file_bytes,
                 timeout: Duration::from_secs(300),
                 remove_remote: p.remove_remote,
@@ -216,7 +245,7 @@ pub async fn start(engine: Arc<DirectoryEngine>, config: &Config) -> anyhow::Res
                 .collect::<Result<Vec<_>, _>>()?;
             accounts.push(SftpAccount {
                 username: username.clone(),
-                directory_id: d.directory_id.clone(),
+                directory_id: d.id().to_owned(),
                 keys,
             });
             let p = processor(&engine, d);

@@ -54,3 +54,51 @@ fn unknown_subcommand_is_a_usage_error() {
         .expect("runs idbridge");
     assert_eq!(out.status.code(), Some(2), "clap usage errors exit with 2");
 }
+
+/// The commented-out LDAP example (a declared `ldap` directory and the feed naming it by key)
+/// is valid once uncommented, and a feed naming an unknown key is refused with its key path.
+#[test]
+fn config_check_resolves_feeds_by_directory_key() {
+    let text = std::fs::read_to_string(example_config()).expect("read example");
+    let start = text
+        .find("# [[directories]]\n# key = \"acme-ad\"")
+        .expect("the example documents a declared ldap directory");
+    let end = start
+        + text[start..]
+            .find("# operation_secs = 30\n")
+            .expect("end of the ldap example")
+        + "# operation_secs = 30\n".len();
+    let block: String = text[start..end]
+        .lines()
+        .map(|l| l.strip_prefix("# ").unwrap_or(l))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let enabled = format!("{}{block}{}", &text[..start], &text[end..]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let check = |name: &str, contents: &str| {
+        let file = dir.path().join(name);
+        std::fs::write(&file, contents).expect("write config");
+        let out = idbridge()
+            .args(["config", "check"])
+            .arg(&file)
+            .output()
+            .expect("runs idbridge");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, output) = check("ldap.toml", &enabled);
+    assert!(ok, "the uncommented ldap example fails: {output}\n{block}");
+    let typo = enabled.replace("directory = \"acme-ad\"", "directory = \"acme-adx\"");
+    let (ok, output) = check("typo.toml", &typo);
+    assert!(!ok, "an unknown directory key was accepted");
+    assert!(
+        output.contains("ldap_directories[0].directory") && output.contains("acme-adx"),
+        "error does not name the key path: {output}"
+    );
+}

@@ -1,21 +1,25 @@
-//! CSV ingestion benchmark: a 1,000,000-user `users.csv` with 1,000 groups and one membership
-//! per user. Prints rows per second and peak memory (VmHWM) for two phases, each run in its own
+//! CSV delivery benchmark: a 1,000,000-user `users.csv` with 1,000 groups and one membership
+//! per user. Prints rows per second and peak memory (VmHWM) per phase, each phase in its own
 //! child process so their peaks do not mix:
 //!
-//! * `validate`: the streaming first pass (every check; keeps only the user id set);
-//! * `ingest`: validate + build the in-memory `Snapshot` the directory engine takes.
+//! * `validate`: the streaming first pass alone (every check; keeps only the user id set);
+//! * `apply`: the whole delivery path into a fresh on-disk sled store (default options, as the
+//!   server opens it: `store_cache_mb` 128): validate, then the engine streams the files through `CsvSnapshot`
+//!   (initial load: every user, group and membership created, durable, with its events); then
+//!   the same delivery again (the daily re-delivery: nothing changed).
+//! * `ingest` (only when `PHASES` names it): validate + build an in-memory `Snapshot` (what
+//!   the delivery path used before it streamed; kept for comparison).
 //!
-//! * `apply` (only when `PHASES` names it, e.g. `PHASES=validate,ingest,apply ROWS=100000`):
-//!   ingest + `apply_snapshot` into a fresh sled store (the whole delivery path).
-//!
-//! Run: `cargo bench -p idbridge-sftp --bench csv_ingest` (env `ROWS` to change the size).
+//! Run: `cargo bench -p idbridge-sftp --bench csv_ingest` (env `ROWS` to change the size,
+//! `PHASES=validate,apply,ingest` to choose phases).
 
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use idbridge_sftp::feed::{ingest, validate_only, DeliveryFiles, IngestOptions};
+use idbridge_directory::SnapshotPolicy;
+use idbridge_sftp::feed::{ingest, validate_only, CsvSnapshot, DeliveryFiles, IngestOptions};
 
 fn vm_hwm_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -60,12 +64,24 @@ fn generate(dir: &Path, rows: u64) -> std::io::Result<()> {
     m.flush()
 }
 
-/// Ingest and apply into a fresh store (org + sftp directory made here).
+/// The delivery path twice into a fresh store (org + sftp directory made here): the initial
+/// load, then the same files again. Prints each run; returns the rows of one delivery.
 fn apply(files: &DeliveryFiles, opts: &IngestOptions) -> Result<(u64, String), String> {
     use idbridge_store::Store;
-    let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let base = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    let _ = std::fs::create_dir_all(&base);
+    let tmp = tempfile::tempdir_in(&base).map_err(|e| e.to_string())?;
+    // The server's default page cache (`server.store_cache_mb`), unless SLED_CACHE_MB says.
+    let cache_mb = std::env::var("SLED_CACHE_MB")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(128);
+    let options = idbridge_store::SledOptions {
+        cache_capacity_bytes: Some(cache_mb << 20),
+        ..Default::default()
+    };
     let store = std::sync::Arc::new(
-        idbridge_store::SledStore::open(tmp.path()).map_err(|e| e.to_string())?,
+        idbridge_store::SledStore::open_with(tmp.path(), options).map_err(|e| e.to_string())?,
     );
     let org = idbridge_model::new_id(idbridge_model::IdPrefix::Organization);
     let now = idbridge_model::Timestamp::now();
@@ -85,22 +101,43 @@ fn apply(files: &DeliveryFiles, opts: &IngestOptions) -> Result<(u64, String), S
     cs.put_json("organizations", org.clone(), &body)
         .map_err(|e| e.to_string())?;
     store.commit(cs).map_err(|e| e.to_string())?;
-    let engine = idbridge_directory::DirectoryEngine::new(store.clone());
+    let mut engine = idbridge_directory::DirectoryEngine::new(store.clone());
+    if let Some(ops) = std::env::var("COMMIT_OPS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        engine = engine.with_commit_limit(ops);
+    }
     let (rec, _) = engine
         .create_directory(&org, "bench", "sftp", Default::default())
         .map_err(|e| e.to_string())?;
-    let ing = ingest(files, opts, &mut |_| {}).map_err(|e| e.to_string())?;
-    let rows = ing.rows.users + ing.rows.groups + ing.rows.user_groups;
-    let out = engine
-        .apply_snapshot(&rec.directory.id, ing.snapshot, Default::default())
-        .map_err(|e| e.to_string())?;
-    Ok((
-        rows,
-        format!(
-            "applied: {} users created, {} memberships, {} commits",
-            out.created, out.memberships_added, out.commits
-        ),
-    ))
+    let mut rows = 0;
+    let mut summary = String::new();
+    for run in ["initial load", "same delivery again"] {
+        let start = Instant::now();
+        let counts = validate_only(files, opts, &mut |_| {}).map_err(|e| e.to_string())?;
+        rows = counts.users + counts.groups + counts.user_groups;
+        let mut no_progress = |_: u64| {};
+        let src = CsvSnapshot::new(files, opts, &mut no_progress);
+        let out = engine
+            .apply_snapshot_from(&rec.directory.id, &src, SnapshotPolicy::default())
+            .map_err(|e| e.to_string())?;
+        let secs = start.elapsed().as_secs_f64();
+        let line = format!(
+            "{run}: {secs:.2} s = {:.0} rows/s ({:.0} users.csv rows/s), peak RSS so far {:.0} MB: {} users created, {} updated, {} memberships added, {} events, {} commits",
+            rows as f64 / secs,
+            counts.users as f64 / secs,
+            vm_hwm_mb(),
+            out.created,
+            out.updated,
+            out.memberships_added,
+            out.events,
+            out.commits
+        );
+        println!("   apply: {line}");
+        summary = line;
+    }
+    Ok((rows, format!("last run: {summary}")))
 }
 
 fn child(phase: &str, dir: &Path) {
@@ -195,7 +232,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let phases = std::env::var("PHASES").unwrap_or_else(|_| "validate,ingest".into());
+    let phases = std::env::var("PHASES").unwrap_or_else(|_| "validate,apply".into());
     for phase in phases.split(',') {
         let status = Command::new(&exe)
             .args(["--phase", phase, "--dir"])

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::feed::{
-    ingest, DeliveryFiles, IngestError, IngestOptions, Problem, Rejection, RowCounts,
-    DELIVERY_FILES,
+    validate_only, CsvSnapshot, DeliveryFiles, IngestError, IngestOptions, Problem, Rejection,
+    RowCounts, DELIVERY_FILES,
 };
 
 /// `<directory id>/<delivery id>` → [`DeliveryRecord`] (JSON); delivery ids are ULID-ordered,
@@ -338,7 +338,7 @@ impl Processor {
             received_at,
             duration_ms: 0,
         };
-        match ingest(files, &opts, progress) {
+        match validate_only(files, &opts, progress) {
             Err(IngestError::Rejected(r)) => {
                 record.status = DeliveryStatus::Rejected;
                 record.problems = r.problems;
@@ -348,11 +348,12 @@ impl Processor {
                 record.status = DeliveryStatus::Failed;
                 record.error = Some(e.to_string());
             }
-            Ok(ingested) => {
-                record.rows = ingested.rows;
+            Ok(rows) => {
+                record.rows = rows;
+                let source = CsvSnapshot::new(files, &opts, progress);
                 match self
                     .engine
-                    .apply_snapshot(dir_id, ingested.snapshot, self.policy)
+                    .apply_snapshot_from(dir_id, &source, self.policy)
                 {
                     Ok(outcome) => record.changes = Some(outcome.into()),
                     Err(EngineError::Guard(g)) => {

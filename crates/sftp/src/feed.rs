@@ -1,19 +1,24 @@
 //! WorkOS-format CSV deliveries (workos-api.md §7): `users.csv` (required), `groups.csv` and
-//! `user_groups.csv` (optional), turned into ONE [`Snapshot`].
+//! `user_groups.csv` (optional), applied as ONE full snapshot.
 //!
 //! A delivery is all or nothing: a first streaming pass validates every file (encoding,
 //! required columns, field counts, empty required values, duplicate ids, unknown `user_id`s in
 //! `user_groups.csv`) and keeps only the set of user ids and group names; only when nothing is
-//! wrong does a second streaming pass build the snapshot. A rejected delivery therefore costs
-//! the id set, never the snapshot, and the report names file, line and reason for each problem.
+//! wrong is it applied, and then the directory engine reads the files again through
+//! [`CsvSnapshot`] (a streaming [`SnapshotSource`]): no pass ever holds the rows in memory. A
+//! rejected delivery costs the id set, and the report names file, line and reason for each
+//! problem.
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use idbridge_directory::{DirectorySettings, GroupInput, Snapshot, UserInput};
+use idbridge_directory::{
+    DirectorySettings, EngineError, GroupInput, Snapshot, SnapshotSource, UserInput,
+};
 use idbridge_model::DirectoryUserEmail;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -445,22 +450,34 @@ fn plausible_email(s: &str) -> bool {
     }
 }
 
-/// Validates a delivery (pass one) and, when it is clean, builds its snapshot (pass two).
-/// `progress` receives byte counts as the files are read (both passes).
+/// Validates a delivery (pass one) and, when it is clean, builds its snapshot in memory. For
+/// small deliveries and tests; the delivery path streams instead ([`validate_only`], then
+/// [`CsvSnapshot`]). `progress` receives byte counts as the files are read (both passes).
 pub fn ingest(
     files: &DeliveryFiles,
     opts: &IngestOptions,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Ingested, IngestError> {
     let _span = tracing::info_span!("sftp.ingest", users = %files.users.display()).entered();
-    let (user_ids, rows) = validate(files, opts, progress)?;
-    let snapshot = build(files, opts, user_ids, progress)?;
-    tracing::info!(
-        users = snapshot.users.len(),
-        groups = snapshot.groups.len(),
-        memberships = snapshot.memberships.len(),
-        "delivery validated"
-    );
+    let (_, rows) = validate(files, opts, progress)?;
+    let src = CsvSnapshot::new(files, opts, progress);
+    let collect = || -> Result<Snapshot, EngineError> {
+        let mut snap = Snapshot {
+            groups: src.groups()?,
+            ..Snapshot::default()
+        };
+        src.for_each_user(&mut |u| {
+            snap.users.push(u.clone());
+            Ok(())
+        })?;
+        src.for_each_membership(&mut |g, u| {
+            snap.memberships.push((g.to_owned(), u.to_owned()));
+            Ok(())
+        })?;
+        Ok(snap)
+    };
+    let snapshot = collect()
+        .map_err(|e| IngestError::Rejected(Rejection::single(USERS_FILE, e.to_string())))?;
     Ok(Ingested { snapshot, rows })
 }
 
@@ -567,91 +584,148 @@ fn validate(
     }
 }
 
-/// Pass two: the snapshot. Every check already passed; a problem here means the files
-/// changed under us, and rejects the delivery the same way.
-fn build(
-    files: &DeliveryFiles,
-    opts: &IngestOptions,
-    user_ids: HashSet<Box<str>>,
-    progress: &mut dyn FnMut(u64),
-) -> Result<Snapshot, IngestError> {
-    let mut problems = Problems {
-        list: Vec::new(),
-        more: 0,
-        cap: opts.max_problems.max(1),
-    };
-    let mut snap = Snapshot {
-        users: Vec::with_capacity(user_ids.len()),
-        ..Snapshot::default()
-    };
-    drop(user_ids);
-    stream_file(
-        &files.users,
-        USERS_FILE,
-        &USER_REQUIRED,
-        opts,
-        &mut problems,
-        progress,
-        |_line, h, fields, _| snap.users.push(user_input(h, fields, opts)),
-    )?;
-    let mut group_names: HashSet<String> = HashSet::new();
-    if let Some(path) = &files.groups {
+/// A validated delivery as a [`SnapshotSource`]: each pass re-reads the files, so memory does
+/// not grow with them. Every check already passed ([`validate_only`]); a problem found now
+/// means a file changed under us, reported as [`EngineError::Source`] (the engine then stops;
+/// what it committed stays, and the next delivery completes it).
+pub struct CsvSnapshot<'a> {
+    files: &'a DeliveryFiles,
+    opts: &'a IngestOptions,
+    progress: RefCell<&'a mut dyn FnMut(u64)>,
+}
+
+impl<'a> CsvSnapshot<'a> {
+    /// A source over `files`; `progress` receives byte counts as passes read them.
+    pub fn new(
+        files: &'a DeliveryFiles,
+        opts: &'a IngestOptions,
+        progress: &'a mut dyn FnMut(u64),
+    ) -> Self {
+        CsvSnapshot {
+            files,
+            opts,
+            progress: RefCell::new(progress),
+        }
+    }
+
+    /// Streams one file's rows into `row`, stopping at the first error it returns.
+    fn rows(
+        &self,
+        path: &Path,
+        file: &str,
+        required: &[&str],
+        mut row: impl FnMut(&Header, &csv::StringRecord) -> Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        let mut problems = Problems {
+            list: Vec::new(),
+            more: 0,
+            cap: 1,
+        };
+        let mut failed: Option<EngineError> = None;
+        let mut progress = self.progress.borrow_mut();
         stream_file(
             path,
-            GROUPS_FILE,
-            &["group_name"],
-            opts,
+            file,
+            required,
+            self.opts,
             &mut problems,
-            progress,
+            &mut **progress,
             |_line, h, fields, _| {
-                let g = group_input(h, fields);
-                group_names.insert(g.idp_id.clone());
-                snap.groups.push(g);
+                if failed.is_none() {
+                    failed = row(h, fields).err();
+                }
             },
-        )?;
+        )
+        .map_err(|e| EngineError::Source(e.to_string()))?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        match problems.list.first() {
+            Some(p) => Err(EngineError::Source(format!(
+                "{file} changed after it was validated: {p}"
+            ))),
+            None => Ok(()),
+        }
     }
-    if let Some(path) = &files.user_groups {
-        stream_file(
+}
+
+fn trimmed(h: &Header, fields: &csv::StringRecord, column: &str) -> String {
+    h.index(column)
+        .and_then(|i| fields.get(i))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+impl SnapshotSource for CsvSnapshot<'_> {
+    fn for_each_user(
+        &self,
+        f: &mut dyn FnMut(&UserInput) -> Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        self.rows(
+            &self.files.users,
+            USERS_FILE,
+            &USER_REQUIRED,
+            |h, fields| f(&user_input(h, fields, self.opts)),
+        )
+    }
+
+    fn groups(&self) -> Result<Vec<GroupInput>, EngineError> {
+        let mut groups = Vec::new();
+        let mut names: HashSet<String> = HashSet::new();
+        if let Some(path) = &self.files.groups {
+            self.rows(path, GROUPS_FILE, &["group_name"], |h, fields| {
+                let g = group_input(h, fields);
+                names.insert(g.idp_id.clone());
+                groups.push(g);
+                Ok(())
+            })?;
+        }
+        // A group named only in user_groups.csv exists with no metadata.
+        if let Some(path) = &self.files.user_groups {
+            self.rows(
+                path,
+                USER_GROUPS_FILE,
+                &["group_name", "user_id"],
+                |h, fields| {
+                    let g = trimmed(h, fields, "group_name");
+                    if !names.contains(&g) {
+                        names.insert(g.clone());
+                        groups.push(GroupInput {
+                            idp_id: g.clone(),
+                            name: g.clone(),
+                            raw_attributes: Map::from_iter([(
+                                "group_name".to_owned(),
+                                Value::String(g),
+                            )]),
+                            source: Value::Null,
+                            unique_keys: Vec::new(),
+                        });
+                    }
+                    Ok(())
+                },
+            )?;
+        }
+        Ok(groups)
+    }
+
+    fn for_each_membership(
+        &self,
+        f: &mut dyn FnMut(&str, &str) -> Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        let Some(path) = &self.files.user_groups else {
+            return Ok(());
+        };
+        self.rows(
             path,
             USER_GROUPS_FILE,
             &["group_name", "user_id"],
-            opts,
-            &mut problems,
-            progress,
-            |_line, h, fields, _| {
-                let get = |c: &str| {
-                    h.index(c)
-                        .and_then(|i| fields.get(i))
-                        .map(|s| s.trim().to_owned())
-                        .unwrap_or_default()
-                };
-                let (g, u) = (get("group_name"), get("user_id"));
-                // A group named only in user_groups.csv exists with no metadata.
-                if !group_names.contains(&g) {
-                    group_names.insert(g.clone());
-                    snap.groups.push(GroupInput {
-                        idp_id: g.clone(),
-                        name: g.clone(),
-                        raw_attributes: Map::from_iter([(
-                            "group_name".to_owned(),
-                            Value::String(g.clone()),
-                        )]),
-                        source: Value::Null,
-                        unique_keys: Vec::new(),
-                    });
-                }
-                // Duplicate pairs are harmless: the engine diffs memberships as a set.
-                snap.memberships.push((g, u));
+            |h, fields| {
+                f(
+                    &trimmed(h, fields, "group_name"),
+                    &trimmed(h, fields, "user_id"),
+                )
             },
-        )?;
-    }
-    if problems.is_empty() {
-        Ok(snap)
-    } else {
-        Err(IngestError::Rejected(Rejection {
-            problems: problems.list,
-            more: problems.more,
-        }))
+        )
     }
 }
 

@@ -105,7 +105,14 @@ pub async fn authorize(State(state): State<AppState>, headers: HeaderMap, q: Que
             }
         }
         ProtocolSettings::Oidc(_) => {
-            match super::oidc_callback::begin(&state, &record, login_hint).await {
+            // Node sends `provider_scopes` repeated, Python comma-joined: get_list reads both.
+            let extra_scopes = q.get_list("provider_scopes");
+            let opts = idbridge_oidc::BeginOptions {
+                login_hint,
+                extra_scopes: &extra_scopes,
+                force_login: force_authn,
+            };
+            match super::oidc_callback::begin(&state, &record, &opts).await {
                 Ok((begin, sealed_verifier)) => {
                     // The cookie is named after the state the IdP echoes, so the callback can
                     // find this session without a RelayState.

@@ -7,7 +7,9 @@
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
-use idbridge_oidc::{map_idp_error, BeginAuth, FinishParams, OidcClient, OidcSettings, Secret};
+use idbridge_oidc::{
+    map_idp_error, BeginAuth, BeginOptions, FinishParams, OidcClient, OidcSettings, Secret,
+};
 
 use super::connections::{self, ConnectionRecord, OidcConnection, ProtocolSettings};
 use super::profile::{complete_login, fail_login, Destination, Identity};
@@ -83,12 +85,12 @@ fn client_for(
 pub async fn begin(
     state: &AppState,
     record: &ConnectionRecord,
-    login_hint: Option<&str>,
+    opts: &BeginOptions<'_>,
 ) -> Result<(BeginAuth, String), ApiError> {
     let client = client_for(state, record)?;
     let redirect = url::Url::parse(&callback_url(state)).map_err(ApiError::internal)?;
     let b = client
-        .begin(&redirect, login_hint)
+        .begin_with(&redirect, opts)
         .await
         .map_err(ApiError::internal)?;
     // The verifier is sealed even in the short-lived session: it is a credential.

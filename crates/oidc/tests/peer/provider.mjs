@@ -17,6 +17,9 @@ const { privateKey } = alg.startsWith('ES')
   ? generateKeyPairSync('ec', { namedCurve: 'P-256' })
   : generateKeyPairSync('rsa', { modulusLength: 2048 });
 const jwk = { ...privateKey.export({ format: 'jwk' }), kid, alg, use: 'sig' };
+// Optional: per-login claim overrides as a JSON object (login → claims), so one provider can
+// serve users whose groups map to different roles; other logins get the defaults below.
+const users = process.env.OP_USERS ? JSON.parse(process.env.OP_USERS) : {};
 
 const configuration = {
   clients: [{
@@ -40,6 +43,7 @@ const configuration = {
           given_name: 'Grace',
           family_name: 'Hopper',
           groups: ['navy', 'cobol'],
+          ...users[id],
         };
       },
     };
