@@ -132,6 +132,11 @@ impl Fx {
         loop {
             let d = self.deliveries(dir);
             if d.len() >= n {
+                // A record is readable once applied, its events only once durable: a durable
+                // commit of our own is a barrier after which both are visible.
+                let mut barrier = ChangeSet::new();
+                barrier.put("test.barrier", "wait_deliveries", Vec::new());
+                self.store.commit(barrier).expect("barrier commit");
                 return d;
             }
             assert!(
