@@ -8,7 +8,7 @@ use idbridge_model::{
     new_id, parse_id, Directory, DirectoryMetadata, DirectoryState, Event, IdPrefix, Organization,
     Timestamp, UserCounts,
 };
-use idbridge_store::{ChangeSet, NewEvent, Store, StoreError};
+use idbridge_store::{ChangeSet, NewEvent, PendingSync, Store, StoreError};
 use rand::distributions::Alphanumeric;
 use rand::{Rng, RngCore};
 use serde::de::DeserializeOwned;
@@ -257,15 +257,33 @@ impl DirectoryEngine {
         Ok(tx)
     }
 
+    /// Commits `tx` like [`Self::finish`], releasing the directory lock `held` after the
+    /// commit applied and before waiting for its sync: the next write to the directory reads
+    /// what this one wrote, and concurrent writers share one group-commit sync instead of
+    /// paying one each. Returns only once the commit is durable.
+    pub(crate) fn finish_unlocking(&self, tx: Tx, held: MutexGuard<'_, ()>) -> Result<Vec<Event>> {
+        let (events, _, pending) = self.finish_applied(tx)?;
+        drop(held);
+        self.store.wait_durable(pending)?;
+        Ok(events)
+    }
+
     /// Commits `tx`: activates the directory on its first change (`dsync.activated` first in
     /// the log), writes the counters under a condition, and returns the events.
-    pub(crate) fn finish(&self, mut tx: Tx) -> Result<(Vec<Event>, u64)> {
+    pub(crate) fn finish(&self, tx: Tx) -> Result<(Vec<Event>, u64)> {
+        let (events, count, pending) = self.finish_applied(tx)?;
+        self.store.wait_durable(pending)?;
+        Ok((events, count))
+    }
+
+    /// [`Self::finish`] up to the applied commit; the caller waits for the sync.
+    fn finish_applied(&self, mut tx: Tx) -> Result<(Vec<Event>, u64, PendingSync)> {
         let contact = tx.contact || tx.cs.has_writes();
         if contact && tx.rec.directory.state != DirectoryState::Linked {
             self.stage_activation(&mut tx)?;
         }
         if !tx.cs.has_writes() {
-            return Ok((Vec::new(), 0));
+            return Ok((Vec::new(), 0, PendingSync::default()));
         }
         if tx.counts != tx.counts_before {
             tx.cs.require_equals(
@@ -278,8 +296,8 @@ impl DirectoryEngine {
             tx.cs.put(layout::COUNTS, id, bytes);
         }
         let count = tx.event_count;
-        self.store.commit(tx.cs)?;
-        Ok((tx.events, count))
+        let (_, pending) = self.store.commit_applied(tx.cs)?;
+        Ok((tx.events, count, pending))
     }
 
     fn stage_activation(&self, tx: &mut Tx) -> Result<()> {

@@ -182,7 +182,7 @@ impl DirectoryEngine {
         let _span = tracing::info_span!("dsync.upsert_group", directory_id = dir_id).entered();
         validate_group(&input)?;
         let lock = self.dir_lock(dir_id);
-        let _g = Self::guard(&lock);
+        let held = Self::guard(&lock);
         let mut tx = self.begin(dir_id)?;
         tx.preset_id = preset_id.map(str::to_owned);
         let existing = match existing_id {
@@ -207,7 +207,7 @@ impl DirectoryEngine {
                 }
             }
         }
-        let (events, _) = self.finish(tx)?;
+        let events = self.finish_unlocking(tx, held)?;
         Ok(GroupChange {
             kind,
             group,
@@ -221,7 +221,7 @@ impl DirectoryEngine {
     pub fn delete_group(&self, dir_id: &str, group_id: &str) -> Result<GroupChange> {
         let _span = tracing::info_span!("dsync.delete_group", directory_id = dir_id).entered();
         let lock = self.dir_lock(dir_id);
-        let _g = Self::guard(&lock);
+        let held = Self::guard(&lock);
         let mut tx = self.begin(dir_id)?;
         let old = self
             .load_group(dir_id, group_id)?
@@ -233,7 +233,7 @@ impl DirectoryEngine {
                 self.stage_role_refresh(&mut tx, &roles, &uid, None, Some(group_id))?;
             }
         }
-        let (events, _) = self.finish(tx)?;
+        let events = self.finish_unlocking(tx, held)?;
         Ok(GroupChange {
             kind: ChangeKind::Deleted,
             group: old.0,
@@ -356,7 +356,7 @@ impl DirectoryEngine {
         let _span =
             tracing::info_span!("dsync.members", directory_id = dir_id, group_id, ?op).entered();
         let lock = self.dir_lock(dir_id);
-        let _g = Self::guard(&lock);
+        let held = Self::guard(&lock);
         let mut tx = self.begin(dir_id)?;
         let (group, _) = self
             .load_group(dir_id, group_id)?
@@ -418,7 +418,7 @@ impl DirectoryEngine {
                 }
             }
         }
-        let (events, _) = self.finish(tx)?;
+        let events = self.finish_unlocking(tx, held)?;
         Ok(MembershipChange {
             added,
             removed,

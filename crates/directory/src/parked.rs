@@ -154,7 +154,7 @@ impl DirectoryEngine {
     pub fn delete_scim_user(&self, dir_id: &str, user_id: &str) -> Result<UserChange> {
         let _span = tracing::info_span!("dsync.delete_scim_user", directory_id = dir_id).entered();
         let lock = self.dir_lock(dir_id);
-        let _g = Self::guard(&lock);
+        let held = Self::guard(&lock);
         let mut tx = self.begin(dir_id)?;
         let shown = match self.load_scim(dir_id, user_id)? {
             Some(Found::Directory(old)) => {
@@ -173,7 +173,7 @@ impl DirectoryEngine {
             }
             None => return Err(EngineError::not_found("directory_user", user_id)),
         };
-        let (events, _) = self.finish(tx)?;
+        let events = self.finish_unlocking(tx, held)?;
         Ok(UserChange {
             kind: ChangeKind::Deleted,
             user: shown,
@@ -193,7 +193,7 @@ impl DirectoryEngine {
         let _span = tracing::info_span!("dsync.scim_write_user", directory_id = dir_id).entered();
         validate_user(&input)?;
         let lock = self.dir_lock(dir_id);
-        let _g = Self::guard(&lock);
+        let held = Self::guard(&lock);
         let mut tx = self.begin(dir_id)?;
         tx.preset_id = preset_id.map(str::to_owned);
         let existing = match existing_id {
@@ -238,7 +238,7 @@ impl DirectoryEngine {
                 false,
             ),
         };
-        let (events, _) = self.finish(tx)?;
+        let events = self.finish_unlocking(tx, held)?;
         Ok(UserChange {
             kind,
             user,

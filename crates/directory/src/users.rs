@@ -402,7 +402,7 @@ impl DirectoryEngine {
         let _span = tracing::info_span!("dsync.upsert_user", directory_id = dir_id).entered();
         validate_user(&input)?;
         let lock = self.dir_lock(dir_id);
-        let _g = Self::guard(&lock);
+        let held = Self::guard(&lock);
         let mut tx = self.begin(dir_id)?;
         tx.preset_id = preset_id.map(str::to_owned);
         let existing = match existing_id {
@@ -421,7 +421,7 @@ impl DirectoryEngine {
             _ => Vec::new(),
         };
         let (kind, user) = self.stage_upsert_user(&mut tx, existing, &input, &roles, &refs)?;
-        let (events, _) = self.finish(tx)?;
+        let events = self.finish_unlocking(tx, held)?;
         Ok(UserChange {
             kind,
             user,
@@ -435,14 +435,14 @@ impl DirectoryEngine {
     pub fn delete_user(&self, dir_id: &str, user_id: &str) -> Result<UserChange> {
         let _span = tracing::info_span!("dsync.delete_user", directory_id = dir_id).entered();
         let lock = self.dir_lock(dir_id);
-        let _g = Self::guard(&lock);
+        let held = Self::guard(&lock);
         let mut tx = self.begin(dir_id)?;
         let old = self
             .load_user(dir_id, user_id)?
             .ok_or_else(|| EngineError::not_found("directory_user", user_id))?;
         let shown = old.0.clone();
         self.stage_delete_user(&mut tx, &old, &shown)?;
-        let (events, _) = self.finish(tx)?;
+        let events = self.finish_unlocking(tx, held)?;
         Ok(UserChange {
             kind: ChangeKind::Deleted,
             user: shown,

@@ -26,7 +26,8 @@ pub use error::{Result, StoreError};
 pub use export::ExportRecord;
 pub use sled_store::{SledOptions, SledStore};
 pub use types::{
-    ChangeSet, CommitReceipt, Condition, Delete, NewEvent, Put, StoreStats, StoredEvent,
+    ChangeSet, CommitReceipt, Condition, Delete, NewEvent, PendingSync, Put, StoreStats,
+    StoredEvent,
 };
 
 /// The storage interface every backend implements (sled now, PostgreSQL later).
@@ -38,7 +39,21 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// A failed condition returns [`StoreError::Conflict`] with nothing written. A reused event
     /// id is a conflict too.
-    fn commit(&self, changes: ChangeSet) -> Result<CommitReceipt>;
+    fn commit(&self, changes: ChangeSet) -> Result<CommitReceipt> {
+        let (receipt, pending) = self.commit_applied(changes)?;
+        self.wait_durable(pending)?;
+        Ok(receipt)
+    }
+
+    /// [`Store::commit`] in two steps: applies now (entity reads see the changes at once; the
+    /// event log does not until they are durable) and returns the sync to wait for with
+    /// [`Store::wait_durable`] before anything is acknowledged. A caller that serializes its
+    /// own writes (the directory engine's per-directory lock) releases its lock in between, so
+    /// concurrent writers share one group-commit sync instead of queueing one sync each.
+    fn commit_applied(&self, changes: ChangeSet) -> Result<(CommitReceipt, PendingSync)>;
+
+    /// Blocks until the commit that handed out `pending` is durable (flushed and fdatasync'ed).
+    fn wait_durable(&self, pending: PendingSync) -> Result<()>;
 
     /// The value under `table/key`, if any.
     fn get(&self, table: &str, key: &str) -> Result<Option<Vec<u8>>>;

@@ -28,7 +28,7 @@ use crate::codec::{
 use crate::durability::{DurabilityProbe, GroupCommit};
 use crate::error::{Result, StoreError};
 use crate::export::ExportRecord;
-use crate::types::{ChangeSet, CommitReceipt, StoreStats, StoredEvent};
+use crate::types::{ChangeSet, CommitReceipt, PendingSync, StoreStats, StoredEvent};
 use crate::Store;
 
 /// Rows handled per transaction by compaction and purge, so neither holds the write path long.
@@ -337,9 +337,9 @@ impl SledStore {
 }
 
 impl Store for SledStore {
-    fn commit(&self, changes: ChangeSet) -> Result<CommitReceipt> {
+    fn commit_applied(&self, changes: ChangeSet) -> Result<(CommitReceipt, PendingSync)> {
         if changes.is_empty() {
-            return Ok(CommitReceipt::default());
+            return Ok((CommitReceipt::default(), PendingSync::default()));
         }
         let _span = tracing::debug_span!(
             "store.commit",
@@ -428,11 +428,21 @@ impl Store for SledStore {
         let receipt = CommitReceipt {
             event_seqs: (first_seq..first_seq + n_events).collect(),
         };
-        if changes.has_writes() {
-            self.finish_write(apply)?;
-        }
+        let pending = if changes.has_writes() {
+            PendingSync(Some(self.group.record_applied(apply.state.last_seq)?))
+        } else {
+            PendingSync(None)
+        };
+        drop(apply);
         self.commits.fetch_add(1, Ordering::Relaxed);
-        Ok(receipt)
+        Ok((receipt, pending))
+    }
+
+    fn wait_durable(&self, pending: PendingSync) -> Result<()> {
+        match pending.0 {
+            Some(ticket) => self.group.wait_durable(ticket),
+            None => Ok(()),
+        }
     }
 
     fn get(&self, table: &str, key: &str) -> Result<Option<Vec<u8>>> {

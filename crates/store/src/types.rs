@@ -137,6 +137,12 @@ impl StoredEvent {
     }
 }
 
+/// An applied commit's place in the group-commit queue: pass it to
+/// [`crate::Store::wait_durable`]. Nothing may be acknowledged until that returns.
+#[must_use = "an applied commit is not durable until Store::wait_durable returns"]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PendingSync(pub(crate) Option<u64>);
+
 /// What a successful commit reports back.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommitReceipt {
