@@ -3,10 +3,11 @@
 //! child process so their peaks do not mix:
 //!
 //! * `validate`: the streaming first pass alone (every check; keeps only the user id set);
-//! * `apply`: the whole delivery path into a fresh on-disk sled store (default options, as the
-//!   server opens it: `store_cache_mb` 128): validate, then the engine streams the files through `CsvSnapshot`
-//!   (initial load: every user, group and membership created, durable, with its events); then
-//!   the same delivery again (the daily re-delivery: nothing changed).
+//! * `apply`: the whole delivery path into a fresh on-disk sled store, opened as the server
+//!   opens it (page cache `store_cache_mb` = 128, or env `SLED_CACHE_MB`): validate, then the
+//!   engine streams the files through `CsvSnapshot` (initial load: every user, group and
+//!   membership created, durable, with its events); then the same delivery again (the daily
+//!   re-delivery: nothing changed). Env `COMMIT_OPS` overrides the engine's commit limit.
 //! * `ingest` (only when `PHASES` names it): validate + build an in-memory `Snapshot` (what
 //!   the delivery path used before it streamed; kept for comparison).
 //!

@@ -57,14 +57,6 @@ pub fn base_ldif() -> String {
 
 /// A second port for ldaps:// next to the plain one (free_port's neighbour is free enough on
 /// loopback in tests; slapd fails loudly if not).
-fn port_plus(p: u16) -> u16 {
-    if p < 65535 {
-        p + 1
-    } else {
-        p - 1
-    }
-}
-
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().expect("addr").port()
@@ -82,6 +74,7 @@ pub struct Slapd {
     pub dir: tempfile::TempDir,
     pub port: u16,
     pub url: String,
+    ldaps_port: u16,
     pid: Option<i32>,
 }
 
@@ -169,30 +162,41 @@ overlay syncprov
         dir
     }
 
+    /// Starts slapd on free loopback ports. A port found free can be taken by another test
+    /// before slapd binds it (slapd then exits at once), so a failed start is retried on new
+    /// ports a few times.
     fn launch(dir: tempfile::TempDir, tls: bool) -> Slapd {
         let d = dir.path();
-        let port = free_port();
-        let url = format!("ldap://127.0.0.1:{port}");
-        let out = Command::new(require("slapd"))
-            .arg("-f")
-            .arg(d.join("slapd.conf"))
-            .arg("-h")
-            .arg(if tls {
-                format!("{url}/ ldaps://127.0.0.1:{}/", port_plus(port))
-            } else {
-                format!("{url}/")
-            })
-            .output()
-            .expect("run slapd");
-        assert!(
-            out.status.success(),
-            "slapd failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut attempt = 0;
+        let (port, ldaps_port, url) = loop {
+            attempt += 1;
+            let (port, ldaps_port) = (free_port(), free_port());
+            let url = format!("ldap://127.0.0.1:{port}");
+            let out = Command::new(require("slapd"))
+                .arg("-f")
+                .arg(d.join("slapd.conf"))
+                .arg("-h")
+                .arg(if tls {
+                    format!("{url}/ ldaps://127.0.0.1:{ldaps_port}/")
+                } else {
+                    format!("{url}/")
+                })
+                .output()
+                .expect("run slapd");
+            if out.status.success() && port != ldaps_port {
+                break (port, ldaps_port, url);
+            }
+            assert!(
+                attempt < 4,
+                "slapd failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
         let mut s = Slapd {
             dir,
             port,
             url,
+            ldaps_port,
             pid: None,
         };
         s.wait_ready();
@@ -201,7 +205,7 @@ overlay syncprov
 
     /// The `ldaps://` URL (served only when started with TLS material).
     pub fn ldaps_url(&self) -> String {
-        format!("ldaps://127.0.0.1:{}", port_plus(self.port))
+        format!("ldaps://127.0.0.1:{}", self.ldaps_port)
     }
 
     fn wait_ready(&mut self) {
