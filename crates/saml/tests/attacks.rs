@@ -826,3 +826,33 @@ fn qualified_id_attributes_refused() {
         );
     }
 }
+
+/// The verifier caches each parsed IdP certificate (third_party/samael/PATCHES.md). A key cached
+/// for one certificate must never verify a response against another, in either order.
+#[test]
+fn cached_certificate_keys_never_cross() {
+    let now = now();
+    let only = |signer: &idbridge_saml::IdpSigner| IdpSettings {
+        signing_certs: vec![signer.keys.cert.clone()],
+        ..idp_settings()
+    };
+    let signed_by = |signer: &idbridge_saml::IdpSigner| {
+        signer
+            .response(&rspec(now), &aspec(now), SignMode::Response)
+            .unwrap()
+    };
+    for _ in 0..2 {
+        // Each certificate accepts its own key's responses (and so is in the cache)...
+        verify_with(&signed_by(idp()), &ctx(now), &sp(), &only(idp())).unwrap();
+        verify_with(&signed_by(idp2()), &ctx(now), &sp(), &only(idp2())).unwrap();
+        // ...and refuses the other's, cached or not.
+        assert!(matches!(
+            verify_with(&signed_by(idp2()), &ctx(now), &sp(), &only(idp())),
+            Err(SamlError::Signature(_))
+        ));
+        assert!(matches!(
+            verify_with(&signed_by(idp()), &ctx(now), &sp(), &only(idp2())),
+            Err(SamlError::Signature(_))
+        ));
+    }
+}
