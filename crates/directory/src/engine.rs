@@ -122,6 +122,42 @@ impl Tx {
         }
     }
 
+    /// [`Tx::emit`] for data that is a serializable struct: a run that does not keep event
+    /// objects (big snapshots) writes the body straight from `data`, never building a
+    /// `serde_json::Value` tree (the same bytes: `Value` maps keep field order).
+    pub fn emit_with<T: Serialize>(&mut self, kind: &str, data: &T) -> Result<()> {
+        if self.keep_events {
+            self.emit(kind, to_value(data)?);
+            return Ok(());
+        }
+        /// [`Event`]'s wire shape with borrowed data (same field order; no `context`).
+        #[derive(Serialize)]
+        struct Body<'a, T> {
+            object: idbridge_model::tag::EventTag,
+            id: &'a str,
+            event: &'a str,
+            data: &'a T,
+            created_at: Timestamp,
+        }
+        let id = new_id(IdPrefix::Event);
+        let body = to_bytes(&Body {
+            object: idbridge_model::tag::EventTag,
+            id: &id,
+            event: kind,
+            data,
+            created_at: self.now,
+        })?;
+        self.cs.event(NewEvent {
+            id,
+            kind: kind.to_owned(),
+            organization_id: Some(self.rec.directory.organization_id.clone()),
+            created_at_ms: self.now.as_millis(),
+            body,
+        });
+        self.event_count += 1;
+        Ok(())
+    }
+
     pub fn dir_id(&self) -> &str {
         &self.rec.directory.id
     }
@@ -270,6 +306,7 @@ impl DirectoryEngine {
 
     /// Commits `tx`: activates the directory on its first change (`dsync.activated` first in
     /// the log), writes the counters under a condition, and returns the events.
+    #[allow(dead_code)] // kept for writers that need no lock release (snapshots pipeline)
     pub(crate) fn finish(&self, tx: Tx) -> Result<(Vec<Event>, u64)> {
         let (events, count, pending) = self.finish_applied(tx)?;
         self.store.wait_durable(pending)?;
@@ -277,7 +314,7 @@ impl DirectoryEngine {
     }
 
     /// [`Self::finish`] up to the applied commit; the caller waits for the sync.
-    fn finish_applied(&self, mut tx: Tx) -> Result<(Vec<Event>, u64, PendingSync)> {
+    pub(crate) fn finish_applied(&self, mut tx: Tx) -> Result<(Vec<Event>, u64, PendingSync)> {
         let contact = tx.contact || tx.cs.has_writes();
         if contact && tx.rec.directory.state != DirectoryState::Linked {
             self.stage_activation(&mut tx)?;

@@ -4,7 +4,6 @@ use std::collections::{BTreeSet, HashSet};
 
 use idbridge_model::tag::DirectoryGroupTag;
 use idbridge_model::{new_id, DirectoryGroup, IdPrefix};
-use serde_json::json;
 
 use crate::attributes::previous_attributes;
 use crate::engine::{created_at_of, from_bytes, to_bytes, to_value, DirectoryEngine, Tx};
@@ -12,7 +11,7 @@ use crate::error::{EngineError, Result};
 use crate::layout;
 use crate::roles::RoleCtx;
 use crate::types::{
-    ChangeKind, GroupChange, GroupInput, MembershipChange, StoredGroup, StoredUser,
+    ChangeKind, GroupChange, GroupInput, GroupWrite, MembershipChange, StoredGroup, StoredUser,
 };
 use crate::users::{check_version, normalized_keys, validate_keys, with_previous, Loaded};
 
@@ -23,12 +22,28 @@ pub(crate) fn validate_group(input: &GroupInput) -> Result<()> {
     validate_keys(&input.unique_keys)
 }
 
-/// How a membership call treats the given user ids.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum MemberOp {
-    Set,
-    Add,
-    Remove,
+/// How a group write changes the group's members (user ids).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberEdit {
+    /// Exactly these users (SCIM POST and PUT of a group).
+    Set(Vec<String>),
+    /// Add these, remove those; members named in neither stay (SCIM PATCH: concurrent PATCHes
+    /// adding other members, as Okta sends them, do not undo each other).
+    Delta {
+        /// Users to add (already-members are ignored).
+        add: Vec<String>,
+        /// Users to remove (non-members are ignored).
+        remove: Vec<String>,
+    },
+}
+
+/// What [`DirectoryEngine::stage_members`] staged.
+#[derive(Default)]
+struct StagedMembers {
+    added: Vec<String>,
+    removed: Vec<String>,
+    /// The users linked (`true`) or unlinked (`false`), for role recomputation.
+    loaded: Vec<(StoredUser, bool)>,
 }
 
 impl DirectoryEngine {
@@ -179,38 +194,133 @@ impl DirectoryEngine {
         input: GroupInput,
         expected_version: Option<u64>,
     ) -> Result<GroupChange> {
-        let _span = tracing::info_span!("dsync.upsert_group", directory_id = dir_id).entered();
-        validate_group(&input)?;
+        let w = self.write_group_inner(
+            dir_id,
+            existing_id,
+            preset_id,
+            Some(input),
+            None,
+            expected_version,
+        )?;
+        Ok(GroupChange {
+            kind: w.kind,
+            group: w.group,
+            events: w.events,
+        })
+    }
+
+    /// Creates a group under an id the caller generated, with its first members, as ONE
+    /// commit (a SCIM POST of a group with `members`). Members must be users of the directory
+    /// (parked SCIM users are skipped).
+    pub fn create_group_with_members(
+        &self,
+        dir_id: &str,
+        group_id: &str,
+        input: GroupInput,
+        members: Vec<String>,
+    ) -> Result<GroupWrite> {
+        idbridge_model::parse_id(IdPrefix::DirectoryGroup, group_id).map_err(|_| {
+            EngineError::Invalid(format!("{group_id:?} is not a directory group id"))
+        })?;
+        self.write_group_inner(
+            dir_id,
+            None,
+            Some(group_id),
+            Some(input),
+            Some(MemberEdit::Set(members)),
+            None,
+        )
+    }
+
+    /// Changes a group's attributes (`input`, None = keep) and members (None = keep) as ONE
+    /// commit (a SCIM PUT or PATCH of a group is one change: a crash or a reader never sees
+    /// the new name without the new members). `expected_version` guards the group record.
+    pub fn update_group(
+        &self,
+        dir_id: &str,
+        group_id: &str,
+        input: Option<GroupInput>,
+        members: Option<MemberEdit>,
+        expected_version: Option<u64>,
+    ) -> Result<GroupWrite> {
+        self.write_group_inner(
+            dir_id,
+            Some(group_id),
+            None,
+            input,
+            members,
+            expected_version,
+        )
+    }
+
+    fn write_group_inner(
+        &self,
+        dir_id: &str,
+        existing_id: Option<&str>,
+        preset_id: Option<&str>,
+        input: Option<GroupInput>,
+        members: Option<MemberEdit>,
+        expected_version: Option<u64>,
+    ) -> Result<GroupWrite> {
+        let _span = tracing::info_span!("dsync.write_group", directory_id = dir_id).entered();
+        if let Some(input) = &input {
+            validate_group(input)?;
+        }
         let lock = self.dir_lock(dir_id);
         let held = Self::guard(&lock);
         let mut tx = self.begin(dir_id)?;
         tx.preset_id = preset_id.map(str::to_owned);
-        let existing = match existing_id {
-            Some(id) => {
+        let (kind, group, identity_changed) = match (existing_id, input) {
+            (Some(id), input) => {
                 let loaded = self
                     .load_group(dir_id, id)?
                     .ok_or_else(|| EngineError::not_found("directory_group", id))?;
                 check_version(expected_version, loaded.0.version)?;
-                Some(loaded)
+                match input {
+                    Some(input) => self.stage_upsert_group(&mut tx, Some(loaded), &input)?,
+                    None => (ChangeKind::Unchanged, loaded.0, false),
+                }
             }
-            None => None,
+            (None, Some(input)) => self.stage_upsert_group(&mut tx, None, &input)?,
+            (None, None) => {
+                return Err(EngineError::Invalid(
+                    "a new group needs its attributes".into(),
+                ))
+            }
         };
-        let (kind, group, identity_changed) = self.stage_upsert_group(&mut tx, existing, &input)?;
-        if identity_changed {
-            let roles =
-                self.role_ctx(&tx.rec.directory.organization_id, tx.rec.settings.role_mode)?;
-            if roles.active() {
-                let members =
-                    self.scan_suffixes(layout::MEMBERS, &layout::members_of(&group.group.id))?;
-                for uid in members {
-                    self.stage_role_refresh(&mut tx, &roles, &uid, Some(&group), None)?;
+        let staged = match members {
+            Some(edit) => self.stage_members(&mut tx, &group, edit)?,
+            None => StagedMembers::default(),
+        };
+        let roles = self.role_ctx(&tx.rec.directory.organization_id, tx.rec.settings.role_mode)?;
+        if roles.active() {
+            let gid = group.group.id.clone();
+            let mut seen = HashSet::new();
+            for (u, add) in &staged.loaded {
+                if seen.insert(u.user.id.clone()) {
+                    let (joined, left) = if *add {
+                        (Some(&group), None)
+                    } else {
+                        (None, Some(gid.as_str()))
+                    };
+                    self.stage_role_refresh(&mut tx, &roles, &u.user.id, joined, left)?;
+                }
+            }
+            // A rename or idp_id change moves the roles of the members who stay.
+            if identity_changed {
+                for uid in self.scan_suffixes(layout::MEMBERS, &layout::members_of(&gid))? {
+                    if !staged.removed.contains(&uid) && seen.insert(uid.clone()) {
+                        self.stage_role_refresh(&mut tx, &roles, &uid, Some(&group), None)?;
+                    }
                 }
             }
         }
         let events = self.finish_unlocking(tx, held)?;
-        Ok(GroupChange {
+        Ok(GroupWrite {
             kind,
             group,
+            added: staged.added,
+            removed: staged.removed,
             events,
         })
     }
@@ -323,7 +433,7 @@ impl DirectoryEngine {
         group_id: &str,
         members: Vec<String>,
     ) -> Result<MembershipChange> {
-        self.change_members(dir_id, group_id, members, MemberOp::Set)
+        self.change_members(dir_id, group_id, MemberEdit::Set(members))
     }
 
     /// Adds users to a group (already-members are ignored), one commit.
@@ -333,7 +443,11 @@ impl DirectoryEngine {
         group_id: &str,
         users: Vec<String>,
     ) -> Result<MembershipChange> {
-        self.change_members(dir_id, group_id, users, MemberOp::Add)
+        let edit = MemberEdit::Delta {
+            add: users,
+            remove: Vec::new(),
+        };
+        self.change_members(dir_id, group_id, edit)
     }
 
     /// Removes users from a group (non-members are ignored), one commit.
@@ -343,45 +457,65 @@ impl DirectoryEngine {
         group_id: &str,
         users: Vec<String>,
     ) -> Result<MembershipChange> {
-        self.change_members(dir_id, group_id, users, MemberOp::Remove)
+        let edit = MemberEdit::Delta {
+            add: Vec::new(),
+            remove: users,
+        };
+        self.change_members(dir_id, group_id, edit)
     }
 
     fn change_members(
         &self,
         dir_id: &str,
         group_id: &str,
-        users: Vec<String>,
-        op: MemberOp,
+        edit: MemberEdit,
     ) -> Result<MembershipChange> {
-        let _span =
-            tracing::info_span!("dsync.members", directory_id = dir_id, group_id, ?op).entered();
-        let lock = self.dir_lock(dir_id);
-        let held = Self::guard(&lock);
-        let mut tx = self.begin(dir_id)?;
-        let (group, _) = self
-            .load_group(dir_id, group_id)?
-            .ok_or_else(|| EngineError::not_found("directory_group", group_id))?;
+        let w = self.write_group_inner(dir_id, Some(group_id), None, None, Some(edit), None)?;
+        Ok(MembershipChange {
+            added: w.added,
+            removed: w.removed,
+            events: w.events,
+        })
+    }
+
+    /// Stages the membership links, unlinks and events of `edit` against the stored members.
+    fn stage_members(
+        &self,
+        tx: &mut Tx,
+        group: &StoredGroup,
+        edit: MemberEdit,
+    ) -> Result<StagedMembers> {
+        let dir_id = tx.dir_id().to_owned();
+        let group_id = group.group.id.as_str();
         let current: BTreeSet<String> = self
             .scan_suffixes(layout::MEMBERS, &layout::members_of(group_id))?
             .into_iter()
             .collect();
-        let given: BTreeSet<String> = users.into_iter().collect();
-        let (mut added, removed): (Vec<String>, Vec<String>) = match op {
-            MemberOp::Set => (
-                given.difference(&current).cloned().collect(),
-                current.difference(&given).cloned().collect(),
-            ),
-            MemberOp::Add => (given.difference(&current).cloned().collect(), Vec::new()),
-            MemberOp::Remove => (Vec::new(), given.intersection(&current).cloned().collect()),
+        let (mut added, removed): (Vec<String>, Vec<String>) = match edit {
+            MemberEdit::Set(users) => {
+                let given: BTreeSet<String> = users.into_iter().collect();
+                (
+                    given.difference(&current).cloned().collect(),
+                    current.difference(&given).cloned().collect(),
+                )
+            }
+            MemberEdit::Delta { add, remove } => {
+                let add: BTreeSet<String> = add.into_iter().collect();
+                let remove: BTreeSet<String> = remove.into_iter().collect();
+                (
+                    add.difference(&current).cloned().collect(),
+                    remove.intersection(&current).cloned().collect(),
+                )
+            }
         };
         let mut loaded: Vec<(StoredUser, bool)> = Vec::new();
         let mut parked = Vec::new();
         for uid in &added {
-            match self.load_user(dir_id, uid)? {
+            match self.load_user(&dir_id, uid)? {
                 Some((u, _)) => loaded.push((u, true)),
                 // A deactivated SCIM user the IdP still lists (Okta PUTs whole groups): not an
                 // error, and not a member of the directory group while it is parked.
-                None if self.is_parked(dir_id, uid)? => parked.push(uid.clone()),
+                None if self.is_parked(&dir_id, uid)? => parked.push(uid.clone()),
                 None => {
                     return Err(EngineError::Invalid(format!(
                         "member {uid} is not a user of this directory"
@@ -392,7 +526,7 @@ impl DirectoryEngine {
         added.retain(|uid| !parked.contains(uid));
         for uid in &removed {
             // A member whose user record vanished is still unlinked, just without an event.
-            match self.load_user(dir_id, uid)? {
+            match self.load_user(&dir_id, uid)? {
                 Some((u, _)) => loaded.push((u, false)),
                 None => {
                     tx.cs
@@ -402,27 +536,12 @@ impl DirectoryEngine {
             }
         }
         for (u, add) in &loaded {
-            self.stage_membership(&mut tx, &group, u, *add)?;
+            self.stage_membership(tx, group, u, *add)?;
         }
-        let roles = self.role_ctx(&tx.rec.directory.organization_id, tx.rec.settings.role_mode)?;
-        if roles.active() {
-            let mut seen = HashSet::new();
-            for (u, add) in &loaded {
-                if seen.insert(u.user.id.clone()) {
-                    let (joined, left) = if *add {
-                        (Some(&group), None)
-                    } else {
-                        (None, Some(group_id))
-                    };
-                    self.stage_role_refresh(&mut tx, &roles, &u.user.id, joined, left)?;
-                }
-            }
-        }
-        let events = self.finish_unlocking(tx, held)?;
-        Ok(MembershipChange {
+        Ok(StagedMembers {
             added,
             removed,
-            events,
+            loaded,
         })
     }
 
@@ -444,17 +563,26 @@ impl DirectoryEngine {
                 .delete(layout::MEMBERS, layout::member_g(gid, uid))
                 .delete(layout::MEMBERS, layout::member_u(uid, gid));
         }
-        let data = json!({
-            "directory_id": tx.dir_id(),
-            "user": to_value(&user.user)?,
-            "group": to_value(&group.group)?,
-        });
+        /// `data` of `dsync.group.user_added` / `user_removed`.
+        #[derive(serde::Serialize)]
+        struct Data<'a> {
+            directory_id: &'a str,
+            user: &'a idbridge_model::DirectoryUser,
+            group: &'a idbridge_model::DirectoryGroup,
+        }
         let kind = if add {
             "dsync.group.user_added"
         } else {
             "dsync.group.user_removed"
         };
-        tx.emit(kind, data);
-        Ok(())
+        let dir_id = tx.dir_id().to_owned();
+        tx.emit_with(
+            kind,
+            &Data {
+                directory_id: &dir_id,
+                user: &user.user,
+                group: &group.group,
+            },
+        )
     }
 }

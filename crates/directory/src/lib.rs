@@ -24,10 +24,11 @@ mod users;
 
 pub use engine::{DirectoryEngine, MAX_COMMIT_OPS};
 pub use error::{EngineError, GuardError, Result};
-pub use snapshot::SnapshotSource;
+pub use groups::MemberEdit;
+pub use snapshot::{SnapshotSource, UserRecord};
 pub use types::{
     AttributeMap, ChangeKind, Counts, Cursor, Deactivation, DeltaChange, DeltaOutcome,
-    DirectoryRecord, DirectorySettings, GroupChange, GroupInput, MembershipChange, Order, Page,
-    PageRequest, Snapshot, SnapshotOutcome, SnapshotPolicy, StoredGroup, StoredUser, UserChange,
-    UserInput,
+    DirectoryRecord, DirectorySettings, GroupChange, GroupInput, GroupWrite, MembershipChange,
+    Order, Page, PageRequest, Snapshot, SnapshotOutcome, SnapshotPolicy, StoredGroup, StoredUser,
+    UserChange, UserInput,
 };

@@ -4,20 +4,24 @@
 //! ([`MAX_COMMIT_OPS`](crate::MAX_COMMIT_OPS) writes + events by default) is applied as ONE
 //! commit (all or nothing). A bigger diff is applied in bounded commits, in this order:
 //! groups created/updated, users the source no longer lists (deleted or deactivated, first so
-//! they free their unique keys), users updated/created in source order, memberships added, then
-//! removed, groups deleted. Each commit carries its own events. If a run fails half-way, the
+//! they free their unique keys), users updated/created in source order (each with its own
+//! membership changes, in the same commit), the membership changes of users not otherwise
+//! written, groups deleted. Each commit carries its own events. If a run fails half-way, the
 //! commits already made stay; running the same snapshot again diffs against what is now stored
 //! and applies exactly the rest (re-applying an applied snapshot changes nothing and emits
-//! nothing), so a failed run is resumable by simply retrying it.
+//! nothing), so a failed run is resumable by simply retrying it. Commits are pipelined (one
+//! applies while the previous one syncs); the run returns only once all are durable.
 //!
 //! Memory: the engine never holds the snapshot's users. It reads the [`SnapshotSource`] twice
-//! (once to index and check it, once to apply it) and keeps only compact indexes: every idp_id
-//! once, a few bytes of state per user, memberships as pairs of integers. The existing side is
-//! read from the idp_id index, not from the user records; a user record is read only when its
-//! input is compared with it. Event bodies go to the log, not into the outcome. So a
-//! million-user CSV delivery costs tens of megabytes here, not gigabytes.
+//! (once for the idp_ids, once to apply it) and keeps only compact indexes: every idp_id
+//! once, a few bytes of state and the stored fingerprint per user, memberships as sorted
+//! integer pairs. The existing side is read with ordered range scans of the idp_id index, the
+//! fingerprints and the memberships (no point read per user, no user record parsed); a user
+//! record is read only when its fingerprint says it changed. Event bodies go to the log, not
+//! into the outcome. So a million-user CSV delivery costs tens of megabytes here, not
+//! gigabytes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use idbridge_model::{parse_id, IdPrefix, UserState};
 use ulid::Ulid;
@@ -30,8 +34,8 @@ use crate::groups::validate_group;
 use crate::layout;
 use crate::roles::{RoleCtx, UserRoles};
 use crate::types::{
-    ChangeKind, Deactivation, DeltaChange, DeltaOutcome, GroupInput, Snapshot, SnapshotOutcome,
-    SnapshotPolicy, StoredGroup, StoredUser, UserInput,
+    ChangeKind, Deactivation, DeltaChange, DeltaOutcome, DirectorySettings, GroupInput, Snapshot,
+    SnapshotOutcome, SnapshotPolicy, StoredGroup, StoredUser, UserInput,
 };
 use crate::users::validate_user;
 
@@ -43,10 +47,29 @@ use crate::users::validate_user;
 /// diff that the next run completes. Errors of the source itself are reported as
 /// [`EngineError::Source`].
 pub trait SnapshotSource {
-    /// Calls `f` for every user; called twice per run (index, then apply).
+    /// Calls `f` for every user. A run reads users twice: the default implementations of
+    /// [`SnapshotSource::for_each_user_id`] (index pass) and
+    /// [`SnapshotSource::for_each_user_record`] (apply pass) both call this.
     fn for_each_user(&self, f: &mut dyn FnMut(&UserInput) -> Result<()>) -> Result<()>;
+    /// Calls `f(idp_id, active)` for every user, in the order of `for_each_user`: the index
+    /// pass needs nothing else. The default builds each user and validates it; a source that
+    /// can read the id alone (a CSV column) overrides it, and then promises users that pass
+    /// validation (a non-empty idp_id is checked here, the rest again in the apply pass).
+    fn for_each_user_id(&self, f: &mut dyn FnMut(&str, bool) -> Result<()>) -> Result<()> {
+        self.for_each_user(&mut |u| {
+            validate_user(u)?;
+            f(&u.idp_id, u.active)
+        })
+    }
     /// Every group (groups are few: they are held in memory).
     fn groups(&self) -> Result<Vec<GroupInput>>;
+    /// Calls `f` for every user of the apply pass, in the order of `for_each_user`. A source
+    /// that can digest a user's record more cheaply than it builds it (a CSV row) hands the
+    /// engine a [`UserRecord::Lazy`]: an unchanged user is then recognized without being
+    /// built. The default hands over every user built.
+    fn for_each_user_record(&self, f: &mut dyn FnMut(UserRecord<'_>) -> Result<()>) -> Result<()> {
+        self.for_each_user(&mut |u| f(UserRecord::Built(u)))
+    }
     /// Calls `f(group idp_id, user idp_id)` for every membership; called once. Pairs naming a
     /// group or user the snapshot does not have are ignored; duplicates are harmless.
     fn for_each_membership(&self, f: &mut dyn FnMut(&str, &str) -> Result<()>) -> Result<()>;
@@ -66,16 +89,51 @@ impl SnapshotSource for Snapshot {
     }
 }
 
+/// One user of a [`SnapshotSource`]'s apply pass.
+pub enum UserRecord<'a> {
+    /// The user, built.
+    Built(&'a UserInput),
+    /// The user's idp_id, a digest of its source record, and how to build it. The digest must
+    /// change whenever the built user could (everything it is built from except the
+    /// directory's settings, which the engine hashes itself); equal digests may be trusted to
+    /// build equal users.
+    Lazy {
+        /// The user's idp_id.
+        idp_id: &'a str,
+        /// Digest of the record (e.g. SHA-256 of the CSV header and row).
+        digest: [u8; 32],
+        /// Builds the user (called only when the engine needs it).
+        build: &'a mut dyn FnMut() -> Result<UserInput>,
+    },
+}
+
 /// The open commit of a chunked run, flushed when it grows past the engine's commit limit.
+///
+/// Pipelined: a commit is applied, then made durable (flush + fdatasync) on a helper thread
+/// while the next one is built; before the next is applied the previous sync must have
+/// succeeded, and [`Chunker::finish`] waits for the last. So the run still returns only once
+/// everything it wrote is durable (nothing is acknowledged earlier, and the event log shows
+/// a commit's events only once it is durable), but the disk's sync time overlaps the CPU work.
 struct Chunker<'e> {
     engine: &'e DirectoryEngine,
     dir_id: String,
     tx: Option<Tx>,
     events: u64,
     commits: u64,
-    /// Users written by the open commit that the membership phase needs: not readable from
-    /// the store until the commit lands (cleared when it does).
-    staged_users: HashMap<u32, StoredUser>,
+    /// The sync of the last applied commit, running.
+    syncing: Option<std::thread::JoinHandle<idbridge_store::Result<()>>>,
+    /// Time spent applying commits, and waiting for syncs (the phase log).
+    apply_time: std::time::Duration,
+    wait_time: std::time::Duration,
+}
+
+impl Drop for Chunker<'_> {
+    /// A run that fails still returns only after its last sync ended.
+    fn drop(&mut self) {
+        if let Some(h) = self.syncing.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 impl<'e> Chunker<'e> {
@@ -86,7 +144,9 @@ impl<'e> Chunker<'e> {
             tx: None,
             events: 0,
             commits: 0,
-            staged_users: HashMap::new(),
+            syncing: None,
+            apply_time: std::time::Duration::ZERO,
+            wait_time: std::time::Duration::ZERO,
         }
     }
 
@@ -113,16 +173,48 @@ impl<'e> Chunker<'e> {
     }
 
     fn flush(&mut self) -> Result<()> {
+        // The previous commit is durable before this one applies: a failed sync stops the run
+        // with at most one commit applied and not durable.
+        self.wait_synced()?;
         if let Some(tx) = self.tx.take() {
             let wrote = tx.cs.has_writes();
-            let (_, n) = self.engine.finish(tx)?;
+            let t = std::time::Instant::now();
+            let (_, n, pending) = self.engine.finish_applied(tx)?;
+            self.apply_time += t.elapsed();
             self.events += n;
             if wrote {
                 self.commits += 1;
             }
+            // (Also a commit that only activates the directory: `wrote` predates that.)
+            if pending != idbridge_store::PendingSync::default() {
+                let store = self.engine.store.clone();
+                self.syncing = Some(std::thread::spawn(move || store.wait_durable(pending)));
+            }
         }
-        self.staged_users.clear();
         Ok(())
+    }
+
+    fn wait_synced(&mut self) -> Result<()> {
+        if let Some(h) = self.syncing.take() {
+            let t = std::time::Instant::now();
+            let outcome = h.join();
+            self.wait_time += t.elapsed();
+            match outcome {
+                Ok(r) => r?,
+                Err(_) => {
+                    return Err(EngineError::Store(idbridge_store::StoreError::Backend(
+                        "the sync thread panicked".into(),
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits what is open and returns once every commit of the run is durable.
+    fn finish(&mut self) -> Result<()> {
+        self.flush()?;
+        self.wait_synced()
     }
 }
 
@@ -166,6 +258,8 @@ impl UserSlot {
     const DELETED: u8 = 8;
     /// A membership of this user changes (the membership phase needs the final record).
     const TOUCHED: u8 = 16;
+    /// A fingerprint is stored for the user (in the run's `stored_fp`).
+    const HAS_FP: u8 = 32;
 
     fn has(&self, flag: u8) -> bool {
         self.flags & flag != 0
@@ -201,27 +295,204 @@ fn ulid_of(user_id: &str) -> Result<u128> {
         .map_err(|e| EngineError::corrupt(layout::USERS_BY_IDP, user_id, e))
 }
 
-/// Bump when what a user record is built from changes meaning (attribute mapping code), so
-/// fingerprints written by an older version stop matching.
-const FINGERPRINT_VERSION: &[u8] = b"idbridge-user-fp-1";
+/// Bump when what a user record is built from changes meaning (attribute mapping code) or the
+/// hashing below changes, so fingerprints written by an older version stop matching.
+const FINGERPRINT_VERSION: &[u8] = b"idbridge-user-fp-2";
+
+/// Feeds serialized JSON straight into the hash (no intermediate buffer per user).
+struct HashWriter<'h>(&'h mut Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 /// What a snapshot user is reconciled from: the input, the roles its groups give it and the
 /// directory's settings (attribute map, deactivation). Equal fingerprints mean an equal record.
-fn fingerprint(settings: &[u8], input: &UserInput, roles: &UserRoles) -> Result<[u8; 16]> {
-    let mut h = Sha256::new();
-    for part in [
-        FINGERPRINT_VERSION,
-        settings,
-        &to_bytes(input)?,
-        &to_bytes(roles)?,
-    ] {
-        h.update((part.len() as u64).to_le_bytes());
-        h.update(part);
+/// The parts are JSON objects/arrays in a fixed order: each is self-delimiting, so their
+/// concatenation is unambiguous without length prefixes.
+fn fingerprint(settings: &Sha256, input: FpInput<'_>, roles: &UserRoles) -> Result<[u8; 16]> {
+    let mut h = settings.clone();
+    let ser = |e: serde_json::Error| {
+        EngineError::Store(idbridge_store::StoreError::Backend(format!(
+            "serializing: {e}"
+        )))
+    };
+    match input {
+        FpInput::Built(input) => {
+            h.update(b"input");
+            serde_json::to_writer(HashWriter(&mut h), input).map_err(ser)?;
+        }
+        // A tag and a fixed length: never confused with the JSON of a built input.
+        FpInput::Digest(d) => {
+            h.update(b"digest");
+            h.update(d);
+        }
     }
+    serde_json::to_writer(HashWriter(&mut h), roles).map_err(ser)?;
     let digest = h.finalize();
     let mut out = [0u8; 16];
     out.copy_from_slice(&digest[..16]);
     Ok(out)
+}
+
+/// What a fingerprint covers of the user itself.
+enum FpInput<'a> {
+    Built(&'a UserInput),
+    Digest(&'a [u8; 32]),
+}
+
+/// The hash state after the run-wide parts (version, directory settings), cloned per user.
+fn fingerprint_base(settings: &DirectorySettings) -> Result<Sha256> {
+    let mut h = Sha256::new();
+    h.update(FINGERPRINT_VERSION);
+    h.update(to_bytes(settings)?);
+    Ok(h)
+}
+
+/// Sorts and deduplicates membership pairs (a sorted `Vec<u64>` is a third of a `HashSet`).
+fn sorted_pairs(mut v: Vec<u64>) -> Vec<u64> {
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// `a` minus `b`, both sorted and deduplicated.
+fn sorted_difference(a: &[u64], b: &[u64]) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut j = 0;
+    for &x in a {
+        while j < b.len() && b[j] < x {
+            j += 1;
+        }
+        if j >= b.len() || b[j] != x {
+            out.push(x);
+        }
+    }
+    out
+}
+
+/// Phase timings and resident memory of one run, logged at debug level when it ends (where a
+/// big delivery spends its time and memory; the CSV benchmark prints them).
+struct PhaseLog {
+    start: std::time::Instant,
+    last: std::time::Instant,
+    lines: Vec<String>,
+}
+
+impl PhaseLog {
+    fn new() -> Self {
+        let now = std::time::Instant::now();
+        PhaseLog {
+            start: now,
+            last: now,
+            lines: Vec::new(),
+        }
+    }
+
+    fn mark(&mut self, phase: &str) {
+        let now = std::time::Instant::now();
+        let rss = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+            })
+            .unwrap_or_default();
+        self.lines.push(format!(
+            "{phase}: {:.2}s (rss {rss} kB)",
+            (now - self.last).as_secs_f64()
+        ));
+        self.last = now;
+    }
+
+    fn finish(self) {
+        let total = self.start.elapsed().as_secs_f64();
+        if std::env::var_os("IDBRIDGE_SNAPSHOT_PHASES").is_some() {
+            eprintln!("snapshot phases ({total:.2}s): {}", self.lines.join("; "));
+        }
+        tracing::debug!(total_secs = total, phases = %self.lines.join("; "), "snapshot phases");
+    }
+}
+
+impl DirectoryEngine {
+    /// Calls `f(key, value)` for every row under `prefix` in key order, in one streamed pass
+    /// (bulk reads of a snapshot run: no page of rows is collected). `f` must not write.
+    fn for_each_key(
+        &self,
+        table: &str,
+        prefix: &str,
+        mut f: impl FnMut(&str, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let mut failed: Option<EngineError> = None;
+        self.store.for_each_prefixed(table, prefix, &mut |k, v| {
+            let outcome = match std::str::from_utf8(k) {
+                Ok(key) => f(key, v),
+                Err(e) => Err(EngineError::corrupt(table, &String::from_utf8_lossy(k), e)),
+            };
+            match outcome {
+                Ok(()) => true,
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
+            }
+        })?;
+        failed.map_or(Ok(()), Err)
+    }
+}
+
+/// The run's membership changes, indexed by user, and which are staged already.
+struct MembershipChanges<'a> {
+    /// (pair, add), adds first.
+    changes: &'a [(u64, bool)],
+    /// (user, index into `changes`), sorted.
+    by_user: &'a [(u32, u32)],
+    done: &'a mut [bool],
+}
+
+impl MembershipChanges<'_> {
+    /// Stages every pending membership change of user `ui` (whose record is `user`), with
+    /// its event, adds before removals.
+    fn stage_for(
+        &mut self,
+        engine: &DirectoryEngine,
+        tx: &mut Tx,
+        ui: u32,
+        user: &StoredUser,
+        groups: &HashMap<u32, StoredGroup>,
+        out: &mut SnapshotOutcome,
+    ) -> Result<()> {
+        let from = self.by_user.partition_point(|&(u, _)| u < ui);
+        for &(u, k) in &self.by_user[from..] {
+            if u != ui {
+                break;
+            }
+            let k = k as usize;
+            if self.done[k] {
+                continue;
+            }
+            let (p, add) = self.changes[k];
+            self.done[k] = true;
+            let Some(g) = groups.get(&unpair(p).0) else {
+                continue;
+            };
+            engine.stage_membership(tx, g, user, add)?;
+            if add {
+                out.memberships_added += 1;
+            } else {
+                out.memberships_removed += 1;
+            }
+        }
+        Ok(())
+    }
 }
 
 fn pair(group: u32, user: u32) -> u64 {
@@ -260,6 +531,7 @@ impl DirectoryEngine {
         let _span = tracing::info_span!("dsync.apply_snapshot", directory_id = dir_id).entered();
         let lock = self.dir_lock(dir_id);
         let _g = Self::guard(&lock);
+        let mut phases = PhaseLog::new();
         let probe = self.begin(dir_id)?;
         let settings = probe.rec.settings.clone();
         let roles = self.role_ctx(&probe.rec.directory.organization_id, settings.role_mode)?;
@@ -268,24 +540,26 @@ impl DirectoryEngine {
         // Pass one over the source: check and index its users.
         let mut user_ids = Interner::default();
         let mut users: Vec<UserSlot> = Vec::new();
-        src.for_each_user(&mut |u| {
-            validate_user(u)?;
-            let i = user_ids.intern(&u.idp_id)? as usize;
+        src.for_each_user_id(&mut |idp_id, active| {
+            if idp_id.trim().is_empty() {
+                return Err(EngineError::Invalid("user idp_id is empty".into()));
+            }
+            let i = user_ids.intern(idp_id)? as usize;
             if i < users.len() {
                 return Err(EngineError::Invalid(format!(
-                    "user idp_id {:?} appears twice in the snapshot",
-                    u.idp_id
+                    "user idp_id {idp_id:?} appears twice in the snapshot"
                 )));
             }
             let mut slot = UserSlot::default();
             slot.set(UserSlot::IN_SOURCE);
-            if u.active {
+            if active {
                 slot.set(UserSlot::ACTIVE_IN_SOURCE);
             }
             users.push(slot);
             Ok(())
         })?;
         let source_users = users.len();
+        phases.mark("pass1");
         let groups = src.groups()?;
         let mut group_ids = Interner::default();
         for (n, g) in groups.iter().enumerate() {
@@ -307,7 +581,7 @@ impl DirectoryEngine {
         // The stored side, from the idp_id index (no user record is parsed here).
         let user_prefix = layout::prefix(dir_id);
         let mut slot_of_id: Vec<(u128, u32)> = Vec::new();
-        self.for_each_row(layout::USERS_BY_IDP, &user_prefix, |key, value| {
+        self.for_each_key(layout::USERS_BY_IDP, &user_prefix, |key, value| {
             let idp = key.strip_prefix(&user_prefix).unwrap_or(key);
             let uid = std::str::from_utf8(value)
                 .map_err(|e| EngineError::corrupt(layout::USERS_BY_IDP, key, e))?;
@@ -321,6 +595,26 @@ impl DirectoryEngine {
             Ok(())
         })?;
         slot_of_id.sort_unstable();
+        let slot_by_ulid = |ulid: u128| -> Option<u32> {
+            slot_of_id
+                .binary_search_by(|&(u, _)| u.cmp(&ulid))
+                .ok()
+                .map(|at| slot_of_id[at].1)
+        };
+        // The stored fingerprints, in one ordered pass (not a point read per user): pass two
+        // compares against these and reads no store at all for an unchanged user.
+        let mut stored_fp: Vec<[u8; 16]> = vec![[0; 16]; users.len()];
+        self.for_each_key(layout::USER_FINGERPRINTS, &user_prefix, |key, value| {
+            let uid = key.strip_prefix(&user_prefix).unwrap_or(key);
+            if let (Ok(ulid), Ok(fp)) = (ulid_of(uid), <[u8; 16]>::try_from(value)) {
+                if let Some(i) = slot_by_ulid(ulid) {
+                    stored_fp[i as usize] = fp;
+                    users[i as usize].set(UserSlot::HAS_FP);
+                }
+            }
+            Ok(())
+        })?;
+        phases.mark("idp index");
 
         // Which stored users leave (deleted, or newly inactive when kept), and the guard.
         let delete_mode = settings.deactivation == Deactivation::DeleteUser;
@@ -358,6 +652,7 @@ impl DirectoryEngine {
             .into());
         }
 
+        phases.mark("guard");
         // Stored groups and memberships, as integer pairs.
         let mut old_groups: HashMap<u32, StoredGroup> = HashMap::new();
         self.for_each_row(layout::GROUPS, &user_prefix, |key, bytes| {
@@ -365,46 +660,62 @@ impl DirectoryEngine {
             old_groups.insert(group_ids.intern(&g.group.idp_id)?, g);
             Ok(())
         })?;
-        let mut old_pairs: HashSet<u64> = HashSet::new();
+        let mut old_pairs: Vec<u64> = Vec::new();
         for (&gi, g) in &old_groups {
             let members = layout::members_of(&g.group.id);
-            self.for_each_row(layout::MEMBERS, &members, |key, _| {
+            self.for_each_key(layout::MEMBERS, &members, |key, _| {
                 let uid = key.strip_prefix(&members).unwrap_or(key);
-                if let Ok(ulid) = ulid_of(uid) {
-                    if let Ok(at) = slot_of_id.binary_search_by(|&(u, _)| u.cmp(&ulid)) {
-                        old_pairs.insert(pair(gi, slot_of_id[at].1));
-                    }
+                if let Some(ui) = ulid_of(uid).ok().and_then(slot_by_ulid) {
+                    old_pairs.push(pair(gi, ui));
                 }
                 Ok(())
             })?;
         }
+        let old_pairs = sorted_pairs(old_pairs);
         drop(slot_of_id);
+        phases.mark("stored memberships");
         let in_source_group = |gi: u32| (gi as usize) < source_groups;
-        let mut desired: HashSet<u64> = HashSet::new();
+        let mut desired: Vec<u64> = Vec::new();
         src.for_each_membership(&mut |g, u| {
             if let (Some(gi), Some(ui)) = (group_ids.get(g), user_ids.get(u)) {
                 if in_source_group(gi) && users[ui as usize].has(UserSlot::IN_SOURCE) {
-                    desired.insert(pair(gi, ui));
+                    desired.push(pair(gi, ui));
                 }
             }
             Ok(())
         })?;
-        let mut added: Vec<u64> = desired.difference(&old_pairs).copied().collect();
+        let desired = sorted_pairs(desired);
+        let added: Vec<u64> = sorted_difference(&desired, &old_pairs);
+        phases.mark("source memberships");
         // Removals implied by a group or user deletion get no event (workos-api.md §3.5).
-        let mut removed: Vec<u64> = old_pairs
-            .difference(&desired)
-            .copied()
-            .filter(|&p| {
-                let (gi, ui) = unpair(p);
-                in_source_group(gi) && !users[ui as usize].has(UserSlot::DELETED)
-            })
-            .collect();
+        let mut removed: Vec<u64> = sorted_difference(&old_pairs, &desired);
+        removed.retain(|&p| {
+            let (gi, ui) = unpair(p);
+            in_source_group(gi) && !users[ui as usize].has(UserSlot::DELETED)
+        });
         drop(old_pairs);
-        added.sort_unstable();
-        removed.sort_unstable();
-        for &p in added.iter().chain(removed.iter()) {
-            users[unpair(p).1 as usize].set(UserSlot::TOUCHED);
+        // Every membership change, adds first; and per user which ones, so a user written in
+        // this run gets its membership changes in the same commit, from the record in hand
+        // (no second read of a million users in the membership phase).
+        let changes: Vec<(u64, bool)> = added
+            .iter()
+            .map(|&p| (p, true))
+            .chain(removed.iter().map(|&p| (p, false)))
+            .collect();
+        drop((added, removed));
+        let mut by_user: Vec<(u32, u32)> = Vec::with_capacity(changes.len());
+        for (k, &(p, _)) in changes.iter().enumerate() {
+            let ui = unpair(p).1;
+            users[ui as usize].set(UserSlot::TOUCHED);
+            by_user.push((ui, k as u32));
         }
+        by_user.sort_unstable();
+        let mut done = vec![false; changes.len()];
+        let mut pending = MembershipChanges {
+            changes: &changes,
+            by_user: &by_user,
+            done: &mut done,
+        };
         // A user's groups, for role mappings: (user, group) sorted by user.
         let groups_of_user: Vec<(u32, u32)> = if roles.active() {
             let mut v: Vec<(u32, u32)> = desired
@@ -433,6 +744,7 @@ impl DirectoryEngine {
         };
 
         let mut out = SnapshotOutcome::default();
+        phases.mark("membership diff");
         let mut ch = Chunker::new(self, dir_id);
 
         // Groups: create / update.
@@ -451,6 +763,7 @@ impl DirectoryEngine {
             ch.maybe_flush()?;
         }
 
+        phases.mark("groups applied");
         // Users the source no longer lists: deleted or deactivated (before any create or
         // update, so the unique keys they free can be taken).
         for (ui, &slot) in users.iter().enumerate() {
@@ -469,20 +782,25 @@ impl DirectoryEngine {
                 _ => {}
             }
             if kind == ChangeKind::Updated && slot.has(UserSlot::TOUCHED) {
-                ch.staged_users.insert(ui as u32, user);
+                let tx = ch.tx()?;
+                pending.stage_for(self, tx, ui as u32, &user, &final_groups, &mut out)?;
             }
             ch.maybe_flush()?;
         }
 
+        phases.mark("absent users");
         // Pass two over the source: update and create. A user whose input, groups' roles and
         // directory settings hash to the fingerprint stored at its last reconciliation is
         // unchanged: skipped without reading its record (the common case of a scheduled run).
-        let settings_bytes = to_bytes(&settings)?;
-        src.for_each_user(&mut |input| {
-            let ui = user_ids.get(&input.idp_id).ok_or_else(|| {
+        let fp_base = fingerprint_base(&settings)?;
+        src.for_each_user_record(&mut |record| {
+            let idp_id = match &record {
+                UserRecord::Built(u) => u.idp_id.as_str(),
+                UserRecord::Lazy { idp_id, .. } => idp_id,
+            };
+            let ui = user_ids.get(idp_id).ok_or_else(|| {
                 EngineError::Source(format!(
-                    "user {:?} was not in the source's first pass",
-                    input.idp_id
+                    "user {idp_id:?} was not in the source's first pass"
                 ))
             })?;
             let slot = users[ui as usize];
@@ -491,19 +809,34 @@ impl DirectoryEngine {
             } else {
                 Vec::new()
             };
-            let fp = fingerprint(&settings_bytes, input, &roles.resolve(&refs))?;
-            let existing = match slot.stored() {
-                Some(ulid) => {
-                    let id = user_id_of(ulid);
-                    let fp_key = layout::key(dir_id, &id);
-                    if self
-                        .get_raw(layout::USER_FINGERPRINTS, &fp_key)?
-                        .is_some_and(|stored| stored == fp)
-                    {
-                        return Ok(());
+            let fp_input = match &record {
+                UserRecord::Built(u) => FpInput::Built(u),
+                UserRecord::Lazy { digest, .. } => FpInput::Digest(digest),
+            };
+            let fp = fingerprint(&fp_base, fp_input, &roles.resolve(&refs))?;
+            if slot.stored().is_some() && slot.has(UserSlot::HAS_FP) && stored_fp[ui as usize] == fp
+            {
+                return Ok(());
+            }
+            let built;
+            let input = match record {
+                UserRecord::Built(u) => u,
+                UserRecord::Lazy { idp_id, build, .. } => {
+                    built = build()?;
+                    if built.idp_id != idp_id {
+                        return Err(EngineError::Source(format!(
+                            "user {idp_id:?} was built with idp_id {:?}",
+                            built.idp_id
+                        )));
                     }
-                    self.load_user(dir_id, &id)?.map(|(u, _)| (u, None))
+                    &built
                 }
+            };
+            validate_user(input)?;
+            let existing = match slot.stored() {
+                Some(ulid) => self
+                    .load_user(dir_id, &user_id_of(ulid))?
+                    .map(|(u, _)| (u, None)),
                 None => None,
             };
             let tx = ch.tx()?;
@@ -530,43 +863,35 @@ impl DirectoryEngine {
                 _ => {}
             }
             if slot.has(UserSlot::TOUCHED)
-                && matches!(kind, ChangeKind::Created | ChangeKind::Updated)
+                && matches!(
+                    kind,
+                    ChangeKind::Created | ChangeKind::Updated | ChangeKind::Unchanged
+                )
             {
-                ch.staged_users.insert(ui, user);
+                pending.stage_for(self, tx, ui, &user, &final_groups, &mut out)?;
             }
             ch.maybe_flush()
         })?;
 
-        // Memberships.
-        for (set, add) in [(&added, true), (&removed, false)] {
-            for &p in set {
-                let (gi, ui) = unpair(p);
-                let Some(g) = final_groups.get(&gi) else {
-                    continue;
-                };
-                let user = match ch.staged_users.get(&ui) {
-                    Some(u) => u.clone(),
-                    None => {
-                        let Some(ulid) = users[ui as usize].stored() else {
-                            continue;
-                        };
-                        match self.load_user(dir_id, &user_id_of(ulid))? {
-                            Some((u, _)) => u,
-                            None => continue,
-                        }
-                    }
-                };
-                let tx = ch.tx()?;
-                self.stage_membership(tx, g, &user, add)?;
-                if add {
-                    out.memberships_added += 1;
-                } else {
-                    out.memberships_removed += 1;
-                }
-                ch.maybe_flush()?;
+        phases.mark("pass2 users");
+        // Memberships of users this run did not write (their record is read once here).
+        for (k, &(p, _)) in changes.iter().enumerate() {
+            if pending.done[k] {
+                continue;
             }
+            let ui = unpair(p).1;
+            let Some(ulid) = users[ui as usize].stored() else {
+                continue;
+            };
+            let Some((user, _)) = self.load_user(dir_id, &user_id_of(ulid))? else {
+                continue;
+            };
+            let tx = ch.tx()?;
+            pending.stage_for(self, tx, ui, &user, &final_groups, &mut out)?;
+            ch.maybe_flush()?;
         }
 
+        phases.mark("memberships applied");
         // Groups the snapshot no longer has.
         for (&gi, g) in &old_groups {
             if in_source_group(gi) {
@@ -579,9 +904,16 @@ impl DirectoryEngine {
         }
         // A run with nothing to change still counts as contact (activates a new directory).
         ch.tx()?.contact = true;
-        ch.flush()?;
+        ch.finish()?;
+        phases.lines.push(format!(
+            "(commits: applying {:.2}s, waiting for syncs {:.2}s)",
+            ch.apply_time.as_secs_f64(),
+            ch.wait_time.as_secs_f64()
+        ));
         out.events = ch.events;
+        phases.mark("final commit");
         out.commits = ch.commits;
+        phases.finish();
         tracing::info!(?out, "snapshot applied");
         Ok(out)
     }

@@ -187,6 +187,21 @@ pub struct GroupChange {
     pub events: Vec<Event>,
 }
 
+/// The result of a group write that can change attributes and members in one commit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupWrite {
+    /// What happened to the group record (`Unchanged` when only members changed).
+    pub kind: ChangeKind,
+    /// The record after the write.
+    pub group: StoredGroup,
+    /// User ids added to the group.
+    pub added: Vec<String>,
+    /// User ids removed from the group.
+    pub removed: Vec<String>,
+    /// Events appended by the commit, in log order.
+    pub events: Vec<Event>,
+}
+
 /// The result of a membership operation.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MembershipChange {

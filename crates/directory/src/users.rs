@@ -263,8 +263,7 @@ impl DirectoryEngine {
             .put(layout::USERS, layout::key(&dir_id, &uid), to_bytes(new)?)
             .put(layout::USER_DIR, uid.clone(), dir_id.as_bytes().to_vec());
         Self::count_state(tx, new.user.state, 1);
-        tx.emit("dsync.user.created", to_value(&new.user)?);
-        Ok(())
+        tx.emit_with("dsync.user.created", &new.user)
     }
 
     /// Builds the user an input describes (id and created_at kept from `existing`).

@@ -21,8 +21,8 @@ use chrono::{DateTime, Utc};
 use http::header::{HeaderName, HeaderValue};
 use http::{header, Method, StatusCode};
 use idbridge_directory::{
-    ChangeKind, Cursor, DirectoryEngine, EngineError, GroupInput, Order, PageRequest, StoredGroup,
-    StoredUser, UserInput,
+    ChangeKind, Cursor, DirectoryEngine, EngineError, GroupInput, MemberEdit, Order, PageRequest,
+    StoredGroup, StoredUser, UserInput,
 };
 use idbridge_model::{new_id, DirectoryUserEmail, IdPrefix, Timestamp};
 use serde_json::{json, Map, Value};
@@ -927,13 +927,8 @@ impl Svc {
                 let input = group_input(&resource, &id);
                 let change = self
                     .engine
-                    .create_group_with_id(&c.dir, &id, input)
+                    .create_group_with_members(&c.dir, &id, input, members)
                     .map_err(engine_error)?;
-                if !members.is_empty() {
-                    self.engine
-                        .set_group_members(&c.dir, &id, members)
-                        .map_err(engine_error)?;
-                }
                 self.group_reply(c, &change.group, StatusCode::CREATED)
             }
         }
@@ -1098,10 +1093,7 @@ impl Svc {
         let body = parse_body(&c.body, self.cfg.max_body_bytes)?;
         let resource = validate_replace(&body, ResourceSchema::group(), &current)?;
         let new_members = self.check_members(&c.dir, &resource)?;
-        self.write_group(c, &g, &current, &resource)?;
-        self.engine
-            .set_group_members(&c.dir, id, new_members)
-            .map_err(engine_error)?;
+        self.write_group(c, &g, &current, &resource, MemberEdit::Set(new_members))?;
         self.group_reply(c, &g, StatusCode::OK)
     }
 
@@ -1111,40 +1103,45 @@ impl Svc {
         let mut resource = current.clone();
         let outcome = apply_patch(&mut resource, &req, ResourceSchema::group())?;
         self.check_ids(&c.dir, &outcome.members_added)?;
-        self.write_group(c, &g, &current, &resource)?;
-        if !outcome.members_added.is_empty() {
-            self.engine
-                .add_group_members(&c.dir, id, outcome.members_added.clone())
-                .map_err(engine_error)?;
-        }
-        if !outcome.members_removed.is_empty() {
-            self.engine
-                .remove_group_members(&c.dir, id, outcome.members_removed.clone())
-                .map_err(engine_error)?;
-        }
+        let edit = MemberEdit::Delta {
+            add: outcome.members_added,
+            remove: outcome.members_removed,
+        };
+        self.write_group(c, &g, &current, &resource, edit)?;
         self.group_reply(c, &g, StatusCode::OK)
     }
 
-    /// Writes the group's own attributes when they changed (members are separate calls).
+    /// Writes the group's own attributes (when they changed) and its members as one commit,
+    /// guarded by the group version the request read.
     fn write_group(
         &self,
         c: &Call,
         g: &StoredGroup,
         before: &Value,
         after: &Value,
+        members: MemberEdit,
     ) -> Result<(), ScimError> {
         let input = group_input(after, &g.group.id);
         let unchanged = input.raw_attributes == g.group.raw_attributes
             && input.name == g.group.name
             && input.idp_id == g.group.idp_id;
-        if unchanged || !compare_resources(before, after).changed {
+        let input = if unchanged || !compare_resources(before, after).changed {
+            None
+        } else if input.name.trim().is_empty() {
+            return Err(ScimError::invalid_value("displayName is required"));
+        } else {
+            Some(input)
+        };
+        let members_unchanged = matches!(&members,
+            MemberEdit::Delta { add, remove } if add.is_empty() && remove.is_empty());
+        if input.is_none() && members_unchanged {
             return Ok(());
         }
-        if input.name.trim().is_empty() {
-            return Err(ScimError::invalid_value("displayName is required"));
-        }
+        // The record version guards attribute writes computed from what this request read;
+        // a member-only change is a diff and needs no guard (concurrent PATCHes of members).
+        let expected_version = input.as_ref().map(|_| g.version);
         self.engine
-            .upsert_group(&c.dir, Some(&g.group.id), input, Some(g.version))
+            .update_group(&c.dir, &g.group.id, input, Some(members), expected_version)
             .map_err(engine_error)?;
         Ok(())
     }

@@ -1,18 +1,26 @@
 //! CSV delivery benchmark: a 1,000,000-user `users.csv` with 1,000 groups and one membership
-//! per user. Prints rows per second and peak memory (VmHWM) per phase, each phase in its own
-//! child process so their peaks do not mix:
+//! per user. Prints rows per second and memory (VmRSS at open and end, peak VmHWM) per phase,
+//! each phase in its own child process so their peaks do not mix (the store persists on disk
+//! between them, as a server's data directory does):
 //!
 //! * `validate`: the streaming first pass alone (every check; keeps only the user id set);
-//! * `apply`: the whole delivery path into a fresh on-disk sled store, opened as the server
-//!   opens it (page cache `store_cache_mb` = 128, or env `SLED_CACHE_MB`): validate, then the
-//!   engine streams the files through `CsvSnapshot` (initial load: every user, group and
-//!   membership created, durable, with its events); then the same delivery again (the daily
-//!   re-delivery: nothing changed). Env `COMMIT_OPS` overrides the engine's commit limit.
+//! * `apply` = `initial,again,changed`: the whole delivery path into an on-disk sled store,
+//!   opened as the server opens it (page cache `store_cache_mb` = 128, or env
+//!   `SLED_CACHE_MB`): validate, then the engine streams the files through `CsvSnapshot`.
+//!   `initial`: the initial load (every user, group and membership created, durable, with its
+//!   events); `again`: the same delivery again (the daily re-delivery, nothing changed);
+//!   `changed`: a delivery with 0.1% of the users' titles changed and 0.1% of the memberships
+//!   moved to another group. Env `COMMIT_OPS` overrides the engine's commit limit.
 //! * `ingest` (only when `PHASES` names it): validate + build an in-memory `Snapshot` (what
 //!   the delivery path used before it streamed; kept for comparison).
 //!
+//! Rows = users.csv + groups.csv + user_groups.csv rows. The apply phases' rows/s cover
+//! validate + apply (the store is already open, as in the server); the phase line's own
+//! figure also counts opening the store. Env `IDBRIDGE_SNAPSHOT_PHASES=1` makes the engine
+//! print its phase timings and VmRSS; `WORK_DIR=<dir>` keeps files and store there, so a
+//! phase can be re-run (or profiled) alone against the store an earlier run left.
 //! Run: `cargo bench -p idbridge-sftp --bench csv_ingest` (env `ROWS` to change the size,
-//! `PHASES=validate,apply,ingest` to choose phases).
+//! `PHASES=validate,initial,again,changed,ingest` to choose phases).
 
 use std::io::Write;
 use std::path::Path;
@@ -65,14 +73,56 @@ fn generate(dir: &Path, rows: u64) -> std::io::Result<()> {
     m.flush()
 }
 
-/// The delivery path twice into a fresh store (org + sftp directory made here): the initial
-/// load, then the same files again. Prints each run; returns the rows of one delivery.
-fn apply(files: &DeliveryFiles, opts: &IngestOptions) -> Result<(u64, String), String> {
-    use idbridge_store::Store;
-    let base = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-    let _ = std::fs::create_dir_all(&base);
-    let tmp = tempfile::tempdir_in(&base).map_err(|e| e.to_string())?;
-    // The server's default page cache (`server.store_cache_mb`), unless SLED_CACHE_MB says.
+fn vm_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+/// `files` with 0.1% of the users changed: every 1000th user gets a new job title, and
+/// another 0.1% moves to a different group (a realistic daily difference).
+fn make_changed(src: &Path, dst: &Path) -> std::io::Result<()> {
+    use std::io::BufRead;
+    std::fs::create_dir_all(dst)?;
+    std::fs::copy(src.join("groups.csv"), dst.join("groups.csv"))?;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(dst.join("users.csv"))?);
+    for (n, line) in std::io::BufReader::new(std::fs::File::open(src.join("users.csv"))?)
+        .lines()
+        .enumerate()
+    {
+        let line = line?;
+        if n > 0 && n % 1000 == 1 {
+            writeln!(out, "{}", line.replacen("Engineer ", "Senior Engineer ", 1))?;
+        } else {
+            writeln!(out, "{line}")?;
+        }
+    }
+    out.flush()?;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(dst.join("user_groups.csv"))?);
+    for (n, line) in std::io::BufReader::new(std::fs::File::open(src.join("user_groups.csv"))?)
+        .lines()
+        .enumerate()
+    {
+        let line = line?;
+        if n > 0 && n % 1000 == 2 {
+            writeln!(out, "{}", line.replacen("Group ", "Group 1", 1))?;
+        } else {
+            writeln!(out, "{line}")?;
+        }
+    }
+    out.flush()
+}
+
+/// Opens the bench store as the server opens it (page cache `store_cache_mb` = 128, or env
+/// `SLED_CACHE_MB`).
+fn open_store(path: &Path) -> Result<std::sync::Arc<idbridge_store::SledStore>, String> {
     let cache_mb = std::env::var("SLED_CACHE_MB")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
@@ -81,27 +131,23 @@ fn apply(files: &DeliveryFiles, opts: &IngestOptions) -> Result<(u64, String), S
         cache_capacity_bytes: Some(cache_mb << 20),
         ..Default::default()
     };
-    let store = std::sync::Arc::new(
-        idbridge_store::SledStore::open_with(tmp.path(), options).map_err(|e| e.to_string())?,
-    );
-    let org = idbridge_model::new_id(idbridge_model::IdPrefix::Organization);
-    let now = idbridge_model::Timestamp::now();
-    let body = idbridge_model::Organization {
-        object: idbridge_model::tag::OrganizationTag,
-        id: org.clone(),
-        name: "Bench".into(),
-        domains: vec![],
-        metadata: Default::default(),
-        external_id: None,
-        stripe_customer_id: None,
-        allow_profiles_outside_organization: false,
-        created_at: now,
-        updated_at: now,
-    };
-    let mut cs = idbridge_store::ChangeSet::new();
-    cs.put_json("organizations", org.clone(), &body)
-        .map_err(|e| e.to_string())?;
-    store.commit(cs).map_err(|e| e.to_string())?;
+    Ok(std::sync::Arc::new(
+        idbridge_store::SledStore::open_with(path, options).map_err(|e| e.to_string())?,
+    ))
+}
+
+/// One delivery of `files` into the store under `work` (created with an org and an sftp
+/// directory when `initial`). Prints the run; returns the rows of the delivery.
+fn apply(
+    files: &DeliveryFiles,
+    opts: &IngestOptions,
+    work: &Path,
+    run: &str,
+    initial: bool,
+) -> Result<(u64, String), String> {
+    use idbridge_store::Store;
+    let store = open_store(&work.join("store"))?;
+    let id_file = work.join("dir_id");
     let mut engine = idbridge_directory::DirectoryEngine::new(store.clone());
     if let Some(ops) = std::env::var("COMMIT_OPS")
         .ok()
@@ -109,39 +155,66 @@ fn apply(files: &DeliveryFiles, opts: &IngestOptions) -> Result<(u64, String), S
     {
         engine = engine.with_commit_limit(ops);
     }
-    let (rec, _) = engine
-        .create_directory(&org, "bench", "sftp", Default::default())
-        .map_err(|e| e.to_string())?;
-    let mut rows = 0;
-    let mut summary = String::new();
-    for run in ["initial load", "same delivery again"] {
-        let start = Instant::now();
-        let counts = validate_only(files, opts, &mut |_| {}).map_err(|e| e.to_string())?;
-        rows = counts.users + counts.groups + counts.user_groups;
-        let mut no_progress = |_: u64| {};
-        let src = CsvSnapshot::new(files, opts, &mut no_progress);
-        let out = engine
-            .apply_snapshot_from(&rec.directory.id, &src, SnapshotPolicy::default())
+    let dir_id = if initial {
+        let org = idbridge_model::new_id(idbridge_model::IdPrefix::Organization);
+        let now = idbridge_model::Timestamp::now();
+        let body = idbridge_model::Organization {
+            object: idbridge_model::tag::OrganizationTag,
+            id: org.clone(),
+            name: "Bench".into(),
+            domains: vec![],
+            metadata: Default::default(),
+            external_id: None,
+            stripe_customer_id: None,
+            allow_profiles_outside_organization: false,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut cs = idbridge_store::ChangeSet::new();
+        cs.put_json("organizations", org.clone(), &body)
             .map_err(|e| e.to_string())?;
-        let secs = start.elapsed().as_secs_f64();
-        let line = format!(
-            "{run}: {secs:.2} s = {:.0} rows/s ({:.0} users.csv rows/s), peak RSS so far {:.0} MB: {} users created, {} updated, {} memberships added, {} events, {} commits",
-            rows as f64 / secs,
-            counts.users as f64 / secs,
-            vm_hwm_mb(),
-            out.created,
-            out.updated,
-            out.memberships_added,
-            out.events,
-            out.commits
-        );
-        println!("   apply: {line}");
-        summary = line;
-    }
-    Ok((rows, format!("last run: {summary}")))
+        store.commit(cs).map_err(|e| e.to_string())?;
+        let (rec, _) = engine
+            .create_directory(&org, "bench", "sftp", Default::default())
+            .map_err(|e| e.to_string())?;
+        std::fs::write(&id_file, &rec.directory.id).map_err(|e| e.to_string())?;
+        rec.directory.id
+    } else {
+        std::fs::read_to_string(&id_file).map_err(|e| e.to_string())?
+    };
+    let rss_open = vm_rss_mb();
+    let start = Instant::now();
+    let counts = validate_only(files, opts, &mut |_| {}).map_err(|e| e.to_string())?;
+    let validated = start.elapsed().as_secs_f64();
+    let rows = counts.users + counts.groups + counts.user_groups;
+    let mut no_progress = |_: u64| {};
+    let src = CsvSnapshot::new(files, opts, &mut no_progress);
+    let out = engine
+        .apply_snapshot_from(&dir_id, &src, SnapshotPolicy::default())
+        .map_err(|e| e.to_string())?;
+    let secs = start.elapsed().as_secs_f64();
+    let line = format!(
+        "{run}: {secs:.2} s (validate {validated:.2} s) = {:.0} rows/s ({:.0} users.csv rows/s), RSS at open {rss_open:.0} MB, at end {:.0} MB, peak {:.0} MB: {} users created, {} updated, {} memberships added, {} removed, {} events, {} commits",
+        rows as f64 / secs,
+        counts.users as f64 / secs,
+        vm_rss_mb(),
+        vm_hwm_mb(),
+        out.created,
+        out.updated,
+        out.memberships_added,
+        out.memberships_removed,
+        out.events,
+        out.commits
+    );
+    Ok((rows, line))
 }
 
-fn child(phase: &str, dir: &Path) {
+fn child(phase: &str, work: &Path) {
+    let dir = &if phase == "changed" {
+        work.join("changed")
+    } else {
+        work.join("files")
+    };
     let Some(files) = DeliveryFiles::in_dir(dir) else {
         eprintln!("no users.csv in {}", dir.display());
         std::process::exit(2);
@@ -160,7 +233,17 @@ fn child(phase: &str, dir: &Path) {
                 std::process::exit(1);
             }
         },
-        "apply" => match apply(&files, &opts) {
+        "initial" | "again" | "changed" => match apply(
+            &files,
+            &opts,
+            work,
+            match phase {
+                "initial" => "initial load",
+                "again" => "same delivery again",
+                _ => "0.1% changed",
+            },
+            phase == "initial",
+        ) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("{e}");
@@ -210,22 +293,32 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
-    let tmp = match tempfile::tempdir() {
+    // On disk (the target dir), like a real data directory: not a tmpfs /tmp. `WORK_DIR`
+    // reuses a work dir (files and store) from an earlier run, to profile one phase alone.
+    let base = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    let _ = std::fs::create_dir_all(&base);
+    let tmp = match tempfile::tempdir_in(&base) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("tempdir: {e}");
             std::process::exit(1);
         }
     };
-    let t = Instant::now();
-    if let Err(e) = generate(tmp.path(), rows) {
-        eprintln!("generating: {e}");
-        std::process::exit(1);
+    let work = std::env::var("WORK_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| tmp.path().to_path_buf());
+    let files = work.join("files");
+    if !files.join("users.csv").exists() {
+        let t = Instant::now();
+        if let Err(e) = std::fs::create_dir_all(&files).and_then(|_| generate(&files, rows)) {
+            eprintln!("generating: {e}");
+            std::process::exit(1);
+        }
+        println!(
+            "generated {rows} users + 1000 groups + {rows} memberships in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
     }
-    println!(
-        "generated {rows} users + 1000 groups + {rows} memberships in {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {
@@ -234,10 +327,17 @@ fn main() {
         }
     };
     let phases = std::env::var("PHASES").unwrap_or_else(|_| "validate,apply".into());
+    let phases = phases.replace("apply", "initial,again,changed");
+    if phases.contains("changed") {
+        if let Err(e) = make_changed(&files, &work.join("changed")) {
+            eprintln!("making the changed delivery: {e}");
+            std::process::exit(1);
+        }
+    }
     for phase in phases.split(',') {
         let status = Command::new(&exe)
             .args(["--phase", phase, "--dir"])
-            .arg(tmp.path())
+            .arg(&work)
             .status();
         if !matches!(status, Ok(s) if s.success()) {
             eprintln!("phase {phase} failed: {status:?}");

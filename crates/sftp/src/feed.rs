@@ -17,11 +17,12 @@ use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use idbridge_directory::{
-    DirectorySettings, EngineError, GroupInput, Snapshot, SnapshotSource, UserInput,
+    DirectorySettings, EngineError, GroupInput, Snapshot, SnapshotSource, UserInput, UserRecord,
 };
 use idbridge_model::DirectoryUserEmail;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 /// The required file of a delivery.
 pub const USERS_FILE: &str = "users.csv";
@@ -669,6 +670,65 @@ impl SnapshotSource for CsvSnapshot<'_> {
         )
     }
 
+    /// The apply pass digests each row (header names, the columns copied to `source`, the
+    /// fields) and builds the user only when the engine asks: an unchanged user of a daily
+    /// delivery costs a hash, not a parse into JSON.
+    fn for_each_user_record(
+        &self,
+        f: &mut dyn FnMut(UserRecord<'_>) -> Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        let mut ctx: Option<(Sha256, usize)> = None;
+        self.rows(
+            &self.files.users,
+            USERS_FILE,
+            &USER_REQUIRED,
+            |h, fields| {
+                let (base, id_at) = ctx.get_or_insert_with(|| {
+                    // What a row is read with: the header and the source columns (sorted).
+                    let mut base = Sha256::new();
+                    base.update(b"idbridge-csv-user-1");
+                    let mut cols: Vec<&String> = self.opts.source_columns.iter().collect();
+                    cols.sort();
+                    for part in h.names.iter().chain([&String::new()]).chain(cols) {
+                        base.update((part.len() as u64).to_le_bytes());
+                        base.update(part.as_bytes());
+                    }
+                    (base, h.index("user_id").unwrap_or(usize::MAX))
+                });
+                let mut d = base.clone();
+                d.update((fields.len() as u64).to_le_bytes());
+                for field in fields {
+                    d.update((field.len() as u64).to_le_bytes());
+                    d.update(field.as_bytes());
+                }
+                let idp_id = fields.get(*id_at).map(str::trim).unwrap_or_default();
+                f(UserRecord::Lazy {
+                    idp_id,
+                    digest: d.finalize().into(),
+                    build: &mut || Ok(user_input(h, fields, self.opts)),
+                })
+            },
+        )
+    }
+
+    /// The index pass reads only `user_id` (no user is built); CSV users are always active
+    /// and have no unique keys, so what pass one validated is all the engine needs.
+    fn for_each_user_id(
+        &self,
+        f: &mut dyn FnMut(&str, bool) -> Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        let mut at: Option<usize> = None;
+        self.rows(
+            &self.files.users,
+            USERS_FILE,
+            &USER_REQUIRED,
+            |h, fields| {
+                let i = *at.get_or_insert_with(|| h.index("user_id").unwrap_or(usize::MAX));
+                f(fields.get(i).map(str::trim).unwrap_or_default(), true)
+            },
+        )
+    }
+
     fn groups(&self) -> Result<Vec<GroupInput>, EngineError> {
         let mut groups = Vec::new();
         let mut names: HashSet<String> = HashSet::new();
@@ -715,15 +775,18 @@ impl SnapshotSource for CsvSnapshot<'_> {
         let Some(path) = &self.files.user_groups else {
             return Ok(());
         };
+        let mut at: Option<(usize, usize)> = None;
         self.rows(
             path,
             USER_GROUPS_FILE,
             &["group_name", "user_id"],
             |h, fields| {
-                f(
-                    &trimmed(h, fields, "group_name"),
-                    &trimmed(h, fields, "user_id"),
-                )
+                let (g, u) = *at.get_or_insert_with(|| {
+                    let col = |c| h.index(c).unwrap_or(usize::MAX);
+                    (col("group_name"), col("user_id"))
+                });
+                let field = |i| fields.get(i).map(str::trim).unwrap_or_default();
+                f(field(g), field(u))
             },
         )
     }

@@ -67,6 +67,32 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>>;
 
+    /// Calls `f(key, value)` for every key starting with `prefix`, in byte order, until `f`
+    /// returns `false`. One ordered pass without collecting pages: for bulk readers (a full
+    /// snapshot reads a million-row index). `f` must not write to the store. The default
+    /// reads [`Store::scan`] pages.
+    fn for_each_prefixed(
+        &self,
+        table: &str,
+        prefix: &str,
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        const PAGE: usize = 1000;
+        let mut after: Option<String> = None;
+        loop {
+            let rows = self.scan(table, prefix, after.as_deref(), PAGE)?;
+            for (k, v) in &rows {
+                if !f(k.as_bytes(), v) {
+                    return Ok(());
+                }
+            }
+            match rows.into_iter().last() {
+                Some((k, _)) => after = Some(k),
+                None => return Ok(()),
+            }
+        }
+    }
+
     /// Same but descending: keys strictly before `before` (if Some).
     fn scan_rev(
         &self,

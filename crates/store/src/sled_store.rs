@@ -475,6 +475,21 @@ impl Store for SledStore {
         collect_rows(table, tree.range::<Vec<u8>, _>((lower, upper)), limit)
     }
 
+    fn for_each_prefixed(
+        &self,
+        table: &str,
+        prefix: &str,
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        for item in self.table_tree(table)?.scan_prefix(prefix.as_bytes()) {
+            let (k, v) = item.map_err(sled_err("scan"))?;
+            if !f(&k, &v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn scan_rev(
         &self,
         table: &str,

@@ -866,3 +866,30 @@ fn ephemeral_stores_work_are_separate_and_vanish_on_drop() {
     }
     assert!(!path.exists(), "{} left behind", path.display());
 }
+
+/// The streamed bulk scan yields what `scan` pages yield, in order, and stops when told.
+#[test]
+fn for_each_prefixed_streams_in_order_and_stops() {
+    let (_d, s) = open();
+    let mut cs = ChangeSet::new();
+    for k in ["a", "ab", "abc", "abd", "ab~", "ac", "b"] {
+        cs.put("t", k, k.as_bytes().to_vec());
+    }
+    cs.put("other", "abz", b"x".to_vec());
+    s.commit(cs).expect("commit");
+    let mut seen: Vec<(String, Vec<u8>)> = Vec::new();
+    s.for_each_prefixed("t", "ab", &mut |k, v| {
+        seen.push((String::from_utf8(k.to_vec()).expect("utf8"), v.to_vec()));
+        true
+    })
+    .expect("scan");
+    assert_eq!(seen, s.scan("t", "ab", None, 100).expect("scan"));
+    assert_eq!(keys(&seen), ["ab", "abc", "abd", "ab~"]);
+    let mut n = 0;
+    s.for_each_prefixed("t", "", &mut |_, _| {
+        n += 1;
+        n < 3
+    })
+    .expect("scan");
+    assert_eq!(n, 3);
+}
