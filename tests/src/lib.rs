@@ -6,7 +6,8 @@
 //! - [`run_node_test`] / [`run_python_test`] run the SDK test files under `tests/js` and
 //!   `tests/py` against such a server (installed by `scripts/test-deps.sh`).
 //! - [`OidcProvider`] runs a real OpenID Provider (`oidc-provider`) for OIDC connections.
-//! - [`Slapd`] runs a private OpenLDAP `slapd` for LDAP directories.
+//! - [`Slapd`] (from idbridge-testkit, shared with the crates' own tests) runs a private OpenLDAP
+//!   `slapd`; [`directory_api`] reads directory results the way an application does.
 //! - [`api`] has small checks of the WorkOS wire conventions for raw-HTTP tests.
 //!
 //! ```no_run
@@ -21,14 +22,16 @@
 //! ```
 
 pub mod api;
+pub mod directory_api;
 mod error;
 mod oidc_provider;
 mod peers;
 mod server;
-mod slapd;
 
 pub use error::HarnessError;
+pub use idbridge_testkit::slapd::{
+    ldap_group, ldap_person, Slapd, LDAP_ADMIN_DN, LDAP_ADMIN_PW, LDAP_SUFFIX,
+};
 pub use oidc_provider::{OidcProvider, OidcProviderOptions};
 pub use peers::{repo_root, run_node_test, run_python_test, PeerReport};
 pub use server::{free_port, TestServer, TestServerBuilder};
-pub use slapd::{ldap_group, ldap_person, Slapd, LDAP_ADMIN_DN, LDAP_ADMIN_PW, LDAP_SUFFIX};

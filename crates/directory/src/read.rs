@@ -98,6 +98,30 @@ impl DirectoryEngine {
         }
     }
 
+    /// Every user idp_id of a directory, from the idp_id index (no record is parsed): pull
+    /// sources that learn deletions as "everything not named present" diff against it.
+    pub fn user_idp_ids(&self, dir_id: &str) -> Result<Vec<String>> {
+        self.idp_ids(layout::USERS_BY_IDP, dir_id)
+    }
+
+    /// Every group idp_id of a directory, from the idp_id index.
+    pub fn group_idp_ids(&self, dir_id: &str) -> Result<Vec<String>> {
+        self.idp_ids(layout::GROUPS_BY_IDP, dir_id)
+    }
+
+    /// One ordered pass over an idp_id index (no pages: a directory may hold 100,000s).
+    fn idp_ids(&self, table: &str, dir_id: &str) -> Result<Vec<String>> {
+        let prefix = layout::prefix(dir_id);
+        let mut out = Vec::new();
+        self.store()
+            .for_each_prefixed(table, &prefix, &mut |k, _| {
+                let k = k.strip_prefix(prefix.as_bytes()).unwrap_or(k);
+                out.push(String::from_utf8_lossy(k).into_owned());
+                true
+            })?;
+        Ok(out)
+    }
+
     /// A user by a unique key (e.g. `("scim.userName", normalized value)`).
     pub fn find_user_by_key(
         &self,

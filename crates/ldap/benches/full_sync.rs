@@ -1,7 +1,8 @@
 //! Full sync of 100,000 users and 1,000 groups from a real slapd, beside the floor measured in
 //! the same run: a plain paged `ldapsearch` dump of the same entries. Then a delta of 100
 //! changed users. Run: `cargo bench -p idbridge-ldap --bench full_sync` (env `BENCH_USERS`,
-//! `BENCH_GROUPS` to scale). Not run by `cargo test`.
+//! `BENCH_GROUPS` to scale, `BENCH_TRACKING=timestamp|sync|auto` for the delta kind,
+//! `BENCH_SYNCPROV=on|sessionlog|off` for the server). Not run by `cargo test`.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -11,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
-use common::{base_ldif, Fx, Slapd, ADMIN_DN, ADMIN_PW, SUFFIX};
+use common::{base_ldif, Fx, Slapd, SlapdSettings, SyncProv, ADMIN_DN, ADMIN_PW, SUFFIX};
 use idbridge_ldap::{NoProgress, SyncKind, Syncer};
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -95,7 +96,15 @@ fn main() {
         }
     }
     let t = Instant::now();
-    let slapd = Slapd::start_loaded(&ldif_path);
+    // BENCH_SYNCPROV=sessionlog adds `syncprov-sessionlog` (deltas then get a delete phase
+    // instead of a present phase naming every entry).
+    let syncprov = match std::env::var("BENCH_SYNCPROV").as_deref() {
+        Ok("sessionlog") => SyncProv::SessionLog,
+        Ok("off") => SyncProv::Off,
+        _ => SyncProv::On,
+    };
+    println!("syncprov: {syncprov:?}");
+    let slapd = Slapd::start_loaded(&ldif_path, syncprov).expect("slapd");
     println!(
         "slapadd + start: {users} users, {groups} groups in {:.1}s",
         t.elapsed().as_secs_f64()
@@ -103,12 +112,12 @@ fn main() {
 
     // The floor: a plain paged ldapsearch of the same entries (users, then groups).
     let (tu, nu) = ldapsearch_dump(
-        &slapd.url,
+        slapd.url(),
         &format!("ou=People,{SUFFIX}"),
         "(objectClass=inetOrgPerson)",
     );
     let (tg, ng) = ldapsearch_dump(
-        &slapd.url,
+        slapd.url(),
         &format!("ou=Groups,{SUFFIX}"),
         "(objectClass=groupOfNames)",
     );
@@ -126,6 +135,14 @@ fn main() {
     let mut settings = slapd.settings();
     settings.page_size = 500;
     settings.timeouts.operation_secs = 120;
+    // BENCH_TRACKING=timestamp|sync|auto (default: the flavor's, auto on OpenLDAP).
+    settings.change_tracking = match std::env::var("BENCH_TRACKING").as_deref() {
+        Ok("timestamp") => Some(idbridge_ldap::ChangeTracking::Timestamp),
+        Ok("sync") => Some(idbridge_ldap::ChangeTracking::Sync),
+        Ok("auto") => Some(idbridge_ldap::ChangeTracking::Auto),
+        _ => None,
+    };
+    println!("change tracking: {:?}", settings.change_tracking());
     let src = fx.ldap_dir(settings);
     let syncer = Syncer::new(fx.engine.clone());
 
@@ -154,6 +171,49 @@ fn main() {
         steady / floor
     );
 
+    // The cost of seeding RFC 4533 cookies, A/B in the same process (the machine's noise
+    // between runs is larger than the difference): steady-state full syncs alternating
+    // timestamp and the configured tracking, then the seeding search alone.
+    if src.settings.change_tracking() != idbridge_ldap::ChangeTracking::Timestamp {
+        let mut ts = src.clone();
+        ts.settings.change_tracking = Some(idbridge_ldap::ChangeTracking::Timestamp);
+        for _ in 0..2 {
+            for (label, s) in [("timestamp", &ts), ("sync", &src)] {
+                let t = Instant::now();
+                let rec = rt
+                    .block_on(syncer.run(s, SyncKind::Full, Arc::new(NoProgress)))
+                    .expect("full sync a/b");
+                println!(
+                    "  a/b steady-state full sync, {label}: read {:.2}s, total {:.2}s",
+                    rec.read_ms as f64 / 1000.0,
+                    t.elapsed().as_secs_f64()
+                );
+            }
+        }
+        let t = Instant::now();
+        rt.block_on(async {
+            let mut c = idbridge_ldap::client::Client::connect(&src.settings)
+                .await
+                .expect("connect");
+            c.sync_start(
+                &format!("ou=People,{SUFFIX}"),
+                "(objectClass=inetOrgPerson)",
+                &["1.1".to_owned()],
+                None,
+                false,
+            )
+            .await
+            .expect("sync start")
+            .finish()
+            .await
+            .expect("seed");
+        });
+        println!(
+            "  cookie seeding search alone (users): {:.2}s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+
     // Delta: 100 changed users out of all of them.
     let mut ldif = String::new();
     for i in (0..users).step_by((users / 100).max(1)).take(100) {
@@ -161,7 +221,7 @@ fn main() {
             "dn: uid=user{i:06},ou=People,{SUFFIX}\nchangetype: modify\nreplace: title\ntitle: Staff Engineer\n\n"
         ));
     }
-    slapd.modify(&ldif, false);
+    slapd.modify(&ldif, false).expect("ldapmodify");
     let t = Instant::now();
     let rec = rt
         .block_on(syncer.run(&src, SyncKind::Delta, Arc::new(NoProgress)))

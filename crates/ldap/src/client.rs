@@ -2,12 +2,16 @@
 //! simple bind, paged subtree searches, base reads and AD ranged retrieval. Every operation is
 //! bounded by the configured timeout.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
+use ldap3::controls::{
+    parse_syncinfo, ControlType, EntryState, MakeCritical, RefreshMode, SyncDone, SyncInfo,
+    SyncRequest, SyncState,
+};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, ResultEntry, Scope, SearchEntry, SearchStream};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
@@ -81,7 +85,216 @@ fn check(op: &'static str, res: ldap3::LdapResult) -> Result<(), LdapError> {
     }
 }
 
+/// LDAP result code e-syncRefreshRequired (RFC 4533 §3.4): the cookie is too old.
+pub const SYNC_REFRESH_REQUIRED: u32 = 4096;
+
+/// What one RFC 4533 refreshOnly search returned.
+#[derive(Debug, Default)]
+pub struct SyncRead {
+    /// Entries added or modified since the cookie (every entry without one), with their
+    /// sync UUID; empty when the search was started without keeping entries.
+    pub changed: Vec<(Vec<u8>, Entry)>,
+    /// UUIDs of the changed entries (empty when entries are not kept).
+    pub changed_uuids: HashSet<Vec<u8>>,
+    /// UUIDs the server named as still present and unchanged (present phase).
+    pub present: HashSet<Vec<u8>>,
+    /// UUIDs the server named as deleted or out of scope (delete phase).
+    pub deleted: HashSet<Vec<u8>>,
+    /// The refresh ended with a present phase (Sync Done refreshDeletes = FALSE): every entry
+    /// neither present nor changed is gone from the search's content.
+    pub present_phase: bool,
+    /// The cookie for the next search.
+    pub cookie: Option<Vec<u8>>,
+}
+
+/// A running RFC 4533 refreshOnly search (its own stream: the client stays usable).
+pub struct SyncSearch {
+    stream: SearchStream<'static, String, Vec<String>>,
+    op_timeout: Duration,
+    keep_entries: bool,
+    had_cookie: bool,
+    read: SyncRead,
+    ended: bool,
+}
+
+impl SyncSearch {
+    fn take(&mut self, re: ResultEntry) -> Result<(), LdapError> {
+        if re.is_intermediate() {
+            match parse_syncinfo(re) {
+                SyncInfo::NewCookie(c) => self.read.cookie = Some(c),
+                SyncInfo::RefreshDelete { cookie, .. }
+                | SyncInfo::RefreshPresent { cookie, .. } => {
+                    if cookie.is_some() {
+                        self.read.cookie = cookie;
+                    }
+                }
+                SyncInfo::SyncIdSet {
+                    cookie,
+                    refresh_deletes,
+                    sync_uuids,
+                } => {
+                    if cookie.is_some() {
+                        self.read.cookie = cookie;
+                    }
+                    if refresh_deletes {
+                        self.read.deleted.extend(sync_uuids);
+                    } else {
+                        self.read.present.extend(sync_uuids);
+                    }
+                }
+            }
+            return Ok(());
+        }
+        if re.is_ref() {
+            return Ok(());
+        }
+        let state =
+            re.1.iter()
+                .find(|c| matches!(c.0, Some(ControlType::SyncState)))
+                .map(|c| c.1.parse::<SyncState>())
+                .ok_or_else(|| {
+                    LdapError::Malformed("a sync search entry without a Sync State control".into())
+                })?;
+        if let Some(c) = state.cookie {
+            self.read.cookie = Some(c);
+        }
+        match state.state {
+            EntryState::Present => {
+                self.read.present.insert(state.entry_uuid);
+            }
+            EntryState::Delete => {
+                self.read.deleted.insert(state.entry_uuid);
+            }
+            // A seeding search (entries not kept) only wants the cookie.
+            EntryState::Add | EntryState::Modify if self.keep_entries => {
+                self.read.changed_uuids.insert(state.entry_uuid.clone());
+                self.read
+                    .changed
+                    .push((state.entry_uuid, SearchEntry::construct(re)));
+            }
+            EntryState::Add | EntryState::Modify => {}
+        }
+        Ok(())
+    }
+
+    /// Reads one message; `false` once the search is over. The first message of a search
+    /// shows the server has fixed the state its cookie will name.
+    ///
+    /// Note: ldap3's RFC 4533 parsers panic on malformed controls; every sync search runs in
+    /// the run's reader task, so such a reply fails that run only.
+    pub async fn step(&mut self) -> Result<bool, LdapError> {
+        if self.ended {
+            return Ok(false);
+        }
+        match bounded("sync search", self.op_timeout, self.stream.next()).await? {
+            Some(re) => {
+                self.take(re)?;
+                Ok(true)
+            }
+            None => {
+                self.ended = true;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Reads to the end and checks the result: a refused cookie is
+    /// [`LdapError::CookieRefused`], a missing Sync Done control is malformed.
+    pub async fn finish(mut self) -> Result<SyncRead, LdapError> {
+        let drained = async {
+            while self.step().await? {}
+            Ok::<(), LdapError>(())
+        }
+        .await;
+        if let Err(e) = drained {
+            let _ = tokio::time::timeout(self.op_timeout, self.stream.finish()).await;
+            return Err(e);
+        }
+        let res = bounded("sync search", self.op_timeout, async {
+            Ok::<_, LdapError>(self.stream.finish().await)
+        })
+        .await?;
+        if res.rc == SYNC_REFRESH_REQUIRED || (self.had_cookie && matches!(res.rc, 2 | 53 | 80)) {
+            return Err(LdapError::CookieRefused {
+                rc: res.rc,
+                text: res.text,
+            });
+        }
+        if res.rc == 12 {
+            // unavailableCriticalExtension: the module may be loaded (the root DSE lists the
+            // control) without the overlay on this database.
+            return Err(LdapError::SyncUnsupported);
+        }
+        check("sync search", res.clone())?;
+        let done = res
+            .ctrls
+            .iter()
+            .find(|c| matches!(c.0, Some(ControlType::SyncDone)))
+            .map(|c| c.1.parse::<SyncDone>())
+            .ok_or_else(|| {
+                LdapError::Malformed(
+                    "the sync search ended without a Sync Done control (server ignored RFC 4533?)"
+                        .into(),
+                )
+            })?;
+        if done.cookie.is_some() {
+            self.read.cookie = done.cookie;
+        }
+        self.read.present_phase = !done.refresh_deletes;
+        Ok(self.read)
+    }
+}
+
 impl Client {
+    /// Starts an RFC 4533 refreshOnly subtree search (the Sync Request control is critical,
+    /// so a server without it refuses instead of answering a plain search). Without a cookie
+    /// the server sends its whole content and the cookie that names it.
+    pub async fn sync_start(
+        &mut self,
+        base: &str,
+        filter: &str,
+        attrs: &[String],
+        cookie: Option<Vec<u8>>,
+        keep_entries: bool,
+    ) -> Result<SyncSearch, LdapError> {
+        let t = self.op_timeout;
+        let had_cookie = cookie.is_some();
+        self.ldap.with_timeout(t);
+        self.ldap.with_controls(
+            SyncRequest {
+                mode: RefreshMode::RefreshOnly,
+                cookie,
+                reload_hint: false,
+            }
+            .critical(),
+        );
+        let stream = bounded(
+            "sync search",
+            t,
+            self.ldap
+                .streaming_search(base, Scope::Subtree, filter, attrs.to_vec()),
+        )
+        .await?;
+        Ok(SyncSearch {
+            stream,
+            op_timeout: t,
+            keep_entries,
+            had_cookie,
+            read: SyncRead::default(),
+            ended: false,
+        })
+    }
+
+    /// Whether the root DSE lists `oid` in `supportedControl`.
+    pub async fn supports_control(&mut self, oid: &str) -> Result<bool, LdapError> {
+        let dse = self.root_dse(&["supportedControl"]).await?;
+        Ok(dse
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("supportedControl"))
+            .flat_map(|(_, v)| v.iter())
+            .any(|v| v.trim() == oid))
+    }
+
     /// Connects and binds (simple bind with the configured DN and secret, else anonymous).
     pub async fn connect(s: &LdapSettings) -> Result<Client, LdapError> {
         let transport = s.validate()?;

@@ -58,6 +58,18 @@ pub enum LdapError {
         /// Seconds.
         secs: u64,
     },
+    /// The server refused an RFC 4533 cookie (e-syncRefreshRequired, or a cookie it cannot
+    /// use): the cookies are dropped and the next run is a full sync, which re-seeds them.
+    #[error("ldap sync cookie refused: result code {rc} ({text}); the next run is a full sync")]
+    CookieRefused {
+        /// LDAP result code (4096 = e-syncRefreshRequired).
+        rc: u32,
+        /// Diagnostic text.
+        text: String,
+    },
+    /// `change_tracking = "sync"` against a server without RFC 4533.
+    #[error("change_tracking = \"sync\" but the server does not offer RFC 4533 content synchronization (no 1.3.6.1.4.1.4203.1.9.1.1 in the root DSE's supportedControl; load the syncprov overlay, or use \"auto\" / \"timestamp\")")]
+    SyncUnsupported,
     /// The reply could not be understood (or the parser panicked on it).
     #[error("malformed ldap reply: {0}")]
     Malformed(String),

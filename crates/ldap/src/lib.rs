@@ -18,7 +18,7 @@ pub mod state;
 pub mod sync;
 
 pub use error::{ConfigError, LdapError, SyncError};
-pub use settings::{AttributeNames, Flavor, LdapSettings, Timeouts};
+pub use settings::{AttributeNames, ChangeTracking, Flavor, LdapSettings, Timeouts};
 pub use state::{DeltaCursor, PendingGuard, RunRecord, StateStore, SyncKind, SyncState};
 pub use sync::{LdapSource, NoProgress, Progress, Syncer};
 

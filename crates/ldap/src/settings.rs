@@ -78,6 +78,24 @@ impl Default for Timeouts {
     }
 }
 
+/// How deltas find changes on OpenLDAP and generic servers (AD always uses `uSNChanged`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeTracking {
+    /// RFC 4533 when the root DSE lists the Sync Request control and the id attribute is
+    /// `entryUUID` (the sync protocol names entries only by their UUID), else `timestamp`.
+    Auto,
+    /// RFC 4533 refreshOnly with cookies: deltas also see deletions and entries that left the
+    /// search scope. A server without it fails the run.
+    Sync,
+    /// A cursor on the change attribute (`entryCSN` / `modifyTimestamp`): adds and updates
+    /// only; deletions wait for the next full sync.
+    Timestamp,
+}
+
+/// The RFC 4533 Sync Request control (listed in `supportedControl` by syncprov).
+pub const SYNC_REQUEST_OID: &str = "1.3.6.1.4.1.4203.1.9.1.1";
+
 fn default_page_size() -> u32 {
     500
 }
@@ -144,9 +162,14 @@ pub struct LdapSettings {
     /// Timeouts.
     #[serde(default)]
     pub timeouts: Timeouts,
-    /// Largest share of users a full sync may delete without an admin's confirmation.
+    /// Largest share of users a run (full, or a delta that saw deletions) may delete
+    /// without an admin's confirmation.
     #[serde(default = "default_ratio")]
     pub max_delete_ratio: f64,
+    /// Change tracking for deltas (OpenLDAP default `auto`, generic default `timestamp`;
+    /// ignored for AD, which uses `uSNChanged`).
+    #[serde(default)]
+    pub change_tracking: Option<ChangeTracking>,
 }
 
 /// Transport after validation.
@@ -183,6 +206,18 @@ impl LdapSettings {
             range_step: default_range_step(),
             timeouts: Timeouts::default(),
             max_delete_ratio: default_ratio(),
+            change_tracking: None,
+        }
+    }
+
+    /// The change tracking in effect: AD always `timestamp` (its `uSNChanged` cursor); generic
+    /// defaults to `timestamp` because its entries need not carry `entryUUID`.
+    pub fn change_tracking(&self) -> ChangeTracking {
+        match (self.flavor, self.change_tracking) {
+            (Flavor::ActiveDirectory, _) => ChangeTracking::Timestamp,
+            (_, Some(t)) => t,
+            (Flavor::Openldap, None) => ChangeTracking::Auto,
+            (Flavor::Generic, None) => ChangeTracking::Timestamp,
         }
     }
 
@@ -219,6 +254,22 @@ impl LdapSettings {
         if !(0.0..=1.0).contains(&self.max_delete_ratio) {
             return Err(ConfigError::Invalid(
                 "max_delete_ratio must be between 0.0 and 1.0".into(),
+            ));
+        }
+        if self.flavor == Flavor::ActiveDirectory
+            && self.change_tracking == Some(ChangeTracking::Sync)
+        {
+            return Err(ConfigError::Invalid(
+                "change_tracking = \"sync\" is for OpenLDAP / generic servers; AD uses uSNChanged"
+                    .into(),
+            ));
+        }
+        if self.change_tracking == Some(ChangeTracking::Sync)
+            && !self.resolved().id.eq_ignore_ascii_case("entryUUID")
+        {
+            return Err(ConfigError::Invalid(
+                "change_tracking = \"sync\" needs attributes.id = \"entryUUID\" (RFC 4533 names entries by UUID)"
+                    .into(),
             ));
         }
         if self.range_step == 0 {
@@ -468,6 +519,28 @@ mod tests {
         let o = LdapSettings::new("ldaps://h", Flavor::Openldap, "dc=x").resolved();
         assert_eq!(o.id, "entryUUID");
         assert_eq!(o.member_uid.as_deref(), Some("memberUid"));
+    }
+
+    #[test]
+    fn change_tracking_defaults_and_checks() {
+        let s: LdapSettings = serde_json::from_value(serde_json::json!({
+            "url": "ldaps://h", "user_base_dns": ["dc=x"], "change_tracking": "sync"
+        }))
+        .expect("settings");
+        assert_eq!(s.change_tracking(), ChangeTracking::Sync);
+        assert!(s.validate().is_ok());
+        let mut s = LdapSettings::new("ldaps://h", Flavor::Openldap, "dc=x");
+        assert_eq!(s.change_tracking(), ChangeTracking::Auto);
+        s.flavor = Flavor::Generic;
+        assert_eq!(s.change_tracking(), ChangeTracking::Timestamp);
+        s.change_tracking = Some(ChangeTracking::Sync);
+        s.attributes.id = Some("nsUniqueId".into());
+        assert!(s.validate().is_err(), "sync names entries by entryUUID");
+        s.flavor = Flavor::ActiveDirectory;
+        s.attributes.id = None;
+        assert!(s.validate().is_err());
+        s.change_tracking = None;
+        assert_eq!(s.change_tracking(), ChangeTracking::Timestamp);
     }
 
     #[test]

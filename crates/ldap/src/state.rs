@@ -1,6 +1,7 @@
 //! Per-directory sync state, kept in the store (table [`STATE_TABLE`], key = directory id) so
 //! it survives restarts and the admin API, metrics and CLI all see the same picture.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -18,7 +19,8 @@ pub const STATE_TABLE: &str = "ldap.sync_state";
 pub enum SyncKind {
     /// Reads everything and reconciles, deletions included.
     Full,
-    /// Reads what changed since the last cursor; adds and updates only.
+    /// Reads what changed since the last cursor: adds and updates, and with RFC 4533
+    /// cookies also deletions and moves out of scope.
     Delta,
 }
 
@@ -31,6 +33,18 @@ pub enum DeltaCursor {
     Stamp(String),
     /// AD: `highestCommittedUSN` read before the last run began.
     Usn(u64),
+    /// RFC 4533 refreshOnly: one cookie per search.
+    Sync(SyncCookies),
+}
+
+/// RFC 4533 cookies (hex of the server's opaque bytes), one per search base, so a delta asks
+/// each search for exactly what changed in it, deletions and moves out of scope included.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncCookies {
+    /// User base DN → cookie.
+    pub users: BTreeMap<String, String>,
+    /// Group base DN → cookie.
+    pub groups: BTreeMap<String, String>,
 }
 
 /// What one run did.
@@ -67,7 +81,7 @@ pub struct RunRecord {
     pub error: Option<String>,
 }
 
-/// A full sync the mass-deletion guard stopped, waiting for an admin.
+/// A run the mass-deletion guard stopped, waiting for an admin.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PendingGuard {
     /// Users the run would have deleted.
@@ -95,7 +109,8 @@ pub struct SyncState {
     pub last_error: Option<String>,
     /// Set when a full sync was refused by the guard.
     pub pending_guard: Option<PendingGuard>,
-    /// An admin confirmed: the next full sync may delete past the guard (consumed by it).
+    /// An admin confirmed: the next run may delete past the guard (consumed by a successful
+    /// full run, or by a delta whose deletions needed it).
     pub deletion_confirmed: bool,
     /// Where the next delta starts (None: the next run must be a full sync).
     pub cursor: Option<DeltaCursor>,
@@ -147,7 +162,7 @@ impl StateStore {
         Ok(())
     }
 
-    /// An admin confirms the deletion the guard stopped: the next full sync applies it.
+    /// An admin confirms the deletion the guard stopped: the next run applies it.
     /// `None` when nothing is pending.
     pub fn confirm_deletion(&self, dir_id: &str) -> Result<Option<SyncState>, SyncError> {
         let mut st = self.load(dir_id)?;

@@ -6,30 +6,51 @@
 //! the parser chokes on fails the run before the engine sees anything. The reader runs in its
 //! own task so a panic inside ldap3's parser fails only that run.
 //!
-//! Rule two: a full sync never deletes more than the configured share of users without an
-//! admin's confirmation (the engine's mass-deletion guard). A refused run is recorded in the
-//! sync state as `pending_guard`; [`Syncer::confirm_deletion`] lets the next full run through.
+//! Rule two: no run (full, or a delta that saw deletions) deletes more than the configured
+//! share of users without an admin's confirmation (the engine's mass-deletion guard for full
+//! runs, the same ratio checked here for deltas before anything is applied). A refused run is
+//! recorded in the sync state as `pending_guard`; [`Syncer::confirm_deletion`] lets the next
+//! run through.
 //!
-//! Deltas (`entryCSN` on OpenLDAP — `modifyTimestamp`'s one-second resolution made every delta
-//! after a bulk load re-read the whole load — `modifyTimestamp` for generic servers,
-//! `uSNChanged` on AD) bring adds, updates, renames, disables and group changes; deletions and
-//! moves out of the base DN are only visible to the full sync, which runs on its own (longer)
-//! schedule and is also the safety net for a write that commits out of order with the cursor.
+//! Deltas come in two kinds. With RFC 4533 content synchronization (`change_tracking` `sync`,
+//! or `auto` when the server offers it — OpenLDAP's syncprov) each user and group search keeps
+//! a cookie, and a refreshOnly search with it brings changed entries *and* deletions: entries
+//! in state delete / syncIdSet with refreshDeletes, or, when the server answers with a present
+//! phase, every stored entry it did not name present — which also covers entries moved out of
+//! the base DN or out of the filter. Deletions from a delta pass the same mass-deletion guard as
+//! a full sync. Without it (`timestamp`: `entryCSN` on OpenLDAP — `modifyTimestamp`'s
+//! one-second resolution made every delta after a bulk load re-read the whole load —
+//! `modifyTimestamp` for generic servers, `uSNChanged` on AD) deltas bring adds, updates,
+//! renames, disables and group changes; deletions and moves out of the base DN are only visible
+//! to the full sync, which runs on its own (longer) schedule and is also the safety net for a
+//! write that commits out of order with the cursor.
+//!
+//! A cookie the server refuses (e-syncRefreshRequired, a state it never had) fails that delta
+//! cleanly and drops the cookies; the next run is then a full sync (a delta without a usable
+//! cursor runs as one), which seeds new cookies — chosen over falling back to a full sync
+//! inside the delta so a delta stays short and the full sync keeps its own schedule, guard
+//! and record. A cookie slapd cannot parse it reads as none and answers with its whole
+//! content: nothing is deleted on that (deletions wait for the full sync) and the new cookie
+//! replaces the broken one.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::Utc;
-use idbridge_directory::{DeltaChange, DirectoryEngine, GuardError, Snapshot, SnapshotPolicy};
+use idbridge_directory::{
+    Deactivation, DeltaChange, DirectoryEngine, GuardError, Snapshot, SnapshotPolicy,
+};
 use ldap3::ldap_escape;
 use tracing::Instrument;
 
-use crate::client::Client;
+use crate::client::{Client, SyncRead, SyncSearch};
 use crate::error::{LdapError, SyncError};
 use crate::mapping::{GroupRead, Mapper, UserRead, DN_KEY};
-use crate::settings::{Flavor, LdapSettings};
-use crate::state::{DeltaCursor, PendingGuard, RunRecord, StateStore, SyncKind, SyncState};
+use crate::settings::{ChangeTracking, Flavor, LdapSettings, SYNC_REQUEST_OID};
+use crate::state::{
+    DeltaCursor, PendingGuard, RunRecord, StateStore, SyncCookies, SyncKind, SyncState,
+};
 
 /// AD's LDAP_MATCHING_RULE_IN_CHAIN: transitive membership evaluated by the server.
 const IN_CHAIN: &str = "1.2.840.113556.1.4.1941";
@@ -100,7 +121,240 @@ struct DeltaRead {
     users: Vec<UserRead>,
     groups: Vec<GroupDelta>,
     cursor: Option<DeltaCursor>,
+    /// RFC 4533 deltas: what left (users, groups).
+    gone: Option<(Gone, Gone)>,
 }
+
+/// What RFC 4533 searches of one kind (users or groups) said about entries that left, by raw
+/// sync UUID (compared with idp_ids parsed from `entryUUID`'s text form, so a present phase
+/// naming every entry costs no string per entry).
+#[derive(Debug, Default)]
+struct Gone {
+    /// Named deleted (state delete, or a syncIdSet with refreshDeletes).
+    deleted: HashSet<Vec<u8>>,
+    /// Named present or changed by any search of this kind (an entry deleted under one base
+    /// but changed under another moved between bases and stays).
+    seen: HashSet<Vec<u8>>,
+    /// Bases whose refresh ended with a present phase: their stored entries not seen are gone.
+    present_bases: Vec<String>,
+    /// Every search of this kind ended with a present phase (no DN check needed).
+    all_present: bool,
+}
+
+impl Gone {
+    fn add(&mut self, base: &str, r: &mut SyncRead, first: bool) {
+        self.seen.extend(r.present.drain());
+        self.seen.extend(r.changed_uuids.iter().cloned());
+        self.deleted.extend(r.deleted.drain());
+        if r.present_phase {
+            self.present_bases.push(base.to_owned());
+        }
+        self.all_present = (first || self.all_present) && r.present_phase;
+    }
+
+    /// Whether anything can have left (else the stored side need not be read).
+    fn may_remove(&self) -> bool {
+        !self.deleted.is_empty() || !self.present_bases.is_empty()
+    }
+
+    /// The stored idp_ids that left, given every stored idp_id and a DN lookup for the mixed
+    /// case (some bases with a present phase, some with a delete phase).
+    fn resolve(
+        &self,
+        stored: Vec<String>,
+        mut dn_of: impl FnMut(&str) -> Result<Option<String>, SyncError>,
+    ) -> Result<Vec<String>, SyncError> {
+        let mut out = Vec::new();
+        for idp in stored {
+            // Never delete what the sync protocol cannot name.
+            let Some(key) = uuid_bytes(&idp) else {
+                continue;
+            };
+            if self.seen.contains(key.as_slice()) {
+                continue;
+            }
+            let leaves = if self.deleted.contains(key.as_slice()) {
+                true
+            } else if self.present_bases.is_empty() {
+                false
+            } else if self.all_present {
+                true
+            } else {
+                dn_of(&idp)?.is_some_and(|dn| self.present_bases.iter().any(|b| dn_under(&dn, b)))
+            };
+            if leaves {
+                out.push(idp);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `dn` equals `base` or lies below it (case- and space-after-comma-insensitive).
+fn dn_under(dn: &str, base: &str) -> bool {
+    let norm = |s: &str| s.to_ascii_lowercase().replace(", ", ",");
+    let (dn, base) = (norm(dn), norm(base));
+    dn == base || dn.ends_with(&format!(",{base}"))
+}
+
+/// A 16-byte sync UUID in `entryUUID`'s text form (anything else as hex, which then matches
+/// no idp_id and makes the mismatch check fail the run).
+fn uuid_text(u: &[u8]) -> String {
+    if u.len() != 16 {
+        return to_hex(u);
+    }
+    // A present phase names every entry: one allocation per UUID.
+    let mut out = String::with_capacity(36);
+    for (i, b) in u.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        push_hex(&mut out, *b);
+    }
+    out
+}
+
+/// `entryUUID`'s text form (8-4-4-4-12 hex digits, any case) as its 16 bytes.
+fn uuid_bytes(s: &str) -> Option<[u8; 16]> {
+    let b = s.as_bytes();
+    if b.len() != 36 || [8, 13, 18, 23].iter().any(|&i| b[i] != b'-') {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    let mut digits = b.iter().filter(|&&c| c != b'-');
+    for o in out.iter_mut() {
+        let hi = (*digits.next()? as char).to_digit(16)?;
+        let lo = (*digits.next()? as char).to_digit(16)?;
+        *o = (hi * 16 + lo) as u8;
+    }
+    Some(out)
+}
+
+fn push_hex(out: &mut String, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(HEX[usize::from(b >> 4)] as char);
+    out.push(HEX[usize::from(b & 15)] as char);
+}
+
+fn to_hex(b: &[u8]) -> String {
+    let mut out = String::with_capacity(b.len() * 2);
+    for &x in b {
+        push_hex(&mut out, x);
+    }
+    out
+}
+
+fn from_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect()
+}
+
+/// Whether this run uses RFC 4533: `timestamp` never, `sync` always (a server without it is
+/// an error), `auto` when the server lists the control and the id attribute is `entryUUID`.
+async fn use_sync(c: &mut Client, s: &LdapSettings) -> Result<bool, LdapError> {
+    match s.change_tracking() {
+        ChangeTracking::Timestamp => Ok(false),
+        ChangeTracking::Sync => {
+            if c.supports_control(SYNC_REQUEST_OID).await? {
+                Ok(true)
+            } else {
+                Err(LdapError::SyncUnsupported)
+            }
+        }
+        ChangeTracking::Auto => Ok(s.resolved().id.eq_ignore_ascii_case("entryUUID")
+            && c.supports_control(SYNC_REQUEST_OID).await?),
+    }
+}
+
+/// Whether a stored cursor can drive a delta under the current settings (else the delta runs
+/// as a full sync, which writes a fitting cursor).
+fn cursor_fits(s: &LdapSettings, cursor: &DeltaCursor) -> bool {
+    let ad = s.flavor == Flavor::ActiveDirectory;
+    match cursor {
+        DeltaCursor::Usn(_) => ad,
+        DeltaCursor::Stamp(_) => !ad && s.change_tracking() != ChangeTracking::Sync,
+        DeltaCursor::Sync(c) => {
+            let same = |m: &std::collections::BTreeMap<String, String>, bases: &[String]| {
+                m.len() == bases.len() && bases.iter().all(|b| m.contains_key(b))
+            };
+            !ad && s.change_tracking() != ChangeTracking::Timestamp
+                && same(&c.users, &s.user_base_dns)
+                && same(&c.groups, s.group_bases())
+        }
+    }
+}
+
+/// Seeds the cookies of a full sync: a cookie-less refreshOnly search per user and group base
+/// on a second connection, asking for no attributes. Each search is started and its first
+/// message awaited *before* the full sync's own paged read begins — by then the server has
+/// fixed the state the cookie will name — so a change is either in that state (and in the
+/// paged read, which starts later) or after it (and re-sent by the next delta; upserts are
+/// idempotent). The rest is drained in the background while the paged read runs, so the full
+/// read itself stays as it is. Returns the task that yields the cookies.
+///
+/// `None` under `auto` when the database refuses the control (syncprov loaded — the root DSE
+/// lists it — but not configured on this database): the run falls back to the timestamp
+/// cursor. Under `sync` that is [`LdapError::SyncUnsupported`].
+async fn seed_cookies(s: &LdapSettings) -> Result<Option<SeedTask>, LdapError> {
+    let r = s.resolved();
+    let mut c = Client::connect(s).await?;
+    let none = vec!["1.1".to_owned()];
+    let mut searches: Vec<(bool, String, SyncSearch)> = Vec::new();
+    let mut finished: Vec<(bool, String, SyncRead)> = Vec::new();
+    let specs = s
+        .user_base_dns
+        .iter()
+        .map(|b| (true, b, &r.user_filter))
+        .chain(s.group_bases().iter().map(|b| (false, b, &r.group_filter)));
+    for (user, base, filter) in specs {
+        let mut q = c.sync_start(base, filter, &none, None, false).await?;
+        if q.step().await? {
+            searches.push((user, base.clone(), q));
+            continue;
+        }
+        // Over at once: an empty base, or a refusal to look at now.
+        match q.finish().await {
+            Ok(read) => finished.push((user, base.clone(), read)),
+            Err(LdapError::SyncUnsupported) if s.change_tracking() == ChangeTracking::Auto => {
+                tracing::info!(
+                    base = %base,
+                    "the database refuses RFC 4533; change tracking falls back to timestamps"
+                );
+                c.close().await;
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Some(tokio::spawn(async move {
+        let mut out = SyncCookies::default();
+        let mut reads = finished;
+        for (user, base, q) in searches {
+            reads.push((user, base, q.finish().await?));
+        }
+        for (user, base, read) in reads {
+            let cookie = read.cookie.ok_or_else(|| {
+                LdapError::Malformed(format!("the sync search of {base} returned no cookie"))
+            })?;
+            let m = if user {
+                &mut out.users
+            } else {
+                &mut out.groups
+            };
+            m.insert(base, to_hex(&cookie));
+        }
+        c.close().await;
+        Ok(out)
+    })))
+}
+
+/// The background drain of [`seed_cookies`].
+type SeedTask = tokio::task::JoinHandle<Result<SyncCookies, LdapError>>;
 
 fn newest(a: Option<String>, b: Option<&String>) -> Option<String> {
     match (a, b) {
@@ -228,15 +482,38 @@ async fn read_full(s: LdapSettings, progress: Arc<dyn Progress>) -> Result<FullR
     } else {
         None
     };
-    progress.phase("users", None);
-    let users = read_users(&mut c, &s, &m, &r.user_filter, progress.as_ref()).await?;
-    progress.phase("groups", None);
-    let groups = read_groups(&mut c, &s, &m, &r.group_filter, progress.as_ref()).await?;
+    let seeding = if usn.is_none() && use_sync(&mut c, &s).await? {
+        seed_cookies(&s).await?
+    } else {
+        None
+    };
+    let read = async {
+        progress.phase("users", None);
+        let users = read_users(&mut c, &s, &m, &r.user_filter, progress.as_ref()).await?;
+        progress.phase("groups", None);
+        let groups = read_groups(&mut c, &s, &m, &r.group_filter, progress.as_ref()).await?;
+        Ok::<_, LdapError>((users, groups))
+    }
+    .await;
+    let (users, groups) = match read {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(task) = &seeding {
+                task.abort();
+            }
+            return Err(e);
+        }
+    };
     c.close().await;
+    let cookies = match seeding {
+        Some(task) => Some(task.await.map_err(join_err)??),
+        None => None,
+    };
 
-    let cursor = match usn {
-        Some(u) => Some(DeltaCursor::Usn(u)),
-        None => users
+    let cursor = match (usn, cookies) {
+        (Some(u), _) => Some(DeltaCursor::Usn(u)),
+        (None, Some(c)) => Some(DeltaCursor::Sync(c)),
+        (None, None) => users
             .iter()
             .map(|u| u.changed.as_ref())
             .chain(groups.iter().map(|g| g.changed.as_ref()))
@@ -264,7 +541,134 @@ fn changed_filter(base_filter: &str, changed_attr: &str, cursor: &DeltaCursor) -
             format!("(&{base_filter}({changed_attr}>={v})(!({changed_attr}={v})))")
         }
         DeltaCursor::Usn(u) => format!("(&{base_filter}({changed_attr}>={}))", u + 1),
+        // Never asked for: sync cursors take the RFC 4533 path.
+        DeltaCursor::Sync(_) => base_filter.to_owned(),
     }
+}
+
+/// Changed groups with their member DNs; `memberUid` values (login names) are resolved to
+/// DNs with batched searches.
+async fn expand_groups(
+    c: &mut Client,
+    s: &LdapSettings,
+    m: &Mapper,
+    changed: Vec<GroupRead>,
+) -> Result<Vec<GroupDelta>, LdapError> {
+    let r = m.resolved();
+    let mut groups = Vec::new();
+    for g in changed {
+        let mut member_dns = g.member_dns.clone();
+        for chunk in g.member_uids.chunks(100) {
+            let ors: String = chunk
+                .iter()
+                .map(|u| format!("({}={})", r.uid, ldap_escape(u)))
+                .collect();
+            let f = format!("(&{}(|{ors}))", r.user_filter);
+            for u in read_users(c, s, m, &f, &NoProgress).await? {
+                member_dns.push(u.dn);
+            }
+        }
+        groups.push(GroupDelta {
+            group: g,
+            user_idps: Vec::new(),
+            member_dns,
+        });
+    }
+    Ok(groups)
+}
+
+/// Checks that a changed entry's sync UUID is its idp_id: deletions are named only by UUID,
+/// so a server whose UUIDs are not `entryUUID` would make every present-phase delta look
+/// like "everyone left".
+fn check_uuid(uuid: &[u8], idp_id: &str, dn: &str) -> Result<(), LdapError> {
+    if uuid_text(uuid).eq_ignore_ascii_case(idp_id) {
+        Ok(())
+    } else {
+        Err(LdapError::Malformed(format!(
+            "{dn}: sync UUID {} differs from its id attribute {idp_id:?}; use change_tracking = \"timestamp\"",
+            uuid_text(uuid)
+        )))
+    }
+}
+
+/// An RFC 4533 delta: one refreshOnly search per user and group base with its cookie.
+async fn read_delta_sync(
+    s: LdapSettings,
+    cookies: SyncCookies,
+    progress: Arc<dyn Progress>,
+) -> Result<DeltaRead, LdapError> {
+    let mut c = Client::connect(&s).await?;
+    let r = s.resolved();
+    let m = Mapper::new(r.clone());
+    let cookie = |map: &std::collections::BTreeMap<String, String>, base: &str| {
+        map.get(base)
+            .and_then(|h| from_hex(h))
+            .ok_or_else(|| LdapError::CookieRefused {
+                rc: 0,
+                text: format!("no usable stored cookie for {base}"),
+            })
+    };
+    let mut next = SyncCookies::default();
+
+    progress.phase("users", None);
+    let attrs = r.user_attrs();
+    let mut users = Vec::new();
+    let mut seen_users = HashSet::new();
+    let mut gone_users = Gone::default();
+    for (i, base) in s.user_base_dns.iter().enumerate() {
+        let old = cookie(&cookies.users, base)?;
+        let mut read = c
+            .sync_start(base, &r.user_filter, &attrs, Some(old.clone()), true)
+            .await?
+            .finish()
+            .await?;
+        gone_users.add(base, &mut read, i == 0);
+        for (uuid, e) in &read.changed {
+            if let Some(u) = m.user(e) {
+                check_uuid(uuid, &u.input.idp_id, &u.dn)?;
+                if seen_users.insert(u.input.idp_id.clone()) {
+                    users.push(u);
+                    progress.inc(1);
+                }
+            }
+        }
+        next.users
+            .insert(base.clone(), to_hex(&read.cookie.unwrap_or(old)));
+    }
+
+    progress.phase("groups", None);
+    let attrs = r.group_attrs();
+    let mut changed = Vec::new();
+    let mut seen_groups = HashSet::new();
+    let mut gone_groups = Gone::default();
+    for (i, base) in s.group_bases().iter().enumerate() {
+        let old = cookie(&cookies.groups, base)?;
+        let mut read = c
+            .sync_start(base, &r.group_filter, &attrs, Some(old.clone()), true)
+            .await?
+            .finish()
+            .await?;
+        gone_groups.add(base, &mut read, i == 0);
+        for (uuid, e) in &read.changed {
+            if let Some(g) = m.group(e) {
+                check_uuid(uuid, &g.input.idp_id, &g.dn)?;
+                if seen_groups.insert(g.input.idp_id.clone()) {
+                    changed.push(g);
+                    progress.inc(1);
+                }
+            }
+        }
+        next.groups
+            .insert(base.clone(), to_hex(&read.cookie.unwrap_or(old)));
+    }
+    let groups = expand_groups(&mut c, &s, &m, changed).await?;
+    c.close().await;
+    Ok(DeltaRead {
+        users,
+        groups,
+        cursor: Some(DeltaCursor::Sync(next)),
+        gone: Some((gone_users, gone_groups)),
+    })
 }
 
 async fn read_delta(
@@ -317,25 +721,7 @@ async fn read_delta(
             });
         }
     } else {
-        for g in changed {
-            let mut member_dns = g.member_dns.clone();
-            // memberUid values name users by login: find their DNs (in batches).
-            for chunk in g.member_uids.chunks(100) {
-                let ors: String = chunk
-                    .iter()
-                    .map(|u| format!("({}={})", r.uid, ldap_escape(u)))
-                    .collect();
-                let f = format!("(&{}(|{ors}))", r.user_filter);
-                for u in read_users(&mut c, &s, &m, &f, &NoProgress).await? {
-                    member_dns.push(u.dn);
-                }
-            }
-            groups.push(GroupDelta {
-                group: g,
-                user_idps: Vec::new(),
-                member_dns,
-            });
-        }
+        groups = expand_groups(&mut c, &s, &m, changed).await?;
     }
     c.close().await;
 
@@ -344,7 +730,7 @@ async fn read_delta(
         None => {
             let prev = match &cursor {
                 DeltaCursor::Stamp(t) => Some(t.clone()),
-                DeltaCursor::Usn(_) => None,
+                DeltaCursor::Usn(_) | DeltaCursor::Sync(_) => None,
             };
             users
                 .iter()
@@ -358,26 +744,119 @@ async fn read_delta(
         users,
         groups,
         cursor,
+        gone: None,
     })
 }
 
+/// Users a delta deletes, and whether that needed the admin's confirmation.
+#[derive(Debug, Default, Clone, Copy)]
+struct DeltaDeletions {
+    users: u64,
+    used_confirmation: bool,
+}
+
+/// The deletions an RFC 4533 delta implies, checked against the mass-deletion guard exactly as
+/// a full sync's are (the same ratio over the directory's current users; refused before
+/// anything is applied unless an admin confirmed).
+fn delta_deletions(
+    engine: &DirectoryEngine,
+    dir_id: &str,
+    gone: &(Gone, Gone),
+    policy: SnapshotPolicy,
+) -> Result<(Vec<DeltaChange>, Vec<DeltaChange>, DeltaDeletions), SyncError> {
+    let (gone_users, gone_groups) = gone;
+    // Nothing named deleted and no present phase: nothing left (skip the index scans).
+    let stored = if gone_users.may_remove() {
+        engine.user_idp_ids(dir_id)?
+    } else {
+        Vec::new()
+    };
+    let stored_groups = if gone_groups.may_remove() {
+        engine.group_idp_ids(dir_id)?
+    } else {
+        Vec::new()
+    };
+    let total = stored.len() as u64;
+    let mut users = gone_users.resolve(stored, |idp| {
+        Ok(engine.find_user_by_idp_id(dir_id, idp)?.and_then(|u| {
+            u.unique_keys
+                .into_iter()
+                .find(|(k, _)| k == DN_KEY)
+                .map(|(_, dn)| dn)
+        }))
+    })?;
+    let groups = gone_groups.resolve(stored_groups, |idp| {
+        Ok(engine.find_group_by_idp_id(dir_id, idp)?.and_then(|g| {
+            g.unique_keys
+                .into_iter()
+                .find(|(k, _)| k == DN_KEY)
+                .map(|(_, dn)| dn)
+        }))
+    })?;
+    if !users.is_empty()
+        && engine.get_directory(dir_id)?.settings.deactivation == Deactivation::KeepInactive
+    {
+        // Deltas only delete; deactivating-and-keeping is the full sync's job.
+        tracing::info!(
+            users = users.len(),
+            "directory keeps departed users inactive: left to the next full sync"
+        );
+        users.clear();
+    }
+    let would_delete = users.len() as u64;
+    let over = would_delete as f64 > policy.max_delete_ratio * total as f64 + 1e-9;
+    if over && !policy.confirmed {
+        tracing::warn!(
+            would_delete,
+            total,
+            "delta refused by the mass-deletion guard"
+        );
+        return Err(SyncError::Guard(GuardError::MassDeletion {
+            would_delete,
+            total,
+            threshold: policy.max_delete_ratio,
+        }));
+    }
+    Ok((
+        users
+            .into_iter()
+            .map(|idp_id| DeltaChange::DeleteUser { idp_id })
+            .collect(),
+        groups
+            .into_iter()
+            .map(|idp_id| DeltaChange::DeleteGroup { idp_id })
+            .collect(),
+        DeltaDeletions {
+            users: would_delete,
+            used_confirmation: over,
+        },
+    ))
+}
+
 /// Turns a delta read into engine changes, resolving member DNs through the engine's DN index
-/// (users first, then groups whose stored members are taken as they are).
+/// (users first, then groups whose stored members are taken as they are). Order: user
+/// deletions (a deleted user leaves its groups with it), upserts, groups and their members,
+/// group deletions.
 fn delta_changes(
     engine: &DirectoryEngine,
     dir_id: &str,
     read: DeltaRead,
-) -> Result<Vec<DeltaChange>, SyncError> {
+    policy: SnapshotPolicy,
+) -> Result<(Vec<DeltaChange>, DeltaDeletions), SyncError> {
+    let (mut out, group_deletions, deletions) = match &read.gone {
+        Some(g) => delta_deletions(engine, dir_id, g, policy)?,
+        None => (Vec::new(), Vec::new(), DeltaDeletions::default()),
+    };
     let by_dn: HashMap<String, String> = read
         .users
         .iter()
         .map(|u| (u.dn.clone(), u.input.idp_id.clone()))
         .collect();
-    let mut out: Vec<DeltaChange> = read
-        .users
-        .into_iter()
-        .map(|u| DeltaChange::UpsertUser(u.input))
-        .collect();
+    out.extend(
+        read.users
+            .into_iter()
+            .map(|u| DeltaChange::UpsertUser(u.input)),
+    );
     let in_batch: HashSet<String> = by_dn.values().cloned().collect();
     for gd in read.groups {
         let mut members: Vec<String> = gd.user_idps;
@@ -407,7 +886,16 @@ fn delta_changes(
             user_idp_ids: members,
         });
     }
-    Ok(out)
+    out.extend(group_deletions);
+    Ok((out, deletions))
+}
+
+/// What a successful run hands back to the state update.
+#[derive(Default)]
+struct RunOutcome {
+    cursor: Option<DeltaCursor>,
+    /// The run deleted past the guard on an admin's confirmation (which it consumed).
+    used_confirmation: bool,
 }
 
 fn join_err(e: tokio::task::JoinError) -> LdapError {
@@ -452,7 +940,7 @@ impl Syncer {
         })
     }
 
-    /// An admin confirms the deletion the guard stopped: the next full sync applies it.
+    /// An admin confirms the deletion the guard stopped: the next run applies it.
     /// Returns `None` when nothing is pending.
     pub fn confirm_deletion(&self, dir_id: &str) -> Result<Option<SyncState>, SyncError> {
         self.states.confirm_deletion(dir_id)
@@ -482,6 +970,8 @@ impl Syncer {
         let state = self.states.load(&dir_id)?;
         let kind = match (kind, &state.cursor) {
             (SyncKind::Delta, None) => SyncKind::Full,
+            // Settings changed (tracking mode, base DNs): a full run writes a fitting cursor.
+            (SyncKind::Delta, Some(c)) if !cursor_fits(&src.settings, c) => SyncKind::Full,
             (k, _) => k,
         };
         let span = tracing::info_span!("ldap.sync", directory_id = %dir_id, kind = ?kind);
@@ -526,7 +1016,14 @@ impl Syncer {
         let err_text = result.as_ref().err().map(|e| e.to_string());
         rec.ok = result.is_ok();
         rec.error = err_text.clone();
-        let cursor = result.as_ref().ok().cloned().flatten();
+        let cursor = result.as_ref().ok().and_then(|o| o.cursor.clone());
+        let used_confirmation = result.as_ref().is_ok_and(|o| o.used_confirmation);
+        let cookie_refused = matches!(
+            &result,
+            Err(SyncError::Ldap(
+                LdapError::CookieRefused { .. } | LdapError::SyncUnsupported
+            ))
+        );
         let guard = match &result {
             Err(SyncError::Guard(GuardError::MassDeletion {
                 would_delete,
@@ -559,12 +1056,24 @@ impl Syncer {
                         st.pending_guard = guard;
                     }
                 }
-                SyncKind::Delta => st.last_delta = Some(rec2),
+                SyncKind::Delta => {
+                    st.last_delta = Some(rec2);
+                    if ok && used_confirmation {
+                        st.pending_guard = None;
+                        st.deletion_confirmed = false;
+                    } else if guard.is_some() {
+                        st.pending_guard = guard;
+                    }
+                }
             }
             if ok {
                 if let Some(c) = cursor {
                     st.cursor = Some(c);
                 }
+            }
+            if cookie_refused {
+                // The next run (delta or full) is a full sync, which seeds new cookies.
+                st.cursor = None;
             }
         })?;
         if ok {
@@ -574,7 +1083,10 @@ impl Syncer {
             Ok(rec)
         } else {
             tracing::warn!(error = ?rec.error, "ldap sync failed; nothing from this run was applied");
-            result.map(|_| rec)
+            Err(match result {
+                Err(e) => e,
+                Ok(_) => SyncError::State("run failed without an error".into()),
+            })
         }
     }
 
@@ -584,7 +1096,7 @@ impl Syncer {
         state: &SyncState,
         rec: &mut RunRecord,
         progress: Arc<dyn Progress>,
-    ) -> Result<Option<DeltaCursor>, SyncError> {
+    ) -> Result<RunOutcome, SyncError> {
         let t = Instant::now();
         let read = tokio::spawn(read_full(src.settings.clone(), progress.clone()))
             .await
@@ -610,7 +1122,10 @@ impl Syncer {
         rec.groups_changed = out.groups_created + out.groups_updated + out.groups_deleted;
         rec.memberships_changed = out.memberships_added + out.memberships_removed;
         rec.events = out.events;
-        Ok(read.cursor)
+        Ok(RunOutcome {
+            cursor: read.cursor,
+            used_confirmation: state.deletion_confirmed,
+        })
     }
 
     async fn delta(
@@ -619,14 +1134,23 @@ impl Syncer {
         state: &SyncState,
         rec: &mut RunRecord,
         progress: Arc<dyn Progress>,
-    ) -> Result<Option<DeltaCursor>, SyncError> {
+    ) -> Result<RunOutcome, SyncError> {
         let Some(cursor) = state.cursor.clone() else {
-            return Ok(None);
+            return Ok(RunOutcome::default());
         };
         let t = Instant::now();
-        let read = tokio::spawn(read_delta(src.settings.clone(), cursor, progress.clone()))
-            .await
-            .map_err(join_err)??;
+        let read = match cursor {
+            DeltaCursor::Sync(cookies) => {
+                tokio::spawn(read_delta_sync(
+                    src.settings.clone(),
+                    cookies,
+                    progress.clone(),
+                ))
+                .await
+            }
+            other => tokio::spawn(read_delta(src.settings.clone(), other, progress.clone())).await,
+        }
+        .map_err(join_err)??;
         rec.read_ms = t.elapsed().as_millis() as u64;
         rec.users_read = read.users.len() as u64;
         rec.groups_read = read.groups.len() as u64;
@@ -634,17 +1158,26 @@ impl Syncer {
         progress.phase("apply", None);
         let engine = self.engine.clone();
         let dir_id = src.directory_id.clone();
-        let out = tokio::task::spawn_blocking(move || {
-            let changes = delta_changes(&engine, &dir_id, read)?;
+        let policy = SnapshotPolicy {
+            max_delete_ratio: src.settings.max_delete_ratio,
+            confirmed: state.deletion_confirmed,
+        };
+        let (out, deletions) = tokio::task::spawn_blocking(move || {
+            let (changes, deletions) = delta_changes(&engine, &dir_id, read, policy)?;
             engine
                 .apply_delta(&dir_id, changes)
+                .map(|o| (o, deletions))
                 .map_err(SyncError::from)
         })
         .await
         .map_err(|e| SyncError::State(format!("apply task: {e}")))??;
-        rec.updated = out.applied;
+        rec.deleted = deletions.users;
+        rec.updated = out.applied.saturating_sub(deletions.users);
         rec.events = out.events;
-        Ok(next)
+        Ok(RunOutcome {
+            cursor: next,
+            used_confirmation: deletions.used_confirmation,
+        })
     }
 }
 
@@ -710,6 +1243,94 @@ mod tests {
         .collect();
         // The cycle makes inner ⊇ outer too; nobody unknown leaks in.
         assert_eq!(pairs, want);
+    }
+
+    #[test]
+    fn sync_uuids_cookies_and_dns() {
+        let raw: Vec<u8> = (0u8..16).collect();
+        assert_eq!(uuid_text(&raw), "00010203-0405-0607-0809-0a0b0c0d0e0f");
+        assert_eq!(uuid_text(&[0xab, 0x01]), "ab01");
+        let upper = "00010203-0405-0607-0809-0A0B0C0D0E0F";
+        assert_eq!(uuid_bytes(upper).map(|b| b.to_vec()), Some(raw.clone()));
+        assert_eq!(uuid_bytes("not-a-uuid"), None);
+        assert_eq!(uuid_bytes("00010203x0405-0607-0809-0a0b0c0d0e0f"), None);
+        assert_eq!(uuid_bytes("0001020g-0405-0607-0809-0a0b0c0d0e0f"), None);
+        let cookie = b"rid=000,csn=20260101000000.000000Z#000000#000#000000".to_vec();
+        assert_eq!(from_hex(&to_hex(&cookie)), Some(cookie));
+        assert_eq!(from_hex("abc"), None);
+        assert_eq!(from_hex("zz"), None);
+        assert!(dn_under("uid=a,ou=People,dc=x", "ou=people, dc=x"));
+        assert!(dn_under("ou=People,dc=x", "ou=People,dc=x"));
+        assert!(!dn_under("uid=a,ou=OtherPeople,dc=x", "ou=People,dc=x"));
+    }
+
+    fn read(present: &[u8], changed: &[u8], deleted: &[u8], present_phase: bool) -> SyncRead {
+        let ids = |v: &[u8]| -> HashSet<Vec<u8>> { v.iter().map(|&b| vec![b; 16]).collect() };
+        SyncRead {
+            changed: Vec::new(),
+            changed_uuids: ids(changed),
+            present: ids(present),
+            deleted: ids(deleted),
+            present_phase,
+            cookie: None,
+        }
+    }
+
+    #[test]
+    fn gone_follows_the_refresh_phase() {
+        let id = |b: u8| uuid_text(&[b; 16]);
+        let stored: Vec<String> = (1..=5).map(id).collect();
+        // Present phase: whatever was neither present nor changed left.
+        let mut g = Gone::default();
+        g.add("ou=a", &mut read(&[1, 2], &[3], &[], true), true);
+        let mut with_legacy = stored.clone();
+        with_legacy.push("not-a-uuid".into());
+        let out = g.resolve(with_legacy, |_| Ok(None)).expect("resolve");
+        assert_eq!(
+            out,
+            vec![id(4), id(5)],
+            "an id sync cannot name is never deleted"
+        );
+        // Delete phase: only what was named deleted.
+        let mut g = Gone::default();
+        g.add("ou=a", &mut read(&[], &[3], &[5], false), true);
+        let out = g.resolve(stored.clone(), |_| Ok(None)).expect("resolve");
+        assert_eq!(out, vec![id(5)]);
+        // Mixed: a present-phase base only deletes stored entries under it; an entry deleted
+        // under one base but changed under another moved and stays.
+        let mut g = Gone::default();
+        g.add("ou=a", &mut read(&[1], &[], &[], true), true);
+        g.add("ou=b", &mut read(&[], &[2], &[2, 3], false), false);
+        assert!(!g.all_present);
+        let out = g
+            .resolve(stored, |idp| {
+                Ok(Some(if idp == id(4) {
+                    "uid=4,ou=a".to_owned()
+                } else {
+                    "uid=x,ou=b".to_owned()
+                }))
+            })
+            .expect("resolve");
+        assert_eq!(out, vec![id(3), id(4)]);
+    }
+
+    #[test]
+    fn cursors_fit_the_tracking_mode() {
+        let mut s = LdapSettings::new("ldap://h", Flavor::Openldap, "ou=P,dc=x");
+        let mut cookies = SyncCookies::default();
+        cookies.users.insert("ou=P,dc=x".into(), "00".into());
+        cookies.groups.insert("ou=P,dc=x".into(), "00".into());
+        let sync = DeltaCursor::Sync(cookies);
+        let stamp = DeltaCursor::Stamp("1".into());
+        assert!(cursor_fits(&s, &sync) && cursor_fits(&s, &stamp));
+        s.group_base_dns = vec!["ou=G,dc=x".into()];
+        assert!(!cursor_fits(&s, &sync), "a new base needs a new cookie");
+        s.group_base_dns.clear();
+        s.change_tracking = Some(ChangeTracking::Timestamp);
+        assert!(!cursor_fits(&s, &sync) && cursor_fits(&s, &stamp));
+        s.change_tracking = Some(ChangeTracking::Sync);
+        assert!(cursor_fits(&s, &sync) && !cursor_fits(&s, &stamp));
+        assert!(!cursor_fits(&s, &DeltaCursor::Usn(1)));
     }
 
     #[test]

@@ -6,7 +6,7 @@ mod common;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use common::{person, Fx, Slapd, SUFFIX};
+use common::{people_after_full_sync, person, Fx, Slapd, SlapdSettings, SUFFIX};
 use idbridge_ldap::{LdapError, NoProgress, Progress, SyncError, SyncKind, Syncer};
 
 fn groups_ldif() -> String {
@@ -33,7 +33,7 @@ fn seed(slapd: &Slapd) {
         ldif.push_str(&person(uid, g, s));
     }
     ldif.push_str(&groups_ldif());
-    slapd.add(&ldif);
+    slapd.add(&ldif).expect("ldapmodify");
 }
 
 fn count(kinds: &[String], k: &str) -> usize {
@@ -42,7 +42,7 @@ fn count(kinds: &[String], k: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_and_delta_lifecycle() {
-    let slapd = Slapd::start();
+    let slapd = Slapd::start().expect("slapd");
     seed(&slapd);
     let fx = Fx::new();
     let mut settings = slapd.settings();
@@ -95,7 +95,9 @@ async fn full_and_delta_lifecycle() {
     assert_eq!(fx.kinds_after(seq), Vec::<String>::new());
 
     // Delta: a new user, a renamed user, a disabled user, a membership change.
-    slapd.add(&person("grace", "Grace", "Green"));
+    slapd
+        .add(&person("grace", "Grace", "Green"))
+        .expect("ldapmodify");
     slapd.modify(
         &format!(
             "dn: uid=bob,ou=People,{SUFFIX}\nchangetype: modrdn\nnewrdn: uid=robert\ndeleteoldrdn: 1\n\n\
@@ -105,7 +107,7 @@ async fn full_and_delta_lifecycle() {
              dn: cn=ops,ou=Groups,{SUFFIX}\nchangetype: modify\nadd: memberUid\nmemberUid: grace\n\n"
         ),
         false,
-    );
+    ).expect("ldapmodify");
     let bob_before = fx
         .users(&dir)
         .into_iter()
@@ -157,7 +159,7 @@ async fn full_and_delta_lifecycle() {
              dn: uid=dave,ou=People,{SUFFIX}\nchangetype: modrdn\nnewrdn: uid=dave\ndeleteoldrdn: 1\nnewsuperior: ou=Former,{SUFFIX}\n\n"
         ),
         false,
-    );
+    ).expect("ldapmodify");
     let seq = fx.last_seq();
     let rec = syncer
         .run(&src, SyncKind::Full, Arc::new(NoProgress))
@@ -195,12 +197,12 @@ impl Progress for KillAfter {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_stopped_mid_sync_changes_nothing() {
-    let mut slapd = Slapd::start();
+    let mut slapd = Slapd::start().expect("slapd");
     let mut ldif = String::new();
     for i in 0..60 {
         ldif.push_str(&person(&format!("user{i:03}"), "User", &format!("N{i}")));
     }
-    slapd.add(&ldif);
+    slapd.add(&ldif).expect("ldapmodify");
     let fx = Fx::new();
     let mut settings = slapd.settings();
     settings.page_size = 5;
@@ -220,8 +222,10 @@ async fn server_stopped_mid_sync_changes_nothing() {
             "dn: uid=user{i:03},ou=People,{SUFFIX}\nchangetype: delete\n\n"
         ));
     }
-    slapd.modify(&ldif, false);
-    slapd.add(&person("newbie", "New", "Bie"));
+    slapd.modify(&ldif, false).expect("ldapmodify");
+    slapd
+        .add(&person("newbie", "New", "Bie"))
+        .expect("ldapmodify");
 
     let before = fx.rows();
     let seq = fx.last_seq();
@@ -262,20 +266,8 @@ async fn server_stopped_mid_sync_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mass_deletion_guard_waits_for_confirmation() {
-    let slapd = Slapd::start();
-    let mut ldif = String::new();
-    for i in 0..20 {
-        ldif.push_str(&person(&format!("u{i:02}"), "U", &format!("N{i}")));
-    }
-    slapd.add(&ldif);
-    let fx = Fx::new();
-    let src = fx.ldap_dir(slapd.settings());
+    let (slapd, fx, src, syncer) = people_after_full_sync(20).await;
     let dir = src.directory_id.clone();
-    let syncer = Syncer::new(fx.engine.clone());
-    syncer
-        .run(&src, SyncKind::Full, Arc::new(NoProgress))
-        .await
-        .expect("initial");
     assert_eq!(fx.users(&dir).len(), 20);
 
     // A base DN that does not exist is an LDAP error (noSuchObject), not an empty directory.
@@ -293,13 +285,15 @@ async fn mass_deletion_guard_waits_for_confirmation() {
     assert_eq!(fx.rows(), before);
 
     // Two deletions of 20 (10%) are allowed.
-    slapd.modify(
-        &format!(
-            "dn: uid=u00,ou=People,{SUFFIX}\nchangetype: delete\n\n\
+    slapd
+        .modify(
+            &format!(
+                "dn: uid=u00,ou=People,{SUFFIX}\nchangetype: delete\n\n\
              dn: uid=u01,ou=People,{SUFFIX}\nchangetype: delete\n\n"
-        ),
-        false,
-    );
+            ),
+            false,
+        )
+        .expect("ldapmodify");
     let rec = syncer
         .run(&src, SyncKind::Full, Arc::new(NoProgress))
         .await

@@ -6,7 +6,7 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use common::{person, Fx, Slapd, SlapdTls};
+use common::{person, Fx, Slapd, SlapdSettings, SlapdTls, SyncProv};
 use idbridge_ldap::{ConfigError, LdapError, NoProgress, SyncError, SyncKind, Syncer};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
 
@@ -31,16 +31,22 @@ fn pki() -> (String, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ldaps_and_starttls_with_a_ca_bundle() {
     let (ca, cert, key) = pki();
-    let slapd = Slapd::start_with(Some(&SlapdTls {
-        ca_pem: ca.clone(),
-        cert_pem: cert,
-        key_pem: key,
-    }));
-    slapd.add(&person("alice", "Alice", "Archer"));
-    let ca_path = slapd.dir.path().join("client-ca.pem");
+    let slapd = Slapd::start_with(
+        Some(&SlapdTls {
+            ca_pem: ca.clone(),
+            cert_pem: cert,
+            key_pem: key,
+        }),
+        SyncProv::On,
+    )
+    .expect("slapd");
+    slapd
+        .add(&person("alice", "Alice", "Archer"))
+        .expect("ldapmodify");
+    let ca_path = slapd.dir().join("client-ca.pem");
     std::fs::write(&ca_path, &ca).expect("ca file");
     let (other_ca, _, _) = pki();
-    let other_path = slapd.dir.path().join("other-ca.pem");
+    let other_path = slapd.dir().join("other-ca.pem");
     std::fs::write(&other_path, other_ca).expect("other ca");
 
     let fx = Fx::new();
