@@ -3,41 +3,9 @@
 
 mod common;
 
-use common::{group, user, Fx};
+use common::{eng_roles, group, user, Fx};
 use idbridge_directory::{DirectorySettings, EngineError, MemberEdit};
-use idbridge_model::{Role, RoleMapping, Timestamp};
 use serde_json::Value;
-
-fn role(slug: &str, priority: u32, is_default: bool) -> Role {
-    Role {
-        slug: slug.into(),
-        name: slug.into(),
-        priority,
-        is_default,
-        created_at: Timestamp::from_millis(0),
-        updated_at: Timestamp::from_millis(0),
-    }
-}
-
-/// `member` by default; `eng` for members of a group named "Engineering".
-fn setup_roles(fx: &Fx) {
-    fx.engine
-        .set_roles(
-            &fx.org.id,
-            vec![role("member", 100, true), role("eng", 10, false)],
-        )
-        .unwrap();
-    fx.engine
-        .set_role_mappings(
-            &fx.org.id,
-            vec![RoleMapping {
-                organization_id: fx.org.id.clone(),
-                idp_group: "Engineering".into(),
-                role_slug: "eng".into(),
-            }],
-        )
-        .unwrap();
-}
 
 fn role_of(fx: &Fx, user_id: &str) -> String {
     let u = fx.engine.get_user(None, user_id).unwrap();
@@ -49,6 +17,16 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
+/// A new user `<n>@foo-corp.com` in `dir`; its id.
+fn new_user(fx: &Fx, dir: &str, n: &str) -> String {
+    fx.engine
+        .upsert_user(dir, None, user(n, &format!("{n}@foo-corp.com"), n), None)
+        .unwrap()
+        .user
+        .user
+        .id
+}
+
 fn new_group_id() -> String {
     idbridge_model::new_id(idbridge_model::IdPrefix::DirectoryGroup)
 }
@@ -57,50 +35,32 @@ fn new_group_id() -> String {
 fn create_with_members_is_one_commit() {
     let fx = Fx::new();
     let (dir, _) = fx.scim_dir(DirectorySettings::default());
-    let a = fx
-        .engine
-        .upsert_user(&dir, None, user("u-a", "a@foo-corp.com", "A"), None)
-        .unwrap()
-        .user;
+    let a = new_user(&fx, &dir, "a");
     let seq = fx.last_seq();
     let id = new_group_id();
     let w = fx
         .engine
-        .create_group_with_members(
-            &dir,
-            &id,
-            group("g-staff", "Staff"),
-            vec![a.user.id.clone()],
-        )
+        .create_group_with_members(&dir, &id, group("g-staff", "Staff"), vec![a.clone()])
         .unwrap();
     assert_eq!(w.group.group.id, id);
-    assert_eq!(w.added, vec![a.user.id.clone()]);
+    assert_eq!(w.added, vec![a.clone()]);
     let kinds: Vec<&str> = w.events.iter().map(|e| e.event.as_str()).collect();
     assert_eq!(kinds, ["dsync.group.created", "dsync.group.user_added"]);
     assert_eq!(
         fx.kinds_after(seq),
         ["dsync.group.created", "dsync.group.user_added"]
     );
-    assert_eq!(fx.engine.group_members(&id).unwrap(), vec![a.user.id]);
+    assert_eq!(fx.engine.group_members(&id).unwrap(), vec![a]);
 }
 
 #[test]
 fn a_failing_member_leaves_the_attributes_unwritten() {
     let fx = Fx::new();
     let (dir, _) = fx.scim_dir(DirectorySettings::default());
-    let a = fx
-        .engine
-        .upsert_user(&dir, None, user("u-a", "a@foo-corp.com", "A"), None)
-        .unwrap()
-        .user;
+    let a = new_user(&fx, &dir, "a");
     let id = new_group_id();
     fx.engine
-        .create_group_with_members(
-            &dir,
-            &id,
-            group("g-staff", "Staff"),
-            vec![a.user.id.clone()],
-        )
+        .create_group_with_members(&dir, &id, group("g-staff", "Staff"), vec![a.clone()])
         .unwrap();
     let rows = fx.rows();
     let seq = fx.last_seq();
@@ -113,7 +73,7 @@ fn a_failing_member_leaves_the_attributes_unwritten() {
             &dir,
             &id,
             Some(group("g-staff", "Renamed")),
-            Some(MemberEdit::Set(vec![a.user.id.clone(), unknown])),
+            Some(MemberEdit::Set(vec![a.clone(), unknown])),
             None,
         )
         .unwrap_err();
@@ -130,11 +90,7 @@ fn a_failing_member_leaves_the_attributes_unwritten() {
 fn a_stale_version_changes_neither_attributes_nor_members() {
     let fx = Fx::new();
     let (dir, _) = fx.scim_dir(DirectorySettings::default());
-    let a = fx
-        .engine
-        .upsert_user(&dir, None, user("u-a", "a@foo-corp.com", "A"), None)
-        .unwrap()
-        .user;
+    let a = new_user(&fx, &dir, "a");
     let id = new_group_id();
     let created = fx
         .engine
@@ -149,7 +105,7 @@ fn a_stale_version_changes_neither_attributes_nor_members() {
             &dir,
             &id,
             Some(group("g-staff", "Staff 3")),
-            Some(MemberEdit::Set(vec![a.user.id.clone()])),
+            Some(MemberEdit::Set(vec![a.clone()])),
             Some(created.group.version),
         )
         .unwrap_err();
@@ -170,14 +126,7 @@ fn delta_keeps_members_named_in_neither_list() {
     let (dir, _) = fx.scim_dir(DirectorySettings::default());
     let ids: Vec<String> = ["a", "b", "c"]
         .iter()
-        .map(|n| {
-            fx.engine
-                .upsert_user(&dir, None, user(n, &format!("{n}@foo-corp.com"), n), None)
-                .unwrap()
-                .user
-                .user
-                .id
-        })
+        .map(|n| new_user(&fx, &dir, n))
         .collect();
     let id = new_group_id();
     fx.engine
@@ -216,16 +165,9 @@ fn delta_keeps_members_named_in_neither_list() {
 #[test]
 fn rename_with_member_changes_moves_each_role_once() {
     let fx = Fx::new();
-    setup_roles(&fx);
+    eng_roles(&fx);
     let (dir, _) = fx.scim_dir(DirectorySettings::default());
-    let mk = |n: &str| {
-        fx.engine
-            .upsert_user(&dir, None, user(n, &format!("{n}@foo-corp.com"), n), None)
-            .unwrap()
-            .user
-            .user
-            .id
-    };
+    let mk = |n: &str| new_user(&fx, &dir, n);
     let (stays, joins, leaves) = (mk("stays"), mk("joins"), mk("leaves"));
     let id = new_group_id();
     fx.engine

@@ -2,21 +2,10 @@
 
 mod common;
 
-use common::{group, user, Fx};
+use common::{group, role, user, Fx};
 use idbridge_directory::{ChangeKind, DirectorySettings, EngineError, Order, PageRequest};
-use idbridge_model::{Role, RoleMapping, RoleMode, RoleRef, Timestamp};
+use idbridge_model::{RoleMapping, RoleMode, RoleRef};
 use serde_json::{json, Value};
-
-fn role(slug: &str, priority: u32, is_default: bool) -> Role {
-    Role {
-        slug: slug.into(),
-        name: slug.into(),
-        priority,
-        is_default,
-        created_at: Timestamp::from_millis(0),
-        updated_at: Timestamp::from_millis(0),
-    }
-}
 
 fn slugs(r: &Option<Vec<RoleRef>>) -> Vec<String> {
     r.iter().flatten().map(|r| r.slug.clone()).collect()

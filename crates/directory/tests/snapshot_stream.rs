@@ -6,12 +6,11 @@ mod common;
 
 use std::cell::Cell;
 
-use common::{group, user, Fx};
+use common::{eng_roles, group, user, Fx};
 use idbridge_directory::{
     DirectoryEngine, DirectorySettings, EngineError, GroupInput, Snapshot, SnapshotPolicy,
     SnapshotSource, UserInput,
 };
-use idbridge_model::{Role, RoleMapping, Timestamp};
 use serde_json::Value;
 
 /// A source that makes its users on the fly (as a CSV reader does) and counts the passes.
@@ -195,17 +194,6 @@ fn unchanged_users_are_skipped_but_a_write_outside_the_snapshot_is_repaired() {
     assert!(first_names(&fx, &dir).iter().all(|n| n == "Bea"));
 }
 
-fn role(slug: &str, priority: u32, is_default: bool) -> Role {
-    Role {
-        slug: slug.into(),
-        name: slug.into(),
-        priority,
-        is_default,
-        created_at: Timestamp::from_millis(0),
-        updated_at: Timestamp::from_millis(0),
-    }
-}
-
 #[test]
 fn a_new_role_mapping_reaches_users_whose_input_did_not_change() {
     let fx = Fx::new();
@@ -216,22 +204,7 @@ fn a_new_role_mapping_reaches_users_whose_input_did_not_change() {
         .unwrap();
     // Roles written straight to the engine's tables, without recompute_roles: only the next
     // snapshot can bring users up to date, and the fingerprint must not stop it.
-    fx.engine
-        .set_roles(
-            &fx.org.id,
-            vec![role("member", 100, true), role("eng", 10, false)],
-        )
-        .unwrap();
-    fx.engine
-        .set_role_mappings(
-            &fx.org.id,
-            vec![RoleMapping {
-                organization_id: fx.org.id.clone(),
-                idp_group: "Engineering".into(),
-                role_slug: "eng".into(),
-            }],
-        )
-        .unwrap();
+    eng_roles(&fx);
     fx.engine
         .apply_snapshot_from(&dir, &src, SnapshotPolicy::default())
         .unwrap();

@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Instant;
 
-use common::Fx;
+use common::{count, Fx};
 use idbridge_ldap::{Flavor, LdapSettings, NoProgress, SyncError, SyncKind, Syncer};
 use idbridge_testkit::samba::{ad_user_ldif as user_ldif, AD_ADMIN, AD_BASE as BASE, AD_URL};
 use idbridge_testkit::SambaDc;
@@ -23,10 +23,6 @@ fn settings(dc: &SambaDc) -> LdapSettings {
     s.timeouts.operation_secs = 20;
     s.max_delete_ratio = 0.5;
     s
-}
-
-fn count(kinds: &[String], k: &str) -> usize {
-    kinds.iter().filter(|x| x.as_str() == k).count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

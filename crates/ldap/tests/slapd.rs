@@ -6,7 +6,9 @@ mod common;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use common::{people_after_full_sync, person, Fx, Slapd, SlapdSettings, SUFFIX};
+use common::{
+    count, people_after_full_sync, people_ldif, person, Fx, Slapd, SlapdSettings, PEOPLE, SUFFIX,
+};
 use idbridge_ldap::{LdapError, NoProgress, Progress, SyncError, SyncKind, Syncer};
 
 fn groups_ldif() -> String {
@@ -21,23 +23,9 @@ fn groups_ldif() -> String {
 }
 
 fn seed(slapd: &Slapd) {
-    let mut ldif = String::new();
-    for (uid, g, s) in [
-        ("alice", "Alice", "Archer"),
-        ("bob", "Bob", "Baker"),
-        ("carol", "Carol", "Cook"),
-        ("dave", "Dave", "Diaz"),
-        ("erin", "Erin", "Evans"),
-        ("frank", "Frank", "Fox"),
-    ] {
-        ldif.push_str(&person(uid, g, s));
-    }
+    let mut ldif = people_ldif(&PEOPLE[..6]);
     ldif.push_str(&groups_ldif());
     slapd.add(&ldif).expect("ldapmodify");
-}
-
-fn count(kinds: &[String], k: &str) -> usize {
-    kinds.iter().filter(|x| x.as_str() == k).count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,27 +6,16 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{people_after_full_sync, person, Fx, Slapd, SlapdSettings, SyncProv, SUFFIX};
+use common::{
+    count, people_after_full_sync, people_ldif, person, Fx, Slapd, SlapdSettings, SyncProv, PEOPLE,
+    SUFFIX,
+};
 use idbridge_ldap::{
     ChangeTracking, DeltaCursor, LdapError, NoProgress, StateStore, SyncError, SyncKind, Syncer,
 };
 
 fn seed(slapd: &Slapd) {
-    let mut ldif = String::new();
-    for (uid, g, s) in [
-        ("alice", "Alice", "Archer"),
-        ("bob", "Bob", "Baker"),
-        ("carol", "Carol", "Cook"),
-        ("dave", "Dave", "Diaz"),
-        ("erin", "Erin", "Evans"),
-        ("frank", "Frank", "Fox"),
-        ("gina", "Gina", "Gray"),
-        ("hank", "Hank", "Hill"),
-        ("ivy", "Ivy", "Irwin"),
-        ("jack", "Jack", "Jones"),
-    ] {
-        ldif.push_str(&person(uid, g, s));
-    }
+    let mut ldif = people_ldif(&PEOPLE);
     ldif.push_str(&format!(
         "dn: cn=devs,ou=Groups,{SUFFIX}\nobjectClass: groupOfNames\ncn: devs\n\
          member: uid=alice,ou=People,{SUFFIX}\nmember: uid=bob,ou=People,{SUFFIX}\n\
@@ -37,10 +26,6 @@ fn seed(slapd: &Slapd) {
          member: uid=erin,ou=People,{SUFFIX}\n\n"
     ));
     slapd.add(&ldif).expect("ldapmodify");
-}
-
-fn count(kinds: &[String], k: &str) -> usize {
-    kinds.iter().filter(|x| x.as_str() == k).count()
 }
 
 fn is_sync(c: &Option<DeltaCursor>) -> bool {

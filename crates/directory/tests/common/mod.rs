@@ -158,3 +158,35 @@ pub fn group(idp: &str, name: &str) -> GroupInput {
         unique_keys: vec![("scim.displayName".into(), name.to_lowercase())],
     }
 }
+
+/// A role (timestamps fixed: tests compare them).
+pub fn role(slug: &str, priority: u32, is_default: bool) -> idbridge_model::Role {
+    idbridge_model::Role {
+        slug: slug.into(),
+        name: slug.into(),
+        priority,
+        is_default,
+        created_at: Timestamp::from_millis(0),
+        updated_at: Timestamp::from_millis(0),
+    }
+}
+
+/// Roles `member` (the default) and `eng`, given to members of a group named "Engineering".
+pub fn eng_roles(fx: &Fx) {
+    fx.engine
+        .set_roles(
+            &fx.org.id,
+            vec![role("member", 100, true), role("eng", 10, false)],
+        )
+        .unwrap();
+    fx.engine
+        .set_role_mappings(
+            &fx.org.id,
+            vec![idbridge_model::RoleMapping {
+                organization_id: fx.org.id.clone(),
+                idp_group: "Engineering".into(),
+                role_slug: "eng".into(),
+            }],
+        )
+        .unwrap();
+}

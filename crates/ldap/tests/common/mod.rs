@@ -45,6 +45,30 @@ impl SlapdSettings for Slapd {
     }
 }
 
+/// Ten people for seeding (`uid`, given name, surname); tests take the first few.
+pub const PEOPLE: [(&str, &str, &str); 10] = [
+    ("alice", "Alice", "Archer"),
+    ("bob", "Bob", "Baker"),
+    ("carol", "Carol", "Cook"),
+    ("dave", "Dave", "Diaz"),
+    ("erin", "Erin", "Evans"),
+    ("frank", "Frank", "Fox"),
+    ("gina", "Gina", "Gray"),
+    ("hank", "Hank", "Hill"),
+    ("ivy", "Ivy", "Irwin"),
+    ("jack", "Jack", "Jones"),
+];
+
+/// LDIF for these people (see [`PEOPLE`]).
+pub fn people_ldif(people: &[(&str, &str, &str)]) -> String {
+    people.iter().map(|(uid, g, s)| person(uid, g, s)).collect()
+}
+
+/// How many of `kinds` are `k`.
+pub fn count(kinds: &[String], k: &str) -> usize {
+    kinds.iter().filter(|x| x.as_str() == k).count()
+}
+
 /// A slapd holding `n` people (`u00`, `u01`, ...) and a fresh engine after one full sync.
 pub async fn people_after_full_sync(n: usize) -> (Slapd, Fx, LdapSource, Syncer) {
     let slapd = Slapd::start().expect("slapd");
