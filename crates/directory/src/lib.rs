@@ -14,6 +14,7 @@ pub mod attributes;
 mod engine;
 mod error;
 mod groups;
+mod interner;
 pub mod layout;
 mod parked;
 mod read;

@@ -31,6 +31,7 @@ use sha2::{Digest, Sha256};
 use crate::engine::{from_bytes, to_bytes, DirectoryEngine, Tx};
 use crate::error::{EngineError, GuardError, Result};
 use crate::groups::validate_group;
+use crate::interner::Interner;
 use crate::layout;
 use crate::roles::{RoleCtx, UserRoles};
 use crate::types::{
@@ -218,28 +219,6 @@ impl<'e> Chunker<'e> {
     }
 }
 
-/// Each distinct idp_id once, numbered densely: the run's indexes hold `u32`s, not strings.
-#[derive(Default)]
-struct Interner {
-    ids: HashMap<Box<str>, u32>,
-}
-
-impl Interner {
-    fn intern(&mut self, s: &str) -> Result<u32> {
-        if let Some(&i) = self.ids.get(s) {
-            return Ok(i);
-        }
-        let i = u32::try_from(self.ids.len())
-            .map_err(|_| EngineError::Invalid("snapshot has more than 2^32 records".into()))?;
-        self.ids.insert(s.into(), i);
-        Ok(i)
-    }
-
-    fn get(&self, s: &str) -> Option<u32> {
-        self.ids.get(s).copied()
-    }
-}
-
 /// What the run knows about one user idp_id, from the source and from the store. Kept small
 /// (24 bytes): a million-user feed holds a million of these.
 #[derive(Debug, Clone, Copy, Default)]
@@ -376,6 +355,15 @@ fn sorted_difference(a: &[u64], b: &[u64]) -> Vec<u64> {
         }
     }
     out
+}
+
+/// A directory's stored users, fingerprints and groups with their members' ulids, read
+/// before the snapshot source ([`DirectoryEngine::apply_snapshot_read_ahead`]).
+#[derive(Default)]
+struct StoredSide {
+    users: Vec<(Box<str>, u128)>,
+    fingerprints: Vec<(u128, [u8; 16])>,
+    groups: Vec<(StoredGroup, Vec<u128>)>,
 }
 
 /// Phase timings and resident memory of one run, logged at debug level when it ends (where a
@@ -531,11 +519,127 @@ impl DirectoryEngine {
         let _span = tracing::info_span!("dsync.apply_snapshot", directory_id = dir_id).entered();
         let lock = self.dir_lock(dir_id);
         let _g = Self::guard(&lock);
+        self.apply_snapshot_locked(dir_id, src, policy, None, PhaseLog::new())
+    }
+
+    /// [`DirectoryEngine::apply_snapshot_from`] for a caller still producing its source (an
+    /// LDAP full sync still reading): the stored side (idp index, fingerprints, groups and
+    /// memberships) is read into memory first, then `source` is called and may block until
+    /// the source is complete, so the two overlap. `None` from `source` (the read failed)
+    /// returns `Ok(None)` with nothing changed. The directory stays locked from the first
+    /// stored read to the last write, as in `apply_snapshot_from`. Holds the stored idp ids
+    /// in memory (about 60 bytes per user): meant for sources that hold theirs anyway.
+    pub fn apply_snapshot_read_ahead<S: SnapshotSource>(
+        &self,
+        dir_id: &str,
+        policy: SnapshotPolicy,
+        source: impl FnOnce() -> Option<S>,
+    ) -> Result<Option<(SnapshotOutcome, S)>> {
+        let _span = tracing::info_span!("dsync.apply_snapshot", directory_id = dir_id).entered();
+        let lock = self.dir_lock(dir_id);
+        let _g = Self::guard(&lock);
         let mut phases = PhaseLog::new();
+        let stored = self.read_stored_side(dir_id)?;
+        phases.mark("stored side read ahead");
+        let Some(src) = source() else {
+            return Ok(None);
+        };
+        phases.mark("waited for the source");
+        let out = self.apply_snapshot_locked(dir_id, &src, policy, Some(stored), phases)?;
+        Ok(Some((out, src)))
+    }
+
+    /// The stored side of a snapshot run, read ahead of the source.
+    fn read_stored_side(&self, dir_id: &str) -> Result<StoredSide> {
+        let prefix = layout::prefix(dir_id);
+        let mut side = StoredSide::default();
+        self.for_each_stored_user(&prefix, |idp, ulid| {
+            side.users.push((idp.into(), ulid));
+            Ok(())
+        })?;
+        self.for_each_stored_fingerprint(&prefix, |ulid, fp| {
+            side.fingerprints.push((ulid, fp));
+            Ok(())
+        })?;
+        for g in self.stored_groups(&prefix)? {
+            let members = self.stored_member_ulids(&g)?;
+            side.groups.push((g, members));
+        }
+        Ok(side)
+    }
+
+    /// Calls `f(idp_id, user ulid)` for every entry of the directory's idp_id index.
+    fn for_each_stored_user(
+        &self,
+        prefix: &str,
+        mut f: impl FnMut(&str, u128) -> Result<()>,
+    ) -> Result<()> {
+        self.for_each_key(layout::USERS_BY_IDP, prefix, |key, value| {
+            let idp = key.strip_prefix(prefix).unwrap_or(key);
+            let uid = std::str::from_utf8(value)
+                .map_err(|e| EngineError::corrupt(layout::USERS_BY_IDP, key, e))?;
+            f(idp, ulid_of(uid)?)
+        })
+    }
+
+    /// Calls `f(user ulid, fingerprint)` for every stored fingerprint of the directory
+    /// (malformed rows are skipped: the user then counts as changed).
+    fn for_each_stored_fingerprint(
+        &self,
+        prefix: &str,
+        mut f: impl FnMut(u128, [u8; 16]) -> Result<()>,
+    ) -> Result<()> {
+        self.for_each_key(layout::USER_FINGERPRINTS, prefix, |key, value| {
+            let uid = key.strip_prefix(prefix).unwrap_or(key);
+            if let (Ok(ulid), Ok(fp)) = (ulid_of(uid), <[u8; 16]>::try_from(value)) {
+                f(ulid, fp)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The directory's stored groups.
+    fn stored_groups(&self, prefix: &str) -> Result<Vec<StoredGroup>> {
+        let mut groups = Vec::new();
+        self.for_each_row(layout::GROUPS, prefix, |key, bytes| {
+            groups.push(from_bytes(layout::GROUPS, key, bytes)?);
+            Ok(())
+        })?;
+        Ok(groups)
+    }
+
+    /// The ulids of a stored group's members (malformed rows skipped).
+    fn stored_member_ulids(&self, g: &StoredGroup) -> Result<Vec<u128>> {
+        let members = layout::members_of(&g.group.id);
+        let mut out = Vec::new();
+        self.for_each_key(layout::MEMBERS, &members, |key, _| {
+            let uid = key.strip_prefix(&members).unwrap_or(key);
+            if let Ok(ulid) = ulid_of(uid) {
+                out.push(ulid);
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// The body of a snapshot run, under the directory lock; `ahead` is the stored side when
+    /// it was read before the source.
+    fn apply_snapshot_locked(
+        &self,
+        dir_id: &str,
+        src: &dyn SnapshotSource,
+        policy: SnapshotPolicy,
+        ahead: Option<StoredSide>,
+        mut phases: PhaseLog,
+    ) -> Result<SnapshotOutcome> {
         let probe = self.begin(dir_id)?;
         let settings = probe.rec.settings.clone();
         let roles = self.role_ctx(&probe.rec.directory.organization_id, settings.role_mode)?;
         drop(probe);
+        let (ahead_users, ahead_fps, ahead_groups) = match ahead {
+            Some(a) => (Some(a.users), Some(a.fingerprints), Some(a.groups)),
+            None => (None, None, None),
+        };
 
         // Pass one over the source: check and index its users.
         let mut user_ids = Interner::default();
@@ -581,11 +685,7 @@ impl DirectoryEngine {
         // The stored side, from the idp_id index (no user record is parsed here).
         let user_prefix = layout::prefix(dir_id);
         let mut slot_of_id: Vec<(u128, u32)> = Vec::new();
-        self.for_each_key(layout::USERS_BY_IDP, &user_prefix, |key, value| {
-            let idp = key.strip_prefix(&user_prefix).unwrap_or(key);
-            let uid = std::str::from_utf8(value)
-                .map_err(|e| EngineError::corrupt(layout::USERS_BY_IDP, key, e))?;
-            let ulid = ulid_of(uid)?;
+        let mut on_stored_user = |idp: &str, ulid: u128| {
             let i = user_ids.intern(idp)?;
             if i as usize == users.len() {
                 users.push(UserSlot::default());
@@ -593,7 +693,13 @@ impl DirectoryEngine {
             users[i as usize].set_stored(Some(ulid));
             slot_of_id.push((ulid, i));
             Ok(())
-        })?;
+        };
+        match ahead_users {
+            Some(stored) => stored
+                .into_iter()
+                .try_for_each(|(idp, ulid)| on_stored_user(&idp, ulid))?,
+            None => self.for_each_stored_user(&user_prefix, on_stored_user)?,
+        }
         slot_of_id.sort_unstable();
         let slot_by_ulid = |ulid: u128| -> Option<u32> {
             slot_of_id
@@ -604,16 +710,19 @@ impl DirectoryEngine {
         // The stored fingerprints, in one ordered pass (not a point read per user): pass two
         // compares against these and reads no store at all for an unchanged user.
         let mut stored_fp: Vec<[u8; 16]> = vec![[0; 16]; users.len()];
-        self.for_each_key(layout::USER_FINGERPRINTS, &user_prefix, |key, value| {
-            let uid = key.strip_prefix(&user_prefix).unwrap_or(key);
-            if let (Ok(ulid), Ok(fp)) = (ulid_of(uid), <[u8; 16]>::try_from(value)) {
-                if let Some(i) = slot_by_ulid(ulid) {
-                    stored_fp[i as usize] = fp;
-                    users[i as usize].set(UserSlot::HAS_FP);
-                }
+        let mut on_stored_fp = |ulid: u128, fp: [u8; 16]| {
+            if let Some(i) = slot_by_ulid(ulid) {
+                stored_fp[i as usize] = fp;
+                users[i as usize].set(UserSlot::HAS_FP);
             }
             Ok(())
-        })?;
+        };
+        match ahead_fps {
+            Some(stored) => stored
+                .into_iter()
+                .try_for_each(|(ulid, fp)| on_stored_fp(ulid, fp))?,
+            None => self.for_each_stored_fingerprint(&user_prefix, on_stored_fp)?,
+        }
         phases.mark("idp index");
 
         // Which stored users leave (deleted, or newly inactive when kept), and the guard.
@@ -655,21 +764,28 @@ impl DirectoryEngine {
         phases.mark("guard");
         // Stored groups and memberships, as integer pairs.
         let mut old_groups: HashMap<u32, StoredGroup> = HashMap::new();
-        self.for_each_row(layout::GROUPS, &user_prefix, |key, bytes| {
-            let g: StoredGroup = from_bytes(layout::GROUPS, key, bytes)?;
-            old_groups.insert(group_ids.intern(&g.group.idp_id)?, g);
-            Ok(())
-        })?;
         let mut old_pairs: Vec<u64> = Vec::new();
-        for (&gi, g) in &old_groups {
-            let members = layout::members_of(&g.group.id);
-            self.for_each_key(layout::MEMBERS, &members, |key, _| {
-                let uid = key.strip_prefix(&members).unwrap_or(key);
-                if let Some(ui) = ulid_of(uid).ok().and_then(slot_by_ulid) {
-                    old_pairs.push(pair(gi, ui));
+        let mut on_stored_group = |g: StoredGroup, members: Vec<u128>| {
+            let gi = group_ids.intern(&g.group.idp_id)?;
+            old_pairs.extend(
+                members
+                    .into_iter()
+                    .filter_map(slot_by_ulid)
+                    .map(|ui| pair(gi, ui)),
+            );
+            old_groups.insert(gi, g);
+            Ok::<_, EngineError>(())
+        };
+        match ahead_groups {
+            Some(stored) => stored
+                .into_iter()
+                .try_for_each(|(g, members)| on_stored_group(g, members))?,
+            None => {
+                for g in self.stored_groups(&user_prefix)? {
+                    let members = self.stored_member_ulids(&g)?;
+                    on_stored_group(g, members)?;
                 }
-                Ok(())
-            })?;
+            }
         }
         let old_pairs = sorted_pairs(old_pairs);
         drop(slot_of_id);

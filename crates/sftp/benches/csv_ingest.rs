@@ -11,6 +11,10 @@
 //!   events); `again`: the same delivery again (the daily re-delivery, nothing changed);
 //!   `changed`: a delivery with 0.1% of the users' titles changed and 0.1% of the memberships
 //!   moved to another group. Env `COMMIT_OPS` overrides the engine's commit limit.
+//! * `stats` (only when `PHASES` names it; needs a store, e.g. `WORK_DIR` after `initial`):
+//!   where an opened store's memory goes: RSS right after open and after a full scan of each
+//!   sled tree; entries and key/value bytes per tree against sled's size on disk.
+//!   `STATS_OPEN_ONLY=1` stops after the open (for heaptrack).
 //! * `ingest` (only when `PHASES` names it): validate + build an in-memory `Snapshot` (what
 //!   the delivery path used before it streamed; kept for comparison).
 //!
@@ -19,8 +23,13 @@
 //! figure also counts opening the store. Env `IDBRIDGE_SNAPSHOT_PHASES=1` makes the engine
 //! print its phase timings and VmRSS; `WORK_DIR=<dir>` keeps files and store there, so a
 //! phase can be re-run (or profiled) alone against the store an earlier run left.
-//! Run: `cargo bench -p idbridge-sftp --bench csv_ingest` (env `ROWS` to change the size,
-//! `PHASES=validate,initial,again,changed,ingest` to choose phases).
+//! Allocator: mimalloc, as the server binary. Run:
+//! `cargo bench -p idbridge-sftp --bench csv_ingest` (env `ROWS` to change the size,
+//! `PHASES=validate,initial,again,changed,stats,ingest` to choose phases).
+
+/// The server binary's allocator (crates/server/src/main.rs): the figures are the product's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::io::Write;
 use std::path::Path;
@@ -209,6 +218,43 @@ fn apply(
     Ok((rows, line))
 }
 
+/// `stats`: where the memory of an opened store goes. RSS at open and after a full scan of
+/// each sled tree; entries and logical bytes per tree against sled's size on disk.
+fn stats(work: &Path) -> Result<(u64, String), String> {
+    let t = Instant::now();
+    let store = open_store(&work.join("store"))?;
+    println!(
+        "opened in {:.2} s: RSS {:.0} MB",
+        t.elapsed().as_secs_f64(),
+        vm_rss_mb()
+    );
+    if std::env::var_os("STATS_OPEN_ONLY").is_some() {
+        return Ok((0, "open only".into()));
+    }
+    let (trees, on_disk) = store
+        .tree_stats(&mut |s| {
+            println!(
+                "  {:<32} {:>9} entries, keys {:>7.1} MB, values {:>8.1} MB; then RSS {:.0} MB",
+                s.name,
+                s.entries,
+                s.key_bytes as f64 / 1e6,
+                s.value_bytes as f64 / 1e6,
+                vm_rss_mb()
+            );
+        })
+        .map_err(|e| e.to_string())?;
+    let entries: u64 = trees.iter().map(|s| s.entries).sum();
+    let bytes: u64 = trees.iter().map(|s| s.key_bytes + s.value_bytes).sum();
+    Ok((
+        entries,
+        format!(
+            "{entries} entries, {:.0} MB logical, {:.0} MB on disk",
+            bytes as f64 / 1e6,
+            on_disk as f64 / 1e6
+        ),
+    ))
+}
+
 fn child(phase: &str, work: &Path) {
     let dir = &if phase == "changed" {
         work.join("changed")
@@ -228,6 +274,13 @@ fn child(phase: &str, work: &Path) {
                 r.users + r.groups + r.user_groups,
                 format!("users {}", r.users),
             ),
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(1);
+            }
+        },
+        "stats" => match stats(work) {
+            Ok(s) => s,
             Err(e) => {
                 eprintln!("{e}");
                 std::process::exit(1);

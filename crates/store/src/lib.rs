@@ -24,7 +24,7 @@ mod types;
 pub use durability::DurabilityProbe;
 pub use error::{Result, StoreError};
 pub use export::ExportRecord;
-pub use sled_store::{SledOptions, SledStore};
+pub use sled_store::{SledOptions, SledStore, TreeStats};
 pub use types::{
     ChangeSet, CommitReceipt, Condition, Delete, NewEvent, PendingSync, Put, StoreStats,
     StoredEvent,
