@@ -11,16 +11,14 @@ use ldap3::controls::{
     parse_syncinfo, ControlType, EntryState, MakeCritical, RefreshMode, SyncDone, SyncInfo,
     SyncRequest, SyncState,
 };
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, ResultEntry, Scope, SearchEntry, SearchStream};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, ResultEntry, Scope, SearchStream};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
 use crate::ad::parse_ranged;
+pub use crate::entry::Entry;
 use crate::error::{ConfigError, LdapError};
 use crate::settings::{LdapSettings, Transport};
-
-/// One entry as read: DN plus text and binary attributes (ldap3's split).
-pub type Entry = SearchEntry;
 
 /// A bound connection.
 pub struct Client {
@@ -170,7 +168,7 @@ impl SyncSearch {
                 self.read.changed_uuids.insert(state.entry_uuid.clone());
                 self.read
                     .changed
-                    .push((state.entry_uuid, SearchEntry::construct(re)));
+                    .push((state.entry_uuid, Entry::from_result(re)?));
             }
             EntryState::Add | EntryState::Modify => {}
         }
@@ -368,7 +366,7 @@ impl Client {
             match next {
                 Ok(Some(re)) => {
                     n += 1;
-                    f(SearchEntry::construct(re))?;
+                    f(Entry::from_result(re)?)?;
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -416,7 +414,7 @@ impl Client {
             return Ok(None);
         }
         check("read", res.1)?;
-        Ok(res.0.into_iter().next().map(SearchEntry::construct))
+        res.0.into_iter().next().map(Entry::from_result).transpose()
     }
 
     /// Completes AD ranged attributes in place: `member;range=0-1499` is followed with
@@ -425,7 +423,8 @@ impl Client {
     pub async fn complete_ranges(&mut self, e: &mut Entry, step: u32) -> Result<(), LdapError> {
         let ranged: Vec<String> = e
             .attrs
-            .keys()
+            .iter()
+            .map(|(k, _)| k)
             .filter(|k| parse_ranged(k).is_some())
             .cloned()
             .collect();
@@ -433,7 +432,7 @@ impl Client {
             let Some(r) = parse_ranged(&key) else {
                 continue;
             };
-            let mut values = e.attrs.remove(&key).unwrap_or_default();
+            let mut values = e.take(&key).unwrap_or_default();
             let mut end = r.end;
             let mut guard = 0u32;
             while let Some(last) = end {
@@ -473,7 +472,7 @@ impl Client {
                     None => end = None,
                 }
             }
-            e.attrs.entry(r.name).or_default().extend(values);
+            e.extend(r.name, values);
         }
         Ok(())
     }
@@ -485,7 +484,7 @@ impl Client {
     ) -> Result<HashMap<String, Vec<String>>, LdapError> {
         let attrs: Vec<String> = attrs.iter().map(|s| s.to_string()).collect();
         let e = self.read("", &attrs).await?;
-        Ok(e.map(|e| e.attrs).unwrap_or_default())
+        Ok(e.map(|e| e.attrs.into_iter().collect()).unwrap_or_default())
     }
 
     /// Unbinds politely (errors ignored: the connection is going away anyway).

@@ -3,6 +3,7 @@
 //!
 //! - [`settings`]: per-directory connection, mapping and safety settings (TOML).
 //! - [`client`]: ldap3 over LDAPS / StartTLS, paged searches, AD ranged retrieval, timeouts.
+//! - [`entry`]: one search result entry, parsed from ldap3's BER without panics.
 //! - [`mapping`]: entries → [`idbridge_directory::UserInput`] / `GroupInput` per flavor.
 //! - [`sync`]: full and delta runs ([`Syncer`]); reads complete before anything is applied.
 //! - [`state`]: per-directory sync state in the store, for the admin API, metrics and CLI.
@@ -10,6 +11,7 @@
 
 pub mod ad;
 pub mod client;
+pub mod entry;
 mod error;
 pub mod mapping;
 pub mod scheduler;

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use idbridge_directory::{GroupInput, UserInput};
 use idbridge_model::DirectoryUserEmail;
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use crate::ad::{guid_to_string, uac_disabled};
 use crate::client::Entry;
@@ -50,8 +51,23 @@ pub struct GroupRead {
 /// Lower-cases a DN and drops blanks around separators, so `CN=Jane Doe, OU=People` and
 /// `cn=jane doe,ou=people` compare equal. (Escaped separators are left as they are.)
 pub fn normalize_dn(dn: &str) -> String {
+    let dn = dn.trim();
+    // The common case, an ASCII DN without blanks around separators or escapes, is a plain
+    // lower-casing (a full sync normalizes every user's and member's DN).
+    if dn.is_ascii() {
+        let b = dn.as_bytes();
+        let blank_at_separator = b.windows(2).any(|w| {
+            matches!(
+                (w[0], w[1]),
+                (b' ', b',' | b'=' | b'+') | (b',' | b'=' | b'+', b' ')
+            )
+        });
+        if !blank_at_separator && !b.contains(&b'\\') {
+            return dn.to_ascii_lowercase();
+        }
+    }
     let mut out = String::with_capacity(dn.len());
-    let mut chars = dn.trim().chars().peekable();
+    let mut chars = dn.chars().peekable();
     let mut escaped = false;
     while let Some(c) = chars.next() {
         if escaped {
@@ -80,15 +96,7 @@ pub fn normalize_dn(dn: &str) -> String {
 }
 
 fn values<'a>(e: &'a Entry, name: &str) -> Option<&'a Vec<String>> {
-    e.attrs
-        .get(name)
-        .or_else(|| {
-            e.attrs
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v)
-        })
-        .filter(|v| !v.is_empty())
+    e.values(name).filter(|v| !v.is_empty())
 }
 
 fn first(e: &Entry, name: &str) -> Option<String> {
@@ -99,23 +107,51 @@ fn first(e: &Entry, name: &str) -> Option<String> {
 }
 
 fn bin_first<'a>(e: &'a Entry, name: &str) -> Option<&'a [u8]> {
-    e.bin_attrs
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .and_then(|(_, v)| v.first())
+    e.bin_values(name)
+        .and_then(|v| v.first())
         .map(|v| v.as_slice())
+}
+
+/// What a full sync needs of a user entry before the engine has decided whether the user
+/// changed; the input itself is built only for users whose [`Mapper::user_digest`] differs.
+#[derive(Debug, Clone)]
+pub struct UserHead {
+    /// The stable id.
+    pub idp_id: String,
+    /// Whether the entry maps to an active user.
+    pub active: bool,
+    /// Normalized DN.
+    pub dn: String,
+    /// Lower-cased value of the `uid` attribute (for `memberUid`).
+    pub uid: Option<String>,
+    /// Change tracker value.
+    pub changed: Option<String>,
 }
 
 /// Turns entries into inputs for one directory's settings.
 #[derive(Debug, Clone)]
 pub struct Mapper {
     r: Resolved,
+    /// Hash of everything besides the entry that [`Mapper::user`] reads (the resolved names),
+    /// the start of every [`Mapper::user_digest`].
+    settings_digest: [u8; 32],
 }
+
+/// Bumped when [`Mapper::user`] changes how it builds a user from the same entry.
+const USER_DIGEST_VERSION: &[u8] = b"idbridge-ldap-user-v1";
 
 impl Mapper {
     /// A mapper for these resolved names.
     pub fn new(r: Resolved) -> Self {
-        Mapper { r }
+        let mut h = Sha256::new();
+        h.update(USER_DIGEST_VERSION);
+        // Every field of the resolved names: a change of any of them (or of how they print)
+        // changes every digest, which costs one rebuild of each user and is never missed.
+        h.update(format!("{r:?}").as_bytes());
+        Mapper {
+            r,
+            settings_digest: h.finalize().into(),
+        }
     }
 
     /// The resolved names.
@@ -179,13 +215,58 @@ impl Mapper {
         true
     }
 
-    /// A user entry; `None` (with a warning) when it has no stable id.
-    pub fn user(&self, e: &Entry) -> Option<UserRead> {
+    /// The parts of a user entry a full sync keeps up front; `None` (with a warning) when the
+    /// entry has no stable id.
+    pub fn user_head(&self, e: &Entry) -> Option<UserHead> {
         let Some(idp_id) = self.id_of(e) else {
             tracing::warn!(dn = %e.dn, attr = %self.r.id, "user entry without a stable id; skipped");
             return None;
         };
-        let dn = normalize_dn(&e.dn);
+        Some(UserHead {
+            idp_id,
+            active: self.active(e),
+            dn: normalize_dn(&e.dn),
+            uid: first(e, &self.r.uid).map(|s| s.to_lowercase()),
+            changed: first(e, &self.r.changed),
+        })
+    }
+
+    /// SHA-256 of everything [`Mapper::user`] builds a user from: the resolved names, the DN
+    /// and every attribute and value but the change tracker (which [`Mapper::user`] leaves
+    /// out too, so a bump of it alone is no change). Equal digests build equal users, which
+    /// lets the engine skip an unchanged user without building it. Attribute names are
+    /// sorted (the entry is a hash map); values keep the server's order, as `user` does.
+    pub fn user_digest(&self, e: &Entry) -> [u8; 32] {
+        fn field(h: &mut Sha256, bytes: &[u8]) {
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        }
+        fn attrs<V: AsRef<[u8]>>(h: &mut Sha256, list: &[(String, Vec<V>)], skip: &str) {
+            let mut sorted: Vec<&(String, Vec<V>)> = list
+                .iter()
+                .filter(|(k, _)| !k.eq_ignore_ascii_case(skip))
+                .collect();
+            sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            h.update((sorted.len() as u64).to_le_bytes());
+            for (name, values) in sorted {
+                field(h, name.as_bytes());
+                h.update((values.len() as u64).to_le_bytes());
+                for v in values {
+                    field(h, v.as_ref());
+                }
+            }
+        }
+        let mut h = Sha256::new();
+        h.update(self.settings_digest);
+        field(&mut h, e.dn.as_bytes());
+        attrs(&mut h, &e.attrs, &self.r.changed);
+        attrs(&mut h, &e.bin_attrs, &self.r.changed);
+        h.finalize().into()
+    }
+
+    /// A user entry; `None` (with a warning) when it has no stable id.
+    pub fn user(&self, e: &Entry) -> Option<UserRead> {
+        let head = self.user_head(e)?;
         let email = first(e, &self.r.email);
         let source = self.source(e, &[]);
         let first_name = first(e, &self.r.first_name);
@@ -207,7 +288,7 @@ impl Mapper {
             })
             .unwrap_or_default();
         let input = UserInput {
-            idp_id,
+            idp_id: head.idp_id,
             email,
             first_name,
             last_name,
@@ -215,16 +296,16 @@ impl Mapper {
             emails,
             username: first(e, &self.r.username),
             job_title: first(e, &self.r.job_title),
-            active: self.active(e),
+            active: head.active,
             raw_attributes: source.clone(),
             source: Value::Object(source),
-            unique_keys: vec![(DN_KEY.into(), dn.clone())],
+            unique_keys: vec![(DN_KEY.into(), head.dn.clone())],
         };
         Some(UserRead {
             input,
-            dn,
-            uid: first(e, &self.r.uid).map(|s| s.to_lowercase()),
-            changed: first(e, &self.r.changed),
+            dn: head.dn,
+            uid: head.uid,
+            changed: head.changed,
         })
     }
 
@@ -272,8 +353,6 @@ impl Mapper {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
     use crate::settings::LdapSettings;
 
@@ -284,7 +363,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
                 .collect(),
-            bin_attrs: HashMap::new(),
+            bin_attrs: Vec::new(),
         }
     }
 
@@ -295,6 +374,12 @@ mod tests {
             "cn=jane doe,ou=people,dc=example,dc=test"
         );
         assert_eq!(normalize_dn("cn=a\\, b,dc=x"), "cn=a\\, b,dc=x");
+        // The ASCII fast path and the general path agree.
+        assert_eq!(normalize_dn("  UID=Plain,DC=X  "), "uid=plain,dc=x");
+        assert_eq!(normalize_dn("UID=a b,DC=X"), "uid=a b,dc=x");
+        assert_eq!(normalize_dn("CN=Ünal ,OU=X+CN=Y"), "cn=ünal,ou=x+cn=y");
+        assert_eq!(normalize_dn("cn=a,  ou=b"), "cn=a,ou=b");
+        assert_eq!(normalize_dn("CN=A\\2C B"), "cn=a\\2c b");
     }
 
     #[test]
@@ -313,7 +398,7 @@ mod tests {
             ],
         );
         e.bin_attrs
-            .insert("objectGUID".into(), vec![(0u8..16).collect::<Vec<u8>>()]);
+            .push(("objectGUID".into(), vec![(0u8..16).collect::<Vec<u8>>()]));
         let u = m.user(&e).expect("user");
         assert_eq!(u.input.idp_id, "03020100-0504-0706-0809-0a0b0c0d0e0f");
         assert!(!u.input.active, "uac 514 is disabled");

@@ -45,6 +45,12 @@ pub struct SyncCookies {
     pub users: BTreeMap<String, String>,
     /// Group base DN → cookie.
     pub groups: BTreeMap<String, String>,
+    /// A delta's reply carried an empty cookie for some base: the server did not take up the
+    /// cookie sent (slapd reads one it cannot parse as none and answers with an empty cookie;
+    /// no cookie at all means the state did not move, and the one sent stays good). Such
+    /// cookies still drive deltas, but a full sync seeds new ones instead of keeping them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unconfirmed: bool,
 }
 
 /// What one run did.

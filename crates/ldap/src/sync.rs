@@ -39,14 +39,16 @@ use std::time::Instant;
 
 use chrono::Utc;
 use idbridge_directory::{
-    Deactivation, DeltaChange, DirectoryEngine, GuardError, Snapshot, SnapshotPolicy,
+    Deactivation, DeltaChange, DirectoryEngine, EngineError, GroupInput, GuardError,
+    SnapshotPolicy, SnapshotSource, UserInput, UserRecord,
 };
 use ldap3::ldap_escape;
 use tracing::Instrument;
 
+use crate::client::Entry;
 use crate::client::{Client, SyncRead, SyncSearch};
 use crate::error::{LdapError, SyncError};
-use crate::mapping::{GroupRead, Mapper, UserRead, DN_KEY};
+use crate::mapping::{GroupRead, Mapper, UserHead, UserRead, DN_KEY};
 use crate::settings::{ChangeTracking, Flavor, LdapSettings, SYNC_REQUEST_OID};
 use crate::state::{
     DeltaCursor, PendingGuard, RunRecord, StateStore, SyncCookies, SyncKind, SyncState,
@@ -100,12 +102,81 @@ impl Drop for RunSlot<'_> {
     }
 }
 
-/// Everything a full read produced.
+/// A user entry as a full read keeps it: the parts the run needs at once, the digest the
+/// engine compares with the stored fingerprint, and the entry, built into an engine input
+/// only when the engine finds the user changed (a scheduled full sync of an unchanged tree
+/// builds none).
+struct ReadUser {
+    head: UserHead,
+    digest: [u8; 32],
+    entry: Entry,
+}
+
+/// Everything a full read produced; the engine's snapshot source.
 struct FullRead {
-    snapshot: Snapshot,
+    mapper: Mapper,
+    users: Vec<ReadUser>,
+    groups: Vec<GroupInput>,
+    /// (index into `groups`, index into `users`).
+    memberships: Vec<(u32, u32)>,
     cursor: Option<DeltaCursor>,
-    users_read: u64,
-    groups_read: u64,
+    read_ms: u64,
+}
+
+impl FullRead {
+    fn build(&self, u: &ReadUser) -> idbridge_directory::Result<UserInput> {
+        self.mapper
+            .user(&u.entry)
+            .map(|r| r.input)
+            .ok_or_else(|| EngineError::Source(format!("{}: no stable id on rebuild", u.head.dn)))
+    }
+}
+
+impl SnapshotSource for FullRead {
+    fn for_each_user(
+        &self,
+        f: &mut dyn FnMut(&UserInput) -> idbridge_directory::Result<()>,
+    ) -> idbridge_directory::Result<()> {
+        self.users.iter().try_for_each(|u| f(&self.build(u)?))
+    }
+
+    fn for_each_user_id(
+        &self,
+        f: &mut dyn FnMut(&str, bool) -> idbridge_directory::Result<()>,
+    ) -> idbridge_directory::Result<()> {
+        self.users
+            .iter()
+            .try_for_each(|u| f(&u.head.idp_id, u.head.active))
+    }
+
+    fn groups(&self) -> idbridge_directory::Result<Vec<GroupInput>> {
+        Ok(self.groups.clone())
+    }
+
+    fn for_each_user_record(
+        &self,
+        f: &mut dyn FnMut(UserRecord<'_>) -> idbridge_directory::Result<()>,
+    ) -> idbridge_directory::Result<()> {
+        self.users.iter().try_for_each(|u| {
+            f(UserRecord::Lazy {
+                idp_id: &u.head.idp_id,
+                digest: u.digest,
+                build: &mut || self.build(u),
+            })
+        })
+    }
+
+    fn for_each_membership(
+        &self,
+        f: &mut dyn FnMut(&str, &str) -> idbridge_directory::Result<()>,
+    ) -> idbridge_directory::Result<()> {
+        self.memberships.iter().try_for_each(|&(g, u)| {
+            f(
+                &self.groups[g as usize].idp_id,
+                &self.users[u as usize].head.idp_id,
+            )
+        })
+    }
 }
 
 /// A changed group and its members as far as the reader could resolve them.
@@ -398,6 +469,36 @@ async fn read_users(
     Ok(users)
 }
 
+/// A full read's users: heads, digests and entries (see [`ReadUser`]).
+async fn read_user_entries(
+    c: &mut Client,
+    s: &LdapSettings,
+    m: &Mapper,
+    filter: &str,
+    progress: &dyn Progress,
+) -> Result<Vec<ReadUser>, LdapError> {
+    let attrs = m.resolved().user_attrs();
+    let mut seen: HashSet<String, foldhash::fast::RandomState> = HashSet::default();
+    let mut users = Vec::new();
+    for base in &s.user_base_dns {
+        c.search_each(base, filter, &attrs, |entry| {
+            if let Some(head) = m.user_head(&entry) {
+                if seen.insert(head.idp_id.clone()) {
+                    users.push(ReadUser {
+                        digest: m.user_digest(&entry),
+                        head,
+                        entry,
+                    });
+                    progress.inc(1);
+                }
+            }
+            Ok(())
+        })
+        .await?;
+    }
+    Ok(users)
+}
+
 async fn read_groups(
     c: &mut Client,
     s: &LdapSettings,
@@ -426,17 +527,23 @@ async fn read_groups(
     Ok(groups)
 }
 
-/// Direct and nested user members of every group, by idp_id.
-fn resolve_memberships(users: &[UserRead], groups: &[GroupRead]) -> Vec<(String, String)> {
-    let user_by_dn: HashMap<&str, &str> = users
-        .iter()
-        .map(|u| (u.dn.as_str(), u.input.idp_id.as_str()))
+/// Direct and nested user members of every group: (group index, user index) pairs, for
+/// `users` given as (normalized DN, lower-cased uid) in order.
+fn resolve_memberships<'a>(
+    users: impl Iterator<Item = (&'a str, Option<&'a str>)> + Clone,
+    groups: &[GroupRead],
+) -> Vec<(u32, u32)> {
+    type Map<'a, V> = HashMap<&'a str, V, foldhash::fast::RandomState>;
+    let user_by_dn: Map<u32> = users
+        .clone()
+        .enumerate()
+        .map(|(i, (dn, _))| (dn, i as u32))
         .collect();
-    let user_by_uid: HashMap<&str, &str> = users
-        .iter()
-        .filter_map(|u| u.uid.as_deref().map(|uid| (uid, u.input.idp_id.as_str())))
+    let user_by_uid: Map<u32> = users
+        .enumerate()
+        .filter_map(|(i, (_, uid))| uid.map(|uid| (uid, i as u32)))
         .collect();
-    let group_by_dn: HashMap<&str, usize> = groups
+    let group_by_dn: Map<usize> = groups
         .iter()
         .enumerate()
         .map(|(i, g)| (g.dn.as_str(), i))
@@ -444,36 +551,41 @@ fn resolve_memberships(users: &[UserRead], groups: &[GroupRead]) -> Vec<(String,
     // A breadth-first walk per group: cycles stop at groups already visited, and no partial
     // result is ever cached (a cached closure cut short by a cycle would lose members).
     let mut pairs = Vec::new();
-    for (i, top) in groups.iter().enumerate() {
+    for i in 0..groups.len() {
         let mut visited: HashSet<usize> = HashSet::from([i]);
         let mut queue = vec![i];
-        let mut members: HashSet<&str> = HashSet::new();
+        let mut members: Vec<u32> = Vec::new();
         while let Some(gi) = queue.pop() {
             let g = &groups[gi];
             for dn in &g.member_dns {
-                if let Some(u) = user_by_dn.get(dn.as_str()) {
-                    members.insert(u);
+                if let Some(&u) = user_by_dn.get(dn.as_str()) {
+                    members.push(u);
                 } else if let Some(&child) = group_by_dn.get(dn.as_str()) {
                     if visited.insert(child) {
                         queue.push(child);
                     }
                 }
             }
-            for uid in &g.member_uids {
-                if let Some(u) = user_by_uid.get(uid.as_str()) {
-                    members.insert(u);
-                }
-            }
+            members.extend(
+                g.member_uids
+                    .iter()
+                    .filter_map(|uid| user_by_uid.get(uid.as_str()).copied()),
+            );
         }
-        let mut sorted: Vec<&str> = members.into_iter().collect();
-        sorted.sort_unstable();
-        let gid = &top.input.idp_id;
-        pairs.extend(sorted.into_iter().map(|u| (gid.clone(), u.to_owned())));
+        members.sort_unstable();
+        members.dedup();
+        pairs.extend(members.into_iter().map(|u| (i as u32, u)));
     }
     pairs
 }
 
-async fn read_full(s: LdapSettings, progress: Arc<dyn Progress>) -> Result<FullRead, LdapError> {
+/// A full read. `cookies`: the RFC 4533 cookies the last run left, when they fit the current
+/// settings; they are kept instead of seeding new ones (see `Syncer::full`).
+async fn read_full(
+    s: LdapSettings,
+    cookies: Option<SyncCookies>,
+    progress: Arc<dyn Progress>,
+) -> Result<FullRead, LdapError> {
     let mut c = Client::connect(&s).await?;
     let r = s.resolved();
     let m = Mapper::new(r.clone());
@@ -482,14 +594,14 @@ async fn read_full(s: LdapSettings, progress: Arc<dyn Progress>) -> Result<FullR
     } else {
         None
     };
-    let seeding = if usn.is_none() && use_sync(&mut c, &s).await? {
+    let seeding = if usn.is_none() && cookies.is_none() && use_sync(&mut c, &s).await? {
         seed_cookies(&s).await?
     } else {
         None
     };
     let read = async {
         progress.phase("users", None);
-        let users = read_users(&mut c, &s, &m, &r.user_filter, progress.as_ref()).await?;
+        let users = read_user_entries(&mut c, &s, &m, &r.user_filter, progress.as_ref()).await?;
         progress.phase("groups", None);
         let groups = read_groups(&mut c, &s, &m, &r.group_filter, progress.as_ref()).await?;
         Ok::<_, LdapError>((users, groups))
@@ -507,29 +619,31 @@ async fn read_full(s: LdapSettings, progress: Arc<dyn Progress>) -> Result<FullR
     c.close().await;
     let cookies = match seeding {
         Some(task) => Some(task.await.map_err(join_err)??),
-        None => None,
+        None => cookies,
     };
-
     let cursor = match (usn, cookies) {
         (Some(u), _) => Some(DeltaCursor::Usn(u)),
         (None, Some(c)) => Some(DeltaCursor::Sync(c)),
         (None, None) => users
             .iter()
-            .map(|u| u.changed.as_ref())
+            .map(|u| u.head.changed.as_ref())
             .chain(groups.iter().map(|g| g.changed.as_ref()))
             .fold(None, newest)
             .map(DeltaCursor::Stamp),
     };
-    let memberships = resolve_memberships(&users, &groups);
+    let memberships = resolve_memberships(
+        users
+            .iter()
+            .map(|u| (u.head.dn.as_str(), u.head.uid.as_deref())),
+        &groups,
+    );
     Ok(FullRead {
-        users_read: users.len() as u64,
-        groups_read: groups.len() as u64,
-        snapshot: Snapshot {
-            users: users.into_iter().map(|u| u.input).collect(),
-            groups: groups.into_iter().map(|g| g.input).collect(),
-            memberships,
-        },
+        mapper: m,
+        users,
+        groups: groups.into_iter().map(|g| g.input).collect(),
+        memberships,
         cursor,
+        read_ms: 0,
     })
 }
 
@@ -632,6 +746,7 @@ async fn read_delta_sync(
                 }
             }
         }
+        next.unconfirmed |= read.cookie.as_ref().is_some_and(|c| c.is_empty());
         next.users
             .insert(base.clone(), to_hex(&read.cookie.unwrap_or(old)));
     }
@@ -658,6 +773,7 @@ async fn read_delta_sync(
                 }
             }
         }
+        next.unconfirmed |= read.cookie.as_ref().is_some_and(|c| c.is_empty());
         next.groups
             .insert(base.clone(), to_hex(&read.cookie.unwrap_or(old)));
     }
@@ -1097,33 +1213,74 @@ impl Syncer {
         rec: &mut RunRecord,
         progress: Arc<dyn Progress>,
     ) -> Result<RunOutcome, SyncError> {
+        // The engine reads the stored side while the reader reads the server, then waits for
+        // the read and applies it. Rule one holds: nothing is written before the read is
+        // complete, and a failed read writes nothing.
+        //
+        // Cookies the last run left that still fit are kept rather than seeded anew: a delta
+        // from them re-sends every change since (upserts and deletions are idempotent), so
+        // they stay correct after this run, and seeding would cost the server a second
+        // search of the whole tree beside the paged read.
+        let kept_cookies = match &state.cursor {
+            Some(c @ DeltaCursor::Sync(cookies))
+                if !cookies.unconfirmed && cursor_fits(&src.settings, c) =>
+            {
+                Some(cookies.clone())
+            }
+            _ => None,
+        };
         let t = Instant::now();
-        let read = tokio::spawn(read_full(src.settings.clone(), progress.clone()))
-            .await
-            .map_err(join_err)??;
-        rec.read_ms = t.elapsed().as_millis() as u64;
-        rec.users_read = read.users_read;
-        rec.groups_read = read.groups_read;
-        progress.phase("apply", None);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let settings = src.settings.clone();
+        let reader_progress = progress.clone();
+        let reader = tokio::spawn(async move {
+            let mut read = read_full(settings, kept_cookies, reader_progress.clone()).await?;
+            read.read_ms = t.elapsed().as_millis() as u64;
+            reader_progress.phase("apply", None);
+            // The receiver is gone only when the apply task failed; its error is reported.
+            let _ = tx.send(read);
+            Ok::<_, LdapError>(())
+        });
         let policy = SnapshotPolicy {
             max_delete_ratio: src.settings.max_delete_ratio,
             confirmed: state.deletion_confirmed,
         };
         let engine = self.engine.clone();
         let dir_id = src.directory_id.clone();
-        let snapshot = read.snapshot;
-        let out =
-            tokio::task::spawn_blocking(move || engine.apply_snapshot(&dir_id, snapshot, policy))
-                .await
-                .map_err(|e| SyncError::State(format!("apply task: {e}")))??;
+        let applied = tokio::task::spawn_blocking(move || {
+            engine.apply_snapshot_read_ahead(&dir_id, policy, || rx.blocking_recv().ok())
+        })
+        .await;
+        let (out, read) = match applied {
+            Ok(Ok(Some(done))) => done,
+            // No read: the reader's own failure (an LDAP error, a panic in the parser) says why.
+            Ok(Ok(None)) => {
+                reader.await.map_err(join_err)??;
+                return Err(SyncError::State("the read ended without a result".into()));
+            }
+            Ok(Err(e)) => {
+                reader.abort();
+                return Err(e.into());
+            }
+            Err(e) => {
+                reader.abort();
+                return Err(SyncError::State(format!("apply task: {e}")));
+            }
+        };
+        rec.read_ms = read.read_ms;
+        rec.users_read = read.users.len() as u64;
+        rec.groups_read = read.groups.len() as u64;
         rec.created = out.created;
         rec.updated = out.updated;
         rec.deleted = out.deleted;
         rec.groups_changed = out.groups_created + out.groups_updated + out.groups_deleted;
         rec.memberships_changed = out.memberships_added + out.memberships_removed;
         rec.events = out.events;
+        let cursor = read.cursor.clone();
+        // Freeing a read of a big tree takes a while; it need not hold up the run's end.
+        tokio::task::spawn_blocking(move || drop(read));
         Ok(RunOutcome {
-            cursor: read.cursor,
+            cursor,
             used_confirmation: state.deletion_confirmed,
         })
     }
@@ -1214,7 +1371,7 @@ mod tests {
 
     #[test]
     fn nested_and_cyclic_groups_resolve_to_users() {
-        let users = vec![
+        let users = [
             u("u1", "uid=a", "a"),
             u("u2", "uid=b", "b"),
             u("u3", "uid=c", "c"),
@@ -1228,7 +1385,18 @@ mod tests {
                 &["c"],
             ),
         ];
-        let mut pairs = resolve_memberships(&users, &groups);
+        let mut pairs: Vec<(String, String)> = resolve_memberships(
+            users.iter().map(|u| (u.dn.as_str(), u.uid.as_deref())),
+            &groups,
+        )
+        .into_iter()
+        .map(|(g, u)| {
+            (
+                groups[g as usize].input.idp_id.clone(),
+                users[u as usize].input.idp_id.clone(),
+            )
+        })
+        .collect();
         pairs.sort();
         let want: Vec<(String, String)> = [
             ("inner", "u1"),

@@ -28,6 +28,19 @@ fn seed(slapd: &Slapd) {
     slapd.add(&ldif).expect("ldapmodify");
 }
 
+/// A seeded slapd in `mode` and a fresh engine with its directory (deletions up to 30%
+/// allowed), before any sync.
+fn seeded(mode: SyncProv) -> (Slapd, Fx, idbridge_ldap::LdapSource, Syncer) {
+    let slapd = Slapd::start_with(None, mode).expect("slapd");
+    seed(&slapd);
+    let fx = Fx::new();
+    let mut settings = slapd.settings();
+    settings.max_delete_ratio = 0.3;
+    let src = fx.ldap_dir(settings);
+    let syncer = Syncer::new(fx.engine.clone());
+    (slapd, fx, src, syncer)
+}
+
 fn is_sync(c: &Option<DeltaCursor>) -> bool {
     matches!(c, Some(DeltaCursor::Sync(_)))
 }
@@ -35,14 +48,8 @@ fn is_sync(c: &Option<DeltaCursor>) -> bool {
 /// The delta scenario the issue asks for, against syncprov with a present phase (`On`) or a
 /// delete phase (`SessionLog`).
 async fn delta_sees_everything(mode: SyncProv) {
-    let slapd = Slapd::start_with(None, mode).expect("slapd");
-    seed(&slapd);
-    let fx = Fx::new();
-    let mut settings = slapd.settings();
-    settings.max_delete_ratio = 0.3;
-    let src = fx.ldap_dir(settings);
+    let (slapd, fx, src, syncer) = seeded(mode);
     let dir = src.directory_id.clone();
-    let syncer = Syncer::new(fx.engine.clone());
 
     let rec = syncer
         .run(&src, SyncKind::Full, Arc::new(NoProgress))
@@ -135,6 +142,83 @@ async fn delta_sees_everything(mode: SyncProv) {
     assert_eq!(fx.kinds_after(seq), Vec::<String>::new());
 }
 
+/// A full sync keeps the cookies the last delta confirmed instead of seeding new ones; a
+/// delta from them after the full sync re-sends what the full sync already applied (no
+/// events for it) and still sees what changed after it.
+async fn full_sync_keeps_confirmed_cookies(mode: SyncProv) {
+    let (slapd, fx, src, syncer) = seeded(mode);
+    let dir = src.directory_id.clone();
+    let run = |kind: SyncKind| {
+        let (syncer, src) = (&syncer, &src);
+        async move {
+            syncer
+                .run(src, kind, Arc::new(NoProgress))
+                .await
+                .expect("run")
+        }
+    };
+    run(SyncKind::Full).await;
+    run(SyncKind::Delta).await;
+    let confirmed = syncer.state(&dir).expect("state").cursor;
+    assert!(is_sync(&confirmed));
+
+    // Changed before the full sync: applied by it.
+    slapd
+        .modify(
+            &format!(
+                "dn: uid=alice,ou=People,{SUFFIX}\nchangetype: delete\n\n\
+                 dn: uid=bob,ou=People,{SUFFIX}\nchangetype: modify\nreplace: title\ntitle: Lead\n\n"
+            ),
+            false,
+        )
+        .expect("ldapmodify");
+    let seq = fx.last_seq();
+    let rec = run(SyncKind::Full).await;
+    assert_eq!((rec.deleted, rec.updated), (1, 1));
+    assert_eq!(
+        syncer.state(&dir).expect("state").cursor,
+        confirmed,
+        "the full sync kept the confirmed cookies"
+    );
+    let after_full = fx.kinds_after(seq).len();
+
+    // Changed after it: the delta from the kept cookies sees it, and re-sends alice's deletion
+    // and bob's change without a second event for either.
+    slapd
+        .modify(
+            &format!("dn: uid=carol,ou=People,{SUFFIX}\nchangetype: delete\n\n"),
+            false,
+        )
+        .expect("ldapmodify");
+    let seq = fx.last_seq();
+    let rec = run(SyncKind::Delta).await;
+    assert_eq!(rec.kind, Some(SyncKind::Delta));
+    let kinds = fx.kinds_after(seq);
+    assert_eq!(count(&kinds, "dsync.user.deleted"), 1, "{kinds:?}");
+    assert_eq!(count(&kinds, "dsync.user.updated"), 0, "{kinds:?}");
+    assert!(after_full > 0);
+    let names = fx.usernames(&dir);
+    assert!(
+        !names.iter().any(|n| n == "alice" || n == "carol"),
+        "{names:?}"
+    );
+    assert_ne!(
+        syncer.state(&dir).expect("state").cursor,
+        confirmed,
+        "the delta moved the cookies on"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_sync_keeps_cookies_present_phase() {
+    full_sync_keeps_confirmed_cookies(SyncProv::On).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_sync_keeps_cookies_delete_phase() {
+    full_sync_keeps_confirmed_cookies(SyncProv::SessionLog).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_delta_with_present_phase() {
     delta_sees_everything(SyncProv::On).await;
@@ -195,14 +279,8 @@ async fn delta_deletions_pass_the_mass_deletion_guard() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_cookie_fails_cleanly_and_full_sync_recovers() {
-    let slapd = Slapd::start().expect("slapd");
-    seed(&slapd);
-    let fx = Fx::new();
-    let mut settings = slapd.settings();
-    settings.max_delete_ratio = 0.3;
-    let src = fx.ldap_dir(settings);
+    let (slapd, fx, src, syncer) = seeded(SyncProv::On);
     let dir = src.directory_id.clone();
-    let syncer = Syncer::new(fx.engine.clone());
     syncer
         .run(&src, SyncKind::Full, Arc::new(NoProgress))
         .await

@@ -83,12 +83,14 @@ pub fn ldapmodify(
         .stderr(Stdio::piped())
         .spawn()
         .map_err(PeerError::io("ldapmodify"))?;
-    child
+    // Written from another thread while the output is read: a big LDIF makes ldapmodify
+    // print more than a pipe holds before it has read all its input.
+    let mut stdin = child
         .stdin
         .take()
-        .ok_or_else(|| PeerError::Failed("ldapmodify: no stdin".into()))?
-        .write_all(ldif.as_bytes())
-        .map_err(PeerError::io("ldapmodify stdin"))?;
+        .ok_or_else(|| PeerError::Failed("ldapmodify: no stdin".into()))?;
+    let input = ldif.to_owned();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
     let out = child
         .wait_with_output()
         .map_err(PeerError::io("ldapmodify"))?;
@@ -98,5 +100,9 @@ pub fn ldapmodify(
             String::from_utf8_lossy(&out.stderr)
         )));
     }
+    writer
+        .join()
+        .map_err(|_| PeerError::Failed("ldapmodify: the stdin writer panicked".into()))?
+        .map_err(PeerError::io("ldapmodify stdin"))?;
     Ok(())
 }
