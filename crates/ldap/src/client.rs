@@ -7,10 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
-use ldap3::controls::{
-    parse_syncinfo, ControlType, EntryState, MakeCritical, RefreshMode, SyncDone, SyncInfo,
-    SyncRequest, SyncState,
-};
+use ldap3::controls::{ControlType, EntryState, MakeCritical, RefreshMode, SyncInfo, SyncRequest};
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, ResultEntry, Scope, SearchStream};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -19,6 +16,7 @@ use crate::ad::parse_ranged;
 pub use crate::entry::Entry;
 use crate::error::{ConfigError, LdapError};
 use crate::settings::{LdapSettings, Transport};
+use crate::sync_controls;
 
 /// A bound connection.
 pub struct Client {
@@ -118,7 +116,7 @@ pub struct SyncSearch {
 impl SyncSearch {
     fn take(&mut self, re: ResultEntry) -> Result<(), LdapError> {
         if re.is_intermediate() {
-            match parse_syncinfo(re) {
+            match sync_controls::sync_info(re)? {
                 SyncInfo::NewCookie(c) => self.read.cookie = Some(c),
                 SyncInfo::RefreshDelete { cookie, .. }
                 | SyncInfo::RefreshPresent { cookie, .. } => {
@@ -149,10 +147,10 @@ impl SyncSearch {
         let state =
             re.1.iter()
                 .find(|c| matches!(c.0, Some(ControlType::SyncState)))
-                .map(|c| c.1.parse::<SyncState>())
+                .map(|c| sync_controls::sync_state(&c.1))
                 .ok_or_else(|| {
                     LdapError::Malformed("a sync search entry without a Sync State control".into())
-                })?;
+                })??;
         if let Some(c) = state.cookie {
             self.read.cookie = Some(c);
         }
@@ -178,8 +176,7 @@ impl SyncSearch {
     /// Reads one message; `false` once the search is over. The first message of a search
     /// shows the server has fixed the state its cookie will name.
     ///
-    /// Note: ldap3's RFC 4533 parsers panic on malformed controls; every sync search runs in
-    /// the run's reader task, so such a reply fails that run only.
+    /// A malformed RFC 4533 control or Sync Info message is [`LdapError::Malformed`].
     pub async fn step(&mut self) -> Result<bool, LdapError> {
         if self.ended {
             return Ok(false);
@@ -228,13 +225,13 @@ impl SyncSearch {
             .ctrls
             .iter()
             .find(|c| matches!(c.0, Some(ControlType::SyncDone)))
-            .map(|c| c.1.parse::<SyncDone>())
+            .map(|c| sync_controls::sync_done(&c.1))
             .ok_or_else(|| {
                 LdapError::Malformed(
                     "the sync search ended without a Sync Done control (server ignored RFC 4533?)"
                         .into(),
                 )
-            })?;
+            })??;
         if done.cookie.is_some() {
             self.read.cookie = done.cookie;
         }

@@ -18,6 +18,7 @@ pub mod scheduler;
 pub mod settings;
 pub mod state;
 pub mod sync;
+pub mod sync_controls;
 
 pub use error::{ConfigError, LdapError, SyncError};
 pub use settings::{AttributeNames, ChangeTracking, Flavor, LdapSettings, Timeouts};
