@@ -1054,6 +1054,39 @@ impl DirectoryEngine {
         }
     }
 
+    /// A user a delta says the source no longer has: deleted or kept inactive exactly as
+    /// [`Self::stage_absent_user`] does in a snapshot run (one commit); a user kept inactive
+    /// then leaves its groups too (one commit per group, with `user_removed` events and role
+    /// refresh), as the source lists it in none — the same end state as the next full sync's.
+    /// A retry after a partial failure finishes what is left. Returns whether anything was
+    /// written and the number of events.
+    fn remove_absent_user(&self, dir_id: &str, user_id: &str) -> Result<(bool, usize)> {
+        let (wrote, mut events, kept) = {
+            let lock = self.dir_lock(dir_id);
+            let held = Self::guard(&lock);
+            let mut tx = self.begin(dir_id)?;
+            let Some((old, _)) = self.load_user(dir_id, user_id)? else {
+                return Ok((false, 0));
+            };
+            let (kind, _) = self.stage_absent_user(&mut tx, old)?;
+            let events = self.finish_unlocking(tx, held)?;
+            (
+                kind != ChangeKind::Unchanged,
+                events.len(),
+                kind != ChangeKind::Deleted,
+            )
+        };
+        let mut wrote = wrote;
+        if kept {
+            for group_id in self.scan_suffixes(layout::MEMBERS, &layout::groups_of(user_id))? {
+                let change = self.remove_group_members(dir_id, &group_id, vec![user_id.into()])?;
+                wrote |= !change.removed.is_empty();
+                events += change.events.len();
+            }
+        }
+        Ok((wrote, events))
+    }
+
     /// Applies LDAP delta changes in order, each as its own commit (addressed by idp_id, so a
     /// failed batch can be retried from the start: already-applied changes are no-ops).
     pub fn apply_delta(&self, dir_id: &str, changes: Vec<DeltaChange>) -> Result<DeltaOutcome> {
@@ -1079,9 +1112,9 @@ impl DirectoryEngine {
                         r.events.len(),
                     )
                 }
-                DeltaChange::DeleteUser { idp_id } => {
+                DeltaChange::RemoveUser { idp_id } => {
                     match self.find_user_by_idp_id(dir_id, &idp_id)? {
-                        Some(u) => (true, self.delete_user(dir_id, &u.user.id)?.events.len()),
+                        Some(u) => self.remove_absent_user(dir_id, &u.user.id)?,
                         None => (false, 0),
                     }
                 }

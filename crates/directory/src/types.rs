@@ -272,8 +272,9 @@ pub struct SnapshotOutcome {
 pub enum DeltaChange {
     /// Create or update the user with this idp_id.
     UpsertUser(UserInput),
-    /// Delete the user with this idp_id (absent: no-op).
-    DeleteUser {
+    /// The source no longer has the user with this idp_id: deleted, or kept inactive, per the
+    /// directory's deactivation setting, as a full sync treats an absent user (unknown: no-op).
+    RemoveUser {
         /// The user's idp_id.
         idp_id: String,
     },

@@ -472,7 +472,7 @@ fn delta_changes_apply_by_idp_id() {
         .apply_delta(
             &dir,
             vec![
-                DeltaChange::DeleteUser { idp_id: "a".into() },
+                DeltaChange::RemoveUser { idp_id: "a".into() },
                 DeltaChange::DeleteGroup {
                     idp_id: "nope".into(),
                 },
@@ -482,6 +482,63 @@ fn delta_changes_apply_by_idp_id() {
     assert_eq!((out.applied, out.unchanged), (1, 1));
     let g = fx.engine.find_group_by_idp_id(&dir, "g").unwrap().unwrap();
     assert_eq!(fx.engine.group_members(&g.group.id).unwrap().len(), 1);
+}
+
+/// A delta's departed user is treated as a full sync treats an absent one: deleted, or kept
+/// inactive (once) and out of its groups, per the directory's setting.
+#[test]
+fn delta_removals_follow_the_deactivation_setting() {
+    let fx = Fx::new();
+    let keep = fx.sftp_dir(DirectorySettings {
+        deactivation: Deactivation::KeepInactive,
+        ..Default::default()
+    });
+    let delete = fx.sftp_dir(DirectorySettings::default());
+    let seed = vec![
+        DeltaChange::UpsertUser(user("a", "a@foo-corp.com", "A")),
+        DeltaChange::UpsertGroup(group("g", "G")),
+        DeltaChange::SetMembers {
+            group_idp_id: "g".into(),
+            user_idp_ids: vec!["a".into()],
+        },
+    ];
+    for dir in [&keep, &delete] {
+        fx.engine.apply_delta(dir, seed.clone()).unwrap();
+    }
+    let remove = || vec![DeltaChange::RemoveUser { idp_id: "a".into() }];
+
+    let seq = fx.last_seq();
+    let out = fx.engine.apply_delta(&keep, remove()).unwrap();
+    assert_eq!((out.applied, out.unchanged), (1, 0));
+    let events = fx.events_after(seq);
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[0]["event"], "dsync.user.updated");
+    assert_eq!(events[0]["data"]["state"], "inactive");
+    assert_eq!(events[1]["event"], "dsync.group.user_removed");
+    assert_eq!(out.events, 2);
+    let a = fx.engine.find_user_by_idp_id(&keep, "a").unwrap().unwrap();
+    assert_eq!(a.user.state, UserState::Inactive);
+    let g = fx.engine.find_group_by_idp_id(&keep, "g").unwrap().unwrap();
+    assert!(fx.engine.group_members(&g.group.id).unwrap().is_empty());
+    // Already inactive: nothing to write, no event.
+    let seq = fx.last_seq();
+    let out = fx.engine.apply_delta(&keep, remove()).unwrap();
+    assert_eq!((out.applied, out.unchanged, out.events), (0, 1, 0));
+    assert_eq!(fx.last_seq(), seq);
+
+    let seq = fx.last_seq();
+    let out = fx.engine.apply_delta(&delete, remove()).unwrap();
+    assert_eq!((out.applied, out.unchanged), (1, 0));
+    let kinds = fx.kinds_after(seq);
+    assert!(
+        kinds.contains(&"dsync.user.deleted".to_owned()),
+        "{kinds:?}"
+    );
+    assert!(fx
+        .engine
+        .find_user_by_idp_id(&delete, "a")
+        .unwrap()
+        .is_none());
 }
 
 #[test]

@@ -18,7 +18,8 @@
 //! in state delete / syncIdSet with refreshDeletes, or, when the server answers with a present
 //! phase, every stored entry it did not name present — which also covers entries moved out of
 //! the base DN or out of the filter. Deletions from a delta pass the same mass-deletion guard as
-//! a full sync. Without it (`timestamp`: `entryCSN` on OpenLDAP — `modifyTimestamp`'s
+//! a full sync and, like a full sync's, delete the user or keep it inactive per the directory's
+//! `deactivation` setting. Without it (`timestamp`: `entryCSN` on OpenLDAP — `modifyTimestamp`'s
 //! one-second resolution made every delta after a bulk load re-read the whole load —
 //! `modifyTimestamp` for generic servers, `uSNChanged` on AD) deltas bring adds, updates,
 //! renames, disables and group changes; deletions and moves out of the base DN are only visible
@@ -42,6 +43,7 @@ use idbridge_directory::{
     Deactivation, DeltaChange, DirectoryEngine, EngineError, GroupInput, GuardError,
     SnapshotPolicy, SnapshotSource, UserInput, UserRecord,
 };
+use idbridge_model::UserState;
 use ldap3::ldap_escape;
 use tracing::Instrument;
 
@@ -864,10 +866,13 @@ async fn read_delta(
     })
 }
 
-/// Users a delta deletes, and whether that needed the admin's confirmation.
+/// Users a delta removes (deletes, or deactivates where the directory keeps them), and
+/// whether that needed the admin's confirmation.
 #[derive(Debug, Default, Clone, Copy)]
 struct DeltaDeletions {
     users: u64,
+    /// The directory deletes departed users (otherwise it keeps them inactive).
+    deletes: bool,
     used_confirmation: bool,
 }
 
@@ -909,15 +914,20 @@ fn delta_deletions(
                 .map(|(_, dn)| dn)
         }))
     })?;
-    if !users.is_empty()
-        && engine.get_directory(dir_id)?.settings.deactivation == Deactivation::KeepInactive
-    {
-        // Deltas only delete; deactivating-and-keeping is the full sync's job.
-        tracing::info!(
-            users = users.len(),
-            "directory keeps departed users inactive: left to the next full sync"
-        );
-        users.clear();
+    let deletes = engine.get_directory(dir_id)?.settings.deactivation == Deactivation::DeleteUser;
+    if !deletes {
+        // Kept inactive: only an active user leaves (and counts for the guard), as in a full
+        // sync; one already inactive is left as it is.
+        let mut active = Vec::with_capacity(users.len());
+        for idp in users {
+            if engine
+                .find_user_by_idp_id(dir_id, &idp)?
+                .is_some_and(|u| u.user.state == UserState::Active)
+            {
+                active.push(idp);
+            }
+        }
+        users = active;
     }
     let would_delete = users.len() as u64;
     let over = would_delete as f64 > policy.max_delete_ratio * total as f64 + 1e-9;
@@ -936,7 +946,7 @@ fn delta_deletions(
     Ok((
         users
             .into_iter()
-            .map(|idp_id| DeltaChange::DeleteUser { idp_id })
+            .map(|idp_id| DeltaChange::RemoveUser { idp_id })
             .collect(),
         groups
             .into_iter()
@@ -944,6 +954,7 @@ fn delta_deletions(
             .collect(),
         DeltaDeletions {
             users: would_delete,
+            deletes,
             used_confirmation: over,
         },
     ))
@@ -1328,8 +1339,13 @@ impl Syncer {
         })
         .await
         .map_err(|e| SyncError::State(format!("apply task: {e}")))??;
-        rec.deleted = deletions.users;
-        rec.updated = out.applied.saturating_sub(deletions.users);
+        // Deactivated-and-kept users count as updated, as in a full sync's record.
+        rec.deleted = if deletions.deletes {
+            deletions.users
+        } else {
+            0
+        };
+        rec.updated = out.applied.saturating_sub(rec.deleted);
         rec.events = out.events;
         Ok(RunOutcome {
             cursor: next,

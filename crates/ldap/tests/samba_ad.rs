@@ -71,11 +71,7 @@ async fn active_directory_on_samba() {
     let names = fx.usernames(&dir);
     assert_eq!(names.len(), BULK + 3, "disabled dave is not created");
     assert!(!names.contains(&"dave".to_string()));
-    let alice = fx
-        .users(&dir)
-        .into_iter()
-        .find(|u| u.user.username.as_deref() == Some("alice"))
-        .expect("alice");
+    let alice = fx.user_named(&dir, "alice");
     let guid = &alice.user.idp_id;
     assert!(
         guid.len() == 36 && guid.chars().filter(|c| *c == '-').count() == 4,
@@ -128,11 +124,7 @@ async fn active_directory_on_samba() {
     .expect("ldapmodify");
     dc.modify(&user_ldif("erin", &corp, 544), true)
         .expect("ldapmodify");
-    let carol_before = fx
-        .users(&dir)
-        .into_iter()
-        .find(|u| u.user.username.as_deref() == Some("carol"))
-        .expect("carol");
+    let carol_before = fx.user_named(&dir, "carol");
     let seq = fx.last_seq();
     let t = Instant::now();
     let rec = syncer

@@ -62,11 +62,7 @@ async fn full_and_delta_lifecycle() {
     assert_eq!(count(&kinds, "dsync.user.created"), 6);
     assert_eq!(count(&kinds, "dsync.group.created"), 3);
     assert_eq!(count(&kinds, "dsync.group.user_added"), 6);
-    let alice = fx
-        .users(&dir)
-        .into_iter()
-        .find(|u| u.user.username.as_deref() == Some("alice"))
-        .expect("alice");
+    let alice = fx.user_named(&dir, "alice");
     assert_eq!(alice.user.email.as_deref(), Some("alice@example.test"));
     assert_eq!(alice.user.first_name.as_deref(), Some("Alice"));
     assert_eq!(alice.user.job_title.as_deref(), Some("Engineer"));
@@ -96,11 +92,7 @@ async fn full_and_delta_lifecycle() {
         ),
         false,
     ).expect("ldapmodify");
-    let bob_before = fx
-        .users(&dir)
-        .into_iter()
-        .find(|u| u.user.username.as_deref() == Some("bob"))
-        .expect("bob");
+    let bob_before = fx.user_named(&dir, "bob");
     let seq = fx.last_seq();
     let rec = syncer
         .run(&src, SyncKind::Delta, Arc::new(NoProgress))
@@ -117,11 +109,7 @@ async fn full_and_delta_lifecycle() {
         fx.usernames(&dir),
         ["alice", "carol", "dave", "frank", "grace", "robert"]
     );
-    let robert = fx
-        .users(&dir)
-        .into_iter()
-        .find(|u| u.user.username.as_deref() == Some("robert"))
-        .expect("robert");
+    let robert = fx.user_named(&dir, "robert");
     assert_eq!(
         robert.user.id, bob_before.user.id,
         "a rename keeps the user"
@@ -329,14 +317,6 @@ async fn mass_deletion_guard_waits_for_confirmation() {
         .is_none());
 }
 
-/// The user named `username`.
-fn user_named(fx: &Fx, dir: &str, username: &str) -> idbridge_directory::StoredUser {
-    fx.users(dir)
-        .into_iter()
-        .find(|u| u.user.username.as_deref() == Some(username))
-        .unwrap_or_else(|| panic!("no user {username}"))
-}
-
 /// A full sync skips a user whose entry digest matches the last run without building it, so
 /// it must still see every change of an entry, and a change of the attribute mapping with no
 /// entry changed.
@@ -379,11 +359,11 @@ async fn full_sync_sees_entry_and_mapping_changes() {
     updated.sort();
     assert_eq!(updated, ["u03", "u07"]);
     assert_eq!(
-        user_named(&fx, &dir, "u03").user.job_title.as_deref(),
+        fx.user_named(&dir, "u03").user.job_title.as_deref(),
         Some("Staff Engineer")
     );
     assert_eq!(
-        user_named(&fx, &dir, "u07").user.last_name.as_deref(),
+        fx.user_named(&dir, "u07").user.last_name.as_deref(),
         Some("Newname")
     );
 
@@ -397,11 +377,11 @@ async fn full_sync_sees_entry_and_mapping_changes() {
     assert_eq!(full(&remapped).await.updated, 20);
     assert_eq!(count(&fx.kinds_after(seq), "dsync.user.updated"), 20);
     assert_eq!(
-        user_named(&fx, &dir, "u07").user.first_name.as_deref(),
+        fx.user_named(&dir, "u07").user.first_name.as_deref(),
         Some("Newname")
     );
     assert_eq!(
-        user_named(&fx, &dir, "u07").user.last_name.as_deref(),
+        fx.user_named(&dir, "u07").user.last_name.as_deref(),
         Some("U")
     );
 }

@@ -10,9 +10,11 @@ use common::{
     count, people_after_full_sync, people_ldif, person, Fx, Slapd, SlapdSettings, SyncProv, PEOPLE,
     SUFFIX,
 };
+use idbridge_directory::{Deactivation, DirectorySettings};
 use idbridge_ldap::{
     ChangeTracking, DeltaCursor, LdapError, NoProgress, StateStore, SyncError, SyncKind, Syncer,
 };
+use idbridge_model::UserState;
 
 fn seed(slapd: &Slapd) {
     let mut ldif = people_ldif(&PEOPLE);
@@ -31,12 +33,20 @@ fn seed(slapd: &Slapd) {
 /// A seeded slapd in `mode` and a fresh engine with its directory (deletions up to 30%
 /// allowed), before any sync.
 fn seeded(mode: SyncProv) -> (Slapd, Fx, idbridge_ldap::LdapSource, Syncer) {
+    seeded_with(mode, DirectorySettings::default())
+}
+
+/// [`seeded`] with the directory's own settings.
+fn seeded_with(
+    mode: SyncProv,
+    dir: DirectorySettings,
+) -> (Slapd, Fx, idbridge_ldap::LdapSource, Syncer) {
     let slapd = Slapd::start_with(None, mode).expect("slapd");
     seed(&slapd);
     let fx = Fx::new();
     let mut settings = slapd.settings();
     settings.max_delete_ratio = 0.3;
-    let src = fx.ldap_dir(settings);
+    let src = fx.ldap_dir_with(settings, dir);
     let syncer = Syncer::new(fx.engine.clone());
     (slapd, fx, src, syncer)
 }
@@ -70,16 +80,8 @@ async fn delta_sees_everything(mode: SyncProv) {
     assert_eq!(rec.kind, Some(SyncKind::Delta));
     assert_eq!(fx.kinds_after(seq), Vec::<String>::new());
 
-    let frank = fx
-        .users(&dir)
-        .into_iter()
-        .find(|u| u.user.username.as_deref() == Some("frank"))
-        .expect("frank");
-    let dave = fx
-        .users(&dir)
-        .into_iter()
-        .find(|u| u.user.username.as_deref() == Some("dave"))
-        .expect("dave");
+    let frank = fx.user_named(&dir, "frank");
+    let dave = fx.user_named(&dir, "dave");
     slapd
         .add(&person("kim", "Kim", "King"))
         .expect("ldapmodify");
@@ -121,11 +123,7 @@ async fn delta_sees_everything(mode: SyncProv) {
         fx.usernames(&dir),
         ["alice", "bob", "carol", "erin", "gina", "hank", "ivy", "jack", "kim"]
     );
-    let alice = fx
-        .users(&dir)
-        .into_iter()
-        .find(|u| u.user.username.as_deref() == Some("alice"))
-        .expect("alice");
+    let alice = fx.user_named(&dir, "alice");
     assert_eq!(alice.user.job_title.as_deref(), Some("Lead"));
     // Bob removed from devs; frank left devs with his deletion, dave left ops with his move.
     assert_eq!(fx.members(&dir, "devs"), ["alice"]);
@@ -227,6 +225,68 @@ async fn sync_delta_with_present_phase() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_delta_with_delete_phase() {
     delta_sees_everything(SyncProv::SessionLog).await;
+}
+
+/// Where the directory keeps departed users inactive, a delta deactivates a deleted entry and
+/// takes it out of its groups (a terminated employee loses access at the delta, not at the
+/// next full sync); the full sync after it agrees and changes nothing.
+async fn delta_keeps_departed_users_inactive(mode: SyncProv) {
+    let keep = DirectorySettings {
+        deactivation: Deactivation::KeepInactive,
+        ..Default::default()
+    };
+    let (slapd, fx, src, syncer) = seeded_with(mode, keep);
+    let dir = src.directory_id.clone();
+    syncer
+        .run(&src, SyncKind::Full, Arc::new(NoProgress))
+        .await
+        .expect("full");
+    assert!(is_sync(&syncer.state(&dir).expect("state").cursor));
+
+    slapd
+        .modify(
+            &format!("dn: uid=frank,ou=People,{SUFFIX}\nchangetype: delete\n\n"),
+            false,
+        )
+        .expect("ldapmodify");
+    let seq = fx.last_seq();
+    let rec = syncer
+        .run(&src, SyncKind::Delta, Arc::new(NoProgress))
+        .await
+        .expect("delta");
+    assert_eq!(rec.kind, Some(SyncKind::Delta));
+    assert_eq!((rec.deleted, rec.updated), (0, 1), "{rec:?}");
+    let events = fx.events_after(seq);
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[0]["event"], "dsync.user.updated");
+    assert_eq!(events[0]["data"]["username"], "frank");
+    assert_eq!(events[0]["data"]["state"], "inactive");
+    assert_eq!(events[1]["event"], "dsync.group.user_removed");
+    assert_eq!(events[1]["data"]["user"]["username"], "frank");
+    let frank = fx.user_named(&dir, "frank");
+    assert_eq!(frank.user.state, UserState::Inactive);
+    assert_eq!(fx.members(&dir, "devs"), ["alice", "bob"]);
+
+    // The next delta and the next full sync find nothing left to do.
+    for kind in [SyncKind::Delta, SyncKind::Full] {
+        let seq = fx.last_seq();
+        let rec = syncer
+            .run(&src, kind, Arc::new(NoProgress))
+            .await
+            .expect("run after the delta");
+        assert_eq!((rec.deleted, rec.updated), (0, 0), "{kind:?}: {rec:?}");
+        assert_eq!(fx.kinds_after(seq), Vec::<String>::new(), "{kind:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_inactive_delta_with_present_phase() {
+    delta_keeps_departed_users_inactive(SyncProv::On).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_inactive_delta_with_delete_phase() {
+    delta_keeps_departed_users_inactive(SyncProv::SessionLog).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

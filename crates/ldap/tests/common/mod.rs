@@ -139,13 +139,18 @@ impl Fx {
     }
 
     pub fn ldap_dir(&self, settings: LdapSettings) -> LdapSource {
+        self.ldap_dir_with(settings, DirectorySettings::default())
+    }
+
+    /// [`Fx::ldap_dir`] with the directory's own settings (deactivation, attribute map...).
+    pub fn ldap_dir_with(&self, settings: LdapSettings, dir: DirectorySettings) -> LdapSource {
         let (rec, _) = self
             .engine
             .create_directory(
                 &self.org.id,
                 "Corp LDAP",
                 idbridge_ldap::DIRECTORY_TYPE,
-                DirectorySettings::default(),
+                dir,
             )
             .expect("create directory");
         LdapSource {
@@ -175,6 +180,14 @@ impl Fx {
             .into_iter()
             .map(|e| serde_json::from_slice(&e.body).expect("event json"))
             .collect()
+    }
+
+    /// The directory's user with this username (panics when there is none).
+    pub fn user_named(&self, dir: &str, username: &str) -> StoredUser {
+        self.users(dir)
+            .into_iter()
+            .find(|u| u.user.username.as_deref() == Some(username))
+            .unwrap_or_else(|| panic!("no user {username}"))
     }
 
     pub fn users(&self, dir: &str) -> Vec<StoredUser> {
