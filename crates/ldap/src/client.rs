@@ -6,17 +6,20 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
-use ldap3::controls::{ControlType, EntryState, MakeCritical, RefreshMode, SyncInfo, SyncRequest};
+use ldap3::adapters::{Adapter, EntriesOnly};
+use ldap3::controls::{
+    ControlType, EntryState, MakeCritical, PagedResults as PagedResultsControl, RawControl,
+    RefreshMode, SyncInfo, SyncRequest,
+};
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, ResultEntry, Scope, SearchStream};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
 use crate::ad::parse_ranged;
+use crate::controls;
 pub use crate::entry::Entry;
 use crate::error::{ConfigError, LdapError};
 use crate::settings::{LdapSettings, Transport};
-use crate::sync_controls;
 
 /// A bound connection.
 pub struct Client {
@@ -116,7 +119,7 @@ pub struct SyncSearch {
 impl SyncSearch {
     fn take(&mut self, re: ResultEntry) -> Result<(), LdapError> {
         if re.is_intermediate() {
-            match sync_controls::sync_info(re)? {
+            match controls::sync_info(re)? {
                 SyncInfo::NewCookie(c) => self.read.cookie = Some(c),
                 SyncInfo::RefreshDelete { cookie, .. }
                 | SyncInfo::RefreshPresent { cookie, .. } => {
@@ -147,7 +150,7 @@ impl SyncSearch {
         let state =
             re.1.iter()
                 .find(|c| matches!(c.0, Some(ControlType::SyncState)))
-                .map(|c| sync_controls::sync_state(&c.1))
+                .map(|c| controls::sync_state(&c.1))
                 .ok_or_else(|| {
                     LdapError::Malformed("a sync search entry without a Sync State control".into())
                 })??;
@@ -225,7 +228,7 @@ impl SyncSearch {
             .ctrls
             .iter()
             .find(|c| matches!(c.0, Some(ControlType::SyncDone)))
-            .map(|c| sync_controls::sync_done(&c.1))
+            .map(|c| controls::sync_done(&c.1))
             .ok_or_else(|| {
                 LdapError::Malformed(
                     "the sync search ended without a Sync Done control (server ignored RFC 4533?)"
@@ -332,7 +335,11 @@ impl Client {
     }
 
     /// A subtree search, paged when a page size is set; `f` sees each entry. Any failure —
-    /// including a missing base DN — is an error, never a short result.
+    /// including a missing base DN or a malformed paging control — is an error, never a short
+    /// result.
+    ///
+    /// Paging is our own loop (RFC 2696) rather than ldap3's `PagedResults` adapter, whose
+    /// control parser panics on a malformed reply (see [`controls`]).
     pub async fn search_each(
         &mut self,
         base: &str,
@@ -340,44 +347,73 @@ impl Client {
         attrs: &[String],
         mut f: impl FnMut(Entry) -> Result<(), LdapError>,
     ) -> Result<u64, LdapError> {
-        let adapters: Vec<Box<dyn Adapter<'_, String, Vec<String>>>> = if self.page_size > 0 {
-            vec![
-                Box::new(EntriesOnly::new()),
-                Box::new(PagedResults::new(self.page_size as i32)),
-            ]
-        } else {
-            vec![Box::new(EntriesOnly::new())]
-        };
         let t = self.op_timeout;
-        self.ldap.with_timeout(t);
-        let mut stream = bounded(
-            "search",
-            t,
-            self.ldap
-                .streaming_search_with(adapters, base, Scope::Subtree, filter, attrs.to_vec()),
-        )
-        .await?;
         let mut n = 0u64;
+        let mut cookie = Vec::new();
         loop {
-            let next = bounded("search", t, stream.next()).await;
-            match next {
-                Ok(Some(re)) => {
-                    n += 1;
-                    f(Entry::from_result(re)?)?;
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    let _ = stream.finish().await;
-                    return Err(e);
+            self.ldap.with_timeout(t);
+            let (page_start, sent) = (n, std::mem::take(&mut cookie));
+            if self.page_size > 0 {
+                self.ldap
+                    .with_controls(RawControl::from(PagedResultsControl {
+                        size: self.page_size as i32,
+                        cookie: sent.clone(),
+                    }));
+            }
+            let adapters: Vec<Box<dyn Adapter<'_, String, Vec<String>>>> =
+                vec![Box::new(EntriesOnly::new())];
+            let mut stream = bounded(
+                "search",
+                t,
+                self.ldap.streaming_search_with(
+                    adapters,
+                    base,
+                    Scope::Subtree,
+                    filter,
+                    attrs.to_vec(),
+                ),
+            )
+            .await?;
+            loop {
+                let next = bounded("search", t, stream.next()).await;
+                match next {
+                    Ok(Some(re)) => {
+                        n += 1;
+                        f(Entry::from_result(re)?)?;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        let _ = stream.finish().await;
+                        return Err(e);
+                    }
                 }
             }
+            let res = bounded("search", t, async {
+                Ok::<_, LdapError>(stream.finish().await)
+            })
+            .await?;
+            let paged = res
+                .ctrls
+                .iter()
+                .find(|c| matches!(c.0, Some(ControlType::PagedResults)))
+                .map(|c| controls::paged_results(&c.1))
+                .transpose()?;
+            check("search", res)?;
+            // No control: the server did not page (it sent everything); an empty cookie: that
+            // was the last page.
+            match paged {
+                Some(p) if self.page_size > 0 && !p.cookie.is_empty() => {
+                    if n == page_start && p.cookie == sent {
+                        return Err(LdapError::Malformed(
+                            "paged search: the server sent the same cookie back with no entries"
+                                .into(),
+                        ));
+                    }
+                    cookie = p.cookie;
+                }
+                _ => return Ok(n),
+            }
         }
-        let res = bounded("search", t, async {
-            Ok::<_, LdapError>(stream.finish().await)
-        })
-        .await?;
-        check("search", res)?;
-        Ok(n)
     }
 
     /// All entries of a subtree search.

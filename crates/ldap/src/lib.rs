@@ -11,6 +11,7 @@
 
 pub mod ad;
 pub mod client;
+pub mod controls;
 pub mod entry;
 mod error;
 pub mod mapping;
@@ -18,7 +19,6 @@ pub mod scheduler;
 pub mod settings;
 pub mod state;
 pub mod sync;
-pub mod sync_controls;
 
 pub use error::{ConfigError, LdapError, SyncError};
 pub use settings::{AttributeNames, ChangeTracking, Flavor, LdapSettings, Timeouts};

@@ -1,10 +1,13 @@
-//! RFC 4533 messages from the server, parsed strictly and without panics.
+//! Response controls and intermediate messages from the server (RFC 2696 paged results, RFC
+//! 4533 content sync), parsed strictly and without panics.
 //!
-//! ldap3 ships parsers for these (`SyncState`, `SyncDone`, `parse_syncinfo`) but they panic on
-//! anything unexpected; a reply from a misbehaving or hostile server must fail the run with an
-//! error that says what was wrong, so we parse the BER ourselves into ldap3's value types.
+//! ldap3 ships parsers for these (`PagedResults`, `SyncState`, `SyncDone`, `parse_syncinfo`)
+//! but they panic on anything unexpected; a reply from a misbehaving or hostile server must
+//! fail the run with an error that says what was wrong, so we parse the BER ourselves into
+//! ldap3's value types.
 //!
 //! ```text
+//! realSearchControlValue ::= SEQUENCE { size INTEGER (0..maxInt), cookie OCTET STRING }
 //! syncStateValue ::= SEQUENCE { state ENUMERATED { present(0), add(1), modify(2), delete(3) },
 //!                               entryUUID OCTET STRING (SIZE(16)), cookie OCTET STRING OPTIONAL }
 //! syncDoneValue  ::= SEQUENCE { cookie OCTET STRING OPTIONAL, refreshDeletes BOOLEAN DEFAULT FALSE }
@@ -19,7 +22,7 @@
 use std::collections::HashSet;
 
 use ldap3::asn1::{parse_tag, StructureTag, TagClass, Types, PL};
-use ldap3::controls::{EntryState, RawControl, SyncDone, SyncInfo, SyncState};
+use ldap3::controls::{EntryState, PagedResults, RawControl, SyncDone, SyncInfo, SyncState};
 use ldap3::ResultEntry;
 
 use crate::error::LdapError;
@@ -105,6 +108,32 @@ fn boolean(tag: StructureTag, what: &str) -> Result<bool, LdapError> {
         [b] => Ok(*b != 0),
         _ => Err(malformed(what, "a BOOLEAN is not one byte")),
     }
+}
+
+/// The Paged Results control of a search result (RFC 2696): the server's size estimate and
+/// the cookie for the next page (empty: the last page).
+pub fn paged_results(ctrl: &RawControl) -> Result<PagedResults, LdapError> {
+    const WHAT: &str = "Paged Results control";
+    let mut parts = sequence(parse_whole(control_value(ctrl, WHAT)?, WHAT)?, WHAT)?.into_iter();
+    let size = parts.next().ok_or_else(|| malformed(WHAT, "no size"))?;
+    if !is_universal(&size, Types::Integer) {
+        return Err(malformed(WHAT, "the size is not an INTEGER"));
+    }
+    // 0..maxInt: at most four content bytes, the first without the sign bit.
+    let size = match primitive(size, WHAT)?.as_slice() {
+        b @ [first, ..] if b.len() <= 4 && first & 0x80 == 0 => {
+            b.iter().fold(0i32, |n, &byte| (n << 8) | i32::from(byte))
+        }
+        _ => return Err(malformed(WHAT, "the size is not in 0..maxInt")),
+    };
+    let cookie = octet_string(
+        parts.next().ok_or_else(|| malformed(WHAT, "no cookie"))?,
+        WHAT,
+    )?;
+    if parts.next().is_some() {
+        return Err(malformed(WHAT, "more elements than the SEQUENCE has"));
+    }
+    Ok(PagedResults { size, cookie })
 }
 
 /// The Sync State control of a search result entry.
@@ -323,6 +352,59 @@ mod tests {
 
     fn info(choice: StructureTag) -> Result<SyncInfo, LdapError> {
         sync_info(intermediate(Some(SYNC_INFO_OID), Some(ber(choice))))
+    }
+
+    fn paged_value(size: &[u8], cookie: &[u8]) -> Vec<u8> {
+        ber(seq(vec![
+            prim(TagClass::Universal, Types::Integer as u64, size),
+            octets(cookie),
+        ]))
+    }
+
+    #[test]
+    fn paged_results_values_parse() {
+        let p = paged_results(&control(Some(paged_value(&[0x01, 0x00], b"next")))).expect("page");
+        assert_eq!((p.size, p.cookie.as_slice()), (256, &b"next"[..]));
+        let last = paged_results(&control(Some(paged_value(&[0], b"")))).expect("last page");
+        assert_eq!((last.size, last.cookie.len()), (0, 0));
+        let max = paged_results(&control(Some(paged_value(&[0x7f, 0xff, 0xff, 0xff], b""))));
+        assert_eq!(max.expect("maxInt").size, i32::MAX);
+    }
+
+    #[test]
+    fn malformed_paged_results_controls_are_errors() {
+        let int = |b: &[u8]| prim(TagClass::Universal, Types::Integer as u64, b);
+        let cases: Vec<(&str, Option<Vec<u8>>)> = vec![
+            ("no value", None),
+            ("empty", Some(vec![])),
+            ("negative size", Some(paged_value(&[0xff], b"c"))),
+            (
+                "size over maxInt",
+                Some(paged_value(&[0, 0x80, 0, 0, 0], b"c")),
+            ),
+            ("empty size", Some(paged_value(&[], b"c"))),
+            ("no cookie", Some(ber(seq(vec![int(&[1])])))),
+            (
+                "cookie first",
+                Some(ber(seq(vec![octets(b"c"), int(&[1])]))),
+            ),
+            (
+                "extra element",
+                Some(ber(seq(vec![int(&[1]), octets(b"c"), octets(b"d")]))),
+            ),
+            ("not a sequence", Some(ber(int(&[1])))),
+            ("trailing bytes", {
+                let mut v = paged_value(&[1], b"c");
+                v.extend_from_slice(&[4, 0]);
+                Some(v)
+            }),
+        ];
+        for (name, value) in cases {
+            assert!(
+                matches!(paged_results(&control(value)), Err(LdapError::Malformed(_))),
+                "{name} was accepted"
+            );
+        }
     }
 
     #[test]
