@@ -3,6 +3,8 @@
 // Each test binary (and the bench) uses a different part of this module.
 #![allow(dead_code, unused_imports)]
 
+pub mod ber;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
