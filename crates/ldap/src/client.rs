@@ -345,6 +345,19 @@ impl Client {
         base: &str,
         filter: &str,
         attrs: &[String],
+        f: impl FnMut(Entry) -> Result<(), LdapError>,
+    ) -> Result<u64, LdapError> {
+        self.search_each_with(base, filter, attrs, &[], f).await
+    }
+
+    /// [`Client::search_each`] with request controls of its own on every page (AD's Show
+    /// Deleted, for instance).
+    pub async fn search_each_with(
+        &mut self,
+        base: &str,
+        filter: &str,
+        attrs: &[String],
+        controls: &[RawControl],
         mut f: impl FnMut(Entry) -> Result<(), LdapError>,
     ) -> Result<u64, LdapError> {
         let t = self.op_timeout;
@@ -353,12 +366,15 @@ impl Client {
         loop {
             self.ldap.with_timeout(t);
             let (page_start, sent) = (n, std::mem::take(&mut cookie));
+            let mut request = controls.to_vec();
             if self.page_size > 0 {
-                self.ldap
-                    .with_controls(RawControl::from(PagedResultsControl {
-                        size: self.page_size as i32,
-                        cookie: sent.clone(),
-                    }));
+                request.push(RawControl::from(PagedResultsControl {
+                    size: self.page_size as i32,
+                    cookie: sent.clone(),
+                }));
+            }
+            if !request.is_empty() {
+                self.ldap.with_controls(request);
             }
             let adapters: Vec<Box<dyn Adapter<'_, String, Vec<String>>>> =
                 vec![Box::new(EntriesOnly::new())];

@@ -22,9 +22,11 @@
 //! `deactivation` setting. Without it (`timestamp`: `entryCSN` on OpenLDAP — `modifyTimestamp`'s
 //! one-second resolution made every delta after a bulk load re-read the whole load —
 //! `modifyTimestamp` for generic servers, `uSNChanged` on AD) deltas bring adds, updates,
-//! renames, disables and group changes; deletions and moves out of the base DN are only visible
-//! to the full sync, which runs on its own (longer) schedule and is also the safety net for a
-//! write that commits out of order with the cursor.
+//! renames, disables and group changes; moves out of the base DN are only visible to the full
+//! sync, and so are deletions — except on AD, where a delta also reads the tombstones deleted
+//! since its cursor (Show Deleted control) when the bind account may list them. The full sync
+//! runs on its own (longer) schedule and is also the safety net for a write that commits out of
+//! order with the cursor.
 //!
 //! A cookie the server refuses (e-syncRefreshRequired, a state it never had) fails that delta
 //! cleanly and drops the cookies; the next run is then a full sync (a delta without a usable
@@ -44,6 +46,7 @@ use idbridge_directory::{
     SnapshotPolicy, SnapshotSource, UserInput, UserRecord,
 };
 use idbridge_model::UserState;
+use ldap3::controls::RawControl;
 use ldap3::ldap_escape;
 use tracing::Instrument;
 
@@ -841,6 +844,20 @@ async fn read_delta(
     } else {
         groups = expand_groups(&mut c, &s, &m, changed).await?;
     }
+    let gone = match (&cursor, ad) {
+        (DeltaCursor::Usn(prev), true) => {
+            ad_deleted_since(&mut c, &m, *prev).await?.map(|deleted| {
+                let gone = |deleted| Gone {
+                    deleted,
+                    ..Gone::default()
+                };
+                // GUIDs are unique: the users' side matches only stored users, the groups' only
+                // stored groups.
+                (gone(deleted.clone()), gone(deleted))
+            })
+        }
+        _ => None,
+    };
     c.close().await;
 
     let cursor = match usn {
@@ -862,8 +879,69 @@ async fn read_delta(
         users,
         groups,
         cursor,
-        gone: None,
+        gone,
     })
+}
+
+/// AD's Show Deleted control (MS-ADTS 3.1.1.3.4.1.14): a search also returns tombstones.
+const SHOW_DELETED_OID: &str = "1.2.840.113556.1.4.417";
+
+/// What AD deleted after USN `prev`, from the tombstones (`isDeleted=TRUE` under the domain
+/// naming context, read with the Show Deleted control), as sync keys of their `objectGUID`s.
+/// `None` — deletions then wait for the full sync — when ids are not `objectGUID`s, or when
+/// the server refuses the search (by default only administrators may read tombstones).
+async fn ad_deleted_since(
+    c: &mut Client,
+    m: &Mapper,
+    prev: u64,
+) -> Result<Option<HashSet<Vec<u8>>>, LdapError> {
+    if !m.resolved().id.eq_ignore_ascii_case("objectGUID") {
+        return Ok(None);
+    }
+    let dse = c.root_dse(&["defaultNamingContext"]).await?;
+    let Some(nc) = dse
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("defaultNamingContext"))
+        .and_then(|(_, v)| v.first())
+        .cloned()
+    else {
+        tracing::warn!("no defaultNamingContext in the root DSE: deletions wait for the full sync");
+        return Ok(None);
+    };
+    let show_deleted = RawControl {
+        ctype: SHOW_DELETED_OID.into(),
+        crit: true,
+        val: None,
+    };
+    let filter = format!("(&(isDeleted=TRUE)(uSNChanged>={}))", prev + 1);
+    let mut deleted = HashSet::new();
+    let read = c
+        .search_each_with(
+            &nc,
+            &filter,
+            &[m.resolved().id.clone()],
+            &[show_deleted],
+            |e| {
+                if let Some(key) = m.id_of(&e).as_deref().and_then(uuid_bytes) {
+                    deleted.insert(key.to_vec());
+                }
+                Ok(())
+            },
+        )
+        .await;
+    match read {
+        Ok(_) => Ok(Some(deleted)),
+        Err(LdapError::Result { rc, text, .. }) => {
+            tracing::warn!(
+                rc,
+                %text,
+                "cannot read AD tombstones (the bind account needs to list Deleted Objects): \
+                 deletions wait for the next full sync"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Users a delta removes (deletes, or deactivates where the directory keeps them), and

@@ -1,14 +1,14 @@
 //! Active Directory flavor against a real Samba AD DC (provisioned into a temp dir, LDAP only,
 //! on 127.0.0.1:389). One test function: provisioning costs ~20 s, so every AD case shares
 //! the domain: objectGUID ids, userAccountControl, nested groups, a 1,600-member group (ranged
-//! retrieval), uSNChanged deltas, and a stopped server.
+//! retrieval), uSNChanged deltas (deletions through tombstones), and a stopped server.
 
 mod common;
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use common::{count, Fx};
+use common::{count, run_delta, Fx};
 use idbridge_ldap::{Flavor, LdapSettings, NoProgress, SyncError, SyncKind, Syncer};
 use idbridge_testkit::samba::{ad_user_ldif as user_ldif, AD_ADMIN, AD_BASE as BASE, AD_URL};
 use idbridge_testkit::SambaDc;
@@ -157,11 +157,25 @@ async fn active_directory_on_samba() {
     );
     assert!(fx.usernames(&dir).contains(&"erin".to_string()));
 
-    // Full sync: a deleted user and a user moved out of the base DN.
+    // Delta: a deleted user, seen through its tombstone (Show Deleted; the bind account is an
+    // administrator, who may list Deleted Objects).
+    let alice = fx.user_named(&dir, "alice");
+    dc.modify(
+        &format!("dn: CN=alice,{corp}\nchangetype: delete\n\n"),
+        false,
+    )
+    .expect("ldapmodify");
+    let seq = fx.last_seq();
+    let rec = run_delta(&syncer, &src).await;
+    assert_eq!(rec.deleted, 1, "{rec:?}");
+    assert_eq!(fx.deleted_user_ids(seq), [alice.user.id]);
+    assert_eq!(fx.members(&dir, "staff"), ["carol"]);
+
+    // Full sync: a user moved out of the base DN (only a full sync sees that on AD); alice's
+    // deletion is not applied twice.
     dc.modify(
         &format!(
-            "dn: CN=alice,{corp}\nchangetype: delete\n\n\
-             dn: CN=erin,{corp}\nchangetype: modrdn\nnewrdn: CN=erin\ndeleteoldrdn: 1\nnewsuperior: OU=Former,{BASE}\n\n"
+            "dn: CN=erin,{corp}\nchangetype: modrdn\nnewrdn: CN=erin\ndeleteoldrdn: 1\nnewsuperior: OU=Former,{BASE}\n\n"
         ),
         false,
     )
@@ -171,8 +185,8 @@ async fn active_directory_on_samba() {
         .run(&src, SyncKind::Full, Arc::new(NoProgress))
         .await
         .expect("full 2");
-    assert_eq!(rec.deleted, 2, "{rec:?}");
-    assert_eq!(count(&fx.kinds_after(seq), "dsync.user.deleted"), 2);
+    assert_eq!(rec.deleted, 1, "{rec:?}");
+    assert_eq!(count(&fx.kinds_after(seq), "dsync.user.deleted"), 1);
     assert_eq!(fx.members(&dir, "staff"), ["carol"]);
 
     // Server stopped: runs fail and change nothing.

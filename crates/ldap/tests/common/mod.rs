@@ -66,6 +66,16 @@ pub fn people_ldif(people: &[(&str, &str, &str)]) -> String {
     people.iter().map(|(uid, g, s)| person(uid, g, s)).collect()
 }
 
+/// Runs a delta that must succeed as a delta (not fall back to a full sync).
+pub async fn run_delta(syncer: &Syncer, src: &LdapSource) -> idbridge_ldap::RunRecord {
+    let rec = syncer
+        .run(src, SyncKind::Delta, Arc::new(NoProgress))
+        .await
+        .expect("delta");
+    assert_eq!(rec.kind, Some(SyncKind::Delta), "{rec:?}");
+    rec
+}
+
 /// How many of `kinds` are `k`.
 pub fn count(kinds: &[String], k: &str) -> usize {
     kinds.iter().filter(|x| x.as_str() == k).count()
@@ -182,6 +192,18 @@ impl Fx {
             .into_iter()
             .map(|e| serde_json::from_slice(&e.body).expect("event json"))
             .collect()
+    }
+
+    /// The user ids of the `dsync.user.deleted` events after `seq`, sorted.
+    pub fn deleted_user_ids(&self, seq: u64) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .events_after(seq)
+            .into_iter()
+            .filter(|e| e["event"] == "dsync.user.deleted")
+            .filter_map(|e| e["data"]["id"].as_str().map(str::to_owned))
+            .collect();
+        ids.sort();
+        ids
     }
 
     /// The directory's user with this username (panics when there is none).
