@@ -45,7 +45,8 @@ async fn active_directory_on_samba() {
     }
     ldif.push_str(&format!(
         "dn: CN=eng,{corp}\nobjectClass: group\nsAMAccountName: eng\nmember: CN=alice,{corp}\n\n\
-         dn: CN=staff,{corp}\nobjectClass: group\nsAMAccountName: staff\nmember: CN=eng,{corp}\nmember: CN=bob,{corp}\n\n"
+         dn: CN=staff,{corp}\nobjectClass: group\nsAMAccountName: staff\nmember: CN=eng,{corp}\nmember: CN=bob,{corp}\n\n\
+         dn: CN=temp,{corp}\nobjectClass: group\nsAMAccountName: temp\n\n"
     ));
     ldif.push_str(&format!(
         "dn: CN=big,{corp}\nobjectClass: group\nsAMAccountName: big\n"
@@ -92,7 +93,7 @@ async fn active_directory_on_samba() {
     );
     let kinds = fx.kinds_after(seq);
     assert_eq!(count(&kinds, "dsync.user.created"), BULK + 3);
-    assert_eq!(count(&kinds, "dsync.group.created"), 3);
+    assert_eq!(count(&kinds, "dsync.group.created"), 4);
 
     // The GUID matches what the server reports for alice (as a filter on the binary value).
     let raw = idbridge_ldap::ad::guid_to_bytes(guid).expect("guid bytes");
@@ -157,11 +158,14 @@ async fn active_directory_on_samba() {
     );
     assert!(fx.usernames(&dir).contains(&"erin".to_string()));
 
-    // Delta: a deleted user, seen through its tombstone (Show Deleted; the bind account is an
-    // administrator, who may list Deleted Objects).
+    // Delta: a deleted user and a deleted group, seen through their tombstones (Show Deleted;
+    // the bind account is an administrator, who may list Deleted Objects).
     let alice = fx.user_named(&dir, "alice");
     dc.modify(
-        &format!("dn: CN=alice,{corp}\nchangetype: delete\n\n"),
+        &format!(
+            "dn: CN=alice,{corp}\nchangetype: delete\n\n\
+             dn: CN=temp,{corp}\nchangetype: delete\n\n"
+        ),
         false,
     )
     .expect("ldapmodify");
@@ -169,6 +173,8 @@ async fn active_directory_on_samba() {
     let rec = run_delta(&syncer, &src).await;
     assert_eq!(rec.deleted, 1, "{rec:?}");
     assert_eq!(fx.deleted_user_ids(seq), [alice.user.id]);
+    assert_eq!(count(&fx.kinds_after(seq), "dsync.group.deleted"), 1);
+    assert!(fx.groups(&dir).iter().all(|g| g.group.name != "temp"));
     assert_eq!(fx.members(&dir, "staff"), ["carol"]);
 
     // Full sync: a user moved out of the base DN (only a full sync sees that on AD); alice's
