@@ -22,11 +22,12 @@
 //! `deactivation` setting. Without it (`timestamp`: `entryCSN` on OpenLDAP — `modifyTimestamp`'s
 //! one-second resolution made every delta after a bulk load re-read the whole load —
 //! `modifyTimestamp` for generic servers, `uSNChanged` on AD) deltas bring adds, updates,
-//! renames, disables and group changes; moves out of the base DN are only visible to the full
-//! sync, and so are deletions — except on AD, where a delta also reads the tombstones deleted
-//! since its cursor (Show Deleted control) when the bind account may list them. The full sync
-//! runs on its own (longer) schedule and is also the safety net for a write that commits out of
-//! order with the cursor.
+//! renames, disables and group changes; moves out of the base DN and deletions are only
+//! visible to the full sync — except on AD, where a delta also finds the users and groups that
+//! changed since its cursor outside what it read (moved out of the base DNs or the filters),
+//! and the tombstones of objects deleted since (Show Deleted control) when the bind account may
+//! list them. The full sync runs on its own (longer) schedule and is also the safety net for a
+//! write that commits out of order with the cursor.
 //!
 //! A cookie the server refuses (e-syncRefreshRequired, a state it never had) fails that delta
 //! cleanly and drops the cookies; the next run is then a full sync (a delta without a usable
@@ -844,17 +845,21 @@ async fn read_delta(
     } else {
         groups = expand_groups(&mut c, &s, &m, changed).await?;
     }
-    let gone = match (&cursor, ad) {
-        (DeltaCursor::Usn(prev), true) => {
-            ad_deleted_since(&mut c, &m, *prev).await?.map(|deleted| {
-                let gone = |deleted| Gone {
-                    deleted,
-                    ..Gone::default()
-                };
-                // GUIDs are unique: the users' side matches only stored users, the groups' only
-                // stored groups.
-                (gone(deleted.clone()), gone(deleted))
-            })
+    let gone = match (&cursor, usn) {
+        (DeltaCursor::Usn(prev), Some(now)) if ad => {
+            let in_scope: HashSet<&str> = users
+                .iter()
+                .map(|u| u.input.idp_id.as_str())
+                .chain(groups.iter().map(|g| g.group.input.idp_id.as_str()))
+                .collect();
+            let left = ad_left_between(&mut c, &m, *prev, now, &in_scope).await?;
+            let gone = |deleted| Gone {
+                deleted,
+                ..Gone::default()
+            };
+            // GUIDs are unique: the users' side matches only stored users, the groups' only
+            // stored groups.
+            left.map(|left| (gone(left.clone()), gone(left)))
         }
         _ => None,
     };
@@ -886,16 +891,24 @@ async fn read_delta(
 /// AD's Show Deleted control (MS-ADTS 3.1.1.3.4.1.14): a search also returns tombstones.
 const SHOW_DELETED_OID: &str = "1.2.840.113556.1.4.417";
 
-/// What AD deleted after USN `prev`, from the tombstones (`isDeleted=TRUE` under the domain
-/// naming context, read with the Show Deleted control), as sync keys of their `objectGUID`s.
-/// `None` — deletions then wait for the full sync — when ids are not `objectGUID`s, or when
-/// the server refuses the search (by default only administrators may read tombstones).
-async fn ad_deleted_since(
+/// What left an AD directory's scope in the USN window `(prev, now]`, as sync keys of their
+/// `objectGUID`s: users and groups changed in the window anywhere in the domain naming context
+/// that the delta's own reads (`in_scope`, ids) did not return — moved out of the base DNs or
+/// no longer matching the filters — and, when the bind account may read them, the tombstones
+/// of objects deleted in the window (Show Deleted control; by default only administrators may
+/// list Deleted Objects, and deletions then wait for the full sync). The window's upper bound
+/// is the USN read before the delta's reads, so an entry changed while they ran is left to the
+/// next delta, never taken for gone. `None` when ids are not `objectGUID`s or the root DSE names
+/// no naming context.
+async fn ad_left_between(
     c: &mut Client,
     m: &Mapper,
     prev: u64,
+    now: u64,
+    in_scope: &HashSet<&str>,
 ) -> Result<Option<HashSet<Vec<u8>>>, LdapError> {
-    if !m.resolved().id.eq_ignore_ascii_case("objectGUID") {
+    let id_attr = m.resolved().id.clone();
+    if !id_attr.eq_ignore_ascii_case("objectGUID") {
         return Ok(None);
     }
     let dse = c.root_dse(&["defaultNamingContext"]).await?;
@@ -908,40 +921,43 @@ async fn ad_deleted_since(
         tracing::warn!("no defaultNamingContext in the root DSE: deletions wait for the full sync");
         return Ok(None);
     };
+    let window = format!("(uSNChanged>={})(uSNChanged<={now})", prev + 1);
+    let attrs = [id_attr];
+    let mut left = HashSet::new();
+    let changed = format!("(&(|(objectClass=user)(objectClass=group)){window})");
+    c.search_each(&nc, &changed, &attrs, |e| {
+        if let Some(id) = m.id_of(&e) {
+            if !in_scope.contains(id.as_str()) {
+                left.extend(uuid_bytes(&id).map(|k| k.to_vec()));
+            }
+        }
+        Ok(())
+    })
+    .await?;
     let show_deleted = RawControl {
         ctype: SHOW_DELETED_OID.into(),
         crit: true,
         val: None,
     };
-    let filter = format!("(&(isDeleted=TRUE)(uSNChanged>={}))", prev + 1);
-    let mut deleted = HashSet::new();
+    let tombstones = format!("(&(isDeleted=TRUE){window})");
+    let mut deleted = Vec::new();
     let read = c
-        .search_each_with(
-            &nc,
-            &filter,
-            &[m.resolved().id.clone()],
-            &[show_deleted],
-            |e| {
-                if let Some(key) = m.id_of(&e).as_deref().and_then(uuid_bytes) {
-                    deleted.insert(key.to_vec());
-                }
-                Ok(())
-            },
-        )
+        .search_each_with(&nc, &tombstones, &attrs, &[show_deleted], |e| {
+            deleted.extend(m.id_of(&e).as_deref().and_then(uuid_bytes));
+            Ok(())
+        })
         .await;
     match read {
-        Ok(_) => Ok(Some(deleted)),
-        Err(LdapError::Result { rc, text, .. }) => {
-            tracing::warn!(
-                rc,
-                %text,
-                "cannot read AD tombstones (the bind account needs to list Deleted Objects): \
-                 deletions wait for the next full sync"
-            );
-            Ok(None)
-        }
-        Err(e) => Err(e),
+        Ok(_) => left.extend(deleted.into_iter().map(|k| k.to_vec())),
+        Err(LdapError::Result { rc, text, .. }) => tracing::warn!(
+            rc,
+            %text,
+            "cannot read AD tombstones (the bind account needs to list Deleted Objects): \
+             deletions wait for the next full sync"
+        ),
+        Err(e) => return Err(e),
     }
+    Ok(Some(left))
 }
 
 /// Users a delta removes (deletes, or deactivates where the directory keeps them), and

@@ -1,7 +1,8 @@
 //! Active Directory flavor against a real Samba AD DC (provisioned into a temp dir, LDAP only,
 //! on 127.0.0.1:389). One test function: provisioning costs ~20 s, so every AD case shares
 //! the domain: objectGUID ids, userAccountControl, nested groups, a 1,600-member group (ranged
-//! retrieval), uSNChanged deltas (deletions through tombstones), and a stopped server.
+//! retrieval), uSNChanged deltas (deletions through tombstones, moves out of the base DN), and
+//! a stopped server.
 
 mod common;
 
@@ -177,12 +178,26 @@ async fn active_directory_on_samba() {
     assert!(fx.groups(&dir).iter().all(|g| g.group.name != "temp"));
     assert_eq!(fx.members(&dir, "staff"), ["carol"]);
 
-    // Full sync: a user moved out of the base DN (only a full sync sees that on AD); alice's
-    // deletion is not applied twice.
+    // Delta: a user moved out of the base DN (it changed in the window, somewhere the delta's
+    // own read did not find it) leaves; a bulk user's unrelated change does not.
+    let erin = fx.user_named(&dir, "erin");
     dc.modify(
         &format!(
-            "dn: CN=erin,{corp}\nchangetype: modrdn\nnewrdn: CN=erin\ndeleteoldrdn: 1\nnewsuperior: OU=Former,{BASE}\n\n"
+            "dn: CN=erin,{corp}\nchangetype: modrdn\nnewrdn: CN=erin\ndeleteoldrdn: 1\nnewsuperior: OU=Former,{BASE}\n\n\
+             dn: CN=b0001,{bulk}\nchangetype: modify\nreplace: givenName\ngivenName: Bea\n\n"
         ),
+        false,
+    )
+    .expect("ldapmodify");
+    let seq = fx.last_seq();
+    let rec = run_delta(&syncer, &src).await;
+    assert_eq!((rec.deleted, rec.updated), (1, 1), "{rec:?}");
+    assert_eq!(fx.deleted_user_ids(seq), [erin.user.id]);
+
+    // Full sync: a deletion no delta ran for; nothing applied twice.
+    let b0 = fx.user_named(&dir, "b0000");
+    dc.modify(
+        &format!("dn: CN=b0000,{bulk}\nchangetype: delete\n\n"),
         false,
     )
     .expect("ldapmodify");
@@ -191,9 +206,10 @@ async fn active_directory_on_samba() {
         .run(&src, SyncKind::Full, Arc::new(NoProgress))
         .await
         .expect("full 2");
-    assert_eq!(rec.deleted, 1, "{rec:?}");
-    assert_eq!(count(&fx.kinds_after(seq), "dsync.user.deleted"), 1);
+    assert_eq!((rec.deleted, rec.updated), (1, 0), "{rec:?}");
+    assert_eq!(fx.deleted_user_ids(seq), [b0.user.id]);
     assert_eq!(fx.members(&dir, "staff"), ["carol"]);
+    assert_eq!(fx.members(&dir, "big").len(), BULK - 1);
 
     // Server stopped: runs fail and change nothing.
     dc.stop();
