@@ -11,7 +11,8 @@ pub mod connections;
 pub mod oidc_callback;
 pub mod profile;
 pub mod redirect_uri;
-pub mod secrets;
+/// Sealing of connection secrets lives in its own crate (also used for SCIM push tokens).
+pub use idbridge_secrets as secrets;
 pub mod token;
 
 #[cfg(test)]

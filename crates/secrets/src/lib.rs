@@ -1,9 +1,10 @@
-//! Encryption at rest for connection secrets (OIDC client secrets, SP private keys).
+//! idbridge-secrets: encryption at rest for the credentials idbridge keeps (OIDC client
+//! secrets, SP private keys, SCIM push bearer tokens, bind passwords).
 //!
 //! AES-256-GCM with a 32-byte key that never enters the store: it comes from
 //! `IDBRIDGE_SECRET_KEY` or a 0600 file in the data directory, so a copied database alone does
 //! not reveal IdP credentials. Each ciphertext is bound to its record and purpose through the
-//! GCM associated data, so a ciphertext cannot be moved to another connection.
+//! GCM associated data, so a ciphertext cannot be moved to another record.
 
 use std::io::Write;
 use std::path::Path;
