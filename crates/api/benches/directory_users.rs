@@ -7,8 +7,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use idbridge_api::{auth, router, ApiConfig, AppState};
+use idbridge_api::{router, ApiConfig, AppState};
 use idbridge_directory::{DirectorySettings, GroupInput, Snapshot, SnapshotPolicy, UserInput};
+use idbridge_sso::api_keys as auth;
 use idbridge_store::{SledStore, Store};
 use serde_json::{json, Value};
 

@@ -19,9 +19,10 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use idbridge_api::sso::{SecretBox, SsoConfig};
-use idbridge_api::{auth, router, ApiConfig, AppState};
+use idbridge_api::{router, ApiConfig, AppState};
 use idbridge_saml::idp::{b64, AssertionSpec, IdpSigner, ResponseSpec, SignMode};
+use idbridge_sso::api_keys as auth;
+use idbridge_sso::{SecretBox, SsoConfig};
 use idbridge_store::{SledStore, Store};
 use serde_json::{json, Value};
 

@@ -156,6 +156,17 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// Adds a service's field issues about the parsed input, except for fields already
+    /// reported here (one error per field is enough).
+    pub fn issues(&mut self, issues: Vec<idbridge_sso::FieldIssue>) {
+        for i in issues {
+            if !self.errors.iter().any(|e| e.field == i.field) {
+                self.errors
+                    .push(crate::error::FieldError::new(i.field, i.code));
+            }
+        }
+    }
+
     /// Fails with every collected error, or returns Ok when none.
     pub fn finish(self) -> Result<(), ApiError> {
         if self.errors.is_empty() {

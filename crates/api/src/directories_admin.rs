@@ -14,14 +14,16 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use idbridge_directory::{DirectoryEngine, DirectoryRecord, DirectorySettings, EngineError};
+use idbridge_directory::{
+    Constraint, DirectoryEngine, DirectoryRecord, DirectorySettings, EngineError,
+};
 use idbridge_model::{parse_id, Directory, IdPrefix, Role, RoleMapping, RoleMode, Timestamp};
 use serde_json::{json, Map, Value};
 use tracing::Instrument;
 
 use crate::body::{Fields, JsonObject, Query};
 use crate::error::{ApiError, ApiResult};
-use crate::pagination::{Cursor, Order, PageRequest};
+use crate::pagination::page_request;
 use crate::AppState;
 
 /// Directory types accepted by `POST /admin/directories` (WorkOS's `Directory.type` values,
@@ -85,11 +87,10 @@ pub fn engine_error(e: EngineError) -> ApiError {
             },
             id,
         ),
-        EngineError::Conflict { what, detail } => ApiError::Conflict {
-            code: if what == "directory_deleting" {
-                "directory_deleting"
-            } else {
-                "concurrent_update"
+        EngineError::Conflict { constraint, detail } => ApiError::Conflict {
+            code: match constraint {
+                Constraint::DirectoryDeleting => "directory_deleting",
+                _ => "concurrent_update",
             },
             message: detail,
         },
@@ -204,28 +205,13 @@ async fn create_directory(
     .await
 }
 
-fn engine_page(p: &PageRequest) -> idbridge_directory::PageRequest {
-    idbridge_directory::PageRequest {
-        limit: p.limit,
-        order: match p.order {
-            Order::Asc => idbridge_directory::Order::Asc,
-            Order::Desc => idbridge_directory::Order::Desc,
-        },
-        cursor: match &p.cursor {
-            Cursor::None => idbridge_directory::Cursor::None,
-            Cursor::After(id) => idbridge_directory::Cursor::After(id.clone()),
-            Cursor::Before(id) => idbridge_directory::Cursor::Before(id.clone()),
-        },
-    }
-}
-
 async fn list_directories(State(state): State<AppState>, q: Query) -> ApiResult<Json<Value>> {
-    let page = PageRequest::from_query(&q, IdPrefix::Directory)?;
+    let page = page_request(&q, IdPrefix::Directory)?;
     let org = q.get("organization_id").map(str::to_owned);
     let st = state.clone();
     blocking(&state, move |engine| {
         let p = engine
-            .list_directories(org.as_deref(), &engine_page(&page))
+            .list_directories(org.as_deref(), &page)
             .map_err(engine_error)?;
         let data: Vec<Value> = p
             .data
@@ -310,12 +296,8 @@ async fn rotate_token(
 // ---- roles ----
 
 fn require_org(state: &AppState, org: &str) -> ApiResult<()> {
-    check_id(IdPrefix::Organization, "Organization", org)?;
-    state
-        .db
-        .get_raw(crate::tables::ORGANIZATIONS, org)?
-        .map(|_| ())
-        .ok_or_else(|| ApiError::not_found("Organization", org))
+    state.sso.organizations().load(org)?;
+    Ok(())
 }
 
 fn roles_body(engine: &DirectoryEngine, org: &str) -> ApiResult<Value> {

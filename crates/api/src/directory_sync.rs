@@ -1,7 +1,7 @@
 //! Directory Sync read API: `/directories`, `/directory_users`, `/directory_groups`
 //! (workos-api.md §3), over the directory engine that the feeds (SCIM, LDAP, SFTP) write.
 //!
-//! Lists use WorkOS pagination ([`PageRequest`]) in id order; ids are ULIDs and `created_at` is
+//! Lists use WorkOS pagination ([`crate::pagination::PageRequest`]) in id order; ids are ULIDs and `created_at` is
 //! taken from them, so id order is "created_at, then id". Unknown ids, in the path or in a
 //! filter, are 404 `entity_not_found`; a missing required filter is 422.
 
@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use idbridge_directory::{layout, DirectoryEngine, DirectoryRecord, StoredUser};
+use idbridge_directory::{DirectoryEngine, StoredUser};
 use idbridge_model::{
     parse_id, Directory, DirectoryGroup, DirectoryUserWithGroups, IdPrefix, List,
 };
@@ -17,7 +17,7 @@ use idbridge_model::{
 use crate::body::Query;
 use crate::directories_admin::engine_error;
 use crate::error::{ApiError, ApiResult, FieldError};
-use crate::pagination::{self, Cursor, Order, PageRequest};
+use crate::pagination::page_request;
 use crate::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -38,11 +38,10 @@ pub fn routes() -> Router<AppState> {
 async fn blocking<T, F>(state: &AppState, f: F) -> ApiResult<T>
 where
     T: Send + 'static,
-    F: FnOnce(&DirectoryEngine, &crate::Db) -> ApiResult<T> + Send + 'static,
+    F: FnOnce(&DirectoryEngine) -> ApiResult<T> + Send + 'static,
 {
     let engine = state.directory.clone();
-    let db = state.db.clone();
-    tokio::task::spawn_blocking(move || f(&engine, &db))
+    tokio::task::spawn_blocking(move || f(&engine))
         .await
         .map_err(ApiError::internal)?
 }
@@ -55,58 +54,17 @@ fn check_id(prefix: IdPrefix, entity: &'static str, id: &str) -> ApiResult<()> {
         .map_err(|_| ApiError::not_found(entity, id))
 }
 
-fn engine_page(p: &PageRequest) -> idbridge_directory::PageRequest {
-    idbridge_directory::PageRequest {
-        limit: p.limit,
-        order: match p.order {
-            Order::Asc => idbridge_directory::Order::Asc,
-            Order::Desc => idbridge_directory::Order::Desc,
-        },
-        cursor: match &p.cursor {
-            Cursor::None => idbridge_directory::Cursor::None,
-            Cursor::After(id) => idbridge_directory::Cursor::After(id.clone()),
-            Cursor::Before(id) => idbridge_directory::Cursor::Before(id.clone()),
-        },
-    }
-}
-
-/// Whether an item with `id` lies on the requested side of the page's cursor.
-fn cursor_admits(page: &PageRequest, id: &str) -> bool {
-    match (&page.cursor, page.order) {
-        (Cursor::None, _) => true,
-        (Cursor::After(c), Order::Desc) | (Cursor::Before(c), Order::Asc) => id < c.as_str(),
-        (Cursor::After(c), Order::Asc) | (Cursor::Before(c), Order::Desc) => id > c.as_str(),
-    }
-}
-
-/// The REST shape of a stored directory, with `metadata` from its counters.
-fn directory_out(engine: &DirectoryEngine, rec: DirectoryRecord) -> ApiResult<Directory> {
-    let mut d = rec.directory;
-    let c = engine.counts(&d.id).map_err(engine_error)?;
-    d.metadata.users.active = c.active;
-    d.metadata.users.inactive = c.inactive;
-    d.metadata.groups = c.groups;
-    Ok(d)
-}
-
 async fn list_directories(
     State(state): State<AppState>,
     q: Query,
 ) -> ApiResult<Json<List<Directory>>> {
-    let page = PageRequest::from_query(&q, IdPrefix::Directory)?;
+    let page = page_request(&q, IdPrefix::Directory)?;
     let org = q.get("organization_id").map(str::to_owned);
     let search = q.get("search").map(str::to_lowercase);
     let domain = q.get("domain").map(str::to_ascii_lowercase);
-    blocking(&state, move |engine, db| {
-        // Directories are few: one filtered scan of the table serves every filter combination
-        // with exact WorkOS cursors.
-        let result = pagination::paginate(
-            db,
-            layout::DIRECTORIES,
-            "",
-            &page,
-            |rec: &DirectoryRecord| {
-                let d = &rec.directory;
+    blocking(&state, move |engine| {
+        let result = engine
+            .list_directories_where(&page, |d| {
                 org.as_ref().is_none_or(|o| &d.organization_id == o)
                     && search
                         .as_ref()
@@ -116,14 +74,9 @@ async fn list_directories(
                             .as_ref()
                             .is_some_and(|have| have.eq_ignore_ascii_case(want))
                     })
-            },
-            |rec| rec.directory.id.clone(),
-        )?;
-        let data = result
-            .data
-            .into_iter()
-            .map(|rec| directory_out(engine, rec))
-            .collect::<ApiResult<Vec<_>>>()?;
+            })
+            .map_err(engine_error)?;
+        let data = result.data.into_iter().map(|rec| rec.directory).collect();
         Ok(Json(List::new(data, result.before, result.after)))
     })
     .await
@@ -134,7 +87,7 @@ async fn get_directory(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Directory>> {
     check_id(IdPrefix::Directory, "Directory", &id)?;
-    blocking(&state, move |engine, _| {
+    blocking(&state, move |engine| {
         let rec = engine.get_directory(&id).map_err(engine_error)?;
         Ok(Json(rec.directory))
     })
@@ -148,7 +101,7 @@ async fn delete_directory(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     check_id(IdPrefix::Directory, "Directory", &id)?;
-    blocking(&state, move |engine, _| {
+    blocking(&state, move |engine| {
         engine.delete_directory(&id).map_err(engine_error)?;
         Ok(StatusCode::ACCEPTED)
     })
@@ -196,19 +149,13 @@ impl UserFilters {
     }
 }
 
-fn is_member(db: &crate::Db, group_id: &str, user_id: &str) -> ApiResult<bool> {
-    Ok(db
-        .get_raw(layout::MEMBERS, &layout::member_g(group_id, user_id))?
-        .is_some())
-}
-
 async fn list_users(
     State(state): State<AppState>,
     q: Query,
 ) -> ApiResult<Json<List<DirectoryUserWithGroups>>> {
-    let page = PageRequest::from_query(&q, IdPrefix::DirectoryUser)?;
+    let page = page_request(&q, IdPrefix::DirectoryUser)?;
     let f = UserFilters::from_query(&q)?;
-    blocking(&state, move |engine, db| {
+    blocking(&state, move |engine| {
         let dir_id = match (&f.directory, &f.group) {
             (Some(d), _) => d.clone(),
             (None, Some(g)) => {
@@ -222,7 +169,7 @@ async fn list_users(
         };
         let (users, before, after) = if f.idp_id.is_none() && f.email.is_none() {
             let p = engine
-                .list_users(&dir_id, f.group.as_deref(), &engine_page(&page))
+                .list_users(&dir_id, f.group.as_deref(), &page)
                 .map_err(engine_error)?;
             (p.data, p.before, p.after)
         } else {
@@ -232,18 +179,13 @@ async fn list_users(
                 engine.get_group(Some(&dir_id), g).map_err(engine_error)?;
             }
             let email = f.email.as_deref().map(str::to_lowercase);
-            let matches = |u: &StoredUser| -> ApiResult<bool> {
-                let email_ok = email.as_ref().is_none_or(|want| {
+            let email_ok = |u: &StoredUser| {
+                email.as_ref().is_none_or(|want| {
                     u.user
                         .email
                         .as_ref()
                         .is_some_and(|have| have.to_lowercase() == *want)
-                });
-                let group_ok = match &f.group {
-                    None => true,
-                    Some(g) => is_member(db, g, &u.user.id)?,
-                };
-                Ok(email_ok && group_ok)
+                })
             };
             match &f.idp_id {
                 // idp_id is unique per directory: an index lookup, at most one result.
@@ -253,7 +195,11 @@ async fn list_users(
                         .map_err(engine_error)?;
                     let mut data = Vec::new();
                     if let Some(u) = found {
-                        if matches(&u)? && cursor_admits(&page, &u.user.id) {
+                        let member = match &f.group {
+                            None => true,
+                            Some(g) => engine.is_member(g, &u.user.id).map_err(engine_error)?,
+                        };
+                        if member && email_ok(&u) && page.admits(&u.user.id) {
                             data.push(u);
                         }
                     }
@@ -261,24 +207,9 @@ async fn list_users(
                 }
                 // Email is not indexed (feeds choose their unique keys): a filtered scan.
                 None => {
-                    let mut failed = None;
-                    let result = pagination::paginate(
-                        db,
-                        layout::USERS,
-                        &layout::prefix(&dir_id),
-                        &page,
-                        |u: &StoredUser| match matches(u) {
-                            Ok(ok) => ok,
-                            Err(e) => {
-                                failed = Some(e);
-                                false
-                            }
-                        },
-                        |u| u.user.id.clone(),
-                    )?;
-                    if let Some(e) = failed {
-                        return Err(e);
-                    }
+                    let result = engine
+                        .list_users_where(&dir_id, f.group.as_deref(), &page, email_ok)
+                        .map_err(engine_error)?;
                     (result.data, result.before, result.after)
                 }
             }
@@ -294,7 +225,7 @@ async fn get_user(
     Path(id): Path<String>,
 ) -> ApiResult<Json<DirectoryUserWithGroups>> {
     check_id(IdPrefix::DirectoryUser, "Directory User", &id)?;
-    blocking(&state, move |engine, _| {
+    blocking(&state, move |engine| {
         Ok(Json(
             engine.get_user_with_groups(&id).map_err(engine_error)?,
         ))
@@ -306,7 +237,7 @@ async fn list_groups(
     State(state): State<AppState>,
     q: Query,
 ) -> ApiResult<Json<List<DirectoryGroup>>> {
-    let page = PageRequest::from_query(&q, IdPrefix::DirectoryGroup)?;
+    let page = page_request(&q, IdPrefix::DirectoryGroup)?;
     let directory = q.get("directory").map(str::to_owned);
     let user = q.get("user").map(str::to_owned);
     if directory.is_none() && user.is_none() {
@@ -318,7 +249,7 @@ async fn list_groups(
     if let Some(u) = &user {
         check_id(IdPrefix::DirectoryUser, "Directory User", u)?;
     }
-    blocking(&state, move |engine, _| {
+    blocking(&state, move |engine| {
         let dir_id = match (directory, &user) {
             (Some(d), _) => d,
             (None, Some(u)) => {
@@ -331,7 +262,7 @@ async fn list_groups(
             (None, None) => return Err(ApiError::invalid("directory", "required")),
         };
         let p = engine
-            .list_groups(&dir_id, user.as_deref(), &engine_page(&page))
+            .list_groups(&dir_id, user.as_deref(), &page)
             .map_err(engine_error)?;
         let data = p.data.into_iter().map(|g| g.group).collect();
         Ok(Json(List::new(data, p.before, p.after)))
@@ -344,36 +275,10 @@ async fn get_group(
     Path(id): Path<String>,
 ) -> ApiResult<Json<DirectoryGroup>> {
     check_id(IdPrefix::DirectoryGroup, "Directory Group", &id)?;
-    blocking(&state, move |engine, _| {
+    blocking(&state, move |engine| {
         Ok(Json(
             engine.get_group(None, &id).map_err(engine_error)?.group,
         ))
     })
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn page(order: Order, cursor: Cursor) -> PageRequest {
-        PageRequest {
-            limit: 10,
-            order,
-            cursor,
-        }
-    }
-
-    #[test]
-    fn cursor_side_follows_order() {
-        let after_b = |o| page(o, Cursor::After("b".into()));
-        let before_b = |o| page(o, Cursor::Before("b".into()));
-        assert!(cursor_admits(&after_b(Order::Desc), "a"));
-        assert!(!cursor_admits(&after_b(Order::Desc), "c"));
-        assert!(cursor_admits(&after_b(Order::Asc), "c"));
-        assert!(!cursor_admits(&after_b(Order::Asc), "b"));
-        assert!(cursor_admits(&before_b(Order::Desc), "c"));
-        assert!(cursor_admits(&before_b(Order::Asc), "a"));
-        assert!(cursor_admits(&page(Order::Asc, Cursor::None), "z"));
-    }
 }

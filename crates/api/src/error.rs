@@ -151,4 +151,24 @@ impl From<idbridge_store::StoreError> for ApiError {
     }
 }
 
+impl From<idbridge_sso::SsoError> for ApiError {
+    fn from(e: idbridge_sso::SsoError) -> Self {
+        use idbridge_sso::SsoError;
+        match e {
+            SsoError::NotFound { entity, id } => ApiError::NotFound { entity, id },
+            SsoError::Invalid(issues) => ApiError::Validation(
+                issues
+                    .into_iter()
+                    .map(|i| FieldError::new(i.field, i.code))
+                    .collect(),
+            ),
+            SsoError::Refused { code, message } => ApiError::BadRequest { code, message },
+            SsoError::Conflict { code, message } => ApiError::Conflict { code, message },
+            SsoError::OAuth { error, description } => ApiError::OAuth { error, description },
+            SsoError::Store(e) => ApiError::Internal(e.to_string()),
+            SsoError::Internal(detail) => ApiError::Internal(detail),
+        }
+    }
+}
+
 pub type ApiResult<T> = Result<T, ApiError>;

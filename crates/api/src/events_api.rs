@@ -19,7 +19,7 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use idbridge_model::{parse_id, IdPrefix, Timestamp};
+use idbridge_model::{parse_id, EventKind, IdPrefix, Timestamp};
 use idbridge_store::{Store, StoredEvent};
 
 use crate::body::Query;
@@ -134,7 +134,7 @@ impl EventsQuery {
 
     fn matches(&self, e: &StoredEvent) -> bool {
         (if self.events.is_empty() {
-            !crate::webhook_endpoints::OPT_IN_EVENT_TYPES.contains(&e.kind.as_str())
+            !EventKind::parse(&e.kind).is_some_and(EventKind::opt_in)
         } else {
             self.events.contains(&e.kind)
         }) && self
@@ -248,7 +248,7 @@ pub fn render_page(page: &EventsPage) -> ApiResult<Vec<u8>> {
 
 async fn list(State(state): State<AppState>, q: Query) -> ApiResult<Response> {
     let query = EventsQuery::parse(&q)?;
-    let store = state.db.store().clone();
+    let store = state.store.clone();
     // A filtered walk can read many entries: keep it off the async workers.
     let page = tokio::task::spawn_blocking(move || read_page(store.as_ref(), &query))
         .await
@@ -276,7 +276,7 @@ pub(crate) mod test_support {
     use serde_json::Value;
     use tower::ServiceExt;
 
-    use crate::{auth, ApiConfig, AppState};
+    use crate::{ApiConfig, AppState};
 
     pub struct Harness {
         pub store: Arc<dyn Store>,
@@ -298,7 +298,7 @@ pub(crate) mod test_support {
 
     pub fn harness() -> Harness {
         let store: Arc<dyn Store> = Arc::new(SledStore::open_ephemeral().expect("ephemeral store"));
-        let key = auth::create_api_key(store.as_ref(), "test")
+        let key = idbridge_sso::api_keys::create_api_key(store.as_ref(), "test")
             .expect("key")
             .plaintext;
         let app = crate::router(AppState::new(store.clone(), ApiConfig::default()));
@@ -359,7 +359,7 @@ pub(crate) mod test_support {
 mod tests {
     use super::test_support::harness;
     use axum::http::StatusCode;
-    use idbridge_model::Event;
+    use idbridge_model::{Event, EventKind};
     use idbridge_store::{ChangeSet, Store};
     use serde_json::json;
 
@@ -367,16 +367,14 @@ mod tests {
     fn seed(store: &dyn Store, items: &[(&str, Option<&str>, i64)]) -> Vec<Event> {
         let mut out = Vec::new();
         for (kind, org, at) in items {
-            let mut event = Event::new(*kind, json!({"n": out.len(), "s": "é/ü"}));
-            event.created_at = idbridge_model::Timestamp::from_millis(*at);
+            let kind = EventKind::parse(kind).expect("an event kind idbridge emits");
+            let event = Event::at(
+                kind,
+                json!({"n": out.len(), "s": "é/ü"}),
+                idbridge_model::Timestamp::from_millis(*at),
+            );
             let mut cs = ChangeSet::new();
-            cs.event(idbridge_store::NewEvent {
-                id: event.id.clone(),
-                kind: event.event.clone(),
-                organization_id: org.map(str::to_string),
-                created_at_ms: *at,
-                body: event.to_compact_json(),
-            });
+            cs.append_event(&event, *org);
             store.commit(cs).expect("commit");
             out.push(event);
         }

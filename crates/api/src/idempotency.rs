@@ -24,12 +24,11 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use serde::{Deserialize, Serialize};
+use idbridge_sso::idempotency::{self, Claim, Idempotency, IdempotencyEntry};
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
-use crate::{auth, tables, AppState};
+use crate::{auth, AppState};
 
 pub static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 pub static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -43,34 +42,6 @@ const MAX_KEY_LEN: usize = 255;
 /// Largest response body buffered for replay (API answers are far smaller; a bigger one is an
 /// internal error rather than an unbounded buffer).
 const MAX_STORED_BODY: usize = 16 * 1024 * 1024;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-enum Entry {
-    InFlight {
-        fingerprint: String,
-    },
-    Done {
-        fingerprint: String,
-        status: u16,
-        content_type: Option<String>,
-        location: Option<String>,
-        /// base64 of the body bytes.
-        body: String,
-    },
-}
-
-impl Entry {
-    fn fingerprint(&self) -> &str {
-        match self {
-            Entry::InFlight { fingerprint } | Entry::Done { fingerprint, .. } => fingerprint,
-        }
-    }
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -90,31 +61,18 @@ fn fingerprint(method: &Method, path_and_query: &str, body: &[u8]) -> String {
     hex::encode(h.finalize())
 }
 
-fn store_key(api_key: &str, key: &str) -> String {
-    hex::encode(Sha256::digest(
-        format!("{}\n{key}", auth::digest(api_key)).as_bytes(),
-    ))
-}
-
 fn should_store(status: StatusCode) -> bool {
     !(status.is_server_error()
         || status == StatusCode::REQUEST_TIMEOUT
         || status == StatusCode::TOO_MANY_REQUESTS)
 }
 
-fn encode(entry: &Entry) -> Result<Vec<u8>, ApiError> {
-    serde_json::to_vec(entry).map_err(ApiError::internal)
-}
-
 fn replay(
     entry_status: u16,
     content_type: Option<String>,
     location: Option<String>,
-    body: &str,
+    bytes: Vec<u8>,
 ) -> Result<Response, ApiError> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(body)
-        .map_err(|e| ApiError::Internal(format!("corrupt idempotency record: {e}")))?;
     let status = StatusCode::from_u16(entry_status)
         .map_err(|e| ApiError::Internal(format!("corrupt idempotency record: {e}")))?;
     let mut resp = (status, bytes).into_response();
@@ -139,13 +97,13 @@ fn header_string(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Blocking store call on the blocking pool (the expiring-table writes are durable).
+/// A blocking call on the idempotency records (their writes are durable commits).
 async fn blocking<T: Send + 'static>(
     state: &AppState,
-    f: impl FnOnce(&dyn idbridge_store::Store) -> idbridge_store::Result<T> + Send + 'static,
+    f: impl FnOnce(&Idempotency) -> Result<T, idbridge_store::StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let store = state.db.store().clone();
-    Ok(tokio::task::spawn_blocking(move || f(store.as_ref()))
+    let records = state.sso.idempotency().clone();
+    Ok(tokio::task::spawn_blocking(move || f(&records))
         .await
         .map_err(ApiError::internal)??)
 }
@@ -178,7 +136,7 @@ async fn handle(state: AppState, req: Request, next: Next) -> Result<Response, A
     let Some(api_key) = auth::bearer(&req) else {
         return Ok(next.run(req).await);
     };
-    let slot = store_key(api_key, key);
+    let slot = idempotency::slot(api_key, key);
     let (parts, body) = req.into_parts();
     let bytes: Bytes = axum::body::to_bytes(body, state.config.max_body_bytes)
         .await
@@ -191,32 +149,17 @@ async fn handle(state: AppState, req: Request, next: Next) -> Result<Response, A
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
     let print = fingerprint(&parts.method, &path, &bytes);
-    let marker = encode(&Entry::InFlight {
-        fingerprint: print.clone(),
-    })?;
     let in_flight_ttl = millis(state.config.request_timeout) + 5_000;
 
     let waited_since = tokio::time::Instant::now();
     loop {
-        let (s, m) = (slot.clone(), marker.clone());
-        let claimed = blocking(&state, move |store| {
-            store.insert_expiring_if_absent(tables::IDEMPOTENCY, &s, m, now_ms() + in_flight_ttl)
-        })
-        .await?;
-        if claimed {
-            break;
-        }
-        let s = slot.clone();
-        let existing = blocking(&state, move |store| {
-            store.get_expiring(tables::IDEMPOTENCY, &s, now_ms())
-        })
-        .await?;
-        let Some(raw) = existing else {
-            // Expired between the two calls: try to claim it again.
-            continue;
+        let (s, p) = (slot.clone(), print.clone());
+        let entry = match blocking(&state, move |r| r.claim(&s, &p, in_flight_ttl)).await? {
+            Claim::Claimed => break,
+            // Expired between looking and claiming: try to claim it again.
+            Claim::Vanished => continue,
+            Claim::Taken(entry) => entry,
         };
-        let entry: Entry = serde_json::from_slice(&raw)
-            .map_err(|e| ApiError::Internal(format!("corrupt idempotency record: {e}")))?;
         if entry.fingerprint() != print {
             return Err(ApiError::BadRequest {
                 code: "idempotency_key_reused",
@@ -224,17 +167,17 @@ async fn handle(state: AppState, req: Request, next: Next) -> Result<Response, A
             });
         }
         match entry {
-            Entry::Done {
+            IdempotencyEntry::Done {
                 status,
                 content_type,
                 location,
                 body,
                 ..
-            } => return replay(status, content_type, location, &body),
-            Entry::InFlight { .. } if waited_since.elapsed() < IN_FLIGHT_WAIT => {
+            } => return replay(status, content_type, location, body),
+            IdempotencyEntry::InFlight { .. } if waited_since.elapsed() < IN_FLIGHT_WAIT => {
                 tokio::time::sleep(POLL).await;
             }
-            Entry::InFlight { .. } => {
+            IdempotencyEntry::InFlight { .. } => {
                 return Err(ApiError::Conflict {
                     code: "idempotency_request_in_progress",
                     message:
@@ -258,19 +201,15 @@ async fn handle(state: AppState, req: Request, next: Next) -> Result<Response, A
         }
     };
     if should_store(rparts.status) {
-        let entry = Entry::Done {
+        let entry = IdempotencyEntry::Done {
             fingerprint: print,
             status: rparts.status.as_u16(),
             content_type: header_string(&rparts.headers, &header::CONTENT_TYPE),
             location: header_string(&rparts.headers, &header::LOCATION),
-            body: base64::engine::general_purpose::STANDARD.encode(&body),
+            body: body.to_vec(),
         };
-        let value = encode(&entry)?;
         let s = slot.clone();
-        let stored = blocking(&state, move |store| {
-            store.put_expiring(tables::IDEMPOTENCY, &s, value, now_ms() + millis(RETENTION))
-        })
-        .await;
+        let stored = blocking(&state, move |r| r.finish(&s, &entry, millis(RETENTION))).await;
         if let Err(e) = stored {
             // The request itself succeeded; a repeat will find the marker expire and rerun.
             tracing::warn!(error = %e, "storing the idempotent response failed");
@@ -283,11 +222,7 @@ async fn handle(state: AppState, req: Request, next: Next) -> Result<Response, A
 
 /// Frees the key after a transient failure so a retry runs the request again.
 async fn release(state: &AppState, slot: String) {
-    if let Err(e) = blocking(state, move |store| {
-        store.take_expiring(tables::IDEMPOTENCY, &slot, now_ms())
-    })
-    .await
-    {
+    if let Err(e) = blocking(state, move |r| r.release(&slot)).await {
         tracing::warn!(error = %e, "releasing an idempotency key failed");
     }
 }
@@ -364,7 +299,7 @@ mod tests {
         assert_eq!(other.json()["code"], "idempotency_key_reused");
 
         // Another API key has its own key space.
-        let key2 = crate::auth::create_api_key(h.store.as_ref(), "second")
+        let key2 = idbridge_sso::api_keys::create_api_key(h.store.as_ref(), "second")
             .expect("key")
             .plaintext;
         let scoped = h

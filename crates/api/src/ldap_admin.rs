@@ -99,7 +99,7 @@ async fn get_sync(State(state): State<AppState>, Path(id): Path<String>) -> ApiR
     let st = state.clone();
     tokio::task::spawn_blocking(move || {
         check_ldap(&st, &id)?;
-        let s = StateStore::new(st.db.store().clone())
+        let s = StateStore::new(st.store.clone())
             .load(&id)
             .map_err(ApiError::internal)?;
         serde_json::to_value(s)
@@ -184,7 +184,7 @@ async fn confirm(State(state): State<AppState>, Path(id): Path<String>) -> ApiRe
     let st = state.clone();
     tokio::task::spawn_blocking(move || {
         check_ldap(&st, &id)?;
-        match StateStore::new(st.db.store().clone())
+        match StateStore::new(st.store.clone())
             .confirm_deletion(&id)
             .map_err(ApiError::internal)?
         {

@@ -1,15 +1,16 @@
-//! idbridge's HTTP surface: the WorkOS-compatible REST API, health and metrics.
+//! idbridge's HTTP surface: the WorkOS-compatible REST API, the SSO endpoints, the admin API,
+//! health and metrics. HTTP only: handlers parse requests into the services' typed inputs
+//! (`idbridge_sso::SsoService`, the directory engine) and map their errors to WorkOS status
+//! codes and bodies; this crate owns no store table.
 //!
-//! The router is built from an [`AppState`] holding the store, so the whole API can be driven
-//! in tests without a socket (`tower::ServiceExt::oneshot`).
+//! The router is built from an [`AppState`], so the whole API can be driven in tests without a
+//! socket (`tower::ServiceExt::oneshot`).
 
 pub mod auth;
 pub mod body;
-pub mod db;
 pub mod directories_admin;
 pub mod directory_sync;
 pub mod error;
-pub mod events;
 pub mod events_api;
 pub mod idempotency;
 pub mod ldap_admin;
@@ -18,7 +19,6 @@ pub mod organizations;
 pub mod pagination;
 pub mod sftp_admin;
 pub mod sso;
-pub mod tables;
 pub mod webhook_endpoints;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,9 +30,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use idbridge_sso::organizations::Organizations;
+use idbridge_sso::{SsoService, SsoSettings};
 use idbridge_store::Store;
 
-pub use db::Db;
 pub use error::{ApiError, ApiResult};
 
 /// Largest request body accepted anywhere (SCIM bulk-ish group PUTs stay well under this).
@@ -61,12 +62,13 @@ impl Default for ApiConfig {
 
 #[derive(Clone)]
 pub struct AppState {
-    pub db: Db,
+    /// The store, for what has no owning service: the event log (`/events`) and readiness.
+    pub store: Arc<dyn Store>,
     pub config: Arc<ApiConfig>,
     pub ready: Arc<AtomicBool>,
     pub metrics: Option<MetricsRender>,
-    /// SSO settings, the secret key and per-connection client caches.
-    pub sso: Arc<sso::SsoRuntime>,
+    /// SSO and organizations, API keys, webhook endpoints.
+    pub sso: Arc<SsoService>,
     /// The one directory engine of the process: its per-directory write locks only serialize
     /// writers that share it, so every feed (SCIM, LDAP, SFTP) and the REST API use this one.
     pub directory: Arc<idbridge_directory::DirectoryEngine>,
@@ -74,22 +76,55 @@ pub struct AppState {
     pub ldap: Arc<ldap_admin::LdapRunners>,
 }
 
+/// The services of one store: the directory engine (reading organizations through the SSO
+/// crate, their owner) and the SSO service (reading roles through the engine).
+pub fn services(
+    store: &Arc<dyn Store>,
+    settings: SsoSettings,
+) -> (Arc<idbridge_directory::DirectoryEngine>, Arc<SsoService>) {
+    let orgs = Arc::new(Organizations::new(store.clone()));
+    let directory = Arc::new(idbridge_directory::DirectoryEngine::new(
+        store.clone(),
+        orgs,
+    ));
+    let sso = Arc::new(SsoService::new(store.clone(), directory.clone(), settings));
+    (directory, sso)
+}
+
 impl AppState {
     pub fn new(store: Arc<dyn Store>, config: ApiConfig) -> Self {
+        let settings = SsoSettings {
+            public_url: config.public_url.clone(),
+            ..SsoSettings::default()
+        };
+        let (directory, sso) = services(&store, settings);
         AppState {
-            db: Db::new(store.clone()),
+            store,
             config: Arc::new(config),
             ready: Arc::new(AtomicBool::new(true)),
             metrics: None,
-            sso: Arc::new(sso::SsoRuntime::default()),
-            directory: Arc::new(idbridge_directory::DirectoryEngine::new(store)),
+            sso,
+            directory,
             ldap: Arc::default(),
         }
     }
 
     /// Installs the SSO configuration and the key that seals connection secrets.
-    pub fn with_sso(mut self, config: sso::SsoConfig, secrets: Option<sso::SecretBox>) -> Self {
-        self.sso = Arc::new(sso::SsoRuntime::new(config, secrets));
+    pub fn with_sso(
+        mut self,
+        config: idbridge_sso::SsoConfig,
+        secrets: Option<idbridge_sso::SecretBox>,
+    ) -> Self {
+        let settings = SsoSettings {
+            public_url: self.config.public_url.clone(),
+            config,
+            secrets,
+        };
+        self.sso = Arc::new(SsoService::new(
+            self.store.clone(),
+            self.directory.clone(),
+            settings,
+        ));
         self
     }
 }
@@ -144,11 +179,7 @@ async fn healthz() -> Json<serde_json::Value> {
 
 async fn readyz(State(state): State<AppState>) -> Response {
     // Ready means: started, and the store answers a read.
-    let store_ok = state
-        .db
-        .store()
-        .get(tables::ENVIRONMENT, "client_id")
-        .is_ok();
+    let store_ok = state.sso.client_id().is_ok();
     if state.ready.load(Ordering::Relaxed) && store_ok {
         Json(serde_json::json!({"status": "ready"})).into_response()
     } else {

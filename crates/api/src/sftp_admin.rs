@@ -41,7 +41,7 @@ async fn list(
     let st = state.clone();
     tokio::task::spawn_blocking(move || {
         state_directory_exists(&st, &id)?;
-        let store = st.db.store().clone();
+        let store = st.store.clone();
         // One extra row says whether another page follows.
         let mut data =
             idbridge_sftp::list_deliveries(store.as_ref(), &id, before.as_deref(), limit + 1)

@@ -1,10 +1,10 @@
 //! `/webhook_endpoints`: WorkOS-compatible endpoint management (workos-api.md §4.4, OpenAPI
 //! `WebhookEndpointJson`), plus the admin view of each endpoint's delivery state.
 //!
-//! Deliveries themselves are made by `idbridge-forward`, which reads the records written here
-//! (same table names, same JSON). A new endpoint's cursor is set, in the creating transaction,
-//! to the current end of the event log: it receives the events committed after its creation,
-//! not the backlog. Disabling keeps the cursor, so re-enabling resumes where delivery stopped
+//! The records belong to `idbridge_sso::webhooks`, the delivery cursors to `idbridge-forward`;
+//! creating an endpoint is one commit with its starting cursor (the current end of the event
+//! log: it receives the events committed after its creation, not the backlog), deleting one
+//! removes both. Disabling keeps the cursor, so re-enabling resumes where delivery stopped
 //! (events compacted by retention meanwhile are gone). WorkOS returns the secret with every
 //! endpoint object (`secret` is a required key), so GET/PATCH return it too; it is only
 //! readable with an API key.
@@ -14,20 +14,20 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch};
 use axum::{Json, Router};
-use idbridge_model::{new_id, parse_id, IdPrefix, List, Timestamp};
-use idbridge_store::{ChangeSet, StoreError};
-use rand::distributions::Alphanumeric;
-use rand::Rng;
-use serde::{Deserialize, Serialize};
+use idbridge_forward::DeliveryStates;
+use idbridge_model::{IdPrefix, List, Timestamp, WEBHOOK_EVENT_TYPES};
+use idbridge_sso::webhooks::{
+    validate_url, EndpointStatus, NewWebhookEndpoint, WebhookEndpoint, WebhookEndpointChanges,
+};
+use idbridge_sso::SsoError;
+use idbridge_store::StoreError;
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::body::{JsonObject, Query};
-use crate::db::to_json;
 use crate::error::{ApiError, ApiResult};
-use crate::pagination::{paginate, PageRequest};
-use crate::{tables, AppState};
-
-idbridge_model::object_tag!(WebhookEndpointTag, "webhook_endpoint");
+use crate::pagination::page_request;
+use crate::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -36,135 +36,8 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/webhook_endpoints/{id}/delivery", get(delivery))
 }
 
-/// Longest accepted `endpoint_url`.
-const MAX_URL_LEN: usize = 2048;
 /// Most event types one endpoint may subscribe to.
 const MAX_EVENTS: usize = 200;
-
-/// Event types an endpoint may subscribe to: the OpenAPI enum, plus the ones idbridge emits
-/// that the enum lacks (`dsync.deactivated`).
-/// idbridge's own event types. WorkOS SDKs with strict event models would fail on them, so they
-/// reach only webhook endpoints and `/events` queries that name them explicitly.
-pub const OPT_IN_EVENT_TYPES: &[&str] = &["dsync.delivery_rejected"];
-
-pub const KNOWN_EVENT_TYPES: &[&str] = &[
-    "authentication.email_verification_succeeded",
-    "authentication.magic_auth_failed",
-    "authentication.magic_auth_succeeded",
-    "authentication.mfa_succeeded",
-    "authentication.oauth_failed",
-    "authentication.oauth_succeeded",
-    "authentication.password_failed",
-    "authentication.password_succeeded",
-    "authentication.passkey_failed",
-    "authentication.passkey_succeeded",
-    "authentication.sso_failed",
-    "authentication.sso_started",
-    "authentication.sso_succeeded",
-    "authentication.sso_timed_out",
-    "authentication.radar_risk_detected",
-    "api_key.created",
-    "api_key.revoked",
-    "connection.activated",
-    "connection.deactivated",
-    "connection.saml_certificate_renewal_required",
-    "connection.saml_certificate_renewed",
-    "connection.deleted",
-    "dsync.activated",
-    "dsync.deactivated",
-    "dsync.deleted",
-    // idbridge's own (not WorkOS's): see OPT_IN_EVENT_TYPES.
-    "dsync.delivery_rejected",
-    "dsync.group.created",
-    "dsync.group.deleted",
-    "dsync.group.updated",
-    "dsync.group.user_added",
-    "dsync.group.user_removed",
-    "dsync.user.created",
-    "dsync.user.deleted",
-    "dsync.user.updated",
-    "email_verification.created",
-    "group.created",
-    "group.deleted",
-    "group.member_added",
-    "group.member_removed",
-    "group.updated",
-    "flag.created",
-    "flag.deleted",
-    "flag.updated",
-    "flag.rule_updated",
-    "invitation.accepted",
-    "invitation.created",
-    "invitation.resent",
-    "invitation.revoked",
-    "magic_auth.created",
-    "organization.created",
-    "organization.deleted",
-    "organization.updated",
-    "organization_domain.created",
-    "organization_domain.deleted",
-    "organization_domain.updated",
-    "organization_domain.verified",
-    "organization_domain.verification_failed",
-    "password_reset.created",
-    "password_reset.succeeded",
-    "user.created",
-    "user.updated",
-    "user.deleted",
-    "organization_membership.created",
-    "organization_membership.deleted",
-    "organization_membership.updated",
-    "role.created",
-    "role.deleted",
-    "role.updated",
-    "organization_role.created",
-    "organization_role.deleted",
-    "organization_role.updated",
-    "permission.created",
-    "permission.deleted",
-    "permission.updated",
-    "session.created",
-    "session.revoked",
-    "waitlist_user.approved",
-    "waitlist_user.created",
-    "waitlist_user.denied",
-];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EndpointStatus {
-    Enabled,
-    Disabled,
-}
-
-/// The WorkOS `webhook_endpoint` object; also the stored record (`idbridge-forward` reads
-/// `id`, `endpoint_url`, `secret`, `status`, `events` from it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WebhookEndpoint {
-    pub object: WebhookEndpointTag,
-    pub id: String,
-    pub endpoint_url: String,
-    pub secret: String,
-    pub status: EndpointStatus,
-    pub events: Vec<String>,
-    pub created_at: Timestamp,
-    pub updated_at: Timestamp,
-}
-
-/// Delivery progress as `idbridge-forward` stores it (every field defaulted, so the starting
-/// record `{"cursor": n}` written at creation reads back).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct DeliveryState {
-    pub cursor: u64,
-    pub last_success_at: Option<Timestamp>,
-    pub last_failure_at: Option<Timestamp>,
-    pub consecutive_failures: u32,
-    pub next_attempt_at: Option<Timestamp>,
-    pub last_error: Option<String>,
-    pub last_event_id: Option<String>,
-    pub delivered_total: u64,
-}
 
 /// Failures of this resource. WorkOS answers URL problems with `422 {code:"invalid_url"}` and
 /// other field problems with `422 {code:"invalid_request_parameters", errors:[{code,message}]}`,
@@ -181,6 +54,12 @@ pub enum EndpointError {
 
 impl From<StoreError> for EndpointError {
     fn from(e: StoreError) -> Self {
+        EndpointError::Api(e.into())
+    }
+}
+
+impl From<SsoError> for EndpointError {
+    fn from(e: SsoError) -> Self {
         EndpointError::Api(e.into())
     }
 }
@@ -227,31 +106,6 @@ impl IntoResponse for EndpointError {
 
 type EndpointResult<T> = Result<T, EndpointError>;
 
-/// http(s) only, a host, no user or password (the URL is shown back in listings and logs).
-/// Returns the normalized form, which is also the duplicate check's key.
-pub fn validate_url(raw: &str) -> Result<String, String> {
-    if raw.len() > MAX_URL_LEN {
-        return Err(format!(
-            "endpoint_url is longer than {MAX_URL_LEN} characters."
-        ));
-    }
-    let url = url::Url::parse(raw.trim())
-        .map_err(|e| format!("endpoint_url is not a valid URL: {e}."))?;
-    if url.scheme() != "https" && url.scheme() != "http" {
-        return Err("endpoint_url must use http or https.".into());
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err("endpoint_url must have a host.".into());
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("endpoint_url must not contain credentials.".into());
-    }
-    if url.fragment().is_some() {
-        return Err("endpoint_url must not contain a fragment.".into());
-    }
-    Ok(url.to_string())
-}
-
 fn parse_events(
     value: Option<&Value>,
     required: bool,
@@ -292,7 +146,7 @@ fn parse_events(
     let mut out: Vec<String> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         match item.as_str() {
-            Some(name) if KNOWN_EVENT_TYPES.contains(&name) => {
+            Some(name) if WEBHOOK_EVENT_TYPES.contains(&name) => {
                 if !out.iter().any(|e| e == name) {
                     out.push(name.to_string());
                 }
@@ -327,23 +181,6 @@ fn endpoint_url_field(body: &Map<String, Value>, required: bool) -> EndpointResu
     }
 }
 
-/// A fresh signing secret: 32 characters from the OS RNG (about 190 bits).
-fn new_secret() -> String {
-    let random: String = rand::rngs::OsRng
-        .sample_iter(&Alphanumeric)
-        .take(32)
-        .map(char::from)
-        .collect();
-    format!("whsec_{random}")
-}
-
-fn duplicate(url: &str) -> EndpointError {
-    EndpointError::Api(ApiError::Conflict {
-        code: "duplicate_endpoint",
-        message: format!("A Webhook Endpoint with the URL '{url}' already exists."),
-    })
-}
-
 async fn create(
     State(state): State<AppState>,
     JsonObject(body): JsonObject,
@@ -354,49 +191,23 @@ async fn create(
     if !errors.is_empty() {
         return Err(EndpointError::Invalid(errors));
     }
-    let id = new_id(IdPrefix::WebhookEndpoint);
-    let created_at = parse_id(IdPrefix::WebhookEndpoint, &id)
-        .map(|u| Timestamp::from_millis(i64::try_from(u.timestamp_ms()).unwrap_or(0)))
-        .unwrap_or_else(|_| Timestamp::now());
-    let endpoint = WebhookEndpoint {
-        object: WebhookEndpointTag,
-        id,
-        endpoint_url: url.clone(),
-        secret: new_secret(),
-        status: EndpointStatus::Enabled,
+    let input = NewWebhookEndpoint {
+        endpoint_url: url,
         events: events.unwrap_or_default(),
-        created_at,
-        updated_at: created_at,
     };
-    // The starting cursor: only events committed from now on are delivered.
-    let start = DeliveryState {
-        cursor: state.db.store().last_event_seq()?,
-        ..DeliveryState::default()
-    };
-    let mut cs = ChangeSet::new();
-    cs.require_absent(tables::WEBHOOK_ENDPOINT_BY_URL, &url);
-    cs.put(
-        tables::WEBHOOK_ENDPOINT_BY_URL,
-        &url,
-        endpoint.id.as_bytes().to_vec(),
-    );
-    cs.put(tables::WEBHOOK_ENDPOINTS, &endpoint.id, to_json(&endpoint)?);
-    cs.put(tables::WEBHOOK_DELIVERY, &endpoint.id, to_json(&start)?);
-    match state.db.commit(cs).await? {
-        Ok(_) => Ok((StatusCode::CREATED, Json(endpoint)).into_response()),
-        Err(StoreError::Conflict(_)) => Err(duplicate(&url)),
-        Err(e) => Err(e.into()),
-    }
-}
-
-fn load(state: &AppState, id: &str) -> ApiResult<WebhookEndpoint> {
-    if parse_id(IdPrefix::WebhookEndpoint, id).is_err() {
-        return Err(ApiError::not_found("Webhook Endpoint", id));
-    }
-    state
-        .db
-        .get_json(tables::WEBHOOK_ENDPOINTS, id)?
-        .ok_or_else(|| ApiError::not_found("Webhook Endpoint", id))
+    let store = state.store.clone();
+    let endpoint = state
+        .sso
+        .webhooks()
+        .create(
+            input,
+            Box::new(move |ep, cs| {
+                // Only events committed from now on are delivered.
+                DeliveryStates::stage_start(cs, &ep.id, store.last_event_seq()?)
+            }),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(endpoint)).into_response())
 }
 
 async fn update(
@@ -404,8 +215,9 @@ async fn update(
     Path(id): Path<String>,
     JsonObject(body): JsonObject,
 ) -> EndpointResult<Json<WebhookEndpoint>> {
-    let old = load(&state, &id)?;
-    let url = endpoint_url_field(&body, false)?;
+    // An unknown endpoint is 404 before any field is judged.
+    state.sso.webhooks().load(&id)?;
+    let endpoint_url = endpoint_url_field(&body, false)?;
     let mut errors = Vec::new();
     let events = parse_events(body.get("events"), false, &mut errors);
     let status = match body.get("status") {
@@ -424,73 +236,32 @@ async fn update(
     if !errors.is_empty() {
         return Err(EndpointError::Invalid(errors));
     }
-    let mut endpoint = old.clone();
-    if let Some(u) = &url {
-        endpoint.endpoint_url = u.clone();
-    }
-    if let Some(e) = events {
-        endpoint.events = e;
-    }
-    if let Some(s) = status {
-        endpoint.status = s;
-    }
-    if endpoint == old {
-        return Ok(Json(endpoint));
-    }
-    endpoint.updated_at = Timestamp::now();
-    let mut cs = ChangeSet::new();
-    // Optimistic concurrency: the record must still be what was read.
-    cs.require_equals(tables::WEBHOOK_ENDPOINTS, &id, Some(to_json(&old)?));
-    if endpoint.endpoint_url != old.endpoint_url {
-        cs.delete(tables::WEBHOOK_ENDPOINT_BY_URL, &old.endpoint_url);
-        cs.require_absent(tables::WEBHOOK_ENDPOINT_BY_URL, &endpoint.endpoint_url);
-        cs.put(
-            tables::WEBHOOK_ENDPOINT_BY_URL,
-            &endpoint.endpoint_url,
-            id.as_bytes().to_vec(),
-        );
-    }
-    cs.put(tables::WEBHOOK_ENDPOINTS, &id, to_json(&endpoint)?);
-    match state.db.commit(cs).await? {
-        Ok(_) => Ok(Json(endpoint)),
-        Err(StoreError::Conflict(detail))
-            if detail.starts_with(tables::WEBHOOK_ENDPOINT_BY_URL) =>
-        {
-            Err(duplicate(&endpoint.endpoint_url))
-        }
-        Err(StoreError::Conflict(_)) => Err(EndpointError::Api(ApiError::Conflict {
-            code: "concurrent_update",
-            message: "The webhook endpoint was changed concurrently; retry.".into(),
-        })),
-        Err(e) => Err(e.into()),
-    }
+    let changes = WebhookEndpointChanges {
+        endpoint_url,
+        events,
+        status,
+    };
+    Ok(Json(state.sso.webhooks().update(&id, changes).await?))
 }
 
 async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    let endpoint = load(&state, &id)?;
-    let mut cs = ChangeSet::new();
-    cs.require_present(tables::WEBHOOK_ENDPOINTS, &id);
-    cs.delete(tables::WEBHOOK_ENDPOINTS, &id);
-    cs.delete(tables::WEBHOOK_ENDPOINT_BY_URL, &endpoint.endpoint_url);
-    cs.delete(tables::WEBHOOK_DELIVERY, &id);
-    match state.db.commit(cs).await? {
-        Ok(_) => Ok(StatusCode::NO_CONTENT),
-        Err(StoreError::Conflict(_)) => Err(ApiError::not_found("Webhook Endpoint", id)),
-        Err(e) => Err(e.into()),
-    }
+    state
+        .sso
+        .webhooks()
+        .delete(
+            &id,
+            Box::new(|ep, cs| {
+                DeliveryStates::stage_remove(cs, &ep.id);
+                Ok(())
+            }),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn list(State(state): State<AppState>, q: Query) -> ApiResult<Json<List<WebhookEndpoint>>> {
-    let page = PageRequest::from_query(&q, IdPrefix::WebhookEndpoint)?;
-    let result = paginate(
-        &state.db,
-        tables::WEBHOOK_ENDPOINTS,
-        "",
-        &page,
-        |_: &WebhookEndpoint| true,
-        |e| e.id.clone(),
-    )?;
-    Ok(Json(List::new(result.data, result.before, result.after)))
+    let page = page_request(&q, IdPrefix::WebhookEndpoint)?;
+    Ok(Json(state.sso.webhooks().list(&page)?.into_list()))
 }
 
 /// The admin view of one endpoint's delivery (`lag` = durable events not yet handled).
@@ -516,12 +287,11 @@ async fn delivery(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<DeliveryView>> {
-    let endpoint = load(&state, &id)?;
-    let ds: DeliveryState = state
-        .db
-        .get_json(tables::WEBHOOK_DELIVERY, &id)?
+    let endpoint = state.sso.webhooks().load(&id)?;
+    let ds = DeliveryStates::new(state.store.clone())
+        .get(&id)?
         .unwrap_or_default();
-    let last = state.db.store().last_event_seq()?;
+    let last = state.store.last_event_seq()?;
     Ok(Json(DeliveryView {
         object: "webhook_delivery_state",
         endpoint_id: endpoint.id,
@@ -544,6 +314,8 @@ async fn delivery(
 mod tests {
     use super::*;
     use crate::events_api::test_support::harness;
+    use idbridge_model::{parse_id, Event, EventKind};
+    use idbridge_store::ChangeSet;
 
     const EVENTS: [&str; 2] = ["organization.created", "dsync.user.created"];
 
@@ -564,7 +336,11 @@ mod tests {
         ] {
             assert!(validate_url(bad).is_err(), "{bad}");
         }
-        assert!(validate_url(&format!("https://example.com/{}", "a".repeat(MAX_URL_LEN))).is_err());
+        let long = format!(
+            "https://example.com/{}",
+            "a".repeat(idbridge_sso::webhooks::MAX_URL_LEN)
+        );
+        assert!(validate_url(&long).is_err());
     }
 
     #[tokio::test]
@@ -572,7 +348,7 @@ mod tests {
         let h = harness();
         // An event before creation: the new endpoint's cursor starts past it.
         let mut cs = ChangeSet::new();
-        crate::events::append(&mut cs, "organization.created", json!({}), None);
+        cs.append_event(&Event::new(EventKind::OrganizationCreated, json!({})), None);
         h.store.commit(cs).expect("commit");
 
         let body = json!({"endpoint_url": "https://example.com/hook", "events": EVENTS});
@@ -606,7 +382,7 @@ mod tests {
 
         // A later event is lag until the worker (not running here) moves the cursor.
         let mut cs = ChangeSet::new();
-        crate::events::append(&mut cs, "organization.updated", json!({}), None);
+        cs.append_event(&Event::new(EventKind::OrganizationUpdated, json!({})), None);
         h.store.commit(cs).expect("commit");
         let behind = h
             .call(
@@ -723,9 +499,8 @@ mod tests {
             .call("DELETE", &format!("/webhook_endpoints/{id}"), None, &[])
             .await;
         assert_eq!(gone.status, StatusCode::NO_CONTENT);
-        assert!(h
-            .store
-            .get(tables::WEBHOOK_DELIVERY, &id)
+        assert!(DeliveryStates::new(h.store.clone())
+            .get(&id)
             .expect("get")
             .is_none());
         for (method, uri) in [

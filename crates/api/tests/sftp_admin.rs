@@ -6,9 +6,10 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use idbridge_api::{auth, router, ApiConfig, AppState};
+use idbridge_api::{router, ApiConfig, AppState};
 use idbridge_directory::DirectoryEngine;
 use idbridge_sftp::{DeliverySource, Processor};
+use idbridge_sso::api_keys as auth;
 use idbridge_store::{SledStore, Store};
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -70,7 +71,12 @@ async fn lists_deliveries_with_summary() {
     assert!(s.is_success(), "{dir}");
     let dir_id = dir["directory"]["id"].as_str().unwrap().to_owned();
 
-    let p = Processor::new(Arc::new(DirectoryEngine::new(store.clone())));
+    let p = Processor::new(Arc::new(DirectoryEngine::new(
+        store.clone(),
+        Arc::new(idbridge_sso::organizations::Organizations::new(
+            store.clone(),
+        )),
+    )));
     let inbox = tempfile::tempdir().unwrap();
     std::fs::write(
         inbox.path().join("users.csv"),

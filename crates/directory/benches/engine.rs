@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use idbridge_directory::{DirectoryEngine, DirectorySettings, Snapshot, SnapshotPolicy, UserInput};
 use idbridge_model::tag::OrganizationTag;
 use idbridge_model::{new_id, IdPrefix, Organization, Timestamp};
-use idbridge_store::{ChangeSet, SledStore, Store};
+use idbridge_store::SledStore;
 use serde_json::json;
 
 fn env_num(name: &str, default: u64) -> u64 {
@@ -58,7 +58,6 @@ fn main() {
     let _ = std::fs::create_dir_all(&base);
     let dir = tempfile::tempdir_in(&base).unwrap_or_else(|e| fail("tempdir", e));
     let store = Arc::new(SledStore::open(dir.path()).unwrap_or_else(|e| fail("open", e)));
-    let engine = DirectoryEngine::new(store.clone());
     let org_id = new_id(IdPrefix::Organization);
     let now = Timestamp::now();
     let org = Organization {
@@ -73,10 +72,8 @@ fn main() {
         created_at: now,
         updated_at: now,
     };
-    let mut cs = ChangeSet::new();
-    cs.put_json("organizations", org_id.clone(), &org)
-        .unwrap_or_else(|e| fail("org", e));
-    store.commit(cs).unwrap_or_else(|e| fail("org", e));
+    let orgs = Arc::new(idbridge_directory::FixedOrganizations::new([org]));
+    let engine = DirectoryEngine::new(store.clone(), orgs);
     println!("store: {}", dir.path().display());
 
     // Sequential upserts: one durable commit each (create, then alternating updates).

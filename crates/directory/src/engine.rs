@@ -5,21 +5,21 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use idbridge_model::tag::DirectoryTag;
 use idbridge_model::{
-    new_id, parse_id, Directory, DirectoryMetadata, DirectoryState, Event, IdPrefix, Organization,
-    Timestamp, UserCounts,
+    new_id, parse_id, Directory, DirectoryMetadata, DirectoryState, Event, EventKind, IdPrefix,
+    Organization, Timestamp, UserCounts,
 };
-use idbridge_store::{ChangeSet, NewEvent, PendingSync, Store, StoreError};
-use rand::distributions::Alphanumeric;
-use rand::{Rng, RngCore};
+use idbridge_secrets::{random_alphanumeric, sha256_hex};
+use idbridge_store::{ChangeSet, ConflictKind, PendingSync, Store, StoreError};
+use rand::RngCore;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::error::{EngineError, Result};
+use crate::error::{Constraint, EngineError, Result};
 use crate::layout;
-use crate::types::{Counts, Cursor, DirectoryRecord, DirectorySettings, Order, Page, PageRequest};
+use crate::organizations::Organizations;
+use crate::types::{Counts, DirectoryRecord, DirectorySettings, Page, PageRequest};
 
 /// Default largest number of writes (puts + deletes + events) the engine puts in one commit.
 /// Runs that need more (big snapshots, deleting a big directory) are split; see those methods
@@ -37,6 +37,8 @@ pub const MAX_COMMIT_OPS: usize = 4_000;
 /// process writing the same store gets `Conflict` rather than a lost update.
 pub struct DirectoryEngine {
     pub(crate) store: Arc<dyn Store>,
+    /// Organizations are not the engine's; their owner answers through this.
+    orgs: Arc<dyn Organizations>,
     pub(crate) max_ops: usize,
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
@@ -67,10 +69,6 @@ pub(crate) fn created_at_of(prefix: IdPrefix, id: &str) -> Timestamp {
     parse_id(prefix, id)
         .map(|u| Timestamp::from_millis(i64::try_from(u.timestamp_ms()).unwrap_or(i64::MAX)))
         .unwrap_or_else(|_| Timestamp::now())
-}
-
-fn sha256_hex(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 fn is_scim_type(directory_type: &str) -> bool {
@@ -106,16 +104,10 @@ pub(crate) struct Tx {
 
 impl Tx {
     /// Appends an event (same commit as the change it describes: the log is the outbox).
-    pub fn emit(&mut self, kind: &str, data: Value) {
-        let mut event = Event::new(kind, data);
-        event.created_at = self.now;
-        self.cs.event(NewEvent {
-            id: event.id.clone(),
-            kind: event.event.clone(),
-            organization_id: Some(self.rec.directory.organization_id.clone()),
-            created_at_ms: event.created_at.as_millis(),
-            body: event.to_compact_json(),
-        });
+    pub fn emit(&mut self, kind: EventKind, data: Value) {
+        let event = Event::at(kind, data, self.now);
+        self.cs
+            .append_event(&event, Some(&self.rec.directory.organization_id));
         self.event_count += 1;
         if self.keep_events {
             self.events.push(event);
@@ -125,35 +117,14 @@ impl Tx {
     /// [`Tx::emit`] for data that is a serializable struct: a run that does not keep event
     /// objects (big snapshots) writes the body straight from `data`, never building a
     /// `serde_json::Value` tree (the same bytes: `Value` maps keep field order).
-    pub fn emit_with<T: Serialize>(&mut self, kind: &str, data: &T) -> Result<()> {
+    pub fn emit_with<T: Serialize>(&mut self, kind: EventKind, data: &T) -> Result<()> {
         if self.keep_events {
             self.emit(kind, to_value(data)?);
             return Ok(());
         }
-        /// [`Event`]'s wire shape with borrowed data (same field order; no `context`).
-        #[derive(Serialize)]
-        struct Body<'a, T> {
-            object: idbridge_model::tag::EventTag,
-            id: &'a str,
-            event: &'a str,
-            data: &'a T,
-            created_at: Timestamp,
-        }
-        let id = new_id(IdPrefix::Event);
-        let body = to_bytes(&Body {
-            object: idbridge_model::tag::EventTag,
-            id: &id,
-            event: kind,
-            data,
-            created_at: self.now,
-        })?;
-        self.cs.event(NewEvent {
-            id,
-            kind: kind.to_owned(),
-            organization_id: Some(self.rec.directory.organization_id.clone()),
-            created_at_ms: self.now.as_millis(),
-            body,
-        });
+        let event = Event::at(kind, data, self.now);
+        self.cs
+            .append_event(&event, Some(&self.rec.directory.organization_id));
         self.event_count += 1;
         Ok(())
     }
@@ -168,10 +139,11 @@ impl Tx {
 }
 
 impl DirectoryEngine {
-    /// An engine over `store`.
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    /// An engine over `store`, reading organizations through `orgs` (their owner).
+    pub fn new(store: Arc<dyn Store>, orgs: Arc<dyn Organizations>) -> Self {
         DirectoryEngine {
             store,
+            orgs,
             max_ops: MAX_COMMIT_OPS,
             locks: Mutex::new(HashMap::new()),
         }
@@ -262,7 +234,7 @@ impl DirectoryEngine {
             .ok_or_else(|| EngineError::not_found("directory", dir_id))?;
         if rec.directory.state == DirectoryState::Deleting {
             return Err(EngineError::conflict(
-                "directory_deleting",
+                Constraint::DirectoryDeleting,
                 format!("directory {dir_id} is being deleted"),
             ));
         }
@@ -346,7 +318,7 @@ impl DirectoryEngine {
         let data = self.activation_data(&tx.rec.directory)?;
         // Emit then move to the front: activation precedes the change that caused it.
         let before = tx.events.len();
-        tx.emit("dsync.activated", data);
+        tx.emit(EventKind::DsyncActivated, data);
         if let Some(ev) = tx.cs.events.pop() {
             tx.cs.events.insert(0, ev);
         }
@@ -361,7 +333,7 @@ impl DirectoryEngine {
     /// workos-api.md §4.3: the directory with `domains` (from its organization) instead of
     /// `domain`, and the state in the events vocabulary.
     fn activation_data(&self, d: &Directory) -> Result<Value> {
-        let org: Option<Organization> = self.get_json(layout::ORGANIZATIONS, &d.organization_id)?;
+        let org: Option<Organization> = self.orgs.organization(&d.organization_id)?;
         let domains: Vec<Value> = org
             .map(|o| {
                 o.domains
@@ -397,6 +369,22 @@ impl DirectoryEngine {
         directory_type: &str,
         settings: DirectorySettings,
     ) -> Result<(DirectoryRecord, Option<String>)> {
+        self.create_directory_with(organization_id, name, directory_type, settings, |_, _| {
+            Ok(())
+        })
+    }
+
+    /// [`DirectoryEngine::create_directory`], with `also` staging another owner's part of the
+    /// same commit (the server records a config-declared directory's key with it, so a crash
+    /// cannot leave a directory the config does not know it created).
+    pub fn create_directory_with(
+        &self,
+        organization_id: &str,
+        name: &str,
+        directory_type: &str,
+        settings: DirectorySettings,
+        also: impl FnOnce(&DirectoryRecord, &mut ChangeSet) -> std::result::Result<(), StoreError>,
+    ) -> Result<(DirectoryRecord, Option<String>)> {
         let _span = tracing::info_span!("dsync.create_directory", organization_id).entered();
         if name.trim().is_empty() {
             return Err(EngineError::Invalid("directory name is empty".into()));
@@ -405,7 +393,8 @@ impl DirectoryEngine {
             return Err(EngineError::Invalid("directory type is empty".into()));
         }
         let org: Organization = self
-            .get_json(layout::ORGANIZATIONS, organization_id)?
+            .orgs
+            .organization(organization_id)?
             .ok_or_else(|| EngineError::not_found("organization", organization_id))?;
         let id = new_id(IdPrefix::Directory);
         let now = created_at_of(IdPrefix::Directory, &id);
@@ -416,11 +405,7 @@ impl DirectoryEngine {
             .or_else(|| org.domains.first())
             .map(|d| d.domain.clone());
         let token = is_scim_type(directory_type).then(new_scim_token);
-        let external_key: String = rand::thread_rng()
-            .sample_iter(&Alphanumeric)
-            .take(16)
-            .map(char::from)
-            .collect();
+        let external_key = random_alphanumeric(16);
         let rec = DirectoryRecord {
             directory: Directory {
                 object: DirectoryTag,
@@ -439,8 +424,8 @@ impl DirectoryEngine {
             scim_token_digest: token.as_deref().map(sha256_hex),
         };
         let mut cs = ChangeSet::new();
-        cs.require_present(layout::ORGANIZATIONS, organization_id)
-            .require_absent(layout::DIRECTORIES, id.clone())
+        self.orgs.stage_exists(&mut cs, organization_id);
+        cs.require_absent(layout::DIRECTORIES, id.clone())
             .put(layout::DIRECTORIES, id.clone(), to_bytes(&rec)?)
             .put(
                 layout::DIRECTORIES_BY_ORG,
@@ -448,7 +433,19 @@ impl DirectoryEngine {
                 Vec::new(),
             )
             .put(layout::COUNTS, id.clone(), to_bytes(&Counts::default())?);
-        self.store.commit(cs)?;
+        also(&rec, &mut cs)?;
+        match self.store.commit(cs) {
+            Ok(_) => {}
+            // The organization was deleted meanwhile.
+            Err(StoreError::Conflict {
+                key,
+                kind: ConflictKind::Missing,
+                ..
+            }) if key == organization_id => {
+                return Err(EngineError::not_found("organization", organization_id))
+            }
+            Err(e) => return Err(e.into()),
+        }
         tracing::info!(directory_id = %id, "directory created");
         Ok((rec, token))
     }
@@ -462,7 +459,7 @@ impl DirectoryEngine {
         Ok(rec)
     }
 
-    fn fill_metadata(&self, rec: &mut DirectoryRecord) -> Result<()> {
+    pub(crate) fn fill_metadata(&self, rec: &mut DirectoryRecord) -> Result<()> {
         let c = self.counts(&rec.directory.id)?;
         rec.directory.metadata = DirectoryMetadata {
             users: UserCounts {
@@ -517,54 +514,13 @@ impl DirectoryEngine {
         prefix: &str,
         req: &PageRequest,
     ) -> Result<Page<(String, Vec<u8>)>> {
-        let limit = req.limit.max(1);
-        let full = |id: &str| format!("{prefix}{id}");
-        // Rows nearest the cursor first; `forward` = the page's own direction.
-        let (mut rows, forward) = match (&req.order, &req.cursor) {
-            (Order::Asc, Cursor::None) => (self.store.scan(table, prefix, None, limit + 1)?, true),
-            (Order::Asc, Cursor::After(x)) => (
-                self.store.scan(table, prefix, Some(&full(x)), limit + 1)?,
-                true,
-            ),
-            (Order::Asc, Cursor::Before(x)) => (
-                self.store
-                    .scan_rev(table, prefix, Some(&full(x)), limit + 1)?,
-                false,
-            ),
-            (Order::Desc, Cursor::None) => {
-                (self.store.scan_rev(table, prefix, None, limit + 1)?, true)
-            }
-            (Order::Desc, Cursor::After(x)) => (
-                self.store
-                    .scan_rev(table, prefix, Some(&full(x)), limit + 1)?,
-                true,
-            ),
-            (Order::Desc, Cursor::Before(x)) => (
-                self.store.scan(table, prefix, Some(&full(x)), limit + 1)?,
-                false,
-            ),
-        };
-        let more = rows.len() > limit;
-        rows.truncate(limit);
-        if !forward {
-            rows.reverse();
-        }
-        let data: Vec<(String, Vec<u8>)> = rows
-            .into_iter()
-            .map(|(k, v)| (k.strip_prefix(prefix).unwrap_or(&k).to_owned(), v))
-            .collect();
-        let first = data.first().map(|(id, _)| id.clone());
-        let last = data.last().map(|(id, _)| id.clone());
-        let (before, after) = match &req.cursor {
-            Cursor::None => (None, if more { last } else { None }),
-            Cursor::After(_) => (first, if more { last } else { None }),
-            Cursor::Before(_) => (if more { first } else { None }, last),
-        };
-        Ok(Page {
-            data,
-            before,
-            after,
-        })
+        Ok(idbridge_store::page(
+            self.store.as_ref(),
+            table,
+            prefix,
+            req,
+            |id, value| Ok(Some((id.to_owned(), value.to_vec()))),
+        )?)
     }
 
     /// Replaces the SCIM bearer token; the old one stops working at once. Returns the new token
@@ -738,9 +694,7 @@ impl DirectoryEngine {
             "created_at": rec.directory.created_at,
             "updated_at": rec.directory.updated_at,
         });
-        let mut event = Event::new("dsync.deleted", data);
-        let now = Timestamp::now();
-        event.created_at = now;
+        let event = Event::new(EventKind::DsyncDeleted, data);
         pending
             .delete(layout::DIRECTORIES, dir_id)
             .delete(layout::DELETING_FROM, dir_id)
@@ -749,13 +703,7 @@ impl DirectoryEngine {
                 layout::key(&rec.directory.organization_id, dir_id),
             )
             .delete(layout::COUNTS, dir_id)
-            .event(NewEvent {
-                id: event.id.clone(),
-                kind: event.event.clone(),
-                organization_id: Some(rec.directory.organization_id.clone()),
-                created_at_ms: now.as_millis(),
-                body: event.to_compact_json(),
-            });
+            .append_event(&event, Some(&rec.directory.organization_id));
         self.store.commit(pending)?;
         self.locks
             .lock()

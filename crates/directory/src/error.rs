@@ -20,13 +20,12 @@ pub enum EngineError {
         /// The id that was looked up.
         id: String,
     },
-    /// A uniqueness or precondition failure: `what` is the unique index name (e.g.
-    /// `scim.userName`), `idp_id`, `version` (If-Match / expected version) or
-    /// `concurrent_update` (another writer changed what this one read).
-    #[error("conflict on {what}: {detail}")]
+    /// A uniqueness or precondition failure; `constraint` says which, typed, so callers map
+    /// it without reading `detail`.
+    #[error("conflict on {constraint}: {detail}")]
     Conflict {
         /// Which constraint failed.
-        what: String,
+        constraint: Constraint,
         /// Human-readable detail (never contains secrets).
         detail: String,
     },
@@ -43,6 +42,33 @@ pub enum EngineError {
     /// that changed between passes). Writes already committed stay; a retry completes them.
     #[error("snapshot source: {0}")]
     Source(String),
+}
+
+/// The constraint behind an [`EngineError::Conflict`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Constraint {
+    /// A feed's unique key, by the name the feed gave it (e.g. `scim.userName`).
+    UniqueKey(String),
+    /// The source's id of a user or group (unique per directory).
+    IdpId,
+    /// SCIM If-Match: the caller's version is stale.
+    Version,
+    /// The directory is being deleted.
+    DirectoryDeleting,
+    /// Another writer changed what this one read.
+    ConcurrentUpdate,
+}
+
+impl std::fmt::Display for Constraint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Constraint::UniqueKey(name) => f.write_str(name),
+            Constraint::IdpId => f.write_str("idp_id"),
+            Constraint::Version => f.write_str("version"),
+            Constraint::DirectoryDeleting => f.write_str("directory_deleting"),
+            Constraint::ConcurrentUpdate => f.write_str("concurrent_update"),
+        }
+    }
 }
 
 /// Guards that protect a directory from a bad feed.
@@ -69,9 +95,9 @@ impl EngineError {
         }
     }
 
-    pub(crate) fn conflict(what: impl Into<String>, detail: impl Into<String>) -> Self {
+    pub(crate) fn conflict(constraint: Constraint, detail: impl Into<String>) -> Self {
         EngineError::Conflict {
-            what: what.into(),
+            constraint,
             detail: detail.into(),
         }
     }
@@ -85,15 +111,14 @@ impl EngineError {
 }
 
 impl From<StoreError> for EngineError {
-    /// A failed commit condition names the table it read (`table/key ...`); turn that back into
+    /// A failed commit condition names the table it read; the layout turns that back into
     /// the domain constraint so callers can answer 409 with a useful reason.
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict(detail) => {
-                let table = detail.split('/').next().unwrap_or_default();
-                let what = layout::constraint_of_table(table);
-                EngineError::Conflict { what, detail }
-            }
+            StoreError::Conflict { ref table, .. } => EngineError::Conflict {
+                constraint: layout::constraint_of_table(table),
+                detail: e.to_string(),
+            },
             other => EngineError::Store(other),
         }
     }

@@ -3,11 +3,11 @@
 use std::collections::{BTreeSet, HashSet};
 
 use idbridge_model::tag::DirectoryGroupTag;
-use idbridge_model::{new_id, DirectoryGroup, IdPrefix};
+use idbridge_model::{new_id, DirectoryGroup, EventKind, IdPrefix};
 
 use crate::attributes::previous_attributes;
 use crate::engine::{created_at_of, from_bytes, to_bytes, to_value, DirectoryEngine, Tx};
-use crate::error::{EngineError, Result};
+use crate::error::{Constraint, EngineError, Result};
 use crate::layout;
 use crate::roles::RoleCtx;
 use crate::types::{
@@ -115,14 +115,14 @@ impl DirectoryEngine {
         let key = layout::key(&dir_id, &gid);
         let Some(old) = existing else {
             let idp = new.group.idp_id.clone();
-            self.claim_slot(tx, layout::GROUPS_BY_IDP, "idp_id", &idp, &gid)?;
+            self.claim_slot(tx, layout::GROUPS_BY_IDP, Constraint::IdpId, &idp, &gid)?;
             self.move_slots(tx, layout::group_key_table, &gid, &[], &new.unique_keys)?;
             tx.cs
                 .require_absent(layout::GROUPS, key.clone())
                 .put(layout::GROUPS, key, to_bytes(&new)?)
                 .put(layout::GROUP_DIR, gid, dir_id.as_bytes().to_vec());
             tx.counts.groups += 1;
-            tx.emit("dsync.group.created", to_value(&new.group)?);
+            tx.emit(EventKind::DsyncGroupCreated, to_value(&new.group)?);
             return Ok((ChangeKind::Created, new, false));
         };
         if new == old.0 {
@@ -140,7 +140,7 @@ impl DirectoryEngine {
                 layout::key(&dir_id, &old.0.group.idp_id),
             );
             let idp = new.group.idp_id.clone();
-            self.claim_slot(tx, layout::GROUPS_BY_IDP, "idp_id", &idp, &gid)?;
+            self.claim_slot(tx, layout::GROUPS_BY_IDP, Constraint::IdpId, &idp, &gid)?;
         }
         self.move_slots(
             tx,
@@ -153,7 +153,7 @@ impl DirectoryEngine {
         let new_json = to_value(&new.group)?;
         let prev = previous_attributes(&to_value(&old.0.group)?, &new_json);
         if !prev.is_empty() {
-            tx.emit("dsync.group.updated", with_previous(new_json, prev));
+            tx.emit(EventKind::DsyncGroupUpdated, with_previous(new_json, prev));
         }
         let identity_changed =
             old.0.group.idp_id != new.group.idp_id || old.0.group.name != new.group.name;
@@ -382,7 +382,7 @@ impl DirectoryEngine {
                 .delete(layout::MEMBERS, layout::member_u(uid, &gid));
         }
         tx.counts.groups = tx.counts.groups.saturating_sub(1);
-        tx.emit("dsync.group.deleted", to_value(&old.0.group)?);
+        tx.emit(EventKind::DsyncGroupDeleted, to_value(&old.0.group)?);
         Ok(members)
     }
 
@@ -571,9 +571,9 @@ impl DirectoryEngine {
             group: &'a idbridge_model::DirectoryGroup,
         }
         let kind = if add {
-            "dsync.group.user_added"
+            EventKind::DsyncGroupUserAdded
         } else {
-            "dsync.group.user_removed"
+            EventKind::DsyncGroupUserRemoved
         };
         let dir_id = tx.dir_id().to_owned();
         tx.emit_with(

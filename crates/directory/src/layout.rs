@@ -25,8 +25,9 @@
 //! | `dsync.role_mappings` | `<organization id>` | `Vec<idbridge_model::RoleMapping>` |
 //! | `dsync.role_modes` | `<organization id>` | `idbridge_model::RoleMode` (absent: each directory's `role_mode` setting; single for SSO) |
 //!
-//! The engine also reads `organizations/<organization id>` (written by the REST API) for the
-//! directory `domain` and the `domains` of `dsync.activated`.
+//! Organizations are not the engine's: it reads them through [`crate::Organizations`].
+
+use crate::error::Constraint;
 
 /// Directory records.
 pub const DIRECTORIES: &str = "dsync.directories";
@@ -61,8 +62,6 @@ pub const ROLES: &str = "dsync.roles";
 pub const ROLE_MAPPINGS: &str = "dsync.role_mappings";
 /// Role mode per organization (single / multiple), shared by SSO and directories.
 pub const ROLE_MODES: &str = "dsync.role_modes";
-/// Organizations (owned by the REST API; read only here).
-pub const ORGANIZATIONS: &str = "organizations";
 
 const USER_KEY_PREFIX: &str = "dsync.user_key.";
 const GROUP_KEY_PREFIX: &str = "dsync.group_key.";
@@ -108,16 +107,15 @@ pub fn groups_of(user: &str) -> String {
 }
 
 /// The domain constraint a table stands for, used to explain a failed commit condition.
-pub fn constraint_of_table(table: &str) -> String {
+pub(crate) fn constraint_of_table(table: &str) -> Constraint {
     if let Some(index) = table
         .strip_prefix(USER_KEY_PREFIX)
         .or_else(|| table.strip_prefix(GROUP_KEY_PREFIX))
     {
-        return index.to_owned();
+        return Constraint::UniqueKey(index.to_owned());
     }
     match table {
-        USERS_BY_IDP | GROUPS_BY_IDP => "idp_id".to_owned(),
-        ORGANIZATIONS => "organization".to_owned(),
-        _ => "concurrent_update".to_owned(),
+        USERS_BY_IDP | GROUPS_BY_IDP => Constraint::IdpId,
+        _ => Constraint::ConcurrentUpdate,
     }
 }

@@ -15,7 +15,8 @@ mod engine;
 mod error;
 mod groups;
 mod interner;
-pub mod layout;
+mod layout;
+mod organizations;
 mod parked;
 mod read;
 mod roles;
@@ -24,8 +25,9 @@ mod types;
 mod users;
 
 pub use engine::{DirectoryEngine, MAX_COMMIT_OPS};
-pub use error::{EngineError, GuardError, Result};
+pub use error::{Constraint, EngineError, GuardError, Result};
 pub use groups::MemberEdit;
+pub use organizations::{FixedOrganizations, Organizations};
 pub use snapshot::{SnapshotSource, UserRecord};
 pub use types::{
     AttributeMap, ChangeKind, Counts, Cursor, Deactivation, DeltaChange, DeltaOutcome,

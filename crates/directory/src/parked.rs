@@ -22,7 +22,9 @@
 //! user) is accepted and skipped: it is simply not a member of the directory group.
 
 use crate::engine::{from_bytes, to_bytes, to_value, DirectoryEngine, Tx};
-use crate::error::{EngineError, Result};
+use idbridge_model::EventKind;
+
+use crate::error::{Constraint, EngineError, Result};
 use crate::layout;
 use crate::roles::RoleCtx;
 use crate::types::{ChangeKind, Deactivation, StoredUser, UserChange, UserInput};
@@ -262,7 +264,7 @@ impl DirectoryEngine {
             let old_key = layout::key(tx.dir_id(), &old.user.idp_id);
             tx.cs.delete(layout::USERS_BY_IDP, old_key);
             let idp = new.user.idp_id.clone();
-            self.claim_slot(tx, layout::USERS_BY_IDP, "idp_id", &idp, &uid)?;
+            self.claim_slot(tx, layout::USERS_BY_IDP, Constraint::IdpId, &idp, &uid)?;
         }
         self.move_slots(
             tx,
@@ -278,7 +280,7 @@ impl DirectoryEngine {
         let dir_id = tx.dir_id().to_owned();
         let uid = new.user.id.clone();
         let idp = new.user.idp_id.clone();
-        self.claim_slot(tx, layout::USERS_BY_IDP, "idp_id", &idp, &uid)?;
+        self.claim_slot(tx, layout::USERS_BY_IDP, Constraint::IdpId, &idp, &uid)?;
         self.move_slots(tx, layout::user_key_table, &uid, &[], &new.unique_keys)?;
         let key = layout::key(&dir_id, &uid);
         tx.cs
@@ -309,7 +311,7 @@ impl DirectoryEngine {
         }
         self.stage_leave_directory(&mut tx.cs, &dir_id, &old.0)?;
         Self::count_state(tx, old.0.user.state, -1);
-        tx.emit("dsync.user.deleted", to_value(&new.user)?);
+        tx.emit(EventKind::DsyncUserDeleted, to_value(&new.user)?);
         self.stage_slots(tx, &old.0, &new)?;
         tx.cs.require_absent(layout::PARKED_USERS, key.clone()).put(
             layout::PARKED_USERS,
@@ -368,7 +370,7 @@ impl DirectoryEngine {
             .put(layout::USERS, key, to_bytes(&new)?)
             .put(layout::USER_DIR, uid, dir_id.as_bytes().to_vec());
         Self::count_state(tx, new.user.state, 1);
-        tx.emit("dsync.user.created", to_value(&new.user)?);
+        tx.emit(EventKind::DsyncUserCreated, to_value(&new.user)?);
         Ok((ChangeKind::Created, new))
     }
 }

@@ -5,7 +5,7 @@ use idbridge_model::DirectoryUserWithGroups;
 use crate::engine::{from_bytes, DirectoryEngine};
 use crate::error::{EngineError, Result};
 use crate::layout;
-use crate::types::{Page, PageRequest, StoredGroup, StoredUser};
+use crate::types::{DirectoryRecord, Page, PageRequest, StoredGroup, StoredUser};
 
 impl DirectoryEngine {
     fn user_dir(&self, user_id: &str) -> Result<String> {
@@ -233,5 +233,90 @@ impl DirectoryEngine {
             before: rows.before,
             after: rows.after,
         })
+    }
+
+    /// Whether the user is a member of the group.
+    pub fn is_member(&self, group_id: &str, user_id: &str) -> Result<bool> {
+        Ok(self
+            .get_raw(layout::MEMBERS, &layout::member_g(group_id, user_id))?
+            .is_some())
+    }
+
+    /// Directories in id order, WorkOS-paged, keeping those `filter` accepts (the REST list's
+    /// `organization_id` / `search` / `domain` filters): directories are few, so one filtered
+    /// walk serves every filter with exact cursors. `metadata` is filled from the counters.
+    pub fn list_directories_where(
+        &self,
+        page: &PageRequest,
+        mut filter: impl FnMut(&idbridge_model::Directory) -> bool,
+    ) -> Result<Page<DirectoryRecord>> {
+        let rows = idbridge_store::page(
+            self.store().as_ref(),
+            layout::DIRECTORIES,
+            "",
+            page,
+            |id, bytes| {
+                let rec: DirectoryRecord = serde_json::from_slice(bytes).map_err(|e| {
+                    idbridge_store::StoreError::corrupt(layout::DIRECTORIES, format!("{id}: {e}"))
+                })?;
+                Ok(filter(&rec.directory).then_some(rec))
+            },
+        )?;
+        let mut data = Vec::with_capacity(rows.data.len());
+        for mut rec in rows.data {
+            self.fill_metadata(&mut rec)?;
+            data.push(rec);
+        }
+        Ok(Page {
+            data,
+            before: rows.before,
+            after: rows.after,
+        })
+    }
+
+    /// A directory's users (optionally only a group's members) in id order, WorkOS-paged,
+    /// keeping those `filter` accepts: a filtered walk of the directory, for filters no index
+    /// serves (email: feeds choose their own unique keys). The directory (and group) must
+    /// exist.
+    pub fn list_users_where(
+        &self,
+        dir_id: &str,
+        group_id: Option<&str>,
+        page: &PageRequest,
+        mut filter: impl FnMut(&StoredUser) -> bool,
+    ) -> Result<Page<StoredUser>> {
+        self.get_raw(layout::DIRECTORIES, dir_id)?
+            .ok_or_else(|| EngineError::not_found("directory", dir_id))?;
+        if let Some(gid) = group_id {
+            self.load_group(dir_id, gid)?
+                .ok_or_else(|| EngineError::not_found("directory_group", gid))?;
+        }
+        let mut member_error = None;
+        let page = idbridge_store::page(
+            self.store().as_ref(),
+            layout::USERS,
+            &layout::prefix(dir_id),
+            page,
+            |id, bytes| {
+                let u: StoredUser = serde_json::from_slice(bytes).map_err(|e| {
+                    idbridge_store::StoreError::corrupt(layout::USERS, format!("{id}: {e}"))
+                })?;
+                let member = match group_id {
+                    None => true,
+                    Some(g) => match self.is_member(g, id) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            member_error = Some(e);
+                            false
+                        }
+                    },
+                };
+                Ok((member && filter(&u)).then_some(u))
+            },
+        )?;
+        match member_error {
+            Some(e) => Err(e),
+            None => Ok(page),
+        }
     }
 }

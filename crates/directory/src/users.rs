@@ -1,13 +1,13 @@
 //! Directory users: upsert (create / update / deactivate), delete, unique-key slots.
 
 use idbridge_model::tag::DirectoryUserTag;
-use idbridge_model::{new_id, DirectoryUser, IdPrefix, UserState};
+use idbridge_model::{new_id, DirectoryUser, EventKind, IdPrefix, UserState};
 use idbridge_store::ChangeSet;
 use serde_json::Value;
 
 use crate::attributes::{custom_attributes, previous_attributes};
 use crate::engine::{created_at_of, from_bytes, to_bytes, to_value, DirectoryEngine, Tx};
-use crate::error::{EngineError, Result};
+use crate::error::{Constraint, EngineError, Result};
 use crate::layout;
 use crate::roles::RoleCtx;
 use crate::types::{ChangeKind, Deactivation, StoredUser, UserChange, UserInput};
@@ -49,7 +49,7 @@ pub(crate) fn normalized_keys(keys: &[(String, String)]) -> Vec<(String, String)
 pub(crate) fn check_version(expected: Option<u64>, stored: u64) -> Result<()> {
     match expected {
         Some(v) if v != stored => Err(EngineError::conflict(
-            "version",
+            Constraint::Version,
             format!("expected version {v}, stored {stored}"),
         )),
         _ => Ok(()),
@@ -71,23 +71,21 @@ impl DirectoryEngine {
         &self,
         tx: &mut Tx,
         table: &str,
-        what: &str,
+        what: Constraint,
         value: &str,
         owner: &str,
     ) -> Result<()> {
         let key = layout::key(tx.dir_id(), value);
         if !tx.claimed.insert(format!("{table}\u{0}{key}")) {
-            return Err(EngineError::conflict(
-                what,
-                format!("{what} {value:?} is used twice in this change"),
-            ));
+            let detail = format!("{what} {value:?} is used twice in this change");
+            return Err(EngineError::conflict(what, detail));
         }
         match self.get_string(table, &key)? {
             Some(holder) if holder == owner => Ok(()),
-            Some(holder) => Err(EngineError::conflict(
-                what,
-                format!("{what} {value:?} already belongs to {holder}"),
-            )),
+            Some(holder) => {
+                let detail = format!("{what} {value:?} already belongs to {holder}");
+                Err(EngineError::conflict(what, detail))
+            }
             None => {
                 tx.cs.require_absent(table, key.clone());
                 tx.cs.put(table, key, owner.as_bytes().to_vec());
@@ -113,7 +111,8 @@ impl DirectoryEngine {
         }
         for (index, value) in new {
             if !old.iter().any(|(i, v)| i == index && v == value) {
-                self.claim_slot(tx, &table_of(index), index, value, owner)?;
+                let what = Constraint::UniqueKey(index.clone());
+                self.claim_slot(tx, &table_of(index), what, value, owner)?;
             }
         }
         Ok(())
@@ -195,7 +194,7 @@ impl DirectoryEngine {
         }
         self.stage_user_removal(&mut tx.cs, &dir_id, &old.0)?;
         Self::count_state(tx, old.0.user.state, -1);
-        tx.emit("dsync.user.deleted", to_value(&shown.user)?);
+        tx.emit(EventKind::DsyncUserDeleted, to_value(&shown.user)?);
         Ok(())
     }
 
@@ -222,7 +221,7 @@ impl DirectoryEngine {
                 layout::key(&dir_id, &old.0.user.idp_id),
             );
             let idp = new.user.idp_id.clone();
-            self.claim_slot(tx, layout::USERS_BY_IDP, "idp_id", &idp, &uid)?;
+            self.claim_slot(tx, layout::USERS_BY_IDP, Constraint::IdpId, &idp, &uid)?;
         }
         self.move_slots(
             tx,
@@ -246,7 +245,7 @@ impl DirectoryEngine {
         let new_json = to_value(&new.user)?;
         let prev = previous_attributes(&old_json, &new_json);
         if !prev.is_empty() {
-            tx.emit("dsync.user.updated", with_previous(new_json, prev));
+            tx.emit(EventKind::DsyncUserUpdated, with_previous(new_json, prev));
         }
         Ok(new)
     }
@@ -256,14 +255,14 @@ impl DirectoryEngine {
         let dir_id = tx.dir_id().to_owned();
         let uid = new.user.id.clone();
         let idp = new.user.idp_id.clone();
-        self.claim_slot(tx, layout::USERS_BY_IDP, "idp_id", &idp, &uid)?;
+        self.claim_slot(tx, layout::USERS_BY_IDP, Constraint::IdpId, &idp, &uid)?;
         self.move_slots(tx, layout::user_key_table, &uid, &[], &new.unique_keys)?;
         tx.cs
             .require_absent(layout::USERS, layout::key(&dir_id, &uid))
             .put(layout::USERS, layout::key(&dir_id, &uid), to_bytes(new)?)
             .put(layout::USER_DIR, uid.clone(), dir_id.as_bytes().to_vec());
         Self::count_state(tx, new.user.state, 1);
-        tx.emit_with("dsync.user.created", &new.user)
+        tx.emit_with(EventKind::DsyncUserCreated, &new.user)
     }
 
     /// Builds the user an input describes (id and created_at kept from `existing`).

@@ -11,7 +11,7 @@ use common::user;
 use idbridge_directory::{DirectoryEngine, DirectorySettings};
 use idbridge_model::tag::OrganizationTag;
 use idbridge_model::{new_id, IdPrefix, Organization, Timestamp};
-use idbridge_store::{ChangeSet, DurabilityProbe, SledOptions, SledStore, Store};
+use idbridge_store::{DurabilityProbe, SledOptions, SledStore, Store};
 
 /// Makes every sync round slow, so writers that can queue behind one round do.
 struct SlowSync;
@@ -46,10 +46,8 @@ fn concurrent_writes_to_one_directory_share_sync_rounds() {
         created_at: now,
         updated_at: now,
     };
-    let mut cs = ChangeSet::new();
-    cs.put_json("organizations", org.id.clone(), &org).unwrap();
-    store.commit(cs).unwrap();
-    let engine = Arc::new(DirectoryEngine::new(store.clone()));
+    let orgs = Arc::new(idbridge_directory::FixedOrganizations::new([org.clone()]));
+    let engine = Arc::new(DirectoryEngine::new(store.clone(), orgs));
     let (rec, _) = engine
         .create_directory(
             &org.id,

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{eng_roles, group, user, Fx};
-use idbridge_directory::{DirectorySettings, EngineError, MemberEdit};
+use idbridge_directory::{Constraint, DirectorySettings, EngineError, MemberEdit};
 use serde_json::Value;
 
 fn role_of(fx: &Fx, user_id: &str) -> String {
@@ -110,7 +110,13 @@ fn a_stale_version_changes_neither_attributes_nor_members() {
         )
         .unwrap_err();
     assert!(
-        matches!(&err, EngineError::Conflict { what, .. } if what == "version"),
+        matches!(
+            &err,
+            EngineError::Conflict {
+                constraint: Constraint::Version,
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert!(fx.engine.group_members(&id).unwrap().is_empty());

@@ -5,7 +5,8 @@ mod common;
 
 use common::{group, user, Fx};
 use idbridge_directory::{
-    ChangeKind, Counts, Deactivation, DirectorySettings, EngineError, PageRequest, UserInput,
+    ChangeKind, Constraint, Counts, Deactivation, DirectorySettings, EngineError, PageRequest,
+    UserInput,
 };
 use idbridge_model::{new_id, IdPrefix, UserState};
 
@@ -154,7 +155,7 @@ fn a_parked_user_keeps_its_user_name_and_external_id() {
         .create_scim_user(&dir, &other, user("ext-2", "JANE@foo-corp.com", "J2"))
         .unwrap_err();
     assert!(
-        matches!(&err, EngineError::Conflict { what, .. } if what == "scim.userName"),
+        matches!(&err, EngineError::Conflict { constraint: Constraint::UniqueKey(k), .. } if k == "scim.userName"),
         "{err:?}"
     );
     let err = fx
@@ -162,7 +163,13 @@ fn a_parked_user_keeps_its_user_name_and_external_id() {
         .create_scim_user(&dir, &other, user("ext-1", "other@foo-corp.com", "O"))
         .unwrap_err();
     assert!(
-        matches!(&err, EngineError::Conflict { what, .. } if what == "idp_id"),
+        matches!(
+            &err,
+            EngineError::Conflict {
+                constraint: Constraint::IdpId,
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert_eq!(fx.rows(), rows, "refused creates change nothing");
@@ -223,7 +230,13 @@ fn updating_a_parked_user_changes_only_the_kept_resource() {
             Some(v),
         )
         .unwrap_err();
-    assert!(matches!(&err, EngineError::Conflict { what, .. } if what == "version"));
+    assert!(matches!(
+        &err,
+        EngineError::Conflict {
+            constraint: Constraint::Version,
+            ..
+        }
+    ));
     assert!(listed(&fx, &dir).is_empty());
     assert_eq!(fx.engine.counts(&dir).unwrap().active, 0);
 }
@@ -340,7 +353,9 @@ fn a_user_created_inactive_is_parked_not_discarded() {
             user("ext-8", "gone@foo-corp.com", "G"),
         )
         .unwrap_err();
-    assert!(matches!(&err, EngineError::Conflict { what, .. } if what == "scim.userName"));
+    assert!(
+        matches!(&err, EngineError::Conflict { constraint: Constraint::UniqueKey(k), .. } if k == "scim.userName")
+    );
 }
 
 #[test]

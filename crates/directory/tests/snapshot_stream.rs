@@ -224,7 +224,7 @@ fn a_new_role_mapping_reaches_users_whose_input_did_not_change() {
 #[test]
 fn membership_events_carry_the_user_as_written_in_the_same_run() {
     let fx = Fx::new();
-    let small = DirectoryEngine::new(fx.store.clone()).with_commit_limit(7);
+    let small = DirectoryEngine::new(fx.store.clone(), fx.orgs.clone()).with_commit_limit(7);
     let dir = fx.sftp_dir(DirectorySettings::default());
     // First run: users only, no memberships.
     let users_only = Snapshot {

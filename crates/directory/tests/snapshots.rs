@@ -319,7 +319,7 @@ fn keep_inactive_snapshot_deactivates_missing_users_once() {
 #[test]
 fn chunked_snapshot_matches_and_is_idempotent() {
     let fx = Fx::new();
-    let small = DirectoryEngine::new(fx.store.clone()).with_commit_limit(25);
+    let small = DirectoryEngine::new(fx.store.clone(), fx.orgs.clone()).with_commit_limit(25);
     let dir = fx.sftp_dir(DirectorySettings::default());
     let all = users(40);
     let memberships: Vec<(String, String)> = (0..40)

@@ -3,7 +3,9 @@
 mod common;
 
 use common::{user, Fx};
-use idbridge_directory::{ChangeKind, Deactivation, DirectorySettings, EngineError, StoredUser};
+use idbridge_directory::{
+    ChangeKind, Constraint, Deactivation, DirectorySettings, EngineError, StoredUser,
+};
 use idbridge_model::{DirectoryState, UserState};
 use serde_json::{json, Value};
 
@@ -233,7 +235,7 @@ fn uniqueness_conflicts_leave_the_store_unchanged() {
         .upsert_user(&dir, None, user("ext-3", "jane@foo-corp.com", "Jane"), None)
         .unwrap_err();
     assert!(
-        matches!(&err, EngineError::Conflict { what, .. } if what == "scim.userName"),
+        matches!(&err, EngineError::Conflict { constraint: Constraint::UniqueKey(k), .. } if k == "scim.userName"),
         "{err}"
     );
     // Same idp_id.
@@ -242,7 +244,13 @@ fn uniqueness_conflicts_leave_the_store_unchanged() {
         .upsert_user(&dir, None, user("ext-1", "other@foo-corp.com", "X"), None)
         .unwrap_err();
     assert!(
-        matches!(&err, EngineError::Conflict { what, .. } if what == "idp_id"),
+        matches!(
+            &err,
+            EngineError::Conflict {
+                constraint: Constraint::IdpId,
+                ..
+            }
+        ),
         "{err}"
     );
     // An update that takes someone else's userName.
@@ -255,7 +263,9 @@ fn uniqueness_conflicts_leave_the_store_unchanged() {
             None,
         )
         .unwrap_err();
-    assert!(matches!(&err, EngineError::Conflict { what, .. } if what == "scim.userName"));
+    assert!(
+        matches!(&err, EngineError::Conflict { constraint: Constraint::UniqueKey(k), .. } if k == "scim.userName")
+    );
 
     assert_eq!(fx.rows(), rows);
     assert_eq!(fx.last_seq(), seq);
@@ -328,7 +338,13 @@ fn expected_version_is_optimistic_concurrency() {
             Some(7),
         )
         .unwrap_err();
-    assert!(matches!(&err, EngineError::Conflict { what, .. } if what == "version"));
+    assert!(matches!(
+        &err,
+        EngineError::Conflict {
+            constraint: Constraint::Version,
+            ..
+        }
+    ));
     assert_eq!(
         fx.engine
             .get_user(None, &id)
@@ -467,7 +483,7 @@ fn concurrent_writers_keep_counters_and_uniqueness() {
     assert_eq!(ok, 41, "40 distinct users + exactly one race winner");
     let conflicts = results
         .iter()
-        .filter(|r| matches!(r, Err(EngineError::Conflict { what, .. }) if what == "scim.userName"))
+        .filter(|r| matches!(r, Err(EngineError::Conflict { constraint: Constraint::UniqueKey(k), .. }) if k == "scim.userName"))
         .count();
     assert_eq!(conflicts, 3);
     assert_eq!(fx.engine.counts(&dir).unwrap().active, 41);

@@ -13,10 +13,8 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
-use idbridge_forward::{
-    spawn, DeliveryConfig, DeliveryState, EndpointRecord, EndpointStatus, DELIVERY_TABLE,
-    ENDPOINTS_TABLE,
-};
+use idbridge_forward::{spawn, DeliveryConfig, DeliveryStates};
+use idbridge_sso::webhooks::{NewWebhookEndpoint, WebhookEndpoints};
 use idbridge_store::{ChangeSet, NewEvent, SledStore, Store};
 
 const EVENTS: u64 = 3_000;
@@ -74,25 +72,17 @@ fn run(endpoints: u64) -> f64 {
         let start_seq = store.last_event_seq().expect("seq");
         append_events(store.as_ref(), EVENTS);
         for i in 0..endpoints {
-            let ep = EndpointRecord {
-                id: format!("we_bench{i}"),
-                endpoint_url: format!("http://{addr}/hook"),
-                secret: "whsec_bench".into(),
-                status: EndpointStatus::Enabled,
-                events: vec!["dsync.user.created".into()],
-            };
-            let mut cs = ChangeSet::new();
-            cs.put_json(ENDPOINTS_TABLE, &ep.id, &ep).expect("json");
-            cs.put_json(
-                DELIVERY_TABLE,
-                &ep.id,
-                &DeliveryState {
-                    cursor: start_seq,
-                    ..DeliveryState::default()
-                },
-            )
-            .expect("json");
-            store.commit(cs).expect("endpoint");
+            // Endpoint URLs are unique: each gets its own query string.
+            WebhookEndpoints::new(store.clone())
+                .create(
+                    NewWebhookEndpoint {
+                        endpoint_url: format!("http://{addr}/hook?endpoint={i}"),
+                        events: vec!["dsync.user.created".into()],
+                    },
+                    Box::new(move |ep, cs| DeliveryStates::stage_start(cs, &ep.id, start_seq)),
+                )
+                .await
+                .expect("endpoint");
         }
         let config = DeliveryConfig {
             poll_interval_ms: 10,

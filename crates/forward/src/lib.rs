@@ -16,6 +16,6 @@ mod worker;
 
 pub use config::{Backoff, DeliveryConfig};
 pub use error::{DeliveryError, ForwardError};
-pub use records::{DeliveryState, EndpointRecord, EndpointStatus, DELIVERY_TABLE, ENDPOINTS_TABLE};
+pub use records::{DeliveryState, DeliveryStates};
 pub use sign::{sign, signature_header};
 pub use worker::{spawn, DeliveryClient, SIGNATURE_HEADER};

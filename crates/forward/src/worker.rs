@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use idbridge_model::Timestamp;
-use idbridge_store::{ChangeSet, Store, StoreError, StoredEvent};
+use idbridge_store::{Store, StoreError, StoredEvent};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use reqwest::header::{HeaderValue, CONTENT_TYPE};
@@ -19,10 +19,9 @@ use tracing::Instrument;
 
 use crate::config::DeliveryConfig;
 use crate::error::{DeliveryError, ForwardError};
-use crate::records::{
-    DeliveryState, EndpointRecord, EndpointStatus, DELIVERY_TABLE, ENDPOINTS_TABLE,
-};
+use crate::records::{DeliveryState, DeliveryStates};
 use crate::sign::signature_header;
+use idbridge_sso::webhooks::{EndpointStatus, WebhookEndpoint, WebhookEndpoints};
 
 /// Header carrying the signature, as WorkOS names it.
 pub const SIGNATURE_HEADER: &str = "WorkOS-Signature";
@@ -50,7 +49,7 @@ impl DeliveryClient {
     /// POSTs one event body, signed now. Ok(status) only for a 2xx.
     pub async fn deliver(
         &self,
-        endpoint: &EndpointRecord,
+        endpoint: &WebhookEndpoint,
         body: &[u8],
     ) -> Result<u16, DeliveryError> {
         let t_ms = chrono::Utc::now().timestamp_millis();
@@ -122,12 +121,12 @@ impl Worker {
     /// endpoint is retried at once with its new settings.
     async fn schedule(self) {
         let mut tasks: JoinSet<()> = JoinSet::new();
-        let mut running: HashMap<String, (EndpointRecord, AbortHandle)> = HashMap::new();
+        let mut running: HashMap<String, (WebhookEndpoint, AbortHandle)> = HashMap::new();
         loop {
             while tasks.try_join_next().is_some() {}
             match self.load_endpoints().await {
                 Ok(endpoints) => {
-                    let wanted: HashMap<String, EndpointRecord> = endpoints
+                    let wanted: HashMap<String, WebhookEndpoint> = endpoints
                         .into_iter()
                         .filter(|e| e.status == EndpointStatus::Enabled)
                         .map(|e| (e.id.clone(), e))
@@ -154,21 +153,14 @@ impl Worker {
         }
     }
 
-    async fn load_endpoints(&self) -> Result<Vec<EndpointRecord>, ForwardError> {
-        let rows = self
-            .blocking(|store| store.scan(ENDPOINTS_TABLE, "", None, usize::MAX))
-            .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for (key, value) in rows {
-            match serde_json::from_slice::<EndpointRecord>(&value) {
-                Ok(record) => out.push(record),
-                // One bad record must not stop the others' deliveries.
-                Err(e) => {
-                    tracing::error!(endpoint = %key, error = %e, "corrupt webhook endpoint record skipped")
-                }
-            }
+    async fn load_endpoints(&self) -> Result<Vec<WebhookEndpoint>, ForwardError> {
+        let endpoints = WebhookEndpoints::new(self.store.clone());
+        let (ok, bad) = self.blocking(move |_| endpoints.all()).await?;
+        // One bad record must not stop the others' deliveries.
+        for (id, e) in bad {
+            tracing::error!(endpoint = %id, error = %e, "corrupt webhook endpoint record skipped");
         }
-        Ok(out)
+        Ok(ok)
     }
 
     /// Runs `f` on the blocking pool (store calls block, commits wait for fdatasync).
@@ -186,15 +178,10 @@ impl Worker {
 
     async fn load_state(&self, id: &str) -> Result<DeliveryState, ForwardError> {
         let key = id.to_string();
-        let raw = self
-            .blocking(move |store| store.get(DELIVERY_TABLE, &key))
-            .await?;
-        match raw {
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| ForwardError::Corrupt {
-                table: DELIVERY_TABLE,
-                key: id.to_string(),
-                detail: e.to_string(),
-            }),
+        let states = DeliveryStates::new(self.store.clone());
+        let found = self.blocking(move |_| states.get(&key)).await?;
+        match found {
+            Some(state) => Ok(state),
             // The API writes the starting cursor on creation; a record without one (written
             // by hand, or by an older version) starts at the current end, like a new endpoint.
             None => {
@@ -210,14 +197,9 @@ impl Worker {
     /// Durably stores the state, but only while the endpoint still exists: `Ok(false)` means
     /// it was deleted and the task must stop (and must not resurrect a state record).
     async fn persist(&self, id: &str, state: &DeliveryState) -> Result<bool, ForwardError> {
-        let mut cs = ChangeSet::new();
-        cs.require_present(ENDPOINTS_TABLE, id);
-        cs.put_json(DELIVERY_TABLE, id, state)?;
-        match self.blocking(move |store| store.commit(cs)).await {
-            Ok(_) => Ok(true),
-            Err(ForwardError::Store(StoreError::Conflict(_))) => Ok(false),
-            Err(e) => Err(e),
-        }
+        let states = DeliveryStates::new(self.store.clone());
+        let (id, state) = (id.to_owned(), state.clone());
+        self.blocking(move |_| states.save(&id, &state)).await
     }
 
     /// Persists, retrying store failures with backoff until it works (a cursor that did not
@@ -239,12 +221,12 @@ impl Worker {
         }
     }
 
-    async fn run_endpoint(self, endpoint: EndpointRecord) {
+    async fn run_endpoint(self, endpoint: WebhookEndpoint) {
         let span = tracing::info_span!("webhook_endpoint", endpoint = %endpoint.id);
         self.endpoint_loop(endpoint).instrument(span).await;
     }
 
-    async fn endpoint_loop(self, endpoint: EndpointRecord) {
+    async fn endpoint_loop(self, endpoint: WebhookEndpoint) {
         let mut rng = StdRng::from_entropy();
         let backoff = self.config.backoff();
         let id = endpoint.id.clone();
@@ -323,7 +305,7 @@ impl Worker {
     /// Returns false when the endpoint was deleted meanwhile.
     async fn deliver_until_acked(
         &self,
-        endpoint: &EndpointRecord,
+        endpoint: &WebhookEndpoint,
         event: &StoredEvent,
         state: &mut DeliveryState,
         rng: &mut StdRng,

@@ -12,8 +12,12 @@ use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::Router;
 use idbridge_forward::{
-    sign, spawn, DeliveryClient, DeliveryConfig, DeliveryError, DeliveryState, EndpointRecord,
-    EndpointStatus, DELIVERY_TABLE, ENDPOINTS_TABLE,
+    sign, spawn, DeliveryClient, DeliveryConfig, DeliveryError, DeliveryState, DeliveryStates,
+};
+use idbridge_model::Timestamp;
+use idbridge_sso::webhooks::{
+    EndpointStatus, NewWebhookEndpoint, WebhookEndpoint, WebhookEndpointChanges,
+    WebhookEndpointTag, WebhookEndpoints,
 };
 use idbridge_store::{ChangeSet, NewEvent, SledStore, Store};
 
@@ -33,6 +37,8 @@ struct Receiver {
     /// While > 0, answer 503 and decrement.
     refuse: Arc<AtomicU32>,
     requests: Arc<AtomicU32>,
+    /// The signing secret of the endpoint posting here (the owner generates one per endpoint).
+    secret: Arc<Mutex<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -40,7 +46,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Verifies like the Python SDK: split on ", ", strip "t=" / "v1=", recompute, compare.
-fn verify(headers: &HeaderMap, body: &[u8]) -> bool {
+fn verify(secret: &str, headers: &HeaderMap, body: &[u8]) -> bool {
     let Some(h) = headers
         .get("workos-signature")
         .and_then(|v| v.to_str().ok())
@@ -57,7 +63,7 @@ fn verify(headers: &HeaderMap, body: &[u8]) -> bool {
         return false;
     };
     let fresh = (chrono::Utc::now().timestamp_millis() - t_ms).abs() < 180_000;
-    fresh && sign(SECRET, t_ms, body) == v1
+    fresh && sign(secret, t_ms, body) == v1
 }
 
 async fn hook(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
@@ -76,8 +82,9 @@ async fn hook(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> imp
         Ok(v) => v,
         Err(_) => return StatusCode::BAD_REQUEST,
     };
+    let secret = lock(&r.secret).clone();
     let mut rec = lock(&r.received);
-    if !verify(&headers, &body) || !ct_ok {
+    if !verify(&secret, &headers, &body) || !ct_ok {
         rec.bad_signatures += 1;
     }
     if let Some(ua) = headers.get("user-agent").and_then(|v| v.to_str().ok()) {
@@ -104,6 +111,7 @@ fn start_receiver() -> (SocketAddr, Receiver) {
         received: Arc::default(),
         refuse: Arc::new(AtomicU32::new(0)),
         requests: Arc::new(AtomicU32::new(0)),
+        secret: Arc::new(Mutex::new(SECRET.to_string())),
     };
     let app = Router::new()
         .route("/hook", post(hook))
@@ -127,31 +135,55 @@ fn start_receiver() -> (SocketAddr, Receiver) {
     (addr, r)
 }
 
-fn endpoint(id: &str, url: String, events: &[&str]) -> EndpointRecord {
-    EndpointRecord {
+/// An endpoint as the delivery client sees it (not stored).
+fn endpoint(id: &str, url: String, events: &[&str]) -> WebhookEndpoint {
+    let now = Timestamp::now();
+    WebhookEndpoint {
+        object: WebhookEndpointTag,
         id: id.to_string(),
         endpoint_url: url,
         secret: SECRET.to_string(),
         status: EndpointStatus::Enabled,
         events: events.iter().map(|s| s.to_string()).collect(),
+        created_at: now,
+        updated_at: now,
     }
 }
 
-fn put_endpoint(store: &dyn Store, ep: &EndpointRecord, cursor: Option<u64>) {
-    let mut cs = ChangeSet::new();
-    cs.put_json(ENDPOINTS_TABLE, &ep.id, ep).expect("json");
-    if let Some(c) = cursor {
-        cs.put_json(
-            DELIVERY_TABLE,
-            &ep.id,
-            &DeliveryState {
-                cursor: c,
-                ..DeliveryState::default()
+/// Creates an endpoint through its owner, its delivery cursor at `cursor` in the same commit
+/// (as the API does), and tells the receiver its signing secret.
+async fn create_endpoint(
+    store: &Arc<dyn Store>,
+    receiver: &Receiver,
+    url: String,
+    events: &[&str],
+    cursor: u64,
+) -> WebhookEndpoint {
+    let ep = WebhookEndpoints::new(store.clone())
+        .create(
+            NewWebhookEndpoint {
+                endpoint_url: url,
+                events: events.iter().map(|s| s.to_string()).collect(),
+            },
+            Box::new(move |ep, cs| DeliveryStates::stage_start(cs, &ep.id, cursor)),
+        )
+        .await
+        .expect("create endpoint");
+    *lock(&receiver.secret) = ep.secret.clone();
+    ep
+}
+
+async fn set_status(store: &Arc<dyn Store>, id: &str, status: EndpointStatus) {
+    WebhookEndpoints::new(store.clone())
+        .update(
+            id,
+            WebhookEndpointChanges {
+                status: Some(status),
+                ..WebhookEndpointChanges::default()
             },
         )
-        .expect("json");
-    }
-    store.commit(cs).expect("commit endpoint");
+        .await
+        .expect("update endpoint");
 }
 
 /// Appends one event per kind; returns their ids in log order.
@@ -190,11 +222,10 @@ fn fast_config() -> DeliveryConfig {
     }
 }
 
-fn state_of(store: &dyn Store, id: &str) -> DeliveryState {
-    store
-        .get(DELIVERY_TABLE, id)
+fn state_of(store: &Arc<dyn Store>, id: &str) -> DeliveryState {
+    DeliveryStates::new(store.clone())
+        .get(id)
         .expect("get")
-        .map(|b| serde_json::from_slice(&b).expect("state json"))
         .unwrap_or_default()
 }
 
@@ -214,12 +245,14 @@ async fn delivers_in_order_signed_skipping_unsubscribed_and_retries_through_an_o
     // Events before the endpoint existed are not delivered (cursor = end of log).
     append(store.as_ref(), &["organization.created"]);
     let start = store.last_event_seq().expect("seq");
-    let ep = endpoint(
-        "we_a",
+    let ep = create_endpoint(
+        &store,
+        &receiver,
         format!("http://{addr}/hook"),
         &["organization.created", "organization.updated"],
-    );
-    put_endpoint(store.as_ref(), &ep, Some(start));
+        start,
+    )
+    .await;
     // The receiver refuses the first 4 attempts: the first event must be retried, not lost,
     // and the later ones must wait behind it.
     receiver.refuse.store(4, Ordering::SeqCst);
@@ -242,7 +275,7 @@ async fn delivers_in_order_signed_skipping_unsubscribed_and_retries_through_an_o
     // And the cursor is durably past the last event (skipped tail included).
     let last = store.last_event_seq().expect("seq");
     wait_for("cursor at the end", Duration::from_secs(10), || {
-        state_of(store.as_ref(), "we_a").cursor == last
+        state_of(&store, &ep.id).cursor == last
     })
     .await;
     worker.abort();
@@ -260,7 +293,7 @@ async fn delivers_in_order_signed_skipping_unsubscribed_and_retries_through_an_o
         receiver.requests.load(Ordering::SeqCst) >= 7,
         "4 refusals + 3 deliveries"
     );
-    let state = state_of(store.as_ref(), "we_a");
+    let state = state_of(&store, &ep.id);
     assert_eq!(state.consecutive_failures, 0);
     assert_eq!(state.delivered_total, 3);
     assert!(state.last_failure_at.is_some(), "the outage was recorded");
@@ -271,12 +304,18 @@ async fn delivers_in_order_signed_skipping_unsubscribed_and_retries_through_an_o
 fn cursor_survives_a_store_reopen() {
     let (addr, receiver) = start_receiver();
     let dir = tempfile::tempdir().expect("tempdir");
-    let ep = endpoint("we_b", format!("http://{addr}/hook"), &["user.created"]);
     let first_ids;
+    let ep;
     {
         let rt = tokio::runtime::Runtime::new().expect("rt");
         let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).expect("open"));
-        put_endpoint(store.as_ref(), &ep, Some(0));
+        ep = rt.block_on(create_endpoint(
+            &store,
+            &receiver,
+            format!("http://{addr}/hook"),
+            &["user.created"],
+            0,
+        ));
         first_ids = append(store.as_ref(), &["user.created", "user.created"]);
         rt.block_on(async {
             let worker = spawn(store.clone(), fast_config()).expect("spawn");
@@ -286,7 +325,7 @@ fn cursor_survives_a_store_reopen() {
             .await;
             let last = store.last_event_seq().expect("seq");
             wait_for("cursor persisted", Duration::from_secs(10), || {
-                state_of(store.as_ref(), "we_b").cursor == last
+                state_of(&store, &ep.id).cursor == last
             })
             .await;
             worker.abort();
@@ -297,7 +336,7 @@ fn cursor_survives_a_store_reopen() {
     let rt = tokio::runtime::Runtime::new().expect("rt");
     let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).expect("reopen"));
     assert_eq!(
-        state_of(store.as_ref(), "we_b").cursor,
+        state_of(&store, &ep.id).cursor,
         2,
         "cursor read back after reopen"
     );
@@ -328,16 +367,21 @@ async fn endpoints_are_picked_up_disabled_and_deleted_at_runtime() {
     let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).expect("open"));
     let worker = spawn(store.clone(), fast_config()).expect("spawn");
     // Created after the worker started.
-    let mut ep = endpoint("we_c", format!("http://{addr}/hook"), &["user.created"]);
-    put_endpoint(store.as_ref(), &ep, Some(0));
+    let ep = create_endpoint(
+        &store,
+        &receiver,
+        format!("http://{addr}/hook"),
+        &["user.created"],
+        0,
+    )
+    .await;
     let first = append(store.as_ref(), &["user.created"]);
     wait_for("first delivery", Duration::from_secs(10), || {
         lock(&receiver.received).ids.len() == 1
     })
     .await;
     // Disabled: nothing is sent, the cursor stays.
-    ep.status = EndpointStatus::Disabled;
-    put_endpoint(store.as_ref(), &ep, None);
+    set_status(&store, &ep.id, EndpointStatus::Disabled).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let while_disabled = append(store.as_ref(), &["user.created"]);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -347,24 +391,32 @@ async fn endpoints_are_picked_up_disabled_and_deleted_at_runtime() {
         "a disabled endpoint gets nothing"
     );
     // Re-enabled: resumes from its cursor.
-    ep.status = EndpointStatus::Enabled;
-    put_endpoint(store.as_ref(), &ep, None);
+    set_status(&store, &ep.id, EndpointStatus::Enabled).await;
     wait_for("backlog after re-enable", Duration::from_secs(10), || {
         lock(&receiver.received).ids.len() == 2
     })
     .await;
     assert_eq!(lock(&receiver.received).ids[1], while_disabled[0]);
     // Deleted: stops, and does not resurrect a delivery record.
-    let mut cs = ChangeSet::new();
-    cs.delete(ENDPOINTS_TABLE, "we_c")
-        .delete(DELIVERY_TABLE, "we_c");
-    store.commit(cs).expect("delete");
+    WebhookEndpoints::new(store.clone())
+        .delete(
+            &ep.id,
+            Box::new(|ep, cs| {
+                DeliveryStates::stage_remove(cs, &ep.id);
+                Ok(())
+            }),
+        )
+        .await
+        .expect("delete");
     tokio::time::sleep(Duration::from_millis(200)).await;
     append(store.as_ref(), &["user.created"]);
     tokio::time::sleep(Duration::from_millis(300)).await;
     worker.abort();
     assert_eq!(lock(&receiver.received).ids.len(), 2);
-    assert!(store.get(DELIVERY_TABLE, "we_c").expect("get").is_none());
+    assert!(DeliveryStates::new(store.clone())
+        .get(&ep.id)
+        .expect("get")
+        .is_none());
 }
 
 #[tokio::test]

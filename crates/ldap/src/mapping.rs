@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use idbridge_directory::{GroupInput, UserInput};
-use idbridge_model::DirectoryUserEmail;
+use idbridge_model::{join_name, DirectoryUserEmail};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -271,10 +271,8 @@ impl Mapper {
         let source = self.source(e, &[]);
         let first_name = first(e, &self.r.first_name);
         let last_name = first(e, &self.r.last_name);
-        let name = first(e, &self.r.display_name).or_else(|| match (&first_name, &last_name) {
-            (Some(f), Some(l)) => Some(format!("{f} {l}")),
-            _ => None,
-        });
+        let name = first(e, &self.r.display_name)
+            .or_else(|| join_name(first_name.as_deref(), last_name.as_deref()));
         let emails = values(e, &self.r.email)
             .map(|v| {
                 v.iter()

@@ -7,6 +7,7 @@
 pub mod connection;
 pub mod directory;
 pub mod event;
+pub mod identity;
 pub mod ids;
 pub mod list;
 pub mod organization;
@@ -20,9 +21,12 @@ pub use directory::{
     Directory, DirectoryGroup, DirectoryMetadata, DirectoryState, DirectoryUser,
     DirectoryUserEmail, DirectoryUserWithGroups, UserCounts, UserState,
 };
-pub use event::Event;
+pub use event::{Event, EventKind, WEBHOOK_EVENT_TYPES};
+pub use identity::{join_name, Identity};
 pub use ids::{new_id, parse_id, IdError, IdPrefix};
-pub use list::{EventListMetadata, EventsList, List, ListMetadata};
+pub use list::{
+    Cursor, EventListMetadata, EventsList, List, ListMetadata, Order, Page, PageRequest,
+};
 pub use organization::{DomainState, Organization, OrganizationDomain, VerificationStrategy};
 pub use profile::Profile;
 pub use role::{resolve_roles, Role, RoleMapping, RoleMode, RoleRef};

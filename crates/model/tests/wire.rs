@@ -168,7 +168,7 @@ fn wrong_object_tag_is_rejected() {
 #[test]
 fn event_body_is_compact_like_json_stringify() {
     let e = Event::new(
-        "dsync.user.created",
+        idbridge_model::EventKind::DsyncUserCreated,
         json!({"url": "https://a/b", "name": "Zoë"}),
     );
     let body = String::from_utf8(e.to_compact_json()).unwrap();

@@ -1,32 +1,9 @@
 //! Turning verified claims into an identity, per the connection's claim map.
 
-use std::collections::BTreeMap;
-
-use serde::Serialize;
+use idbridge_model::{join_name, Identity};
 use serde_json::{Map, Value};
 
 use crate::{ClaimMap, OidcError, OidcSettings};
-
-/// The user as the IdP described them, normalised for the SSO profile.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct OidcIdentity {
-    /// The IdP's stable user id (WorkOS `idp_id`).
-    pub idp_id: String,
-    /// Email address (required: WorkOS profiles always carry one).
-    pub email: String,
-    /// Given name.
-    pub first_name: Option<String>,
-    /// Family name.
-    pub last_name: Option<String>,
-    /// Display name (the `name` claim, else first + last).
-    pub name: Option<String>,
-    /// Groups as the IdP sent them, deduplicated, order kept.
-    pub groups: Vec<String>,
-    /// Mapped custom attributes; a mapping whose claim is absent yields `null` (WorkOS shape).
-    pub custom_attributes: BTreeMap<String, Value>,
-    /// All claims: verified ID token claims plus userinfo claims the ID token did not have.
-    pub raw_claims: Map<String, Value>,
-}
 
 /// Looks a claim up by exact name first, then as a dotted path into nested objects.
 pub(crate) fn lookup<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
@@ -94,7 +71,7 @@ fn is_false(v: &Value) -> bool {
 pub(crate) fn map_identity(
     claims: Map<String, Value>,
     settings: &OidcSettings,
-) -> Result<OidcIdentity, OidcError> {
+) -> Result<Identity, OidcError> {
     let map = &settings.claim_map;
     if settings.reject_unverified_email && claims.get("email_verified").is_some_and(is_false) {
         return Err(OidcError::ClaimNotAllowed {
@@ -133,14 +110,8 @@ pub(crate) fn map_identity(
     })?;
     let first_name = first_string(&claims, &map.first_name);
     let last_name = first_string(&claims, &map.last_name);
-    let name = first_string(&claims, &map.name).or_else(|| {
-        let joined = [first_name.as_deref(), last_name.as_deref()]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join(" ");
-        Some(joined).filter(|s| !s.is_empty())
-    });
+    let name = first_string(&claims, &map.name)
+        .or_else(|| join_name(first_name.as_deref(), last_name.as_deref()));
     let custom_attributes = map
         .custom
         .iter()
@@ -151,15 +122,15 @@ pub(crate) fn map_identity(
             )
         })
         .collect();
-    Ok(OidcIdentity {
+    Ok(Identity {
         idp_id,
-        email,
+        email: Some(email),
         first_name,
         last_name,
         name,
         groups: groups(&claims, map),
         custom_attributes,
-        raw_claims: claims,
+        raw_attributes: claims,
     })
 }
 
@@ -191,10 +162,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(id.idp_id, "u1");
-        assert_eq!(id.email, "a@x.com");
+        assert_eq!(id.email.as_deref(), Some("a@x.com"));
         assert_eq!(id.name.as_deref(), Some("Ada L"));
         assert_eq!(id.groups, vec!["eng", "ops", "7"]);
-        assert_eq!(id.raw_claims.get("extra"), Some(&json!("kept")));
+        assert_eq!(id.raw_attributes.get("extra"), Some(&json!("kept")));
     }
 
     #[test]
@@ -208,7 +179,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(id.idp_id, "obj-1");
-        assert_eq!(id.email, "u@corp.com");
+        assert_eq!(id.email.as_deref(), Some("u@corp.com"));
         assert_eq!(id.groups, vec!["single-group"]);
         assert_eq!(id.custom_attributes.get("tenant_id"), Some(&json!("t1")));
     }

@@ -21,7 +21,9 @@ use crate::error::sanitize_description;
 use crate::http::{json_error, read_capped, transport_error};
 use crate::provider::{ProviderCache, ProviderMetadata, Refetch};
 use crate::settings::check_url;
-use crate::{AuthMethod, OidcError, OidcIdentity, OidcSettings, Secret, SigningAlg};
+use idbridge_model::Identity;
+
+use crate::{AuthMethod, OidcError, OidcSettings, Secret, SigningAlg};
 
 /// What [`OidcClient::begin`] produced: send the browser to `url`, and keep `state`, `nonce` and
 /// `pkce_verifier` bound to that browser (e.g. in the server-side login session keyed by a
@@ -209,7 +211,7 @@ impl OidcClient {
     /// Completes a login: checks `state`, exchanges the code (with the PKCE verifier), verifies
     /// the ID token, fetches and merges userinfo, and maps the claims to an identity.
     #[tracing::instrument(name = "oidc.finish", skip_all, fields(issuer = %self.settings.issuer))]
-    pub async fn finish(&self, p: FinishParams<'_>) -> Result<OidcIdentity, OidcError> {
+    pub async fn finish(&self, p: FinishParams<'_>) -> Result<Identity, OidcError> {
         // State first, before any network call: a forged callback costs us nothing.
         if p.expected_state.is_empty() {
             return Err(OidcError::MissingBinding("state"));

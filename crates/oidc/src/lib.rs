@@ -5,7 +5,7 @@
 //! [`BeginAuth`]'s `state`, `nonce` and `pkce_verifier` to the browser. On the callback,
 //! [`OidcClient::finish`] checks `state`, exchanges the code (`client_secret_basic` or
 //! `client_secret_post`), verifies the ID token, merges userinfo and maps claims to an
-//! [`OidcIdentity`]. IdP error callbacks go through [`map_idp_error`].
+//! an [`idbridge_model::Identity`] (the identity type every login protocol maps into). IdP error callbacks go through [`map_idp_error`].
 //!
 //! ID token checks: an algorithm allow-list of asymmetric algorithms only (RS/PS/ES; `none` and
 //! HMAC cannot be configured), signature with the provider's JWKS, exact `iss`, `aud` containing
@@ -64,10 +64,11 @@ mod provider;
 mod secret;
 mod settings;
 
-pub use claims::OidcIdentity;
 pub use client::{BeginAuth, BeginOptions, FinishParams, OidcClient, MAX_EXTRA_SCOPES};
 pub use error::{map_idp_error, OidcError};
 pub use http::{default_http_client, MAX_RESPONSE_BYTES};
+/// What [`OidcClient::finish`] returns: the identity type every login protocol maps into.
+pub use idbridge_model::Identity;
 pub use provider::ProviderMetadata;
 pub use secret::Secret;
 pub use settings::{

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use idbridge_oidc::{
     default_http_client, map_idp_error, AuthMethod, BeginAuth, ConnectionType, FinishParams,
-    OidcClient, OidcError, OidcIdentity, OidcSettings, Secret,
+    Identity, OidcClient, OidcError, OidcSettings, Secret,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -272,7 +272,7 @@ async fn finish(
     client: &OidcClient,
     l: &Login,
     nonce: Option<&str>,
-) -> Result<OidcIdentity, OidcError> {
+) -> Result<Identity, OidcError> {
     let redirect = Url::parse(REDIRECT_URI).unwrap();
     client
         .finish(FinishParams {
@@ -304,10 +304,10 @@ async fn real_provider_basic_auth_rs256_and_negatives() {
     let id = finish(&client, &l, None).await.unwrap();
     assert_eq!(id.idp_id, "grace");
     // email and groups are only in userinfo with oidc-provider's defaults: proves the merge.
-    assert_eq!(id.email, "grace@example.com");
+    assert_eq!(id.email.as_deref(), Some("grace@example.com"));
     assert_eq!(id.groups, vec!["navy", "cobol"]);
     assert_eq!(id.first_name.as_deref(), Some("Grace"));
-    assert_eq!(id.raw_claims["iss"], serde_json::json!(peer.issuer));
+    assert_eq!(id.raw_attributes["iss"], serde_json::json!(peer.issuer));
 
     // The same code again: the provider refuses it, and so do we.
     let err = finish(&client, &l, None).await.unwrap_err();
@@ -371,7 +371,7 @@ async fn real_provider_post_auth_es256() {
     let l = authorize(&client, "hopper").await;
     let id = finish(&client, &l, None).await.unwrap();
     assert_eq!(id.idp_id, "hopper");
-    assert_eq!(id.email, "hopper@example.com");
+    assert_eq!(id.email.as_deref(), Some("hopper@example.com"));
     peer.stop().await;
 }
 

@@ -33,7 +33,7 @@ async fn happy_path_maps_claims_and_merges_userinfo() {
     });
     let id = login(&client).await.unwrap();
     assert_eq!(id.idp_id, "user-1");
-    assert_eq!(id.email, "ada@example.com");
+    assert_eq!(id.email.as_deref(), Some("ada@example.com"));
     assert_eq!(id.first_name.as_deref(), Some("Ada"));
     assert_eq!(id.last_name.as_deref(), Some("Lovelace"));
     assert_eq!(id.name.as_deref(), Some("Ada Lovelace"));
@@ -43,7 +43,7 @@ async fn happy_path_maps_claims_and_merges_userinfo() {
         id.custom_attributes.get("department"),
         Some(&json!("Analytical Engines"))
     );
-    assert_eq!(id.raw_claims.get("iss"), Some(&json!(op.issuer)));
+    assert_eq!(id.raw_attributes.get("iss"), Some(&json!(op.issuer)));
     let (_, _, token, userinfo) = op.counters();
     assert_eq!((token, userinfo), (1, 1));
 }
@@ -346,15 +346,17 @@ async fn tampered_payload_is_rejected() {
     let client = op.client();
     // Get genuine claims through the flow, then sign them ourselves and swap the payload.
     let ok = login(&client).await.unwrap();
-    let mut claims = ok.raw_claims.clone();
+    let mut claims = ok.raw_attributes.clone();
     claims.insert("sub".into(), json!("admin"));
     // Rebuild a token with the original header and signature of a fresh one.
     let key = op.signing_key();
     let header = b64(json!({"alg":"RS256","kid":key.kid}).to_string().as_bytes());
-    let good_payload = b64(Value::Object(ok.raw_claims.clone()).to_string().as_bytes());
+    let good_payload = b64(Value::Object(ok.raw_attributes.clone())
+        .to_string()
+        .as_bytes());
     let sig = b64(&key.sign(format!("{header}.{good_payload}").as_bytes()));
     let good = format!("{header}.{good_payload}.{sig}");
-    let nonce = ok.raw_claims["nonce"].as_str().unwrap();
+    let nonce = ok.raw_attributes["nonce"].as_str().unwrap();
     assert!(client.verify_id_token(&good, nonce, None).await.is_ok());
     let bad_payload = b64(Value::Object(claims).to_string().as_bytes());
     let bad = format!("{header}.{bad_payload}.{sig}");

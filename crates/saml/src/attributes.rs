@@ -3,7 +3,9 @@
 //! WorkOS setup guides (`id`, `email`, `firstName`, ...) or their IdP's defaults (claim URIs).
 
 use crate::verify::VerifiedAssertion;
+use idbridge_model::{join_name, Identity};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// SAML connection types (WorkOS `connection_type` spelling).
@@ -131,22 +133,6 @@ impl AttributeMap {
     }
 }
 
-/// A profile in WorkOS terms, before ids are assigned.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MappedProfile {
-    /// Mapped id attribute, else the NameID.
-    pub idp_id: String,
-    /// Mapped email, else the NameID when its format is emailAddress.
-    pub email: Option<String>,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-    pub groups: Vec<String>,
-    /// Each custom key, `None` when the IdP did not send it.
-    pub custom_attributes: BTreeMap<String, Option<String>>,
-    /// All attributes as received.
-    pub raw: BTreeMap<String, Vec<String>>,
-}
-
 const NAMEID_EMAIL: &str = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress";
 
 fn first_value(a: &VerifiedAssertion, names: &[String]) -> Option<String> {
@@ -158,8 +144,11 @@ fn first_value(a: &VerifiedAssertion, names: &[String]) -> Option<String> {
     })
 }
 
-/// Map a verified assertion to a profile.
-pub fn map_profile(a: &VerifiedAssertion, map: &AttributeMap) -> MappedProfile {
+/// Maps a verified assertion to the identity every login protocol produces: the mapped id
+/// attribute (else the NameID), the mapped email (else the NameID when its format is
+/// emailAddress), names (the display name joined from them), groups, custom attributes
+/// (`null` when the IdP did not send one) and every attribute as received.
+pub fn map_profile(a: &VerifiedAssertion, map: &AttributeMap) -> Identity {
     let email = first_value(a, &map.email)
         .or_else(|| (a.name_id_format.as_deref() == Some(NAMEID_EMAIL)).then(|| a.name_id.clone()));
     let groups = map
@@ -176,15 +165,29 @@ pub fn map_profile(a: &VerifiedAssertion, map: &AttributeMap) -> MappedProfile {
     let custom_attributes = map
         .custom
         .iter()
-        .map(|(k, src)| (k.clone(), first_value(a, std::slice::from_ref(src))))
+        .map(|(k, src)| {
+            let value = first_value(a, std::slice::from_ref(src));
+            (k.clone(), value.map_or(Value::Null, Value::String))
+        })
         .collect();
-    MappedProfile {
+    let raw_attributes = a
+        .attributes
+        .iter()
+        .map(|(k, vals)| {
+            let vals = vals.iter().cloned().map(Value::String).collect();
+            (k.clone(), Value::Array(vals))
+        })
+        .collect();
+    let first_name = first_value(a, &map.first_name);
+    let last_name = first_value(a, &map.last_name);
+    Identity {
         idp_id: first_value(a, &map.idp_id).unwrap_or_else(|| a.name_id.clone()),
         email,
-        first_name: first_value(a, &map.first_name),
-        last_name: first_value(a, &map.last_name),
+        name: join_name(first_name.as_deref(), last_name.as_deref()),
+        first_name,
+        last_name,
         groups,
         custom_attributes,
-        raw: a.attributes.clone(),
+        raw_attributes,
     }
 }

@@ -23,7 +23,7 @@ pub mod sp;
 pub mod verify;
 pub mod xml;
 
-pub use attributes::{map_profile, AttributeMap, MappedProfile, SamlConnectionType};
+pub use attributes::{map_profile, AttributeMap, SamlConnectionType};
 pub use error::{DecryptError, GateViolation, PolicyViolation, SamlError, SignatureError};
 pub use idp::IdpSigner;
 pub use settings::{IdpSettings, SpKeyPair, SpSettings};

@@ -320,12 +320,16 @@ fn map_profile_from_an_entra_style_assertion() {
         vec!["g2".to_string(), "g1".to_string()],
         "values keep the order received"
     );
+    assert_eq!(p.name.as_deref(), Some("Todd Rundgren"));
     assert_eq!(
         p.custom_attributes.get("dept"),
-        Some(&Some("Sales".to_string()))
+        Some(&serde_json::json!("Sales"))
     );
-    assert_eq!(p.custom_attributes.get("cost_center"), Some(&None));
-    assert_eq!(p.raw.len(), 6);
+    assert_eq!(
+        p.custom_attributes.get("cost_center"),
+        Some(&serde_json::Value::Null)
+    );
+    assert_eq!(p.raw_attributes.len(), 6);
 
     // With no mapped attributes: idp_id falls back to the NameID; email only for emailAddress.
     let generic = AttributeMap::preset(SamlConnectionType::GenericSAML);

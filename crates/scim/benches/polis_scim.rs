@@ -27,7 +27,7 @@ use idbridge_directory::{DirectoryEngine, DirectorySettings};
 use idbridge_model::tag::OrganizationTag;
 use idbridge_model::{new_id, IdPrefix, Organization, Timestamp};
 use idbridge_scim::router::{router, ScimConfig};
-use idbridge_store::{ChangeSet, SledStore, Store};
+use idbridge_store::{SledStore, Store};
 use serde_json::{json, Value};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -73,7 +73,6 @@ fn start_idbridge() -> Res<(Target, tempfile::TempDir)> {
         .prefix("polis-scim-bench-")
         .tempdir_in(&base)?;
     let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path())?);
-    let engine = Arc::new(DirectoryEngine::new(store.clone()));
     let org = new_id(IdPrefix::Organization);
     let now = Timestamp::now();
     let record = Organization {
@@ -88,9 +87,8 @@ fn start_idbridge() -> Res<(Target, tempfile::TempDir)> {
         created_at: now,
         updated_at: now,
     };
-    let mut cs = ChangeSet::new();
-    cs.put_json("organizations", &org, &record)?;
-    store.commit(cs)?;
+    let orgs = Arc::new(idbridge_directory::FixedOrganizations::new([record]));
+    let engine = Arc::new(DirectoryEngine::new(store.clone(), orgs));
     let (rec, token) =
         engine.create_directory(&org, "Okta", "okta scim v2.0", DirectorySettings::default())?;
     let token = token.ok_or("a SCIM directory without a token")?;

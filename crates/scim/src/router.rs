@@ -21,8 +21,8 @@ use chrono::{DateTime, Utc};
 use http::header::{HeaderName, HeaderValue};
 use http::{header, Method, StatusCode};
 use idbridge_directory::{
-    ChangeKind, Cursor, DirectoryEngine, EngineError, GroupInput, MemberEdit, Order, PageRequest,
-    StoredGroup, StoredUser, UserInput,
+    ChangeKind, Constraint, Cursor, DirectoryEngine, EngineError, GroupInput, MemberEdit, Order,
+    PageRequest, StoredGroup, StoredUser, UserInput,
 };
 use idbridge_model::{new_id, DirectoryUserEmail, IdPrefix, Timestamp};
 use serde_json::{json, Map, Value};
@@ -285,13 +285,17 @@ fn engine_error(e: EngineError) -> ScimError {
         EngineError::NotFound { what, id } => {
             ScimError::not_found(format!("{} {id} not found", what.replace('_', " ")))
         }
-        EngineError::Conflict { what, detail } => match what.as_str() {
-            "version" => ScimError::precondition_failed(
+        EngineError::Conflict { constraint, detail } => match constraint {
+            Constraint::Version => ScimError::precondition_failed(
                 "the resource has changed: If-Match does not match meta.version",
             ),
-            USER_NAME_KEY => ScimError::uniqueness("userName is already taken"),
-            GROUP_NAME_KEY => ScimError::uniqueness("displayName is already taken"),
-            "idp_id" => ScimError::uniqueness("externalId is already taken"),
+            Constraint::UniqueKey(k) if k == USER_NAME_KEY => {
+                ScimError::uniqueness("userName is already taken")
+            }
+            Constraint::UniqueKey(k) if k == GROUP_NAME_KEY => {
+                ScimError::uniqueness("displayName is already taken")
+            }
+            Constraint::IdpId => ScimError::uniqueness("externalId is already taken"),
             _ => ScimError::new(409, None, format!("conflicting change: {detail}")),
         },
         EngineError::Invalid(m) => ScimError::invalid_value(m),

@@ -5,6 +5,12 @@
 //! `IDBRIDGE_SECRET_KEY` or a 0600 file in the data directory, so a copied database alone does
 //! not reveal IdP credentials. Each ciphertext is bound to its record and purpose through the
 //! GCM associated data, so a ciphertext cannot be moved to another record.
+//!
+//! [`token`] is the one home of bearer-secret generation and the digest they are stored as.
+
+pub mod token;
+
+pub use token::{random_alphanumeric, random_token, sha256_hex};
 
 use std::io::Write;
 use std::path::Path;

@@ -32,7 +32,7 @@ pub struct Config {
     pub sftp_directories: Vec<crate::sftp_cli::SftpDirectoryConfig>,
 }
 
-/// `[sso]`: see `idbridge_api::sso::SsoConfig`.
+/// `[sso]`: see `idbridge_sso::SsoConfig`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SsoSection {
@@ -75,24 +75,24 @@ impl Default for SsoSection {
 
 impl SsoSection {
     /// The API's view of this section.
-    pub fn to_api(&self) -> idbridge_api::sso::SsoConfig {
-        idbridge_api::sso::SsoConfig {
+    pub fn to_api(&self) -> idbridge_sso::SsoConfig {
+        idbridge_sso::SsoConfig {
             redirect_uris: self.redirect_uris.clone(),
             default_redirect_uri: self.default_redirect_uri.clone(),
             code_ttl: std::time::Duration::from_secs(self.code_ttl_secs),
             access_token_ttl: std::time::Duration::from_secs(self.access_token_ttl_secs),
-            ..idbridge_api::sso::SsoConfig::default()
+            ..idbridge_sso::SsoConfig::default()
         }
     }
 
     fn validate(&self) -> Result<(), (String, String)> {
         for (i, uri) in self.redirect_uris.iter().enumerate() {
-            if let Err(e) = idbridge_api::sso::redirect_uri::validate_entry(uri) {
+            if let Err(e) = idbridge_sso::redirect_uri::validate_entry(uri) {
                 return Err((format!("sso.redirect_uris[{i}]"), e.to_string()));
             }
         }
         if let Some(d) = &self.default_redirect_uri {
-            if !idbridge_api::sso::redirect_uri::is_allowed(&self.redirect_uris, d) {
+            if !idbridge_sso::redirect_uri::is_allowed(&self.redirect_uris, d) {
                 return Err((
                     "sso.default_redirect_uri".into(),
                     "must be allowed by sso.redirect_uris".into(),
@@ -393,7 +393,7 @@ impl Config {
                         .filter(|s| !s.is_empty())
                         .collect();
                     for uri in &uris {
-                        idbridge_api::sso::redirect_uri::validate_entry(uri)
+                        idbridge_sso::redirect_uri::validate_entry(uri)
                             .map_err(|e| bad(format!("{uri}: {e}")))?;
                     }
                     self.sso.redirect_uris = uris;

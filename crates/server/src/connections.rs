@@ -1,35 +1,29 @@
-//! `idbridge connection create|list|show|delete|rotate-keys`: the connection API without a
-//! running server (the store is single-process, so stop the server first).
+//! `idbridge connection create|list|show|delete|rotate-keys`: the SSO service without a running
+//! server (the store is single-process, so stop the server first).
 //!
 //! `create` takes the same JSON body as `POST /connections` (WorkOS Python SDK 10.8 shape plus
 //! our `idp_metadata_xml` and `oidc_options`), from a file or stdin.
 
 use std::io::Read;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
-use idbridge_api::{ApiConfig, AppState};
+use idbridge_sso::{SsoError, SsoService, SsoSettings};
 
 use crate::cli::ConnectionCommand;
 use crate::config::Config;
 
-fn state(config: &Config) -> anyhow::Result<AppState> {
+/// The SSO service over the configured store, for the CLI.
+fn service(config: &Config) -> anyhow::Result<SsoService> {
     let store = crate::open_store(config)?;
-    let key = idbridge_api::sso::SecretBox::load_or_create(
-        std::env::var(idbridge_api::sso::secrets::SECRET_KEY_ENV)
-            .ok()
-            .as_deref(),
-        &config.server.data_dir,
-    )
-    .context("loading the secret key for connection secrets")?;
-    Ok(AppState::new(
-        store,
-        ApiConfig {
-            public_url: config.public_url(),
-            ..ApiConfig::default()
-        },
-    )
-    .with_sso(config.sso.to_api(), Some(key)))
+    let directory = Arc::new(crate::directory_engine(store.clone()));
+    let settings = SsoSettings {
+        public_url: config.public_url(),
+        config: config.sso.to_api(),
+        secrets: Some(crate::secret_key(config)?),
+    };
+    Ok(SsoService::new(store, directory, settings))
 }
 
 fn read_body(path: &Path) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
@@ -51,33 +45,29 @@ fn api_err(e: idbridge_api::ApiError) -> anyhow::Error {
     anyhow::anyhow!("{}", e.body())
 }
 
+fn sso_err(e: SsoError) -> anyhow::Error {
+    api_err(e.into())
+}
+
 pub fn run(config: &Config, command: ConnectionCommand) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let state = state(config)?;
+    let sso = service(config)?;
     runtime.block_on(async move {
         match command {
             ConnectionCommand::Create { body } => {
                 let body = read_body(&body)?;
-                let c = idbridge_api::sso::connections::create_connection(&state, &body)
-                    .await
-                    .map_err(api_err)?;
-                let record =
-                    idbridge_api::sso::connections::load(&state, &c.id).map_err(api_err)?;
-                let view =
-                    idbridge_api::sso::connections::admin_json(&state, &record).map_err(api_err)?;
+                let input =
+                    idbridge_api::sso::connections::parse_new(&body, &sso.oidc_callback_url())
+                        .map_err(api_err)?;
+                let c = sso.create_connection(input).await.map_err(sso_err)?;
+                let view = sso.connection_admin_view(&c.id).map_err(sso_err)?;
                 println!("{}", serde_json::to_string_pretty(&view)?);
             }
             ConnectionCommand::List => {
-                for (_, bytes) in state.db.store().scan(
-                    idbridge_api::tables::CONNECTIONS,
-                    "",
-                    None,
-                    usize::MAX,
-                )? {
-                    let r: idbridge_api::sso::connections::ConnectionRecord =
-                        serde_json::from_slice(&bytes)?;
+                let (records, unreadable) = sso.connections().all()?;
+                for r in records {
                     let c = &r.connection;
                     println!(
                         "{}\t{}\t{}\t{}\t{}",
@@ -88,23 +78,20 @@ pub fn run(config: &Config, command: ConnectionCommand) -> anyhow::Result<()> {
                         c.name
                     );
                 }
+                for (id, e) in unreadable {
+                    eprintln!("{id}: unreadable record: {e}");
+                }
             }
             ConnectionCommand::Show { id } => {
-                let record = idbridge_api::sso::connections::load(&state, &id).map_err(api_err)?;
-                let view =
-                    idbridge_api::sso::connections::admin_json(&state, &record).map_err(api_err)?;
+                let view = sso.connection_admin_view(&id).map_err(sso_err)?;
                 println!("{}", serde_json::to_string_pretty(&view)?);
             }
             ConnectionCommand::Delete { id } => {
-                let c = idbridge_api::sso::connections::delete_connection(&state, &id)
-                    .await
-                    .map_err(api_err)?;
+                let c = sso.delete_connection(&id).await.map_err(sso_err)?;
                 println!("deleted {} ({})", c.id, c.name);
             }
             ConnectionCommand::RotateKeys { id } => {
-                let view = idbridge_api::sso::connections::rotate_keys(&state, &id)
-                    .await
-                    .map_err(api_err)?;
+                let view = sso.rotate_sp_keys(&id).await.map_err(sso_err)?;
                 println!("{}", serde_json::to_string_pretty(&view)?);
             }
         }
@@ -114,26 +101,20 @@ pub fn run(config: &Config, command: ConnectionCommand) -> anyhow::Result<()> {
 
 /// Creates the `[[sso.connections]]` of the config that do not exist yet (keyed by
 /// `external_id`, through the same validation as `POST /connections`).
-pub async fn apply_declared(state: &AppState, config: &Config) -> anyhow::Result<()> {
+pub async fn apply_declared(sso: &SsoService, config: &Config) -> anyhow::Result<()> {
     for c in &config.sso.connections {
-        let org_id = if c.organization.starts_with("org_") {
-            c.organization.clone()
-        } else {
-            state
-                .db
-                .get_raw(idbridge_api::tables::ORG_BY_EXTERNAL_ID, &c.organization)
-                .map_err(api_err)?
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "declared connection {:?}: no organization with external_id {:?}",
-                        c.external_id,
-                        c.organization
-                    )
-                })?
-        };
+        let org = sso
+            .organizations()
+            .resolve(&c.organization)?
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "declared connection {:?}: no organization with id or external_id {:?}",
+                    c.external_id,
+                    c.organization
+                )
+            })?;
         let mut body = serde_json::Map::new();
-        body.insert("organization_id".into(), org_id.into());
+        body.insert("organization_id".into(), org.id.into());
         body.insert("external_id".into(), c.external_id.clone().into());
         for (k, v) in [
             ("name", c.name.clone().map(serde_json::Value::from)),
@@ -149,11 +130,15 @@ pub async fn apply_declared(state: &AppState, config: &Config) -> anyhow::Result
                 body.insert(k.into(), v);
             }
         }
-        let conn = idbridge_api::sso::connections::create_connection(state, &body)
+        let declared = |e: idbridge_api::ApiError| {
+            anyhow::anyhow!("declared connection {:?}: {}", c.external_id, e.body())
+        };
+        let input = idbridge_api::sso::connections::parse_new(&body, &sso.oidc_callback_url())
+            .map_err(declared)?;
+        let conn = sso
+            .create_connection(input)
             .await
-            .map_err(|e| {
-                anyhow::anyhow!("declared connection {:?}: {}", c.external_id, e.body())
-            })?;
+            .map_err(|e| declared(e.into()))?;
         tracing::info!(id = %conn.id, external_id = %c.external_id, "declared connection applied");
     }
     Ok(())

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Subcommand;
 use idbridge_directory::{Deactivation, DirectoryEngine, DirectorySettings, EngineError};
-use idbridge_store::{ChangeSet, Store};
+use idbridge_sso::organizations::Organizations;
+use idbridge_store::Store;
 use serde::Deserialize;
 
 use crate::config::Config;
@@ -129,14 +130,11 @@ impl DeclaredDirectory {
 }
 
 /// An organization id from an id or an external_id.
-fn resolve_org(store: &dyn Store, org: &str) -> anyhow::Result<String> {
-    if org.starts_with("org_") {
-        return Ok(org.to_owned());
-    }
-    store
-        .get(idbridge_api::tables::ORG_BY_EXTERNAL_ID, org)?
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| anyhow::anyhow!("no organization with external_id {org:?}"))
+fn resolve_org(store: &Arc<dyn Store>, org: &str) -> anyhow::Result<String> {
+    Organizations::new(store.clone())
+        .resolve(org)?
+        .map(|o| o.id)
+        .ok_or_else(|| anyhow::anyhow!("no organization with id or external_id {org:?}"))
 }
 
 /// What applying one declared directory did.
@@ -168,16 +166,18 @@ pub fn apply_one(engine: &DirectoryEngine, d: &DeclaredDirectory) -> anyhow::Res
     let (id, created, generated) = match existing {
         Some(rec) => (rec.directory.id, false, None),
         None => {
-            let org = resolve_org(store.as_ref(), &d.organization)?;
+            let org = resolve_org(&store, &d.organization)?;
             let ty = d.directory_type.trim().to_ascii_lowercase();
-            let (rec, generated) = engine.create_directory(&org, &d.name, &ty, d.settings())?;
-            let mut cs = ChangeSet::new();
-            cs.put(
-                DECLARED_TABLE,
-                d.key.clone(),
-                rec.directory.id.as_bytes().to_vec(),
-            );
-            store.commit(cs)?;
+            // The directory and its declared key are one commit.
+            let (rec, generated) =
+                engine.create_directory_with(&org, &d.name, &ty, d.settings(), |rec, cs| {
+                    cs.put(
+                        DECLARED_TABLE,
+                        d.key.clone(),
+                        rec.directory.id.as_bytes().to_vec(),
+                    );
+                    Ok(())
+                })?;
             (rec.directory.id, true, generated)
         }
     };
@@ -330,7 +330,7 @@ pub fn run(config: &Config, command: DirectoryCommand) -> anyhow::Result<()> {
         other => other,
     };
     let store = crate::open_store(config)?;
-    let engine = DirectoryEngine::new(Arc::clone(&store));
+    let engine = crate::directory_engine(Arc::clone(&store));
     let public_url = config.public_url();
     match command {
         DirectoryCommand::Create {
@@ -339,7 +339,7 @@ pub fn run(config: &Config, command: DirectoryCommand) -> anyhow::Result<()> {
             directory_type,
             keep_inactive,
         } => {
-            let org = resolve_org(store.as_ref(), &organization)?;
+            let org = resolve_org(&store, &organization)?;
             let mut body = serde_json::Map::new();
             body.insert("organization_id".into(), org.into());
             body.insert("name".into(), name.into());
@@ -364,9 +364,7 @@ pub fn run(config: &Config, command: DirectoryCommand) -> anyhow::Result<()> {
             }
         }
         DirectoryCommand::List { organization } => {
-            let org = organization
-                .map(|o| resolve_org(store.as_ref(), &o))
-                .transpose()?;
+            let org = organization.map(|o| resolve_org(&store, &o)).transpose()?;
             let mut cursor = idbridge_directory::Cursor::None;
             loop {
                 let page = engine.list_directories(
@@ -418,8 +416,7 @@ pub fn run(config: &Config, command: DirectoryCommand) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use idbridge_model::tag::OrganizationTag;
-    use idbridge_model::{new_id, IdPrefix, Organization, Timestamp};
+    use idbridge_sso::organizations::NewOrganization;
     use idbridge_store::SledStore;
     use std::path::Path;
 
@@ -522,33 +519,27 @@ mod tests {
         }
     }
 
-    fn engine_with_acme() -> DirectoryEngine {
+    /// A store with organization `acme` (by external id) and its engine.
+    fn store_with_acme() -> (Arc<dyn Store>, DirectoryEngine) {
         let store: Arc<dyn Store> =
             Arc::new(SledStore::open_ephemeral().unwrap_or_else(|e| panic!("{e}")));
-        let org = new_id(IdPrefix::Organization);
-        let now = Timestamp::now();
-        let rec = Organization {
-            object: OrganizationTag,
-            id: org.clone(),
-            name: "Acme".into(),
-            domains: Vec::new(),
-            metadata: Default::default(),
-            external_id: Some("acme".into()),
-            stripe_customer_id: None,
-            allow_profiles_outside_organization: false,
-            created_at: now,
-            updated_at: now,
-        };
-        let mut cs = ChangeSet::new();
-        cs.put_json("organizations", &org, &rec)
+        let orgs = Organizations::new(store.clone());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
             .unwrap_or_else(|e| panic!("{e}"));
-        cs.put(
-            idbridge_api::tables::ORG_BY_EXTERNAL_ID,
-            "acme",
-            org.as_bytes().to_vec(),
-        );
-        store.commit(cs).unwrap_or_else(|e| panic!("{e}"));
-        DirectoryEngine::new(store)
+        runtime
+            .block_on(orgs.create(NewOrganization {
+                name: "Acme".into(),
+                external_id: Some("acme".into()),
+                ..NewOrganization::default()
+            }))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let engine = crate::directory_engine(store.clone());
+        (store, engine)
+    }
+
+    fn engine_with_acme() -> DirectoryEngine {
+        store_with_acme().1
     }
 
     #[test]
@@ -600,32 +591,7 @@ mod tests {
 
     #[test]
     fn apply_one_is_idempotent_and_sets_the_configured_token() {
-        let store: Arc<dyn Store> =
-            Arc::new(SledStore::open_ephemeral().unwrap_or_else(|e| panic!("{e}")));
-        let org = new_id(IdPrefix::Organization);
-        let now = Timestamp::now();
-        let rec = Organization {
-            object: OrganizationTag,
-            id: org.clone(),
-            name: "Acme".into(),
-            domains: Vec::new(),
-            metadata: Default::default(),
-            external_id: Some("acme".into()),
-            stripe_customer_id: None,
-            allow_profiles_outside_organization: false,
-            created_at: now,
-            updated_at: now,
-        };
-        let mut cs = ChangeSet::new();
-        cs.put_json("organizations", &org, &rec)
-            .unwrap_or_else(|e| panic!("{e}"));
-        cs.put(
-            idbridge_api::tables::ORG_BY_EXTERNAL_ID,
-            "acme",
-            org.as_bytes().to_vec(),
-        );
-        store.commit(cs).unwrap_or_else(|e| panic!("{e}"));
-        let engine = DirectoryEngine::new(store.clone());
+        let (_store, engine) = store_with_acme();
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let token_file = dir.path().join("token");
         std::fs::write(&token_file, "preregistered-token-0123456789\n")

@@ -1,6 +1,6 @@
 //! `idbridge api-key create|list|revoke`.
 
-use idbridge_api::auth;
+use idbridge_sso::api_keys as auth;
 
 use crate::cli::ApiKeyCommand;
 use crate::config::Config;

@@ -216,7 +216,7 @@ pub fn run(config: &Config, command: DirectoryCommand) -> anyhow::Result<()> {
     }
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let store = crate::open_store(config)?;
-    let engine = Arc::new(DirectoryEngine::new(store));
+    let engine = Arc::new(crate::directory_engine(store));
     let mut config = config.clone();
     crate::directories::resolve_references(&engine, &mut config)?;
     let entry = config

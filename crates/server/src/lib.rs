@@ -33,6 +33,25 @@ pub fn load_config(file: Option<&Path>) -> anyhow::Result<Config> {
     Ok(config)
 }
 
+/// The directory engine of a store (CLI paths; the server shares the one in its `AppState`),
+/// reading organizations through their owner.
+pub fn directory_engine(store: Arc<dyn Store>) -> idbridge_directory::DirectoryEngine {
+    let orgs = Arc::new(idbridge_sso::organizations::Organizations::new(
+        store.clone(),
+    ));
+    idbridge_directory::DirectoryEngine::new(store, orgs)
+}
+
+/// The key that seals connection secrets: `IDBRIDGE_SECRET_KEY`, else the data directory's
+/// key file (created on first use).
+pub fn secret_key(config: &Config) -> anyhow::Result<idbridge_sso::SecretBox> {
+    idbridge_sso::SecretBox::load_or_create(
+        std::env::var(idbridge_sso::SECRET_KEY_ENV).ok().as_deref(),
+        &config.server.data_dir,
+    )
+    .context("loading the secret key for connection secrets")
+}
+
 /// Opens the store in the configured data directory, creating it on first use.
 pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let dir = &config.server.data_dir;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use idbridge_api::{auth, ApiConfig, AppState};
+use idbridge_api::{ApiConfig, AppState};
 use idbridge_store::Store;
 
 use crate::config::Config;
@@ -23,7 +23,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
 
 async fn serve_async(config: Config) -> anyhow::Result<()> {
     let store = crate::open_store(&config)?;
-    if let Some(boot) = auth::bootstrap(store.as_ref())? {
+    if let Some(boot) = idbridge_sso::api_keys::bootstrap(store.as_ref())? {
         // Printed once, on the first start of a fresh data directory.
         println!("IDBRIDGE_API_KEY={}", boot.api_key);
         println!("IDBRIDGE_CLIENT_ID={}", boot.client_id);
@@ -47,22 +47,16 @@ async fn serve_async(config: Config) -> anyhow::Result<()> {
     state.ready.store(false, Ordering::Relaxed);
     state.metrics = Some(Arc::new(move || metrics.render()));
     // SSO: redirect-URI allow-list and the key sealing connection secrets.
-    let secret_key = idbridge_api::sso::SecretBox::load_or_create(
-        std::env::var(idbridge_api::sso::secrets::SECRET_KEY_ENV)
-            .ok()
-            .as_deref(),
-        &config.server.data_dir,
-    )
-    .context("loading the secret key for connection secrets")?;
+    let secret_key = crate::secret_key(&config)?;
     let state = state.with_sso(config.sso.to_api(), Some(secret_key));
     // IdP metadata URLs: new signing certificates and expiry warnings, hourly.
-    idbridge_api::sso::connections::spawn_metadata_refresh(
-        state.clone(),
+    idbridge_sso::connections::metadata::spawn_metadata_refresh(
+        state.sso.clone(),
         Duration::from_secs(3600),
     );
 
     apply_declared(&state, &config).await?;
-    crate::connections::apply_declared(&state, &config).await?;
+    crate::connections::apply_declared(&state.sso, &config).await?;
     // Then the feeds that name a declared directory by key get its id.
     let config = {
         let engine = state.directory.clone();
@@ -118,15 +112,12 @@ async fn serve_async(config: Config) -> anyhow::Result<()> {
 /// Creates or updates the organizations declared in the config, keyed by external_id.
 async fn apply_declared(state: &AppState, config: &Config) -> anyhow::Result<()> {
     for org in &config.organizations {
-        let (applied, changed) = idbridge_api::organizations::upsert_declared(
-            state,
-            &org.external_id,
-            &org.name,
-            &org.domains,
-            &org.metadata,
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("declared organization {:?}: {e}", org.external_id))?;
+        let (applied, changed) = state
+            .sso
+            .organizations()
+            .upsert_declared(&org.external_id, &org.name, &org.domains, &org.metadata)
+            .await
+            .map_err(|e| anyhow::anyhow!("declared organization {:?}: {e}", org.external_id))?;
         tracing::info!(id = %applied.id, external_id = %org.external_id, changed, "declared organization applied");
     }
     Ok(())

@@ -295,7 +295,7 @@ pub fn run(config: &Config, command: DirectoryCommand) -> anyhow::Result<()> {
     let files = DeliveryFiles::in_dir(&dir)
         .with_context(|| format!("no users.csv in {}", dir.display()))?;
     let store = crate::open_store(config)?;
-    let engine = Arc::new(DirectoryEngine::new(store));
+    let engine = Arc::new(crate::directory_engine(store));
     let mut p = Processor::new(engine);
     p.policy.confirmed = confirm;
     let total = files.total_bytes();

@@ -1,14 +1,12 @@
 //! SFTP directories in the binary: the config sections are validated with the key named, and
 //! `idbridge directory import <id> <dir>` applies local CSV files and prints a summary.
 
-use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::Arc;
 
-use idbridge_directory::{DirectoryEngine, DirectorySettings, PageRequest};
-use idbridge_model::tag::OrganizationTag;
-use idbridge_model::{new_id, IdPrefix, Organization, Timestamp};
-use idbridge_store::{ChangeSet, SledStore, Store};
+use idbridge_directory::{DirectorySettings, PageRequest};
+use idbridge_sso::organizations::{NewOrganization, Organizations};
+use idbridge_store::{SledStore, Store};
 
 fn idbridge() -> Command {
     Command::new(env!("CARGO_BIN_EXE_idbridge"))
@@ -45,25 +43,17 @@ fn directory_import_applies_local_files() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let dir_id = {
-        let store = Arc::new(SledStore::open(&data).unwrap());
-        let org_id = new_id(IdPrefix::Organization);
-        let now = Timestamp::now();
-        let org = Organization {
-            object: OrganizationTag,
-            id: org_id.clone(),
-            name: "Acme".into(),
-            domains: vec![],
-            metadata: BTreeMap::new(),
-            external_id: None,
-            stripe_customer_id: None,
-            allow_profiles_outside_organization: false,
-            created_at: now,
-            updated_at: now,
-        };
-        let mut cs = ChangeSet::new();
-        cs.put_json("organizations", org_id.clone(), &org).unwrap();
-        store.commit(cs).unwrap();
-        let engine = DirectoryEngine::new(store.clone());
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&data).unwrap());
+        let org = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(Organizations::new(store.clone()).create(NewOrganization {
+                name: "Acme".into(),
+                ..NewOrganization::default()
+            }))
+            .unwrap();
+        let org_id = org.id;
+        let engine = idbridge::directory_engine(store.clone());
         let (rec, _) = engine
             .create_directory(&org_id, "HR", "sftp", DirectorySettings::default())
             .unwrap();
@@ -116,8 +106,8 @@ fn directory_import_applies_local_files() {
         stderr.contains("users.csv:3: duplicate user_id \"u1\""),
         "{stderr}"
     );
-    let store = Arc::new(SledStore::open(&data).unwrap());
-    let engine = DirectoryEngine::new(store);
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&data).unwrap());
+    let engine = idbridge::directory_engine(store);
     let page = PageRequest {
         limit: 10,
         ..PageRequest::default()

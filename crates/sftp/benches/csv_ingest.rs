@@ -34,6 +34,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Instant;
 
 use idbridge_directory::SnapshotPolicy;
@@ -154,10 +155,11 @@ fn apply(
     run: &str,
     initial: bool,
 ) -> Result<(u64, String), String> {
-    use idbridge_store::Store;
     let store = open_store(&work.join("store"))?;
     let id_file = work.join("dir_id");
-    let mut engine = idbridge_directory::DirectoryEngine::new(store.clone());
+    // The organization only matters when the directory is created (the bench runs no SSO).
+    let orgs = Arc::new(idbridge_directory::FixedOrganizations::default());
+    let mut engine = idbridge_directory::DirectoryEngine::new(store.clone(), orgs.clone());
     if let Some(ops) = std::env::var("COMMIT_OPS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
@@ -179,10 +181,7 @@ fn apply(
             created_at: now,
             updated_at: now,
         };
-        let mut cs = idbridge_store::ChangeSet::new();
-        cs.put_json("organizations", org.clone(), &body)
-            .map_err(|e| e.to_string())?;
-        store.commit(cs).map_err(|e| e.to_string())?;
+        orgs.insert(body);
         let (rec, _) = engine
             .create_directory(&org, "bench", "sftp", Default::default())
             .map_err(|e| e.to_string())?;

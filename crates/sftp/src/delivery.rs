@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use idbridge_directory::{DirectoryEngine, EngineError, SnapshotOutcome, SnapshotPolicy};
-use idbridge_model::{Event, Timestamp};
-use idbridge_store::{ChangeSet, NewEvent, Store, StoreError};
+use idbridge_model::{Event, EventKind, Timestamp};
+use idbridge_store::{ChangeSet, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -22,9 +22,7 @@ use crate::feed::{
 
 /// `<directory id>/<delivery id>` → [`DeliveryRecord`] (JSON); delivery ids are ULID-ordered,
 /// so a reverse prefix scan lists a directory's deliveries newest first.
-pub const DELIVERIES_TABLE: &str = "sftp.deliveries";
-/// The event type of a refused delivery (delivered only to endpoints that name it).
-pub const DELIVERY_REJECTED_EVENT: &str = "dsync.delivery_rejected";
+pub(crate) const DELIVERIES_TABLE: &str = "sftp.deliveries";
 /// Where processed files go inside an inbox.
 pub const ARCHIVE_DIR: &str = "archive";
 /// Where rejection reports go inside an inbox.
@@ -409,14 +407,8 @@ impl Processor {
                 "more_problems": record.more_problems,
                 "received_at": record.received_at,
             });
-            let event = Event::new(DELIVERY_REJECTED_EVENT, data);
-            cs.event(NewEvent {
-                id: event.id.clone(),
-                kind: event.event.clone(),
-                organization_id: Some(record.organization_id.clone()),
-                created_at_ms: event.created_at.as_millis(),
-                body: event.to_compact_json(),
-            });
+            let event = Event::new(EventKind::DsyncDeliveryRejected, data);
+            cs.append_event(&event, Some(&record.organization_id));
         }
         self.engine.store().commit(cs)?;
         Ok(())

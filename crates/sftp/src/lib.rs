@@ -14,7 +14,7 @@ mod metrics;
 
 pub use delivery::{
     list_deliveries, summary, DeliveryError, DeliveryRecord, DeliverySource, DeliveryStatus,
-    DeliveryStatusSummary, Processor, DELIVERIES_TABLE, DELIVERY_REJECTED_EVENT,
+    DeliveryStatusSummary, Processor,
 };
 pub use feed::{ingest, DeliveryFiles, IngestError, IngestOptions, Problem, Rejection};
 pub mod jail;

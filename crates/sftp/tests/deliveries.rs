@@ -4,8 +4,9 @@
 mod common;
 
 use common::*;
+use idbridge_model::EventKind;
 use idbridge_sftp::feed::{ingest, DeliveryFiles, IngestError, IngestOptions};
-use idbridge_sftp::{DeliverySource, DeliveryStatus, DELIVERY_REJECTED_EVENT};
+use idbridge_sftp::{DeliverySource, DeliveryStatus};
 use idbridge_store::Store;
 
 fn users_csv(ids: std::ops::RangeInclusive<u32>, dept: &str) -> String {
@@ -156,7 +157,10 @@ fn mass_deletion_guard_rejects_and_changes_nothing() {
         "{r:?}"
     );
     assert_eq!(fx.user_ids(&dir).len(), 20);
-    assert_eq!(fx.event_kinds_after(seq), vec![DELIVERY_REJECTED_EVENT]);
+    assert_eq!(
+        fx.event_kinds_after(seq),
+        vec![EventKind::DsyncDeliveryRejected.as_str()]
+    );
     let report = std::fs::read_to_string(
         fx.path(&format!("inbox-{dir}"))
             .join(r.report.as_ref().unwrap()),
@@ -288,7 +292,7 @@ fn bad_files_change_nothing() {
         );
         assert_eq!(
             fx.event_kinds_after(seq),
-            vec![DELIVERY_REJECTED_EVENT],
+            vec![EventKind::DsyncDeliveryRejected.as_str()],
             "{label}"
         );
         let ev = fx.store.events_after(seq, 10).unwrap();

@@ -3,7 +3,13 @@
 //! A deliberately generic store: ordered key/value tables holding (JSON) bytes, an ordered
 //! event log read by cursor, and expiring tables for one-time codes and replay caches. The
 //! domain layer decides keys and builds index entries; the store makes each [`ChangeSet`]
-//! atomic and durable.
+//! atomic and durable. A change set carries entity writes, expiring entries (put,
+//! insert-if-vacant, take) and events together, so a change and its events — a whole login,
+//! say — are one commit.
+//!
+//! Tables belong to the domain: each has exactly one owning module (which declares its name,
+//! its typed record and codec); other crates go through that owner. A backend only ever sees
+//! change sets, reads and the event log — which is all a relational backend needs to implement.
 //!
 //! Durability contract: a write is acknowledged only after sled flushed it **and** its data
 //! file was `fdatasync`ed (sled 0.34 alone only issues `sync_file_range`). Concurrent writers
@@ -18,16 +24,18 @@ mod codec;
 mod durability;
 mod error;
 mod export;
+mod page;
 mod sled_store;
 mod types;
 
 pub use durability::DurabilityProbe;
-pub use error::{Result, StoreError};
+pub use error::{ConflictKind, Result, StoreError, EVENT_LOG};
 pub use export::ExportRecord;
+pub use page::page;
 pub use sled_store::{SledOptions, SledStore, TreeStats};
 pub use types::{
-    ChangeSet, CommitReceipt, Condition, Delete, NewEvent, PendingSync, Put, StoreStats,
-    StoredEvent,
+    ChangeSet, CommitReceipt, Condition, Delete, ExpiringPut, NewEvent, PendingSync, Put,
+    StoreStats, StoredEvent,
 };
 
 /// The storage interface every backend implements (sled now, PostgreSQL later).
@@ -37,8 +45,8 @@ pub trait Store: Send + Sync + 'static {
     /// Applies atomically and returns only after the data is durable (flush + fdatasync, shared by
     /// concurrent committers = group commit). Blocking call (async callers use spawn_blocking).
     ///
-    /// A failed condition returns [`StoreError::Conflict`] with nothing written. A reused event
-    /// id is a conflict too.
+    /// A failed condition returns [`StoreError::Conflict`] (naming the entry and the failed
+    /// precondition) with nothing written. A reused event id is a conflict too.
     fn commit(&self, changes: ChangeSet) -> Result<CommitReceipt> {
         let (receipt, pending) = self.commit_applied(changes)?;
         self.wait_durable(pending)?;
@@ -122,14 +130,19 @@ pub trait Store: Send + Sync + 'static {
     /// cutoff), so the kept log stays contiguous even if callers' clocks were not monotonic.
     fn compact_events_before(&self, cutoff_ms: i64) -> Result<u64>;
 
-    /// Expiring tables (one-time codes, replay caches). Durable like commit.
+    /// Writes an expiring entry in its own commit ([`ChangeSet::put_expiring`] joins a
+    /// bigger one).
     fn put_expiring(
         &self,
         table: &str,
         key: &str,
         value: Vec<u8>,
         expires_at_ms: i64,
-    ) -> Result<()>;
+    ) -> Result<()> {
+        let mut cs = ChangeSet::new();
+        cs.put_expiring(table, key, value, expires_at_ms);
+        self.commit(cs).map(|_| ())
+    }
 
     /// Insert only if absent or expired; false if a live entry exists (replay cache). Atomic.
     /// "Expired" is judged against the system clock (an entry is live while now < expiry).
@@ -139,11 +152,32 @@ pub trait Store: Send + Sync + 'static {
         key: &str,
         value: Vec<u8>,
         expires_at_ms: i64,
-    ) -> Result<bool>;
+    ) -> Result<bool> {
+        let mut cs = ChangeSet::new();
+        let now = idbridge_model::Timestamp::now().as_millis();
+        cs.insert_expiring(table, key, value, expires_at_ms, now);
+        match self.commit(cs) {
+            Ok(_) => Ok(true),
+            Err(e) if e.conflict_on().is_some() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
 
-    /// Atomically remove and return a live entry (single-use codes); None if absent or expired.
-    /// The removal is durable before the value is returned, so a crash cannot revive a code.
-    fn take_expiring(&self, table: &str, key: &str, now_ms: i64) -> Result<Option<Vec<u8>>>;
+    /// Atomically remove and return a live entry (single-use codes); None if absent or expired
+    /// (or taken by a concurrent caller). The removal is durable before the value is
+    /// returned, so a crash cannot revive a code.
+    fn take_expiring(&self, table: &str, key: &str, now_ms: i64) -> Result<Option<Vec<u8>>> {
+        let Some(value) = self.get_expiring(table, key, now_ms)? else {
+            return Ok(None);
+        };
+        let mut cs = ChangeSet::new();
+        cs.take_expiring(table, key, now_ms);
+        match self.commit(cs) {
+            Ok(_) => Ok(Some(value)),
+            Err(e) if e.conflict_on().is_some() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
 
     /// A live entry's value, without removing it.
     fn get_expiring(&self, table: &str, key: &str, now_ms: i64) -> Result<Option<Vec<u8>>>;

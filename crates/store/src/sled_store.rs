@@ -26,7 +26,7 @@ use crate::codec::{
     EXPIRING_PREFIX, EXPIRY_TREE, META_LAST_SEQ, META_TREE, TABLE_PREFIX,
 };
 use crate::durability::{DurabilityProbe, GroupCommit};
-use crate::error::{Result, StoreError};
+use crate::error::{ConflictKind, Result, StoreError, EVENT_LOG};
 use crate::export::ExportRecord;
 use crate::types::{ChangeSet, CommitReceipt, PendingSync, StoreStats, StoredEvent};
 use crate::Store;
@@ -150,13 +150,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn abort<T>(e: StoreError) -> ConflictableTransactionResult<T, StoreError> {
     Err(ConflictableTransactionError::Abort(e))
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// Runs one sled transaction over `trees`, turning sled's error shape into ours.
@@ -375,36 +368,56 @@ impl Store for SledStore {
         )
         .entered();
 
-        // Slots 0..3 are the internal trees; each table follows once.
+        // Slots 0..4 are the internal trees; each table (ordinary or expiring) follows once.
         let mut trees = vec![
             self.events.clone(),
             self.event_ids.clone(),
             self.meta.clone(),
+            self.expiry.clone(),
         ];
-        let mut slots: HashMap<String, usize> = HashMap::new();
-        let mut slot_for = |table: &str| -> Result<usize> {
-            if let Some(i) = slots.get(table) {
+        let mut slots: HashMap<(bool, String), usize> = HashMap::new();
+        let mut slot_for = |expiring: bool, table: &str| -> Result<usize> {
+            if let Some(i) = slots.get(&(expiring, table.to_owned())) {
                 return Ok(*i);
             }
-            trees.push(self.table_tree(table)?);
-            slots.insert(table.to_owned(), trees.len() - 1);
+            trees.push(if expiring {
+                self.expiring_tree(table)?
+            } else {
+                self.table_tree(table)?
+            });
+            slots.insert((expiring, table.to_owned()), trees.len() - 1);
             Ok(trees.len() - 1)
         };
         let cond_slots = changes
             .conditions
             .iter()
-            .map(|c| slot_for(c.table()))
+            .map(|c| slot_for(c.is_expiring(), c.table()))
             .collect::<Result<Vec<_>>>()?;
         let del_slots = changes
             .deletes
             .iter()
-            .map(|d| slot_for(&d.table))
+            .map(|d| slot_for(false, &d.table))
             .collect::<Result<Vec<_>>>()?;
         let put_slots = changes
             .puts
             .iter()
-            .map(|p| slot_for(&p.table))
+            .map(|p| slot_for(false, &p.table))
             .collect::<Result<Vec<_>>>()?;
+        let xdel_slots = changes
+            .expiring_deletes
+            .iter()
+            .map(|d| slot_for(true, &d.table))
+            .collect::<Result<Vec<_>>>()?;
+        let xput_slots = changes
+            .expiring_puts
+            .iter()
+            .map(|p| slot_for(true, &p.table))
+            .collect::<Result<Vec<_>>>()?;
+        let xput_values: Vec<Vec<u8>> = changes
+            .expiring_puts
+            .iter()
+            .map(|p| encode_expiring(p.expires_at_ms, &p.value))
+            .collect();
         let encoded: Vec<Vec<u8>> = changes.events.iter().map(encode_event).collect();
         let n_events = changes.events.len() as u64;
 
@@ -413,16 +426,24 @@ impl Store for SledStore {
         let outcome = transact(&trees, |v| {
             for (cond, &i) in changes.conditions.iter().zip(&cond_slots) {
                 let current = v[i].get(cond.key().as_bytes())?;
-                if !cond.holds(current.as_deref()) {
-                    return abort(StoreError::Conflict(cond.describe_failure()));
+                let expiry = match (&current, cond.is_expiring()) {
+                    (Some(raw), true) => match decode_expiring(cond.table(), raw) {
+                        Ok((exp, _)) => Some(exp),
+                        Err(e) => return abort(e),
+                    },
+                    _ => None,
+                };
+                if !cond.holds(current.as_deref(), expiry) {
+                    return abort(cond.conflict());
                 }
             }
             for (n, event) in changes.events.iter().enumerate() {
                 if v[1].get(event.id.as_bytes())?.is_some() {
-                    return abort(StoreError::Conflict(format!(
-                        "event id {} already exists",
-                        event.id
-                    )));
+                    return abort(StoreError::conflict(
+                        EVENT_LOG,
+                        &event.id,
+                        ConflictKind::DuplicateEventId,
+                    ));
                 }
                 let seq = first_seq + n as u64;
                 v[1].insert(event.id.as_bytes(), &seq.to_be_bytes()[..])?;
@@ -432,6 +453,33 @@ impl Store for SledStore {
             }
             for (p, &i) in changes.puts.iter().zip(&put_slots) {
                 v[i].insert(p.key.as_bytes(), p.value.as_slice())?;
+            }
+            // Expiring entries keep their slot in the expiry index (tree 3) in step.
+            for (d, &i) in changes.expiring_deletes.iter().zip(&xdel_slots) {
+                if let Some(old) = v[i].remove(d.key.as_bytes())? {
+                    match decode_expiring(&d.table, &old) {
+                        Ok((old_exp, _)) => {
+                            v[3].remove(expiry_key(old_exp, &d.table, &d.key))?;
+                        }
+                        Err(e) => return abort(e),
+                    }
+                }
+            }
+            for ((p, &i), value) in changes
+                .expiring_puts
+                .iter()
+                .zip(&xput_slots)
+                .zip(&xput_values)
+            {
+                if let Some(old) = v[i].insert(p.key.as_bytes(), value.as_slice())? {
+                    match decode_expiring(&p.table, &old) {
+                        Ok((old_exp, _)) => {
+                            v[3].remove(expiry_key(old_exp, &p.table, &p.key))?;
+                        }
+                        Err(e) => return abort(e),
+                    }
+                }
+                v[3].insert(expiry_key(p.expires_at_ms, &p.table, &p.key), &[][..])?;
             }
             for (n, bytes) in encoded.iter().enumerate() {
                 let seq = first_seq + n as u64;
@@ -444,7 +492,7 @@ impl Store for SledStore {
             Ok(())
         });
         if let Err(e) = outcome {
-            if matches!(e, StoreError::Conflict(_)) {
+            if matches!(e, StoreError::Conflict { .. }) {
                 self.conflicts.fetch_add(1, Ordering::Relaxed);
             }
             return Err(e);
@@ -621,88 +669,6 @@ impl Store for SledStore {
         Ok(removed)
     }
 
-    fn put_expiring(
-        &self,
-        table: &str,
-        key: &str,
-        value: Vec<u8>,
-        expires_at_ms: i64,
-    ) -> Result<()> {
-        let trees = [self.expiring_tree(table)?, self.expiry.clone()];
-        let encoded = encode_expiring(expires_at_ms, &value);
-        let index_key = expiry_key(expires_at_ms, table, key);
-        let apply = self.begin_write()?;
-        transact(&trees, |v| {
-            if let Some(old) = v[0].get(key.as_bytes())? {
-                match decode_expiring(table, &old) {
-                    Ok((old_exp, _)) => {
-                        v[1].remove(expiry_key(old_exp, table, key))?;
-                    }
-                    Err(e) => return abort(e),
-                }
-            }
-            v[0].insert(key.as_bytes(), encoded.as_slice())?;
-            v[1].insert(index_key.as_slice(), &[][..])?;
-            Ok(())
-        })?;
-        self.finish_write(apply)
-    }
-
-    fn insert_expiring_if_absent(
-        &self,
-        table: &str,
-        key: &str,
-        value: Vec<u8>,
-        expires_at_ms: i64,
-    ) -> Result<bool> {
-        let trees = [self.expiring_tree(table)?, self.expiry.clone()];
-        let encoded = encode_expiring(expires_at_ms, &value);
-        let index_key = expiry_key(expires_at_ms, table, key);
-        let apply = self.begin_write()?;
-        let now = now_ms();
-        let inserted = transact(&trees, |v| {
-            if let Some(old) = v[0].get(key.as_bytes())? {
-                match decode_expiring(table, &old) {
-                    Ok((old_exp, _)) if now < old_exp => return Ok(false),
-                    Ok((old_exp, _)) => {
-                        v[1].remove(expiry_key(old_exp, table, key))?;
-                    }
-                    Err(e) => return abort(e),
-                }
-            }
-            v[0].insert(key.as_bytes(), encoded.as_slice())?;
-            v[1].insert(index_key.as_slice(), &[][..])?;
-            Ok(true)
-        })?;
-        if inserted {
-            self.finish_write(apply)?;
-        }
-        Ok(inserted)
-    }
-
-    fn take_expiring(&self, table: &str, key: &str, now_ms: i64) -> Result<Option<Vec<u8>>> {
-        let trees = [self.expiring_tree(table)?, self.expiry.clone()];
-        let apply = self.begin_write()?;
-        let taken = transact(&trees, |v| {
-            let Some(current) = v[0].get(key.as_bytes())? else {
-                return Ok(None);
-            };
-            match decode_expiring(table, &current) {
-                Ok((exp, _)) if now_ms >= exp => Ok(None),
-                Ok((exp, value)) => {
-                    v[0].remove(key.as_bytes())?;
-                    v[1].remove(expiry_key(exp, table, key))?;
-                    Ok(Some(value))
-                }
-                Err(e) => abort(e),
-            }
-        })?;
-        if taken.is_some() {
-            self.finish_write(apply)?;
-        }
-        Ok(taken)
-    }
-
     fn get_expiring(&self, table: &str, key: &str, now_ms: i64) -> Result<Option<Vec<u8>>> {
         let Some(raw) = self
             .expiring_tree(table)?
@@ -823,9 +789,7 @@ impl Store for SledStore {
         let _span = tracing::info_span!("store.import").entered();
         let mut apply = self.begin_write()?;
         if !self.is_empty_store(&apply.state)? {
-            return Err(StoreError::Conflict(
-                "import needs an empty store".to_owned(),
-            ));
+            return Err(StoreError::NotEmpty);
         }
         let mut count = 0u64;
         let mut prev_seq: Option<u64> = None;

@@ -2,7 +2,9 @@
 
 use serde::Serialize;
 
-use crate::error::{Result, StoreError};
+use idbridge_model::Event;
+
+use crate::error::{ConflictKind, Result, StoreError};
 
 /// Write `value` under `key` in `table` (replacing any previous value).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +26,24 @@ pub struct Delete {
     pub key: String,
 }
 
+/// Write `value` under `key` in expiring table `table`, live until `expires_at_ms` (Unix ms):
+/// one-time codes, login sessions, tokens, replay-cache entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiringPut {
+    /// Expiring table name (a namespace of its own: it never clashes with an ordinary table).
+    pub table: String,
+    /// Key.
+    pub key: String,
+    /// Value bytes.
+    pub value: Vec<u8>,
+    /// The entry is live while the clock is before this (Unix milliseconds).
+    pub expires_at_ms: i64,
+}
+
 /// A precondition checked inside the transaction, before any write of the change set.
+///
+/// Expiring conditions name the instant they judge liveness at (`now_ms`: the caller's clock,
+/// so a request sees one consistent "now"; an entry is live while `now_ms < expiry`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Condition {
     /// The key must not exist (e.g. a unique index slot is free).
@@ -50,6 +69,24 @@ pub enum Condition {
         /// Expected current value.
         value: Option<Vec<u8>>,
     },
+    /// The expiring entry must be absent or expired at `now_ms` (a replay cache's first use).
+    ExpiringVacant {
+        /// Expiring table name.
+        table: String,
+        /// Key.
+        key: String,
+        /// Unix milliseconds liveness is judged at.
+        now_ms: i64,
+    },
+    /// The expiring entry must be live at `now_ms` (a single-use code being taken).
+    ExpiringLive {
+        /// Expiring table name.
+        table: String,
+        /// Key.
+        key: String,
+        /// Unix milliseconds liveness is judged at.
+        now_ms: i64,
+    },
 }
 
 impl Condition {
@@ -58,7 +95,9 @@ impl Condition {
         match self {
             Condition::Absent { table, .. }
             | Condition::Present { table, .. }
-            | Condition::Equals { table, .. } => table,
+            | Condition::Equals { table, .. }
+            | Condition::ExpiringVacant { table, .. }
+            | Condition::ExpiringLive { table, .. } => table,
         }
     }
 
@@ -67,27 +106,43 @@ impl Condition {
         match self {
             Condition::Absent { key, .. }
             | Condition::Present { key, .. }
-            | Condition::Equals { key, .. } => key,
+            | Condition::Equals { key, .. }
+            | Condition::ExpiringVacant { key, .. }
+            | Condition::ExpiringLive { key, .. } => key,
         }
     }
 
-    /// Whether `current` (the value in the store, if any) satisfies the condition.
-    pub fn holds(&self, current: Option<&[u8]>) -> bool {
+    /// Whether the condition reads an expiring table.
+    pub fn is_expiring(&self) -> bool {
+        matches!(
+            self,
+            Condition::ExpiringVacant { .. } | Condition::ExpiringLive { .. }
+        )
+    }
+
+    /// Whether the condition holds. `current` is the value in the store, if any; for expiring
+    /// conditions, `expires_at_ms` is that entry's expiry (ignored for the others).
+    pub fn holds(&self, current: Option<&[u8]>, expires_at_ms: Option<i64>) -> bool {
+        let live = |now: &i64| current.is_some() && expires_at_ms.is_some_and(|exp| *now < exp);
         match self {
             Condition::Absent { .. } => current.is_none(),
             Condition::Present { .. } => current.is_some(),
             Condition::Equals { value, .. } => value.as_deref() == current,
+            Condition::ExpiringVacant { now_ms, .. } => !live(now_ms),
+            Condition::ExpiringLive { now_ms, .. } => live(now_ms),
         }
     }
 
-    /// Human-readable reason used in [`StoreError::Conflict`].
-    pub(crate) fn describe_failure(&self) -> String {
-        let what = match self {
-            Condition::Absent { .. } => "exists but must be absent",
-            Condition::Present { .. } => "is absent but must exist",
-            Condition::Equals { .. } => "does not hold the expected value",
+    /// The typed conflict a failure of this condition reports.
+    pub fn conflict(&self) -> StoreError {
+        let kind = match self {
+            Condition::Absent { .. } => ConflictKind::Exists,
+            Condition::Present { .. } => ConflictKind::Missing,
+            Condition::Equals { .. } => ConflictKind::Changed,
+            Condition::ExpiringVacant { .. } => ConflictKind::Live,
+            Condition::ExpiringLive { .. } => ConflictKind::NotLive,
         };
-        format!("{}/{} {what}", self.table(), self.key())
+        StoreError::conflict(self.table(), self.key(), kind)
     }
 }
 
@@ -104,6 +159,20 @@ pub struct NewEvent {
     pub created_at_ms: i64,
     /// The full event JSON as served.
     pub body: Vec<u8>,
+}
+
+impl NewEvent {
+    /// The log record of `event`: THE conversion from the model's event to the store's (its
+    /// body is [`Event::to_compact_json`], the bytes webhooks sign and `/events` serves).
+    pub fn from_event<D: Serialize>(event: &Event<D>, organization_id: Option<&str>) -> Self {
+        NewEvent {
+            id: event.id.clone(),
+            kind: event.event.as_str().to_owned(),
+            organization_id: organization_id.map(str::to_owned),
+            created_at_ms: event.created_at.as_millis(),
+            body: event.to_compact_json(),
+        }
+    }
 }
 
 /// An event as stored in the log, with its position.
@@ -153,13 +222,21 @@ pub struct CommitReceipt {
 /// One atomic, durable write. Applied all-or-nothing; events appended in order.
 ///
 /// Order inside the transaction: conditions are checked first, then deletes, then puts, then
-/// events; so a delete and a put of the same key leave the put's value.
+/// events; so a delete and a put of the same key leave the put's value. Expiring entries
+/// follow the same order (expiring deletes, then expiring puts).
+///
+/// Several owners may contribute to one change set (each stages its own tables), so a change
+/// that spans them is still one atomic commit.
 #[derive(Debug, Default, Clone)]
 pub struct ChangeSet {
     /// Values to write.
     pub puts: Vec<Put>,
     /// Keys to remove.
     pub deletes: Vec<Delete>,
+    /// Expiring entries to write.
+    pub expiring_puts: Vec<ExpiringPut>,
+    /// Expiring entries to remove (no error if absent).
+    pub expiring_deletes: Vec<Delete>,
     /// Events to append, in order.
     pub events: Vec<NewEvent>,
     /// Preconditions; if any fails the commit returns [`StoreError::Conflict`] and writes nothing.
@@ -216,6 +293,82 @@ impl ChangeSet {
         self
     }
 
+    /// Appends `event` (converted with [`NewEvent::from_event`]).
+    pub fn append_event<D: Serialize>(
+        &mut self,
+        event: &Event<D>,
+        organization_id: Option<&str>,
+    ) -> &mut Self {
+        self.event(NewEvent::from_event(event, organization_id))
+    }
+
+    /// Writes an expiring entry (replacing any previous one under the key).
+    pub fn put_expiring(
+        &mut self,
+        table: impl Into<String>,
+        key: impl Into<String>,
+        value: impl Into<Vec<u8>>,
+        expires_at_ms: i64,
+    ) -> &mut Self {
+        self.expiring_puts.push(ExpiringPut {
+            table: table.into(),
+            key: key.into(),
+            value: value.into(),
+            expires_at_ms,
+        });
+        self
+    }
+
+    /// Writes an expiring entry only if none is live under the key at `now_ms` (a replay
+    /// cache's insert): the commit fails with [`ConflictKind::Live`] otherwise.
+    pub fn insert_expiring(
+        &mut self,
+        table: impl Into<String>,
+        key: impl Into<String>,
+        value: impl Into<Vec<u8>>,
+        expires_at_ms: i64,
+        now_ms: i64,
+    ) -> &mut Self {
+        let (table, key) = (table.into(), key.into());
+        self.conditions.push(Condition::ExpiringVacant {
+            table: table.clone(),
+            key: key.clone(),
+            now_ms,
+        });
+        self.put_expiring(table, key, value, expires_at_ms)
+    }
+
+    /// Removes an expiring entry that is live at `now_ms` (single use): the commit fails with
+    /// [`ConflictKind::NotLive`] if it is absent or expired, so two takes cannot both commit.
+    /// Read the value first with [`crate::Store::get_expiring`].
+    pub fn take_expiring(
+        &mut self,
+        table: impl Into<String>,
+        key: impl Into<String>,
+        now_ms: i64,
+    ) -> &mut Self {
+        let (table, key) = (table.into(), key.into());
+        self.conditions.push(Condition::ExpiringLive {
+            table: table.clone(),
+            key: key.clone(),
+            now_ms,
+        });
+        self.delete_expiring(table, key)
+    }
+
+    /// Removes an expiring entry (no error if absent).
+    pub fn delete_expiring(
+        &mut self,
+        table: impl Into<String>,
+        key: impl Into<String>,
+    ) -> &mut Self {
+        self.expiring_deletes.push(Delete {
+            table: table.into(),
+            key: key.into(),
+        });
+        self
+    }
+
     /// Requires `table/key` to be absent.
     pub fn require_absent(
         &mut self,
@@ -261,6 +414,8 @@ impl ChangeSet {
     pub fn extend(&mut self, other: ChangeSet) -> &mut Self {
         self.puts.extend(other.puts);
         self.deletes.extend(other.deletes);
+        self.expiring_puts.extend(other.expiring_puts);
+        self.expiring_deletes.extend(other.expiring_deletes);
         self.events.extend(other.events);
         self.conditions.extend(other.conditions);
         self
@@ -268,22 +423,24 @@ impl ChangeSet {
 
     /// True when there is nothing to check and nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.puts.is_empty()
-            && self.deletes.is_empty()
-            && self.events.is_empty()
-            && self.conditions.is_empty()
+        self.conditions.is_empty() && !self.has_writes()
     }
 
     /// True when the change set writes something (conditions alone do not).
     pub fn has_writes(&self) -> bool {
-        !(self.puts.is_empty() && self.deletes.is_empty() && self.events.is_empty())
+        !(self.puts.is_empty()
+            && self.deletes.is_empty()
+            && self.expiring_puts.is_empty()
+            && self.expiring_deletes.is_empty()
+            && self.events.is_empty())
     }
 }
 
 /// Counters for metrics and for the durability tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct StoreStats {
-    /// Successful `commit` calls (acknowledged change sets).
+    /// Successful `commit` calls (acknowledged change sets; the expiring-entry helpers of
+    /// [`crate::Store`] commit change sets too).
     pub commits: u64,
     /// Change sets rejected because a condition failed.
     pub conflicts: u64,

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use idbridge_store::{
-    ChangeSet, Condition, ExportRecord, NewEvent, SledOptions, SledStore, Store, StoreError,
+    ChangeSet, Condition, ConflictKind, ExportRecord, NewEvent, SledOptions, SledStore, Store,
+    StoreError, EVENT_LOG,
 };
 
 fn open() -> (tempfile::TempDir, SledStore) {
@@ -118,7 +119,15 @@ fn failed_conditions_write_nothing() {
             .event(event(&format!("event_fail_{n}"), 2));
         cs.conditions.extend(conditions.iter().cloned());
         let err = s.commit(cs).expect_err("must conflict");
-        assert!(matches!(err, StoreError::Conflict(_)), "case {n}: {err}");
+        let failed = conditions
+            .iter()
+            .find(|c| !c.holds(s.get("idx", c.key()).expect("get").as_deref(), None))
+            .expect("a failing condition");
+        assert_eq!(
+            err.to_string(),
+            failed.conflict().to_string(),
+            "case {n}: the conflict names the failed condition"
+        );
         assert_eq!(
             s.get("users", &format!("u{n}")).expect("get"),
             None,
@@ -144,6 +153,137 @@ fn failed_conditions_write_nothing() {
     assert_eq!(s.commit(ok).expect("commit").event_seqs, vec![2]);
 }
 
+/// Conflicts are typed: the table, the key and which precondition failed.
+#[test]
+fn conflicts_name_table_key_and_kind() {
+    let (_d, s) = open();
+    let mut seed = ChangeSet::new();
+    seed.put("idx", "taken", b"v1".to_vec());
+    s.commit(seed).expect("seed");
+    let cases: Vec<(ChangeSet, &str, ConflictKind)> = vec![
+        (
+            {
+                let mut c = ChangeSet::new();
+                c.require_absent("idx", "taken");
+                c
+            },
+            "taken",
+            ConflictKind::Exists,
+        ),
+        (
+            {
+                let mut c = ChangeSet::new();
+                c.require_present("idx", "free");
+                c
+            },
+            "free",
+            ConflictKind::Missing,
+        ),
+        (
+            {
+                let mut c = ChangeSet::new();
+                c.require_equals("idx", "taken", Some(b"v0".to_vec()));
+                c
+            },
+            "taken",
+            ConflictKind::Changed,
+        ),
+    ];
+    for (cs, key, kind) in cases {
+        match s.commit(cs) {
+            Err(StoreError::Conflict {
+                table,
+                key: k,
+                kind: got,
+            }) => {
+                assert_eq!((table.as_str(), k.as_str(), got), ("idx", key, kind));
+            }
+            other => panic!("expected a conflict on idx/{key}, got {other:?}"),
+        }
+    }
+    let mut dup = ChangeSet::new();
+    dup.event(event("event_d", 1)).event(event("event_d", 2));
+    let err = s.commit(dup).expect_err("duplicate event id");
+    assert_eq!(
+        err.conflict_on(),
+        Some((EVENT_LOG, ConflictKind::DuplicateEventId))
+    );
+}
+
+/// Expiring entries ride in change sets: with entity writes and events in one commit, a
+/// vacancy condition (replay cache) and a take (single-use code) that fail write nothing.
+#[test]
+fn change_sets_carry_expiring_entries() {
+    let (_d, s) = open();
+    let now = 1_000;
+    let mut login = ChangeSet::new();
+    login
+        .put_expiring("codes", "c1", b"code".to_vec(), now + 600)
+        .insert_expiring("replay", "a1", Vec::new(), now + 300, now)
+        .put("profiles", "p1", b"prof".to_vec())
+        .event(event("event_login", now));
+    s.commit(login).expect("login");
+    assert_eq!(
+        s.get_expiring("codes", "c1", now).expect("get"),
+        Some(b"code".to_vec())
+    );
+    assert_eq!(
+        s.get_expiring("replay", "a1", now).expect("get"),
+        Some(Vec::new())
+    );
+    assert_eq!(s.last_event_seq().expect("last"), 1);
+
+    // Replaying the assertion: the vacancy condition fails and nothing of the commit lands.
+    let mut replay = ChangeSet::new();
+    replay
+        .insert_expiring("replay", "a1", Vec::new(), now + 300, now + 10)
+        .put_expiring("codes", "c2", b"code".to_vec(), now + 600)
+        .put("profiles", "p2", b"prof".to_vec())
+        .event(event("event_replay", now));
+    let err = s.commit(replay).expect_err("replay");
+    assert_eq!(err.conflict_on(), Some(("replay", ConflictKind::Live)));
+    assert_eq!(s.get_expiring("codes", "c2", now).expect("get"), None);
+    assert_eq!(s.get("profiles", "p2").expect("get"), None);
+    assert_eq!(s.last_event_seq().expect("last"), 1);
+    // Once the entry expired, the same key may be used again.
+    let mut later = ChangeSet::new();
+    later.insert_expiring("replay", "a1", b"2".to_vec(), now + 900, now + 300);
+    s.commit(later).expect("expired entries are vacant");
+
+    // Taking a code: once. The second take and a take of an expired code conflict.
+    let mut take = ChangeSet::new();
+    take.take_expiring("codes", "c1", now + 1).put_expiring(
+        "tokens",
+        "t1",
+        b"tok".to_vec(),
+        now + 600,
+    );
+    s.commit(take).expect("first take");
+    assert_eq!(s.get_expiring("codes", "c1", now).expect("get"), None);
+    let mut again = ChangeSet::new();
+    again.take_expiring("codes", "c1", now + 2).put_expiring(
+        "tokens",
+        "t2",
+        b"tok".to_vec(),
+        now + 600,
+    );
+    let err = s.commit(again).expect_err("second take");
+    assert_eq!(err.conflict_on(), Some(("codes", ConflictKind::NotLive)));
+    assert_eq!(s.get_expiring("tokens", "t2", now).expect("get"), None);
+    s.put_expiring("codes", "c3", b"code".to_vec(), now + 600)
+        .expect("put");
+    let mut late = ChangeSet::new();
+    late.take_expiring("codes", "c3", now + 600);
+    let err = s.commit(late).expect_err("expired take");
+    assert_eq!(err.conflict_on(), Some(("codes", ConflictKind::NotLive)));
+
+    // The expiry index follows change-set writes: purge removes what they wrote.
+    assert!(s.purge_expired(now + 10_000).expect("purge") >= 3);
+    for (t, k) in [("replay", "a1"), ("tokens", "t1"), ("codes", "c3")] {
+        assert_eq!(s.get_expiring(t, k, 0).expect("get"), None, "{t}/{k}");
+    }
+}
+
 #[test]
 fn reused_event_id_is_a_conflict() {
     let (_d, s) = open();
@@ -155,11 +295,11 @@ fn reused_event_id_is_a_conflict() {
     again
         .put("users", "u", b"x".to_vec())
         .event(event("event_a", 2));
-    assert!(matches!(s.commit(again), Err(StoreError::Conflict(_))));
+    assert!(matches!(s.commit(again), Err(StoreError::Conflict { .. })));
 
     let mut twice = ChangeSet::new();
     twice.event(event("event_b", 2)).event(event("event_b", 3));
-    assert!(matches!(s.commit(twice), Err(StoreError::Conflict(_))));
+    assert!(matches!(s.commit(twice), Err(StoreError::Conflict { .. })));
     assert_eq!(s.event_seq("event_b").expect("seq"), None);
     assert_eq!(s.get("users", "u").expect("get"), None);
     assert_eq!(s.last_event_seq().expect("last"), 1);
@@ -197,7 +337,10 @@ fn empty_and_condition_only_change_sets_do_not_sync() {
     assert_eq!(s.stats().fdatasyncs, before);
     let mut failing = ChangeSet::new();
     failing.require_present("t", "k");
-    assert!(matches!(s.commit(failing), Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        s.commit(failing),
+        Err(StoreError::Conflict { .. })
+    ));
 }
 
 #[test]
@@ -707,7 +850,7 @@ fn optimistic_concurrency_counter() {
                         );
                         match s.commit(cs) {
                             Ok(_) => break,
-                            Err(StoreError::Conflict(_)) => continue,
+                            Err(StoreError::Conflict { .. }) => continue,
                             Err(e) => panic!("{e}"),
                         }
                     }
@@ -779,7 +922,7 @@ fn export_import_round_trip() {
     let mut again = lines.iter().map(|l| {
         serde_json::from_str::<ExportRecord>(l).map_err(|e| StoreError::Backend(e.to_string()))
     });
-    assert!(matches!(b.import(&mut again), Err(StoreError::Conflict(_))));
+    assert!(matches!(b.import(&mut again), Err(StoreError::NotEmpty)));
 }
 
 #[test]

@@ -16,8 +16,9 @@ use serde_json::{json, Value};
 use sha2::Digest;
 use tower::ServiceExt;
 
-use super::{SecretBox, SsoConfig};
-use crate::{auth, router, ApiConfig, AppState};
+use crate::{router, ApiConfig, AppState};
+use idbridge_sso::api_keys as auth;
+use idbridge_sso::{SecretBox, SsoConfig};
 
 const APP_CB: &str = "https://app.example.com/callback";
 const IDP_SSO: &str = "https://idp.example.org/sso";
@@ -543,22 +544,22 @@ async fn oidc_client_secret_is_sealed_and_never_shown() {
     // Not in the store in clear, not in events, not in Debug output.
     let raw = env
         .store
-        .get(crate::tables::CONNECTIONS, &id)
+        .get(idbridge_sso::connections::CONNECTIONS, &id)
         .unwrap()
         .unwrap();
     assert!(!String::from_utf8_lossy(&raw).contains(secret));
     for e in env.store.events_after(0, 100).unwrap() {
         assert!(!String::from_utf8_lossy(&e.body).contains(secret));
     }
-    let record = super::connections::load(&env.state, &id).unwrap();
+    let record = env.state.sso.connections().load(&id).unwrap();
     assert!(!format!("{record:?}").contains(secret));
     assert!(format!("{:?}", env.state.sso).contains("[redacted]"));
     // It decrypts with the right context only.
-    let super::connections::ProtocolSettings::Oidc(o) = &record.protocol else {
+    let idbridge_sso::connections::ProtocolSettings::Oidc(o) = &record.protocol else {
         panic!()
     };
     let sealed = o.client_secret_sealed.as_deref().unwrap();
-    let b = env.state.sso.secrets().unwrap();
+    let b = env.state.sso.secret_box().unwrap();
     assert_eq!(
         b.open(&format!("{id}/oidc_client_secret"), sealed).unwrap(),
         secret.as_bytes()
@@ -1055,7 +1056,12 @@ async fn profile_roles_come_from_org_role_mappings() {
     let c = env.saml_conn(&org, json!({})).await;
     let id = c["id"].as_str().unwrap().to_string();
     // Roles live in the directory engine: the same settings give directory users their roles.
-    let engine = idbridge_directory::DirectoryEngine::new(env.store.clone());
+    let engine = idbridge_directory::DirectoryEngine::new(
+        env.store.clone(),
+        Arc::new(idbridge_sso::organizations::Organizations::new(
+            env.store.clone(),
+        )),
+    );
     let ts = idbridge_model::Timestamp::now();
     let roles = [
         ("member", 100, true),
@@ -1139,9 +1145,9 @@ async fn oidc_idp_errors_and_unreachable_provider() {
 
     // A session whose IdP answered error=access_denied → access_denied to the app.
     let state_param = "oidc-state-value";
-    let key = super::oidc_callback::relay_key_for_state(state_param);
+    let key = idbridge_sso::login::relay_key_for_state(state_param);
     let sid = "session-id-value-0123456789";
-    let session = super::LoginSession {
+    let session = idbridge_sso::login::LoginSession {
         connection_id: id.clone(),
         organization_id: Some(org.clone()),
         client_id: env.client_id.clone(),
@@ -1156,13 +1162,9 @@ async fn oidc_idp_errors_and_unreachable_provider() {
         ip_address: None,
         user_agent: None,
     };
-    env.store
-        .put_expiring(
-            crate::tables::SSO_LOGIN_SESSIONS,
-            &super::sha256_hex(sid),
-            serde_json::to_vec(&session).unwrap(),
-            super::now_ms() + 60_000,
-        )
+    env.state
+        .sso
+        .put_login_session(sid, &session, Duration::from_secs(60))
         .unwrap();
     let cookie = format!("{}{key}={sid}", super::COOKIE_PREFIX);
     let cb = env
@@ -1262,9 +1264,7 @@ async fn metadata_url_refresh_picks_up_new_certs_and_announces_expiry() {
         .is_some());
 
     // Nothing changed: nothing happens.
-    let rep = super::connections::refresh_metadata(&env.state)
-        .await
-        .unwrap();
+    let rep = env.state.sso.refresh_metadata().await.unwrap();
     assert_eq!(
         (rep.checked, rep.renewed, rep.renewal_required, rep.failed),
         (1, 0, 0, 0)
@@ -1273,9 +1273,7 @@ async fn metadata_url_refresh_picks_up_new_certs_and_announces_expiry() {
     // The IdP rolls its key: the refresh trusts the new certificate (and only it).
     let old = std::mem::replace(&mut env.idp, IdpSigner::generate(IDP_ENTITY).unwrap());
     *served.lock().unwrap() = metadata_xml(&env.idp);
-    let rep = super::connections::refresh_metadata(&env.state)
-        .await
-        .unwrap();
+    let rep = env.state.sso.refresh_metadata().await.unwrap();
     assert_eq!(rep.renewed, 1);
     assert!(env
         .event_kinds()
@@ -1296,9 +1294,7 @@ async fn metadata_url_refresh_picks_up_new_certs_and_announces_expiry() {
 
     // An unreachable URL counts as failed and changes nothing.
     *served.lock().unwrap() = "<garbage/>".into();
-    let rep = super::connections::refresh_metadata(&env.state)
-        .await
-        .unwrap();
+    let rep = env.state.sso.refresh_metadata().await.unwrap();
     assert_eq!((rep.renewed, rep.failed), (0, 1));
 
     // A certificate close to expiry is announced once.
@@ -1311,13 +1307,9 @@ async fn metadata_url_refresh_picks_up_new_certs_and_announces_expiry() {
         .api("POST", "/connections", Some(json!({"organization_id": org, "saml_options": {"idp_entity_id": IDP_ENTITY, "idp_sso_url": IDP_SSO, "idp_signing_certs": [pem]}})))
         .await;
     assert_eq!(r.status, StatusCode::CREATED);
-    let rep = super::connections::refresh_metadata(&env.state)
-        .await
-        .unwrap();
+    let rep = env.state.sso.refresh_metadata().await.unwrap();
     assert_eq!(rep.renewal_required, 1);
-    let rep = super::connections::refresh_metadata(&env.state)
-        .await
-        .unwrap();
+    let rep = env.state.sso.refresh_metadata().await.unwrap();
     assert_eq!(rep.renewal_required, 0);
     let n = env
         .event_kinds()

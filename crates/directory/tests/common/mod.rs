@@ -4,13 +4,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use idbridge_directory::{DirectoryEngine, DirectorySettings, GroupInput, UserInput};
+use idbridge_directory::{
+    DirectoryEngine, DirectorySettings, FixedOrganizations, GroupInput, UserInput,
+};
 use idbridge_model::tag::{OrganizationDomainTag, OrganizationTag};
 use idbridge_model::{
     new_id, DomainState, IdPrefix, Organization, OrganizationDomain, Timestamp,
     VerificationStrategy,
 };
-use idbridge_store::{ChangeSet, ExportRecord, SledStore, Store};
+use idbridge_store::{ExportRecord, SledStore, Store};
 use serde_json::{json, Value};
 
 pub struct Fx {
@@ -18,6 +20,7 @@ pub struct Fx {
     pub store: Arc<SledStore>,
     pub engine: DirectoryEngine,
     pub org: Organization,
+    pub orgs: Arc<FixedOrganizations>,
 }
 
 impl Fx {
@@ -27,7 +30,6 @@ impl Fx {
             .or_else(|_| tempfile::tempdir())
             .expect("tempdir");
         let store = Arc::new(SledStore::open(dir.path()).expect("open store"));
-        let engine = DirectoryEngine::new(store.clone());
         let org_id = new_id(IdPrefix::Organization);
         let now = Timestamp::now();
         let org = Organization {
@@ -53,14 +55,14 @@ impl Fx {
             created_at: now,
             updated_at: now,
         };
-        let mut cs = ChangeSet::new();
-        cs.put_json("organizations", org_id, &org).expect("json");
-        store.commit(cs).expect("commit org");
+        let orgs = Arc::new(FixedOrganizations::new([org.clone()]));
+        let engine = DirectoryEngine::new(store.clone(), orgs.clone());
         Fx {
             _dir: dir,
             store,
             engine,
             org,
+            orgs,
         }
     }
 

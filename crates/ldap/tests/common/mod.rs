@@ -113,7 +113,6 @@ impl Fx {
             .or_else(|_| tempfile::tempdir())
             .expect("tempdir");
         let store = Arc::new(SledStore::open(dir.path()).expect("open store"));
-        let engine = Arc::new(DirectoryEngine::new(store.clone()));
         let org_id = new_id(IdPrefix::Organization);
         let now = Timestamp::now();
         let org = Organization {
@@ -139,9 +138,8 @@ impl Fx {
             created_at: now,
             updated_at: now,
         };
-        let mut cs = ChangeSet::new();
-        cs.put_json("organizations", org_id, &org).expect("json");
-        store.commit(cs).expect("commit org");
+        let orgs = Arc::new(idbridge_directory::FixedOrganizations::new([org.clone()]));
+        let engine = Arc::new(DirectoryEngine::new(store.clone(), orgs));
         Fx {
             _dir: dir,
             store,

@@ -17,7 +17,7 @@ use axum::{Form, Json, Router};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use idbridge_oidc::{
-    AuthMethod, BeginAuth, ConnectionType, FinishParams, OidcClient, OidcError, OidcIdentity,
+    AuthMethod, BeginAuth, ConnectionType, FinishParams, Identity, OidcClient, OidcError,
     OidcSettings, Secret,
 };
 use openssl::bn::BigNumContext;
@@ -373,7 +373,7 @@ impl Flow {
 }
 
 /// A whole login: begin, browser round trip, finish.
-pub async fn login(client: &OidcClient) -> Result<OidcIdentity, OidcError> {
+pub async fn login(client: &OidcClient) -> Result<Identity, OidcError> {
     let flow = Flow::start(client).await?;
     client.finish(flow.params()).await
 }

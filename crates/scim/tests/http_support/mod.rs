@@ -15,7 +15,7 @@ use idbridge_directory::{DirectoryEngine, DirectorySettings, StoredUser};
 use idbridge_model::tag::OrganizationTag;
 use idbridge_model::{new_id, IdPrefix, Organization, Timestamp};
 use idbridge_scim::router::{router, ScimConfig};
-use idbridge_store::{ChangeSet, SledStore, Store};
+use idbridge_store::{SledStore, Store};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -65,12 +65,11 @@ impl Env {
     pub fn with_url(public_url: &str) -> Env {
         let store: Arc<dyn Store> =
             Arc::new(SledStore::open_ephemeral().unwrap_or_else(|e| panic!("store: {e}")));
-        let engine = Arc::new(DirectoryEngine::new(store.clone()));
         let org = new_id(IdPrefix::Organization);
-        let mut cs = ChangeSet::new();
-        cs.put_json("organizations", &org, &org_record(&org))
-            .unwrap_or_else(|e| panic!("{e}"));
-        store.commit(cs).unwrap_or_else(|e| panic!("{e}"));
+        let orgs = Arc::new(idbridge_directory::FixedOrganizations::new([org_record(
+            &org,
+        )]));
+        let engine = Arc::new(DirectoryEngine::new(store.clone(), orgs));
         let app = router(
             engine.clone(),
             ScimConfig {

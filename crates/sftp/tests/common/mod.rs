@@ -31,7 +31,6 @@ impl Fx {
             .or_else(|_| tempfile::tempdir())
             .expect("tempdir");
         let store = Arc::new(SledStore::open(&tmp.path().join("store")).expect("open store"));
-        let engine = Arc::new(DirectoryEngine::new(store.clone()));
         let org_id = new_id(IdPrefix::Organization);
         let now = Timestamp::now();
         let org = Organization {
@@ -46,10 +45,8 @@ impl Fx {
             created_at: now,
             updated_at: now,
         };
-        let mut cs = ChangeSet::new();
-        cs.put_json("organizations", org_id.clone(), &org)
-            .expect("json");
-        store.commit(cs).expect("commit org");
+        let orgs = Arc::new(idbridge_directory::FixedOrganizations::new([org]));
+        let engine = Arc::new(DirectoryEngine::new(store.clone(), orgs));
         let processor = Processor::new(engine.clone());
         Fx {
             tmp,

@@ -1,0 +1,173 @@
+//! API keys (`sk_…`) and the environment's client id: the one owner of the [`API_KEYS`] and
+//! [`ENVIRONMENT`] tables.
+//!
+//! Keys are stored only as SHA-256 digests and looked up by digest, then compared in constant
+//! time; the plaintext exists once, when a key is created.
+
+use idbridge_model::{new_id, IdPrefix, Timestamp};
+use idbridge_secrets::{random_alphanumeric, sha256_hex};
+use idbridge_store::{ChangeSet, Store, StoreError};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use crate::db;
+
+/// `<sha256 hex of the key>` → [`ApiKeyRecord`].
+const API_KEYS: &str = "api_keys";
+/// Environment singletons, e.g. `client_id`.
+const ENVIRONMENT: &str = "environment";
+const CLIENT_ID_KEY: &str = "client_id";
+
+/// What is stored for a key: never the key itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub name: String,
+    /// Hex SHA-256 of the full key (also the table key).
+    pub digest: String,
+    /// The last four characters, so admins can tell keys apart.
+    pub last4: String,
+    pub created_at: Timestamp,
+}
+
+/// A freshly minted key: the only moment the plaintext exists.
+pub struct NewApiKey {
+    pub plaintext: String,
+    pub record: ApiKeyRecord,
+}
+
+impl std::fmt::Debug for NewApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewApiKey")
+            .field("record", &self.record)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The digest a key is stored under (also scopes idempotency keys per API key).
+pub fn digest(key: &str) -> String {
+    sha256_hex(key)
+}
+
+/// Creates and durably stores a new API key.
+pub fn create_api_key(store: &dyn Store, name: &str) -> Result<NewApiKey, StoreError> {
+    let mut cs = ChangeSet::new();
+    let key = stage_new_key(&mut cs, name)?;
+    store.commit(cs)?;
+    Ok(key)
+}
+
+/// Mints a key and stages its record (its digest must be free).
+fn stage_new_key(cs: &mut ChangeSet, name: &str) -> Result<NewApiKey, StoreError> {
+    let plaintext = format!("sk_{}", random_alphanumeric(40));
+    let last4 = plaintext
+        .get(plaintext.len().saturating_sub(4)..)
+        .unwrap_or_default()
+        .to_string();
+    let record = ApiKeyRecord {
+        created_at: Timestamp::now(),
+        id: new_id(IdPrefix::ApiKey),
+        name: name.to_string(),
+        digest: digest(&plaintext),
+        last4,
+    };
+    cs.put_json(API_KEYS, &record.digest, &record)?;
+    cs.require_absent(API_KEYS, &record.digest);
+    Ok(NewApiKey { plaintext, record })
+}
+
+/// Every key's record, in id (creation) order.
+pub fn list_api_keys(store: &dyn Store) -> Result<Vec<ApiKeyRecord>, StoreError> {
+    let mut keys = Vec::new();
+    for (digest, bytes) in store.scan(API_KEYS, "", None, usize::MAX)? {
+        keys.push(db::decode::<ApiKeyRecord>(API_KEYS, &digest, &bytes)?);
+    }
+    keys.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(keys)
+}
+
+/// Revokes by id (`key_…`) or by the last four characters when unambiguous. Returns the
+/// revoked record, or None when nothing (or more than one key) matched.
+pub fn revoke_api_key(
+    store: &dyn Store,
+    id_or_last4: &str,
+) -> Result<Option<ApiKeyRecord>, StoreError> {
+    let matches: Vec<ApiKeyRecord> = list_api_keys(store)?
+        .into_iter()
+        .filter(|k| k.id == id_or_last4 || k.last4 == id_or_last4)
+        .collect();
+    let [record] = matches.as_slice() else {
+        return Ok(None);
+    };
+    let mut cs = ChangeSet::new();
+    cs.delete(API_KEYS, &record.digest);
+    store.commit(cs)?;
+    Ok(Some(record.clone()))
+}
+
+/// Looks a presented key up by digest and confirms it in constant time.
+pub fn verify_api_key(
+    store: &dyn Store,
+    presented: &str,
+) -> Result<Option<ApiKeyRecord>, StoreError> {
+    if !presented.starts_with("sk_") || presented.len() > 200 {
+        return Ok(None);
+    }
+    let d = digest(presented);
+    let Some(record) = db::get_json::<ApiKeyRecord>(store, API_KEYS, &d)? else {
+        return Ok(None);
+    };
+    if bool::from(record.digest.as_bytes().ct_eq(d.as_bytes())) {
+        Ok(Some(record))
+    } else {
+        Ok(None)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ClientIdRecord {
+    client_id: String,
+}
+
+/// The environment's client id (`client_…`), once bootstrapped.
+pub fn client_id(store: &dyn Store) -> Result<Option<String>, StoreError> {
+    Ok(db::get_json::<ClientIdRecord>(store, ENVIRONMENT, CLIENT_ID_KEY)?.map(|r| r.client_id))
+}
+
+/// What the first start of a fresh data directory creates and prints once.
+pub struct Bootstrap {
+    pub api_key: String,
+    pub client_id: String,
+}
+
+impl std::fmt::Debug for Bootstrap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bootstrap")
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Creates the client id and a first API key, in one commit, if the environment has neither.
+/// Idempotent: a store that already has a client id is left alone (returns None).
+pub fn bootstrap(store: &dyn Store) -> Result<Option<Bootstrap>, StoreError> {
+    if client_id(store)?.is_some() {
+        return Ok(None);
+    }
+    let client_id = format!("client_{}", ulid::Ulid::new());
+    let mut cs = ChangeSet::new();
+    cs.put_json(
+        ENVIRONMENT,
+        CLIENT_ID_KEY,
+        &ClientIdRecord {
+            client_id: client_id.clone(),
+        },
+    )?;
+    cs.require_absent(ENVIRONMENT, CLIENT_ID_KEY);
+    let key = stage_new_key(&mut cs, "default")?;
+    store.commit(cs)?;
+    Ok(Some(Bootstrap {
+        api_key: key.plaintext,
+        client_id,
+    }))
+}
