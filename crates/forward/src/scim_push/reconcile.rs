@@ -123,6 +123,7 @@ enum Action {
         maybe: bool,
     },
     DeprovisionRemoteUser(String),
+    DeactivateRemoteUser(String),
     DeleteRemoteGroup(String),
     AddMembers {
         group: String,
@@ -410,7 +411,7 @@ pub(crate) async fn run(sh: &Shared, live: &Live, dry_run: bool) -> ReconcileRep
         } else {
             match (entry, remote) {
                 (Some(_), Some(r)) => {
-                    if deprovision == Deprovision::Delete || remote_active(r) {
+                    if remote_active(r) {
                         rep.users.changed += 1;
                         note(format!(
                             "changed user {label} ({id}): inactive locally, active remotely"
@@ -422,11 +423,12 @@ pub(crate) async fn run(sh: &Shared, live: &Live, dry_run: bool) -> ReconcileRep
                 (None, _) => {
                     if let Some(rid) = ru_by_ext.get(&u.user.idp_id) {
                         claimed_users.insert(rid.clone());
-                        let active = ru_by_id.get(rid).is_some_and(remote_active);
-                        if active || deprovision == Deprovision::Delete {
-                            rep.users.extra += 1;
-                            note(format!("extra user {rid}: inactive locally ({id})"));
-                            last.push(Action::DeprovisionRemoteUser(rid.clone()));
+                        if ru_by_id.get(rid).is_some_and(remote_active) {
+                            rep.users.changed += 1;
+                            note(format!(
+                                "changed user {rid}: inactive locally ({id}), active remotely"
+                            ));
+                            last.push(Action::DeactivateRemoteUser(rid.clone()));
                         }
                     }
                 }
@@ -645,6 +647,18 @@ async fn repair(sh: &Shared, action: Action) -> bool {
                         .await
                 }
             };
+            return matches!(r, Ok(_) | Err(CallError::NotFound { .. }));
+        }
+        Action::DeactivateRemoteUser(rid) => {
+            let r = sh
+                .send(
+                    Method::PATCH,
+                    &format!("Users/{rid}"),
+                    &[],
+                    Some(&deactivate_patch()),
+                    false,
+                )
+                .await;
             return matches!(r, Ok(_) | Err(CallError::NotFound { .. }));
         }
         Action::DeleteRemoteGroup(rid) => {

@@ -44,7 +44,8 @@ pub fn token_context(directory_id: &str) -> String {
 }
 
 /// What happens remotely to a user that left the directory (deleted, or deactivated and
-/// deleted by the directory's policy) or is inactive.
+/// deleted by the directory's policy). A user still in the directory with `state: inactive`
+/// (the directory keeps deactivated users) is mirrored as `active: false` either way.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Deprovision {

@@ -163,6 +163,9 @@ impl KeyedLocks {
 pub(crate) struct Counters {
     pub sent: AtomicU64,
     pub failed: AtomicU64,
+    /// The state changed without a completion (a new last error): commit it anyway, so the
+    /// status shows a target that keeps failing.
+    pub dirty: std::sync::atomic::AtomicBool,
 }
 
 /// Everything a target's tasks share.
@@ -285,6 +288,7 @@ impl Shared {
         let mut st = lock(&self.state);
         st.last_error = Some(message);
         st.last_error_at = Some(Timestamp::now());
+        self.counters.dirty.store(true, Ordering::Relaxed);
     }
 
     pub fn record_success(&self) {
@@ -301,6 +305,7 @@ impl Shared {
         adjust: impl FnOnce(&mut PushState) + Send,
     ) -> Result<(), PushError> {
         let _g = self.commit_lock.lock().await;
+        self.counters.dirty.store(false, Ordering::Relaxed);
         let (idmap, parked, events, popped) = {
             let mut p = lock(&self.pending);
             let popped = p.tracker.pop_done();
@@ -398,7 +403,9 @@ impl Shared {
     /// Whether anything waits for a commit.
     pub fn commit_due(&self) -> bool {
         let p = lock(&self.pending);
-        !p.is_empty() || p.tracker.entries.front().is_some_and(|e| e.1)
+        !p.is_empty()
+            || p.tracker.entries.front().is_some_and(|e| e.1)
+            || self.counters.dirty.load(Ordering::Relaxed)
     }
 
     /// In-flight positions.

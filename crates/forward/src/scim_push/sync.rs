@@ -69,6 +69,14 @@ pub(crate) struct Item {
     pub work: Work,
 }
 
+/// A remote object a lookup found.
+struct Found {
+    id: String,
+    resource: Value,
+    /// A local object (no longer in the directory) that mapped to it.
+    previous_holder: Option<String>,
+}
+
 /// A remote object found or created.
 struct Remote {
     id: String,
@@ -76,6 +84,8 @@ struct Remote {
     adopted: bool,
     /// The resource as the target holds it (when found by a lookup).
     found: Option<Value>,
+    /// A gone local object whose mapping moves to this one.
+    previous_holder: Option<String>,
 }
 
 impl Shared {
@@ -238,9 +248,7 @@ impl Shared {
 
     fn parked(
         &self,
-        kind: ObjectKind,
-        id: &str,
-        idp_id: Option<&str>,
+        (kind, id, idp_id): (ObjectKind, &str, Option<&str>),
         code: &str,
         reason: String,
         status: Option<u16>,
@@ -295,9 +303,7 @@ impl Shared {
         };
         let maybe = creating && e.ambiguous();
         self.parked(
-            kind,
-            id,
-            idp_id,
+            (kind, id, idp_id),
             code,
             format!("{e}; {hint}"),
             e.status(),
@@ -324,7 +330,7 @@ impl Shared {
         idp_id: &str,
         name_attr: &str,
         name: &str,
-    ) -> Result<Option<(String, Value)>, Result<String, CallError>> {
+    ) -> Result<Option<Found>, Result<String, CallError>> {
         let endpoint = kind.endpoint();
         let by_ext = self
             .client_find(endpoint, &eq_filter("externalId", idp_id))
@@ -334,7 +340,7 @@ impl Shared {
             .into_iter()
             .find(|r| get_ci(r, "externalId").and_then(Value::as_str) == Some(idp_id))
         {
-            return self.claimable(r).map_err(Ok);
+            return self.claimable(kind, r).await.map_err(Ok);
         }
         let by_name = self
             .client_find(endpoint, &eq_filter(name_attr, name))
@@ -348,8 +354,8 @@ impl Shared {
                 continue;
             }
             match get_ci(&r, "externalId").and_then(Value::as_str) {
-                None => return self.claimable(r).map_err(Ok),
-                Some(ext) if ext == idp_id => return self.claimable(r).map_err(Ok),
+                None => return self.claimable(kind, r).await.map_err(Ok),
+                Some(ext) if ext == idp_id => return self.claimable(kind, r).await.map_err(Ok),
                 Some(ext) => {
                     let rid = get_ci(&r, "id").and_then(Value::as_str).unwrap_or("?");
                     return Err(Ok(format!(
@@ -364,19 +370,35 @@ impl Shared {
         Ok(None)
     }
 
-    /// A found resource, unless another local object already maps to it.
-    fn claimable(&self, r: Value) -> Result<Option<(String, Value)>, String> {
+    /// A found resource, unless another local object that still exists maps to it (one that
+    /// left the directory, e.g. a user deleted and created again by an LDAP or CSV source with
+    /// the same IdP id, hands it over).
+    async fn claimable(&self, kind: ObjectKind, r: Value) -> Result<Option<Found>, String> {
         let Some(rid) = get_ci(&r, "id").and_then(Value::as_str).map(str::to_owned) else {
             return Ok(None);
         };
-        let cache = lock(&self.cache);
-        if let Some((other, _)) = cache.map.iter().find(|(_, e)| e.remote_id == rid) {
-            return Err(format!(
-                "the remote object {rid} is already the forward of {other}: the two local \
-                 objects share an externalId or name"
-            ));
+        let holder = lock(&self.cache)
+            .map
+            .iter()
+            .find(|(_, e)| e.remote_id == rid)
+            .map(|(k, _)| k.clone());
+        if let Some(other) = &holder {
+            let exists = match kind {
+                ObjectKind::User => self.local_user(other).await.is_some(),
+                ObjectKind::Group => self.local_group(other).await.is_some(),
+            };
+            if exists {
+                return Err(format!(
+                    "the remote object {rid} is already the forward of {other}: the two local \
+                     objects share an externalId or name"
+                ));
+            }
         }
-        Ok(Some((rid, r)))
+        Ok(Some(Found {
+            id: rid,
+            resource: r,
+            previous_holder: holder,
+        }))
     }
 
     async fn client_find(&self, endpoint: &str, filter: &str) -> Result<Vec<Value>, CallError> {
@@ -401,8 +423,7 @@ impl Shared {
         kind: ObjectKind,
         local_id: &str,
         idp_id: &str,
-        name_attr: &str,
-        name: &str,
+        (name_attr, name): (&str, &str),
         body: &Value,
         mut maybe_sent: bool,
     ) -> Result<Remote, Outcome> {
@@ -412,20 +433,19 @@ impl Shared {
         loop {
             if maybe_sent {
                 match self.lookup(kind, idp_id, name_attr, name).await {
-                    Ok(Some((id, found))) => {
-                        tracing::info!(directory_id = %self.dir, object = kind.object_name(), local_id, remote_id = %id, "adopted the existing remote object");
+                    Ok(Some(f)) => {
+                        tracing::info!(directory_id = %self.dir, object = kind.object_name(), local_id, remote_id = %f.id, "adopted the existing remote object");
                         return Ok(Remote {
-                            id,
+                            id: f.id,
                             adopted: true,
-                            found: Some(found),
+                            found: Some(f.resource),
+                            previous_holder: f.previous_holder,
                         });
                     }
                     Ok(None) => {}
                     Err(Ok(reason)) => {
                         return Err(self.parked(
-                            kind,
-                            local_id,
-                            Some(idp_id),
+                            (kind, local_id, Some(idp_id)),
                             "conflict",
                             reason,
                             Some(409),
@@ -438,9 +458,7 @@ impl Shared {
                 }
                 if conflicts > 0 {
                     return Err(self.parked(
-                        kind,
-                        local_id,
-                        Some(idp_id),
+                        (kind, local_id, Some(idp_id)),
                         "conflict",
                         format!(
                             "POST /{} answered 409 but no remote object has externalId {idp_id:?} \
@@ -463,6 +481,7 @@ impl Shared {
                             id: id.to_owned(),
                             adopted: false,
                             found: None,
+                            previous_holder: None,
                         })
                     }
                     None => {
@@ -528,9 +547,7 @@ impl Shared {
             Ok(b) => b,
             Err(v) => {
                 return self.parked(
-                    ObjectKind::User,
-                    id,
-                    Some(idp),
+                    (ObjectKind::User, id, Some(idp)),
                     "workos_rule",
                     v.0,
                     None,
@@ -540,9 +557,7 @@ impl Shared {
         };
         if let Some(reason) = self.user_name_taken(id, &body.user_name_folded).await {
             return self.parked(
-                ObjectKind::User,
-                id,
-                Some(idp),
+                (ObjectKind::User, id, Some(idp)),
                 "workos_rule",
                 reason,
                 None,
@@ -585,8 +600,7 @@ impl Shared {
                 ObjectKind::User,
                 id,
                 idp,
-                "userName",
-                &name,
+                ("userName", &name),
                 &body.resource,
                 maybe_sent,
             )
@@ -621,10 +635,13 @@ impl Shared {
                 }
             }
         }
-        let out = Outcome {
+        let mut out = Outcome {
             idmap: vec![(id.to_owned(), Some(new_entry(remote.id.clone())))],
             parked: vec![self.cleared(id)],
         };
+        if let Some(h) = remote.previous_holder.clone() {
+            out.idmap.insert(0, (h, None));
+        }
         // Memberships that could not be sent while the user had no remote id.
         self.finish(None, None, out);
         self.add_to_remote_groups(id, &remote.id).await;
@@ -684,6 +701,41 @@ impl Shared {
             };
         };
         let path = format!("Users/{}", e.remote_id);
+        if let Some(u) = &local {
+            // Still in the directory, inactive: mirror the state and keep its attributes
+            // current (whatever the deprovisioning setting: the user did not leave).
+            let schema = self.options.custom_attributes_schema.as_deref();
+            let (method, payload, fingerprint) = match user_body(u, schema) {
+                Ok(b) => (Method::PUT, b.resource, b.fingerprint),
+                Err(_) => (Method::PATCH, deactivate_patch(), e.fingerprint.clone()),
+            };
+            if !force && !e.active && fingerprint == e.fingerprint {
+                return Outcome {
+                    idmap: Vec::new(),
+                    parked: vec![self.cleared(id)],
+                };
+            }
+            return match self.send(method, &path, &[], Some(&payload), false).await {
+                Ok(_) => Outcome {
+                    idmap: vec![(
+                        id.to_owned(),
+                        Some(IdMapEntry {
+                            fingerprint,
+                            active: false,
+                            ..e
+                        }),
+                    )],
+                    parked: vec![self.cleared(id)],
+                },
+                // Gone remotely: nothing to deactivate (an inactive user is never created).
+                Err(CallError::NotFound { .. }) => Outcome {
+                    idmap: vec![(id.to_owned(), None)],
+                    parked: vec![self.cleared(id)],
+                },
+                Err(err) => self.parked_by(ObjectKind::User, id, None, &err, false),
+            };
+        }
+        // The user left the directory.
         match self.options.deprovision {
             Deprovision::Delete => match self.send(Method::DELETE, &path, &[], None, false).await {
                 Ok(_) | Err(CallError::NotFound { .. }) => Outcome {
@@ -693,32 +745,20 @@ impl Shared {
                 Err(err) => self.parked_by(ObjectKind::User, id, None, &err, false),
             },
             Deprovision::Deactivate => {
-                let schema = self.options.custom_attributes_schema.as_deref();
-                // Still in the directory but inactive: keep its attributes current too.
-                let body = local.as_ref().and_then(|u| user_body(u, schema).ok());
-                let (method, payload, fingerprint) = match &body {
-                    Some(b) => (Method::PUT, b.resource.clone(), b.fingerprint.clone()),
-                    None => (Method::PATCH, deactivate_patch(), e.fingerprint.clone()),
-                };
-                if !force && !e.active && fingerprint == e.fingerprint {
+                if !force && !e.active {
                     return Outcome {
                         idmap: Vec::new(),
                         parked: vec![self.cleared(id)],
                     };
                 }
-                match self.send(method, &path, &[], Some(&payload), false).await {
+                match self
+                    .send(Method::PATCH, &path, &[], Some(&deactivate_patch()), false)
+                    .await
+                {
                     Ok(_) => Outcome {
-                        idmap: vec![(
-                            id.to_owned(),
-                            Some(IdMapEntry {
-                                fingerprint,
-                                active: false,
-                                ..e
-                            }),
-                        )],
+                        idmap: vec![(id.to_owned(), Some(IdMapEntry { active: false, ..e }))],
                         parked: vec![self.cleared(id)],
                     },
-                    // Gone remotely: nothing to deactivate (an inactive user is never created).
                     Err(CallError::NotFound { .. }) => Outcome {
                         idmap: vec![(id.to_owned(), None)],
                         parked: vec![self.cleared(id)],
@@ -774,9 +814,7 @@ impl Shared {
             Ok(b) => b,
             Err(v) => {
                 return self.parked(
-                    ObjectKind::Group,
-                    id,
-                    Some(idp),
+                    (ObjectKind::Group, id, Some(idp)),
                     "workos_rule",
                     v.0,
                     None,
@@ -829,8 +867,7 @@ impl Shared {
                 ObjectKind::Group,
                 id,
                 idp,
-                "displayName",
-                &g.group.name,
+                ("displayName", &g.group.name),
                 &body,
                 maybe,
             )
@@ -877,8 +914,12 @@ impl Shared {
                 return out;
             }
         }
+        let mut idmap = vec![(id.to_owned(), Some(new_entry(remote.id)))];
+        if let Some(h) = remote.previous_holder {
+            idmap.insert(0, (h, None));
+        }
         Outcome {
-            idmap: vec![(id.to_owned(), Some(new_entry(remote.id)))],
+            idmap,
             parked: vec![self.cleared(id)],
         }
     }
