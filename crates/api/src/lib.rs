@@ -11,6 +11,7 @@ pub mod directory_sync;
 pub mod error;
 pub mod events;
 pub mod events_api;
+pub mod forward_admin;
 pub mod idempotency;
 pub mod ldap_admin;
 pub mod middleware;
@@ -72,17 +73,22 @@ pub struct AppState {
     pub directory: Arc<idbridge_directory::DirectoryEngine>,
     /// The LDAP sources the binary runs (for `POST /admin/directories/{id}/sync`).
     pub ldap: Arc<ldap_admin::LdapRunners>,
+    /// SCIM push forwarding: the admin service and the forwarders (`forward_admin`). The
+    /// binary replaces it with one holding the secret key and starts its scheduler.
+    pub forward: Arc<idbridge_forward::scim_push::ScimPush>,
 }
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, config: ApiConfig) -> Self {
+        let directory = Arc::new(idbridge_directory::DirectoryEngine::new(store.clone()));
         AppState {
             db: Db::new(store.clone()),
             config: Arc::new(config),
             ready: Arc::new(AtomicBool::new(true)),
             metrics: None,
             sso: Arc::new(sso::SsoRuntime::default()),
-            directory: Arc::new(idbridge_directory::DirectoryEngine::new(store)),
+            forward: idbridge_forward::scim_push::ScimPush::new(store, directory.clone(), None),
+            directory,
             ldap: Arc::default(),
         }
     }
@@ -104,6 +110,7 @@ pub fn router(state: AppState) -> Router {
         .merge(sftp_admin::routes())
         .merge(events_api::routes())
         .merge(webhook_endpoints::routes())
+        .merge(forward_admin::routes())
         .merge(sso::protected_routes())
         // Inside the key check: idempotency records are scoped by the authenticated key.
         .route_layer(axum::middleware::from_fn_with_state(

@@ -45,7 +45,7 @@ const MAX_EVENTS: usize = 200;
 /// that the enum lacks (`dsync.deactivated`).
 /// idbridge's own event types. WorkOS SDKs with strict event models would fail on them, so they
 /// reach only webhook endpoints and `/events` queries that name them explicitly.
-pub const OPT_IN_EVENT_TYPES: &[&str] = &["dsync.delivery_rejected"];
+pub const OPT_IN_EVENT_TYPES: &[&str] = &["dsync.delivery_rejected", "dsync.forward_failed"];
 
 pub const KNOWN_EVENT_TYPES: &[&str] = &[
     "authentication.email_verification_succeeded",
@@ -75,6 +75,7 @@ pub const KNOWN_EVENT_TYPES: &[&str] = &[
     "dsync.deleted",
     // idbridge's own (not WorkOS's): see OPT_IN_EVENT_TYPES.
     "dsync.delivery_rejected",
+    "dsync.forward_failed",
     "dsync.group.created",
     "dsync.group.deleted",
     "dsync.group.updated",
