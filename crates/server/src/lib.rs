@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod connections;
 pub mod directories;
+pub mod forward_cli;
 pub mod keys;
 pub mod ldap;
 pub mod logging;

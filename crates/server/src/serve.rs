@@ -54,6 +54,12 @@ async fn serve_async(config: Config) -> anyhow::Result<()> {
         &config.server.data_dir,
     )
     .context("loading the secret key for connection secrets")?;
+    // SCIM push: its tokens are sealed with the same key.
+    state.forward = idbridge_forward::scim_push::ScimPush::new(
+        store.clone(),
+        state.directory.clone(),
+        Some(secret_key.clone()),
+    );
     let state = state.with_sso(config.sso.to_api(), Some(secret_key));
     // IdP metadata URLs: new signing certificates and expiry warnings, hourly.
     idbridge_api::sso::connections::spawn_metadata_refresh(
@@ -76,7 +82,21 @@ async fn serve_async(config: Config) -> anyhow::Result<()> {
         .await
         .context("applying declared directories")??
     };
+    {
+        let (push, engine, cfg) = (
+            state.forward.clone(),
+            state.directory.clone(),
+            config.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            crate::forward_cli::apply_declared(&push, &engine, &cfg)
+        })
+        .await
+        .context("applying declared forward targets")??;
+    }
     spawn_housekeeping(store.clone(), config.events.retention_days);
+    // SCIM push: one forwarder per directory with a target, each from its own cursor.
+    let _scim_push = state.forward.spawn();
     // Webhook deliveries: one task per endpoint, each from its own cursor in the event log.
     let _webhooks = idbridge_forward::spawn(store.clone(), config.webhooks.clone())
         .context("starting the webhook delivery worker")?;
