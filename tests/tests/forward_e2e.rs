@@ -40,18 +40,35 @@ async fn call(
     let resp = req.send().await?;
     let status = resp.status().as_u16();
     let bytes = resp.bytes().await?;
-    Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+    Ok((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    ))
 }
 
-async fn ok(s: &TestServer, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+async fn ok(
+    s: &TestServer,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
     let (status, v) = call(s, method.clone(), path, body).await?;
-    ensure!((200..300).contains(&status), "{method} {path}: HTTP {status}: {v}");
+    ensure!(
+        (200..300).contains(&status),
+        "{method} {path}: HTTP {status}: {v}"
+    );
     Ok(v)
 }
 
 /// An organization with the same roles and group → role mapping on every side.
 async fn organization(s: &TestServer, name: &str) -> anyhow::Result<String> {
-    let v = ok(s, Method::POST, "/organizations", Some(json!({"name": name}))).await?;
+    let v = ok(
+        s,
+        Method::POST,
+        "/organizations",
+        Some(json!({"name": name})),
+    )
+    .await?;
     let org = v["id"].as_str().context("org id")?.to_owned();
     roles(s, &org).await?;
     Ok(org)
@@ -89,11 +106,16 @@ async fn directory(
         s,
         Method::POST,
         "/admin/directories",
-        Some(json!({"organization_id": org, "name": "Forwarded", "type": ty, "settings": settings})),
+        Some(
+            json!({"organization_id": org, "name": "Forwarded", "type": ty, "settings": settings}),
+        ),
     )
     .await?;
     let id = v["directory"]["id"].as_str().context("dir id")?.to_owned();
-    let scim = match (v["scim"]["endpoint"].as_str(), v["scim"]["bearer_token"].as_str()) {
+    let scim = match (
+        v["scim"]["endpoint"].as_str(),
+        v["scim"]["bearer_token"].as_str(),
+    ) {
         (Some(e), Some(t)) => Some((e.to_owned(), t.to_owned())),
         _ => None,
     };
@@ -101,7 +123,10 @@ async fn directory(
 }
 
 /// The target idbridge's directory for a source whose extra custom attributes are `custom`.
-async fn target_directory(b: &TestServer, custom: &[&str]) -> anyhow::Result<(String, String, String)> {
+async fn target_directory(
+    b: &TestServer,
+    custom: &[&str],
+) -> anyhow::Result<(String, String, String)> {
     let org = organization(b, "Acme (WorkOS side)").await?;
     let map: BTreeMap<String, String> = custom
         .iter()
@@ -113,11 +138,23 @@ async fn target_directory(b: &TestServer, custom: &[&str]) -> anyhow::Result<(St
 }
 
 async fn set_forward(a: &TestServer, dir: &str, body: Value) -> anyhow::Result<Value> {
-    ok(a, Method::PUT, &format!("/admin/directories/{dir}/forward"), Some(body)).await
+    ok(
+        a,
+        Method::PUT,
+        &format!("/admin/directories/{dir}/forward"),
+        Some(body),
+    )
+    .await
 }
 
 async fn forward_status(a: &TestServer, dir: &str) -> anyhow::Result<Value> {
-    ok(a, Method::GET, &format!("/admin/directories/{dir}/forward"), None).await
+    ok(
+        a,
+        Method::GET,
+        &format!("/admin/directories/{dir}/forward"),
+        None,
+    )
+    .await
 }
 
 /// Every page of `/directory_users` (or groups) of a directory.
@@ -144,7 +181,14 @@ async fn all(s: &TestServer, path: &str) -> anyhow::Result<Vec<Value>> {
 async fn view(s: &TestServer, dir: &str) -> anyhow::Result<Value> {
     let strip = |v: &Value| -> Value {
         let mut o = v.as_object().cloned().unwrap_or_default();
-        for k in ["id", "directory_id", "organization_id", "created_at", "updated_at", "raw_attributes"] {
+        for k in [
+            "id",
+            "directory_id",
+            "organization_id",
+            "created_at",
+            "updated_at",
+            "raw_attributes",
+        ] {
             o.remove(k);
         }
         Value::Object(o)
@@ -152,7 +196,13 @@ async fn view(s: &TestServer, dir: &str) -> anyhow::Result<Value> {
     let mut users = BTreeMap::new();
     for u in all(s, &format!("/directory_users?directory={dir}")).await? {
         let mut x = strip(&u);
-        let mut groups: Vec<Value> = u["groups"].as_array().cloned().unwrap_or_default().iter().map(strip).collect();
+        let mut groups: Vec<Value> = u["groups"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(strip)
+            .collect();
         groups.sort_by_key(|g| g["idp_id"].as_str().unwrap_or("").to_owned());
         x["groups"] = Value::Array(groups);
         users.insert(u["idp_id"].as_str().unwrap_or("").to_owned(), x);
@@ -165,7 +215,13 @@ async fn view(s: &TestServer, dir: &str) -> anyhow::Result<Value> {
 }
 
 /// Waits until the forwarder has nothing left and the target equals the source.
-async fn converge(a: &TestServer, dir_a: &str, b: &TestServer, dir_b: &str, timeout: Duration) -> anyhow::Result<()> {
+async fn converge(
+    a: &TestServer,
+    dir_a: &str,
+    b: &TestServer,
+    dir_b: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         let st = forward_status(a, dir_a).await?;
@@ -187,7 +243,13 @@ async fn converge(a: &TestServer, dir_a: &str, b: &TestServer, dir_b: &str, time
 
 /// The official SDKs compare both sides (tests/js/forward_compare.test.mjs,
 /// tests/py/test_forward_compare.py).
-async fn sdks_agree(a: &TestServer, dir_a: &str, b: &TestServer, dir_b: &str, users: usize) -> anyhow::Result<()> {
+async fn sdks_agree(
+    a: &TestServer,
+    dir_a: &str,
+    b: &TestServer,
+    dir_b: &str,
+    users: usize,
+) -> anyhow::Result<()> {
     let env = vec![
         ("FWD_SOURCE_URL".to_owned(), a.url().to_owned()),
         ("FWD_SOURCE_KEY".to_owned(), a.api_key().to_owned()),
@@ -256,7 +318,10 @@ impl Scim2Server {
         loop {
             let v: Value = self
                 .http
-                .get(format!("{}/{kind}?startIndex={start}&count=100", self.endpoint))
+                .get(format!(
+                    "{}/{kind}?startIndex={start}&count=100",
+                    self.endpoint
+                ))
                 .bearer_auth(&self.token)
                 .send()
                 .await?
@@ -283,8 +348,12 @@ async fn scim2_matches(a: &TestServer, dir: &str, s2: &Scim2Server) -> anyhow::R
     let remote_users = s2.list("Users").await?;
     let remote_groups = s2.list("Groups").await?;
     let ext = |r: &Value| r["externalId"].as_str().unwrap_or("").to_owned();
-    let remote_by_ext: BTreeMap<String, &Value> = remote_users.iter().map(|r| (ext(r), r)).collect();
-    ensure!(remote_by_ext.len() == remote_users.len(), "duplicate remote users: {remote_users:?}");
+    let remote_by_ext: BTreeMap<String, &Value> =
+        remote_users.iter().map(|r| (ext(r), r)).collect();
+    ensure!(
+        remote_by_ext.len() == remote_users.len(),
+        "duplicate remote users: {remote_users:?}"
+    );
     let active: Vec<&Value> = users.iter().filter(|u| u["state"] == "active").collect();
     ensure!(
         remote_users.len() == active.len(),
@@ -295,15 +364,26 @@ async fn scim2_matches(a: &TestServer, dir: &str, s2: &Scim2Server) -> anyhow::R
     let mut id_to_idp = BTreeMap::new();
     for u in &active {
         let idp = u["idp_id"].as_str().unwrap_or("");
-        let r = remote_by_ext.get(idp).with_context(|| format!("user {idp} missing remotely"))?;
+        let r = remote_by_ext
+            .get(idp)
+            .with_context(|| format!("user {idp} missing remotely"))?;
         id_to_idp.insert(r["id"].as_str().unwrap_or("").to_owned(), idp.to_owned());
         let want_name = u["username"].as_str().or(u["email"].as_str()).unwrap_or("");
-        ensure!(r["userName"].as_str() == Some(want_name), "userName of {idp}: {r}");
+        ensure!(
+            r["userName"].as_str() == Some(want_name),
+            "userName of {idp}: {r}"
+        );
         ensure!(r["active"] == true, "{r}");
-        ensure!(r["name"]["givenName"] == u["first_name"] && r["name"]["familyName"] == u["last_name"], "names of {idp}: {r}");
+        ensure!(
+            r["name"]["givenName"] == u["first_name"] && r["name"]["familyName"] == u["last_name"],
+            "names of {idp}: {r}"
+        );
         ensure!(r["emails"][0]["value"] == u["email"], "email of {idp}: {r}");
     }
-    ensure!(remote_groups.len() == groups.len(), "groups: {remote_groups:?}");
+    ensure!(
+        remote_groups.len() == groups.len(),
+        "groups: {remote_groups:?}"
+    );
     for g in &groups {
         let idp = g["idp_id"].as_str().unwrap_or("");
         let r = remote_groups
@@ -319,13 +399,17 @@ async fn scim2_matches(a: &TestServer, dir: &str, s2: &Scim2Server) -> anyhow::R
             .filter_map(|id| id_to_idp.get(id).cloned())
             .collect();
         let gid = g["id"].as_str().unwrap_or("");
-        let local: BTreeSet<String> = all(a, &format!("/directory_users?group={gid}&directory={dir}"))
-            .await?
-            .iter()
-            .filter(|u| u["state"] == "active")
-            .filter_map(|u| u["idp_id"].as_str().map(str::to_owned))
-            .collect();
-        ensure!(members == local, "members of {idp}: remote {members:?}, local {local:?}");
+        let local: BTreeSet<String> =
+            all(a, &format!("/directory_users?group={gid}&directory={dir}"))
+                .await?
+                .iter()
+                .filter(|u| u["state"] == "active")
+                .filter_map(|u| u["idp_id"].as_str().map(str::to_owned))
+                .collect();
+        ensure!(
+            members == local,
+            "members of {idp}: remote {members:?}, local {local:?}"
+        );
     }
     Ok(())
 }
@@ -376,11 +460,20 @@ impl Okta {
             .await?;
         let status = resp.status().as_u16();
         let v: Value = resp.json().await.unwrap_or(Value::Null);
-        ensure!((200..300).contains(&status), "{method} {path}: {status} {v}");
+        ensure!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {v}"
+        );
         Ok(v)
     }
 
-    async fn user(&self, login: &str, given: &str, family: &str, lang: &str) -> anyhow::Result<String> {
+    async fn user(
+        &self,
+        login: &str,
+        given: &str,
+        family: &str,
+        lang: &str,
+    ) -> anyhow::Result<String> {
         let v = self
             .send(
                 Method::POST,
@@ -411,8 +504,12 @@ impl Okta {
     }
 
     async fn patch(&self, path: &str, ops: Value) -> anyhow::Result<Value> {
-        self.send(Method::PATCH, path, json!({"schemas": [PATCH], "Operations": ops}))
-            .await
+        self.send(
+            Method::PATCH,
+            path,
+            json!({"schemas": [PATCH], "Operations": ops}),
+        )
+        .await
     }
 }
 
@@ -434,13 +531,20 @@ async fn scim_source_reaches_a_second_idbridge_and_scim2_server() -> anyhow::Res
         endpoint,
         token,
     };
-    let alice = okta.user("alice@acme.test", "Alice", "Archer", "en").await?;
+    let alice = okta
+        .user("alice@acme.test", "Alice", "Archer", "en")
+        .await?;
     let bob = okta.user("bob@acme.test", "Bob", "Baker", "de").await?;
     let carol = okta.user("carol@acme.test", "Carol", "Cook", "fr").await?;
     let eng = okta.group("Engineering", &[&alice, &bob]).await?;
     let admins = okta.group("Admins", &[&alice]).await?;
     let (dir_b, ep_b, tok_b) = target_directory(&b, &["preferred_language"]).await?;
-    let v = set_forward(&a, &dir, json!({"endpoint": ep_b, "bearer_token": tok_b, "concurrency": 4})).await?;
+    let v = set_forward(
+        &a,
+        &dir,
+        json!({"endpoint": ep_b, "bearer_token": tok_b, "concurrency": 4}),
+    )
+    .await?;
     ensure!(v["backfill"]["state"] == "running", "{v}");
     converge(&a, &dir, &b, &dir_b, Duration::from_secs(60)).await?;
 
@@ -455,17 +559,41 @@ async fn scim_source_reaches_a_second_idbridge_and_scim2_server() -> anyhow::Res
     )
     .await?;
     let dave = okta.user("dave@acme.test", "Dave", "Dyer", "en").await?;
-    okta.patch(&format!("Groups/{eng}"), json!([{"op": "add", "path": "members", "value": [{"value": dave}]},
-        {"op": "remove", "path": format!("members[value eq \"{bob}\"]")}])).await?;
-    okta.patch(&format!("Groups/{admins}"), json!([{"op": "add", "path": "members", "value": [{"value": carol}]}])).await?;
-    okta.patch(&format!("Groups/{eng}"), json!([{"op": "replace", "value": {"displayName": "Engineering Team"}}])).await?;
+    okta.patch(
+        &format!("Groups/{eng}"),
+        json!([{"op": "add", "path": "members", "value": [{"value": dave}]},
+        {"op": "remove", "path": format!("members[value eq \"{bob}\"]")}]),
+    )
+    .await?;
+    okta.patch(
+        &format!("Groups/{admins}"),
+        json!([{"op": "add", "path": "members", "value": [{"value": carol}]}]),
+    )
+    .await?;
+    okta.patch(
+        &format!("Groups/{eng}"),
+        json!([{"op": "replace", "value": {"displayName": "Engineering Team"}}]),
+    )
+    .await?;
     // Deactivate (Okta's PATCH active:false), reactivate, delete.
-    okta.patch(&format!("Users/{carol}"), json!([{"op": "replace", "value": {"active": false}}])).await?;
+    okta.patch(
+        &format!("Users/{carol}"),
+        json!([{"op": "replace", "value": {"active": false}}]),
+    )
+    .await?;
     converge(&a, &dir, &b, &dir_b, Duration::from_secs(30)).await?;
-    okta.patch(&format!("Users/{carol}"), json!([{"op": "replace", "value": {"active": true}}])).await?;
+    okta.patch(
+        &format!("Users/{carol}"),
+        json!([{"op": "replace", "value": {"active": true}}]),
+    )
+    .await?;
     let ops = okta.group("Ops", &[&dave]).await?;
-    okta.send(Method::DELETE, &format!("Groups/{ops}"), Value::Null).await.ok();
-    okta.send(Method::DELETE, &format!("Users/{dave}"), Value::Null).await.ok();
+    okta.send(Method::DELETE, &format!("Groups/{ops}"), Value::Null)
+        .await
+        .ok();
+    okta.send(Method::DELETE, &format!("Users/{dave}"), Value::Null)
+        .await
+        .ok();
     converge(&a, &dir, &b, &dir_b, Duration::from_secs(30)).await?;
     let st = forward_status(&a, &dir).await?;
     ensure!(st["parked"] == 0 && st["last_error"].is_null(), "{st}");
@@ -478,7 +606,11 @@ async fn scim_source_reaches_a_second_idbridge_and_scim2_server() -> anyhow::Res
 async fn ldap_source_reaches_a_second_idbridge_and_scim2_server() -> anyhow::Result<()> {
     let slapd = Slapd::start()?;
     let mut tree = String::new();
-    for (uid, given, sn) in [("alice", "Alice", "Archer"), ("bob", "Bob", "Baker"), ("carol", "Carol", "Cook")] {
+    for (uid, given, sn) in [
+        ("alice", "Alice", "Archer"),
+        ("bob", "Bob", "Baker"),
+        ("carol", "Carol", "Cook"),
+    ] {
         tree.push_str(&ldap_person(uid, given, sn));
     }
     tree.push_str(&ldap_group("engineering", &["alice", "bob"]));
@@ -524,13 +656,22 @@ group_base_dns = ["ou=Groups,{LDAP_SUFFIX}"]
         .start()
         .await?;
     let dirs = ok(&a, Method::GET, "/directories", None).await?;
-    let dir = dirs["data"][0]["id"].as_str().context("ldap directory")?.to_owned();
-    let org = dirs["data"][0]["organization_id"].as_str().context("org")?.to_owned();
+    let dir = dirs["data"][0]["id"]
+        .as_str()
+        .context("ldap directory")?
+        .to_owned();
+    let org = dirs["data"][0]["organization_id"]
+        .as_str()
+        .context("org")?
+        .to_owned();
     roles(&a, &org).await?;
     let rec = sync(&a, &dir, "full").await?;
     ensure!(rec["ok"] == true, "{rec}");
     let st = forward_status(&a, &dir).await?;
-    ensure!(st["source"] == "config" && st["endpoint"] == ep_b.as_str(), "{st}");
+    ensure!(
+        st["source"] == "config" && st["endpoint"] == ep_b.as_str(),
+        "{st}"
+    );
     converge(&a, &dir, &b, &dir_b, Duration::from_secs(60)).await?;
     // Changes in the directory server, picked up by the next full sync, forwarded.
     slapd.modify(
@@ -571,11 +712,29 @@ fn sftp_put(key: &Path, port: u16, work: &Path, files: &[(&str, &str)]) -> anyho
         .arg("batch.txt")
         .arg("-i")
         .arg(key)
-        .args(["-P", &port.to_string(), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR", "hr@127.0.0.1"])
+        .args([
+            "-P",
+            &port.to_string(),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "LogLevel=ERROR",
+            "hr@127.0.0.1",
+        ])
         .output()
         .context("sftp (scripts/test-deps.sh installs openssh-client)")?;
-    ensure!(out.status.success(), "sftp: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        out.status.success(),
+        "sftp: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }
 
@@ -585,7 +744,8 @@ async fn sftp_source_reaches_a_second_idbridge_and_scim2_server() -> anyhow::Res
     let (key, public) = ssh_keygen(work.path())?;
     let sftp_port = free_port()?;
     let b = TestServer::start().await?;
-    let (dir_b, ep_b, tok_b) = target_directory(&b, &["employment_start_date", "manager_email"]).await?;
+    let (dir_b, ep_b, tok_b) =
+        target_directory(&b, &["employment_start_date", "manager_email"]).await?;
     let config = format!(
         r#"
 [[organizations]]
@@ -611,11 +771,22 @@ max_delete_ratio = 0.5
     );
     let a = TestServer::builder().config_toml(config).start().await?;
     let dirs = ok(&a, Method::GET, "/directories", None).await?;
-    let dir = dirs["data"][0]["id"].as_str().context("sftp directory")?.to_owned();
-    let org = dirs["data"][0]["organization_id"].as_str().context("org")?.to_owned();
+    let dir = dirs["data"][0]["id"]
+        .as_str()
+        .context("sftp directory")?
+        .to_owned();
+    let org = dirs["data"][0]["organization_id"]
+        .as_str()
+        .context("org")?
+        .to_owned();
     roles(&a, &org).await?;
     // Set through the API this time.
-    set_forward(&a, &dir, json!({"endpoint": ep_b, "bearer_token": tok_b, "concurrency": 4})).await?;
+    set_forward(
+        &a,
+        &dir,
+        json!({"endpoint": ep_b, "bearer_token": tok_b, "concurrency": 4}),
+    )
+    .await?;
     let header = "user_id,first_name,last_name,email,username,job_title,display_name,department_name,cost_center_name,employment_start_date,manager_email\n";
     let users = format!(
         "{header}e1,Alice,Archer,alice@acme.test,alice,Engineer,Alice Archer,R&D,CC1,2020-01-02,boss@acme.test\n\
@@ -623,7 +794,12 @@ max_delete_ratio = 0.5
          e3,Carol,Cook,carol@acme.test,carol,Designer,Carol Cook,Design,CC2,2022-05-06,boss@acme.test\n"
     );
     let groups = "group_name,user_id\nEngineering,e1\nEngineering,e2\nAdmins,e3\n";
-    sftp_put(&key, sftp_port, work.path(), &[("users.csv", &users), ("user_groups.csv", groups)])?;
+    sftp_put(
+        &key,
+        sftp_port,
+        work.path(),
+        &[("users.csv", &users), ("user_groups.csv", groups)],
+    )?;
     converge(&a, &dir, &b, &dir_b, Duration::from_secs(60)).await?;
     // The next delivery: an update, a removal, a membership change.
     let users2 = format!(
@@ -632,7 +808,12 @@ max_delete_ratio = 0.5
          e4,Dave,Dyer,dave@acme.test,dave,Engineer,Dave Dyer,R&D,CC1,2023-07-08,boss@acme.test\n"
     );
     let groups2 = "group_name,user_id\nEngineering,e1\nEngineering,e4\nAdmins,e3\nAdmins,e1\n";
-    sftp_put(&key, sftp_port, work.path(), &[("users.csv", &users2), ("user_groups.csv", groups2)])?;
+    sftp_put(
+        &key,
+        sftp_port,
+        work.path(),
+        &[("users.csv", &users2), ("user_groups.csv", groups2)],
+    )?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while view(&a, &dir).await?["users"].get("e4").is_none() {
         ensure!(Instant::now() < deadline, "second delivery not applied");
@@ -655,7 +836,10 @@ async fn backfill_of_10000_users_survives_sigkill_and_a_target_restart() -> anyh
     let (dir, scim) = directory(&a, &org, "okta scim v2.0", json!({})).await?;
     let (endpoint, token) = scim.context("SCIM endpoint")?;
     let okta = std::sync::Arc::new(Okta {
-        http: reqwest::Client::builder().no_proxy().pool_max_idle_per_host(16).build()?,
+        http: reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(16)
+            .build()?,
         endpoint,
         token,
     });
@@ -674,7 +858,10 @@ async fn backfill_of_10000_users_survives_sigkill_and_a_target_restart() -> anyh
     };
     use futures_like::run_bounded;
     let ids = run_bounded(0..USERS, 8, create).await?;
-    let ids: Vec<String> = ids.iter().map(|v| v["id"].as_str().unwrap_or("").to_owned()).collect();
+    let ids: Vec<String> = ids
+        .iter()
+        .map(|v| v["id"].as_str().unwrap_or("").to_owned())
+        .collect();
     for (i, chunk) in ids.chunks(1000).enumerate() {
         okta.send(
             Method::POST,
@@ -692,7 +879,10 @@ async fn backfill_of_10000_users_survives_sigkill_and_a_target_restart() -> anyh
         let st = forward_status(&a, &dir).await?;
         let done = st["backfill"]["users_done"].as_u64().unwrap_or(0);
         if done >= 2_000 {
-            ensure!(st["backfill"]["state"] == "running", "too late to kill mid-backfill: {st}");
+            ensure!(
+                st["backfill"]["state"] == "running",
+                "too late to kill mid-backfill: {st}"
+            );
             eprintln!("SIGKILL during the backfill at {done} users done");
             break;
         }
@@ -707,12 +897,18 @@ async fn backfill_of_10000_users_survives_sigkill_and_a_target_restart() -> anyh
         if st["backfill"]["state"] == "done" && st["lag_events"] == 0 {
             break;
         }
-        ensure!(Instant::now() < deadline, "backfill did not finish after the restart: {st}");
+        ensure!(
+            Instant::now() < deadline,
+            "backfill did not finish after the restart: {st}"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     ensure!(active_users(&b, &dir_b).await? == USERS as u64);
     let st = forward_status(&a, &dir).await?;
-    ensure!(st["forwarded"] == (USERS + 10) as u64 && st["parked"] == 0, "{st}");
+    ensure!(
+        st["forwarded"] == (USERS + 10) as u64 && st["parked"] == 0,
+        "{st}"
+    );
 
     // Steady forwarding, SIGKILLed in the middle: changes keep coming while the source dies
     // (writes refused by the dead process are simply not made; the comparison is with what the
@@ -725,9 +921,12 @@ async fn backfill_of_10000_users_survives_sigkill_and_a_target_restart() -> anyh
                 let okta = okta.clone();
                 let id = ids[n].clone();
                 async move {
-                    okta.patch(&format!("Users/{id}"), json!([{"op": "replace", "value": {"title": format!("Title {n}")}}]))
-                        .await
-                        .or(Ok(Value::Null))
+                    okta.patch(
+                        &format!("Users/{id}"),
+                        json!([{"op": "replace", "value": {"title": format!("Title {n}")}}]),
+                    )
+                    .await
+                    .or(Ok(Value::Null))
                 }
             })
             .await
@@ -736,7 +935,10 @@ async fn backfill_of_10000_users_survives_sigkill_and_a_target_restart() -> anyh
     tokio::time::sleep(Duration::from_millis(400)).await;
     let before = forward_status(&a, &dir).await?;
     a.kill9()?;
-    eprintln!("SIGKILL during steady forwarding: lag {} events, cursor {}", before["lag_events"], before["cursor"]);
+    eprintln!(
+        "SIGKILL during steady forwarding: lag {} events, cursor {}",
+        before["lag_events"], before["cursor"]
+    );
     writer.await??;
     a.restart().await?;
     // The target restarted with its data while changes wait.
@@ -745,8 +947,11 @@ async fn backfill_of_10000_users_survives_sigkill_and_a_target_restart() -> anyh
         let okta = okta.clone();
         let id = ids[n].clone();
         async move {
-            okta.patch(&format!("Users/{id}"), json!([{"op": "replace", "value": {"title": format!("Title {n}")}}]))
-                .await
+            okta.patch(
+                &format!("Users/{id}"),
+                json!([{"op": "replace", "value": {"title": format!("Title {n}")}}]),
+            )
+            .await
         }
     })
     .await?;
@@ -755,7 +960,11 @@ async fn backfill_of_10000_users_survives_sigkill_and_a_target_restart() -> anyh
     converge(&a, &dir, &b, &dir_b, Duration::from_secs(180)).await?;
     let v = view(&b, &dir_b).await?;
     ensure!(v["users"].as_object().map(|m| m.len()) == Some(USERS));
-    ensure!(v["users"]["00u00699"]["job_title"] == "Title 699", "{}", v["users"]["00u00699"]);
+    ensure!(
+        v["users"]["00u00699"]["job_title"] == "Title 699",
+        "{}",
+        v["users"]["00u00699"]
+    );
     Ok(())
 }
 
