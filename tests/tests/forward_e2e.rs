@@ -267,6 +267,57 @@ async fn sdks_agree(
     Ok(())
 }
 
+/// Runs `idbridge directory forward ...` against the running server `a` (its admin API).
+fn cli(a: &TestServer, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<String> {
+    let out = std::process::Command::new(a.binary())
+        .args(["directory", "forward"])
+        .args(args)
+        .args(["--url", a.url()])
+        .env("IDBRIDGE_API_KEY", a.api_key())
+        .envs(env.iter().copied())
+        .env("NO_PROXY", "127.0.0.1")
+        .output()
+        .context("running idbridge")?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(
+        out.status.success(),
+        "idbridge directory forward {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(stdout)
+}
+
+/// A reconcile (through the admin API) of a converged target finds no drift.
+async fn no_drift(a: &TestServer, dir: &str) -> anyhow::Result<()> {
+    ok(
+        a,
+        Method::POST,
+        &format!("/admin/directories/{dir}/forward/reconcile"),
+        Some(json!({"dry_run": true})),
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = forward_status(a, dir).await?;
+        if st["reconcile"]["state"] == "done" {
+            let r = &st["reconcile"]["report"];
+            ensure!(r["ok"] == true, "{r}");
+            for k in ["users", "groups"] {
+                for d in ["missing", "extra", "changed", "unlinked", "parked"] {
+                    ensure!(r[k][d] == 0, "drift after convergence: {r}");
+                }
+            }
+            ensure!(
+                r["memberships"]["missing"] == 0 && r["memberships"]["extra"] == 0,
+                "{r}"
+            );
+            return Ok(());
+        }
+        ensure!(Instant::now() < deadline, "reconcile did not finish: {st}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// `scim2-server` (PyPI) on a loopback port; killed on drop.
 struct Scim2Server {
     child: std::process::Child,
@@ -598,6 +649,14 @@ async fn scim_source_reaches_a_second_idbridge_and_scim2_server() -> anyhow::Res
     let st = forward_status(&a, &dir).await?;
     ensure!(st["parked"] == 0 && st["last_error"].is_null(), "{st}");
     sdks_agree(&a, &dir, &b, &dir_b, 3).await?;
+    no_drift(&a, &dir).await?;
+    let metrics = a.get("/metrics").send().await?.text().await?;
+    ensure!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("idbridge_scim_push_lag_events") && l.contains(&dir)),
+        "no SCIM push metrics:\n{metrics}"
+    );
 
     forward_to_scim2(&a, &dir).await
 }
@@ -684,7 +743,47 @@ group_base_dns = ["ou=Groups,{LDAP_SUFFIX}"]
     ensure!(rec["ok"] == true, "{rec}");
     converge(&a, &dir, &b, &dir_b, Duration::from_secs(30)).await?;
     sdks_agree(&a, &dir, &b, &dir_b, 4).await?;
-    forward_to_scim2(&a, &dir).await
+    // The CLI, against the running server: show, a dry-run reconcile, an idempotent set.
+    let shown = cli(&a, &["show", &dir], &[])?;
+    ensure!(
+        shown.contains(&ep_b) && shown.contains("forwarding") && !shown.contains(&tok_b),
+        "{shown}"
+    );
+    let report = cli(&a, &["reconcile", &dir, "--dry-run"], &[])?;
+    ensure!(
+        report.contains("users:        missing 0, extra 0, changed 0, unlinked 0, parked 0")
+            && report.contains("memberships:  missing 0, extra 0")
+            && report.contains("dry run"),
+        "{report}"
+    );
+    let set = cli(
+        &a,
+        &[
+            "set",
+            &dir,
+            "--endpoint",
+            &ep_b,
+            "--bearer-token-env",
+            "FWD_CLI_TOKEN",
+            "--concurrency",
+            "4",
+            "--wait",
+        ],
+        &[("FWD_CLI_TOKEN", &tok_b)],
+    )?;
+    ensure!(set.contains("backfill") || set.contains("state"), "{set}");
+    forward_to_scim2(&a, &dir).await?;
+    let deleted = cli(&a, &["delete", &dir], &[])?;
+    ensure!(deleted.contains("deleted"), "{deleted}");
+    let (s, _) = call(
+        &a,
+        Method::GET,
+        &format!("/admin/directories/{dir}/forward"),
+        None,
+    )
+    .await?;
+    ensure!(s == 404, "still set after the CLI delete");
+    Ok(())
 }
 
 fn ssh_keygen(dir: &Path) -> anyhow::Result<(std::path::PathBuf, String)> {
