@@ -10,7 +10,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use futures::StreamExt;
-use idbridge_directory::{Cursor, Order, PageRequest, StoredGroup, StoredUser};
+use idbridge_directory::{Cursor, EngineError, Order, Page, PageRequest, StoredGroup, StoredUser};
 use idbridge_model::{Timestamp, UserState};
 use reqwest::Method;
 use serde::Serialize;
@@ -195,50 +195,33 @@ async fn list_remote(
     }
 }
 
+/// Every item of a WorkOS-paged engine list, oldest first.
+fn every_page<T>(
+    list: impl Fn(&PageRequest) -> Result<Page<T>, EngineError>,
+) -> Result<Vec<T>, String> {
+    let mut out = Vec::new();
+    let mut cursor = Cursor::None;
+    loop {
+        let page = list(&PageRequest {
+            limit: 1000,
+            order: Order::Asc,
+            cursor,
+        })
+        .map_err(|e| e.to_string())?;
+        out.extend(page.data);
+        match page.after {
+            Some(a) => cursor = Cursor::After(a),
+            None => return Ok(out),
+        }
+    }
+}
+
 async fn local_all(sh: &Shared) -> Result<(Vec<StoredUser>, Vec<StoredGroup>), String> {
     let engine = sh.engine.clone();
     let dir = sh.dir.clone();
     tokio::task::spawn_blocking(move || {
-        let mut users = Vec::new();
-        let mut cursor = Cursor::None;
-        loop {
-            let page = engine
-                .list_users(
-                    &dir,
-                    None,
-                    &PageRequest {
-                        limit: 1000,
-                        order: Order::Asc,
-                        cursor,
-                    },
-                )
-                .map_err(|e| e.to_string())?;
-            users.extend(page.data);
-            match page.after {
-                Some(a) => cursor = Cursor::After(a),
-                None => break,
-            }
-        }
-        let mut groups = Vec::new();
-        let mut cursor = Cursor::None;
-        loop {
-            let page = engine
-                .list_groups(
-                    &dir,
-                    None,
-                    &PageRequest {
-                        limit: 1000,
-                        order: Order::Asc,
-                        cursor,
-                    },
-                )
-                .map_err(|e| e.to_string())?;
-            groups.extend(page.data);
-            match page.after {
-                Some(a) => cursor = Cursor::After(a),
-                None => break,
-            }
-        }
+        let users = every_page(|p| engine.list_users(&dir, None, p))?;
+        let groups = every_page(|p| engine.list_groups(&dir, None, p))?;
         Ok((users, groups))
     })
     .await
