@@ -148,6 +148,14 @@ async fn set_show_update_delete() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = api.call("DELETE", &path, None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+    // Deleting the directory removes its target.
+    let (s, _) = api.call("PUT", &path, Some(body.clone())).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = api
+        .call("DELETE", &format!("/admin/directories/{dir}"), None)
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    assert!(api.store.get(TARGETS_TABLE, &dir).unwrap().is_none());
     // Unknown directories.
     let (s, _) = api
         .call(
