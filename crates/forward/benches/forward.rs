@@ -294,23 +294,27 @@ fn main() -> Res<()> {
                 source: "api".into(),
             },
         )?;
+        // Progress from the state record (one read; the status view also counts rows).
         let mut users_done_at = None;
         loop {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let st = push.status(&s_dir)?;
-            let b = st.backfill.clone();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let st: PushState = match s_store.get(STATE_TABLE, &s_dir)? {
+                Some(b) => serde_json::from_slice(&b)?,
+                None => continue,
+            };
             if users_done_at.is_none() {
-                if let Some(b) = &b {
-                    if b.state == "running" && b.users_done as usize >= users {
+                if let Some(b) = &st.backfill {
+                    if b.phase == idbridge_forward::scim_push::records::BackfillPhase::Groups {
                         users_done_at = Some(start.elapsed());
                     }
                 }
             }
-            if b.as_ref().is_some_and(|b| b.state == "done") {
+            if st.backfill.is_none() && st.backfill_finished_at.is_some() {
                 let total = start.elapsed();
                 let u = users_done_at.unwrap_or(total);
-                if st.parked > 0 || st.forwarded as usize != users + groups {
-                    return Err(format!("backfill incomplete: {st:?}").into());
+                let status = push.status(&s_dir)?;
+                if status.parked > 0 || status.forwarded as usize != users + groups {
+                    return Err(format!("backfill incomplete: {status:?}").into());
                 }
                 return Ok::<_, Box<dyn std::error::Error + Send + Sync>>((
                     users as f64 / u.as_secs_f64(),
