@@ -38,6 +38,9 @@ pub use error::{ApiError, ApiResult};
 /// Largest request body accepted anywhere (SCIM bulk-ish group PUTs stay well under this).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// Default time for a whole request body to arrive (1 MiB at ~70 KB/s).
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Renders the metrics exposition text (installed by the binary, which owns the recorder).
 pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 
@@ -47,6 +50,9 @@ pub struct ApiConfig {
     pub public_url: String,
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
+    /// A request body must arrive whole within this time of its head (408 otherwise), so a
+    /// client that stalls mid-body holds nothing for long and never causes a 5xx.
+    pub body_read_timeout: Duration,
 }
 
 impl Default for ApiConfig {
@@ -55,6 +61,7 @@ impl Default for ApiConfig {
             public_url: "http://127.0.0.1:8080".into(),
             request_timeout: Duration::from_secs(30),
             max_body_bytes: MAX_BODY_BYTES,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
         }
     }
 }

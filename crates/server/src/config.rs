@@ -139,6 +139,19 @@ pub struct ServerConfig {
     /// grow the process past what an appliance budgets (sled's own default is 1 GiB).
     pub store_cache_mb: u64,
     pub tls: Option<TlsConfig>,
+    /// A request head must arrive within this time of the server waiting for it (a new
+    /// connection, or a kept-alive one after its last response); else the connection closes.
+    pub header_read_timeout_secs: u64,
+    /// A request body must arrive whole within this time of its head; else 408 and close.
+    pub body_read_timeout_secs: u64,
+    /// A kept-alive HTTP/1 connection idle this long after a response is closed (at most
+    /// `header_read_timeout_secs` in effect, since that timer also runs while idle).
+    pub keep_alive_idle_secs: u64,
+    /// Open connections at most (over it, new connections are closed at once).
+    pub max_connections: usize,
+    /// Open connections from one client address at most (behind a reverse proxy every
+    /// client shares the proxy's address: raise this to `max_connections` there).
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for ServerConfig {
@@ -151,6 +164,11 @@ impl Default for ServerConfig {
             max_body_bytes: idbridge_api::MAX_BODY_BYTES,
             store_cache_mb: 128,
             tls: None,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 15,
+            keep_alive_idle_secs: 5,
+            max_connections: 1024,
+            max_connections_per_ip: 256,
         }
     }
 }
@@ -278,6 +296,23 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        for (key, value) in [
+            (
+                "header_read_timeout_secs",
+                self.server.header_read_timeout_secs,
+            ),
+            ("body_read_timeout_secs", self.server.body_read_timeout_secs),
+            ("keep_alive_idle_secs", self.server.keep_alive_idle_secs),
+            ("max_connections", self.server.max_connections as u64),
+            (
+                "max_connections_per_ip",
+                self.server.max_connections_per_ip as u64,
+            ),
+        ] {
+            if value == 0 {
+                return Err(key_err(format!("server.{key}"), "must be at least 1"));
+            }
+        }
         if self.events.retention_days == 0 {
             return Err(key_err(
                 "events.retention_days".into(),
@@ -358,6 +393,31 @@ impl Config {
                 }
                 "IDBRIDGE_MAX_BODY_BYTES" => {
                     self.server.max_body_bytes = value
+                        .parse()
+                        .map_err(|e| bad(format!("not a number: {e}")))?
+                }
+                "IDBRIDGE_HEADER_READ_TIMEOUT_SECS" => {
+                    self.server.header_read_timeout_secs = value
+                        .parse()
+                        .map_err(|e| bad(format!("not a number: {e}")))?
+                }
+                "IDBRIDGE_BODY_READ_TIMEOUT_SECS" => {
+                    self.server.body_read_timeout_secs = value
+                        .parse()
+                        .map_err(|e| bad(format!("not a number: {e}")))?
+                }
+                "IDBRIDGE_KEEP_ALIVE_IDLE_SECS" => {
+                    self.server.keep_alive_idle_secs = value
+                        .parse()
+                        .map_err(|e| bad(format!("not a number: {e}")))?
+                }
+                "IDBRIDGE_MAX_CONNECTIONS" => {
+                    self.server.max_connections = value
+                        .parse()
+                        .map_err(|e| bad(format!("not a number: {e}")))?
+                }
+                "IDBRIDGE_MAX_CONNECTIONS_PER_IP" => {
+                    self.server.max_connections_per_ip = value
                         .parse()
                         .map_err(|e| bad(format!("not a number: {e}")))?
                 }
