@@ -342,7 +342,10 @@ fn half_head_on_a_kept_alive_connection_is_closed() {
     assert_eq!(read_response(&mut conn).0, 200);
     conn.write_all(b"GET /healthz HTTP/1.1\r\nHo").unwrap();
     let (took, _) = until_closed(&mut conn, Duration::from_secs(HEADER_TIMEOUT + 3));
-    assert!(took >= Duration::from_millis(HEADER_TIMEOUT * 1000 - 500), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(HEADER_TIMEOUT * 1000 - 500),
+        "{took:?}"
+    );
 }
 
 #[test]
