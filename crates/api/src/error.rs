@@ -46,6 +46,12 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("request timed out")]
     Timeout,
+    /// Over a request-rate or failed-authentication limit: 429 with `Retry-After`.
+    #[error("{message}")]
+    RateLimited {
+        message: &'static str,
+        retry_after_secs: u64,
+    },
     /// The client did not send its whole body in time (a slow or stalled client: 408, never
     /// a 5xx, since the server is not at fault).
     #[error("request body not received within {secs} s")]
@@ -89,6 +95,7 @@ impl ApiError {
             // 503, not 408: both are retried by the SDKs, but 503 is what a proxy would say.
             ApiError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -122,6 +129,13 @@ impl ApiError {
                 "code": "unsupported_media_type",
             }),
             ApiError::Timeout => json!({"message": "Request timed out.", "code": "timeout"}),
+            ApiError::RateLimited {
+                message,
+                retry_after_secs,
+            } => json!({
+                "message": format!("{message}; retry after {retry_after_secs} seconds."),
+                "code": "rate_limit_exceeded",
+            }),
             ApiError::BodyTimeout { secs } => json!({
                 "message": format!("The request body did not arrive within {secs} seconds; send it whole, or raise server.body_read_timeout_secs."),
                 "code": "request_timeout",
@@ -144,6 +158,13 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if let ApiError::RateLimited {
+            retry_after_secs, ..
+        } = &self
+        {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
         if matches!(
             self,
             ApiError::PayloadTooLarge { .. } | ApiError::BodyTimeout { .. }

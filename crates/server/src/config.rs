@@ -30,6 +30,62 @@ pub struct Config {
     pub sftp_server: crate::sftp_cli::SftpServerSection,
     /// `[[sftp_directories]]`: SFTP CSV feeds, pushed or pulled (see `crate::sftp_cli`).
     pub sftp_directories: Vec<crate::sftp_cli::SftpDirectoryConfig>,
+    /// `[limits]`: request-rate and failed-authentication limits of the API and SCIM.
+    pub limits: LimitsSection,
+}
+
+/// `[limits]`: abuse limits of the REST API (per API key) and SCIM (per directory token).
+/// A rate of 0 turns that limit off; answers over a limit are 429 with `Retry-After`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    pub api_requests_per_second: f64,
+    pub api_burst: u32,
+    pub scim_requests_per_second: f64,
+    pub scim_burst: u32,
+    /// Failed authentications per client address in the window (API keys and SCIM tokens
+    /// counted apart); past it every attempt from the address is refused until the window
+    /// passes (0 turns it off).
+    pub failed_auth_max: u32,
+    pub failed_auth_window_secs: u64,
+    /// Members one SCIM group PATCH may add and remove in all.
+    pub scim_max_patch_members: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            api_requests_per_second: 100.0,
+            api_burst: 500,
+            scim_requests_per_second: 200.0,
+            scim_burst: 2000,
+            failed_auth_max: 100,
+            failed_auth_window_secs: 60,
+            scim_max_patch_members: 10_000,
+        }
+    }
+}
+
+impl LimitsSection {
+    /// The API's view of these limits.
+    pub fn to_api(&self) -> idbridge_api::AbuseLimits {
+        use idbridge_limits::{FailureLimit, RateLimit};
+        idbridge_api::AbuseLimits {
+            api_rate: RateLimit {
+                per_second: self.api_requests_per_second,
+                burst: self.api_burst,
+            },
+            scim_rate: RateLimit {
+                per_second: self.scim_requests_per_second,
+                burst: self.scim_burst,
+            },
+            failed_auth: FailureLimit {
+                max_failures: self.failed_auth_max,
+                window_secs: self.failed_auth_window_secs,
+            },
+            scim_max_patch_members: self.scim_max_patch_members,
+        }
+    }
 }
 
 /// `[sso]`: see `idbridge_api::sso::SsoConfig`.

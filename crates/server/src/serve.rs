@@ -43,6 +43,7 @@ async fn serve_async(config: Config) -> anyhow::Result<()> {
             request_timeout: Duration::from_secs(config.server.request_timeout_secs),
             max_body_bytes: config.server.max_body_bytes,
             body_read_timeout: Duration::from_secs(config.server.body_read_timeout_secs),
+            limits: config.limits.to_api(),
         },
     );
     state.ready.store(false, Ordering::Relaxed);
@@ -92,7 +93,8 @@ async fn serve_async(config: Config) -> anyhow::Result<()> {
     tokio::spawn(shutdown_on_signal(handle.clone()));
     state.ready.store(true, Ordering::Relaxed);
     tracing::info!(%addr, public_url = %config.public_url(), "idbridge listening");
-    let service = app.into_make_service();
+    // The client address reaches handlers (per-address failed-authentication limits).
+    let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     // Slow and greedy clients: connection counts, header and idle timers (conn_limits.rs).
     let limits = crate::conn_limits::ConnLimits::from_config(&config.server);
     match &config.server.tls {
