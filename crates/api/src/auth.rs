@@ -3,7 +3,9 @@
 //! Keys are stored only as SHA-256 digests and looked up by digest, then compared in constant
 //! time; the plaintext is shown once, when created.
 
-use axum::extract::{Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -178,11 +180,31 @@ pub async fn require_api_key(
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let Some(token) = bearer(&req) else {
+    let limiters = &state.api_limiters;
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".to_owned());
+    if let Err(wait) = limiters.failed_auth.check(&client) {
+        return Err(ApiError::RateLimited {
+            message: "Too many failed authentications from this address",
+            retry_after_secs: wait.secs(),
+        });
+    }
+    let record = match bearer(&req) {
+        Some(token) => verify_api_key(state.db.store().as_ref(), token)?,
+        None => None,
+    };
+    let Some(record) = record else {
+        limiters.failed_auth.failed(&client);
         return Err(ApiError::Unauthorized);
     };
-    match verify_api_key(state.db.store().as_ref(), token)? {
-        Some(_) => Ok(next.run(req).await),
-        None => Err(ApiError::Unauthorized),
+    if let Err(wait) = limiters.rate.check(&record.id) {
+        return Err(ApiError::RateLimited {
+            message: "Too many requests for this API key",
+            retry_after_secs: wait.secs(),
+        });
     }
+    Ok(next.run(req).await)
 }

@@ -6,6 +6,7 @@ pub mod backup;
 pub mod certs;
 pub mod cli;
 pub mod config;
+pub mod conn_limits;
 pub mod connections;
 pub mod directories;
 pub mod forward_cli;

@@ -42,6 +42,8 @@ async fn serve_async(config: Config) -> anyhow::Result<()> {
             public_url: config.public_url(),
             request_timeout: Duration::from_secs(config.server.request_timeout_secs),
             max_body_bytes: config.server.max_body_bytes,
+            body_read_timeout: Duration::from_secs(config.server.body_read_timeout_secs),
+            limits: config.limits.to_api(),
         },
     );
     state.ready.store(false, Ordering::Relaxed);
@@ -111,7 +113,10 @@ async fn serve_async(config: Config) -> anyhow::Result<()> {
     tokio::spawn(shutdown_on_signal(handle.clone()));
     state.ready.store(true, Ordering::Relaxed);
     tracing::info!(%addr, public_url = %config.public_url(), "idbridge listening");
-    let service = app.into_make_service();
+    // The client address reaches handlers (per-address failed-authentication limits).
+    let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // Slow and greedy clients: connection counts, header and idle timers (conn_limits.rs).
+    let limits = crate::conn_limits::ConnLimits::from_config(&config.server);
     match &config.server.tls {
         Some(tls) => {
             let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
@@ -123,12 +128,17 @@ async fn serve_async(config: Config) -> anyhow::Result<()> {
                         tls.key.display()
                     )
                 })?;
-            axum_server::bind_rustls(addr, rustls)
-                .handle(handle)
-                .serve(service)
-                .await
+            let mut server = axum_server::bind_rustls(addr, rustls)
+                .map(|tls| crate::conn_limits::LimitedAcceptor::new(tls, limits));
+            limits.tune(server.http_builder());
+            server.handle(handle).serve(service).await
         }
-        None => axum_server::bind(addr).handle(handle).serve(service).await,
+        None => {
+            let mut server = axum_server::bind(addr)
+                .map(|plain| crate::conn_limits::LimitedAcceptor::new(plain, limits));
+            limits.tune(server.http_builder());
+            server.handle(handle).serve(service).await
+        }
     }
     .with_context(|| format!("serving on {addr}"))?;
     tracing::info!("idbridge stopped");
