@@ -11,7 +11,7 @@
 //! Installed by scripts/test-deps.d/saml.sh into `$IDBRIDGE_PEERS_DIR`.
 mod common;
 mod idp_fixtures;
-use common::{peers_dir, run_peer};
+use common::{peers_dir, try_run_peer};
 use idp_fixtures::*;
 
 use idbridge_saml::idp::{
@@ -79,28 +79,8 @@ fn pysaml2(cfg: &Value) -> Result<Value, String> {
     peer_result(cmd, cfg)
 }
 
-/// Like `common::run_peer`, but a refusal is a value (negative tests need it).
-fn peer_result(mut cmd: Command, cfg: &Value) -> Result<Value, String> {
-    use std::io::Write;
-    use std::process::Stdio;
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("peer did not start: run scripts/test-deps.d/saml.sh");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(cfg.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    if out.status.success() {
-        Ok(serde_json::from_slice(&out.stdout).unwrap())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+fn peer_result(cmd: Command, cfg: &Value) -> Result<Value, String> {
+    try_run_peer(cmd, "SP peer", cfg).map(|out| serde_json::from_str(&out).unwrap())
 }
 
 /// [`tricky_user`] without CR characters (see the module comment).
