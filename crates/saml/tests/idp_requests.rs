@@ -4,9 +4,7 @@
 //! window, unsigned where signing is required, wrong-key signatures, SHA-1 downgrades, tampered
 //! query strings, DTD / entities / PIs, oversized input and deflate bombs, wrong roots, and the
 //! binding rules.
-mod common;
 mod idp_fixtures;
-use common::{peers_dir, try_run_peer};
 use idp_fixtures::*;
 
 use base64::Engine as _;
@@ -266,27 +264,11 @@ fn peer_cfg(binding: &str, signed: bool) -> Value {
 }
 
 fn samlify_request(binding: &str, signed: bool) -> Value {
-    let modules = format!("{}/samlify/node_modules", peers_dir());
-    let mut cmd = std::process::Command::new("node");
-    cmd.arg(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/peers/samlify_sp.js"
-    ))
-    .env("NODE_PATH", &modules);
-    let out = try_run_peer(cmd, "samlify", &peer_cfg(binding, signed))
-        .unwrap_or_else(|e| panic!("samlify: {e}"));
-    serde_json::from_str(&out).unwrap()
+    samlify_sp(&peer_cfg(binding, signed)).unwrap_or_else(|e| panic!("samlify: {e}"))
 }
 
 fn pysaml2_request(binding: &str, signed: bool) -> Value {
-    let mut cmd = std::process::Command::new(format!("{}/pysaml2-venv/bin/python", peers_dir()));
-    cmd.arg(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/peers/pysaml2_sp.py"
-    ));
-    let out = try_run_peer(cmd, "pysaml2", &peer_cfg(binding, signed))
-        .unwrap_or_else(|e| panic!("pysaml2: {e}"));
-    serde_json::from_str(&out).unwrap()
+    pysaml2_sp(&peer_cfg(binding, signed)).unwrap_or_else(|e| panic!("pysaml2: {e}"))
 }
 
 #[test]

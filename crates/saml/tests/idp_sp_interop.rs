@@ -9,9 +9,7 @@
 //! no CR. pysaml2 trims attribute values, and its decryption (xmlsec1 output re-parsed) turns
 //! CR LF into LF, so its encrypted case uses the same user.
 //! Installed by scripts/test-deps.d/saml.sh into `$IDBRIDGE_PEERS_DIR`.
-mod common;
 mod idp_fixtures;
-use common::{peers_dir, try_run_peer};
 use idp_fixtures::*;
 
 use idbridge_saml::idp::{
@@ -19,7 +17,6 @@ use idbridge_saml::idp::{
     ResponseOptions, SignedResponse, UserAttributes,
 };
 use serde_json::{json, Value};
-use std::process::Command;
 
 fn pem(b: Vec<u8>) -> String {
     String::from_utf8(b).unwrap()
@@ -51,36 +48,6 @@ fn base_cfg(command: &str, certs: &[&openssl::x509::X509]) -> Value {
         "spEncKey": pem(sp_enc_key().key.private_key_to_pem_pkcs8().unwrap()),
         "spEncCert": pem(sp_enc_key().cert.to_pem().unwrap()),
     })
-}
-
-fn samlify(cfg: &Value) -> Result<Value, String> {
-    let modules = format!("{}/samlify/node_modules", peers_dir());
-    assert!(
-        std::path::Path::new(&modules).join("samlify").exists(),
-        "samlify not installed in {modules}: run scripts/test-deps.d/saml.sh"
-    );
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/samlify_sp.js");
-    let mut cmd = Command::new("node");
-    cmd.arg(script).env("NODE_PATH", &modules);
-    peer_result(cmd, cfg)
-}
-
-fn pysaml2(cfg: &Value) -> Result<Value, String> {
-    let py = format!("{}/pysaml2-venv/bin/python", peers_dir());
-    assert!(
-        std::path::Path::new(&py).exists(),
-        "pysaml2 not installed ({py}): run scripts/test-deps.d/saml.sh"
-    );
-    let mut cmd = Command::new(py);
-    cmd.arg(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/peers/pysaml2_sp.py"
-    ));
-    peer_result(cmd, cfg)
-}
-
-fn peer_result(cmd: Command, cfg: &Value) -> Result<Value, String> {
-    try_run_peer(cmd, "SP peer", cfg).map(|out| serde_json::from_str(&out).unwrap())
 }
 
 /// [`tricky_user`] without CR characters (see the module comment).
@@ -143,7 +110,7 @@ fn samlify_accepts_signed_assertions() {
     let (user, r) = response_for(user_without_cr(), &ResponseOptions::default());
     let mut cfg = base_cfg("parse", &[idp_key().cert()]);
     cfg["samlResponse"] = json!(r.to_base64());
-    let extract = samlify(&cfg).unwrap_or_else(|e| panic!("samlify refused: {e}"));
+    let extract = samlify_sp(&cfg).unwrap_or_else(|e| panic!("samlify refused: {e}"));
     check_samlify(&extract, &user);
 }
 
@@ -168,7 +135,7 @@ fn samlify_accepts_signed_response_and_encrypted_assertions() {
         cfg["samlResponse"] = json!(r.to_base64());
         cfg["wantMessageSigned"] = json!(sign_response);
         cfg["encrypted"] = json!(enc.is_some());
-        let extract = samlify(&cfg)
+        let extract = samlify_sp(&cfg)
             .unwrap_or_else(|e| panic!("samlify refused {sign_response}/{enc:?}: {e}"));
         check_samlify(&extract, &user);
     }
@@ -180,7 +147,7 @@ fn samlify_refuses_tampering_and_other_keys() {
     let mut cfg = base_cfg("parse", &[idp_key2().cert()]);
     cfg["samlResponse"] = json!(r.to_base64());
     assert!(
-        samlify(&cfg).is_err(),
+        samlify_sp(&cfg).is_err(),
         "samlify accepted a response signed by another key"
     );
     let tampered = SignedResponse {
@@ -190,7 +157,7 @@ fn samlify_refuses_tampering_and_other_keys() {
     let mut cfg = base_cfg("parse", &[idp_key().cert()]);
     cfg["samlResponse"] = json!(tampered.to_base64());
     assert!(
-        samlify(&cfg).is_err(),
+        samlify_sp(&cfg).is_err(),
         "samlify accepted a tampered response"
     );
 }
@@ -200,7 +167,7 @@ fn samlify_accepts_the_rollover_pair() {
     let (user, r) = response_for(user_without_cr(), &ResponseOptions::default());
     let mut cfg = base_cfg("parse", &[idp_key2().cert(), idp_key().cert()]);
     cfg["samlResponse"] = json!(r.to_base64());
-    let extract = samlify(&cfg).unwrap_or_else(|e| panic!("samlify refused: {e}"));
+    let extract = samlify_sp(&cfg).unwrap_or_else(|e| panic!("samlify refused: {e}"));
     check_samlify(&extract, &user);
 }
 
@@ -216,7 +183,7 @@ fn pysaml2_accepts_signed_assertions_and_responses() {
         cfg["samlResponse"] = json!(r.to_base64());
         cfg["reqId"] = json!(REQ_ID);
         cfg["wantResponseSigned"] = json!(sign_response);
-        let out = pysaml2(&cfg)
+        let out = pysaml2_sp(&cfg)
             .unwrap_or_else(|e| panic!("pysaml2 refused (signed response {sign_response}): {e}"));
         check_pysaml2(&out, &user);
     }
@@ -237,7 +204,7 @@ fn pysaml2_decrypts_our_encrypted_assertions() {
         let mut cfg = base_cfg("parse", &[idp_key().cert()]);
         cfg["samlResponse"] = json!(r.to_base64());
         cfg["reqId"] = json!(REQ_ID);
-        let out = pysaml2(&cfg).unwrap_or_else(|e| panic!("pysaml2 refused {data:?}: {e}"));
+        let out = pysaml2_sp(&cfg).unwrap_or_else(|e| panic!("pysaml2 refused {data:?}: {e}"));
         check_pysaml2(&out, &user);
     }
 }
@@ -248,7 +215,7 @@ fn pysaml2_refuses_tampering_other_keys_and_other_requests() {
     let mut cfg = base_cfg("parse", &[idp_key2().cert()]);
     cfg["samlResponse"] = json!(r.to_base64());
     cfg["reqId"] = json!(REQ_ID);
-    assert!(pysaml2(&cfg).is_err(), "pysaml2 accepted another key");
+    assert!(pysaml2_sp(&cfg).is_err(), "pysaml2 accepted another key");
     let tampered = SignedResponse {
         xml: r.xml.replacen("R&amp;D", "R&amp;E", 1),
         ..r.clone()
@@ -257,14 +224,14 @@ fn pysaml2_refuses_tampering_other_keys_and_other_requests() {
     cfg["samlResponse"] = json!(tampered.to_base64());
     cfg["reqId"] = json!(REQ_ID);
     assert!(
-        pysaml2(&cfg).is_err(),
+        pysaml2_sp(&cfg).is_err(),
         "pysaml2 accepted a tampered response"
     );
     let mut cfg = base_cfg("parse", &[idp_key().cert()]);
     cfg["samlResponse"] = json!(r.to_base64());
     cfg["reqId"] = json!("_not_the_request");
     assert!(
-        pysaml2(&cfg).is_err(),
+        pysaml2_sp(&cfg).is_err(),
         "pysaml2 accepted an unsolicited response"
     );
 }

@@ -13,6 +13,10 @@ use idbridge_saml::{
 };
 use std::sync::OnceLock;
 
+#[path = "../common/mod.rs"]
+mod common;
+pub use common::{peers_dir, try_run_peer};
+
 pub const IDP_ENTITY: &str = "https://idbridge.test/saml/idp/org_01";
 pub const SSO_URL: &str = "https://idbridge.test/saml/idp/org_01/sso";
 pub const SP_ENTITY: &str = "https://auth.workos.test/conn_key1";
@@ -172,3 +176,35 @@ pub fn xmlsec1_verify_node(
 
 pub const ASSERTION_NODE: &str = "urn:oasis:names:tc:SAML:2.0:assertion:Assertion";
 pub const RESPONSE_NODE: &str = "urn:oasis:names:tc:SAML:2.0:protocol:Response";
+
+/// Run the samlify SP script (tests/peers/samlify_sp.js) with `cfg`: its JSON output, or its
+/// error output when it refuses.
+pub fn samlify_sp(cfg: &serde_json::Value) -> Result<serde_json::Value, String> {
+    let modules = format!("{}/samlify/node_modules", peers_dir());
+    assert!(
+        std::path::Path::new(&modules).join("samlify").exists(),
+        "samlify not installed in {modules}: run scripts/test-deps.d/saml.sh"
+    );
+    let mut cmd = std::process::Command::new("node");
+    cmd.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/peers/samlify_sp.js"
+    ))
+    .env("NODE_PATH", &modules);
+    try_run_peer(cmd, "samlify", cfg).map(|out| serde_json::from_str(&out).unwrap())
+}
+
+/// Run the pysaml2 SP script (tests/peers/pysaml2_sp.py) with `cfg`.
+pub fn pysaml2_sp(cfg: &serde_json::Value) -> Result<serde_json::Value, String> {
+    let py = format!("{}/pysaml2-venv/bin/python", peers_dir());
+    assert!(
+        std::path::Path::new(&py).exists(),
+        "pysaml2 not installed ({py}): run scripts/test-deps.d/saml.sh"
+    );
+    let mut cmd = std::process::Command::new(py);
+    cmd.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/peers/pysaml2_sp.py"
+    ));
+    try_run_peer(cmd, "pysaml2", cfg).map(|out| serde_json::from_str(&out).unwrap())
+}

@@ -1,6 +1,7 @@
 """Independent SP for the IdP-side interop tests: pysaml2 (signatures through xmlsec1, schema
-validation through xmlschema) imports idbridge's IdP metadata, then either parses a login
-Response ("parse") or creates an AuthnRequest ("request", Redirect or POST binding).
+validation through xmlschema) imports idbridge's IdP metadata, then parses a login
+Response ("parse"), creates an AuthnRequest ("request", Redirect or POST binding), or prints
+its own SP metadata ("metadata").
 Reads a JSON config on stdin, prints JSON on stdout."""
 import base64
 import json
@@ -74,6 +75,9 @@ if cfg["command"] == "parse":
         "ava": resp.get_identity(),
     }
     sys.stdout.write(json.dumps(out))
+elif cfg["command"] == "metadata":
+    from saml2.metadata import entity_descriptor
+    sys.stdout.write(json.dumps({"metadata": str(entity_descriptor(conf))}))
 elif cfg["command"] == "request":
     binding = BINDING_HTTP_REDIRECT if cfg["binding"] == "redirect" else BINDING_HTTP_POST
     sign = cfg.get("signRequests", False)

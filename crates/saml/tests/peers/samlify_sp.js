@@ -1,6 +1,7 @@
 // Independent SP for the IdP-side interop tests: samlify (xml-crypto) imports idbridge's IdP
-// metadata, then either parses a login Response ("parse") or creates an AuthnRequest for the
-// Redirect or POST binding ("request"). Reads a JSON config on stdin, prints JSON on stdout.
+// metadata, then parses a login Response ("parse"), creates an AuthnRequest for the Redirect
+// or POST binding ("request"), or prints its own SP metadata ("metadata").
+// Reads a JSON config on stdin, prints JSON on stdout.
 'use strict';
 const fs = require('fs');
 const saml = require('samlify');
@@ -40,6 +41,8 @@ const sp = saml.ServiceProvider({
     if (cfg.relayState) body.RelayState = cfg.relayState;
     const { extract } = await sp.parseLoginResponse(idp, 'post', { body });
     process.stdout.write(JSON.stringify(extract));
+  } else if (cfg.command === 'metadata') {
+    process.stdout.write(JSON.stringify({ metadata: sp.getMetadata() }));
   } else if (cfg.command === 'request') {
     const r = sp.createLoginRequest(idp, cfg.binding);
     process.stdout.write(JSON.stringify(r));
