@@ -303,3 +303,25 @@ impl Fx {
         out
     }
 }
+
+/// A CA and a server certificate for 127.0.0.1 / localhost signed by it (rcgen), for ldaps and
+/// StartTLS: (CA PEM, server cert PEM, server key PEM).
+pub fn pki() -> (String, String, String) {
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "idbridge test CA");
+    let ca_key = rcgen::KeyPair::generate().expect("ca key");
+    let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
+    let mut leaf =
+        rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("leaf params");
+    leaf.subject_alt_names
+        .push(rcgen::SanType::IpAddress(std::net::IpAddr::V4(
+            std::net::Ipv4Addr::LOCALHOST,
+        )));
+    leaf.distinguished_name
+        .push(rcgen::DnType::CommonName, "127.0.0.1");
+    let key = rcgen::KeyPair::generate().expect("leaf key");
+    let cert = leaf.signed_by(&key, &ca_cert, &ca_key).expect("leaf cert");
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}
