@@ -541,7 +541,7 @@ fn wrong_key_signatures_are_refused_even_when_not_required() {
     );
     assert_eq!(
         violation(accept_redirect(&q, &none, now)),
-        IdpError::Signature(SignatureError::NoTrustedCertificate)
+        IdpError::Request(RequestViolation::SignedWithoutCertificate)
     );
 }
 
@@ -646,21 +646,38 @@ fn signature_parameters_must_be_complete_and_single() {
 }
 
 #[test]
-fn xml_signature_inside_a_redirect_request_is_refused() {
+fn xml_signature_inside_a_redirect_request_is_verified() {
+    // The Redirect binding says to remove it (§3.4.4.1), but SPs such as Ory Polis keep it:
+    // verified like the POST binding's, with the registered certificates only.
     let now = now();
-    let signed = base64::engine::general_purpose::STANDARD
-        .decode(signed_post(
-            &plain_request("_e1", now),
-            "_e1",
-            sp_sign_key(),
-            RSA_SHA256,
-            SHA256,
-        ))
-        .unwrap();
-    let q = redirect_query(std::str::from_utf8(&signed).unwrap(), None, None);
+    let embedded = |key: &SpKeyPair, id: &str| {
+        let signed = base64::engine::general_purpose::STANDARD
+            .decode(signed_post(
+                &plain_request(id, now),
+                id,
+                key,
+                RSA_SHA256,
+                SHA256,
+            ))
+            .unwrap();
+        redirect_query(std::str::from_utf8(&signed).unwrap(), None, None)
+    };
+    let mut sp = registered();
+    sp.require_signed_requests = true;
+    assert!(
+        accept_redirect(&embedded(sp_sign_key(), "_e1"), &sp, now)
+            .unwrap()
+            .signed
+    );
+    assert!(matches!(
+        violation(accept_redirect(&embedded(attacker_key(), "_e2"), &sp, now)),
+        IdpError::Signature(SignatureError::Invalid(_))
+    ));
+    sp.signing_certs.clear();
+    sp.require_signed_requests = false;
     assert_eq!(
-        violation(accept_redirect(&q, &registered(), now)),
-        IdpError::Request(RequestViolation::EmbeddedSignatureOnRedirect)
+        violation(accept_redirect(&embedded(sp_sign_key(), "_e3"), &sp, now)),
+        IdpError::Request(RequestViolation::SignedWithoutCertificate)
     );
 }
 

@@ -104,8 +104,8 @@ pub enum RequestViolation {
     IncompleteSignatureParameters,
     #[error("signature algorithm {0} is not allowed (RSA/ECDSA with SHA-256 or stronger; SHA-1 only when enabled for the SP)")]
     SignatureAlgorithm(String),
-    #[error("an HTTP-Redirect AuthnRequest must not carry an XML Signature (bindings §3.4.4.1)")]
-    EmbeddedSignatureOnRedirect,
+    #[error("the AuthnRequest is signed but no signing certificate is registered for this service provider: import its metadata or add its certificate")]
+    SignedWithoutCertificate,
     #[error("the SP requires signed AuthnRequests and this one is not signed")]
     Unsigned,
     #[error("AuthnRequest has no Issuer: the service provider cannot be identified")]

@@ -5,9 +5,9 @@
 //!    entities or PIs; bounded depth), gate the shape. Its [`ReceivedRequest::issuer`] is
 //!    unverified and serves only to look up the registered service provider.
 //! 2. [`ReceivedRequest::accept`] with that SP's registered settings: the signature (the
-//!    query-string signature of the Redirect binding over the octets as received, or the
-//!    enveloped XML signature of the POST binding) is verified with the SP's registered
-//!    certificates only — never a key from the message — and an algorithm allow-list; then every
+//!    query-string signature of the Redirect binding over the octets as received, and/or an
+//!    enveloped XML signature) is verified with the SP's registered certificates only — never a
+//!    key from the message — and an algorithm allow-list; then every
 //!    rule (issuer, version, destination, IssueInstant window, ACS registered, binding, NameID
 //!    policy) and finally the request id goes into the replay cache (single use).
 //!
@@ -342,9 +342,6 @@ impl ReceivedRequest {
         };
         let xml = crate::sp::decode_redirect_binding(&request_b64)?;
         let mut r = Self::parse(Binding::Redirect, xml, relay_state)?;
-        if r.xml_signed {
-            return Err(RequestViolation::EmbeddedSignatureOnRedirect.into());
-        }
         r.query_signature = query_signature;
         Ok(r)
     }
@@ -441,41 +438,43 @@ impl ReceivedRequest {
             Some(_) => {}
         }
 
-        // Signature first: nothing below reads unverified data of a signed request.
+        // Signatures first: nothing below reads unverified data of a signed request. The query
+        // signature covers the whole deflated message; an enveloped XML signature (the POST
+        // binding's, and some SPs — Ory Polis — put one in Redirect requests too) is verified
+        // with xmlsec and the data is then read from the verified bytes only.
+        let mut signed = false;
+        if let Some(qs) = &self.query_signature {
+            verify_query_signature(qs, sp)?;
+            signed = true;
+        }
         let verified_tree;
-        let (req, signed): (&Element, bool) = match (&self.query_signature, self.xml_signed) {
-            (Some(qs), _) => {
-                verify_query_signature(qs, sp)?;
-                (&self.tree, true)
+        let req: &Element = if self.xml_signed {
+            // Re-gate with the SP's algorithm policy, then xmlsec with its certificates.
+            gate::check_authn_request(&self.tree, sp.allow_sha1)?;
+            if sp.signing_certs.is_empty() {
+                return Err(RequestViolation::SignedWithoutCertificate.into());
             }
-            (None, true) => {
-                // Re-gate with the SP's algorithm policy, then xmlsec with its certificates.
-                gate::check_authn_request(&self.tree, sp.allow_sha1)?;
-                if sp.signing_certs.is_empty() {
-                    return Err(SignatureError::NoTrustedCertificate.into());
-                }
-                let certs = sp
-                    .signing_certs
-                    .iter()
-                    .map(|c| c.to_der().map(CertificateDer::from))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| IdpError::Config(format!("certificate encoding: {e}")))?;
-                let pre = verify_signatures(&self.xml, &certs, sp.allow_sha1)?;
-                verified_tree = parse_verified(&pre, NS_PROTOCOL, "AuthnRequest", &self.id)
-                    .map_err(|_| SignatureError::VerifiedElementMismatch)?;
-                // The verified bytes must name the same issuer we looked the SP up by.
-                if read_issuer(&verified_tree)? != self.issuer {
-                    return Err(SignatureError::VerifiedElementMismatch.into());
-                }
-                (&verified_tree, true)
+            let certs = sp
+                .signing_certs
+                .iter()
+                .map(|c| c.to_der().map(CertificateDer::from))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| IdpError::Config(format!("certificate encoding: {e}")))?;
+            let pre = verify_signatures(&self.xml, &certs, sp.allow_sha1)?;
+            verified_tree = parse_verified(&pre, NS_PROTOCOL, "AuthnRequest", &self.id)
+                .map_err(|_| SignatureError::VerifiedElementMismatch)?;
+            // The verified bytes must name the same issuer we looked the SP up by.
+            if read_issuer(&verified_tree)? != self.issuer {
+                return Err(SignatureError::VerifiedElementMismatch.into());
             }
-            (None, false) => {
-                if sp.require_signed_requests {
-                    return Err(RequestViolation::Unsigned.into());
-                }
-                (&self.tree, false)
-            }
+            signed = true;
+            &verified_tree
+        } else {
+            &self.tree
         };
+        if !signed && sp.require_signed_requests {
+            return Err(RequestViolation::Unsigned.into());
+        }
 
         if req.attr("Version") != Some("2.0") {
             return Err(RequestViolation::Version.into());
@@ -677,7 +676,7 @@ fn verify_with(key: &PKey<Public>, md: MessageDigest, data: &[u8], sig: &[u8]) -
 fn verify_query_signature(qs: &QuerySignature, sp: &RegisteredSp) -> Result<(), IdpError> {
     let (md, ecdsa) = query_alg(&qs.sig_alg, sp.allow_sha1)?;
     if sp.signing_certs.is_empty() {
-        return Err(SignatureError::NoTrustedCertificate.into());
+        return Err(RequestViolation::SignedWithoutCertificate.into());
     }
     let data = qs.signed_octets.as_bytes();
     let ok = sp.signing_certs.iter().any(|cert| {
