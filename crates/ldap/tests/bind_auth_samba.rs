@@ -7,7 +7,8 @@
 mod common;
 
 use base64::Engine as _;
-use idbridge_ldap::bind_auth::{authenticate, BindAuthError, LoginLookup, Password};
+use common::check_password;
+use idbridge_ldap::bind_auth::BindAuthError;
 use idbridge_ldap::{Flavor, LdapSettings};
 use idbridge_testkit::samba::{AD_ADMIN, AD_BASE as BASE, AD_URL};
 use idbridge_testkit::SambaDc;
@@ -37,14 +38,6 @@ fn settings(dc: &SambaDc, ou: &str) -> LdapSettings {
     s
 }
 
-async fn auth(
-    s: &LdapSettings,
-    login: &str,
-    pw: &str,
-) -> Result<idbridge_ldap::BoundUser, BindAuthError> {
-    authenticate(s, &LoginLookup::default(), login, &Password::new(pw)).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn active_directory_refusals_are_typed() {
     let corp = format!("OU=Corp,{BASE}");
@@ -65,7 +58,7 @@ async fn active_directory_refusals_are_typed() {
     let s = settings(&dc, &corp);
 
     // The right password, by every login form.
-    let by_sam = auth(&s, "alice", PW).await.unwrap();
+    let by_sam = check_password(&s, "alice", PW).await.unwrap();
     assert_eq!(
         by_sam.dn.to_lowercase(),
         format!("cn=alice,{corp}").to_lowercase()
@@ -75,7 +68,7 @@ async fn active_directory_refusals_are_typed() {
         "alice.mail@example.test",
         "EXAMPLE\\alice",
     ] {
-        let u = auth(&s, login, PW)
+        let u = check_password(&s, login, PW)
             .await
             .unwrap_or_else(|e| panic!("{login}: {e}"));
         assert_eq!(u.idp_id, by_sam.idp_id, "{login}");
@@ -94,29 +87,31 @@ async fn active_directory_refusals_are_typed() {
     assert!(found.contains("sAMAccountName: alice"), "{found}");
 
     // Wrong password and unknown user.
-    let e = auth(&s, "alice", "Passw0rd!Wrong").await.unwrap_err();
+    let e = check_password(&s, "alice", "Passw0rd!Wrong")
+        .await
+        .unwrap_err();
     assert!(matches!(e, BindAuthError::InvalidCredentials), "{e}");
     assert!(matches!(
-        auth(&s, "nobody", PW).await,
+        check_password(&s, "nobody", PW).await,
         Err(BindAuthError::NoSuchUser)
     ));
 
     // AD's own account states, with the right password.
-    let e = auth(&s, "dave", PW).await.unwrap_err();
+    let e = check_password(&s, "dave", PW).await.unwrap_err();
     assert!(matches!(e, BindAuthError::AccountDisabled), "disabled: {e}");
-    let e = auth(&s, "erin", PW).await.unwrap_err();
+    let e = check_password(&s, "erin", PW).await.unwrap_err();
     assert!(
         matches!(e, BindAuthError::MustChangePassword),
         "pwdLastSet=0: {e}"
     );
-    let e = auth(&s, "frank", PW).await.unwrap_err();
+    let e = check_password(&s, "frank", PW).await.unwrap_err();
     assert!(
         matches!(e, BindAuthError::AccountExpired),
         "accountExpires: {e}"
     );
     for e in [
-        auth(&s, "dave", "wrong").await.unwrap_err(),
-        auth(&s, "erin", "wrong").await.unwrap_err(),
+        check_password(&s, "dave", "wrong").await.unwrap_err(),
+        check_password(&s, "erin", "wrong").await.unwrap_err(),
     ] {
         assert!(e.is_user_failure(), "{e}");
     }
@@ -129,9 +124,11 @@ async fn active_directory_refusals_are_typed() {
         false,
     )
     .expect("set lockoutThreshold");
-    assert!(auth(&s, "gina", PW).await.is_ok());
+    assert!(check_password(&s, "gina", PW).await.is_ok());
     for _ in 0..3 {
-        let e = auth(&s, "gina", "Passw0rd!Wrong").await.unwrap_err();
+        let e = check_password(&s, "gina", "Passw0rd!Wrong")
+            .await
+            .unwrap_err();
         assert!(
             matches!(
                 e,
@@ -140,8 +137,8 @@ async fn active_directory_refusals_are_typed() {
             "{e}"
         );
     }
-    let e = auth(&s, "gina", PW).await.unwrap_err();
+    let e = check_password(&s, "gina", PW).await.unwrap_err();
     assert!(matches!(e, BindAuthError::AccountLocked), "locked: {e}");
     // Another account is not affected.
-    assert!(auth(&s, "alice", PW).await.is_ok());
+    assert!(check_password(&s, "alice", PW).await.is_ok());
 }

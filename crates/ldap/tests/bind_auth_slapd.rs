@@ -9,7 +9,7 @@ mod common;
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use common::{pki, Slapd, SlapdSettings, SlapdTls, SyncProv, SUFFIX};
+use common::{check_password, slapd_with_tls, Slapd, SlapdSettings, SyncProv, SUFFIX};
 use idbridge_ldap::bind_auth::{authenticate, BindAuthError, LoginLookup, Password};
 use idbridge_ldap::LdapSettings;
 
@@ -41,14 +41,6 @@ fn seed() -> String {
         ),
     ]
     .concat()
-}
-
-async fn auth(
-    s: &LdapSettings,
-    login: &str,
-    pw: &str,
-) -> Result<idbridge_ldap::BoundUser, BindAuthError> {
-    authenticate(s, &LoginLookup::default(), login, &Password::new(pw)).await
 }
 
 fn entry_uuid(slapd: &Slapd, uid: &str) -> String {
@@ -101,33 +93,35 @@ async fn passwords_are_checked_by_binding_as_the_user() {
     slapd.add(&seed()).expect("seed");
     let mut s = slapd.settings();
 
-    let by_uid = auth(&s, "alice", ALICE_PW).await.unwrap();
+    let by_uid = check_password(&s, "alice", ALICE_PW).await.unwrap();
     assert_eq!(by_uid.dn, format!("uid=alice,ou=People,{SUFFIX}"));
     assert_eq!(
         by_uid.idp_id,
         entry_uuid(&slapd, "alice"),
         "idp_id is entryUUID"
     );
-    let by_mail = auth(&s, "  alice@example.test ", ALICE_PW).await.unwrap();
+    let by_mail = check_password(&s, "  alice@example.test ", ALICE_PW)
+        .await
+        .unwrap();
     assert_eq!(by_mail.idp_id, by_uid.idp_id);
     assert_eq!(
         by_mail.entry.values("mail").unwrap()[0],
         "alice@example.test"
     );
 
-    let wrong = auth(&s, "alice", "Alice-pw-2").await.unwrap_err();
+    let wrong = check_password(&s, "alice", "Alice-pw-2").await.unwrap_err();
     assert!(
         matches!(wrong, BindAuthError::InvalidCredentials),
         "{wrong}"
     );
     assert!(wrong.is_user_failure());
     assert!(matches!(
-        auth(&s, "mallory", "x").await,
+        check_password(&s, "mallory", "x").await,
         Err(BindAuthError::NoSuchUser)
     ));
     // An entry without a password cannot be bound to.
     assert!(matches!(
-        auth(&s, "carol", "anything").await,
+        check_password(&s, "carol", "anything").await,
         Err(BindAuthError::InvalidCredentials)
     ));
 
@@ -135,14 +129,14 @@ async fn passwords_are_checked_by_binding_as_the_user() {
     for login in ["*", "a*", "alice)(uid=*", "*)(|(uid=*"] {
         assert!(
             matches!(
-                auth(&s, login, ALICE_PW).await,
+                check_password(&s, login, ALICE_PW).await,
                 Err(BindAuthError::NoSuchUser)
             ),
             "{login}"
         );
     }
     assert!(matches!(
-        auth(&s, "shared@example.test", "dup-pw").await,
+        check_password(&s, "shared@example.test", "dup-pw").await,
         Err(BindAuthError::Ambiguous(2))
     ));
 
@@ -152,14 +146,14 @@ async fn passwords_are_checked_by_binding_as_the_user() {
     s.attributes.disabled = Some("employeeType".into());
     s.attributes.disabled_values = Some(vec!["disabled".into()]);
     assert!(matches!(
-        auth(&s, "dave", "dave-pw").await,
+        check_password(&s, "dave", "dave-pw").await,
         Err(BindAuthError::AccountDisabled)
     ));
     assert!(matches!(
-        auth(&s, "dave", "nope").await,
+        check_password(&s, "dave", "nope").await,
         Err(BindAuthError::InvalidCredentials)
     ));
-    assert!(auth(&s, "bob", "bob-pw").await.is_ok());
+    assert!(check_password(&s, "bob", "bob-pw").await.is_ok());
 
     // A custom lookup.
     let lookup = LoginLookup {
@@ -190,73 +184,59 @@ async fn empty_or_invalid_input_is_refused_before_any_traffic() {
     s.allow_plain = true;
     s.timeouts.connect_secs = 1;
     assert!(matches!(
-        auth(&s, "alice", "").await,
+        check_password(&s, "alice", "").await,
         Err(BindAuthError::EmptyPassword)
     ));
     assert!(matches!(
-        auth(&s, "", "pw").await,
+        check_password(&s, "", "pw").await,
         Err(BindAuthError::InvalidLogin(_))
     ));
     assert!(matches!(
-        auth(&s, "al\u{0}ice", "pw").await,
+        check_password(&s, "al\u{0}ice", "pw").await,
         Err(BindAuthError::InvalidLogin(_))
     ));
     assert!(matches!(
-        auth(&s, &"a".repeat(300), "pw").await,
+        check_password(&s, &"a".repeat(300), "pw").await,
         Err(BindAuthError::InvalidLogin(_))
     ));
     assert!(matches!(
-        auth(&s, "alice", &"p".repeat(2000)).await,
+        check_password(&s, "alice", &"p".repeat(2000)).await,
         Err(BindAuthError::PasswordTooLong)
     ));
-    let down = auth(&s, "alice", "pw").await.unwrap_err();
+    let down = check_password(&s, "alice", "pw").await.unwrap_err();
     assert!(matches!(down, BindAuthError::Directory(_)), "{down}");
     assert!(!down.is_user_failure());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_is_required_unless_plain_is_allowed() {
-    let (ca, cert, key) = pki();
-    let slapd = Slapd::start_with(
-        Some(&SlapdTls {
-            ca_pem: ca.clone(),
-            cert_pem: cert,
-            key_pem: key,
-        }),
-        SyncProv::Off,
-    )
-    .expect("slapd");
+    let (slapd, ca_path, other_path) = slapd_with_tls(SyncProv::Off);
     slapd.add(&seed()).expect("seed");
-    let ca_path = slapd.dir().join("client-ca.pem");
-    std::fs::write(&ca_path, &ca).unwrap();
 
     let mut plain = slapd.settings();
     plain.allow_plain = false;
     assert!(matches!(
-        auth(&plain, "alice", ALICE_PW).await,
+        check_password(&plain, "alice", ALICE_PW).await,
         Err(BindAuthError::Config(_))
     ));
 
     let mut ldaps = plain.clone();
     ldaps.url = slapd.ldaps_url();
     ldaps.ca_file = Some(ca_path.clone());
-    assert!(auth(&ldaps, "alice", ALICE_PW).await.is_ok());
+    assert!(check_password(&ldaps, "alice", ALICE_PW).await.is_ok());
     assert!(matches!(
-        auth(&ldaps, "alice", "bad").await,
+        check_password(&ldaps, "alice", "bad").await,
         Err(BindAuthError::InvalidCredentials)
     ));
 
     let mut starttls = plain.clone();
     starttls.starttls = true;
     starttls.ca_file = Some(ca_path);
-    assert!(auth(&starttls, "alice", ALICE_PW).await.is_ok());
+    assert!(check_password(&starttls, "alice", ALICE_PW).await.is_ok());
 
     // A CA that did not sign the server: a directory error, never a password verdict.
-    let (other, _, _) = pki();
-    let other_path = slapd.dir().join("other-ca.pem");
-    std::fs::write(&other_path, other).unwrap();
     ldaps.ca_file = Some(other_path);
-    let e = auth(&ldaps, "alice", ALICE_PW).await.unwrap_err();
+    let e = check_password(&ldaps, "alice", ALICE_PW).await.unwrap_err();
     assert!(matches!(e, BindAuthError::Directory(_)), "{e}");
 }
 
@@ -268,7 +248,7 @@ async fn service_account_failures_and_outages_are_not_user_failures() {
     let bad_pw = slapd.dir().join("wrong.pw");
     std::fs::write(&bad_pw, "not-the-admin-password").unwrap();
     s.bind_password_file = Some(bad_pw);
-    let e = auth(&s, "alice", ALICE_PW).await.unwrap_err();
+    let e = check_password(&s, "alice", ALICE_PW).await.unwrap_err();
     assert!(matches!(e, BindAuthError::Directory(_)), "{e}");
     assert!(
         !e.is_user_failure(),
@@ -277,6 +257,6 @@ async fn service_account_failures_and_outages_are_not_user_failures() {
 
     let s = slapd.settings();
     slapd.stop();
-    let e = auth(&s, "alice", ALICE_PW).await.unwrap_err();
+    let e = check_password(&s, "alice", ALICE_PW).await.unwrap_err();
     assert!(matches!(e, BindAuthError::Directory(_)), "{e}");
 }

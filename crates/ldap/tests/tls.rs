@@ -5,29 +5,15 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{person, pki, Fx, Slapd, SlapdSettings, SlapdTls, SyncProv};
+use common::{person, slapd_with_tls, Fx, SlapdSettings, SyncProv};
 use idbridge_ldap::{ConfigError, LdapError, NoProgress, SyncError, SyncKind, Syncer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ldaps_and_starttls_with_a_ca_bundle() {
-    let (ca, cert, key) = pki();
-    let slapd = Slapd::start_with(
-        Some(&SlapdTls {
-            ca_pem: ca.clone(),
-            cert_pem: cert,
-            key_pem: key,
-        }),
-        SyncProv::On,
-    )
-    .expect("slapd");
+    let (slapd, ca_path, other_path) = slapd_with_tls(SyncProv::On);
     slapd
         .add(&person("alice", "Alice", "Archer"))
         .expect("ldapmodify");
-    let ca_path = slapd.dir().join("client-ca.pem");
-    std::fs::write(&ca_path, &ca).expect("ca file");
-    let (other_ca, _, _) = pki();
-    let other_path = slapd.dir().join("other-ca.pem");
-    std::fs::write(&other_path, other_ca).expect("other ca");
 
     let fx = Fx::new();
     let syncer = Syncer::new(fx.engine.clone());

@@ -127,26 +127,12 @@ async fn openid_client_refuses_a_tampered_id_token_and_we_refuse_a_wrong_secret(
         .unwrap_err();
     assert!(e.to_lowercase().contains("signature"), "{e}");
     // Our own RP refuses it too.
-    let redirect = Url::parse(REDIRECT_URI).unwrap();
     let rp = our_rp(
         &op.issuer,
         AuthMethod::ClientSecretBasic,
         &["openid", "email"],
     );
-    let begin = rp.begin(&redirect, None).await.unwrap();
-    let q = callback(&begin.url).await;
-    let err = rp
-        .finish(FinishParams {
-            code: &q["code"],
-            returned_state: &q["state"],
-            expected_state: &begin.state,
-            returned_iss: q.get("iss").map(String::as_str),
-            nonce: &begin.nonce,
-            pkce_verifier: begin.pkce_verifier.expose(),
-            redirect_uri: &redirect,
-        })
-        .await
-        .unwrap_err();
+    let err = our_login(&rp, &op.issuer).await.unwrap_err();
     assert!(
         matches!(err, idbridge_oidc::OidcError::InvalidSignature(_)),
         "{err}"
@@ -174,6 +160,27 @@ fn our_rp(issuer: &str, auth: AuthMethod, scopes: &[&str]) -> OidcClient {
     OidcClient::new(s, default_http_client().unwrap()).unwrap()
 }
 
+/// A whole login with idbridge's own RP: begin, follow the authorization URL, finish.
+async fn our_login(
+    rp: &OidcClient,
+    issuer: &str,
+) -> Result<idbridge_oidc::OidcIdentity, idbridge_oidc::OidcError> {
+    let redirect = Url::parse(REDIRECT_URI).unwrap();
+    let begin = rp.begin(&redirect, Some("zoe")).await.unwrap();
+    let q = callback(&begin.url).await;
+    assert_eq!(q["iss"], issuer, "RFC 9207 iss on the callback");
+    rp.finish(FinishParams {
+        code: &q["code"],
+        returned_state: &q["state"],
+        expected_state: &begin.state,
+        returned_iss: q.get("iss").map(String::as_str),
+        nonce: &begin.nonce,
+        pkce_verifier: begin.pkce_verifier.expose(),
+        redirect_uri: &redirect,
+    })
+    .await
+}
+
 fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -197,22 +204,9 @@ async fn idbridge_rp_logs_in_against_idbridge_op() {
         Tweaks::default(),
     )
     .await;
-    let redirect = Url::parse(REDIRECT_URI).unwrap();
     for auth in [AuthMethod::ClientSecretBasic, AuthMethod::ClientSecretPost] {
         let rp = our_rp(&op.issuer, auth, &["openid", "email", "profile", "groups"]);
-        let begin = rp.begin(&redirect, Some("zoe")).await.unwrap();
-        let q = callback(&begin.url).await;
-        assert_eq!(q["iss"], op.issuer, "RFC 9207 iss on the callback");
-        let id = rp
-            .finish(FinishParams {
-                code: &q["code"],
-                returned_state: &q["state"],
-                expected_state: &begin.state,
-                returned_iss: q.get("iss").map(String::as_str),
-                nonce: &begin.nonce,
-                pkce_verifier: begin.pkce_verifier.expose(),
-                redirect_uri: &redirect,
-            })
+        let id = our_login(&rp, &op.issuer)
             .await
             .unwrap_or_else(|e| panic!("{auth:?}: {e}"));
         let u = test_user();

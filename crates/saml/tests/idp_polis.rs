@@ -10,8 +10,8 @@ use idp_fixtures::*;
 
 use chrono::Utc;
 use idbridge_saml::idp::{
-    build_login_response, idp_metadata_xml, name_id_format, IdpMetadata, LoginResponse, NameId,
-    ReceivedRequest, RegisteredSp, RequestContext, ResponseOptions, SpMetadata, UserAttributes,
+    build_login_response, name_id_format, LoginResponse, NameId, ReceivedRequest, RegisteredSp,
+    RequestContext, ResponseOptions, SpMetadata, UserAttributes,
 };
 use idbridge_saml::MemoryReplayCache;
 use serde_json::{json, Value};
@@ -66,19 +66,7 @@ fn polis_logs_in_through_idbridge() {
         v
     };
 
-    let metadata = idp_metadata_xml(
-        &IdpMetadata {
-            entity_id: IDP_ENTITY,
-            sso_redirect_url: SSO_URL,
-            sso_post_url: SSO_URL,
-            slo_url: None,
-            signing_certs: &[idp_key().cert()],
-            name_id_formats: &[name_id_format::EMAIL],
-            want_authn_requests_signed: false,
-        },
-        None,
-    )
-    .unwrap();
+    let metadata = idp_metadata(&[idp_key().cert()], false);
     writeln!(stdin, "{}", json!({ "idpMetadata": metadata })).unwrap();
 
     // Polis's AuthnRequest, on the Redirect binding, to our SSO URL.

@@ -12,13 +12,12 @@ use chrono::{DateTime, Duration, Utc};
 use flate2::write::DeflateEncoder;
 use flate2::Compression;
 use idbridge_saml::idp::{
-    idp_metadata_xml, name_id_format, status, AcsEndpoint, Binding, IdpError, IdpMetadata,
-    ReceivedRequest, RegisteredSp, RequestContext, RequestViolation,
+    name_id_format, status, AcsEndpoint, Binding, IdpError, ReceivedRequest, RegisteredSp,
+    RequestContext, RequestViolation,
 };
 use idbridge_saml::testkit::{sign_with_key, signature_template};
 use idbridge_saml::{
-    build_authn_request, GateViolation, IdpSettings, MemoryReplayCache, SignatureError, SpKeyPair,
-    SpSettings,
+    build_authn_request, GateViolation, MemoryReplayCache, SignatureError, SpKeyPair, SpSettings,
 };
 use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private};
@@ -197,13 +196,7 @@ fn signed_redirect_request_verifies_over_the_octets_as_received() {
 fn samael_requests_are_accepted_signed_and_unsigned() {
     // idbridge's own SP side builds requests with samael: WorkOS-like Redirect requests.
     let mut sp_settings = SpSettings::new(SP_ENTITY, ACS);
-    let idp = IdpSettings {
-        entity_id: IDP_ENTITY.into(),
-        sso_url: Some(SSO_URL.into()),
-        signing_certs: vec![idp_key().cert().clone()],
-        allow_sha1: false,
-        wants_signed_requests: false,
-    };
+    let (_, idp) = sp_side();
     for signed in [false, true] {
         sp_settings.want_signed_requests = signed;
         sp_settings.signing_keys = vec![sp_sign_key().clone()];
@@ -232,22 +225,6 @@ fn post_request_with_enveloped_signature_is_accepted() {
     assert_eq!(a.relay_state.as_deref(), Some("rs"));
 }
 
-fn idp_metadata_for_peers(want_signed: bool) -> String {
-    idp_metadata_xml(
-        &IdpMetadata {
-            entity_id: IDP_ENTITY,
-            sso_redirect_url: SSO_URL,
-            sso_post_url: SSO_POST,
-            slo_url: None,
-            signing_certs: &[idp_key().cert()],
-            name_id_formats: &[name_id_format::EMAIL],
-            want_authn_requests_signed: want_signed,
-        },
-        None,
-    )
-    .unwrap()
-}
-
 fn peer_cfg(binding: &str, signed: bool) -> Value {
     json!({
         "command": "request",
@@ -255,7 +232,7 @@ fn peer_cfg(binding: &str, signed: bool) -> Value {
         "idp": IDP_ENTITY,
         "sp": SP_ENTITY,
         "acs": ACS,
-        "idpMetadata": idp_metadata_for_peers(signed),
+        "idpMetadata": idp_metadata(&[idp_key().cert()], signed),
         "signRequests": signed,
         "spSignKey": String::from_utf8(sp_sign_key().key.private_key_to_pem_pkcs8().unwrap()).unwrap(),
         "spSignCert": String::from_utf8(sp_sign_key().cert.to_pem().unwrap()).unwrap(),

@@ -6,8 +6,8 @@ mod idp_fixtures;
 use idp_fixtures::*;
 
 use idbridge_saml::idp::{
-    build_status_response, idp_metadata_xml, name_id_format, status, AssertionEncryption, DataEnc,
-    IdpError, IdpMetadata, KeyEnc, ResponseOptions, SamlAttribute, SpErrorResponse, UserAttributes,
+    build_status_response, idp_metadata_xml, name_id_format, status, DataEnc, IdpError,
+    IdpMetadata, KeyEnc, ResponseOptions, SamlAttribute, SpErrorResponse, UserAttributes,
 };
 use idbridge_saml::{IdpSettings, PolicyViolation, SamlError};
 
@@ -131,15 +131,7 @@ fn encrypted_assertions_decrypt_and_verify_in_every_layout() {
     for data in [DataEnc::Aes256Gcm, DataEnc::Aes256Cbc] {
         for key in [KeyEnc::OaepSha1, KeyEnc::OaepSha256] {
             for sign_response in [false, true] {
-                let opts = ResponseOptions {
-                    sign_response,
-                    encryption: Some(AssertionEncryption {
-                        cert: sp_enc_key().cert.clone(),
-                        data,
-                        key,
-                    }),
-                    ..ResponseOptions::default()
-                };
+                let opts = encrypted(data, key, sign_response);
                 let r = login(&user, Some(REQ_ID), &opts, now);
                 assert!(r.xml.contains("EncryptedAssertion") && !r.xml.contains("R&amp;D"));
                 let v = verify_ours(&r, Some(REQ_ID), now)

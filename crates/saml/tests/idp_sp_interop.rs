@@ -13,29 +13,12 @@ mod idp_fixtures;
 use idp_fixtures::*;
 
 use idbridge_saml::idp::{
-    idp_metadata_xml, name_id_format, AssertionEncryption, DataEnc, IdpMetadata, KeyEnc,
-    ResponseOptions, SignedResponse, UserAttributes,
+    name_id_format, DataEnc, KeyEnc, ResponseOptions, SignedResponse, UserAttributes,
 };
 use serde_json::{json, Value};
 
 fn pem(b: Vec<u8>) -> String {
     String::from_utf8(b).unwrap()
-}
-
-fn metadata(certs: &[&openssl::x509::X509]) -> String {
-    idp_metadata_xml(
-        &IdpMetadata {
-            entity_id: IDP_ENTITY,
-            sso_redirect_url: SSO_URL,
-            sso_post_url: SSO_URL,
-            slo_url: None,
-            signing_certs: certs,
-            name_id_formats: &[name_id_format::EMAIL],
-            want_authn_requests_signed: false,
-        },
-        None,
-    )
-    .unwrap()
 }
 
 fn base_cfg(command: &str, certs: &[&openssl::x509::X509]) -> Value {
@@ -44,7 +27,7 @@ fn base_cfg(command: &str, certs: &[&openssl::x509::X509]) -> Value {
         "idp": IDP_ENTITY,
         "sp": SP_ENTITY,
         "acs": ACS,
-        "idpMetadata": metadata(certs),
+        "idpMetadata": idp_metadata(certs, false),
         "spEncKey": pem(sp_enc_key().key.private_key_to_pem_pkcs8().unwrap()),
         "spEncCert": pem(sp_enc_key().cert.to_pem().unwrap()),
     })
@@ -121,14 +104,12 @@ fn samlify_accepts_signed_response_and_encrypted_assertions() {
         (false, Some(DataEnc::Aes256Cbc)),
         (true, Some(DataEnc::Aes256Gcm)),
     ] {
-        let opts = ResponseOptions {
-            sign_response,
-            encryption: enc.map(|data| AssertionEncryption {
-                cert: sp_enc_key().cert.clone(),
-                data,
-                key: KeyEnc::OaepSha1,
-            }),
-            ..ResponseOptions::default()
+        let opts = match enc {
+            Some(data) => encrypted(data, KeyEnc::OaepSha1, sign_response),
+            None => ResponseOptions {
+                sign_response,
+                ..ResponseOptions::default()
+            },
         };
         let (user, r) = response_for(user_without_cr(), &opts);
         let mut cfg = base_cfg("parse", &[idp_key().cert()]);
@@ -192,14 +173,7 @@ fn pysaml2_accepts_signed_assertions_and_responses() {
 #[test]
 fn pysaml2_decrypts_our_encrypted_assertions() {
     for data in [DataEnc::Aes256Cbc, DataEnc::Aes256Gcm] {
-        let opts = ResponseOptions {
-            encryption: Some(AssertionEncryption {
-                cert: sp_enc_key().cert.clone(),
-                data,
-                key: KeyEnc::OaepSha1,
-            }),
-            ..ResponseOptions::default()
-        };
+        let opts = encrypted(data, KeyEnc::OaepSha1, false);
         let (user, r) = response_for(user_without_cr(), &opts);
         let mut cfg = base_cfg("parse", &[idp_key().cert()]);
         cfg["samlResponse"] = json!(r.to_base64());

@@ -325,3 +325,46 @@ pub fn pki() -> (String, String, String) {
     let cert = leaf.signed_by(&key, &ca_cert, &ca_key).expect("leaf cert");
     (ca_cert.pem(), cert.pem(), key.serialize_pem())
 }
+
+/// A slapd serving ldaps (and StartTLS) with a certificate of a fresh test CA, the base entries
+/// added; the CA's PEM file and an unrelated CA's PEM file (to be refused) in its directory.
+pub fn slapd_with_tls(sync: SyncProv) -> (Slapd, std::path::PathBuf, std::path::PathBuf) {
+    let (ca, cert, key) = pki();
+    let slapd = Slapd::start_with(
+        Some(&SlapdTls {
+            ca_pem: ca.clone(),
+            cert_pem: cert,
+            key_pem: key,
+        }),
+        sync,
+    )
+    .expect("slapd");
+    let ca_path = slapd.dir().join("client-ca.pem");
+    std::fs::write(&ca_path, &ca).expect("ca file");
+    let (other_ca, _, _) = pki();
+    let other_path = slapd.dir().join("other-ca.pem");
+    std::fs::write(&other_path, other_ca).expect("other ca");
+    (slapd, ca_path, other_path)
+}
+
+/// The `(objectGUID=\xx...)` filter that finds an AD entry by its canonical GUID string.
+pub fn guid_filter(guid: &str) -> String {
+    let raw = idbridge_ldap::ad::guid_to_bytes(guid).expect("a canonical GUID");
+    let esc: String = raw.iter().map(|b| format!("\\{b:02x}")).collect();
+    format!("(objectGUID={esc})")
+}
+
+/// A password check with the default login lookup.
+pub async fn check_password(
+    s: &LdapSettings,
+    login: &str,
+    pw: &str,
+) -> Result<idbridge_ldap::BoundUser, idbridge_ldap::BindAuthError> {
+    idbridge_ldap::authenticate(
+        s,
+        &idbridge_ldap::LoginLookup::default(),
+        login,
+        &idbridge_ldap::Password::new(pw),
+    )
+    .await
+}

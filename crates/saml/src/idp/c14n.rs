@@ -91,44 +91,36 @@ pub fn check_xml_chars(s: &str) -> Result<(), InvalidXmlChar> {
 
 /// Append `s` escaped as canonical text content.
 pub fn push_text(out: &mut String, s: &str) -> Result<(), InvalidXmlChar> {
-    // Fast path: nothing to escape or refuse (names, ids, URLs, timestamps, base64).
-    if s.bytes()
-        .all(|b| b >= 0x20 && !matches!(b, b'&' | b'<' | b'>') && b != 0xEF)
-    {
-        out.push_str(s);
-        return Ok(());
-    }
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\r' => out.push_str("&#xD;"),
-            c if is_xml_char(c) => out.push(c),
-            ch => return Err(InvalidXmlChar { ch }),
-        }
-    }
-    Ok(())
+    push_escaped(out, s, false)
 }
 
 /// Append `s` escaped as a canonical (double-quoted) attribute value.
 pub fn push_attr_value(out: &mut String, s: &str) -> Result<(), InvalidXmlChar> {
+    push_escaped(out, s, true)
+}
+
+/// C14N 1.0 §2.3: text escapes `&` `<` `>` CR; attribute values `&` `<` `"` TAB LF CR.
+fn push_escaped(out: &mut String, s: &str, attr: bool) -> Result<(), InvalidXmlChar> {
+    let quote = if attr { b'"' } else { b'>' };
+    // Fast path: nothing to escape or refuse (names, ids, URLs, timestamps, base64). Controls
+    // and 0xEF (the lead byte of U+FFFE/U+FFFF) take the slow path.
     if s.bytes()
-        .all(|b| b >= 0x20 && !matches!(b, b'&' | b'<' | b'"') && b != 0xEF)
+        .all(|b| b >= 0x20 && b != b'&' && b != b'<' && b != quote && b != 0xEF)
     {
         out.push_str(s);
         return Ok(());
     }
     for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '"' => out.push_str("&quot;"),
-            '\t' => out.push_str("&#x9;"),
-            '\n' => out.push_str("&#xA;"),
-            '\r' => out.push_str("&#xD;"),
-            c if is_xml_char(c) => out.push(c),
-            ch => return Err(InvalidXmlChar { ch }),
+        match (c, attr) {
+            ('&', _) => out.push_str("&amp;"),
+            ('<', _) => out.push_str("&lt;"),
+            ('>', false) => out.push_str("&gt;"),
+            ('"', true) => out.push_str("&quot;"),
+            ('\t', true) => out.push_str("&#x9;"),
+            ('\n', true) => out.push_str("&#xA;"),
+            ('\r', _) => out.push_str("&#xD;"),
+            (c, _) if is_xml_char(c) => out.push(c),
+            (ch, _) => return Err(InvalidXmlChar { ch }),
         }
     }
     Ok(())

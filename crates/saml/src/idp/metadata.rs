@@ -5,7 +5,7 @@
 use super::c14n::{CanonicalWriter, DS, MD};
 use super::error::IdpError;
 use super::keys::IdpSigningKey;
-use super::sign::enveloped_signature;
+use super::sign::sign_in_place;
 use crate::settings::{parse_cert, BINDING_POST, BINDING_REDIRECT};
 use crate::xml::{self, Element, Limits, NS_DSIG, NS_METADATA};
 use base64::Engine as _;
@@ -113,9 +113,7 @@ pub fn idp_metadata_xml(
     w.end(); // IDPSSODescriptor
     w.end(); // EntityDescriptor
     if let (Some(key), Some(id)) = (sign_with, &id) {
-        let (head, tail) = w.as_str().split_at(signature_at);
-        let sig = enveloped_signature(key, id, &[head, tail], &scope_at_signature)?;
-        w.insert(signature_at, &sig);
+        sign_in_place(&mut w, key, id, signature_at, &scope_at_signature)?;
     }
     let mut out = String::with_capacity(w.len() + 40);
     out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");

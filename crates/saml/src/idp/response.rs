@@ -11,7 +11,7 @@ use super::c14n::{CanonicalWriter, SAML, SAMLP};
 use super::encrypt::{encrypt, write_encrypted_assertion, DataEnc, KeyEnc};
 use super::error::{status, IdpError, SpErrorResponse};
 use super::keys::IdpSigningKey;
-use super::sign::enveloped_signature;
+use super::sign::sign_in_place;
 use crate::model::CM_BEARER;
 use crate::sp::new_id;
 use base64::Engine as _;
@@ -327,9 +327,7 @@ fn write_assertion(
     w.end(); // Assertion
 
     if o.sign_assertion {
-        let (head, tail) = w.as_str().split_at(signature_at);
-        let sig = enveloped_signature(key, assertion_id, &[head, tail], &scope_at_signature)?;
-        w.insert(signature_at, &sig);
+        sign_in_place(&mut w, key, assertion_id, signature_at, &scope_at_signature)?;
     }
     Ok(w.finish())
 }
@@ -391,9 +389,7 @@ pub fn build_login_response(
     }
     w.end(); // Response
     if o.sign_response {
-        let (head, tail) = w.as_str().split_at(signature_at);
-        let sig = enveloped_signature(key, &response_id, &[head, tail], &scope_at_signature)?;
-        w.insert(signature_at, &sig);
+        sign_in_place(&mut w, key, &response_id, signature_at, &scope_at_signature)?;
     }
     Ok(SignedResponse {
         xml: w.finish(),
@@ -482,9 +478,7 @@ pub fn build_status_response(
     w.end(); // Status
     w.end(); // Response
     if sign {
-        let (head, tail) = w.as_str().split_at(signature_at);
-        let sig = enveloped_signature(key, &response_id, &[head, tail], &scope_at_signature)?;
-        w.insert(signature_at, &sig);
+        sign_in_place(&mut w, key, &response_id, signature_at, &scope_at_signature)?;
     }
     Ok(SignedResponse {
         xml: w.finish(),

@@ -32,7 +32,7 @@ fn write_signed_info(w: &mut CanonicalWriter, id: &str, digest_b64: &str) -> Res
 /// The `ds:Signature` element for the element with ID `id`, whose canonical form without the
 /// signature is `canonical` (the signature is then inserted where the schema puts it, under
 /// ancestors that rendered `in_scope`).
-pub(crate) fn enveloped_signature(
+fn enveloped_signature(
     key: &IdpSigningKey,
     id: &str,
     canonical: &[&str],
@@ -62,4 +62,20 @@ pub(crate) fn enveloped_signature(
     w.end();
     w.end();
     Ok(w.finish())
+}
+
+/// Sign the element with ID `id` that `w` just finished writing (its canonical form is all of
+/// `w`, the signature not being there yet), inserting the Signature at byte offset `at` (right
+/// after the element's Issuer), under ancestors that rendered `in_scope`.
+pub(crate) fn sign_in_place(
+    w: &mut CanonicalWriter,
+    key: &IdpSigningKey,
+    id: &str,
+    at: usize,
+    in_scope: &[Ns],
+) -> Result<(), IdpError> {
+    let (head, tail) = w.as_str().split_at(at);
+    let sig = enveloped_signature(key, id, &[head, tail], in_scope)?;
+    w.insert(at, &sig);
+    Ok(())
 }

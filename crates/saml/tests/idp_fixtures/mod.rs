@@ -4,8 +4,9 @@
 
 use chrono::{DateTime, Utc};
 use idbridge_saml::idp::{
-    build_login_response, name_id_format, IdpSigningKey, LoginResponse, NameId, ResponseOptions,
-    RsaBits, SamlAttribute, SignedResponse, UserAttributes,
+    build_login_response, idp_metadata_xml, name_id_format, AssertionEncryption, DataEnc,
+    IdpMetadata, IdpSigningKey, KeyEnc, LoginResponse, NameId, ResponseOptions, RsaBits,
+    SamlAttribute, SignedResponse, UserAttributes,
 };
 use idbridge_saml::{
     verify_post_blocking, IdpSettings, MemoryReplayCache, ResponseContext, SamlError, SpKeyPair,
@@ -96,6 +97,36 @@ pub fn login(
             options,
         },
         idp_key(),
+    )
+    .unwrap()
+}
+
+/// Options encrypting the (signed) assertion for the fixture SP, the response signed or not.
+pub fn encrypted(data: DataEnc, key: KeyEnc, sign_response: bool) -> ResponseOptions {
+    ResponseOptions {
+        sign_response,
+        encryption: Some(AssertionEncryption {
+            cert: sp_enc_key().cert.clone(),
+            data,
+            key,
+        }),
+        ..ResponseOptions::default()
+    }
+}
+
+/// Our IdP metadata (SSO_URL for both bindings, email NameIDs) with these certificates.
+pub fn idp_metadata(certs: &[&openssl::x509::X509], want_signed_requests: bool) -> String {
+    idp_metadata_xml(
+        &IdpMetadata {
+            entity_id: IDP_ENTITY,
+            sso_redirect_url: SSO_URL,
+            sso_post_url: SSO_URL,
+            slo_url: None,
+            signing_certs: certs,
+            name_id_formats: &[name_id_format::EMAIL],
+            want_authn_requests_signed: want_signed_requests,
+        },
+        None,
     )
     .unwrap()
 }
