@@ -157,7 +157,8 @@ async fn scim_writer(ctx: Arc<Ctx>, w: usize) {
                                 "Operations": [{"op": "add", "path": "members", "value": [{"value": id}]}]});
                             ctx.call(
                                 "scim_group_patch",
-                                ctx.scim(Method::PATCH, &format!("/Groups/{g}")).json(&patch),
+                                ctx.scim(Method::PATCH, &format!("/Groups/{g}"))
+                                    .json(&patch),
                             )
                             .await;
                         }
@@ -165,8 +166,11 @@ async fn scim_writer(ctx: Arc<Ctx>, w: usize) {
                 }
             }
             Some(id) if i % 5 == 0 => {
-                ctx.call("scim_delete", ctx.scim(Method::DELETE, &format!("/Users/{id}")))
-                    .await;
+                ctx.call(
+                    "scim_delete",
+                    ctx.scim(Method::DELETE, &format!("/Users/{id}")),
+                )
+                .await;
                 ids.remove(&slot);
             }
             Some(id) => {
@@ -174,7 +178,8 @@ async fn scim_writer(ctx: Arc<Ctx>, w: usize) {
                     "Operations": [{"op": "replace", "path": "name.givenName", "value": format!("Soak{i}")}]});
                 ctx.call(
                     "scim_patch",
-                    ctx.scim(Method::PATCH, &format!("/Users/{id}")).json(&patch),
+                    ctx.scim(Method::PATCH, &format!("/Users/{id}"))
+                        .json(&patch),
                 )
                 .await;
             }
@@ -220,7 +225,13 @@ async fn saml_login(ctx: &Ctx, n: u64) -> anyhow::Result<bool> {
         urlencode(APP_CB),
         ctx.conn
     );
-    let Some((302, _, h)) = ctx.call("sso_authorize", ctx.http.get(ctx.server.endpoint(&authorize))).await else {
+    let Some((302, _, h)) = ctx
+        .call(
+            "sso_authorize",
+            ctx.http.get(ctx.server.endpoint(&authorize)),
+        )
+        .await
+    else {
         bail!("authorize did not redirect");
     };
     let location = h
@@ -241,9 +252,7 @@ async fn saml_login(ctx: &Ctx, n: u64) -> anyhow::Result<bool> {
         .nth(1)
         .and_then(|s| s.split('"').next())
         .context("no request ID")?;
-    let acs = ctx
-        .server
-        .endpoint(&format!("/sso/saml/acs/{}", ctx.conn));
+    let acs = ctx.server.endpoint(&format!("/sso/saml/acs/{}", ctx.conn));
     let sp_entity = ctx.server.endpoint(&format!("/sso/saml/{}", ctx.conn));
     let now = chrono::Utc::now();
     let email = format!("login{}@soak.test", n % 50);
@@ -384,11 +393,7 @@ async fn sftp_deliveries(ctx: Arc<Ctx>, work: PathBuf, key: PathBuf, port: u16) 
 }
 
 /// A webhook receiver that fails one delivery in five (500), so retries are part of the load.
-async fn webhook_receiver(
-    listener: tokio::net::TcpListener,
-    stats: Arc<Stats>,
-    deadline: Instant,
-) {
+async fn webhook_receiver(listener: tokio::net::TcpListener, stats: Arc<Stats>, deadline: Instant) {
     let mut n = 0u64;
     while Instant::now() < deadline + Duration::from_secs(5) {
         let Ok(Ok((mut sock, _))) =
@@ -425,7 +430,11 @@ async fn webhook_receiver(
                 }
             }
             stats.webhook_hits.fetch_add(1, Ordering::Relaxed);
-            let status = if fail { "500 Internal Server Error" } else { "200 OK" };
+            let status = if fail {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
             let _ = sock
                 .write_all(
                     format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
@@ -534,7 +543,11 @@ async fn main() -> anyhow::Result<()> {
     let slapd = Arc::new(Slapd::start()?);
     let mut tree = String::new();
     for i in 0..40 {
-        tree.push_str(&ldap_person(&format!("person{i}"), "Ldap", &format!("Person{i}")));
+        tree.push_str(&ldap_person(
+            &format!("person{i}"),
+            "Ldap",
+            &format!("Person{i}"),
+        ));
     }
     slapd.add(&tree)?;
     let pw = slapd.password_file()?;
@@ -641,15 +654,21 @@ authorized_keys = ["{public}"]
             "dsync.group.user_added", "dsync.group.user_removed", "connection.activated"]}))
         .send()
         .await?;
-    ensure!(resp.status().is_success(), "webhook endpoint: {}", resp.text().await?);
+    ensure!(
+        resp.status().is_success(),
+        "webhook endpoint: {}",
+        resp.text().await?
+    );
     let idp = IdpSigner::generate(IDP_ENTITY)?;
     let cert = String::from_utf8(idp.keys.cert.to_pem()?)?;
     let conn: Value = http
         .post(server.endpoint("/connections"))
         .header("authorization", key_header.clone())
-        .json(&json!({"organization_id": org, "name": "Soak SAML", "connection_type": "OktaSAML",
+        .json(
+            &json!({"organization_id": org, "name": "Soak SAML", "connection_type": "OktaSAML",
             "saml_options": {"idp_entity_id": IDP_ENTITY, "idp_sso_url": IDP_SSO,
-                             "idp_signing_certs": [cert]}}))
+                             "idp_signing_certs": [cert]}}),
+        )
         .send()
         .await?
         .json()
@@ -672,7 +691,11 @@ authorized_keys = ["{public}"]
     let sftp_work = work.path().join("sftp");
     std::fs::create_dir_all(&sftp_work)?;
     let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(webhook_receiver(hook_listener, stats.clone(), deadline)));
+    tasks.push(tokio::spawn(webhook_receiver(
+        hook_listener,
+        stats.clone(),
+        deadline,
+    )));
     for w in 0..3 {
         tasks.push(tokio::spawn(scim_writer(ctx.clone(), w)));
     }
@@ -681,12 +704,27 @@ authorized_keys = ["{public}"]
     }
     tasks.push(tokio::spawn(saml_logins(ctx.clone())));
     tasks.push(tokio::spawn(ldap_changes(ctx.clone(), slapd.clone())));
-    tasks.push(tokio::spawn(sftp_deliveries(ctx.clone(), sftp_work, key, sftp_port)));
+    tasks.push(tokio::spawn(sftp_deliveries(
+        ctx.clone(),
+        sftp_work,
+        key,
+        sftp_port,
+    )));
 
     println!(
         "{:>4} {:>9} {:>5} {:>12} {:>8} {:>8} {:>8} {:>5} {:>7} {:>5} {:>5} {:>7}",
-        "min", "rss_kb", "fds", "store_bytes", "requests", "p50_ms", "p99_ms", "5xx", "logins",
-        "sftp", "ldap", "hooks"
+        "min",
+        "rss_kb",
+        "fds",
+        "store_bytes",
+        "requests",
+        "p50_ms",
+        "p99_ms",
+        "5xx",
+        "logins",
+        "sftp",
+        "ldap",
+        "hooks"
     );
     let mut samples = Vec::new();
     for minute in 1..=minutes {
@@ -721,7 +759,10 @@ authorized_keys = ["{public}"]
 fn verdict(samples: &[Sample], stats: &Stats) -> anyhow::Result<()> {
     let errors = stats.server_errors.load(Ordering::Relaxed);
     ensure!(errors == 0, "{errors} responses were 5xx");
-    ensure!(samples.len() >= 4, "too short to judge growth (at least 4 minutes)");
+    ensure!(
+        samples.len() >= 4,
+        "too short to judge growth (at least 4 minutes)"
+    );
     let mid = samples[samples.len() / 2];
     let last = samples[samples.len() - 1];
     // p99 of the second half's first and last quarters, to be robust to one slow minute.
