@@ -3,10 +3,8 @@
 # this is separate from scripts/test-deps.sh). Idempotent: reinstalls only when a lock changed.
 #  - openssl (the `openssl speed` floor) and node + npm, from Debian when missing.
 #  - crates/saml/benches/polis: Ory Polis (@boxyhq/saml-jackson, pinned by its package-lock.json)
-#    for `cargo bench -p idbridge-saml --bench verify`. Installed with --ignore-scripts: the
-#    harness needs only jackson's SAML code, not the native database drivers' build steps.
-#    `cargo bench -p idbridge-scim --bench polis_scim` reuses this install for Polis's SCIM
-#    endpoint (mem engine: no native driver needed either).
+#    for `cargo bench -p idbridge-saml --bench verify` and `-p idbridge-scim --bench polis_scim`,
+#    installed by scripts/test-deps.d/polis.sh (the IdP tests use it too).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,14 +25,7 @@ if [ "${#need[@]}" -gt 0 ]; then
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
-polis="$REPO/crates/saml/benches/polis"
-stamp="$polis/node_modules/.idbridge-lock.sha256"
-want="$(sha256sum "$polis/package-lock.json" | cut -d' ' -f1)"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-    log "Polis harness up to date"
-else
-    log "npm ci in crates/saml/benches/polis"
-    (cd "$polis" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
-    printf '%s\n' "$want" >"$stamp"
-fi
+# Ory Polis: the same install the tests use.
+# shellcheck source=test-deps.d/polis.sh
+. "$REPO/scripts/test-deps.d/polis.sh"
 log "benchmark dependencies present"

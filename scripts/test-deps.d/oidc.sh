@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# idbridge-oidc end-to-end test peer: the `oidc-provider` npm package (v9), which needs
-# Node.js >= 20. Idempotent: installs Node only when missing or too old, and runs `npm ci` only
+# idbridge-oidc end-to-end test peers: the `oidc-provider` npm package (v9, a provider for the
+# relying party's tests) and `openid-client` (v6, a relying party for the provider side's tests),
+# both in crates/oidc/tests/peer and both needing Node.js >= 20. Idempotent: installs Node only when missing or too old, and runs `npm ci` only
 # when the lockfile changed since the last install.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"

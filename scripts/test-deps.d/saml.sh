@@ -2,8 +2,8 @@
 # Test and build dependencies of crates/saml (idempotent).
 #  - Debian: build deps of samael/xmlsec, xmlsec1 CLI (independent signer), openssl (bench floor),
 #    node + npm (samlify peer IdP), python3 + venv (pysaml2 peer IdP).
-#  - npm: samlify (independent IdP, xml-crypto based) into $IDBRIDGE_PEERS_DIR/samlify.
-#  - PyPI: pysaml2 (independent IdP) into the venv $IDBRIDGE_PEERS_DIR/pysaml2-venv.
+#  - npm: samlify (independent IdP and SP, xml-crypto based) into $IDBRIDGE_PEERS_DIR/samlify.
+#  - PyPI: pysaml2 (independent IdP and SP) into the venv $IDBRIDGE_PEERS_DIR/pysaml2-venv.
 set -euo pipefail
 need=()
 for pkg in pkg-config libssl-dev libxml2-dev libxmlsec1-dev libclang-dev xmlsec1 openssl; do

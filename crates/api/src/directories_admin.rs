@@ -267,8 +267,14 @@ async fn delete_directory(
 ) -> ApiResult<StatusCode> {
     check_id(IdPrefix::Directory, "Directory", &id)?;
     let span = tracing::info_span!("admin.delete_directory", directory_id = %id);
+    let forward = state.forward.clone();
     blocking(&state, move |engine| {
         engine.delete_directory(&id).map_err(engine_error)?;
+        // Its SCIM push target goes with it (the remote objects stay).
+        match forward.delete_target(&id) {
+            Ok(()) | Err(idbridge_forward::scim_push::AdminError::NotFound { .. }) => {}
+            Err(e) => tracing::warn!(directory_id = %id, error = %e, "removing the deleted directory's forward target failed"),
+        }
         Ok(StatusCode::ACCEPTED)
     })
     .instrument(span)

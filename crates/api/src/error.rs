@@ -46,6 +46,16 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("request timed out")]
     Timeout,
+    /// Over a request-rate or failed-authentication limit: 429 with `Retry-After`.
+    #[error("{message}")]
+    RateLimited {
+        message: &'static str,
+        retry_after_secs: u64,
+    },
+    /// The client did not send its whole body in time (a slow or stalled client: 408, never
+    /// a 5xx, since the server is not at fault).
+    #[error("request body not received within {secs} s")]
+    BodyTimeout { secs: u64 },
     /// OAuth-style errors (`/sso/token`): `{error, error_description}` with status 400.
     #[error("{error}: {description}")]
     OAuth {
@@ -84,6 +94,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             // 503, not 408: both are retried by the SDKs, but 503 is what a proxy would say.
             ApiError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -117,6 +129,17 @@ impl ApiError {
                 "code": "unsupported_media_type",
             }),
             ApiError::Timeout => json!({"message": "Request timed out.", "code": "timeout"}),
+            ApiError::RateLimited {
+                message,
+                retry_after_secs,
+            } => json!({
+                "message": format!("{message}; retry after {retry_after_secs} seconds."),
+                "code": "rate_limit_exceeded",
+            }),
+            ApiError::BodyTimeout { secs } => json!({
+                "message": format!("The request body did not arrive within {secs} seconds; send it whole, or raise server.body_read_timeout_secs."),
+                "code": "request_timeout",
+            }),
             ApiError::OAuth { error, description } => {
                 json!({"error": error, "error_description": description})
             }
@@ -135,7 +158,17 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if matches!(self, ApiError::PayloadTooLarge { .. }) {
+        if let ApiError::RateLimited {
+            retry_after_secs, ..
+        } = &self
+        {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
+        if matches!(
+            self,
+            ApiError::PayloadTooLarge { .. } | ApiError::BodyTimeout { .. }
+        ) {
             // The rest of the body was never read: the connection cannot carry another request,
             // and saying so keeps keep-alive clients (every SDK) from reusing it.
             resp.headers_mut()

@@ -12,6 +12,7 @@ pub mod directories_admin;
 pub mod directory_sync;
 pub mod error;
 pub mod events_api;
+pub mod forward_admin;
 pub mod idempotency;
 pub mod ldap_admin;
 pub mod middleware;
@@ -39,6 +40,9 @@ pub use error::{ApiError, ApiResult};
 /// Largest request body accepted anywhere (SCIM bulk-ish group PUTs stay well under this).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// Default time for a whole request body to arrive (1 MiB at ~70 KB/s).
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Renders the metrics exposition text (installed by the binary, which owns the recorder).
 pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 
@@ -48,6 +52,50 @@ pub struct ApiConfig {
     pub public_url: String,
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
+    /// A request body must arrive whole within this time of its head (408 otherwise), so a
+    /// client that stalls mid-body holds nothing for long and never causes a 5xx.
+    pub body_read_timeout: Duration,
+    /// Abuse limits of the API keys and SCIM tokens (off by default; the server's config
+    /// turns them on).
+    pub limits: AbuseLimits,
+}
+
+/// Request-rate and failed-authentication limits of the REST API and SCIM.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AbuseLimits {
+    /// Requests per API key.
+    pub api_rate: idbridge_limits::RateLimit,
+    /// Requests per SCIM directory (its token).
+    pub scim_rate: idbridge_limits::RateLimit,
+    /// Failed authentications per client address, for API keys and for SCIM tokens each.
+    pub failed_auth: idbridge_limits::FailureLimit,
+    /// Members one SCIM group PATCH may change.
+    pub scim_max_patch_members: usize,
+}
+
+impl Default for AbuseLimits {
+    fn default() -> Self {
+        let off = idbridge_limits::RateLimit {
+            per_second: 0.0,
+            burst: 0,
+        };
+        AbuseLimits {
+            api_rate: off,
+            scim_rate: off,
+            failed_auth: idbridge_limits::FailureLimit {
+                max_failures: 0,
+                window_secs: 60,
+            },
+            scim_max_patch_members: idbridge_scim::router::DEFAULT_MAX_PATCH_MEMBERS,
+        }
+    }
+}
+
+/// The limiters of the API-key check.
+#[derive(Debug)]
+pub struct ApiLimiters {
+    pub rate: idbridge_limits::RateLimiter,
+    pub failed_auth: idbridge_limits::FailureLimiter,
 }
 
 impl Default for ApiConfig {
@@ -56,6 +104,8 @@ impl Default for ApiConfig {
             public_url: "http://127.0.0.1:8080".into(),
             request_timeout: Duration::from_secs(30),
             max_body_bytes: MAX_BODY_BYTES,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            limits: AbuseLimits::default(),
         }
     }
 }
@@ -74,6 +124,11 @@ pub struct AppState {
     pub directory: Arc<idbridge_directory::DirectoryEngine>,
     /// The LDAP sources the binary runs (for `POST /admin/directories/{id}/sync`).
     pub ldap: Arc<ldap_admin::LdapRunners>,
+    /// SCIM push forwarding: the admin service and the forwarders (`forward_admin`). The
+    /// binary replaces it with one holding the secret key and starts its scheduler.
+    pub forward: Arc<idbridge_forward::scim_push::ScimPush>,
+    /// Request-rate and failed-authentication limits of API keys.
+    pub api_limiters: Arc<ApiLimiters>,
 }
 
 /// The services of one store: the directory engine (reading organizations through the SSO
@@ -99,11 +154,20 @@ impl AppState {
         };
         let (directory, sso) = services(&store, settings);
         AppState {
-            store,
+            api_limiters: Arc::new(ApiLimiters {
+                rate: idbridge_limits::RateLimiter::new(config.limits.api_rate),
+                failed_auth: idbridge_limits::FailureLimiter::new(config.limits.failed_auth),
+            }),
             config: Arc::new(config),
             ready: Arc::new(AtomicBool::new(true)),
             metrics: None,
             sso,
+            forward: idbridge_forward::scim_push::ScimPush::new(
+                store.clone(),
+                directory.clone(),
+                None,
+            ),
+            store,
             directory,
             ldap: Arc::default(),
         }
@@ -139,6 +203,7 @@ pub fn router(state: AppState) -> Router {
         .merge(sftp_admin::routes())
         .merge(events_api::routes())
         .merge(webhook_endpoints::routes())
+        .merge(forward_admin::routes())
         .merge(sso::protected_routes())
         // Inside the key check: idempotency records are scoped by the authenticated key.
         .route_layer(axum::middleware::from_fn_with_state(
@@ -161,6 +226,9 @@ pub fn router(state: AppState) -> Router {
             idbridge_scim::router::ScimConfig {
                 public_url: state.config.public_url.clone(),
                 max_body_bytes: state.config.max_body_bytes,
+                rate_limit: state.config.limits.scim_rate,
+                failed_auth_limit: state.config.limits.failed_auth,
+                max_patch_members: state.config.limits.scim_max_patch_members,
                 ..Default::default()
             },
         ));

@@ -1,12 +1,16 @@
-//! Cross-cutting layers: request ids, tracing spans, metrics, body limit, timeout, panics.
+//! Cross-cutting layers: request ids, tracing spans, metrics, body limit and body-read
+//! timeout, timeout, panics.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use axum::body::{Body, HttpBody};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use idbridge_scim::{ScimError, SCIM_CONTENT_TYPE};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -18,9 +22,18 @@ pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn apply(app: Router, config: &ApiConfig) -> Router {
     let timeout = config.request_timeout;
+    let body_limits = BodyLimits {
+        max_bytes: config.max_body_bytes,
+        read_timeout: config.body_read_timeout,
+    };
     // Layers run bottom-up on the way in: request id first, so every span and error has it.
     app.layer(axum::middleware::from_fn(
         move |req: Request, next: Next| deadline(timeout, req, next),
+    ))
+    // Outside the deadline: a slow client's body is the client's fault (408), not the
+    // server's (503), and the handler's time starts once the body is here.
+    .layer(axum::middleware::from_fn(
+        move |req: Request, next: Next| read_body(body_limits, req, next),
     ))
     .layer(axum::middleware::from_fn(record_metrics))
     .layer(DefaultBodyLimit::max(config.max_body_bytes))
@@ -42,6 +55,103 @@ pub fn apply(app: Router, config: &ApiConfig) -> Router {
     }))
     .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
     .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+}
+
+#[derive(Clone, Copy)]
+struct BodyLimits {
+    max_bytes: usize,
+    read_timeout: Duration,
+}
+
+/// Reads the whole request body before any handler runs: within `read_timeout` of the head
+/// (408 and close otherwise) and up to `max_bytes` (413 and close otherwise), answered in the
+/// error format of the protocol the path belongs to (SCIM's under `/scim/`, WorkOS's
+/// elsewhere). Handlers then read a body that is already in memory, so a stalled client
+/// never holds a handler, a store lock or the request deadline.
+async fn read_body(limits: BodyLimits, req: Request, next: Next) -> Response {
+    if req.body().is_end_stream() {
+        return next.run(req).await;
+    }
+    let scim = req.uri().path().starts_with("/scim/");
+    let (parts, body) = req.into_parts();
+    let collected = tokio::time::timeout(
+        limits.read_timeout,
+        Limited::new(body, limits.max_bytes).collect(),
+    )
+    .await;
+    let refusal = match collected {
+        Ok(Ok(bytes)) => {
+            return next
+                .run(Request::from_parts(parts, Body::from(bytes.to_bytes())))
+                .await
+        }
+        Err(_elapsed) => BodyRefusal::Timeout,
+        Ok(Err(e)) if e.is::<LengthLimitError>() => BodyRefusal::TooLarge,
+        // The client's connection failed mid-body: nobody may be listening for the answer.
+        Ok(Err(e)) => {
+            tracing::info!(error = %e, "request body read failed");
+            BodyRefusal::Broken
+        }
+    };
+    tracing::info!(
+        refusal = ?refusal,
+        timeout_secs = limits.read_timeout.as_secs(),
+        "request body refused"
+    );
+    refusal.response(scim, limits)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum BodyRefusal {
+    Timeout,
+    TooLarge,
+    Broken,
+}
+
+impl BodyRefusal {
+    fn response(self, scim: bool, limits: BodyLimits) -> Response {
+        if scim {
+            let error = match self {
+                BodyRefusal::Timeout => ScimError::new(
+                    408,
+                    None,
+                    format!(
+                        "the request body did not arrive within {} seconds",
+                        limits.read_timeout.as_secs()
+                    ),
+                ),
+                BodyRefusal::TooLarge => ScimError::payload_too_large(format!(
+                    "request body is larger than {} bytes",
+                    limits.max_bytes
+                )),
+                BodyRefusal::Broken => {
+                    ScimError::invalid_syntax("the request body could not be read")
+                }
+            };
+            let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_REQUEST);
+            let mut resp = (status, axum::Json(error.to_json())).into_response();
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(SCIM_CONTENT_TYPE),
+            );
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return resp;
+        }
+        match self {
+            BodyRefusal::Timeout => ApiError::BodyTimeout {
+                secs: limits.read_timeout.as_secs(),
+            },
+            BodyRefusal::TooLarge => ApiError::PayloadTooLarge {
+                limit: limits.max_bytes,
+            },
+            BodyRefusal::Broken => ApiError::BadRequest {
+                code: "invalid_body",
+                message: "The request body could not be read.".into(),
+            },
+        }
+        .into_response()
+    }
 }
 
 async fn deadline(limit: std::time::Duration, req: Request, next: Next) -> Response {

@@ -7,10 +7,14 @@
 //! WorkOS).
 //!
 //! Entry point for the server: [`spawn`] with a [`DeliveryConfig`].
+//!
+//! [`scim_push`] is the second kind of consumer: every directory pushed into a remote SCIM 2.0
+//! endpoint (a WorkOS "Custom SCIM v2.0" directory), with its own cursor per target.
 
 mod config;
 mod error;
 mod records;
+pub mod scim_push;
 mod sign;
 mod worker;
 

@@ -295,6 +295,16 @@ impl Client {
 
     /// Connects and binds (simple bind with the configured DN and secret, else anonymous).
     pub async fn connect(s: &LdapSettings) -> Result<Client, LdapError> {
+        let mut client = Self::open(s).await?;
+        if let (Some(dn), Some(pw)) = (&s.bind_dn, s.bind_password()?) {
+            client.simple_bind(dn, &pw).await?;
+        }
+        Ok(client)
+    }
+
+    /// Connects (LDAPS, StartTLS or explicitly allowed plain, as the settings say) without
+    /// binding: the connection of a user's password check ([`crate::bind_auth`]).
+    pub async fn open(s: &LdapSettings) -> Result<Client, LdapError> {
         let transport = s.validate()?;
         let mut cs = LdapConnSettings::new().set_conn_timeout(s.connect_timeout());
         if transport == Transport::StartTls {
@@ -307,7 +317,7 @@ impl Client {
                 cs = cs.set_config(tls_config(ca)?);
             }
         }
-        let (conn, mut ldap) = bounded(
+        let (conn, ldap) = bounded(
             "connect",
             s.connect_timeout() + Duration::from_secs(1),
             LdapConnAsync::with_settings(cs, &s.url),
@@ -318,20 +328,21 @@ impl Client {
                 tracing::debug!(error = %e, "ldap connection ended");
             }
         });
-        let op_timeout = s.op_timeout();
-        let password = s.bind_password()?;
-        let client_guard = |ldap: Ldap| Client {
+        Ok(Client {
             ldap,
-            op_timeout,
+            op_timeout: s.op_timeout(),
             page_size: s.page_size,
             driver,
-        };
-        if let (Some(dn), Some(pw)) = (&s.bind_dn, password) {
-            ldap.with_timeout(op_timeout);
-            let res = bounded("bind", op_timeout, ldap.simple_bind(dn, &pw)).await?;
-            check("bind", res)?;
-        }
-        Ok(client_guard(ldap))
+        })
+    }
+
+    /// A simple bind on this connection; a refusal is [`LdapError::Result`] with the server's
+    /// result code and diagnostic text. The password is never logged.
+    pub async fn simple_bind(&mut self, dn: &str, password: &str) -> Result<(), LdapError> {
+        let t = self.op_timeout;
+        self.ldap.with_timeout(t);
+        let res = bounded("bind", t, self.ldap.simple_bind(dn, password)).await?;
+        check("bind", res)
     }
 
     /// A subtree search, paged when a page size is set; `f` sees each entry. Any failure —

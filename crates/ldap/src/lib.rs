@@ -8,8 +8,11 @@
 //! - [`sync`]: full and delta runs ([`Syncer`]); reads complete before anything is applied.
 //! - [`state`]: per-directory sync state in the store, for the admin API, metrics and CLI.
 //! - [`scheduler`]: the background loop (full on start and every interval, deltas between).
+//! - [`bind_auth`]: password checks for the IdP login page (search with the service account,
+//!   bind as the user on a separate connection, typed refusals incl. AD sub-codes).
 
 pub mod ad;
+pub mod bind_auth;
 pub mod client;
 pub mod controls;
 pub mod entry;
@@ -20,6 +23,7 @@ pub mod settings;
 pub mod state;
 pub mod sync;
 
+pub use bind_auth::{authenticate, BindAuthError, BoundUser, LoginLookup, Password};
 pub use error::{ConfigError, LdapError, SyncError};
 pub use settings::{AttributeNames, ChangeTracking, Flavor, LdapSettings, Timeouts};
 pub use state::{DeltaCursor, PendingGuard, RunRecord, StateStore, SyncKind, SyncState};

@@ -193,7 +193,9 @@ impl Mapper {
         sorted.into_iter().collect()
     }
 
-    fn active(&self, e: &Entry) -> bool {
+    /// Whether the entry is an active (not disabled) user: AD's `userAccountControl`, or the
+    /// generic flavor's disabled attribute.
+    pub fn active(&self, e: &Entry) -> bool {
         if self.r.flavor == Flavor::ActiveDirectory {
             if let Some(uac) = first(e, "userAccountControl") {
                 return !uac_disabled(&uac).unwrap_or(false);

@@ -97,15 +97,8 @@ async fn active_directory_on_samba() {
     assert_eq!(count(&kinds, "dsync.group.created"), 4);
 
     // The GUID matches what the server reports for alice (as a filter on the binary value).
-    let raw = idbridge_ldap::ad::guid_to_bytes(guid).expect("guid bytes");
-    let esc: String = raw.iter().map(|b| format!("\\{b:02x}")).collect();
     let found = dc
-        .search(
-            BASE,
-            "sub",
-            &format!("(objectGUID={esc})"),
-            &["sAMAccountName"],
-        )
+        .search(BASE, "sub", &common::guid_filter(guid), &["sAMAccountName"])
         .expect("ldapsearch");
     assert!(
         found.contains("sAMAccountName: alice"),

@@ -3,51 +3,17 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use common::{person, Fx, Slapd, SlapdSettings, SlapdTls, SyncProv};
+use common::{person, slapd_with_tls, Fx, SlapdSettings, SyncProv};
 use idbridge_ldap::{ConfigError, LdapError, NoProgress, SyncError, SyncKind, Syncer};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
-
-/// (CA PEM, server cert PEM, server key PEM)
-fn pki() -> (String, String, String) {
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "idbridge test CA");
-    let ca_key = KeyPair::generate().expect("ca key");
-    let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
-    let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).expect("leaf params");
-    leaf.subject_alt_names
-        .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-    leaf.distinguished_name
-        .push(DnType::CommonName, "127.0.0.1");
-    let key = KeyPair::generate().expect("leaf key");
-    let cert = leaf.signed_by(&key, &ca_cert, &ca_key).expect("leaf cert");
-    (ca_cert.pem(), cert.pem(), key.serialize_pem())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ldaps_and_starttls_with_a_ca_bundle() {
-    let (ca, cert, key) = pki();
-    let slapd = Slapd::start_with(
-        Some(&SlapdTls {
-            ca_pem: ca.clone(),
-            cert_pem: cert,
-            key_pem: key,
-        }),
-        SyncProv::On,
-    )
-    .expect("slapd");
+    let (slapd, ca_path, other_path) = slapd_with_tls(SyncProv::On);
     slapd
         .add(&person("alice", "Alice", "Archer"))
         .expect("ldapmodify");
-    let ca_path = slapd.dir().join("client-ca.pem");
-    std::fs::write(&ca_path, &ca).expect("ca file");
-    let (other_ca, _, _) = pki();
-    let other_path = slapd.dir().join("other-ca.pem");
-    std::fs::write(&other_path, other_ca).expect("other ca");
 
     let fx = Fx::new();
     let syncer = Syncer::new(fx.engine.clone());

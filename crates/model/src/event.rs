@@ -33,11 +33,13 @@ pub enum EventKind {
     /// idbridge's own (not in WorkOS's catalogue): an SFTP delivery was refused. Opt-in only
     /// (see [`EventKind::opt_in`]).
     DsyncDeliveryRejected,
+    /// idbridge's own: a SCIM push forwarder gave up on a change (opt-in only).
+    DsyncForwardFailed,
 }
 
 impl EventKind {
     /// Every kind, for catalogues and tests.
-    pub const ALL: [EventKind; 21] = [
+    pub const ALL: [EventKind; 22] = [
         EventKind::AuthenticationSsoStarted,
         EventKind::AuthenticationSsoSucceeded,
         EventKind::AuthenticationSsoFailed,
@@ -59,6 +61,7 @@ impl EventKind {
         EventKind::DsyncGroupUserAdded,
         EventKind::DsyncGroupUserRemoved,
         EventKind::DsyncDeliveryRejected,
+        EventKind::DsyncForwardFailed,
     ];
 
     /// The wire name, e.g. `dsync.user.created`.
@@ -87,6 +90,7 @@ impl EventKind {
             EventKind::DsyncGroupUserAdded => "dsync.group.user_added",
             EventKind::DsyncGroupUserRemoved => "dsync.group.user_removed",
             EventKind::DsyncDeliveryRejected => "dsync.delivery_rejected",
+            EventKind::DsyncForwardFailed => "dsync.forward_failed",
         }
     }
 
@@ -98,7 +102,10 @@ impl EventKind {
     /// idbridge's own kinds: WorkOS SDKs with strict event models would fail on them, so they
     /// reach only webhook endpoints and `/events` queries that name them explicitly.
     pub const fn opt_in(self) -> bool {
-        matches!(self, EventKind::DsyncDeliveryRejected)
+        matches!(
+            self,
+            EventKind::DsyncDeliveryRejected | EventKind::DsyncForwardFailed
+        )
     }
 }
 
@@ -152,6 +159,7 @@ pub const WEBHOOK_EVENT_TYPES: &[&str] = &[
     "dsync.deleted",
     // idbridge's own (not WorkOS's): see EventKind::opt_in.
     "dsync.delivery_rejected",
+    "dsync.forward_failed",
     "dsync.group.created",
     "dsync.group.deleted",
     "dsync.group.updated",

@@ -1,4 +1,4 @@
-//! # idbridge-oidc — the OpenID Connect relying party
+//! # idbridge-oidc — the OpenID Connect relying party (and, in [`op`], the provider side)
 //!
 //! One [`OidcClient`] per OIDC connection. [`OidcClient::begin`] builds the authorization URL
 //! (authorization-code flow, PKCE S256, fresh `state` and `nonce`); the caller binds
@@ -60,6 +60,7 @@ mod claims;
 mod client;
 mod error;
 mod http;
+pub mod op;
 mod provider;
 mod secret;
 mod settings;

@@ -15,35 +15,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
+mod util;
+use util::{openssl_rsa2048, thread_cpu_secs};
+
 const SP: &str = "https://sp.bench.test/saml";
 const ACS: &str = "https://sp.bench.test/saml/acs";
 const IDP: &str = "https://idp.bench.test";
-
-/// CPU time of the calling thread (CLOCK_THREAD_CPUTIME_ID).
-fn thread_cpu_secs() -> f64 {
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    // SAFETY: clock_gettime writes into the provided, properly sized struct.
-    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
-        return 0.0;
-    }
-    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
-}
-
-fn openssl_rsa2048_verify_per_sec() -> Option<f64> {
-    let out = Command::new("openssl")
-        .args(["speed", "-seconds", "3", "rsa2048"])
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    // "rsa 2048 bits 0.000580s 0.000017s   1724.1  58823.5"  (sign, verify, sign/s, verify/s)
-    text.lines()
-        .find(|l| {
-            l.trim_start().starts_with("rsa 2048 bits")
-                || l.trim_start().starts_with("rsa  2048 bits")
-        })
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
-}
 
 fn main() {
     let n: usize = std::env::var("BENCH_RESPONSES")
@@ -109,7 +86,7 @@ fn main() {
     // Right after ours, while the responses are fresh (Polis checks expiry against its clock).
     let polis = run_polis(polis_dir.path());
     phase_breakdown(&responses, &idp_settings);
-    let floor = openssl_rsa2048_verify_per_sec();
+    let floor = openssl_rsa2048().map(|(_, verify)| verify);
     match floor {
         Some(floor) => println!("openssl speed -seconds 3 rsa2048: {floor:.0} verify/s"),
         None => println!("openssl speed rsa2048: not available"),

@@ -153,6 +153,33 @@ pub fn check_response(root: &Element, allow_sha1: bool) -> Result<ResponseShape,
     })
 }
 
+/// Gate a `samlp:AuthnRequest` received by our IdP: valid unique IDs, no assertion-like element
+/// anywhere, and at most one `ds:Signature`, a direct child of the root, of the exact shape
+/// [`check_signature`] allows. Returns the request ID and its signature element, if any.
+pub fn check_authn_request(
+    root: &Element,
+    allow_sha1: bool,
+) -> Result<(String, Option<&Element>), GateViolation> {
+    if !root.is(NS_PROTOCOL, "AuthnRequest") {
+        return Err(GateViolation::WrongRoot {
+            expected: "samlp:AuthnRequest",
+        });
+    }
+    let id = element_id(root, "AuthnRequest")?;
+    check_unique_ids(root)?;
+    let mut assertion = false;
+    root.walk(&mut |e, _| assertion |= is_assertion_like(e));
+    if assertion {
+        return Err(GateViolation::NestedAssertion);
+    }
+    check_signature_positions(root, &[root])?;
+    let sig = single_signature(root)?;
+    if let Some(sig) = sig {
+        check_signature(sig, &id, allow_sha1)?;
+    }
+    Ok((id, sig))
+}
+
 /// Gate a standalone `saml:Assertion` (a decrypted one). Returns its ID and whether it is signed.
 pub fn check_assertion(root: &Element, allow_sha1: bool) -> Result<(String, bool), GateViolation> {
     if !root.is(NS_ASSERTION, "Assertion") {

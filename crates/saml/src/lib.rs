@@ -11,6 +11,8 @@
 //! - [`IdpSettings::from_metadata_xml`], [`SpKeyPair::generate`]
 //! - [`AttributeMap::preset`], [`map_profile`]
 //! - [`IdpSigner`] (signs and encrypts responses; `testkit` feature adds hostile options)
+//! - [`idp`]: idbridge as the IdP — AuthnRequest parsing and policy, canonical signed
+//!   Responses, IdP metadata, SP metadata import
 
 pub mod attributes;
 pub mod decrypt;

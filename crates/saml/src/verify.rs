@@ -110,7 +110,7 @@ const ALLOWED_ALGS: &[AllowedSignatureAlgorithm] = &[
 /// Verify every signature in `xml` with xmlsec and return the pre-digest bytes of the signed
 /// element. samael's allow-list has no SHA-1 entry, so with `allow_sha1` we pass none and rely
 /// on our gate's allow-list (which already ran).
-fn verify_signatures(
+pub(crate) fn verify_signatures(
     xml: &str,
     certs: &[CertificateDer],
     allow_sha1: bool,
@@ -135,7 +135,12 @@ fn verify_signatures(
 }
 
 /// Parse pre-digest bytes and require the named root with the expected ID.
-fn parse_verified(predigest: &str, ns: &str, local: &str, id: &str) -> Result<Element, SamlError> {
+pub(crate) fn parse_verified(
+    predigest: &str,
+    ns: &str,
+    local: &str,
+    id: &str,
+) -> Result<Element, SamlError> {
     let el = xml::parse(predigest, &Limits::MESSAGE)
         .map_err(|_| SignatureError::VerifiedElementMismatch)?;
     if !el.is(ns, local) || el.attr("ID") != Some(id) {
@@ -144,7 +149,7 @@ fn parse_verified(predigest: &str, ns: &str, local: &str, id: &str) -> Result<El
     Ok(el)
 }
 
-fn check_relay_state(rs: Option<&str>) -> Result<Option<String>, GateViolation> {
+pub(crate) fn check_relay_state(rs: Option<&str>) -> Result<Option<String>, GateViolation> {
     match rs {
         None => Ok(None),
         Some(s) if s.len() > MAX_RELAY_STATE || s.chars().any(char::is_control) => {
@@ -165,7 +170,7 @@ pub fn decode_post_binding(b64: &str) -> Result<String, GateViolation> {
     String::from_utf8(raw).map_err(|_| GateViolation::NotUtf8)
 }
 
-fn replay_key(kind: &str, issuer: &str, id: &str) -> String {
+pub(crate) fn replay_key(kind: &str, issuer: &str, id: &str) -> String {
     let mut h = Sha256::new();
     h.update(issuer.as_bytes());
     h.update([0u8]);

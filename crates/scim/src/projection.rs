@@ -91,6 +91,17 @@ impl Projection {
         let mut out = Map::new();
         for (k, v) in obj {
             let Some(def) = ext.attribute(k) else {
+                // An open extension (idbridge's custom attributes): its names are not defined,
+                // so they are returned like unknown stored keys, unless narrowed or excluded.
+                if ext.open {
+                    let named = |p: &AttrPath| in_ext(&p) && p.name.eq_ignore_ascii_case(k);
+                    let requested = whole_requested
+                        || self.attributes.is_empty()
+                        || self.attributes.iter().any(named);
+                    if requested && !self.excluded.iter().any(named) {
+                        out.insert(k.clone(), v.clone());
+                    }
+                }
                 continue;
             };
             let paths: Vec<&AttrPath> = if whole_requested {
@@ -237,6 +248,35 @@ mod tests {
             Ok(p) => p.apply(&user(), ResourceSchema::user()),
             Err(err) => panic!("{err}"),
         }
+    }
+
+    #[test]
+    fn open_extension_is_returned_unless_narrowed_or_excluded() {
+        use crate::schema::CUSTOM_ATTRIBUTES_SCHEMA as C;
+        let u = json!({"schemas": [USER_SCHEMA, C], "id": "u1", "userName": "x",
+            C: {"license_tier": "gold", "start": "2024"}});
+        let apply = |a: Option<&str>, e: Option<&str>| match Projection::from_query(a, e) {
+            Ok(p) => p.apply(&u, ResourceSchema::user()),
+            Err(err) => panic!("{err}"),
+        };
+        assert_eq!(
+            apply(None, None)[C],
+            json!({"license_tier": "gold", "start": "2024"})
+        );
+        assert_eq!(
+            apply(None, Some(&format!("{C}:start")))[C],
+            json!({"license_tier": "gold"})
+        );
+        assert!(apply(None, Some(C)).get(C).is_none());
+        assert!(apply(Some("userName"), None).get(C).is_none());
+        assert_eq!(
+            apply(Some(&format!("{C}:start")), None)[C],
+            json!({"start": "2024"})
+        );
+        assert_eq!(
+            apply(Some(C), None)[C],
+            json!({"license_tier": "gold", "start": "2024"})
+        );
     }
 
     #[test]

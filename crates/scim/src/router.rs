@@ -13,7 +13,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
@@ -24,6 +26,7 @@ use idbridge_directory::{
     ChangeKind, Constraint, Cursor, DirectoryEngine, EngineError, GroupInput, MemberEdit, Order,
     PageRequest, StoredGroup, StoredUser, UserInput,
 };
+use idbridge_limits::{FailureLimit, FailureLimiter, RateLimit, RateLimiter, RetryAfter};
 use idbridge_model::{new_id, DirectoryUserEmail, IdPrefix, Timestamp};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -48,6 +51,9 @@ pub const USER_NAME_KEY: &str = "scim.userName";
 /// Unique index of groups' `displayName` (case-folded).
 pub const GROUP_NAME_KEY: &str = "scim.displayName";
 
+/// Default of [`ScimConfig::max_patch_members`].
+pub const DEFAULT_MAX_PATCH_MEMBERS: usize = 10_000;
+
 /// Settings of the SCIM endpoint.
 #[derive(Debug, Clone)]
 pub struct ScimConfig {
@@ -57,6 +63,14 @@ pub struct ScimConfig {
     pub max_body_bytes: usize,
     /// `maxResults` of list responses.
     pub max_results: usize,
+    /// Requests per directory (after authentication); 429 with `Retry-After` above it.
+    pub rate_limit: RateLimit,
+    /// Failed authentications per client address; past it every attempt from the address is
+    /// refused (429 with `Retry-After`) until the window passes.
+    pub failed_auth_limit: FailureLimit,
+    /// Members one group PATCH may add and remove in all (400 above it): bounds the store
+    /// lookups and the single write one request can cause.
+    pub max_patch_members: usize,
 }
 
 impl Default for ScimConfig {
@@ -65,6 +79,16 @@ impl Default for ScimConfig {
             public_url: "http://127.0.0.1:8080".into(),
             max_body_bytes: crate::validate::MAX_BODY_BYTES,
             max_results: DEFAULT_MAX_RESULTS,
+            // Off in the library; the server's config turns them on.
+            rate_limit: RateLimit {
+                per_second: 0.0,
+                burst: 0,
+            },
+            failed_auth_limit: FailureLimit {
+                max_failures: 0,
+                window_secs: 60,
+            },
+            max_patch_members: DEFAULT_MAX_PATCH_MEMBERS,
         }
     }
 }
@@ -87,6 +111,8 @@ pub fn endpoint_url(public_url: &str, directory_id: &str) -> String {
 struct Svc {
     engine: Arc<DirectoryEngine>,
     cfg: Arc<ScimConfig>,
+    rate: Arc<RateLimiter>,
+    failed_auth: Arc<FailureLimiter>,
 }
 
 /// The SCIM routes (`/scim/v2/{directory_id}/...`), ready to merge into any router. They carry
@@ -97,6 +123,8 @@ pub fn router<S: Clone + Send + Sync + 'static>(
 ) -> Router<S> {
     let svc = Svc {
         engine,
+        rate: Arc::new(RateLimiter::new(cfg.rate_limit)),
+        failed_auth: Arc::new(FailureLimiter::new(cfg.failed_auth_limit)),
         cfg: Arc::new(cfg),
     };
     Router::new()
@@ -164,6 +192,26 @@ fn error_response(e: ScimError) -> Response {
     respond(status, headers, Some(e.to_json()))
 }
 
+/// The client's address (from the listener's connect info), or "unknown" in-process.
+fn client_address(req: &Request) -> String {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// 429 in SCIM's error format, with `Retry-After` (RFC 7644 §3.12 lists 429 among its codes).
+fn too_many_requests(wait: RetryAfter, what: &str) -> Response {
+    let secs = wait.secs();
+    tracing::info!(retry_after = secs, "{what}");
+    let e = ScimError::new(429, None, format!("{what}; retry after {secs} seconds"));
+    respond(
+        StatusCode::TOO_MANY_REQUESTS,
+        vec![(header::RETRY_AFTER, secs.to_string())],
+        Some(e.to_json()),
+    )
+}
+
 async fn handle_base(
     State(svc): State<Svc>,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
@@ -217,18 +265,29 @@ async fn serve_in_span(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let client = client_address(&req);
+    if let Err(wait) = svc.failed_auth.check(&client) {
+        return too_many_requests(wait, "too many failed authentications from this address");
+    }
     let token = match bearer_token(auth.as_deref()) {
         Ok(t) => t.to_owned(),
-        Err(e) => return error_response(e),
+        Err(e) => {
+            svc.failed_auth.failed(&client);
+            return error_response(e);
+        }
     };
     match svc.engine.authenticate_scim(&dir, &token) {
         Ok(Some(_)) => {}
         Ok(None) => {
+            svc.failed_auth.failed(&client);
             return error_response(ScimError::unauthorized(
                 "the bearer token is not valid for this directory",
-            ))
+            ));
         }
         Err(e) => return error_response(engine_error(e)),
+    }
+    if let Err(wait) = svc.rate.check(&dir) {
+        return too_many_requests(wait, "too many requests for this directory");
     }
     let method = req.method().clone();
     let query: HashMap<String, String> = req
@@ -1106,6 +1165,14 @@ impl Svc {
         let req = PatchRequest::from_json(&parse_body(&c.body, self.cfg.max_body_bytes)?)?;
         let mut resource = current.clone();
         let outcome = apply_patch(&mut resource, &req, ResourceSchema::group())?;
+        let changed = outcome.members_added.len() + outcome.members_removed.len();
+        if changed > self.cfg.max_patch_members {
+            return Err(ScimError::invalid_value(format!(
+                "this PATCH changes {changed} members; at most {} may change in one PATCH \
+                 (send several)",
+                self.cfg.max_patch_members
+            )));
+        }
         self.check_ids(&c.dir, &outcome.members_added)?;
         let edit = MemberEdit::Delta {
             add: outcome.members_added,

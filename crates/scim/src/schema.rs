@@ -15,6 +15,12 @@ pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 /// Enterprise User extension URN.
 pub const ENTERPRISE_USER_SCHEMA: &str =
     "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+/// idbridge's custom-attributes extension: the SCIM push forwarder of another idbridge sends
+/// custom attributes that have no standard SCIM field here, by their WorkOS names; a
+/// directory's attribute map reads them as `<URN>.<name>`. Any attribute name is accepted and
+/// its value kept as sent (see [`Schema::open`]).
+pub const CUSTOM_ATTRIBUTES_SCHEMA: &str =
+    "urn:idbridge:params:scim:schemas:extension:custom_attributes:2.0:User";
 /// PATCH request message URN.
 pub const PATCH_OP_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 /// ListResponse message URN.
@@ -274,6 +280,9 @@ pub struct Schema {
     pub description: String,
     /// Top-level attributes.
     pub attributes: Vec<AttributeDef>,
+    /// Accepts attributes it does not define, keeping their values as sent (idbridge's
+    /// custom-attributes extension); `false` for every RFC schema, which drop unknown names.
+    pub open: bool,
 }
 
 impl Schema {
@@ -324,7 +333,10 @@ impl ResourceSchema {
             name: "User".into(),
             endpoint: "/Users".into(),
             core: user_schema(),
-            extensions: vec![(enterprise_user_schema(), false)],
+            extensions: vec![
+                (enterprise_user_schema(), false),
+                (custom_attributes_schema(), false),
+            ],
             common: common_attributes(),
         })
     }
@@ -339,6 +351,13 @@ impl ResourceSchema {
             extensions: Vec::new(),
             common: common_attributes(),
         })
+    }
+
+    /// Extensions served at `/Schemas` and `/ResourceTypes`: all but the open one, which has
+    /// no attributes to describe and nothing a generic SCIM client would send (accepted on
+    /// input only).
+    pub fn advertised_extensions(&self) -> impl Iterator<Item = &(Schema, bool)> {
+        self.extensions.iter().filter(|(s, _)| !s.open)
     }
 
     /// The extension schema with this URN (case-insensitive), if any.
@@ -386,7 +405,7 @@ impl ResourceSchema {
             "endpoint": self.endpoint,
             "description": format!("{} resources", self.name),
             "schema": self.core.id,
-            "schemaExtensions": self.extensions.iter().map(|(s, required)| json!({
+            "schemaExtensions": self.advertised_extensions().map(|(s, required)| json!({
                 "schema": s.id,
                 "required": required,
             })).collect::<Vec<_>>(),
@@ -407,7 +426,7 @@ pub fn all_schemas() -> Vec<&'static Schema> {
     let user = ResourceSchema::user();
     let group = ResourceSchema::group();
     let mut out = vec![&user.core, &group.core];
-    out.extend(user.extensions.iter().map(|(s, _)| s));
+    out.extend(user.advertised_extensions().map(|(s, _)| s));
     out
 }
 
@@ -509,6 +528,7 @@ fn common_attributes() -> Vec<AttributeDef> {
 
 fn user_schema() -> Schema {
     Schema {
+        open: false,
         id: USER_SCHEMA.into(),
         name: "User".into(),
         description: "User Account".into(),
@@ -634,6 +654,7 @@ fn user_schema() -> Schema {
 
 fn group_schema() -> Schema {
     Schema {
+        open: false,
         id: GROUP_SCHEMA.into(),
         name: "Group".into(),
         description: "Group".into(),
@@ -659,6 +680,7 @@ fn group_schema() -> Schema {
 
 fn enterprise_user_schema() -> Schema {
     Schema {
+        open: false,
         id: ENTERPRISE_USER_SCHEMA.into(),
         name: "EnterpriseUser".into(),
         description: "Enterprise User".into(),
@@ -680,6 +702,18 @@ fn enterprise_user_schema() -> Schema {
                 s("displayName", "The displayName of the User's manager").mutability(M::ReadOnly),
             ]),
         ],
+    }
+}
+
+fn custom_attributes_schema() -> Schema {
+    Schema {
+        id: CUSTOM_ATTRIBUTES_SCHEMA.into(),
+        name: "CustomAttributes".into(),
+        description: "idbridge custom attributes by their WorkOS names (any name, any JSON \
+                      value), as another idbridge's SCIM push sends them"
+            .into(),
+        attributes: Vec::new(),
+        open: true,
     }
 }
 
@@ -721,6 +755,7 @@ mod tests {
     #[test]
     fn schema_documents_have_locations_and_attributes() {
         let docs = schemas_json("https://h/scim/v2/d1/");
+        // The open custom-attributes extension is accepted but not advertised.
         assert_eq!(docs.len(), 3);
         let ids: Vec<_> = docs.iter().filter_map(|d| d["id"].as_str()).collect();
         assert_eq!(ids, vec![USER_SCHEMA, GROUP_SCHEMA, ENTERPRISE_USER_SCHEMA]);
@@ -735,6 +770,11 @@ mod tests {
             );
             assert!(d["attributes"].as_array().is_some_and(|a| !a.is_empty()));
         }
+        assert!(ResourceSchema::user()
+            .schema_ids()
+            .any(|id| id == CUSTOM_ATTRIBUTES_SCHEMA));
+        let rts = resource_types_json("http://x");
+        assert_eq!(rts[0]["schemaExtensions"].as_array().map(Vec::len), Some(1));
         let user_name = &docs[0]["attributes"][0];
         assert_eq!(user_name["name"], "userName");
         assert_eq!(user_name["uniqueness"], "server");

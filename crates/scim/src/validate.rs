@@ -6,6 +6,10 @@
 //! attribute with a `value` sub-attribute (Entra's `manager`) becomes `{"value": ...}`, and a
 //! vendor schema URN Entra lists without sending attributes is accepted and dropped.
 //!
+//! idbridge's own custom-attributes extension ([`crate::schema::CUSTOM_ATTRIBUTES_SCHEMA`], what
+//! another idbridge's SCIM push sends) keeps any attribute name with its value as sent; every
+//! other extension URN not defined here is still refused when listed in `schemas`.
+//!
 //! What is dropped rather than rejected: readOnly attributes (`id`, `meta`, `groups`; the
 //! server sets them), attributes no schema defines, extension objects whose URN is not listed in
 //! `schemas` and not known, and `password` (idbridge never stores credentials).
@@ -224,6 +228,15 @@ fn normalize_extension(ext: &Schema, value: &Value) -> Result<Option<Value>, Sci
         .as_object()
         .ok_or_else(|| ScimError::invalid_value(format!("{} must be an object", ext.id)))?;
     let mut out = Map::new();
+    if ext.open {
+        // Any name, the value as sent (null = unassigned).
+        for (k, v) in obj {
+            if !v.is_null() {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+        return Ok((!out.is_empty()).then_some(Value::Object(out)));
+    }
     for (k, v) in obj {
         let Some(def) = ext.attribute(k) else {
             tracing::debug!(attribute = %k, urn = %ext.id, "dropping unknown extension attribute");
@@ -399,6 +412,52 @@ mod tests {
             json!({"schemas": [USER_SCHEMA], "userName": "x", ENTERPRISE_USER_SCHEMA: {"costCenter": "c"}}),
         );
         assert_eq!(out["schemas"], json!([USER_SCHEMA, ENTERPRISE_USER_SCHEMA]));
+    }
+
+    #[test]
+    fn custom_attributes_extension_keeps_any_attribute_and_unknown_urns_stay_refused() {
+        use crate::schema::CUSTOM_ATTRIBUTES_SCHEMA;
+        let out = user_ok(json!({
+            "schemas": [USER_SCHEMA, CUSTOM_ATTRIBUTES_SCHEMA],
+            "userName": "x",
+            CUSTOM_ATTRIBUTES_SCHEMA: {"license_tier": "gold", "start": "2024-01-02",
+                "nested": {"a": [1, 2]}, "gone": null}
+        }));
+        assert_eq!(
+            out[CUSTOM_ATTRIBUTES_SCHEMA],
+            json!({"license_tier": "gold", "start": "2024-01-02", "nested": {"a": [1, 2]}})
+        );
+        assert_eq!(
+            out["schemas"],
+            json!([USER_SCHEMA, CUSTOM_ATTRIBUTES_SCHEMA])
+        );
+        // Only null values: the extension disappears.
+        let out = user_ok(json!({"schemas": [USER_SCHEMA], "userName": "x",
+            CUSTOM_ATTRIBUTES_SCHEMA: {"gone": null}}));
+        assert!(out.get(CUSTOM_ATTRIBUTES_SCHEMA).is_none());
+        assert_eq!(out["schemas"], json!([USER_SCHEMA]));
+        // It must be an object.
+        let e = user_err(json!({"schemas": [USER_SCHEMA], "userName": "x",
+            CUSTOM_ATTRIBUTES_SCHEMA: "gold"}));
+        assert_eq!(e.status, 400);
+        // Another unknown extension is still refused when listed, dropped when not.
+        let e = user_err(
+            json!({"schemas": [USER_SCHEMA, "urn:example:custom:2.0:User"],
+            "userName": "x", "urn:example:custom:2.0:User": {"a": 1}}),
+        );
+        assert_eq!(e.scim_type, Some(ScimType::InvalidValue));
+        let out = user_ok(json!({"schemas": [USER_SCHEMA], "userName": "x",
+            "urn:example:custom:2.0:User": {"a": 1}}));
+        assert!(out.get("urn:example:custom:2.0:User").is_none());
+        // Groups do not have it.
+        let e = match validate_create(
+            &json!({"schemas": [GROUP_SCHEMA, CUSTOM_ATTRIBUTES_SCHEMA], "displayName": "g"}),
+            ResourceSchema::group(),
+        ) {
+            Ok(v) => panic!("accepted {v}"),
+            Err(e) => e,
+        };
+        assert_eq!(e.scim_type, Some(ScimType::InvalidValue));
     }
 
     #[test]

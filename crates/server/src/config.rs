@@ -30,6 +30,62 @@ pub struct Config {
     pub sftp_server: crate::sftp_cli::SftpServerSection,
     /// `[[sftp_directories]]`: SFTP CSV feeds, pushed or pulled (see `crate::sftp_cli`).
     pub sftp_directories: Vec<crate::sftp_cli::SftpDirectoryConfig>,
+    /// `[limits]`: request-rate and failed-authentication limits of the API and SCIM.
+    pub limits: LimitsSection,
+}
+
+/// `[limits]`: abuse limits of the REST API (per API key) and SCIM (per directory token).
+/// A rate of 0 turns that limit off; answers over a limit are 429 with `Retry-After`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    pub api_requests_per_second: f64,
+    pub api_burst: u32,
+    pub scim_requests_per_second: f64,
+    pub scim_burst: u32,
+    /// Failed authentications per client address in the window (API keys and SCIM tokens
+    /// counted apart); past it every attempt from the address is refused until the window
+    /// passes (0 turns it off).
+    pub failed_auth_max: u32,
+    pub failed_auth_window_secs: u64,
+    /// Members one SCIM group PATCH may add and remove in all.
+    pub scim_max_patch_members: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            api_requests_per_second: 100.0,
+            api_burst: 500,
+            scim_requests_per_second: 200.0,
+            scim_burst: 2000,
+            failed_auth_max: 100,
+            failed_auth_window_secs: 60,
+            scim_max_patch_members: 10_000,
+        }
+    }
+}
+
+impl LimitsSection {
+    /// The API's view of these limits.
+    pub fn to_api(&self) -> idbridge_api::AbuseLimits {
+        use idbridge_limits::{FailureLimit, RateLimit};
+        idbridge_api::AbuseLimits {
+            api_rate: RateLimit {
+                per_second: self.api_requests_per_second,
+                burst: self.api_burst,
+            },
+            scim_rate: RateLimit {
+                per_second: self.scim_requests_per_second,
+                burst: self.scim_burst,
+            },
+            failed_auth: FailureLimit {
+                max_failures: self.failed_auth_max,
+                window_secs: self.failed_auth_window_secs,
+            },
+            scim_max_patch_members: self.scim_max_patch_members,
+        }
+    }
 }
 
 /// `[sso]`: see `idbridge_sso::SsoConfig`.
@@ -139,6 +195,19 @@ pub struct ServerConfig {
     /// grow the process past what an appliance budgets (sled's own default is 1 GiB).
     pub store_cache_mb: u64,
     pub tls: Option<TlsConfig>,
+    /// A request head must arrive within this time of the server waiting for it (a new
+    /// connection, or a kept-alive one after its last response); else the connection closes.
+    pub header_read_timeout_secs: u64,
+    /// A request body must arrive whole within this time of its head; else 408 and close.
+    pub body_read_timeout_secs: u64,
+    /// A kept-alive HTTP/1 connection idle this long after a response is closed (at most
+    /// `header_read_timeout_secs` in effect, since that timer also runs while idle).
+    pub keep_alive_idle_secs: u64,
+    /// Open connections at most (over it, new connections are closed at once).
+    pub max_connections: usize,
+    /// Open connections from one client address at most (behind a reverse proxy every
+    /// client shares the proxy's address: raise this to `max_connections` there).
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for ServerConfig {
@@ -151,6 +220,11 @@ impl Default for ServerConfig {
             max_body_bytes: idbridge_api::MAX_BODY_BYTES,
             store_cache_mb: 128,
             tls: None,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 15,
+            keep_alive_idle_secs: 5,
+            max_connections: 1024,
+            max_connections_per_ip: 256,
         }
     }
 }
@@ -278,6 +352,23 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        for (key, value) in [
+            (
+                "header_read_timeout_secs",
+                self.server.header_read_timeout_secs,
+            ),
+            ("body_read_timeout_secs", self.server.body_read_timeout_secs),
+            ("keep_alive_idle_secs", self.server.keep_alive_idle_secs),
+            ("max_connections", self.server.max_connections as u64),
+            (
+                "max_connections_per_ip",
+                self.server.max_connections_per_ip as u64,
+            ),
+        ] {
+            if value == 0 {
+                return Err(key_err(format!("server.{key}"), "must be at least 1"));
+            }
+        }
         if self.events.retention_days == 0 {
             return Err(key_err(
                 "events.retention_days".into(),
@@ -358,6 +449,31 @@ impl Config {
                 }
                 "IDBRIDGE_MAX_BODY_BYTES" => {
                     self.server.max_body_bytes = value
+                        .parse()
+                        .map_err(|e| bad(format!("not a number: {e}")))?
+                }
+                "IDBRIDGE_HEADER_READ_TIMEOUT_SECS" => {
+                    self.server.header_read_timeout_secs = value
+                        .parse()
+                        .map_err(|e| bad(format!("not a number: {e}")))?
+                }
+                "IDBRIDGE_BODY_READ_TIMEOUT_SECS" => {
+                    self.server.body_read_timeout_secs = value
+                        .parse()
+                        .map_err(|e| bad(format!("not a number: {e}")))?
+                }
+                "IDBRIDGE_KEEP_ALIVE_IDLE_SECS" => {
+                    self.server.keep_alive_idle_secs = value
+                        .parse()
+                        .map_err(|e| bad(format!("not a number: {e}")))?
+                }
+                "IDBRIDGE_MAX_CONNECTIONS" => {
+                    self.server.max_connections = value
+                        .parse()
+                        .map_err(|e| bad(format!("not a number: {e}")))?
+                }
+                "IDBRIDGE_MAX_CONNECTIONS_PER_IP" => {
+                    self.server.max_connections_per_ip = value
                         .parse()
                         .map_err(|e| bad(format!("not a number: {e}")))?
                 }

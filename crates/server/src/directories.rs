@@ -53,6 +53,12 @@ pub enum DirectoryCommand {
     /// SFTP CSV import.
     #[command(flatten)]
     Sftp(crate::sftp_cli::DirectoryCommand),
+    /// SCIM push into a remote SCIM endpoint (a WorkOS "Custom SCIM v2.0" directory), through
+    /// the running server's admin API: `set|show|delete|reconcile <id>`.
+    Forward {
+        #[command(subcommand)]
+        command: crate::forward_cli::ForwardCommand,
+    },
 }
 
 /// `[[directories]]`: a directory created at start-up when absent.
@@ -76,6 +82,9 @@ pub struct DeclaredDirectory {
     pub scim_token_env: Option<String>,
     /// SCIM token from this file (first line; mode 0600 advised).
     pub scim_token_file: Option<std::path::PathBuf>,
+    /// SCIM push of this directory into a remote SCIM endpoint (see `crate::forward_cli`).
+    #[serde(default)]
+    pub forward: Option<crate::forward_cli::ForwardConfig>,
 }
 
 impl DeclaredDirectory {
@@ -100,6 +109,9 @@ impl DeclaredDirectory {
         if (self.scim_token_env.is_some() || self.scim_token_file.is_some()) && !t.contains("scim")
         {
             return Err(("type", "only SCIM directories have a token".into()));
+        }
+        if let Some(f) = &self.forward {
+            f.validate()?;
         }
         Ok(())
     }
@@ -327,6 +339,7 @@ pub fn run(config: &Config, command: DirectoryCommand) -> anyhow::Result<()> {
     let command = match command {
         DirectoryCommand::Ldap(c) => return crate::ldap::run(config, c),
         DirectoryCommand::Sftp(c) => return crate::sftp_cli::run(config, c),
+        DirectoryCommand::Forward { command } => return crate::forward_cli::run(config, command),
         other => other,
     };
     let store = crate::open_store(config)?;
@@ -408,7 +421,9 @@ pub fn run(config: &Config, command: DirectoryCommand) -> anyhow::Result<()> {
             println!("token:    {token}");
             eprintln!("the previous token no longer works");
         }
-        DirectoryCommand::Ldap(_) | DirectoryCommand::Sftp(_) => {}
+        DirectoryCommand::Ldap(_)
+        | DirectoryCommand::Sftp(_)
+        | DirectoryCommand::Forward { .. } => {}
     }
     Ok(())
 }
@@ -605,6 +620,7 @@ mod tests {
             attribute_map: Default::default(),
             scim_token_env: None,
             scim_token_file: Some(token_file),
+            forward: None,
         };
         let first = apply_one(&engine, &d).unwrap_or_else(|e| panic!("{e}"));
         assert!(first.created && first.new_token.is_none());

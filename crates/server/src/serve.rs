@@ -42,12 +42,20 @@ async fn serve_async(config: Config) -> anyhow::Result<()> {
             public_url: config.public_url(),
             request_timeout: Duration::from_secs(config.server.request_timeout_secs),
             max_body_bytes: config.server.max_body_bytes,
+            body_read_timeout: Duration::from_secs(config.server.body_read_timeout_secs),
+            limits: config.limits.to_api(),
         },
     );
     state.ready.store(false, Ordering::Relaxed);
     state.metrics = Some(Arc::new(move || metrics.render()));
     // SSO: redirect-URI allow-list and the key sealing connection secrets.
     let secret_key = crate::secret_key(&config)?;
+    // SCIM push: its tokens are sealed with the same key.
+    state.forward = idbridge_forward::scim_push::ScimPush::new(
+        store.clone(),
+        state.directory.clone(),
+        Some(secret_key.clone()),
+    );
     let state = state.with_sso(config.sso.to_api(), Some(secret_key));
     // IdP metadata URLs: new signing certificates and expiry warnings, hourly.
     idbridge_sso::connections::metadata::spawn_metadata_refresh(
@@ -70,7 +78,21 @@ async fn serve_async(config: Config) -> anyhow::Result<()> {
         .await
         .context("applying declared directories")??
     };
+    {
+        let (push, engine, cfg) = (
+            state.forward.clone(),
+            state.directory.clone(),
+            config.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            crate::forward_cli::apply_declared(&push, &engine, &cfg)
+        })
+        .await
+        .context("applying declared forward targets")??;
+    }
     spawn_housekeeping(store.clone(), config.events.retention_days);
+    // SCIM push: one forwarder per directory with a target, each from its own cursor.
+    let _scim_push = state.forward.spawn();
     // Webhook deliveries: one task per endpoint, each from its own cursor in the event log.
     let _webhooks = idbridge_forward::spawn(store.clone(), config.webhooks.clone())
         .context("starting the webhook delivery worker")?;
@@ -85,7 +107,10 @@ async fn serve_async(config: Config) -> anyhow::Result<()> {
     tokio::spawn(shutdown_on_signal(handle.clone()));
     state.ready.store(true, Ordering::Relaxed);
     tracing::info!(%addr, public_url = %config.public_url(), "idbridge listening");
-    let service = app.into_make_service();
+    // The client address reaches handlers (per-address failed-authentication limits).
+    let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // Slow and greedy clients: connection counts, header and idle timers (conn_limits.rs).
+    let limits = crate::conn_limits::ConnLimits::from_config(&config.server);
     match &config.server.tls {
         Some(tls) => {
             let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
@@ -97,12 +122,17 @@ async fn serve_async(config: Config) -> anyhow::Result<()> {
                         tls.key.display()
                     )
                 })?;
-            axum_server::bind_rustls(addr, rustls)
-                .handle(handle)
-                .serve(service)
-                .await
+            let mut server = axum_server::bind_rustls(addr, rustls)
+                .map(|tls| crate::conn_limits::LimitedAcceptor::new(tls, limits));
+            limits.tune(server.http_builder());
+            server.handle(handle).serve(service).await
         }
-        None => axum_server::bind(addr).handle(handle).serve(service).await,
+        None => {
+            let mut server = axum_server::bind(addr)
+                .map(|plain| crate::conn_limits::LimitedAcceptor::new(plain, limits));
+            limits.tune(server.http_builder());
+            server.handle(handle).serve(service).await
+        }
     }
     .with_context(|| format!("serving on {addr}"))?;
     tracing::info!("idbridge stopped");

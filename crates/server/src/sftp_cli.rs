@@ -8,6 +8,10 @@
 //! max_file_bytes = 536870912
 //! max_files = 20
 //! debounce_ms = 2000
+//! max_connections = 64             # over it a new connection is closed at once
+//! max_connections_per_ip = 16
+//! failed_auth_max = 30             # refused keys per account in the window, then a lockout
+//! failed_auth_window_secs = 300
 //!
 //! [[sftp_directories]]             # push: the HR system uploads to us
 //! directory_id = "directory_01H..." # created with POST /admin/directories, type "sftp"
@@ -50,6 +54,13 @@ pub struct SftpServerSection {
     pub max_files: usize,
     /// Quiet time after the last upload closes before a delivery is processed.
     pub debounce_ms: u64,
+    /// Open SFTP connections at most, and from one client address at most.
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// Refused keys per account in `failed_auth_window_secs`; past it the account refuses
+    /// every key until the window passes (0 turns it off).
+    pub failed_auth_max: u32,
+    pub failed_auth_window_secs: u64,
 }
 
 impl Default for SftpServerSection {
@@ -59,6 +70,10 @@ impl Default for SftpServerSection {
             max_file_bytes: 512 * 1024 * 1024,
             max_files: 20,
             debounce_ms: 2000,
+            max_connections: 64,
+            max_connections_per_ip: 16,
+            failed_auth_max: 30,
+            failed_auth_window_secs: 300,
         }
     }
 }
@@ -262,6 +277,12 @@ pub async fn start(engine: Arc<DirectoryEngine>, config: &Config) -> anyhow::Res
             cfg.max_file_bytes = config.sftp_server.max_file_bytes;
             cfg.max_files = config.sftp_server.max_files;
             cfg.debounce = Duration::from_millis(config.sftp_server.debounce_ms);
+            cfg.max_connections = config.sftp_server.max_connections;
+            cfg.max_connections_per_ip = config.sftp_server.max_connections_per_ip;
+            cfg.failed_auth_limit = idbridge_limits::FailureLimit {
+                max_failures: config.sftp_server.failed_auth_max,
+                window_secs: config.sftp_server.failed_auth_window_secs,
+            };
             cfg.accounts = accounts;
             Some(
                 idbridge_sftp::server::start(cfg, p)

@@ -9,12 +9,13 @@
 //! as one snapshot.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use idbridge_limits::{FailureLimit, FailureLimiter};
 use russh::keys::ssh_key::private::{Ed25519Keypair, KeypairData};
 use russh::keys::ssh_key::{LineEnding, PublicKey};
 use russh::keys::{Algorithm, HashAlg, PrivateKey};
@@ -147,6 +148,13 @@ pub struct ServerConfig {
     pub debounce: Duration,
     /// Accounts.
     pub accounts: Vec<SftpAccount>,
+    /// Open connections at most; over it a new connection is closed at once.
+    pub max_connections: usize,
+    /// Open connections from one client address at most.
+    pub max_connections_per_ip: usize,
+    /// Refused keys per account (username) in a window; past it the account refuses every
+    /// key, even a right one, until the window passes.
+    pub failed_auth_limit: FailureLimit,
 }
 
 impl ServerConfig {
@@ -160,6 +168,12 @@ impl ServerConfig {
             max_files: 20,
             debounce: Duration::from_secs(2),
             accounts: Vec::new(),
+            max_connections: 64,
+            max_connections_per_ip: 16,
+            failed_auth_limit: FailureLimit {
+                max_failures: 30,
+                window_secs: 300,
+            },
         }
     }
 }
@@ -183,6 +197,7 @@ struct Account {
 
 struct Shared {
     accounts: HashMap<String, Arc<Account>>,
+    failed_auth: FailureLimiter,
     processor: Processor,
     max_file_bytes: u64,
     max_files: usize,
@@ -195,14 +210,14 @@ pub struct RunningSftpServer {
     pub local_addr: SocketAddr,
     /// The host key's public half.
     pub host_key: PublicKey,
-    handle: russh::server::RunningServerHandle,
+    shutdown: tokio::sync::broadcast::Sender<String>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl RunningSftpServer {
     /// Stops accepting and disconnects clients.
     pub async fn shutdown(self) {
-        self.handle.shutdown("server shutting down".into());
+        let _ = self.shutdown.send("server shutting down".into());
         let _ = self.task.await;
     }
 }
@@ -243,6 +258,7 @@ pub async fn start(
     }
     let shared = Arc::new(Shared {
         accounts,
+        failed_auth: FailureLimiter::new(cfg.failed_auth_limit),
         processor,
         max_file_bytes: cfg.max_file_bytes,
         max_files: cfg.max_files,
@@ -265,25 +281,136 @@ pub async fn start(
         .await
         .map_err(io_err(format!("binding {}", cfg.listen)))?;
     let local_addr = listener.local_addr().map_err(io_err("local address"))?;
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let task = tokio::spawn(async move {
-        let mut server = SshServer { shared };
-        let running = server.run_on_socket(Arc::new(config), &listener);
-        let _ = tx.send(running.handle());
-        if let Err(e) = running.await {
-            tracing::error!(error = %e, "SFTP server stopped");
-        }
-    });
-    let handle = rx
-        .await
-        .map_err(|_| ServerError::Config("server task ended before starting".into()))?;
+    let (shutdown, _) = tokio::sync::broadcast::channel(1);
+    let connections = ConnectionCounter::new(cfg.max_connections, cfg.max_connections_per_ip);
+    let task = tokio::spawn(accept_loop(
+        listener,
+        Arc::new(config),
+        SshServer { shared },
+        connections,
+        shutdown.clone(),
+    ));
     tracing::info!(%local_addr, "SFTP server listening");
     Ok(RunningSftpServer {
         local_addr,
         host_key,
-        handle,
+        shutdown,
         task,
     })
+}
+
+/// Open connections, in total and per client address.
+struct ConnectionCounter {
+    max_total: usize,
+    max_per_ip: usize,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// One admitted connection; dropping it gives its slot back.
+struct ConnectionSlot {
+    counter: Arc<ConnectionCounter>,
+    ip: IpAddr,
+}
+
+impl ConnectionCounter {
+    fn new(max_total: usize, max_per_ip: usize) -> Arc<Self> {
+        Arc::new(ConnectionCounter {
+            max_total,
+            max_per_ip,
+            open: Mutex::default(),
+        })
+    }
+
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
+        let mut open = lock(&self.open);
+        let (total, per_ip) = &mut *open;
+        let from_ip = per_ip.entry(ip).or_insert(0);
+        if *total >= self.max_total || *from_ip >= self.max_per_ip {
+            if *from_ip == 0 {
+                per_ip.remove(&ip);
+            }
+            return None;
+        }
+        *from_ip += 1;
+        *total += 1;
+        Some(ConnectionSlot {
+            counter: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut open = lock(&self.counter.open);
+        let (total, per_ip) = &mut *open;
+        *total = total.saturating_sub(1);
+        if let Some(n) = per_ip.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// russh's accept loop (`Server::run_on_socket`) with connection limits: a connection over
+/// them is closed before the SSH handshake; each admitted one holds its slot until it ends.
+async fn accept_loop(
+    listener: TcpListener,
+    config: Arc<russh::server::Config>,
+    mut server: SshServer,
+    connections: Arc<ConnectionCounter>,
+    shutdown: tokio::sync::broadcast::Sender<String>,
+) {
+    let mut stop = shutdown.subscribe();
+    loop {
+        let (socket, peer) = tokio::select! {
+            _ = stop.recv() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors and the like: wait instead of spinning.
+                    tracing::warn!(error = %e, "SFTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Some(slot) = connections.admit(peer.ip()) else {
+            tracing::info!(%peer, "SFTP connection refused: connection limit");
+            crate::metrics::refused("connection_limit");
+            continue; // dropping the socket closes it
+        };
+        let _ = socket.set_nodelay(true);
+        let handler = server.new_client(Some(peer));
+        let config = config.clone();
+        let mut stop = shutdown.subscribe();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let session = match russh::server::run_stream(config, socket, handler).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "SFTP connection setup failed");
+                    return;
+                }
+            };
+            let handle = session.handle();
+            tokio::select! {
+                reason = stop.recv() => {
+                    let reason = reason.unwrap_or_default();
+                    let _ = handle
+                        .disconnect(russh::Disconnect::ByApplication, reason, String::new())
+                        .await;
+                }
+                result = session => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "SFTP connection closed with an error");
+                    }
+                }
+            }
+        });
+    }
 }
 
 /// Processes the account's delivery after `delay` if no upload happened meanwhile.
@@ -381,9 +508,15 @@ impl russh::server::Handler for SshSession {
         user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
+        if let Err(wait) = self.shared.failed_auth.check(user) {
+            tracing::info!(user, peer = ?self.peer, retry_after = wait.secs(), "SFTP account locked: too many refused keys");
+            crate::metrics::refused("auth_locked");
+            return Ok(Auth::reject());
+        }
         if self.key_allowed(user, offer.public_key) {
             Ok(Auth::Accept)
         } else {
+            self.shared.failed_auth.failed(user);
             Ok(Auth::reject())
         }
     }
@@ -393,6 +526,10 @@ impl russh::server::Handler for SshSession {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
+        if self.shared.failed_auth.check(user).is_err() {
+            crate::metrics::refused("auth_locked");
+            return Ok(Auth::reject());
+        }
         if self.key_allowed(user, key.public_key) {
             self.account = self.shared.accounts.get(user).cloned();
             self.username = user.to_owned();

@@ -833,16 +833,17 @@ impl LdapConnAsync {
                         Some(Ok(resp)) => resp,
                     };
                     if let Some(tx) = self.searchmap.get(&id) {
-                        let protoop = if let Tag::StructureTag(protoop) = tag {
-                            protoop
-                        } else {
-                            panic!("unmatched tag structure: {:?}", tag);
+                        // idbridge patch: the decoder yields only checked StructureTags; any
+                        // other reply to a search ends it with the result it carries (a
+                        // protocolError when it carries none) instead of a panic.
+                        let protoop = match tag {
+                            Tag::StructureTag(protoop) => protoop,
+                            _ => return Err(LdapError::from(io::Error::new(io::ErrorKind::InvalidData, "malformed LDAP message from the server"))),
                         };
                         let (item, mut remove) = match protoop.id {
                             4 | 25 => (SearchItem::Entry(protoop), false),
-                            5 => (SearchItem::Done(Tag::StructureTag(protoop).into()), true),
                             19 => (SearchItem::Referral(protoop), false),
-                            _ => panic!("unrecognized op id: {}", protoop.id),
+                            _ => (SearchItem::Done(Tag::StructureTag(protoop).into()), true),
                         };
                         if let Err(e) = tx.send((item, controls)) {
                             warn!("ldap search item send error, op={}: {:?}", id, e);

@@ -242,6 +242,10 @@ pub mod exop {
 mod filter;
 mod ldap;
 mod protocol;
+/// idbridge patch: the message decoder without a connection (fuzzing, tests).
+#[doc(hidden)]
+pub use protocol::decode_message;
+mod wellformed;
 pub mod result;
 mod search;
 #[cfg(feature = "sync")]

@@ -79,6 +79,12 @@ fn needs_more(buf: &[u8]) -> bool {
 #[allow(clippy::type_complexity)]
 fn decode_inner(buf: &mut BytesMut) -> Result<Option<(RequestId, (Tag, Vec<Control>))>, io::Error> {
     let decoding_error = io::Error::new(io::ErrorKind::Other, "decoding error");
+    let malformed = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "malformed LDAP message from the server (not the shape RFC 4511 gives its operation)",
+        )
+    };
     if needs_more(buf) {
         return Ok(None);
     }
@@ -98,7 +104,9 @@ fn decode_inner(buf: &mut BytesMut) -> Result<Option<(RequestId, (Tag, Vec<Contr
         Some(tags) => tags,
         None => return Err(decoding_error),
     };
-    let mut maybe_controls = tags.pop().expect("element");
+    // idbridge patch: a short SEQUENCE is a decoding error (upstream `expect`ed elements), and
+    // the message must have the shape ldap3's parsers expect (`crate::wellformed`).
+    let mut maybe_controls = tags.pop().ok_or_else(malformed)?;
     let has_controls = match maybe_controls {
         StructureTag {
             id,
@@ -116,33 +124,46 @@ fn decode_inner(buf: &mut BytesMut) -> Result<Option<(RequestId, (Tag, Vec<Contr
             // but AD puts it outside, where the optional controls belong. This confuses
             // our parser, which doesn't expect the extra sequence element at the end
             // and crashes. This match arm thus ignores the element.
-            maybe_controls = tags.pop().expect("element");
+            maybe_controls = tags.pop().ok_or_else(malformed)?;
             false
         }
         _ => false,
     };
     let (protoop, controls) = if has_controls {
-        (tags.pop().expect("element"), Some(maybe_controls))
+        (tags.pop().ok_or_else(malformed)?, Some(maybe_controls))
     } else {
         (maybe_controls, None)
     };
+    if !crate::wellformed::protocol_op(&protoop)
+        || !controls.as_ref().is_none_or(crate::wellformed::controls)
+    {
+        return Err(malformed());
+    }
     let controls = match controls {
         Some(controls) => parse_controls(controls),
         None => vec![],
     };
-    let msgid = match parse_uint(
-        tags.pop()
-            .expect("element")
-            .match_class(TagClass::Universal)
-            .and_then(|t| t.match_id(Types::Integer as u64))
-            .and_then(|t| t.expect_primitive())
-            .expect("message id")
-            .as_slice(),
-    ) {
-        Ok((_, id)) => id as i32,
+    let msgid = match tags
+        .pop()
+        .and_then(|t| t.match_class(TagClass::Universal))
+        .and_then(|t| t.match_id(Types::Integer as u64))
+        .and_then(|t| t.expect_primitive())
+        .map(|id| parse_uint(id.as_slice()).map(|(_, id)| id).ok())
+    {
+        Some(Some(id)) => id as i32,
         _ => return Err(decoding_error),
     };
     Ok(Some((msgid, (Tag::StructureTag(protoop), controls))))
+}
+
+/// idbridge patch: the decoder without a connection, for fuzzing and tests: decodes the next
+/// whole message of `buf` (consuming it), `Ok(None)` when `buf` holds only part of one.
+#[doc(hidden)]
+#[allow(clippy::type_complexity)]
+pub fn decode_message(
+    buf: &mut BytesMut,
+) -> Result<Option<(RequestId, (Tag, Vec<Control>))>, io::Error> {
+    decode_inner(buf)
 }
 
 impl Decoder for LdapCodec {

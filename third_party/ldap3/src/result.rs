@@ -340,6 +340,24 @@ impl From<Tag> for LdapResultExt {
             }
             _ => unimplemented!(),
         };
+        // idbridge patch: a reply of another shape (a server answering an operation with a
+        // message of another kind) is a protocolError result instead of a panic below.
+        if !crate::wellformed::ldap_result(&t) {
+            return LdapResultExt(
+                LdapResult {
+                    rc: 2,
+                    matched: String::new(),
+                    text: String::from("malformed LDAP result from the server"),
+                    refs: vec![],
+                    ctrls: vec![],
+                },
+                Exop {
+                    name: None,
+                    val: None,
+                },
+                SaslCreds(None),
+            );
+        }
         let mut tags = t.expect_constructed().expect("result sequence").into_iter();
         let rc = match parse_uint(
             tags.next()

@@ -301,3 +301,68 @@ impl Fx {
         out
     }
 }
+
+/// A CA and a server certificate for 127.0.0.1 / localhost signed by it (rcgen), for ldaps and
+/// StartTLS: (CA PEM, server cert PEM, server key PEM).
+pub fn pki() -> (String, String, String) {
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "idbridge test CA");
+    let ca_key = rcgen::KeyPair::generate().expect("ca key");
+    let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
+    let mut leaf =
+        rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("leaf params");
+    leaf.subject_alt_names
+        .push(rcgen::SanType::IpAddress(std::net::IpAddr::V4(
+            std::net::Ipv4Addr::LOCALHOST,
+        )));
+    leaf.distinguished_name
+        .push(rcgen::DnType::CommonName, "127.0.0.1");
+    let key = rcgen::KeyPair::generate().expect("leaf key");
+    let cert = leaf.signed_by(&key, &ca_cert, &ca_key).expect("leaf cert");
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// A slapd serving ldaps (and StartTLS) with a certificate of a fresh test CA, the base entries
+/// added; the CA's PEM file and an unrelated CA's PEM file (to be refused) in its directory.
+pub fn slapd_with_tls(sync: SyncProv) -> (Slapd, std::path::PathBuf, std::path::PathBuf) {
+    let (ca, cert, key) = pki();
+    let slapd = Slapd::start_with(
+        Some(&SlapdTls {
+            ca_pem: ca.clone(),
+            cert_pem: cert,
+            key_pem: key,
+        }),
+        sync,
+    )
+    .expect("slapd");
+    let ca_path = slapd.dir().join("client-ca.pem");
+    std::fs::write(&ca_path, &ca).expect("ca file");
+    let (other_ca, _, _) = pki();
+    let other_path = slapd.dir().join("other-ca.pem");
+    std::fs::write(&other_path, other_ca).expect("other ca");
+    (slapd, ca_path, other_path)
+}
+
+/// The `(objectGUID=\xx...)` filter that finds an AD entry by its canonical GUID string.
+pub fn guid_filter(guid: &str) -> String {
+    let raw = idbridge_ldap::ad::guid_to_bytes(guid).expect("a canonical GUID");
+    let esc: String = raw.iter().map(|b| format!("\\{b:02x}")).collect();
+    format!("(objectGUID={esc})")
+}
+
+/// A password check with the default login lookup.
+pub async fn check_password(
+    s: &LdapSettings,
+    login: &str,
+    pw: &str,
+) -> Result<idbridge_ldap::BoundUser, idbridge_ldap::BindAuthError> {
+    idbridge_ldap::authenticate(
+        s,
+        &idbridge_ldap::LoginLookup::default(),
+        login,
+        &idbridge_ldap::Password::new(pw),
+    )
+    .await
+}

@@ -103,7 +103,17 @@ pub fn thread_cpu_ms() -> f64 {
 }
 
 /// Run a peer IdP script: JSON config on stdin, base64 SAMLResponse on stdout.
-pub fn run_peer(mut cmd: std::process::Command, name: &str, cfg: &serde_json::Value) -> String {
+pub fn run_peer(cmd: std::process::Command, name: &str, cfg: &serde_json::Value) -> String {
+    try_run_peer(cmd, name, cfg).unwrap_or_else(|e| panic!("{name} failed: {e}"))
+}
+
+/// Run a peer script with a JSON config on stdin: its trimmed stdout, or its stderr when it
+/// exits with an error (a refusal, for negative tests).
+pub fn try_run_peer(
+    mut cmd: std::process::Command,
+    name: &str,
+    cfg: &serde_json::Value,
+) -> Result<String, String> {
     use std::io::Write;
     use std::process::Stdio;
     let mut child = cmd
@@ -119,12 +129,11 @@ pub fn run_peer(mut cmd: std::process::Command, name: &str, cfg: &serde_json::Va
         .write_all(cfg.to_string().as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{name} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    if out.status.success() {
+        Ok(String::from_utf8(out.stdout).unwrap().trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
 }
 
 /// Where scripts/test-deps.d/saml.sh installs peer IdPs.
