@@ -16,6 +16,8 @@
 //! RSS, descriptors or p99 grew over the second half of the run by more than the tolerances
 //! below (growth that does not level off).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

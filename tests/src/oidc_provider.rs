@@ -144,6 +144,7 @@ impl OidcProvider {
 }
 
 impl Drop for OidcProvider {
+    #[allow(unsafe_code)] // kill(2) on the provider's process group
     fn drop(&mut self) {
         if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
             // SAFETY: kill(2) on the process group this helper created; no memory is involved.

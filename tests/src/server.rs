@@ -287,6 +287,7 @@ impl TestServer {
         if pid > 0 {
             // SAFETY: kill(2) with a pid we spawned and have not reaped yet (so it cannot have
             // been reused) and a constant signal number has no memory-safety requirements.
+            #[allow(unsafe_code)]
             unsafe {
                 libc::kill(pid, libc::SIGTERM);
             }

@@ -2,6 +2,8 @@
 //! §2.4), never a 5xx, and writes nothing: after every rejected write the full list (and the
 //! seeded organization) is compared with a snapshot taken before.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use anyhow::{bail, ensure, Context};
 use idbridge_tests::api::{capture, Captured};
 use idbridge_tests::TestServer;

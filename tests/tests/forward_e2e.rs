@@ -7,6 +7,8 @@
 //! the backfill and in the middle of steady forwarding, and the target restarted with its data,
 //! each ending with remote == local and no duplicate.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Stdio;

@@ -2,6 +2,8 @@
 //! against a real `idbridge serve`. Each SDK gets its own fresh server, so the list
 //! expectations in the test files see only what they created.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use idbridge_tests::{run_node_test, run_python_test, TestServer};
 
 /// At least this many tests must pass in each file, so a file that silently lost its tests

@@ -2,6 +2,8 @@
 //! once (a restart changes nothing), and the `idbridge connection` CLI lists, shows and
 //! deletes them on the stopped server's data directory without ever printing the secret.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use idbridge_tests::TestServer;
 use serde_json::Value;
 

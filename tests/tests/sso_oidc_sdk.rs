@@ -8,6 +8,8 @@
 //! (the app adds it with `provider_scopes`); all on the provider's client. The SDK files then log users in non-interactively (the provider's
 //! login and consent pages driven over plain HTTP) and check profile, groups and roles.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use idbridge_tests::{
     run_node_test, run_python_test, OidcProvider, OidcProviderOptions, TestServer,
 };

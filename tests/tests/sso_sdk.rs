@@ -2,6 +2,8 @@
 //! `idbridge serve`, with samlify (Node) and pysaml2 (Python) as the SAML IdPs. The IdP's
 //! response is posted to our ACS the way a browser would; the app side is the SDK.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use idbridge_tests::{run_node_test, run_python_test, TestServer};
 
 /// The app's callback: allow-listed, never contacted (the tests stop at the redirect).

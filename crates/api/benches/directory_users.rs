@@ -4,6 +4,8 @@
 //! SDK auto-pagination does. Not run by `cargo test`:
 //! `cargo bench -p idbridge-api --bench directory_users` (env `USERS`, `CLIENTS`, `SECS`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -484,7 +484,10 @@ mod tests {
         let h = harness();
         let ev = seed(
             h.store.as_ref(),
-            &[("user.created", None, T0), ("user.created", None, T0 + 10)],
+            &[
+                ("dsync.user.created", None, T0),
+                ("dsync.user.created", None, T0 + 10),
+            ],
         );
         for (q, field) in [
             ("limit=0", "limit"),
@@ -550,8 +553,10 @@ mod tests {
     fn range_start_binary_search_finds_the_first_event() {
         let store = idbridge_store::SledStore::open_ephemeral().expect("store");
         let times: Vec<i64> = (0..50).map(|i| T0 + i * 100).collect();
-        let items: Vec<(&str, Option<&str>, i64)> =
-            times.iter().map(|t| ("user.created", None, *t)).collect();
+        let items: Vec<(&str, Option<&str>, i64)> = times
+            .iter()
+            .map(|t| ("dsync.user.created", None, *t))
+            .collect();
         seed(&store, &items);
         for (i, t) in times.iter().enumerate() {
             assert_eq!(

@@ -6,6 +6,8 @@
 //! The router is built from an [`AppState`], so the whole API can be driven in tests without a
 //! socket (`tower::ServiceExt::oneshot`).
 
+#![forbid(unsafe_code)]
+
 pub mod auth;
 pub mod body;
 pub mod directories_admin;

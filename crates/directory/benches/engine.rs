@@ -7,6 +7,8 @@
 //! (a real disk, so fdatasync costs what it costs in production); set `IDBRIDGE_BENCH_DIR` to
 //! put it elsewhere (e.g. /dev/shm to measure the engine alone).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

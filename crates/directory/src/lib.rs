@@ -10,6 +10,8 @@
 //! carry `previous_attributes`; membership events carry `{directory_id, user, group}`;
 //! `dsync.activated` precedes the first change applied to a directory.
 
+#![forbid(unsafe_code)]
+
 pub mod attributes;
 mod engine;
 mod error;

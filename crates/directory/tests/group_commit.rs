@@ -2,6 +2,8 @@
 //! per-directory lock once a commit has applied, before waiting for the fdatasync. (Holding
 //! it across the sync made every SCIM write in a directory pay a sync of its own.)
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::sync::Arc;

@@ -1,6 +1,8 @@
 //! A group's attributes and members written as ONE commit (SCIM POST/PUT/PATCH of a group):
 //! all of it or nothing, roles recomputed once per user.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::{eng_roles, group, user, Fx};

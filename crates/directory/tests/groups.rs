@@ -1,5 +1,7 @@
 //! Groups, memberships (PUT diff), roles from group mappings.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::{group, role, user, Fx};

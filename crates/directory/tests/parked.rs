@@ -1,6 +1,8 @@
 //! SCIM deactivation under the default `DeleteUser` setting: the user leaves the directory
 //! (events, counts, reads) but its SCIM resource is parked; reactivation brings the same id back.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::{group, user, Fx};

@@ -1,5 +1,7 @@
 //! Pull-source snapshots: diff, guard, idempotence, chunking, custom attributes; LDAP deltas.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::collections::BTreeMap;

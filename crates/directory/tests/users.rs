@@ -1,5 +1,7 @@
 //! Users: create / update / deactivate / delete, events and payloads, uniqueness, versions.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::{user, Fx};

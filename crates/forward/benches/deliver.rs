@@ -6,6 +6,8 @@
 //! figure is what an outage backlog drains at. Printed for one endpoint (strictly in order, one
 //! request at a time) and for several endpoints draining in parallel.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

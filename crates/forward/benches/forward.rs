@@ -19,6 +19,8 @@
 //!    the forwarder's durable cursor passing it (sampled every 5 ms): p50 / p99 / max
 //!    (goal: p99 < 1 s).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -11,6 +11,8 @@
 //! [`scim_push`] is the second kind of consumer: every directory pushed into a remote SCIM 2.0
 //! endpoint (a WorkOS "Custom SCIM v2.0" directory), with its own cursor per target.
 
+#![forbid(unsafe_code)]
+
 mod config;
 mod error;
 mod records;

@@ -1,5 +1,7 @@
 //! The delivery worker against a real HTTP receiver on 127.0.0.1 and a real sled store.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};

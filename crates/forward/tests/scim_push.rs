@@ -6,6 +6,8 @@
 //! The end-to-end tests with real processes (SIGKILL, restarts, the WorkOS SDKs) are in
 //! tests/tests/forward_e2e.rs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::time::Duration;

@@ -17,6 +17,8 @@
 //! - `api_json`: JSON (and form, query) request bodies of the admin, WorkOS and SCIM APIs
 //!   through the full router in-process: never a 5xx ([`api`]).
 
+#![forbid(unsafe_code)]
+
 pub mod api;
 pub mod ldap;
 pub mod saml;

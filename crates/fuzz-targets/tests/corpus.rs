@@ -3,6 +3,8 @@
 //! fixed. Set `IDBRIDGE_WRITE_SEEDS=1` to (re)write the generated seeds (signed SAML
 //! responses) into the corpus.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::PathBuf;
 
 use idbridge_fuzz_targets::{saml, TARGETS};

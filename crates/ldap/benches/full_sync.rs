@@ -4,6 +4,10 @@
 //! `BENCH_GROUPS` to scale, `BENCH_TRACKING=timestamp|sync|auto` for the delta kind,
 //! `BENCH_SYNCPROV=on|sessionlog|off` for the server). Not run by `cargo test`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// libc calls on peer processes and C buffers of the test.
+#![allow(unsafe_code)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

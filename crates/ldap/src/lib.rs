@@ -11,6 +11,8 @@
 //! - [`bind_auth`]: password checks for the IdP login page (search with the service account,
 //!   bind as the user on a separate connection, typed refusals incl. AD sub-codes).
 
+#![forbid(unsafe_code)]
+
 pub mod ad;
 pub mod bind_auth;
 pub mod client;

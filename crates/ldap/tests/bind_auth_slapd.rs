@@ -4,6 +4,8 @@
 //! refused unless allowed, a failing service account and a stopped server (directory errors, not
 //! user failures), and no password in the logs even at TRACE level.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::io::Write;

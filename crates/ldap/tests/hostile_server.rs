@@ -5,6 +5,8 @@
 //! No real server sends these, so the peer here is a scripted one on loopback: it answers a
 //! bind with success and every search with what the test's `reply` returns.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::sync::Arc;

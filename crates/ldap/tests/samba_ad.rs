@@ -4,6 +4,8 @@
 //! retrieval), uSNChanged deltas (deletions through tombstones, moves out of the base DN), and
 //! a stopped server.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::sync::Arc;

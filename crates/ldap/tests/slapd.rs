@@ -1,6 +1,10 @@
 //! Full and delta syncs against a real OpenLDAP slapd (started on loopback per test).
 //! Results are checked through the engine's list calls and the `dsync.*` event log.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// libc calls on peer processes and C buffers of the test.
+#![allow(unsafe_code)]
+
 mod common;
 
 use std::sync::atomic::{AtomicU64, Ordering};

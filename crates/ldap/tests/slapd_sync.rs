@@ -2,6 +2,8 @@
 //! without it): deltas see deletions and moves out of the base DN, pass the mass-deletion
 //! guard, and recover from a refused cookie through the next full sync.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::sync::Arc;

@@ -1,6 +1,8 @@
 //! LDAPS and StartTLS against a real slapd with a CA generated for the test (rcgen): the
 //! configured CA bundle is trusted, another CA is not, and clear text needs `allow_plain`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::sync::Arc;

@@ -7,6 +7,8 @@
 //! account). The maps are bounded ([`MAX_KEYS`]): stale entries are dropped first, then the
 //! oldest, so a flood of new keys costs bounded memory.
 
+#![forbid(unsafe_code)]
+
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

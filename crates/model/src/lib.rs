@@ -4,6 +4,8 @@
 //! present (`null`, `[]` or `{}` when empty) because the Python SDK indexes required keys directly
 //! and fails on absence. No I/O lives here.
 
+#![forbid(unsafe_code)]
+
 pub mod connection;
 pub mod directory;
 pub mod event;

@@ -1,6 +1,8 @@
 //! The app's per-login extras on the provider's authorization URL: `provider_scopes` become
 //! extra scopes (well-formed ones only, bounded), `prompt=login` forces a new sign-in.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::*;

@@ -2,6 +2,8 @@
 //! (captured at TRACE level), on success and on every failure path that handles the secret.
 //! Its own test binary, because it installs a global tracing subscriber.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::*;

@@ -5,6 +5,8 @@
 //! token endpoint's refusals (wrong secret, replayed code, PKCE, redirect URI) over HTTP.
 //! Install the npm peer with `scripts/test-deps.d/oidc.sh`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod op_server;
 
 use std::process::Stdio;

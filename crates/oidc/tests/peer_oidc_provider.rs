@@ -4,6 +4,10 @@
 //! `IDBRIDGE_SKIP_PEERS=1` to skip when Node or the package is unavailable (otherwise the tests
 //! fail, loudly, so CI cannot silently lose coverage).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// libc calls on peer processes and C buffers of the test.
+#![allow(unsafe_code)]
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::Stdio;

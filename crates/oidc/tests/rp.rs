@@ -2,6 +2,8 @@
 //! Every negative case must produce the specific error, so a check that silently stops working
 //! makes its test fail.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::time::Duration;

@@ -6,6 +6,8 @@
 //! Polis runs from `benches/polis` (install it with `scripts/bench-deps.sh`); the same signed
 //! responses and IdP certificate are handed to it through a temporary directory.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use chrono::{DateTime, Utc};
 use idbridge_saml::testkit::{b64, AssertionSpec, ResponseSpec, SignMode};
 use idbridge_saml::{

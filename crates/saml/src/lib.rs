@@ -14,6 +14,8 @@
 //! - [`idp`]: idbridge as the IdP — AuthnRequest parsing and policy, canonical signed
 //!   Responses, IdP metadata, SP metadata import
 
+#![forbid(unsafe_code)]
+
 pub mod attributes;
 pub mod decrypt;
 pub mod error;

@@ -1,4 +1,7 @@
 //! The attack suite of saml-security.md. Every test fails if the hostile response is accepted.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 use common::*;
 use idbridge_saml::testkit::{encrypt_assertion, DataEnc, KeyEnc, SignMode};

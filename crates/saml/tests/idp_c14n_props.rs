@@ -4,6 +4,11 @@
 //! - every produced document is a fixed point of libxml2's exc-c14n (byte for byte);
 //! - the assertion's DigestValue equals SHA-256 of libxml2's exc-c14n of the assertion with its
 //!   Signature removed (what a verifier's enveloped-signature + exc-c14n transforms compute).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// libc calls on peer processes and C buffers of the test.
+#![allow(unsafe_code)]
+
 mod idp_fixtures;
 use idp_fixtures::*;
 

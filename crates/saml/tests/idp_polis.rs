@@ -5,6 +5,11 @@
 //! the user's profile.
 //! Polis is installed by scripts/test-deps.d/polis.sh (≈30 s: `npm ci --ignore-scripts` in
 //! crates/saml/benches/polis, shared with the verify bench).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// libc calls on peer processes and C buffers of the test.
+#![allow(unsafe_code)]
+
 mod idp_fixtures;
 use idp_fixtures::*;
 

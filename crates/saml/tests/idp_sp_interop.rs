@@ -9,6 +9,9 @@
 //! no CR. pysaml2 trims attribute values, and its decryption (xmlsec1 output re-parsed) turns
 //! CR LF into LF, so its encrypted case uses the same user.
 //! Installed by scripts/test-deps.d/saml.sh into `$IDBRIDGE_PEERS_DIR`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod idp_fixtures;
 use idp_fixtures::*;
 

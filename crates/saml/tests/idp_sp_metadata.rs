@@ -1,6 +1,9 @@
 //! SP metadata import (WorkOS gives an SP metadata URL): metadata written by independent SPs
 //! (samlify, pysaml2) and by idbridge's own SP side is read into the registry's settings; bad
 //! metadata is refused with a reason, through the same hostile-XML gate as messages.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod idp_fixtures;
 use idp_fixtures::*;
 

@@ -1,4 +1,7 @@
 //! Every policy rule at its exact boundary (skew 120 s, max response age 180 s by default).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 use chrono::{DateTime, Duration, Utc};
 use common::*;

@@ -1,4 +1,7 @@
 //! Responses that must be accepted, in every supported signing/encryption layout.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 use common::*;
 use idbridge_saml::testkit::{DataEnc, KeyEnc, SignMode};

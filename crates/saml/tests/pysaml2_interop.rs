@@ -1,5 +1,8 @@
 //! Interop with an independent IdP implementation: pysaml2 (Python; signs through xmlsec1).
 //! Installed by scripts/test-deps.d/saml.sh into `$IDBRIDGE_PEERS_DIR/pysaml2-venv`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 use common::*;
 use idbridge_saml::{sp_metadata_xml, VerifiedAssertion};

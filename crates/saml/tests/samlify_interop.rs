@@ -1,6 +1,9 @@
 //! Interop with an independent IdP implementation: samlify (Node, xml-crypto) signs and
 //! encrypts login responses that we must accept. Installed by scripts/test-deps.d/saml.sh into
 //! `$IDBRIDGE_PEERS_DIR/samlify` (default /var/cache/idbridge-peers/samlify).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 use common::*;
 use idbridge_saml::{verify_post_blocking, MemoryReplayCache, VerifiedAssertion};

@@ -1,4 +1,7 @@
 //! Outgoing SP messages, metadata in both directions, attribute mapping.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 use base64::Engine as _;
 use common::*;

@@ -17,6 +17,8 @@
 //! Environment: POLIS_SCIM_CREATES (default 1000), POLIS_SCIM_USERS (10000),
 //! POLIS_SCIM_LOOKUPS (8000).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

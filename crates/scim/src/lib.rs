@@ -18,6 +18,7 @@
 //! [`router`] joins all of this to the directory engine as the `/scim/v2/{directory_id}` HTTP
 //! endpoint.
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod auth;

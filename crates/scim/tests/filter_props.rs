@@ -1,6 +1,8 @@
 //! Property tests: the filter and path parsers never panic on arbitrary input, and printing a
 //! filter then parsing it gives back the same tree.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use serde_json::Number;

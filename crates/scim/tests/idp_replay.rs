@@ -3,6 +3,8 @@
 //! that result. Also checks that every kind of bad request gets the right SCIM error and leaves
 //! the directory unchanged.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use chrono::{TimeZone, Utc};
 use serde_json::{json, Value};
 

@@ -2,6 +2,8 @@
 //! the Okta and Entra ID request sequences from tests/fixtures, tenancy between directories,
 //! and bad input (each with the right SCIM error and nothing written).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod http_support;
 
 use http_support::{fixture, Env, Resp};

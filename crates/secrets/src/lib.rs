@@ -8,6 +8,8 @@
 //!
 //! [`token`] is the one home of bearer-secret generation and the digest they are stored as.
 
+#![forbid(unsafe_code)]
+
 pub mod token;
 
 pub use token::{random_alphanumeric, random_token, sha256_hex};

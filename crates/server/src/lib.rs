@@ -2,6 +2,8 @@
 //!
 //! `main.rs` only parses arguments; everything here can be driven from tests.
 
+#![forbid(unsafe_code)]
+
 pub mod backup;
 pub mod certs;
 pub mod cli;

@@ -1,6 +1,8 @@
 //! The `idbridge` command line as an operator meets it. Also makes `cargo test` build the
 //! binary that the end-to-end tests in `tests/` start.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::Path;
 use std::process::Command;
 

@@ -4,6 +4,8 @@
 //! 5xx) after the body-read timeout; an idle kept-alive connection is closed; connections over
 //! the total and per-address limits are closed at once.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};

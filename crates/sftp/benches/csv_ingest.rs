@@ -27,6 +27,8 @@
 //! `cargo bench -p idbridge-sftp --bench csv_ingest` (env `ROWS` to change the size,
 //! `PHASES=validate,initial,again,changed,stats,ingest` to choose phases).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 /// The server binary's allocator (crates/server/src/main.rs): the figures are the product's.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

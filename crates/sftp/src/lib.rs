@@ -8,6 +8,8 @@
 //!   quotas, processing when uploads complete.
 //! * [`pull`]: the client that fetches deliveries from a customer's server (pinned host key).
 
+#![forbid(unsafe_code)]
+
 pub mod delivery;
 pub mod feed;
 mod metrics;

@@ -3,6 +3,8 @@
 //! account that refused too many keys refuses every key (even the right one) until its window
 //! passes, while other accounts are unaffected.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::io::{BufRead, BufReader};

@@ -1,6 +1,8 @@
 //! Delivery processing against a real store and the directory engine: first delivery, update,
 //! removals, the mass-deletion guard, and rejections that change nothing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::*;

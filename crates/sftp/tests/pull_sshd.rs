@@ -2,6 +2,8 @@
 //! keys; inside `unshare -m` with a tmpfs /run for its privilege-separation folder): a pinned
 //! key (and a pinned fingerprint) pulls a delivery; a different pinned key is refused.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::net::TcpListener;

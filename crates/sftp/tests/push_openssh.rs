@@ -2,6 +2,8 @@
 //! (first, update, removal, rejected with a readable report), key policy, password refusal,
 //! and isolation between two directories' accounts.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

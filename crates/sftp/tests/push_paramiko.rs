@@ -1,6 +1,8 @@
 //! The embedded SFTP server driven by paramiko (tests/py/paramiko_push.py): a delivery uploaded
 //! under a temporary name and renamed, overwrites, and isolation probes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::path::PathBuf;

@@ -2,6 +2,8 @@
 //! built), so these check that every kind of real change is still found, and that what is
 //! only a different spelling of the same row changes nothing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::*;

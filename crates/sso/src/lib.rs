@@ -17,6 +17,8 @@
 //! `idbridge-api` parses HTTP into those inputs and maps the errors to WorkOS status codes, and
 //! the CLI calls the service directly.
 
+#![forbid(unsafe_code)]
+
 pub mod api_keys;
 pub mod connections;
 mod db;

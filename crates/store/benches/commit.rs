@@ -6,6 +6,8 @@
 //! The store lives under target/ (a real disk), not a tmpfs where fdatasync is free; two
 //! extra rows run the same code on tmpfs to show what the store itself costs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

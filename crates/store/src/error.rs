@@ -34,7 +34,7 @@ pub enum StoreError {
 }
 
 /// The pseudo-table named by a [`StoreError::Conflict`] about a reused event id.
-pub const EVENT_LOG: &str = "_events";
+pub const EVENT_LOG: &str = crate::codec::EVENTS_TREE;
 
 /// Which precondition of a change set failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

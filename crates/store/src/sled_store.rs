@@ -58,6 +58,7 @@ impl Default for SledOptions {
 }
 
 /// Waits until nobody holds sled's lock on `<dir>/db` (same `flock` sled takes), or errors.
+#[allow(unsafe_code)] // flock(2): the one unsafe call of the store
 fn wait_for_lock(dir: &Path, wait: Duration) -> Result<()> {
     let path = dir.join("db");
     let Ok(file) = std::fs::File::open(&path) else {

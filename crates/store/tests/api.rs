@@ -1,5 +1,7 @@
 //! Behaviour of every `Store` method on the sled backend.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

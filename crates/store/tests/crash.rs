@@ -12,6 +12,8 @@
 //!   acknowledgements (commits and expiring-table writes). Needs `strace` (scripts/test-deps.d/idbridge-store.sh); fails if it is
 //!   missing unless IDBRIDGE_SKIP_PEERS=1.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

@@ -1,6 +1,8 @@
 //! The acknowledged path reaches fdatasync: counters, ordering of apply / sync / return, the
 //! event log's durable-only visibility, and poisoning after a failed sync.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};

@@ -184,6 +184,7 @@ impl SambaDc {
     }
 
     /// Stops the DC (SIGTERM, then SIGKILL after 15 s); later calls do nothing.
+    #[allow(unsafe_code)] // kill(2) on the DC we spawned
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             if let Ok(pid) = i32::try_from(c.id()) {

@@ -345,6 +345,7 @@ refint_attributes member uniqueMember
         self.signal(libc::SIGTERM);
     }
 
+    #[allow(unsafe_code)] // kill(2) on our own slapd
     fn signal(&mut self, sig: i32) {
         if let Some(pid) = self.pid.take() {
             // SAFETY: plain kill(2) on the pid our own slapd wrote into its pidfile.

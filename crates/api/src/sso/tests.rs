@@ -59,7 +59,10 @@ struct Env {
 
 impl Env {
     fn with(config: SsoConfig) -> Env {
-        let store: Arc<dyn Store> = Arc::new(SledStore::open_ephemeral().unwrap());
+        Env::with_store(config, Arc::new(SledStore::open_ephemeral().unwrap()))
+    }
+
+    fn with_store(config: SsoConfig, store: Arc<dyn Store>) -> Env {
         let boot = auth::bootstrap(store.as_ref()).unwrap().unwrap();
         let state = AppState::new(store.clone(), ApiConfig::default())
             .with_sso(config, Some(SecretBox::generate().unwrap()));
@@ -218,6 +221,19 @@ impl Env {
 
     /// authorize → IdP → ACS; returns the final redirect.
     async fn login(&self, conn_id: &str, extra: &str, email: &str) -> Resp {
+        let (saml, relay, cookie) = self.authorize_at_idp(conn_id, extra, email).await;
+        self.post_acs(conn_id, &saml, Some(&relay), Some(&cookie))
+            .await
+    }
+
+    /// authorize → the IdP's signed answer: `(SAMLResponse, RelayState, session cookie)`, for
+    /// the browser to post to the ACS.
+    async fn authorize_at_idp(
+        &self,
+        conn_id: &str,
+        extra: &str,
+        email: &str,
+    ) -> (String, String, String) {
         let r = self
             .get(
                 &self.authorize_url(&format!("&connection={conn_id}&state=st-1{extra}")),
@@ -240,8 +256,7 @@ impl Env {
         let cookie = r.cookies[0].split(';').next().unwrap().to_string();
         assert!(r.cookies[0].contains("HttpOnly"));
         let saml = self.saml_response(conn_id, Some(&id), email);
-        self.post_acs(conn_id, &saml, Some(&relay), Some(&cookie))
-            .await
+        (saml, relay, cookie)
     }
 
     async fn token(&self, body: Value) -> Resp {
@@ -1483,4 +1498,202 @@ async fn signed_requests_force_authn_and_encrypted_assertions_across_rotation() 
         )
         .await;
     assert_eq!(done.param("error").as_deref(), Some("server_error"));
+}
+
+/// A store that records every change set it commits (the expiring-entry helpers commit
+/// change sets too, so nothing escapes the count).
+struct CountingStore {
+    inner: SledStore,
+    commits: std::sync::Mutex<Vec<idbridge_store::ChangeSet>>,
+}
+
+impl CountingStore {
+    fn take(&self) -> Vec<idbridge_store::ChangeSet> {
+        std::mem::take(&mut *self.commits.lock().unwrap())
+    }
+}
+
+impl Store for CountingStore {
+    fn commit_applied(
+        &self,
+        changes: idbridge_store::ChangeSet,
+    ) -> idbridge_store::Result<(idbridge_store::CommitReceipt, idbridge_store::PendingSync)> {
+        self.commits.lock().unwrap().push(changes.clone());
+        self.inner.commit_applied(changes)
+    }
+    fn wait_durable(&self, pending: idbridge_store::PendingSync) -> idbridge_store::Result<()> {
+        self.inner.wait_durable(pending)
+    }
+    fn get(&self, table: &str, key: &str) -> idbridge_store::Result<Option<Vec<u8>>> {
+        self.inner.get(table, key)
+    }
+    fn scan(
+        &self,
+        table: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> idbridge_store::Result<Vec<(String, Vec<u8>)>> {
+        self.inner.scan(table, prefix, after, limit)
+    }
+    fn scan_rev(
+        &self,
+        table: &str,
+        prefix: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> idbridge_store::Result<Vec<(String, Vec<u8>)>> {
+        self.inner.scan_rev(table, prefix, before, limit)
+    }
+    fn count_prefix(&self, table: &str, prefix: &str) -> idbridge_store::Result<u64> {
+        self.inner.count_prefix(table, prefix)
+    }
+    fn events_after(
+        &self,
+        after_seq: u64,
+        limit: usize,
+    ) -> idbridge_store::Result<Vec<idbridge_store::StoredEvent>> {
+        self.inner.events_after(after_seq, limit)
+    }
+    fn event_seq(&self, event_id: &str) -> idbridge_store::Result<Option<u64>> {
+        self.inner.event_seq(event_id)
+    }
+    fn last_event_seq(&self) -> idbridge_store::Result<u64> {
+        self.inner.last_event_seq()
+    }
+    fn compact_events_before(&self, cutoff_ms: i64) -> idbridge_store::Result<u64> {
+        self.inner.compact_events_before(cutoff_ms)
+    }
+    fn get_expiring(
+        &self,
+        table: &str,
+        key: &str,
+        now_ms: i64,
+    ) -> idbridge_store::Result<Option<Vec<u8>>> {
+        self.inner.get_expiring(table, key, now_ms)
+    }
+    fn purge_expired(&self, now_ms: i64) -> idbridge_store::Result<u64> {
+        self.inner.purge_expired(now_ms)
+    }
+    fn export(
+        &self,
+        sink: &mut dyn FnMut(idbridge_store::ExportRecord) -> idbridge_store::Result<()>,
+    ) -> idbridge_store::Result<()> {
+        self.inner.export(sink)
+    }
+    fn import(
+        &self,
+        records: &mut dyn Iterator<Item = idbridge_store::Result<idbridge_store::ExportRecord>>,
+    ) -> idbridge_store::Result<u64> {
+        self.inner.import(records)
+    }
+    fn stats(&self) -> idbridge_store::StoreStats {
+        self.inner.stats()
+    }
+}
+
+/// Issue 18: the ACS step of a login is ONE store commit holding the session take, the SAML
+/// replay entry, the profile id, the code, `authentication.sso_succeeded` and the first-login
+/// activation; the token exchange is one commit too (code take + token).
+#[tokio::test]
+async fn a_login_is_one_commit() {
+    let counting = Arc::new(CountingStore {
+        inner: SledStore::open_ephemeral().unwrap(),
+        commits: std::sync::Mutex::new(Vec::new()),
+    });
+    let env = Env::with_store(
+        SsoConfig {
+            redirect_uris: vec![APP_CB.into()],
+            ..SsoConfig::default()
+        },
+        counting.clone(),
+    );
+    let org = env.org("Acme").await;
+    let c = env.saml_conn(&org, json!({})).await;
+    let id = c["id"].as_str().unwrap().to_string();
+    assert_eq!(c["state"], "draft");
+
+    counting.take();
+    let (saml, relay, cookie) = env.authorize_at_idp(&id, "", "ada@acme.example.com").await;
+    let authorize = counting.take();
+    assert_eq!(authorize.len(), 1, "authorize: the session and its event");
+
+    let done = env.post_acs(&id, &saml, Some(&relay), Some(&cookie)).await;
+    let code = done.param("code").expect("a code");
+    let commits = counting.take();
+    assert_eq!(commits.len(), 1, "the ACS is one commit: {commits:#?}");
+    let cs = &commits[0];
+    let kinds: Vec<&str> = cs.events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["authentication.sso_succeeded", "connection.activated"],
+        "the first login activates the connection in the same commit"
+    );
+    assert_eq!(cs.expiring_deletes.len(), 1, "the session is taken");
+    let puts_to = |table: &str| cs.expiring_puts.iter().filter(|p| p.table == table).count();
+    assert_eq!(puts_to(idbridge_sso::login::CODES), 1, "the code");
+    assert!(
+        puts_to(idbridge_sso::login::SAML_REPLAY) >= 1,
+        "the replay entries"
+    );
+    assert_eq!(
+        cs.expiring_puts.len(),
+        puts_to(idbridge_sso::login::CODES) + puts_to(idbridge_sso::login::SAML_REPLAY)
+    );
+    assert!(cs
+        .conditions
+        .iter()
+        .any(|c| matches!(c, idbridge_store::Condition::ExpiringLive { .. })));
+    assert!(cs
+        .conditions
+        .iter()
+        .any(|c| matches!(c, idbridge_store::Condition::ExpiringVacant { .. })));
+    // The profile id and the activated connection record (plus nothing else).
+    assert_eq!(
+        cs.puts.len(),
+        2,
+        "{:?}",
+        cs.puts.iter().map(|p| &p.table).collect::<Vec<_>>()
+    );
+    let conn = env.api("GET", &format!("/connections/{id}"), None).await;
+    assert_eq!(conn.body["state"], "active");
+
+    let t = env
+        .token(json!({"client_id": env.client_id, "client_secret": env.key, "grant_type": "authorization_code", "code": code}))
+        .await;
+    assert_eq!(t.status, StatusCode::OK, "{}", t.text);
+    assert_eq!(counting.take().len(), 1, "the token exchange is one commit");
+
+    // A second login of the same user on the now active connection: still one commit, and
+    // it neither re-activates nor mints a new profile id.
+    let (saml, relay, cookie) = env.authorize_at_idp(&id, "", "ada@acme.example.com").await;
+    counting.take();
+    let again = env.post_acs(&id, &saml, Some(&relay), Some(&cookie)).await;
+    assert!(again.param("code").is_some());
+    let commits = counting.take();
+    assert_eq!(commits.len(), 1);
+    assert!(
+        commits[0].puts.is_empty(),
+        "nothing but expiring entries and the event"
+    );
+    let kinds: Vec<&str> = commits[0].events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["authentication.sso_succeeded"]);
+
+    // A replayed response is refused in one commit too (the session take and sso_failed),
+    // and leaves no code.
+    let (_, relay2, cookie2) = env.authorize_at_idp(&id, "", "ada@acme.example.com").await;
+    counting.take();
+    let replay = env
+        .post_acs(&id, &saml, Some(&relay2), Some(&cookie2))
+        .await;
+    assert!(replay.param("code").is_none(), "{:?}", replay.location);
+    let commits = counting.take();
+    assert!(commits.len() <= 1, "{commits:#?}");
+    for cs in &commits {
+        assert!(cs.expiring_puts.is_empty(), "no code for a replay");
+        assert!(cs
+            .events
+            .iter()
+            .all(|e| e.kind != "authentication.sso_succeeded"));
+    }
 }

@@ -4,6 +4,7 @@
 use std::process::Command;
 
 /// CPU time of the calling thread (CLOCK_THREAD_CPUTIME_ID).
+#[allow(unsafe_code)] // clock_gettime
 pub fn thread_cpu_secs() -> f64 {
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
     // SAFETY: clock_gettime writes into the provided, properly sized struct.

@@ -94,6 +94,7 @@ pub fn signature_of(xml: &str) -> String {
 
 /// CPU time consumed by the current thread, in milliseconds (CLOCK_THREAD_CPUTIME_ID:
 /// nanosecond resolution, unlike tick-based getrusage).
+#[allow(unsafe_code)] // clock_gettime
 pub fn thread_cpu_ms() -> f64 {
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
     // SAFETY: clock_gettime writes into the provided, properly sized struct.

@@ -34,15 +34,15 @@ use crate::db::{self, to_json};
 use crate::error::SsoResult;
 
 /// Expiring: `<sha256 hex of session id>` → [`LoginSession`] (authorize → ACS/callback).
-const SESSIONS: &str = "sso_login_sessions";
+pub const SESSIONS: &str = "sso_login_sessions";
 /// Expiring: `<sha256 hex of code>` → [`CodeRecord`] (single use).
-const CODES: &str = "sso_codes";
+pub const CODES: &str = "sso_codes";
 /// Expiring: `<sha256 hex of access token>` → [`TokenRecord`].
-const TOKENS: &str = "sso_access_tokens";
+pub const TOKENS: &str = "sso_access_tokens";
 /// Expiring: SAML assertion and request ids already consumed (the replay cache).
-const SAML_REPLAY: &str = "saml_replay";
+pub const SAML_REPLAY: &str = "saml_replay";
 /// `<connection id>/<sha256 hex of idp_id>` → `prof_…`: the stable profile id.
-const PROFILE_IDS: &str = "sso_profile_ids";
+pub const PROFILE_IDS: &str = "sso_profile_ids";
 
 /// The client's address and user agent, for authentication events.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
