@@ -5,6 +5,8 @@
 //! Also the IdP error path (`access_denied`) and that the client secret never leaves.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// kill(2) on the peer processes the test starts.
+#![allow(unsafe_code)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

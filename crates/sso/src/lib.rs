@@ -37,6 +37,10 @@ use idbridge_directory::DirectoryEngine;
 use idbridge_store::{Store, StoreError};
 
 pub use error::{FieldIssue, SsoError, SsoResult};
+
+/// The records of a whole table that decode, and the ids of those that do not (with why): a
+/// bad record is reported and skipped, never allowed to stop the others' readers.
+pub type Readable<T> = (Vec<T>, Vec<(String, StoreError)>);
 pub use idbridge_secrets::{SecretBox, SecretError, SECRET_KEY_ENV};
 
 use crate::connections::Connections;

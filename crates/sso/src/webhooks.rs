@@ -159,7 +159,7 @@ impl WebhookEndpoints {
 
     /// Every endpoint, for the delivery worker. An unreadable record is reported by id and
     /// skipped, so one bad record cannot stop the others' deliveries.
-    pub fn all(&self) -> Result<(Vec<WebhookEndpoint>, Vec<(String, StoreError)>), StoreError> {
+    pub fn all(&self) -> Result<crate::Readable<WebhookEndpoint>, StoreError> {
         let mut ok = Vec::new();
         let mut bad = Vec::new();
         for (id, bytes) in self.store.scan(ENDPOINTS, "", None, usize::MAX)? {

@@ -255,7 +255,7 @@ impl Connections {
 
     /// Every record, in id order (the CLI's list, the metadata refresh). An unreadable record
     /// is reported by id and skipped.
-    pub fn all(&self) -> Result<(Vec<ConnectionRecord>, Vec<(String, StoreError)>), StoreError> {
+    pub fn all(&self) -> Result<crate::Readable<ConnectionRecord>, StoreError> {
         let mut ok = Vec::new();
         let mut bad = Vec::new();
         for (id, bytes) in self.store.scan(CONNECTIONS, "", None, usize::MAX)? {
