@@ -61,6 +61,11 @@ impl LdapRunners {
         }
     }
 
+    /// The LDAP settings of a configured directory (the IdP login page binds with them).
+    pub fn settings(&self, id: &str) -> Option<idbridge_ldap::LdapSettings> {
+        self.get(id).map(|(_, src)| src.settings)
+    }
+
     /// The syncer and source of a configured directory.
     fn get(&self, id: &str) -> Option<(Arc<Syncer>, LdapSource)> {
         let slot = self.inner.read().ok()?;

@@ -16,6 +16,7 @@ pub mod error;
 pub mod events_api;
 pub mod forward_admin;
 pub mod idempotency;
+pub mod idp;
 pub mod ldap_admin;
 pub mod middleware;
 pub mod organizations;
@@ -207,6 +208,7 @@ pub fn router(state: AppState) -> Router {
         .merge(webhook_endpoints::routes())
         .merge(forward_admin::routes())
         .merge(sso::protected_routes())
+        .merge(idp::protected_routes())
         // Inside the key check: idempotency records are scoped by the authenticated key.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -221,6 +223,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(sso::public_routes())
+        .merge(idp::public_routes())
         // SCIM: its own per-directory bearer auth, so outside the API-key layer; inside the
         // common middleware (request id, tracing, body limit, timeout).
         .merge(idbridge_scim::router::router(

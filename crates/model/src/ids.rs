@@ -20,6 +20,8 @@ pub enum IdPrefix {
     WebhookEndpoint,
     Role,
     ApiKey,
+    /// A service provider registered with idbridge's IdP (issue 16).
+    ServiceProvider,
 }
 
 impl IdPrefix {
@@ -36,6 +38,7 @@ impl IdPrefix {
             IdPrefix::WebhookEndpoint => "we",
             IdPrefix::Role => "role",
             IdPrefix::ApiKey => "key",
+            IdPrefix::ServiceProvider => "sp",
         }
     }
 }

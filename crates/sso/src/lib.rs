@@ -11,7 +11,8 @@
 //!   the `authentication.sso_succeeded` event and the connection's activation;
 //! - [`api_keys`]: API keys and the environment's client id;
 //! - [`webhooks`]: webhook endpoint records (idbridge-forward owns their delivery cursors);
-//! - [`idempotency`]: stored responses of `Idempotency-Key` requests.
+//! - [`idempotency`]: stored responses of `Idempotency-Key` requests;
+//! - [`idp`]: idbridge as an identity provider (service providers, IdP keys, the IdP login).
 //!
 //! [`SsoService`] is the entry point. Its calls take typed inputs and fail with [`SsoError`];
 //! `idbridge-api` parses HTTP into those inputs and maps the errors to WorkOS status codes, and
@@ -24,6 +25,7 @@ pub mod connections;
 mod db;
 mod error;
 pub mod idempotency;
+pub mod idp;
 pub mod login;
 pub mod organizations;
 pub mod redirect_uri;
@@ -127,6 +129,8 @@ pub struct SsoService {
     logins: Logins,
     webhooks: WebhookEndpoints,
     idempotency: Idempotency,
+    /// idbridge as an IdP: the SP registry and the login page's attempt limits.
+    idp: idp::IdpState,
 }
 
 impl std::fmt::Debug for SsoService {
@@ -159,6 +163,7 @@ impl SsoService {
             logins: Logins::new(store.clone()),
             webhooks: WebhookEndpoints::new(store.clone()),
             idempotency: Idempotency::new(store.clone()),
+            idp: idp::IdpState::new(store.clone(), idp::IdpConfig::default()),
             store,
             directory,
             settings,

@@ -1,0 +1,271 @@
+//! The SAML IdP endpoints of an organization:
+//!
+//! - `GET /idp/{org}/saml/metadata`: the IdP metadata (entityID, SingleSignOnService for
+//!   HTTP-Redirect and HTTP-POST, signing certificates);
+//! - `GET|POST /idp/{org}/saml/sso`: takes an AuthnRequest and shows the login page (with the
+//!   login session's cookie), or a SAML error Response to the SP's registered ACS, or our own
+//!   error page;
+//! - `POST /idp/{org}/login`: the login form; answers the auto-submitting page that posts the
+//!   signed assertion to the registered ACS, or the page again with one message.
+//!
+//! Pages are served with a strict CSP (nothing loads, the one style block by its hash), no
+//! caching, no framing, no referrer.
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use base64::Engine as _;
+use idbridge_ldap::Password;
+use idbridge_saml::idp::PostForm;
+use idbridge_sso::idp::{
+    IdpPage, PasswordLogin, PasswordOutcome, SsoBinding, SsoOutcome, SsoRequest,
+};
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::sso::client_info;
+use crate::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/idp/{org_id}/saml/metadata", get(metadata))
+        .route("/idp/{org_id}/saml/sso", get(sso_redirect).post(sso_post))
+        .route("/idp/{org_id}/login", post(login))
+}
+
+/// Prefix of the IdP login cookie; the suffix is the login's key.
+const COOKIE_PREFIX: &str = "idbridge_idp_";
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;padding:1rem;background:#f4f5f7;color:#111}main{max-width:24rem;margin:10vh auto;background:#fff;padding:1.5rem;border-radius:8px;box-shadow:0 1px 4px #0002}h1{font-size:1.3rem;margin:0 0 1rem}label{display:block;margin:.8rem 0 .3rem;font-weight:600}input{width:100%;box-sizing:border-box;padding:.6rem;font-size:1rem;border:1px solid #888;border-radius:4px}input:focus,button:focus{outline:3px solid #2563eb;outline-offset:1px}button{margin-top:1.2rem;width:100%;padding:.7rem;font-size:1rem;background:#1d4ed8;color:#fff;border:0;border-radius:4px;cursor:pointer}p.error{color:#a00;background:#fee;padding:.6rem;border-radius:4px}";
+
+fn style_hash() -> String {
+    format!(
+        "'sha256-{}'",
+        base64::engine::general_purpose::STANDARD.encode(Sha256::digest(STYLE.as_bytes()))
+    )
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn secure(state: &AppState) -> bool {
+    state.config.public_url.starts_with("https://")
+}
+
+fn page_headers(resp: &mut Response) {
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_str(&format!(
+            "default-src 'none'; style-src {}; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+            style_hash()
+        ))
+        .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'")),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+}
+
+fn html(status: StatusCode, body: String) -> Response {
+    let mut resp = (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        body,
+    )
+        .into_response();
+    page_headers(&mut resp);
+    resp
+}
+
+/// The login page: usable with a keyboard and on a phone (labels, autocomplete, autofocus,
+/// viewport), the message announced to screen readers.
+fn login_page(status: StatusCode, p: &IdpPage) -> Response {
+    let message = p
+        .message
+        .as_deref()
+        .map(|m| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(m)))
+        .unwrap_or_default();
+    let body = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>Sign in</title><style>{STYLE}</style></head><body><main><h1>Sign in to {sp}</h1>{message}<form method=\"post\" action=\"/idp/{org}/login\"><input type=\"hidden\" name=\"k\" value=\"{k}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><label for=\"login\">Username or email</label><input id=\"login\" name=\"login\" type=\"text\" autocomplete=\"username\" autocapitalize=\"none\" spellcheck=\"false\" required autofocus value=\"{login}\"><label for=\"password\">Password</label><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required><button type=\"submit\">Sign in</button></form></main></body></html>\n",
+        sp = escape(&p.service_provider),
+        org = escape(&p.organization_id),
+        k = escape(&p.key),
+        csrf = escape(&p.csrf),
+        login = escape(p.login.as_deref().unwrap_or("")),
+    );
+    html(status, body)
+}
+
+fn error_page(status: u16, message: &str) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    html(
+        status,
+        format!(
+            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>Sign-in problem</title><style>{STYLE}</style></head><body><main><h1>Sign-in problem</h1><p class=\"error\" role=\"alert\">{}</p></main></body></html>\n",
+            escape(message)
+        ),
+    )
+}
+
+fn post_page(form: PostForm) -> Response {
+    let mut resp = (StatusCode::OK, form.html.clone()).into_response();
+    for (name, value) in form.headers() {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            resp.headers_mut().insert(name, v);
+        }
+    }
+    resp.headers_mut()
+        .insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    resp
+}
+
+fn cookie(state: &AppState, org_id: &str, key: &str, value: &str, max_age: u64) -> String {
+    format!(
+        "{COOKIE_PREFIX}{key}={value}; Path=/idp/{org_id}; HttpOnly; SameSite=Lax; Max-Age={max_age}{}",
+        if secure(state) { "; Secure" } else { "" }
+    )
+}
+
+fn form_field(body: &Bytes, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(body)
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// The client address for attempt limits: the socket's peer (a header could be forged).
+fn client_address(connect: Option<&ConnectInfo<SocketAddr>>) -> Option<String> {
+    connect.map(|c| c.0.ip().to_string())
+}
+
+async fn metadata(State(state): State<AppState>, Path(org_id): Path<String>) -> Response {
+    match state.sso.idp_metadata(&org_id).await {
+        Ok(xml) => {
+            let mut resp = xml.into_response();
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/samlmetadata+xml"),
+            );
+            resp
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn sso(state: AppState, req: SsoRequest) -> Response {
+    let org_id = req.organization_id.clone();
+    match state.sso.idp_sso(req).await {
+        SsoOutcome::Login { page, session, ttl } => {
+            let mut resp = login_page(StatusCode::OK, &page);
+            if let Ok(v) =
+                HeaderValue::from_str(&cookie(&state, &org_id, &page.key, &session, ttl.as_secs()))
+            {
+                resp.headers_mut().append(header::SET_COOKIE, v);
+            }
+            resp
+        }
+        SsoOutcome::Post(form) => post_page(form),
+        SsoOutcome::Error { status, message } => error_page(status, &message),
+    }
+}
+
+async fn sso_redirect(
+    State(state): State<AppState>,
+    Path(organization_id): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let req = SsoRequest {
+        organization_id,
+        binding: SsoBinding::Redirect {
+            raw_query: q.unwrap_or_default(),
+        },
+        client: client_info(&headers),
+    };
+    sso(state, req).await
+}
+
+async fn sso_post(
+    State(state): State<AppState>,
+    Path(organization_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let req = SsoRequest {
+        organization_id,
+        binding: SsoBinding::Post {
+            saml_request: form_field(&body, "SAMLRequest"),
+            relay_state: form_field(&body, "RelayState"),
+        },
+        client: client_info(&headers),
+    };
+    sso(state, req).await
+}
+
+async fn login(
+    State(state): State<AppState>,
+    Path(organization_id): Path<String>,
+    req: axum::extract::Request,
+) -> Response {
+    let headers = req.headers().clone();
+    let address = client_address(req.extensions().get::<ConnectInfo<SocketAddr>>());
+    let body = match crate::body::read_body(req, &state).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let key = form_field(&body, "k").filter(|k| k.len() <= 64);
+    let session = key
+        .as_deref()
+        .and_then(|k| crate::sso::cookie(&headers, &format!("{COOKIE_PREFIX}{k}")));
+    let mut client = client_info(&headers);
+    client.ip_address = address;
+    let req = PasswordLogin {
+        organization_id: organization_id.clone(),
+        key,
+        session,
+        csrf: form_field(&body, "csrf"),
+        login: form_field(&body, "login").unwrap_or_default(),
+        password: Password::new(form_field(&body, "password").unwrap_or_default()),
+        client,
+    };
+    let ldap = state.ldap.clone();
+    let settings = move |dir: &str| ldap.settings(dir);
+    match state.sso.idp_password_login(req, &settings).await {
+        PasswordOutcome::Assertion { form, key } => {
+            let mut resp = post_page(form);
+            if let Ok(v) = HeaderValue::from_str(&cookie(&state, &organization_id, &key, "", 0)) {
+                resp.headers_mut().append(header::SET_COOKIE, v);
+            }
+            resp
+        }
+        PasswordOutcome::Retry { status, page } => login_page(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::UNAUTHORIZED),
+            &page,
+        ),
+        PasswordOutcome::Error { status, message } => error_page(status, &message),
+    }
+}

@@ -1,0 +1,694 @@
+//! The IdP login, in two steps; the one owner of [`IDP_SESSIONS`].
+//!
+//! 1. [`SsoService::idp_sso`]: an AuthnRequest arrives (HTTP-Redirect or HTTP-POST). Its
+//!    unverified Issuer only picks the organization's registered SP; the part-1 intake then
+//!    verifies it with that SP's certificates and checks every rule (ACS registered, IssueInstant
+//!    window, Destination, signed when required) and the request id goes into the replay cache
+//!    in the same commit that stores the IdP login session. The browser gets the login page,
+//!    a session cookie (the session secret; only its digest is stored) and a CSRF token bound
+//!    to the session.
+//! 2. [`SsoService::idp_password_login`]: the login form. The session named by the cookie must
+//!    be live and of this organization, the CSRF token must match, the account and the client
+//!    address must be under their attempt limits; the password is checked by binding as the user
+//!    against the SP's directory, the user must exist and be active in idbridge's synced copy of
+//!    that directory. Every refusal of the credentials shows one message and takes at least
+//!    [`super::IdpConfig::failure_floor`]. Success takes the session (single use: one commit)
+//!    and answers a signed assertion in an auto-submitting form to the REGISTERED ACS.
+//!
+//! Failures before the SP and its ACS are trusted end on our own error page; never on a URL or
+//! RelayState from the request (RelayState is only echoed to the registered ACS).
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use idbridge_ldap::{BindAuthError, LdapSettings, LoginLookup, Password};
+use idbridge_model::UserState;
+use idbridge_saml::idp::response::name_id_format;
+use idbridge_saml::idp::{
+    build_login_response, build_status_response, post_form, status, AcceptedRequest,
+    AssertionEncryption, IdpError, LoginResponse, NameId, PostField, PostForm, ReceivedRequest,
+    RequestContext, ResponseOptions, UserAttributes,
+};
+use idbridge_saml::ReplayCache;
+use idbridge_secrets::{random_token, sha256_hex};
+use idbridge_store::{ChangeSet, ConflictKind, StoreError};
+use openssl::x509::X509;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use super::service_providers::{AuthSource, ServiceProvider};
+use crate::db::{self, now_ms, ttl_ms};
+use crate::login::{ClientInfo, Logins};
+use crate::SsoService;
+
+/// Expiring: `<sha256 hex of the session secret>` → [`IdpLoginSession`].
+pub const IDP_SESSIONS: &str = "idp_login_sessions";
+
+/// The one message for every refused password, unknown user or disabled account.
+pub const BAD_CREDENTIALS: &str = "The username or password is incorrect.";
+
+/// What the SSO endpoint leaves for the login form, bound to one browser.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdpLoginSession {
+    pub organization_id: String,
+    pub service_provider_id: String,
+    /// The AuthnRequest id (InResponseTo).
+    pub request_id: String,
+    /// The registered ACS the answer goes to.
+    pub acs_url: String,
+    pub relay_state: Option<String>,
+    /// SHA-256 hex of the CSRF token of the login form.
+    pub csrf_digest: String,
+    /// The cookie's name suffix (parallel logins in one browser do not collide).
+    pub key: String,
+}
+
+/// How the AuthnRequest arrived.
+#[derive(Debug, Clone)]
+pub enum SsoBinding {
+    /// The raw query string (after `?`, still URL-encoded: the signature covers it).
+    Redirect { raw_query: String },
+    /// The form's `SAMLRequest` and `RelayState`.
+    Post {
+        saml_request: Option<String>,
+        relay_state: Option<String>,
+    },
+}
+
+/// A request to the SSO endpoint.
+#[derive(Debug, Clone)]
+pub struct SsoRequest {
+    pub organization_id: String,
+    pub binding: SsoBinding,
+    pub client: ClientInfo,
+}
+
+/// The login page to show (HTML belongs to the HTTP crate).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdpPage {
+    pub organization_id: String,
+    /// The SP's display name.
+    pub service_provider: String,
+    /// The session's cookie name suffix, also a hidden form field.
+    pub key: String,
+    /// The CSRF token (hidden form field).
+    pub csrf: String,
+    /// A message to show (refusals, limits).
+    pub message: Option<String>,
+    /// A login name to fill in again.
+    pub login: Option<String>,
+}
+
+/// What the SSO endpoint answers.
+#[derive(Debug, Clone)]
+pub enum SsoOutcome {
+    /// Show the login page and set the session cookie (`key`, `session`, lifetime).
+    Login {
+        page: IdpPage,
+        session: String,
+        ttl: Duration,
+    },
+    /// A SAML error Response to the SP's registered ACS (auto-submitting form).
+    Post(PostForm),
+    /// Our own error page: the request cannot be trusted enough to answer the SP.
+    Error { status: u16, message: String },
+}
+
+/// The login form, posted.
+#[derive(Debug, Clone)]
+pub struct PasswordLogin {
+    pub organization_id: String,
+    /// The `key` form field (names the cookie).
+    pub key: Option<String>,
+    /// The cookie's value.
+    pub session: Option<String>,
+    pub csrf: Option<String>,
+    pub login: String,
+    pub password: Password,
+    pub client: ClientInfo,
+}
+
+/// What the login form's POST answers.
+#[derive(Debug, Clone)]
+pub enum PasswordOutcome {
+    /// The signed assertion, posted to the registered ACS; clear the cookie named by `key`.
+    Assertion { form: PostForm, key: String },
+    /// Show the page again with a message (`status`: 401 refused, 429 limited).
+    Retry { status: u16, page: IdpPage },
+    /// Our own error page (no live session, CSRF mismatch, ...).
+    Error { status: u16, message: String },
+}
+
+fn error(status: u16, message: impl Into<String>) -> SsoOutcome {
+    SsoOutcome::Error {
+        status,
+        message: message.into(),
+    }
+}
+
+fn login_error(status: u16, message: impl Into<String>) -> PasswordOutcome {
+    PasswordOutcome::Error {
+        status,
+        message: message.into(),
+    }
+}
+
+/// The replay cache as the intake sees it: keys live in the store are replays; new ones are
+/// inserted by the commit that stores the login session (so a refused request leaves none).
+struct StagedReplay<'a> {
+    logins: &'a Logins,
+    now: i64,
+    staged: Mutex<Vec<(String, i64)>>,
+}
+
+impl ReplayCache for StagedReplay<'_> {
+    fn insert_if_absent(&self, key: &str, expires_at_ms: i64) -> Result<bool, String> {
+        if self
+            .logins
+            .replay_seen(key, self.now)
+            .map_err(|e| e.to_string())?
+        {
+            return Ok(false);
+        }
+        let mut staged = self
+            .staged
+            .lock()
+            .map_err(|_| "replay cache poisoned".to_owned())?;
+        if staged.iter().any(|(k, _)| k == key) {
+            return Ok(false);
+        }
+        staged.push((key.to_owned(), expires_at_ms));
+        Ok(true)
+    }
+}
+
+/// Cookie keys and CSRF tokens are ours: URL-safe base64 of 16 or 32 random bytes.
+fn valid_token(t: &str) -> bool {
+    (16..=64).contains(&t.len())
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// What the intake's refusal says on our error page (what went wrong and what to do).
+fn refusal_message(e: &IdpError) -> String {
+    match e {
+        IdpError::Signature(_) => "The AuthnRequest's signature does not verify with the service provider's registered certificate. Check the SP's signing key, or re-import its metadata.".into(),
+        IdpError::Replay => "This AuthnRequest was already used. Start the login again from the application.".into(),
+        IdpError::ReplayCache(_) => "The login cannot be checked right now. Try again later.".into(),
+        other => format!("{other}. Start the login again from the application, or ask its administrator to check the service provider's registration."),
+    }
+}
+
+impl SsoService {
+    fn idp_session(&self, secret: &str, now: i64) -> Result<Option<IdpLoginSession>, StoreError> {
+        match self
+            .store
+            .get_expiring(IDP_SESSIONS, &sha256_hex(secret), now)?
+        {
+            Some(b) => db::decode(IDP_SESSIONS, "session", &b).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// A signed SAML error Response to the registered ACS of an accepted request.
+    async fn status_post(
+        &self,
+        org_id: &str,
+        e: idbridge_saml::idp::SpErrorResponse,
+    ) -> SsoOutcome {
+        let key = match self.idp_signing_key(org_id).await {
+            Ok(k) => k,
+            Err(err) => {
+                tracing::error!(error = %err, "IdP signing key unavailable");
+                return error(
+                    503,
+                    "The identity provider cannot sign right now. Try again later.",
+                );
+            }
+        };
+        let entity = self.idp_urls(org_id).entity_id;
+        match build_status_response(&e, &entity, &key, Utc::now(), true) {
+            Ok(r) => SsoOutcome::Post(post_form(
+                &e.acs_url,
+                PostField::SamlResponse,
+                &r.to_base64(),
+                e.relay_state.as_deref(),
+            )),
+            Err(err) => {
+                tracing::error!(error = %err, "building a SAML error response failed");
+                error(
+                    500,
+                    "The answer to the service provider could not be built.",
+                )
+            }
+        }
+    }
+
+    async fn idp_signing_key(
+        &self,
+        org_id: &str,
+    ) -> crate::SsoResult<idbridge_saml::idp::IdpSigningKey> {
+        let set = self.idp_key_set(org_id).await?;
+        self.open_idp_key(org_id, &set)
+    }
+
+    /// The IdP metadata of an organization (generating its signing key on first use).
+    pub async fn idp_metadata(&self, org_id: &str) -> crate::SsoResult<String> {
+        if self.organizations().get(org_id)?.is_none() {
+            return Err(crate::SsoError::not_found("Organization", org_id));
+        }
+        let set = self.idp_key_set(org_id).await?;
+        let certs = set
+            .keys
+            .iter()
+            .map(|k| X509::from_pem(k.cert_pem.as_bytes()).map_err(crate::SsoError::internal))
+            .collect::<crate::SsoResult<Vec<_>>>()?;
+        let refs: Vec<&X509> = certs.iter().collect();
+        let urls = self.idp_urls(org_id);
+        let m = idbridge_saml::idp::IdpMetadata {
+            entity_id: &urls.entity_id,
+            sso_redirect_url: &urls.sso_url,
+            sso_post_url: &urls.sso_url,
+            slo_url: None,
+            signing_certs: &refs,
+            name_id_formats: &[
+                name_id_format::EMAIL,
+                name_id_format::PERSISTENT,
+                name_id_format::UNSPECIFIED,
+            ],
+            want_authn_requests_signed: false,
+        };
+        idbridge_saml::idp::idp_metadata_xml(&m, None).map_err(crate::SsoError::internal)
+    }
+
+    /// The SSO endpoint: takes an AuthnRequest and answers the login page (or an error).
+    #[tracing::instrument(name = "idp.sso", skip_all, fields(organization_id = %req.organization_id))]
+    pub async fn idp_sso(&self, req: SsoRequest) -> SsoOutcome {
+        let org_id = req.organization_id.as_str();
+        match self.organizations().get(org_id) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return error(
+                    404,
+                    "Unknown organization: this identity provider URL is not one of idbridge's.",
+                )
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store read failed");
+                return error(503, "Try again later.");
+            }
+        }
+        let received = match &req.binding {
+            SsoBinding::Redirect { raw_query } => ReceivedRequest::from_redirect_query(raw_query),
+            SsoBinding::Post {
+                saml_request: Some(r),
+                relay_state,
+            } => ReceivedRequest::from_post(r, relay_state.as_deref()),
+            SsoBinding::Post {
+                saml_request: None, ..
+            } => return error(400, "SAMLRequest is missing: this endpoint takes a SAML AuthnRequest from a service provider."),
+        };
+        let received = match received {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::info!(error = %e, "AuthnRequest refused at intake");
+                return error(400, refusal_message(&e));
+            }
+        };
+        let Some(issuer) = received.issuer().map(str::to_owned) else {
+            return error(
+                400,
+                "The AuthnRequest has no Issuer, so its service provider cannot be identified.",
+            );
+        };
+        let sp = match self.idp.service_providers.by_entity_id(org_id, &issuer) {
+            Ok(Some(sp)) => sp,
+            Ok(None) => {
+                tracing::info!(%issuer, "AuthnRequest from an unregistered service provider");
+                return error(
+                    400,
+                    format!("The service provider {issuer:?} is not registered with this organization's identity provider. Its administrator must register it (POST /admin/service_providers) before users can sign in."),
+                );
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store read failed");
+                return error(503, "Try again later.");
+            }
+        };
+        let registered = match sp.registered() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, sp = %sp.id, "unusable SP registration");
+                return error(
+                    500,
+                    "The service provider's registration is unusable; re-import its metadata.",
+                );
+            }
+        };
+        let urls = self.idp_urls(org_id);
+        let sso_urls = [urls.sso_url.as_str()];
+        let ctx = RequestContext::new(&sso_urls, Utc::now());
+        let replay = StagedReplay {
+            logins: &self.logins,
+            now: now_ms(),
+            staged: Mutex::new(Vec::new()),
+        };
+        let accepted: AcceptedRequest = match received.accept(&registered, &ctx, &replay) {
+            Ok(a) => a,
+            Err(IdpError::RespondToSp(e)) => return self.status_post(org_id, *e).await,
+            Err(e) => return error(400, refusal_message(&e)),
+        };
+        if sp.auth_source.is_none() {
+            let e = accepted.error_response(
+                status::RESPONDER,
+                Some(status::REQUEST_DENIED),
+                "No authentication source is configured for this service provider.",
+            );
+            return self.status_post(org_id, e).await;
+        }
+        if accepted.is_passive {
+            let e = accepted.error_response(
+                status::RESPONDER,
+                Some(status::NO_PASSIVE),
+                "idbridge has no session to answer a passive request with.",
+            );
+            return self.status_post(org_id, e).await;
+        }
+        let secret = random_token(32);
+        let csrf = random_token(32);
+        let key = random_token(16);
+        let session = IdpLoginSession {
+            organization_id: org_id.to_owned(),
+            service_provider_id: sp.id.clone(),
+            request_id: accepted.id.clone(),
+            acs_url: accepted.acs.location.clone(),
+            relay_state: accepted.relay_state.clone(),
+            csrf_digest: sha256_hex(&csrf),
+            key: key.clone(),
+        };
+        let ttl = self.idp.config.login_ttl;
+        let now = now_ms();
+        let mut cs = ChangeSet::new();
+        let bytes = match db::to_json(&session) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "session encoding failed");
+                return error(500, "The login could not be started.");
+            }
+        };
+        cs.put_expiring(IDP_SESSIONS, sha256_hex(&secret), bytes, now + ttl_ms(ttl));
+        let staged = replay.staged.lock().map(|s| s.clone()).unwrap_or_default();
+        for (k, exp) in &staged {
+            Logins::stage_replay(&mut cs, k, *exp, now);
+        }
+        match db::commit(&self.store, cs).await {
+            Ok(_) => {}
+            Err(e) if Logins::is_replay(&e) => {
+                return error(400, refusal_message(&IdpError::Replay))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "storing the IdP login session failed");
+                return error(503, "The login could not be started. Try again later.");
+            }
+        }
+        SsoOutcome::Login {
+            page: IdpPage {
+                organization_id: org_id.to_owned(),
+                service_provider: sp.name.clone(),
+                key,
+                csrf,
+                message: None,
+                login: accepted.subject_hint.clone(),
+            },
+            session: secret,
+            ttl,
+        }
+    }
+
+    /// The login form: checks the password against the SP's directory and answers the signed
+    /// assertion.
+    #[tracing::instrument(name = "idp.password_login", skip_all, fields(organization_id = %req.organization_id))]
+    pub async fn idp_password_login(
+        &self,
+        req: PasswordLogin,
+        ldap_settings: &(dyn Fn(&str) -> Option<LdapSettings> + Sync),
+    ) -> PasswordOutcome {
+        let started = Instant::now();
+        let org_id = req.organization_id.as_str();
+        let expired = "This sign-in page has expired or was already used. Start the login again from the application.";
+        let (Some(key), Some(secret)) = (
+            req.key.as_deref().filter(|k| valid_token(k)),
+            req.session.as_deref().filter(|s| valid_token(s)),
+        ) else {
+            return login_error(400, expired);
+        };
+        let now = now_ms();
+        let session = match self.idp_session(secret, now) {
+            Ok(Some(s)) => s,
+            Ok(None) => return login_error(400, expired),
+            Err(e) => {
+                tracing::error!(error = %e, "store read failed");
+                return login_error(503, "Try again later.");
+            }
+        };
+        if session.organization_id != org_id || session.key != key {
+            tracing::warn!("IdP login session used on another organization's login page");
+            return login_error(400, expired);
+        }
+        let csrf_ok = req
+            .csrf
+            .as_deref()
+            .map(sha256_hex)
+            .is_some_and(|d| bool::from(d.as_bytes().ct_eq(session.csrf_digest.as_bytes())));
+        if !csrf_ok {
+            tracing::warn!("IdP login form without its CSRF token");
+            return login_error(403, "The sign-in form is invalid (missing or wrong security token). Reload the application and sign in again.");
+        }
+        let sp = match self.idp.service_providers.get(&session.service_provider_id) {
+            Ok(Some(sp)) if sp.organization_id == org_id => sp,
+            Ok(_) => {
+                return login_error(
+                    400,
+                    "The service provider was removed. Ask its administrator.",
+                )
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store read failed");
+                return login_error(503, "Try again later.");
+            }
+        };
+        let login = req.login.trim().to_owned();
+        let page = |status: u16, message: &str| PasswordOutcome::Retry {
+            status,
+            page: IdpPage {
+                organization_id: org_id.to_owned(),
+                service_provider: sp.name.clone(),
+                key: key.to_owned(),
+                csrf: req.csrf.clone().unwrap_or_default(),
+                message: Some(message.to_owned()),
+                login: Some(login.clone()).filter(|l| !l.is_empty()),
+            },
+        };
+        let account = format!("{org_id}/{}", login.to_lowercase());
+        let address = req.client.ip_address.clone().unwrap_or_default();
+        let limited = self
+            .idp
+            .account_limiter
+            .check(&account)
+            .err()
+            .or_else(|| self.idp.address_limiter.check(&address).err());
+        if let Some(retry) = limited {
+            tracing::warn!("IdP login attempt limit reached");
+            let minutes = retry.secs().div_ceil(60).max(1);
+            return page(
+                429,
+                &format!("Too many failed sign-in attempts. Wait {minutes} minute(s) and try again, or ask your administrator to check your account."),
+            );
+        }
+        let Some(AuthSource::Directory { directory_id }) = &sp.auth_source else {
+            return login_error(
+                400,
+                "No authentication source is configured for this service provider.",
+            );
+        };
+        let settings = match self.directory.get_directory(directory_id) {
+            Ok(d) if d.directory.organization_id == org_id => ldap_settings(directory_id),
+            _ => None,
+        };
+        let Some(settings) = settings else {
+            tracing::error!(%directory_id, "the SP's directory has no LDAP settings on this server");
+            return login_error(
+                503,
+                "The directory is not reachable from this server. Ask your administrator.",
+            );
+        };
+        let user = match idbridge_ldap::authenticate(
+            &settings,
+            &LoginLookup::default(),
+            &login,
+            &req.password,
+        )
+        .await
+        {
+            Ok(bound) => self.directory_user(directory_id, &bound.idp_id),
+            Err(e) if e.is_user_failure() || matches!(e, BindAuthError::NoStableId(_)) => None,
+            Err(e) => {
+                tracing::error!(reason = e.reason(), error = %e, "directory unavailable for a password check");
+                return login_error(
+                    503,
+                    "The directory cannot check passwords right now. Try again later.",
+                );
+            }
+        };
+        let Some((user, groups)) = user else {
+            self.idp.account_limiter.failed(&account);
+            self.idp.address_limiter.failed(&address);
+            if let Some(rest) = self.idp.config.failure_floor.checked_sub(started.elapsed()) {
+                tokio::time::sleep(rest).await;
+            }
+            return page(401, BAD_CREDENTIALS);
+        };
+        self.idp.account_limiter.succeeded(&account);
+
+        // Single use: the commit fails if another request took the session first.
+        let mut cs = ChangeSet::new();
+        cs.take_expiring(IDP_SESSIONS, sha256_hex(secret), now_ms());
+        match db::commit(&self.store, cs).await {
+            Ok(_) => {}
+            Err(StoreError::Conflict {
+                kind: ConflictKind::NotLive,
+                ..
+            }) => return login_error(400, expired),
+            Err(e) => {
+                tracing::error!(error = %e, "taking the IdP login session failed");
+                return login_error(503, "Try again later.");
+            }
+        }
+        match self.issue_assertion(&sp, &session, &user, groups).await {
+            Ok(form) => {
+                tracing::info!(sp = %sp.id, "IdP login succeeded");
+                PasswordOutcome::Assertion {
+                    form,
+                    key: key.to_owned(),
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "issuing the assertion failed");
+                login_error(
+                    500,
+                    "The sign-in could not be completed. Ask your administrator.",
+                )
+            }
+        }
+    }
+
+    /// The active directory user with this idp_id, and their group names.
+    fn directory_user(
+        &self,
+        directory_id: &str,
+        idp_id: &str,
+    ) -> Option<(idbridge_model::DirectoryUser, Vec<String>)> {
+        let stored = self
+            .directory
+            .find_user_by_idp_id(directory_id, idp_id)
+            .ok()??;
+        if stored.user.state != UserState::Active {
+            tracing::info!("IdP login of a user who is not active in the directory");
+            return None;
+        }
+        let groups = self
+            .directory
+            .user_groups(&stored.user.id)
+            .ok()?
+            .into_iter()
+            .map(|g| g.group.name)
+            .collect();
+        Some((stored.user, groups))
+    }
+
+    /// The signed Response for a verified user, as the auto-submitting form.
+    async fn issue_assertion(
+        &self,
+        sp: &ServiceProvider,
+        session: &IdpLoginSession,
+        user: &idbridge_model::DirectoryUser,
+        groups: Vec<String>,
+    ) -> crate::SsoResult<PostForm> {
+        let key = self.idp_signing_key(&sp.organization_id).await?;
+        let attrs = UserAttributes {
+            id: user.idp_id.clone(),
+            email: user.email.clone().filter(|_| sp.releases("email")),
+            first_name: user.first_name.clone().filter(|_| sp.releases("firstName")),
+            last_name: user.last_name.clone().filter(|_| sp.releases("lastName")),
+            groups: if sp.releases("groups") {
+                groups
+            } else {
+                Vec::new()
+            },
+            custom: Vec::new(),
+        };
+        let mut attributes = attrs.to_saml().map_err(crate::SsoError::internal)?;
+        if !sp.releases("id") {
+            attributes.retain(|a| a.name != "id");
+        }
+        let name_id = NameId {
+            value: match sp.name_id_format.as_str() {
+                name_id_format::EMAIL => user.email.clone().unwrap_or_else(|| user.idp_id.clone()),
+                name_id_format::TRANSIENT => format!("_{}", random_token(16)),
+                _ => user.idp_id.clone(),
+            },
+            format: sp.name_id_format.clone(),
+        };
+        let encryption = match (&sp.encrypt_assertions, &sp.encryption_cert) {
+            (true, Some(pem)) => Some(AssertionEncryption::aes256_gcm(
+                X509::from_pem(pem.as_bytes()).map_err(crate::SsoError::internal)?,
+            )),
+            _ => None,
+        };
+        let options = ResponseOptions {
+            sign_assertion: true,
+            sign_response: sp.sign_response,
+            encryption,
+            validity: Duration::from_secs(sp.assertion_validity_secs),
+            ..ResponseOptions::default()
+        };
+        let entity = self.idp_urls(&sp.organization_id).entity_id;
+        let (sp_entity, acs, request_id, relay) = (
+            sp.entity_id.clone(),
+            session.acs_url.clone(),
+            session.request_id.clone(),
+            session.relay_state.clone(),
+        );
+        let session_index = format!("_{}", random_token(16));
+        let signed = tokio::task::spawn_blocking(move || {
+            let now = Utc::now();
+            build_login_response(
+                &LoginResponse {
+                    idp_entity_id: &entity,
+                    sp_entity_id: &sp_entity,
+                    acs_url: &acs,
+                    in_response_to: Some(&request_id),
+                    name_id: &name_id,
+                    session_index: &session_index,
+                    authn_instant: now,
+                    attributes: &attributes,
+                    now,
+                    options: &options,
+                },
+                &key,
+            )
+            .map(|r| (r.to_base64(), acs))
+        })
+        .await
+        .map_err(crate::SsoError::internal)?
+        .map_err(crate::SsoError::internal)?;
+        let (b64, acs) = signed;
+        Ok(post_form(
+            &acs,
+            PostField::SamlResponse,
+            &b64,
+            relay.as_deref(),
+        ))
+    }
+}
