@@ -1,0 +1,410 @@
+//! idbridge as the identity provider of another SAML service provider (issue 16), end to end:
+//! a real `slapd`; idbridge **A** (the IdP) syncs it as an `[[ldap_directories]]` source of
+//! organization "acme" and registers idbridge **B** as a service provider from B's SP metadata
+//! URL; B (the SP, standing in for WorkOS) has a SAML connection created from A's IdP metadata
+//! URL. The browser's part is driven here with plain HTTP (cookies by hand, no redirects
+//! followed): B's `/sso/authorize` → A's SSO endpoint (B's AuthnRequest) → A's login page →
+//! password checked by binding as the user against slapd → the auto-submitting page with the
+//! signed assertion → B's ACS → the app's callback with a code. The profile then arrives
+//! through the official WorkOS Node SDK's `getProfileAndToken` (tests/js/idp_profile.test.mjs).
+//!
+//! Refused on the way, each with no assertion: a wrong password, an unknown user, a disabled
+//! user and another organization's user (one message for all), the attempt limit (429, even
+//! for the right password), a login POST without its CSRF token, a replayed login session.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use anyhow::{ensure, Context};
+use idbridge_tests::directory_api::{all_pages, sync, users_by_email};
+use idbridge_tests::{ldap_group, run_node_test, Slapd, TestServer, LDAP_ADMIN_DN, LDAP_SUFFIX};
+use serde_json::{json, Value};
+
+const CALLBACK: &str = "http://127.0.0.1:9/callback";
+const BAD_CREDENTIALS: &str = "The username or password is incorrect.";
+
+fn person(uid: &str, ou: &str, given: &str, sn: &str, password: &str, extra: &str) -> String {
+    format!(
+        "dn: uid={uid},ou={ou},{LDAP_SUFFIX}\nobjectClass: inetOrgPerson\nuid: {uid}\n\
+         cn: {given} {sn}\ngivenName: {given}\nsn: {sn}\nmail: {uid}@example.test\n\
+         userPassword: {password}\n{extra}\n"
+    )
+}
+
+/// A browser: no redirects followed, cookies by hand.
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
+/// `name=value` of the first Set-Cookie whose name starts with `prefix`.
+fn cookie(resp: &reqwest::Response, prefix: &str) -> Option<String> {
+    resp.headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with(prefix))
+        .and_then(|c| c.split(';').next())
+        .map(str::to_owned)
+}
+
+/// The value of an HTML input named `name`.
+fn input(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let at = html.find(&marker)? + marker.len();
+    let raw = html[at..].split('"').next()?;
+    Some(
+        raw.replace("&quot;", "\"")
+            .replace("&#39;", "'")
+            .replace("&apos;", "'")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&"),
+    )
+}
+
+fn form_action(html: &str) -> Option<String> {
+    let at = html.find("action=\"")? + 8;
+    Some(html[at..].split('"').next()?.replace("&amp;", "&"))
+}
+
+/// One SP-initiated login up to A's login page: (B's cookie, A's cookie, login page HTML).
+struct LoginStart {
+    sp_cookie: String,
+    idp_cookie: String,
+    page: String,
+}
+
+async fn start_login(b: &TestServer, conn: &str) -> anyhow::Result<LoginStart> {
+    let http = browser();
+    let url = format!(
+        "{}/sso/authorize?client_id={}&redirect_uri={CALLBACK}&response_type=code&connection={conn}&state=st-1",
+        b.url(),
+        b.client_id()
+    );
+    let r = http.get(&url).send().await?;
+    ensure!(r.status() == 302, "authorize: {}", r.status());
+    let sp_cookie = cookie(&r, "idbridge_sso_").context("B's login cookie")?;
+    let to_idp = r
+        .headers()
+        .get("location")
+        .context("redirect to the IdP")?
+        .to_str()?
+        .to_owned();
+    let r = http.get(&to_idp).send().await?;
+    let status = r.status();
+    let idp_cookie = cookie(&r, "idbridge_idp_");
+    let page = r.text().await?;
+    ensure!(status == 200, "IdP SSO endpoint: {status}: {page}");
+    Ok(LoginStart {
+        sp_cookie,
+        idp_cookie: idp_cookie.context("A's login cookie")?,
+        page,
+    })
+}
+
+async fn submit(
+    a: &TestServer,
+    org: &str,
+    s: &LoginStart,
+    login: &str,
+    password: &str,
+    with_csrf: bool,
+) -> anyhow::Result<(u16, String)> {
+    let k = input(&s.page, "k").context("k")?;
+    let csrf = input(&s.page, "csrf").context("csrf")?;
+    let mut form = vec![
+        ("k", k),
+        ("login", login.to_owned()),
+        ("password", password.to_owned()),
+    ];
+    if with_csrf {
+        form.push(("csrf", csrf));
+    }
+    let r = browser()
+        .post(format!("{}/idp/{org}/login", a.url()))
+        .header("cookie", &s.idp_cookie)
+        .form(&form)
+        .send()
+        .await?;
+    Ok((r.status().as_u16(), r.text().await?))
+}
+
+#[tokio::test]
+async fn idbridge_is_the_saml_idp_of_another_idbridge() -> anyhow::Result<()> {
+    let slapd = Slapd::start()?;
+    let mut tree =
+        format!("dn: ou=Partners,{LDAP_SUFFIX}\nobjectClass: organizationalUnit\nou: Partners\n\n");
+    tree.push_str(&person(
+        "alice",
+        "People",
+        "Alice",
+        "Archer",
+        "alice-pw-1",
+        "",
+    ));
+    tree.push_str(&person("dave", "People", "Dave", "Dyer", "dave-pw-1", ""));
+    tree.push_str(&person(
+        "erin",
+        "People",
+        "Erin",
+        "Eck",
+        "erin-pw-1",
+        "employeeType: disabled\n",
+    ));
+    tree.push_str(&person("pat", "Partners", "Pat", "Partner", "pat-pw-1", ""));
+    tree.push_str(&ldap_group("engineering", &["alice", "dave"]));
+    tree.push_str(&ldap_group("admins", &["alice"]));
+    slapd.add(&tree)?;
+    let uuid = slapd
+        .search(
+            &format!("uid=alice,ou=People,{LDAP_SUFFIX}"),
+            "(objectClass=*)",
+            &["entryUUID"],
+        )?
+        .into_iter()
+        .flatten()
+        .find(|(k, _)| k == "entryUUID")
+        .map(|(_, v)| v)
+        .context("alice's entryUUID")?;
+
+    let pw = slapd.password_file()?;
+    let ldap = |dir: &str, ou: &str| {
+        format!(
+            r#"
+[[ldap_directories]]
+directory = "{dir}"
+full_sync_interval_secs = 3600
+delta_sync_interval_secs = 3600
+[ldap_directories.ldap]
+url = "{url}"
+allow_plain = true
+flavor = "openldap"
+bind_dn = "{LDAP_ADMIN_DN}"
+bind_password_file = "{pw}"
+user_base_dns = ["ou={ou},{LDAP_SUFFIX}"]
+group_base_dns = ["ou=Groups,{LDAP_SUFFIX}"]
+[ldap_directories.ldap.attributes]
+disabled = "employeeType"
+disabled_values = ["disabled"]
+"#,
+            url = slapd.url(),
+            pw = pw.display()
+        )
+    };
+    let config = format!(
+        r#"
+[[organizations]]
+external_id = "acme"
+name = "Acme"
+domains = ["example.test"]
+
+[[organizations]]
+external_id = "partners"
+name = "Partners"
+domains = ["partners.test"]
+
+[[directories]]
+key = "corp-ldap"
+organization = "acme"
+name = "Corp LDAP"
+type = "ldap"
+
+[[directories]]
+key = "partner-ldap"
+organization = "partners"
+name = "Partner LDAP"
+type = "ldap"
+{}{}"#,
+        ldap("corp-ldap", "People"),
+        ldap("partner-ldap", "Partners")
+    );
+    let a = TestServer::builder().config_toml(config).start().await?;
+    let b = TestServer::builder()
+        .env("IDBRIDGE_SSO_REDIRECT_URIS", CALLBACK)
+        .start()
+        .await?;
+
+    // A: the directory synced, and its organization's id.
+    let dirs = all_pages(&a, "/directories").await?;
+    let dir = dirs
+        .iter()
+        .find(|d| d["name"] == "Corp LDAP")
+        .context("declared directory")?;
+    let dir_id = dir["id"].as_str().unwrap().to_owned();
+    let org_a = dir["organization_id"].as_str().unwrap().to_owned();
+    let rec = sync(&a, &dir_id, "full").await?;
+    ensure!(rec["ok"] == true, "sync: {rec}");
+    let users = users_by_email(&a, &format!("directory={dir_id}")).await?;
+    ensure!(users.contains_key("alice@example.test"), "{users:?}");
+    let partner_dir = dirs
+        .iter()
+        .find(|d| d["name"] == "Partner LDAP")
+        .context("partner directory")?["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ensure!(sync(&a, &partner_dir, "full").await?["ok"] == true);
+
+    // B: an organization and a SAML connection from A's IdP metadata URL.
+    let idp_metadata = format!("{}/idp/{org_a}/saml/metadata", a.url());
+    let r = b
+        .post("/organizations")
+        .json(&json!({"name": "Acme at B"}))
+        .send()
+        .await?;
+    ensure!(r.status() == 201, "{}", r.text().await?);
+    let org_b = r.json::<Value>().await?["id"].as_str().unwrap().to_owned();
+    let r = b
+        .post("/connections")
+        .json(&json!({"organization_id": org_b, "connection_type": "GenericSAML", "name": "idbridge A", "saml_options": {"idp_metadata_url": idp_metadata, "sign_requests": true}}))
+        .send()
+        .await?;
+    let status = r.status();
+    let conn: Value = r.json().await?;
+    ensure!(status == 201, "connection at B: {conn}");
+    let conn_id = conn["id"].as_str().unwrap().to_owned();
+
+    // A: B registered as a service provider from B's SP metadata URL.
+    let sp_metadata = format!("{}/sso/saml/metadata/{conn_id}", b.url());
+    let r = a
+        .post("/admin/service_providers")
+        .json(&json!({"organization_id": org_a, "metadata_url": sp_metadata, "directory_id": dir_id, "name": "App at B", "colour": "blue"}))
+        .send()
+        .await?;
+    ensure!(
+        r.status() == 422,
+        "unknown field accepted: {}",
+        r.text().await?
+    );
+    let r = a
+        .post("/admin/service_providers")
+        .json(&json!({"organization_id": org_a, "metadata_url": sp_metadata, "directory_id": dir_id, "name": "App at B"}))
+        .send()
+        .await?;
+    let status = r.status();
+    let sp: Value = r.json().await?;
+    ensure!(status == 201, "service provider at A: {sp}");
+    ensure!(sp["idp"]["metadata_url"] == idp_metadata.as_str(), "{sp}");
+    // B's metadata says AuthnRequestsSigned: A requires (and verifies) B's signature.
+    ensure!(sp["require_signed_requests"] == true, "{sp}");
+
+    // Refusals: one message for a wrong password, an unknown user, a disabled user and another
+    // organization's user; none carries an assertion.
+    let s = start_login(&b, &conn_id).await?;
+    ensure!(s.page.contains("App at B"), "{}", s.page);
+    for (login, password) in [
+        ("alice", "wrong"),
+        ("nobody", "whatever"),
+        ("erin", "erin-pw-1"),
+        ("pat", "pat-pw-1"),
+        ("pat@example.test", "pat-pw-1"),
+    ] {
+        let (status, body) = submit(&a, &org_a, &s, login, password, true).await?;
+        ensure!(status == 401, "{login}: {status}: {body}");
+        ensure!(body.contains(BAD_CREDENTIALS), "{login}: {body}");
+        ensure!(!body.contains("SAMLResponse"), "{login}: an assertion");
+    }
+    // Without the CSRF token: refused before the directory is asked.
+    let (status, body) = submit(&a, &org_a, &s, "alice", "alice-pw-1", false).await?;
+    ensure!(
+        status == 403 && !body.contains("SAMLResponse"),
+        "{status}: {body}"
+    );
+
+    // The attempt limit per account: after five failures even the right password waits.
+    let s2 = start_login(&b, &conn_id).await?;
+    for _ in 0..5 {
+        let (status, _) = submit(&a, &org_a, &s2, "dave", "nope", true).await?;
+        ensure!(status == 401);
+    }
+    let (status, body) = submit(&a, &org_a, &s2, "dave", "dave-pw-1", true).await?;
+    ensure!(status == 429, "{status}: {body}");
+    ensure!(body.contains("Too many failed sign-in attempts"), "{body}");
+    ensure!(!body.contains("SAMLResponse"));
+
+    // The right password (after the failures above on the same page): the assertion.
+    let (status, body) = submit(&a, &org_a, &s, "alice", "alice-pw-1", true).await?;
+    ensure!(status == 200, "{status}: {body}");
+    let acs = form_action(&body).context("form action")?;
+    ensure!(
+        acs == format!("{}/sso/saml/acs/{conn_id}", b.url()),
+        "posted to {acs}, not B's registered ACS"
+    );
+    let saml_response = input(&body, "SAMLResponse").context("SAMLResponse")?;
+    let relay_state = input(&body, "RelayState").context("RelayState")?;
+    // The login session is single use.
+    let (status, again) = submit(&a, &org_a, &s, "alice", "alice-pw-1", true).await?;
+    ensure!(
+        status == 400 && !again.contains("SAMLResponse"),
+        "{status}: {again}"
+    );
+
+    let r = browser()
+        .post(&acs)
+        .header("cookie", &s.sp_cookie)
+        .form(&[
+            ("SAMLResponse", saml_response.as_str()),
+            ("RelayState", relay_state.as_str()),
+        ])
+        .send()
+        .await?;
+    ensure!(r.status() == 302, "ACS at B: {}", r.status());
+    let back = url::Url::parse(r.headers()["location"].to_str()?)?;
+    ensure!(back.as_str().starts_with(CALLBACK), "{back}");
+    let q: std::collections::HashMap<_, _> = back.query_pairs().into_owned().collect();
+    ensure!(!q.contains_key("error"), "B refused the assertion: {back}");
+    ensure!(q.get("state").map(String::as_str) == Some("st-1"), "{back}");
+    let code = q.get("code").context("code")?.clone();
+
+    // The profile, through the WorkOS Node SDK against B.
+    let expect = json!({
+        "email": "alice@example.test",
+        "firstName": "Alice",
+        "lastName": "Archer",
+        "idpId": uuid.to_lowercase(),
+        "connectionId": conn_id,
+        "organizationId": org_b,
+        "groups": ["engineering", "admins"],
+    });
+    let mut env = b.peer_env();
+    env.push(("IDBRIDGE_IDP_CODE".into(), code.clone()));
+    env.push(("IDBRIDGE_IDP_EXPECT".into(), expect.to_string()));
+    let report = run_node_test("idp_profile.test.mjs", env).await?;
+    eprintln!(
+        "node SDK: ran={} passed={} failed={}",
+        report.ran(),
+        report.passed,
+        report.failed
+    );
+    if report.ran() {
+        ensure!(
+            report.passed >= 1 && report.failed == 0,
+            "node SDK: {} passed, {} failed:\n{}",
+            report.passed,
+            report.failed,
+            report.output
+        );
+    } else {
+        // Without node: the same checks over plain HTTP.
+        let r = b
+            .post("/sso/token")
+            .form(&[
+                ("client_id", b.client_id()),
+                ("client_secret", b.api_key()),
+                ("grant_type", "authorization_code"),
+                ("code", code.as_str()),
+            ])
+            .send()
+            .await?;
+        let token: Value = r.json().await?;
+        let p = &token["profile"];
+        ensure!(
+            p["email"] == "alice@example.test" && p["idp_id"] == expect["idpId"],
+            "{token}"
+        );
+    }
+    Ok(())
+}
