@@ -15,7 +15,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use anyhow::{ensure, Context};
-use idbridge_tests::directory_api::{all_pages, sync, users_by_email};
+use idbridge_tests::directory_api::{all_pages, events, sync, users_by_email};
 use idbridge_tests::{ldap_group, run_node_test, Slapd, TestServer, LDAP_ADMIN_DN, LDAP_SUFFIX};
 use serde_json::{json, Value};
 
@@ -358,6 +358,41 @@ type = "ldap"
     ensure!(!q.contains_key("error"), "B refused the assertion: {back}");
     ensure!(q.get("state").map(String::as_str) == Some("st-1"), "{back}");
     let code = q.get("code").context("code")?.clone();
+
+    // A's own opt-in events: one success (with the login's commit), a failure per refusal
+    // with its reason (never the password).
+    let evs = events(&a, "idp.login_succeeded,idp.login_failed").await?;
+    let ok: Vec<&Value> = evs
+        .iter()
+        .filter(|e| e["event"] == "idp.login_succeeded")
+        .collect();
+    ensure!(ok.len() == 1, "{evs:?}");
+    ensure!(ok[0]["data"]["email"] == "alice@example.test", "{}", ok[0]);
+    ensure!(
+        ok[0]["data"]["service_provider_id"] == sp["id"],
+        "{}",
+        ok[0]
+    );
+    let reasons: Vec<&str> = evs
+        .iter()
+        .filter(|e| e["event"] == "idp.login_failed")
+        .filter_map(|e| e["data"]["reason"].as_str())
+        .collect();
+    for r in ["bad_password", "no_such_user", "disabled", "attempt_limit"] {
+        ensure!(reasons.contains(&r), "no {r} in {reasons:?}");
+    }
+    ensure!(
+        !format!("{evs:?}").contains("alice-pw-1"),
+        "a password in an event"
+    );
+    // Without `events=` naming them, the opt-in kinds stay out of the WorkOS feed.
+    let feed = all_pages(&a, "/events?events=authentication.sso_succeeded").await?;
+    ensure!(feed.iter().all(|e| e["event"] != "idp.login_succeeded"));
+    let metrics = a.get("/metrics").send().await?.text().await?;
+    ensure!(
+        metrics.contains("idbridge_idp_logins_total{result=\"succeeded\""),
+        "metrics: {metrics}"
+    );
 
     // The profile, through the WorkOS Node SDK against B.
     let expect = json!({

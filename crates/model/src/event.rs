@@ -35,11 +35,16 @@ pub enum EventKind {
     DsyncDeliveryRejected,
     /// idbridge's own: a SCIM push forwarder gave up on a change (opt-in only).
     DsyncForwardFailed,
+    /// idbridge's own: a user signed in through idbridge's IdP and an assertion went to a
+    /// service provider (opt-in only).
+    IdpLoginSucceeded,
+    /// idbridge's own: a sign-in at idbridge's IdP login page was refused (opt-in only).
+    IdpLoginFailed,
 }
 
 impl EventKind {
     /// Every kind, for catalogues and tests.
-    pub const ALL: [EventKind; 22] = [
+    pub const ALL: [EventKind; 24] = [
         EventKind::AuthenticationSsoStarted,
         EventKind::AuthenticationSsoSucceeded,
         EventKind::AuthenticationSsoFailed,
@@ -62,6 +67,8 @@ impl EventKind {
         EventKind::DsyncGroupUserRemoved,
         EventKind::DsyncDeliveryRejected,
         EventKind::DsyncForwardFailed,
+        EventKind::IdpLoginSucceeded,
+        EventKind::IdpLoginFailed,
     ];
 
     /// The wire name, e.g. `dsync.user.created`.
@@ -91,6 +98,8 @@ impl EventKind {
             EventKind::DsyncGroupUserRemoved => "dsync.group.user_removed",
             EventKind::DsyncDeliveryRejected => "dsync.delivery_rejected",
             EventKind::DsyncForwardFailed => "dsync.forward_failed",
+            EventKind::IdpLoginSucceeded => "idp.login_succeeded",
+            EventKind::IdpLoginFailed => "idp.login_failed",
         }
     }
 
@@ -104,7 +113,10 @@ impl EventKind {
     pub const fn opt_in(self) -> bool {
         matches!(
             self,
-            EventKind::DsyncDeliveryRejected | EventKind::DsyncForwardFailed
+            EventKind::DsyncDeliveryRejected
+                | EventKind::DsyncForwardFailed
+                | EventKind::IdpLoginSucceeded
+                | EventKind::IdpLoginFailed
         )
     }
 }
@@ -168,6 +180,9 @@ pub const WEBHOOK_EVENT_TYPES: &[&str] = &[
     "dsync.user.created",
     "dsync.user.deleted",
     "dsync.user.updated",
+    // idbridge's own: see EventKind::opt_in.
+    "idp.login_failed",
+    "idp.login_succeeded",
     "email_verification.created",
     "group.created",
     "group.deleted",

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use idbridge_ldap::{BindAuthError, LdapSettings, LoginLookup, Password};
-use idbridge_model::UserState;
+use idbridge_model::{Event, EventKind, UserState};
 use idbridge_saml::idp::response::name_id_format;
 use idbridge_saml::idp::{
     build_login_response, build_status_response, post_form, status, AcceptedRequest,
@@ -500,6 +500,8 @@ impl SsoService {
             .or_else(|| self.idp.address_limiter.check(&address).err());
         if let Some(retry) = limited {
             tracing::warn!("IdP login attempt limit reached");
+            self.record_failure(org_id, &sp.id, &login, &req.client, "attempt_limit")
+                .await;
             let minutes = retry.secs().div_ceil(60).max(1);
             return page(
                 429,
@@ -523,7 +525,7 @@ impl SsoService {
                 "The directory is not reachable from this server. Ask your administrator.",
             );
         };
-        let user = match idbridge_ldap::authenticate(
+        let checked = match idbridge_ldap::authenticate(
             &settings,
             &LoginLookup::default(),
             &login,
@@ -532,28 +534,52 @@ impl SsoService {
         .await
         {
             Ok(bound) => self.directory_user(directory_id, &bound.idp_id),
-            Err(e) if e.is_user_failure() || matches!(e, BindAuthError::NoStableId(_)) => None,
+            Err(e) if e.is_user_failure() || matches!(e, BindAuthError::NoStableId(_)) => {
+                Err(e.reason())
+            }
             Err(e) => {
                 tracing::error!(reason = e.reason(), error = %e, "directory unavailable for a password check");
+                metrics::counter!("idbridge_idp_logins_total", "result" => "failed", "reason" => "directory_unavailable").increment(1);
                 return login_error(
                     503,
                     "The directory cannot check passwords right now. Try again later.",
                 );
             }
         };
-        let Some((user, groups)) = user else {
-            self.idp.account_limiter.failed(&account);
-            self.idp.address_limiter.failed(&address);
-            if let Some(rest) = self.idp.config.failure_floor.checked_sub(started.elapsed()) {
-                tokio::time::sleep(rest).await;
+        let (user, groups) = match checked {
+            Ok(found) => found,
+            Err(reason) => {
+                self.idp.account_limiter.failed(&account);
+                self.idp.address_limiter.failed(&address);
+                self.record_failure(org_id, &sp.id, &login, &req.client, reason)
+                    .await;
+                if let Some(rest) = self.idp.config.failure_floor.checked_sub(started.elapsed()) {
+                    tokio::time::sleep(rest).await;
+                }
+                return page(401, BAD_CREDENTIALS);
             }
-            return page(401, BAD_CREDENTIALS);
         };
         self.idp.account_limiter.succeeded(&account);
 
-        // Single use: the commit fails if another request took the session first.
+        // Single use: the commit fails if another request took the session first; the event
+        // goes with it.
         let mut cs = ChangeSet::new();
         cs.take_expiring(IDP_SESSIONS, sha256_hex(secret), now_ms());
+        let event = Event::new(
+            EventKind::IdpLoginSucceeded,
+            serde_json::json!({
+                "organization_id": org_id,
+                "service_provider_id": sp.id,
+                "service_provider_entity_id": sp.entity_id,
+                "directory_id": directory_id,
+                "directory_user_id": user.id,
+                "idp_id": user.idp_id,
+                "email": user.email,
+                "ip_address": req.client.ip_address,
+                "user_agent": req.client.user_agent,
+            }),
+        );
+        cs.append_event(&event, Some(org_id));
         match db::commit(&self.store, cs).await {
             Ok(_) => {}
             Err(StoreError::Conflict {
@@ -568,6 +594,7 @@ impl SsoService {
         match self.issue_assertion(&sp, &session, &user, groups).await {
             Ok(form) => {
                 tracing::info!(sp = %sp.id, "IdP login succeeded");
+                metrics::counter!("idbridge_idp_logins_total", "result" => "succeeded", "reason" => "").increment(1);
                 PasswordOutcome::Assertion {
                     form,
                     key: key.to_owned(),
@@ -583,28 +610,61 @@ impl SsoService {
         }
     }
 
-    /// The active directory user with this idp_id, and their group names.
+    /// The active directory user with this idp_id, and their group names; or why not.
     fn directory_user(
         &self,
         directory_id: &str,
         idp_id: &str,
-    ) -> Option<(idbridge_model::DirectoryUser, Vec<String>)> {
-        let stored = self
-            .directory
-            .find_user_by_idp_id(directory_id, idp_id)
-            .ok()??;
+    ) -> Result<(idbridge_model::DirectoryUser, Vec<String>), &'static str> {
+        let stored = match self.directory.find_user_by_idp_id(directory_id, idp_id) {
+            Ok(Some(u)) => u,
+            Ok(None) => return Err("user_not_synced"),
+            Err(e) => {
+                tracing::error!(error = %e, "directory user lookup failed");
+                return Err("user_lookup_failed");
+            }
+        };
         if stored.user.state != UserState::Active {
-            tracing::info!("IdP login of a user who is not active in the directory");
-            return None;
+            return Err("user_inactive");
         }
-        let groups = self
-            .directory
-            .user_groups(&stored.user.id)
-            .ok()?
-            .into_iter()
-            .map(|g| g.group.name)
-            .collect();
-        Some((stored.user, groups))
+        let groups = match self.directory.user_groups(&stored.user.id) {
+            Ok(g) => g.into_iter().map(|g| g.group.name).collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "group lookup failed");
+                return Err("user_lookup_failed");
+            }
+        };
+        Ok((stored.user, groups))
+    }
+
+    /// A refused sign-in: the metric and the opt-in `idp.login_failed` event (its own commit;
+    /// a failure to write it is logged, never shown).
+    async fn record_failure(
+        &self,
+        org_id: &str,
+        sp_id: &str,
+        login: &str,
+        client: &ClientInfo,
+        reason: &'static str,
+    ) {
+        metrics::counter!("idbridge_idp_logins_total", "result" => "failed", "reason" => reason)
+            .increment(1);
+        let event = Event::new(
+            EventKind::IdpLoginFailed,
+            serde_json::json!({
+                "organization_id": org_id,
+                "service_provider_id": sp_id,
+                "login": login.chars().take(256).collect::<String>(),
+                "reason": reason,
+                "ip_address": client.ip_address,
+                "user_agent": client.user_agent,
+            }),
+        );
+        let mut cs = ChangeSet::new();
+        cs.append_event(&event, Some(org_id));
+        if let Err(e) = db::commit(&self.store, cs).await {
+            tracing::error!(error = %e, "recording a failed IdP login failed");
+        }
     }
 
     /// The signed Response for a verified user, as the auto-submitting form.
