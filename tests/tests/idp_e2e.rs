@@ -19,7 +19,8 @@ use idbridge_tests::directory_api::{all_pages, events, sync, users_by_email};
 use idbridge_tests::{ldap_group, run_node_test, Slapd, TestServer, LDAP_ADMIN_DN, LDAP_SUFFIX};
 use serde_json::{json, Value};
 
-const CALLBACK: &str = "http://127.0.0.1:9/callback";
+/// The app's callback: allow-listed at B, never contacted (the browser test answers it itself).
+const CALLBACK: &str = "http://app.example.test/callback";
 const BAD_CREDENTIALS: &str = "The username or password is incorrect.";
 
 fn person(uid: &str, ou: &str, given: &str, sn: &str, password: &str, extra: &str) -> String {
@@ -132,8 +133,21 @@ async fn submit(
     Ok((r.status().as_u16(), r.text().await?))
 }
 
-#[tokio::test]
-async fn idbridge_is_the_saml_idp_of_another_idbridge() -> anyhow::Result<()> {
+/// Everything both tests need: slapd, A (the IdP) with its synced directory, B (the SP) with
+/// its connection to A, and B registered at A.
+struct World {
+    _slapd: Slapd,
+    a: TestServer,
+    b: TestServer,
+    org_a: String,
+    org_b: String,
+    conn_id: String,
+    sp: Value,
+    uuid: String,
+}
+
+/// `app_callback`: one more allow-listed redirect URI at B (the browser test's own app).
+async fn world(app_callback: Option<&str>) -> anyhow::Result<World> {
     let slapd = Slapd::start()?;
     let mut tree =
         format!("dn: ou=Partners,{LDAP_SUFFIX}\nobjectClass: organizationalUnit\nou: Partners\n\n");
@@ -222,8 +236,12 @@ type = "ldap"
         ldap("partner-ldap", "Partners")
     );
     let a = TestServer::builder().config_toml(config).start().await?;
+    let redirect_uris = match app_callback {
+        Some(extra) => format!("{CALLBACK},{extra}"),
+        None => CALLBACK.to_owned(),
+    };
     let b = TestServer::builder()
-        .env("IDBRIDGE_SSO_REDIRECT_URIS", CALLBACK)
+        .env("IDBRIDGE_SSO_REDIRECT_URIS", redirect_uris)
         .start()
         .await?;
 
@@ -291,6 +309,30 @@ type = "ldap"
     // B's metadata says AuthnRequestsSigned: A requires (and verifies) B's signature.
     ensure!(sp["require_signed_requests"] == true, "{sp}");
 
+    Ok(World {
+        _slapd: slapd,
+        a,
+        b,
+        org_a,
+        org_b,
+        conn_id,
+        sp,
+        uuid,
+    })
+}
+
+#[tokio::test]
+async fn idbridge_is_the_saml_idp_of_another_idbridge() -> anyhow::Result<()> {
+    let World {
+        _slapd,
+        a,
+        b,
+        org_a,
+        org_b,
+        conn_id,
+        sp,
+        uuid,
+    } = world(None).await?;
     // Refusals: one message for a wrong password, an unknown user, a disabled user and another
     // organization's user; none carries an assertion.
     let s = start_login(&b, &conn_id).await?;
@@ -440,6 +482,57 @@ type = "ldap"
             p["email"] == "alice@example.test" && p["idp_id"] == expect["idpId"],
             "{token}"
         );
+    }
+    Ok(())
+}
+
+/// The login page in headless Chromium (tests/js/idp_browser.test.mjs): a keyboard-only login
+/// and a phone-sized one, each a full SP-initiated login from B ending on the app's redirect
+/// URI with a code; screenshots are kept in target/test-artifacts/.
+#[tokio::test]
+async fn the_login_page_in_chromium() -> anyhow::Result<()> {
+    // The app: a loopback listener the browser test runs itself (Chromium refuses port 9 and
+    // cannot intercept a redirect's target).
+    let app_port = idbridge_tests::free_port()?;
+    let app_callback = format!("http://127.0.0.1:{app_port}/callback");
+    let w = world(Some(&app_callback)).await?;
+    let authorize = |state: &str| {
+        format!(
+            "{}/sso/authorize?client_id={}&redirect_uri={app_callback}&response_type=code&connection={}&state={state}",
+            w.b.url(),
+            w.b.client_id(),
+            w.conn_id
+        )
+    };
+    let artifacts = idbridge_tests::repo_root()
+        .join("target")
+        .join("test-artifacts");
+    let mut env = w.b.peer_env();
+    env.extend([
+        (
+            "IDBRIDGE_AUTHORIZE_URLS".to_owned(),
+            json!([authorize("browser-1"), authorize("browser-2")]).to_string(),
+        ),
+        ("IDBRIDGE_SSO_CALLBACK".to_owned(), app_callback.clone()),
+        ("IDBRIDGE_APP_PORT".to_owned(), app_port.to_string()),
+        ("IDBRIDGE_IDP_LOGIN".to_owned(), "alice".to_owned()),
+        ("IDBRIDGE_IDP_PASSWORD".to_owned(), "alice-pw-1".to_owned()),
+        (
+            "IDBRIDGE_ARTIFACTS".to_owned(),
+            artifacts.display().to_string(),
+        ),
+    ]);
+    let report = run_node_test("idp_browser.test.mjs", env).await?;
+    eprintln!("{}", report.output);
+    if report.ran() && std::path::Path::new("/usr/bin/chromium").exists() {
+        ensure!(
+            report.passed >= 2 && report.failed == 0,
+            "chromium: {} passed, {} failed:\n{}",
+            report.passed,
+            report.failed,
+            report.output
+        );
+        ensure!(artifacts.join("idp-login-desktop.png").is_file());
     }
     Ok(())
 }
