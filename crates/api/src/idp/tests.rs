@@ -505,3 +505,39 @@ async fn login_form_refusals_before_the_directory() {
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
     assert!(!r.text.contains("SAMLResponse"));
 }
+
+#[tokio::test]
+async fn a_trusted_request_that_cannot_be_honoured_gets_a_signed_saml_error_at_the_registered_acs() {
+    let env = Env::new();
+    let (org, _) = registered(&env, None).await;
+    // IsPassive: idbridge has no session to answer without showing a page.
+    let id = format!("_{}", ulid::Ulid::new());
+    let xml = format!(
+        "<samlp:AuthnRequest xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" ID=\"{id}\" Version=\"2.0\" IssueInstant=\"{}\" Destination=\"{PUBLIC}/idp/{org}/saml/sso\" IsPassive=\"true\"><saml:Issuer>{SP_ENTITY}</saml:Issuer></samlp:AuthnRequest>",
+        now()
+    );
+    let req = base64::engine::general_purpose::STANDARD.encode(xml);
+    let r = env
+        .form(
+            &format!("/idp/{org}/saml/sso"),
+            &[("SAMLRequest", &req), ("RelayState", "rs-1")],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(r.text.contains(&format!("action=\"{SP_ACS}\"")), "{}", r.text);
+    let b64 = hidden(&r.text, "SAMLResponse");
+    let xml = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(xml.contains("status:NoPassive"), "{xml}");
+    assert!(xml.contains(&format!("InResponseTo=\"{id}\"")), "{xml}");
+    assert!(xml.contains("<ds:Signature"), "the error Response is signed: {xml}");
+    assert!(!xml.contains("Assertion"), "{xml}");
+    assert_eq!(hidden(&r.text, "RelayState"), "rs-1");
+    // No login cookie: nothing to sign in to.
+    assert!(r.headers.get(header::SET_COOKIE).is_none());
+}

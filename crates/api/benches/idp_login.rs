@@ -1,0 +1,259 @@
+//! SP-initiated logins/s through idbridge's IdP in directory mode against a real slapd: each
+//! login is an AuthnRequest (HTTP-POST binding) → the login page (session commit with the
+//! request's replay entry) → the login form (LDAP search + bind as the user, the directory user
+//! read, the session taken with its event in one commit, the assertion signed with RSA-2048) →
+//! the auto-submitting page. Driven in-process through the router (no sockets on our side);
+//! printed beside `openssl speed rsa2048` sign/s on the same machine (the signing floor: one
+//! RSA signature per login).
+//!
+//! `cargo bench -p idbridge-api --bench idp_login` (IDP_BENCH_LOGINS, IDP_BENCH_CONCURRENCY).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::http::{header, Request};
+use axum::Router;
+use base64::Engine as _;
+use http_body_util::BodyExt;
+use idbridge_api::{router, ApiConfig, AppState};
+use idbridge_ldap::{Flavor, LdapSettings, LdapSource, Syncer};
+use idbridge_sso::api_keys as auth;
+use idbridge_sso::{SecretBox, SsoConfig};
+use idbridge_store::{SledStore, Store};
+use idbridge_testkit::slapd::{ldap_group, Slapd, LDAP_ADMIN_DN, LDAP_SUFFIX};
+use serde_json::{json, Value};
+
+const SP_ENTITY: &str = "https://sp.bench.test/saml";
+const SP_ACS: &str = "https://sp.bench.test/acs";
+const USERS: usize = 50;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn send(app: &Router, req: Request<Body>) -> (u16, Vec<String>, String) {
+    use tower::ServiceExt as _;
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let cookies = resp
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, cookies, String::from_utf8_lossy(&body).into_owned())
+}
+
+async fn api(app: &Router, key: &str, method: &str, uri: &str, body: Value) -> Value {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let (status, _, text) = send(app, req).await;
+    assert!(status < 300, "{method} {uri}: {status}: {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+fn form(uri: &str, pairs: &[(&str, &str)], cookie: Option<&str>) -> Request<Body> {
+    let body: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish();
+    let mut req = Request::builder()
+        .method("POST")
+        .uri(uri)
+        .header("content-type", "application/x-www-form-urlencoded");
+    if let Some(c) = cookie {
+        req = req.header(header::COOKIE, c);
+    }
+    req.body(Body::from(body)).unwrap()
+}
+
+fn hidden(text: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let at = text.find(&marker).expect("hidden field") + marker.len();
+    text[at..].split('"').next().unwrap().to_owned()
+}
+
+/// One full login; panics on anything but a posted assertion.
+async fn login(app: &Router, org: &str, user: usize) {
+    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
+    let id = format!("_{}", ulid::Ulid::new());
+    let xml = format!(
+        "<samlp:AuthnRequest xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" ID=\"{id}\" Version=\"2.0\" IssueInstant=\"{now}\" Destination=\"http://127.0.0.1:8080/idp/{org}/saml/sso\" AssertionConsumerServiceURL=\"{SP_ACS}\" ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>{SP_ENTITY}</saml:Issuer></samlp:AuthnRequest>"
+    );
+    let req = base64::engine::general_purpose::STANDARD.encode(xml);
+    let (status, cookies, page) = send(
+        app,
+        form(&format!("/idp/{org}/saml/sso"), &[("SAMLRequest", &req)], None),
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    let cookie = cookies
+        .iter()
+        .find(|c| c.starts_with("idbridge_idp_"))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let (k, csrf) = (hidden(&page, "k"), hidden(&page, "csrf"));
+    let (uid, pw) = (format!("user{user}"), format!("pw-{user}"));
+    let (status, _, done) = send(
+        app,
+        form(
+            &format!("/idp/{org}/login"),
+            &[("k", &k), ("csrf", &csrf), ("login", &uid), ("password", &pw)],
+            Some(&cookie),
+        ),
+    )
+    .await;
+    assert!(
+        status == 200 && done.contains("SAMLResponse"),
+        "{status}: {done}"
+    );
+}
+
+/// `openssl speed rsa2048` sign/s (one core), if openssl runs here.
+fn openssl_rsa2048_sign_per_sec() -> Option<f64> {
+    let out = Command::new("openssl")
+        .args(["speed", "-seconds", "3", "rsa2048"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.starts_with("rsa 2048 bits"))?;
+    let nums: Vec<f64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    // "... sign verify sign/s verify/s": the second-to-last number.
+    nums.get(nums.len().checked_sub(2)?).copied()
+}
+
+fn main() {
+    let logins = env_or("IDP_BENCH_LOGINS", 400);
+    let concurrency = env_or("IDP_BENCH_CONCURRENCY", 4);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let slapd = Slapd::start().expect("slapd (scripts/test-deps.sh installs it)");
+    let mut ldif = String::new();
+    let mut members = Vec::new();
+    for i in 0..USERS {
+        ldif.push_str(&format!(
+            "dn: uid=user{i},ou=People,{LDAP_SUFFIX}\nobjectClass: inetOrgPerson\nuid: user{i}\ncn: User {i}\ngivenName: User\nsn: N{i}\nmail: user{i}@bench.test\nuserPassword: pw-{i}\n\n"
+        ));
+        members.push(format!("user{i}"));
+    }
+    let refs: Vec<&str> = members.iter().map(String::as_str).collect();
+    ldif.push_str(&ldap_group("staff", &refs));
+    slapd.add(&ldif).unwrap();
+    let pw_file = slapd.password_file().unwrap();
+
+    let (app, org) = rt.block_on(async {
+        let store: Arc<dyn Store> = Arc::new(SledStore::open_ephemeral().unwrap());
+        let boot = auth::bootstrap(store.as_ref()).unwrap().unwrap();
+        let state = AppState::new(store, ApiConfig::default())
+            .with_sso(SsoConfig::default(), Some(SecretBox::generate().unwrap()));
+        let app = router(state.clone());
+        let key = boot.api_key;
+        let org = api(&app, &key, "POST", "/organizations", json!({"name": "Bench"})).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let dir = api(
+            &app,
+            &key,
+            "POST",
+            "/admin/directories",
+            json!({"organization_id": org, "name": "LDAP", "type": "ldap"}),
+        )
+        .await["directory"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let mut settings = LdapSettings::new(
+            slapd.url(),
+            Flavor::Openldap,
+            format!("ou=People,{LDAP_SUFFIX}"),
+        );
+        settings.allow_plain = true;
+        settings.bind_dn = Some(LDAP_ADMIN_DN.into());
+        settings.bind_password_file = Some(pw_file);
+        settings.group_base_dns = vec![format!("ou=Groups,{LDAP_SUFFIX}")];
+        let source = LdapSource {
+            directory_id: dir.clone(),
+            settings,
+        };
+        state
+            .ldap
+            .install(Arc::new(Syncer::new(state.directory.clone())), [source]);
+        let run = api(
+            &app,
+            &key,
+            "POST",
+            &format!("/admin/directories/{dir}/sync"),
+            json!({"kind": "full"}),
+        )
+        .await;
+        assert_eq!(run["ok"], true, "{run}");
+        api(
+            &app,
+            &key,
+            "POST",
+            "/admin/service_providers",
+            json!({"organization_id": org, "entity_id": SP_ENTITY, "acs_urls": [SP_ACS], "directory_id": dir}),
+        )
+        .await;
+        // Warm-up: the IdP key is generated on first use.
+        login(&app, &org, 0).await;
+        (app, org)
+    });
+
+    let started = Instant::now();
+    rt.block_on(async {
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..concurrency {
+            let (app, org, next) = (app.clone(), org.clone(), next.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= logins {
+                        break;
+                    }
+                    login(&app, &org, i % USERS).await;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    let secs = started.elapsed().as_secs_f64();
+    let rate = logins as f64 / secs;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "idp_login: {logins} SP-initiated logins (directory mode, slapd) in {secs:.2} s with {concurrency} concurrent browsers: {rate:.1} logins/s ({:.1} per core on {cores} cores)",
+        rate / cores as f64
+    );
+    match openssl_rsa2048_sign_per_sec() {
+        Some(floor) => println!(
+            "openssl speed rsa2048: {floor:.1} sign/s on one core; idbridge per core = {:.1}% of the signing floor (goal >= 50%)",
+            100.0 * rate / cores as f64 / floor
+        ),
+        None => println!("openssl speed rsa2048: not available"),
+    }
+    println!("Ory Polis's own SSO flow rate: not measured here (see crates/api/benches/full_login.rs for the SP side beside Polis)");
+}
