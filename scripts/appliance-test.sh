@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# The appliance, built and started (issue 22). Not part of .ci/run: it builds a release binary,
+# two root filesystems and an image (~5-10 min on 2 cores after the release build).
+#   1. image: scripts/image.sh, then `podman run` of it on a fresh volume: /healthz, the
+#      image's own healthcheck, the first-start API key from the container's log, an
+#      organization + SCIM directory + user through the WorkOS Python SDK; stop; a NEW
+#      container on the same volume finds them (and prints no second API key).
+#   2. Debian package: scripts/deb.sh (revisions 1 and 2), installed into a clean mmdebstrap
+#      chroot with `apt install ./idbridge_*.deb`: --version, systemd-analyze verify, upgrade,
+#      purge (deploy/tests/deb-chroot-test.sh).
+#   3. Kubernetes: kustomize output and the Helm chart against the Kubernetes schemas
+#      (deploy/tests/test_kubernetes.py).
+# Usage: scripts/appliance-test.sh [image|deb|kubernetes]...   (default: all three)
+#   IDBRIDGE_BIN=path  use this binary instead of building target/release/idbridge.
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+log() { printf '[appliance-test] %s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+fail() { printf '[appliance-test] FAIL: %s\n' "$*" >&2; exit 1; }
+parts=("$@")
+[ "${#parts[@]}" -gt 0 ] || parts=(image deb kubernetes)
+want() { local p; for p in "${parts[@]}"; do [ "$p" = "$1" ] && return 0; done; return 1; }
+
+"$REPO/scripts/appliance-deps.sh"
+# shellcheck source=scripts/appliance-env.sh
+. "$REPO/scripts/appliance-env.sh"
+PY="$APPLIANCE_DIR/venv/bin/python"
+
+BIN="${IDBRIDGE_BIN:-$REPO/target/release/idbridge}"
+if [ -z "${IDBRIDGE_BIN:-}" ] && (want image || want deb); then
+    log "release build (nice -n 10 cargo build --release -p idbridge)"
+    nice -n 10 cargo build --release --locked -p idbridge
+fi
+
+# --- 1. the image, started --------------------------------------------------
+vol="" c1="" c2="" state=""
+cleanup_image() {
+    [ -n "$c1" ] && "${PODMAN[@]}" rm -f -t 0 "$c1" "$c2" >/dev/null 2>&1 || true
+    [ -n "$vol" ] && "${PODMAN[@]}" volume rm -f "$vol" >/dev/null 2>&1 || true
+    [ -n "$state" ] && rm -f "$state"
+    vol="" c1="" c2="" state=""
+}
+trap cleanup_image EXIT
+image_test() {
+    local t0 version image port url key client_id logs health
+    t0=$(date +%s)
+    "$REPO/scripts/image.sh" "$BIN" >/dev/null
+    log "image built in $(($(date +%s) - t0)) s"
+    version="$("$BIN" --version | awk '{print $2}')"
+    image="localhost/idbridge:$version"
+    # Load both archives back, as users would. The OCI archive first (its labels and layers;
+    # the OCI format has no healthcheck), then the docker archive, whose image (with the
+    # healthcheck) is the one started below.
+    local oci_id docker_id
+    oci_id="$("${PODMAN[@]}" load -q -i "$APPLIANCE_DIR/idbridge-$version.oci.tar" | sed -n 's/^Loaded image: //p')"
+    oci_id="$("${PODMAN[@]}" image inspect --format '{{.ID}}' "$oci_id")"
+    local oci_layers
+    oci_layers="$("${PODMAN[@]}" image inspect --format '{{json .RootFS.Layers}}' "$oci_id")"
+    "${PODMAN[@]}" image inspect --format '{{json .Labels}}' "$oci_id" |
+        "$PY" -c 'import json,sys; l=json.load(sys.stdin); [l["org.opencontainers.image."+k] for k in ("version","revision","source")]; print("[appliance-test] OCI archive labels:", {k.rsplit(".",1)[1]: v for k, v in l.items()})' >&2
+    "${PODMAN[@]}" load -q -i "$APPLIANCE_DIR/idbridge-$version.docker.tar" >/dev/null
+    docker_id="$("${PODMAN[@]}" image inspect --format '{{.ID}}' "$image")"
+    [ "$("${PODMAN[@]}" image inspect --format '{{json .RootFS.Layers}}' "$docker_id")" = "$oci_layers" ] ||
+        fail "the OCI and docker archives hold different layers"
+    log "OCI and docker archives: same $(echo "$oci_layers" | tr ',' '\n' | wc -l) layers"
+    # What the image promises, read from its config.
+    [ "$("${PODMAN[@]}" image inspect --format '{{.Config.User}}' "$image")" = "10001:10001" ] || fail "image user"
+    "${PODMAN[@]}" image inspect --format '{{json .Config.Volumes}}' "$image" | grep -q '/var/lib/idbridge' ||
+        fail "no volume"
+    # (buildah splits --healthcheck on blanks: a JSON array there once became
+    # ["CMD","[/bin/busybox,",...], which only running it showed.)
+    "${PODMAN[@]}" image inspect --format '{{json .Config.Healthcheck.Test}}' "$image" |
+        grep -qF '["CMD","/bin/busybox","wget","-q","-O","/dev/null","http://127.0.0.1:8080/healthz"]' ||
+        fail "the docker archive's image has not the healthcheck: $("${PODMAN[@]}" image inspect --format '{{json .Config.Healthcheck}}' "$image")"
+
+    vol="idbridge-appliance-test-$$"
+    port="$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+    url="http://127.0.0.1:$port"
+    c1="idbridge-at1-$$"
+    c2="idbridge-at2-$$"
+    state="$(mktemp)"
+    "${PODMAN[@]}" volume create "$vol" >/dev/null
+    run() {
+        # --health-interval disable: podman schedules periodic healthchecks with systemd
+        # timers, and this sandbox has no systemd; `podman healthcheck run` still runs it.
+        "${PODMAN[@]}" run -d --name "$1" "${PODMAN_RUN_LIMITS[@]}" --health-interval disable \
+            -p "127.0.0.1:$port:8080" -v "$vol:/var/lib/idbridge" \
+            -e "IDBRIDGE_PUBLIC_URL=$url" "$image" >/dev/null
+    }
+    wait_healthy() {
+        local i
+        for i in $(seq 1 120); do
+            if curl -fsS -m 2 "$url/healthz" >/dev/null 2>&1; then
+                log "$1: /healthz answered after ~$((i / 2)) s"
+                return 0
+            fi
+            if [ "$("${PODMAN[@]}" inspect -f '{{.State.Running}}' "$1")" != true ]; then
+                "${PODMAN[@]}" logs "$1" >&2 || true
+                fail "$1 exited before /healthz answered"
+            fi
+            sleep 0.5
+        done
+        "${PODMAN[@]}" logs "$1" >&2 || true
+        fail "$1: no /healthz in 60 s"
+    }
+
+    log "first container $c1 on volume $vol, port $port"
+    t0=$(date +%s%N)
+    run "$c1"
+    wait_healthy "$c1"
+    log "start to healthy: $((($(date +%s%N) - t0) / 1000000)) ms"
+    curl -fsS -m 5 "$url/readyz" >/dev/null || fail "/readyz"
+    # The image's own HEALTHCHECK (busybox wget inside the container).
+    health="$("${PODMAN[@]}" healthcheck run "$c1" 2>&1 && echo healthy || true)"
+    [ "${health##*$'\n'}" = healthy ] || fail "podman healthcheck run: $health"
+    log "image healthcheck: healthy"
+    [ "$("${PODMAN[@]}" exec "$c1" /bin/busybox id -u)" = 10001 ] || fail "not running as uid 10001"
+    # The root filesystem is not writable for the service user.
+    if "${PODMAN[@]}" exec "$c1" /bin/busybox touch /usr/local/bin/x 2>/dev/null; then
+        fail "the service user can write /usr/local/bin"
+    fi
+    logs="$("${PODMAN[@]}" logs "$c1" 2>/dev/null)"
+    key="$(printf '%s\n' "$logs" | sed -n 's/^IDBRIDGE_API_KEY=//p')"
+    client_id="$(printf '%s\n' "$logs" | sed -n 's/^IDBRIDGE_CLIENT_ID=//p')"
+    [ -n "$key" ] && [ -n "$client_id" ] || fail "no first-start API key in the log of $c1"
+    log "first-start API key read from the container log (…${key: -4}), client id $client_id"
+    IDBRIDGE_URL="$url" IDBRIDGE_API_KEY="$key" IDBRIDGE_CLIENT_ID="$client_id" \
+        "$PY" "$REPO/deploy/tests/container_data.py" write "$state" >&2
+
+    t0=$(date +%s%N)
+    "${PODMAN[@]}" stop -t 30 "$c1" >/dev/null
+    log "stop (SIGTERM) took $((($(date +%s%N) - t0) / 1000000)) ms, exit code $("${PODMAN[@]}" inspect -f '{{.State.ExitCode}}' "$c1")"
+    "${PODMAN[@]}" rm "$c1" >/dev/null
+
+    log "second container $c2 on the same volume"
+    run "$c2"
+    wait_healthy "$c2"
+    if "${PODMAN[@]}" logs "$c2" 2>/dev/null | grep -q '^IDBRIDGE_API_KEY='; then
+        fail "$c2 printed a new API key: the volume's store was not reused"
+    fi
+    IDBRIDGE_URL="$url" IDBRIDGE_API_KEY="$key" IDBRIDGE_CLIENT_ID="$client_id" \
+        "$PY" "$REPO/deploy/tests/container_data.py" check "$state" >&2
+    log "sample log line: $("${PODMAN[@]}" logs "$c2" 2>&1 | grep -m1 '^{' || true)"
+    cleanup_image
+    log "image: passed"
+}
+
+# --- 2. the Debian package in a clean chroot ----------------------------------
+deb_test() {
+    local out old new t0
+    out="$(mktemp -d "$APPLIANCE_DIR/debtest.XXXXXX")"
+    old="$(IDBRIDGE_DEB_REVISION=1 IDBRIDGE_DEB_OUT="$out" "$REPO/scripts/deb.sh" "$BIN")"
+    new="$(IDBRIDGE_DEB_REVISION=2 IDBRIDGE_DEB_OUT="$out" "$REPO/scripts/deb.sh" "$BIN")"
+    log "built $(basename "$old") ($(du -k "$old" | cut -f1) kB) and $(basename "$new")"
+    dpkg-deb -f "$old" Depends | sed 's/^/[appliance-test] Depends: /' >&2
+    lintian --no-tag-display-limit --suppress-tags \
+        no-manual-page,maintainer-script-calls-systemctl,initial-upload-closes-no-bugs "$old" 2>&1 |
+        sed 's/^/[appliance-test] lintian (informational): /' >&2 || true
+    t0=$(date +%s)
+    # A clean bookworm with apt and systemd (for systemd-analyze); the test runs in it.
+    mmdebstrap --quiet --variant=apt --include=systemd bookworm /dev/null \
+        --customize-hook="copy-in $old $new $REPO/deploy/tests/deb-chroot-test.sh /tmp" \
+        --customize-hook="chroot \"\$1\" sh /tmp/deb-chroot-test.sh /tmp/$(basename "$old") /tmp/$(basename "$new")" \
+        || { rm -rf "$out"; fail "the Debian package test in the chroot"; }
+    rm -rf "$out"
+    log "deb: passed (chroot and test: $(($(date +%s) - t0)) s)"
+}
+
+# --- 3. Kubernetes manifests -------------------------------------------------
+kubernetes_test() {
+    "$APPLIANCE_DIR/venv/bin/pytest" -q -p no:cacheprovider "$REPO/deploy/tests" >&2 ||
+        fail "Kubernetes manifests"
+    log "kubernetes: passed"
+}
+
+want image && image_test
+want deb && deb_test
+want kubernetes && kubernetes_test
+log "all requested parts passed: ${parts[*]}"
