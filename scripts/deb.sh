@@ -4,8 +4,8 @@
 #   /etc/idbridge/idbridge.toml as a conffile (config/idbridge.example.toml with the package's
 #   data directory), and the maintainer scripts of deploy/debian (system user idbridge,
 #   /var/lib/idbridge, upgrade and purge behaviour).
-# Depends: computed by dpkg-shlibdeps from the binary, plus libxmlsec1-openssl (loaded with
-# dlopen) and adduser.
+# Depends: computed by dpkg-shlibdeps from the binary (libxmlsec1-openssl among them: the
+# binary links it), plus adduser.
 #
 # Usage: scripts/deb.sh [BINARY]   (default target/release/idbridge)
 #   IDBRIDGE_DEB_REVISION=N  Debian revision (default 1); the test builds -2 for the upgrade.
@@ -33,7 +33,8 @@ install -d -m 0755 "$pkg/etc/idbridge"
 sed -e 's|^data_dir = "./idbridge-data"|data_dir = "/var/lib/idbridge"|' \
     -e 's|^# idbridge configuration\.|# idbridge configuration (installed by the Debian package; systemd also sets\n# IDBRIDGE_DATA_DIR=/var/lib/idbridge, see /lib/systemd/system/idbridge.service).|' \
     "$REPO/config/idbridge.example.toml" >"$pkg/etc/idbridge/idbridge.toml"
-chmod 0640 "$pkg/etc/idbridge/idbridge.toml"
+# 0644 in the archive (lintian); postinst makes it root:idbridge 0640.
+chmod 0644 "$pkg/etc/idbridge/idbridge.toml"
 install -d -m 0755 "$pkg/usr/share/doc/idbridge"
 cat >"$pkg/usr/share/doc/idbridge/copyright" <<COPY
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
@@ -41,7 +42,7 @@ Upstream-Name: idbridge
 Source: $(sed -n 's/^repository *= *"\(.*\)"/\1/p' "$REPO/Cargo.toml" | head -1)
 
 Files: *
-Copyright: the idbridge authors
+Copyright: 2026 the idbridge authors
 License: Apache-2.0
  On Debian systems the full text is in /usr/share/common-licenses/Apache-2.0.
 COPY
@@ -64,15 +65,16 @@ Version: $VERSION
 Architecture: $ARCH
 Maintainer: idbridge maintainers <idbridge@example.invalid>
 Installed-Size: $(du -sk --exclude=DEBIAN "$pkg" | cut -f1)
-Depends: $shlibs, libxmlsec1-openssl, adduser
+Depends: $shlibs, adduser
 Section: net
 Priority: optional
 Homepage: $(sed -n 's/^repository *= *"\(.*\)"/\1/p' "$REPO/Cargo.toml" | head -1)
 Description: on-prem SSO and directory bridge with a WorkOS-compatible API
- idbridge connects a company's identity providers (SAML, OIDC) and directories (SCIM,
- LDAP/Active Directory, SFTP CSV) to applications through a WorkOS-compatible API.
- It runs as the systemd service idbridge, as the system user idbridge, with its data
- in /var/lib/idbridge and its configuration in /etc/idbridge/idbridge.toml.
+ idbridge connects a company's identity providers (SAML, OIDC) and
+ directories (SCIM, LDAP/Active Directory, SFTP CSV) to applications
+ through a WorkOS-compatible API. It runs as the systemd service
+ idbridge, as the system user idbridge, with its data in
+ /var/lib/idbridge and its configuration in /etc/idbridge/idbridge.toml.
 CONTROL
 deb="$OUT/idbridge_${VERSION}_${ARCH}.deb"
 dpkg-deb --root-owner-group -Zxz --build "$pkg" "$deb" >/dev/null

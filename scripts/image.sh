@@ -48,7 +48,7 @@ for lib in $libs; do
     fi
     pkgs+=("$pkg")
 done
-# xmlsec loads its OpenSSL engine with dlopen, so ldd does not show it.
+# libxmlsec1-openssl: linked today, and listed in case a build loads the engine with dlopen.
 pkgs+=(libxmlsec1-openssl ca-certificates busybox)
 include="$(printf '%s\n' "${pkgs[@]}" | sort -u | paste -sd, -)"
 log "runtime packages: $include"

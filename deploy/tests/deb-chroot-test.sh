@@ -23,7 +23,10 @@ dpkg-query -W -f='${Conffiles}\n' idbridge | grep -q '^ /etc/idbridge/idbridge.t
     fail "idbridge.toml is not a conffile"
 idbridge config check /etc/idbridge/idbridge.toml >/dev/null || fail "the shipped config does not check"
 step "systemd-analyze verify"
-systemd-analyze verify /lib/systemd/system/idbridge.service || fail "systemd-analyze verify"
+# Strict: unknown keys and other problems that systemd only warns about fail the test too.
+verify="$(systemd-analyze verify /lib/systemd/system/idbridge.service 2>&1)" ||
+    fail "systemd-analyze verify: $verify"
+[ -z "$verify" ] || fail "systemd-analyze verify warns: $verify"
 step "the idbridge user can make its store in /var/lib/idbridge"
 runuser -u idbridge -- env IDBRIDGE_DATA_DIR=/var/lib/idbridge \
     idbridge --config /etc/idbridge/idbridge.toml api-key create --name deb-test >/dev/null ||
