@@ -34,7 +34,7 @@ apt_ensure() {
 # OCI: buildah commits the image, podman runs it; mmdebstrap makes the root filesystems
 # (image and package test chroot). containers-storage uses the vfs driver (no overlay mounts
 # needed), so fuse-overlayfs is not required.
-apt_ensure buildah podman crun runc mmdebstrap uidmap slirp4netns passt netavark aardvark-dns \
+apt_ensure buildah podman crun runc catatonit mmdebstrap uidmap slirp4netns passt netavark aardvark-dns \
     containernetworking-plugins iptables ca-certificates curl jq
 # Debian package: dpkg-deb builds it, systemd-analyze verifies the unit, apt-utils for the
 # chroot's local install.

@@ -14,6 +14,17 @@ runroot = "$APPLIANCE_DIR/containers/run"
 CONF
 fi
 export CONTAINERS_STORAGE_CONF
+# The same limits for what podman starts without a --ulimit flag (podman kube play).
+if [ -z "${CONTAINERS_CONF:-}" ]; then
+    CONTAINERS_CONF="$APPLIANCE_DIR/containers.conf"
+    cat >"$CONTAINERS_CONF" <<CONF
+[containers]
+default_ulimits = ["nofile=$(ulimit -Sn):$(ulimit -Hn)", "nproc=4096:4096"]
+[engine]
+runtime = "runc"
+CONF
+fi
+export CONTAINERS_CONF
 # runc, not crun: crun refuses hybrid cgroup v1/v2 hosts ("cgroups in hybrid mode not
 # supported"). Explicit ulimits: podman's defaults raise RLIMIT_NOFILE/NPROC above what a
 # process without CAP_SYS_RESOURCE may set.

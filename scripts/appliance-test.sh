@@ -9,7 +9,8 @@
 #      chroot with `apt install ./idbridge_*.deb`: --version, systemd-analyze verify, upgrade,
 #      purge (deploy/tests/deb-chroot-test.sh).
 #   3. Kubernetes: kustomize output and the Helm chart against the Kubernetes schemas
-#      (deploy/tests/test_kubernetes.py).
+#      (deploy/tests/test_kubernetes.py), and the base's pod run by `podman kube play` under
+#      its securityContext, twice on the same PVC.
 # Usage: scripts/appliance-test.sh [image|deb|kubernetes]...   (default: all three)
 #   IDBRIDGE_BIN=path  use this binary instead of building target/release/idbridge.
 set -euo pipefail
@@ -170,7 +171,70 @@ deb_test() {
 kubernetes_test() {
     "$APPLIANCE_DIR/venv/bin/pytest" -q -p no:cacheprovider "$REPO/deploy/tests" >&2 ||
         fail "Kubernetes manifests"
+    log "kubernetes: manifests validate"
+    kube_play_test
     log "kubernetes: passed"
+}
+
+# The kustomize base's pod, run by `podman kube play` (no cluster here): the image works
+# under its securityContext (non-root, read-only root fs, no privilege escalation, no
+# capabilities), with the ConfigMap's config, and its PVC keeps the data across pods.
+kube_pod="" kube_dir=""
+cleanup_kube() {
+    if [ -n "$kube_pod" ]; then
+        "${PODMAN[@]}" kube down "$kube_pod" >/dev/null 2>&1 || true
+        "${PODMAN[@]}" volume rm -f data-idbridge-0 >/dev/null 2>&1 || true
+    fi
+    [ -n "$kube_dir" ] && rm -rf "$kube_dir"
+    kube_pod="" kube_dir=""
+}
+kube_play_test() {
+    local version port url ctr key client_id i
+    version="$("$BIN" --version | awk '{print $2}')"
+    "${PODMAN[@]}" image exists "localhost/idbridge:$version" || "$REPO/scripts/image.sh" "$BIN" >/dev/null
+    kube_dir="$(mktemp -d)"
+    kube_pod="$kube_dir/pod.yaml"
+    trap 'cleanup_image; cleanup_kube' EXIT
+    port="$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+    url="http://127.0.0.1:$port"
+    ctr=idbridge-0-idbridge
+    kubectl kustomize "$REPO/deploy/kubernetes/base" >"$kube_dir/base.yaml"
+    "$PY" "$REPO/deploy/tests/kube_pod.py" "$kube_dir/base.yaml" "$port" >"$kube_pod"
+    "$PY" "$REPO/deploy/tests/kube_pod.py" "$kube_dir/base.yaml" "$port" --reuse-claim >"$kube_dir/pod2.yaml"
+    "${PODMAN[@]}" volume rm -f data-idbridge-0 >/dev/null 2>&1 || true
+    for round in 1 2; do
+        local spec="$kube_pod"
+        [ "$round" = 2 ] && spec="$kube_dir/pod2.yaml"
+        "${PODMAN[@]}" kube play "$spec" >/dev/null || fail "podman kube play (round $round)"
+        for i in $(seq 1 120); do
+            curl -fsS -m 2 "$url/healthz" >/dev/null 2>&1 && break
+            [ "$i" = 120 ] && { "${PODMAN[@]}" logs "$ctr" >&2 || true; fail "kube pod: no /healthz"; }
+            sleep 0.5
+        done
+        log "kube pod (round $round): /healthz answered after ~$((i / 2)) s"
+        [ "$("${PODMAN[@]}" inspect "$ctr" --format '{{.HostConfig.ReadonlyRootfs}} {{.Config.User}} {{len .EffectiveCaps}}')" = "true 10001:10001 0" ] ||
+            fail "kube pod: not read-only / uid 10001 / no capabilities"
+        if "${PODMAN[@]}" exec "$ctr" /bin/busybox touch /etc/idbridge/x /usr/x 2>/dev/null; then
+            fail "kube pod: the root filesystem is writable"
+        fi
+        "${PODMAN[@]}" exec "$ctr" /bin/busybox touch /tmp/x || fail "kube pod: /tmp is not writable"
+        "${PODMAN[@]}" exec "$ctr" /bin/busybox grep -q 'format = "json"' /etc/idbridge/idbridge.toml ||
+            fail "kube pod: the ConfigMap is not mounted"
+        if [ "$round" = 1 ]; then
+            key="$("${PODMAN[@]}" logs "$ctr" 2>/dev/null | sed -n 's/^IDBRIDGE_API_KEY=//p')"
+            client_id="$("${PODMAN[@]}" logs "$ctr" 2>/dev/null | sed -n 's/^IDBRIDGE_CLIENT_ID=//p')"
+            [ -n "$key" ] || fail "kube pod: no first-start API key in the log"
+            IDBRIDGE_URL="$url" IDBRIDGE_API_KEY="$key" IDBRIDGE_CLIENT_ID="$client_id" \
+                "$PY" "$REPO/deploy/tests/container_data.py" write "$kube_dir/state.json" >&2
+        else
+            IDBRIDGE_URL="$url" IDBRIDGE_API_KEY="$key" IDBRIDGE_CLIENT_ID="$client_id" \
+                "$PY" "$REPO/deploy/tests/container_data.py" check "$kube_dir/state.json" >&2
+        fi
+        # kube down stops and removes the pod; the PVC's volume stays (as a PVC does).
+        "${PODMAN[@]}" kube down "$spec" >/dev/null || fail "podman kube down"
+    done
+    cleanup_kube
+    log "kube pod: runs under the base's securityContext, data kept on its PVC across pods"
 }
 
 want image && image_test
