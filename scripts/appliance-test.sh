@@ -11,7 +11,10 @@
 #   3. Kubernetes: kustomize output and the Helm chart against the Kubernetes schemas
 #      (deploy/tests/test_kubernetes.py), and the base's pod run by `podman kube play` under
 #      its securityContext, twice on the same PVC.
-# Usage: scripts/appliance-test.sh [image|deb|kubernetes]...   (default: all three)
+#   4. deploy/Dockerfile: built with `buildah bud` (its Rust build stage replaced by the
+#      binary at hand, debian:bookworm-slim made locally by mmdebstrap: no registry here), and
+#      its image compared with scripts/image.sh's: same files, owners, modes, sizes, config.
+# Usage: scripts/appliance-test.sh [image|deb|kubernetes|dockerfile]...   (default: all four)
 #   IDBRIDGE_BIN=path  use this binary instead of building target/release/idbridge.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,7 +22,7 @@ cd "$REPO"
 log() { printf '[appliance-test] %s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 fail() { printf '[appliance-test] FAIL: %s\n' "$*" >&2; exit 1; }
 parts=("$@")
-[ "${#parts[@]}" -gt 0 ] || parts=(image deb kubernetes)
+[ "${#parts[@]}" -gt 0 ] || parts=(image deb kubernetes dockerfile)
 want() { local p; for p in "${parts[@]}"; do [ "$p" = "$1" ] && return 0; done; return 1; }
 
 "$REPO/scripts/appliance-deps.sh"
@@ -28,7 +31,7 @@ want() { local p; for p in "${parts[@]}"; do [ "$p" = "$1" ] && return 0; done; 
 PY="$APPLIANCE_DIR/venv/bin/python"
 
 BIN="${IDBRIDGE_BIN:-$REPO/target/release/idbridge}"
-if [ -z "${IDBRIDGE_BIN:-}" ] && (want image || want deb); then
+if [ -z "${IDBRIDGE_BIN:-}" ] && (want image || want deb || want dockerfile || want kubernetes); then
     log "release build (nice -n 10 cargo build --release -p idbridge)"
     nice -n 10 cargo build --release --locked -p idbridge
 fi
@@ -237,7 +240,60 @@ kube_play_test() {
     log "kube pod: runs under the base's securityContext, data kept on its PVC across pods"
 }
 
+# --- 4. deploy/Dockerfile makes the same image ---------------------------------
+dockerfile_test() {
+    local version ctx img
+    version="$("$BIN" --version | awk '{print $2}')"
+    "${PODMAN[@]}" image exists "localhost/idbridge:$version" || "$REPO/scripts/image.sh" "$BIN" >/dev/null
+    if ! "${PODMAN[@]}" image exists docker.io/library/debian:bookworm-slim; then
+        log "making debian:bookworm-slim locally (mmdebstrap --variant=minbase)"
+        mmdebstrap --quiet --variant=minbase bookworm "$APPLIANCE_DIR/slim.tar"
+        local b
+        b=$(buildah from scratch)
+        buildah add --quiet "$b" "$APPLIANCE_DIR/slim.tar" / >/dev/null
+        buildah config --cmd bash "$b"
+        buildah commit --quiet --rm "$b" docker.io/library/debian:bookworm-slim >/dev/null
+        rm -f "$APPLIANCE_DIR/slim.tar"
+    fi
+    ctx="$(mktemp -d "$APPLIANCE_DIR/dockerfile.XXXXXX")"
+    mkdir -p "$ctx/config" "$ctx/deploy/image" "$ctx/target/release"
+    cp "$REPO/config/idbridge.example.toml" "$ctx/config/"
+    cp "$REPO/deploy/image/rootfs-hook.sh" "$ctx/deploy/image/"
+    cp "$BIN" "$ctx/target/release/idbridge"
+    # The Rust stage needs rust:1-bookworm from a registry: the binary at hand stands in.
+    "$PY" - "$REPO/deploy/Dockerfile" "$ctx/Dockerfile" <<'PYEOF'
+import sys
+s = open(sys.argv[1]).read()
+start, end = s.index("FROM rust:1-bookworm AS build"), s.index("# The runtime root filesystem")
+stub = "FROM docker.io/library/debian:bookworm-slim AS build\nCOPY target/release/idbridge /src/target/release/idbridge\n\n"
+open(sys.argv[2], "w").write(s[:start] + stub + s[end:])
+PYEOF
+    buildah bud --quiet --pull=never --format docker --layers=false -f "$ctx/Dockerfile" \
+        -t localhost/idbridge-dockerfile:test "$ctx" >/dev/null || fail "buildah bud deploy/Dockerfile"
+    rm -rf "$ctx"
+    for img in "localhost/idbridge:$version" localhost/idbridge-dockerfile:test; do
+        local c r
+        c=$(buildah from --quiet "$img")
+        r=$(buildah mount "$c")
+        [ -n "$r" ] || fail "buildah mount $img"
+        # ld.so.cache holds build-specific bytes; everything else must match.
+        (cd "$r" && find . -printf '%p %U:%G %m %y %s\n' | grep -v '^\./etc/ld\.so\.cache ' | sort) \
+            >"$APPLIANCE_DIR/layout-${img##*:}.txt"
+        buildah umount "$c" >/dev/null
+        buildah rm "$c" >/dev/null
+        podman image inspect --format '{{json .Config.User}} {{json .Config.Env}} {{json .Config.Volumes}} {{json .Config.Healthcheck.Test}} {{json .Config.Entrypoint}} {{json .Config.Cmd}} {{json .Config.ExposedPorts}} {{.Config.WorkingDir}} {{.Config.StopSignal}}' \
+            "$img" >"$APPLIANCE_DIR/config-${img##*:}.txt"
+    done
+    diff -u "$APPLIANCE_DIR/layout-$version.txt" "$APPLIANCE_DIR/layout-test.txt" >&2 ||
+        fail "deploy/Dockerfile and scripts/image.sh make different file trees"
+    diff -u "$APPLIANCE_DIR/config-$version.txt" "$APPLIANCE_DIR/config-test.txt" >&2 ||
+        fail "deploy/Dockerfile and scripts/image.sh make different image configs"
+    log "dockerfile: same $(wc -l <"$APPLIANCE_DIR/layout-test.txt") paths (owner, mode, type, size) and config as scripts/image.sh"
+    "${PODMAN[@]}" rmi -f localhost/idbridge-dockerfile:test >/dev/null 2>&1 || true
+}
+
 want image && image_test
 want deb && deb_test
 want kubernetes && kubernetes_test
+want dockerfile && dockerfile_test
 log "all requested parts passed: ${parts[*]}"

@@ -102,12 +102,13 @@ buildah config \
     "${labels[@]}" \
     --user 10001:10001 \
     --workingdir /var/lib/idbridge \
+    --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     --env IDBRIDGE_DATA_DIR=/var/lib/idbridge \
     --env IDBRIDGE_LISTEN=0.0.0.0:8080 \
     --env IDBRIDGE_LOG_FORMAT=json \
     --env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
     --volume /var/lib/idbridge \
-    --port 8080 \
+    --port 8080/tcp \
     --stop-signal SIGTERM \
     --healthcheck 'CMD /bin/busybox wget -q -O /dev/null http://127.0.0.1:8080/healthz' \
     --healthcheck-interval 30s --healthcheck-timeout 5s --healthcheck-start-period 10s \
