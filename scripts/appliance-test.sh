@@ -62,8 +62,11 @@ image_test() {
     oci_layers="$("${PODMAN[@]}" image inspect --format '{{json .RootFS.Layers}}' "$oci_id")"
     "${PODMAN[@]}" image inspect --format '{{json .Labels}}' "$oci_id" |
         "$PY" -c 'import json,sys; l=json.load(sys.stdin); [l["org.opencontainers.image."+k] for k in ("version","revision","source")]; print("[appliance-test] OCI archive labels:", {k.rsplit(".",1)[1]: v for k, v in l.items()})' >&2
-    "${PODMAN[@]}" load -q -i "$APPLIANCE_DIR/idbridge-$version.docker.tar" >/dev/null
+    # From here on the image started is the one loaded from the docker archive.
+    image="$("${PODMAN[@]}" load -q -i "$APPLIANCE_DIR/idbridge-$version.docker.tar" | sed -n 's/^Loaded image: //p')"
+    [ -n "$image" ] || fail "podman load of the docker archive"
     docker_id="$("${PODMAN[@]}" image inspect --format '{{.ID}}' "$image")"
+    log "docker archive loaded as $image"
     [ "$("${PODMAN[@]}" image inspect --format '{{json .RootFS.Layers}}' "$docker_id")" = "$oci_layers" ] ||
         fail "the OCI and docker archives hold different layers"
     log "OCI and docker archives: same $(echo "$oci_layers" | tr ',' '\n' | wc -l) layers"

@@ -120,6 +120,8 @@ buildah config \
 buildah commit --quiet --rm --format docker "$app" "$IMAGE:$VERSION" >/dev/null
 app=""
 buildah tag "$IMAGE:$VERSION" "$IMAGE:latest"
+# Earlier builds' images, now untagged: the vfs driver keeps a full copy of each layer.
+buildah rmi --prune >/dev/null 2>&1 || true
 
 OCI="$APPLIANCE_DIR/idbridge-$VERSION.oci.tar"
 DOCKER="$APPLIANCE_DIR/idbridge-$VERSION.docker.tar"
