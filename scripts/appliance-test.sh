@@ -56,14 +56,14 @@ image_test() {
     # the OCI format has no healthcheck), then the docker archive, whose image (with the
     # healthcheck) is the one started below.
     local oci_id docker_id
-    oci_id="$("${PODMAN[@]}" load -q -i "$APPLIANCE_DIR/idbridge-$version.oci.tar" | sed -n 's/^Loaded image: //p')"
+    oci_id="$("${PODMAN[@]}" load -q -i "$APPLIANCE_DIR/idbridge-$version.oci.tar" | sed -n 's/^Loaded image: //p' | head -1)"
     oci_id="$("${PODMAN[@]}" image inspect --format '{{.ID}}' "$oci_id")"
     local oci_layers
     oci_layers="$("${PODMAN[@]}" image inspect --format '{{json .RootFS.Layers}}' "$oci_id")"
     "${PODMAN[@]}" image inspect --format '{{json .Labels}}' "$oci_id" |
         "$PY" -c 'import json,sys; l=json.load(sys.stdin); [l["org.opencontainers.image."+k] for k in ("version","revision","source")]; print("[appliance-test] OCI archive labels:", {k.rsplit(".",1)[1]: v for k, v in l.items()})' >&2
     # From here on the image started is the one loaded from the docker archive.
-    image="$("${PODMAN[@]}" load -q -i "$APPLIANCE_DIR/idbridge-$version.docker.tar" | sed -n 's/^Loaded image: //p')"
+    image="$("${PODMAN[@]}" load -q -i "$APPLIANCE_DIR/idbridge-$version.docker.tar" | sed -n 's/^Loaded image: //p' | head -1)"
     [ -n "$image" ] || fail "podman load of the docker archive"
     docker_id="$("${PODMAN[@]}" image inspect --format '{{.ID}}' "$image")"
     log "docker archive loaded as $image"
