@@ -8,7 +8,7 @@
 #   2. Debian package: scripts/deb.sh (revisions 1 and 2), installed into a clean mmdebstrap
 #      chroot with `apt install ./idbridge_*.deb`: --version, systemd-analyze verify, upgrade,
 #      purge (deploy/tests/deb-chroot-test.sh).
-#   3. Kubernetes: kustomize output and the Helm chart against the Kubernetes schemas
+#   3. Kubernetes: kustomize output and the Helm chart against the Kubernetes schemas, helm lint --strict
 #      (deploy/tests/test_kubernetes.py), and the base's pod run by `podman kube play` under
 #      its securityContext, twice on the same PVC.
 #   4. deploy/Dockerfile: built with `buildah bud` (its Rust build stage replaced by the

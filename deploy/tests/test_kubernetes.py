@@ -185,3 +185,22 @@ def test_the_property_check_rejects_a_root_container():
     sts["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] = False
     with pytest.raises(AssertionError):
         check_appliance_properties(docs)
+
+
+def test_helm_lint_finds_no_error():
+    """`helm lint --strict` through Helm's Go SDK: only the INFO about a missing icon."""
+    helm = pytest.importorskip("helm_python")
+    for values in ({}, {"serviceMonitor": {"enabled": True}, "secrets": {"secretKey": "ab" * 32}}):
+        report = helm.lint(str(CHART), values, strict=True)
+        # severity 1 = INFO, 2 = WARNING, 3 = ERROR (helm's lint support.Severity)
+        assert report["errors"] == [], report
+        assert [m for m in report["messages"] if m["severity"] > 1] == [], report
+
+
+def test_helm_lint_reports_a_broken_template(tmp_path):
+    helm = pytest.importorskip("helm_python")
+    broken = tmp_path / "idbridge"
+    shutil.copytree(CHART, broken)
+    (broken / "templates" / "service.yaml").write_text("{{ .Values.service.port | nosuchfunc }}\n")
+    report = helm.lint(str(broken), strict=True)
+    assert report["errors"] or any(m["severity"] > 1 for m in report["messages"]), report
