@@ -95,7 +95,11 @@ async fn login(app: &Router, org: &str, user: usize) {
     let req = base64::engine::general_purpose::STANDARD.encode(xml);
     let (status, cookies, page) = send(
         app,
-        form(&format!("/idp/{org}/saml/sso"), &[("SAMLRequest", &req)], None),
+        form(
+            &format!("/idp/{org}/saml/sso"),
+            &[("SAMLRequest", &req)],
+            None,
+        ),
     )
     .await;
     assert_eq!(status, 200, "{page}");
@@ -113,7 +117,12 @@ async fn login(app: &Router, org: &str, user: usize) {
         app,
         form(
             &format!("/idp/{org}/login"),
-            &[("k", &k), ("csrf", &csrf), ("login", &uid), ("password", &pw)],
+            &[
+                ("k", &k),
+                ("csrf", &csrf),
+                ("login", &uid),
+                ("password", &pw),
+            ],
             Some(&cookie),
         ),
     )

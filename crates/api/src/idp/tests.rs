@@ -507,7 +507,8 @@ async fn login_form_refusals_before_the_directory() {
 }
 
 #[tokio::test]
-async fn a_trusted_request_that_cannot_be_honoured_gets_a_signed_saml_error_at_the_registered_acs() {
+async fn a_trusted_request_that_cannot_be_honoured_gets_a_signed_saml_error_at_the_registered_acs()
+{
     let env = Env::new();
     let (org, _) = registered(&env, None).await;
     // IsPassive: idbridge has no session to answer without showing a page.
@@ -525,7 +526,11 @@ async fn a_trusted_request_that_cannot_be_honoured_gets_a_signed_saml_error_at_t
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    assert!(r.text.contains(&format!("action=\"{SP_ACS}\"")), "{}", r.text);
+    assert!(
+        r.text.contains(&format!("action=\"{SP_ACS}\"")),
+        "{}",
+        r.text
+    );
     let b64 = hidden(&r.text, "SAMLResponse");
     let xml = String::from_utf8(
         base64::engine::general_purpose::STANDARD
@@ -535,7 +540,10 @@ async fn a_trusted_request_that_cannot_be_honoured_gets_a_signed_saml_error_at_t
     .unwrap();
     assert!(xml.contains("status:NoPassive"), "{xml}");
     assert!(xml.contains(&format!("InResponseTo=\"{id}\"")), "{xml}");
-    assert!(xml.contains("<ds:Signature"), "the error Response is signed: {xml}");
+    assert!(
+        xml.contains("<ds:Signature"),
+        "the error Response is signed: {xml}"
+    );
     assert!(!xml.contains("Assertion"), "{xml}");
     assert_eq!(hidden(&r.text, "RelayState"), "rs-1");
     // No login cookie: nothing to sign in to.
