@@ -251,17 +251,13 @@ impl Writer {
         let mut rest = batch.into_iter();
         while let Some((changes, reply)) = rest.next() {
             let mut mine = Vec::new();
-            let outcome = self
-                .conn
-                .execute_batch("SAVEPOINT change_set")
+            let outcome = run_cached(&self.conn, "SAVEPOINT change_set")
                 .map_err(sql_err("SAVEPOINT"))
                 .and_then(|()| apply(&self.conn, &self.shared, &changes, last_seq, &mut mine));
             match outcome {
                 Ok(n_events) => {
-                    if let Err(e) = self
-                        .conn
-                        .execute_batch("RELEASE change_set")
-                        .map_err(sql_err("RELEASE"))
+                    if let Err(e) =
+                        run_cached(&self.conn, "RELEASE change_set").map_err(sql_err("RELEASE"))
                     {
                         let _ = reply.send(Err(StoreError::Backend(e.to_string())));
                         self.abandon(applied, rest, &e);
@@ -286,9 +282,8 @@ impl Writer {
                         self.abandon(applied, rest, &e);
                         return;
                     }
-                    let undo = self
-                        .conn
-                        .execute_batch("ROLLBACK TO change_set; RELEASE change_set");
+                    let undo = run_cached(&self.conn, "ROLLBACK TO change_set")
+                        .and_then(|()| run_cached(&self.conn, "RELEASE change_set"));
                     if matches!(e, StoreError::Conflict { .. }) {
                         self.shared.conflicts.fetch_add(1, Ordering::Relaxed);
                     }
@@ -383,6 +378,12 @@ impl StoreError {
             other => StoreError::Backend(other.to_string()),
         }
     }
+}
+
+/// Runs one statement through the statement cache (the per-change-set SAVEPOINT / RELEASE
+/// are parsed once, not once per change set).
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 /// Creates the SQL table `name` unless it exists; records it in `created` when it did not.
