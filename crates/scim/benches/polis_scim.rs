@@ -3,7 +3,7 @@
 //!   scripts/bench-deps.sh   # node + @boxyhq/saml-jackson under crates/saml/benches/polis
 //!   cargo bench -p idbridge-scim --bench polis_scim
 //!
-//! idbridge: the product's SCIM router over the directory engine on a real on-disk `SledStore`
+//! idbridge: the product's SCIM router over the directory engine on a real on-disk `SqliteStore`
 //! (a temp dir under the target dir, so on disk, not tmpfs): every write is acknowledged only
 //! after its fdatasync (the store's group commit). Polis: `@boxyhq/saml-jackson` with its `mem`
 //! engine (nothing durable) behind the node:http wrapper `polis_scim.mjs`. Both on loopback
@@ -29,7 +29,7 @@ use idbridge_directory::{DirectoryEngine, DirectorySettings};
 use idbridge_model::tag::OrganizationTag;
 use idbridge_model::{new_id, IdPrefix, Organization, Timestamp};
 use idbridge_scim::router::{router, ScimConfig};
-use idbridge_store::{SledStore, Store};
+use idbridge_store::{SqliteStore, Store};
 use serde_json::{json, Value};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -74,7 +74,7 @@ fn start_idbridge() -> Res<(Target, tempfile::TempDir)> {
     let dir = tempfile::Builder::new()
         .prefix("polis-scim-bench-")
         .tempdir_in(&base)?;
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path())?);
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path())?);
     let org = new_id(IdPrefix::Organization);
     let now = Timestamp::now();
     let record = Organization {
@@ -324,7 +324,7 @@ fn main() -> Res<()> {
     })?;
     println!();
     println!(
-        "SCIM throughput, same run, same workload ({} cores; idbridge: on-disk sled, every write fdatasync'd; Polis {polis_version}: mem engine, nothing durable)",
+        "SCIM throughput, same run, same workload ({} cores; idbridge: on-disk SQLite, every write synced before its answer; Polis {polis_version}: mem engine, nothing durable)",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
