@@ -18,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ./scripts/fuzz-deps.sh
 
-ALL_TARGETS=(saml_gate saml_verify scim_filter scim_patch scim_resource sftp_csv ldap_controls ldap_message api_json)
+ALL_TARGETS=(saml_gate saml_verify scim_filter scim_patch scim_resource sftp_csv ldap_controls ldap_message api_json saml_authn_request forward_response)
 HOST=$(rustc -vV | sed -n 's/^host: //p')
 BIN_DIR="fuzz/target/$HOST/release"
 
@@ -36,7 +36,7 @@ build() {
 max_len() {
     case "$1" in
         saml_*) echo 65536 ;;
-        api_json | sftp_csv | scim_patch | scim_resource) echo 16384 ;;
+        api_json | sftp_csv | scim_patch | scim_resource | forward_response) echo 16384 ;;
         *) echo 4096 ;;
     esac
 }

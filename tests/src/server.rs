@@ -112,11 +112,7 @@ impl TestServerBuilder {
                 Some(p)
             }
         };
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .map_err(HarnessError::Http)?;
+        let http = http_client()?;
         let mut server = TestServer {
             bin,
             options: self,
@@ -320,6 +316,9 @@ impl TestServer {
     }
 
     fn spawn(&mut self) -> Result<(), HarnessError> {
+        // A fresh client per process: pooled keep-alive connections to a killed or stopped
+        // process would fail the next request ("connection closed before message completed").
+        self.http = http_client()?;
         let log_path = self.stderr_path();
         let mut log = OpenOptions::new()
             .create(true)
@@ -502,4 +501,13 @@ fn read_lossy(path: &Path) -> String {
 /// A poisoned lock only means a reader thread panicked mid-push; the lines are still usable.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The harness's HTTP client (no proxy, a 60 s timeout).
+fn http_client() -> Result<reqwest::Client, HarnessError> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(HarnessError::Http)
 }

@@ -502,15 +502,31 @@ struct Okta {
 }
 
 impl Okta {
+    /// One request; a 429 is retried after its `Retry-After`, as Okta does (the server limits
+    /// each SCIM directory's request rate, and the 10,000-user seeds go past it).
     async fn send(&self, method: Method, path: &str, body: Value) -> anyhow::Result<Value> {
-        let resp = self
-            .http
-            .request(method.clone(), format!("{}/{path}", self.endpoint))
-            .bearer_auth(&self.token)
-            .header("content-type", "application/scim+json")
-            .body(body.to_string())
-            .send()
-            .await?;
+        let mut throttled = 0;
+        let resp = loop {
+            let resp = self
+                .http
+                .request(method.clone(), format!("{}/{path}", self.endpoint))
+                .bearer_auth(&self.token)
+                .header("content-type", "application/scim+json")
+                .body(body.to_string())
+                .send()
+                .await?;
+            if resp.status().as_u16() != 429 || throttled == 60 {
+                break resp;
+            }
+            throttled += 1;
+            let wait = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(1);
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+        };
         let status = resp.status().as_u16();
         let v: Value = resp.json().await.unwrap_or(Value::Null);
         ensure!(

@@ -2,7 +2,7 @@
 //!
 //!   cargo bench -p idbridge-forward --bench forward
 //!
-//! Target: a second idbridge's SCIM endpoint (the product's router over its directory engine
+//! Targets: a second idbridge's SCIM endpoint (the product's router over its directory engine
 //! and a durable on-disk SQLite store, every create acknowledged after its COMMIT synced) on a
 //! loopback port, served by its own 2-thread runtime. Source: a directory of FORWARD_BENCH_USERS
 //! (default 100,000) users and FORWARD_BENCH_GROUPS (1,000) groups of 100 members, loaded with
@@ -12,8 +12,9 @@
 //!    the same bodies), POSTed straight to the target by FORWARD_BENCH_CONCURRENCY (8) clients
 //!    into a fresh directory: users/s.
 //! 2. Backfill: the forwarder (the same concurrency) pushes the whole directory into another
-//!    fresh directory of the same target: users/s of the users phase (goal: >= 80% of the
-//!    ceiling), and the whole backfill with the groups and their members.
+//!    fresh target (so both phases write into stores of the same size): users/s of the users
+//!    phase (goal: >= 80% of the ceiling), and the whole backfill with the groups and their
+//!    members.
 //! 3. Steady state: 4 writers change users at FORWARD_BENCH_RATE (500) changes/s for
 //!    FORWARD_BENCH_SECS (20) s; the lag of each change is the time from its local commit to
 //!    the forwarder's durable cursor passing it (sampled every 5 ms): p50 / p99 / max
@@ -140,6 +141,66 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// A second idbridge's SCIM endpoint (its router over a fresh durable store) on a loopback
+/// port, served by its own 2-thread runtime. Each measured phase gets a fresh one, so the
+/// ceiling and the backfill write into stores of the same size.
+struct Target {
+    engine: Arc<DirectoryEngine>,
+    org: String,
+    base: String,
+    runtime: tokio::runtime::Runtime,
+    _tmp: tempfile::TempDir,
+}
+
+impl Target {
+    fn start(prefix: &str) -> Res<Target> {
+        let (_store, engine, org, tmp) = side(prefix)?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let base = format!("http://{}", listener.local_addr()?);
+        listener.set_nonblocking(true)?;
+        let app: axum::Router = idbridge_scim::router::router(
+            engine.clone(),
+            idbridge_scim::router::ScimConfig {
+                public_url: base.clone(),
+                ..Default::default()
+            },
+        );
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        runtime.spawn(async move {
+            if let Ok(l) = tokio::net::TcpListener::from_std(listener) {
+                let _ = axum::serve(l, app).await;
+            }
+        });
+        Ok(Target {
+            engine,
+            org,
+            base,
+            runtime,
+            _tmp: tmp,
+        })
+    }
+
+    fn stop(self) {
+        self.runtime.shutdown_background();
+    }
+
+    /// A new directory: (id, SCIM endpoint, bearer token).
+    fn directory(&self, name: &str) -> Res<(String, String, String)> {
+        let (rec, token) = self.engine.create_directory(
+            &self.org,
+            name,
+            "generic scim v2.0",
+            DirectorySettings::default(),
+        )?;
+        let token = token.ok_or("no token")?;
+        let endpoint = idbridge_scim::router::endpoint_url(&self.base, &rec.directory.id);
+        Ok((rec.directory.id, endpoint, token))
+    }
+}
+
 fn main() -> Res<()> {
     let users = env_usize("FORWARD_BENCH_USERS", 100_000);
     let groups = env_usize("FORWARD_BENCH_GROUPS", 1_000);
@@ -147,39 +208,6 @@ fn main() -> Res<()> {
     let rate = env_usize("FORWARD_BENCH_RATE", 500);
     let secs = env_usize("FORWARD_BENCH_SECS", 20);
     println!("SCIM push bench: {users} users, {groups} groups, concurrency {concurrency}");
-
-    // The target: a second idbridge's SCIM endpoint on its own runtime.
-    let (t_store, t_engine, t_org, _t_tmp) = side("forward-bench-target-")?;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let base = format!("http://{}", listener.local_addr()?);
-    listener.set_nonblocking(true)?;
-    let app: axum::Router = idbridge_scim::router::router(
-        t_engine.clone(),
-        idbridge_scim::router::ScimConfig {
-            public_url: base.clone(),
-            ..Default::default()
-        },
-    );
-    let target_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    target_rt.spawn(async move {
-        if let Ok(l) = tokio::net::TcpListener::from_std(listener) {
-            let _ = axum::serve(l, app).await;
-        }
-    });
-    let target_dir = |name: &str| -> Res<(String, String, String)> {
-        let (rec, token) = t_engine.create_directory(
-            &t_org,
-            name,
-            "generic scim v2.0",
-            DirectorySettings::default(),
-        )?;
-        let token = token.ok_or("no token")?;
-        let endpoint = idbridge_scim::router::endpoint_url(&base, &rec.directory.id);
-        Ok((rec.directory.id, endpoint, token))
-    };
 
     // The source directory.
     let (s_store, s_engine, s_org, _s_tmp) = side("forward-bench-source-")?;
@@ -227,8 +255,9 @@ fn main() -> Res<()> {
         .enable_all()
         .build()?;
 
-    // 1. The ceiling: the same creates, straight.
-    let (_c_dir, c_endpoint, c_token) = target_dir("Ceiling")?;
+    // 1. The ceiling: the same creates, straight, into a fresh target.
+    let ceiling_target = Target::start("forward-bench-ceiling-")?;
+    let (_c_dir, c_endpoint, c_token) = ceiling_target.directory("Ceiling")?;
     let ceiling = client_rt.block_on(async {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(concurrency)
@@ -273,8 +302,11 @@ fn main() -> Res<()> {
     })?;
     println!("target ceiling (direct SCIM creates, {concurrency} clients): {ceiling:.0} users/s");
 
-    // 2. The forwarder's backfill into a fresh directory of the same target.
-    let (_f_dir, f_endpoint, f_token) = target_dir("Forwarded")?;
+    ceiling_target.stop();
+
+    // 2. The forwarder's backfill into another fresh target, like the ceiling's.
+    let target = Target::start("forward-bench-target-")?;
+    let (_f_dir, f_endpoint, f_token) = target.directory("Forwarded")?;
     let push = ScimPush::new(
         s_store.clone(),
         s_engine.clone(),
@@ -444,8 +476,7 @@ fn main() -> Res<()> {
         }
     );
     drop(push);
-    target_rt.shutdown_background();
+    target.stop();
     client_rt.shutdown_background();
-    let _ = t_store;
     Ok(())
 }

@@ -16,14 +16,20 @@
 //!   with every parser a decoded message meets ([`ldap`]).
 //! - `api_json`: JSON (and form, query) request bodies of the admin, WorkOS and SCIM APIs
 //!   through the full router in-process: never a 5xx ([`api`]).
+//! - `saml_authn_request`: AuthnRequests received by the IdP side (both bindings) on a fixed
+//!   SP that requires signatures: only requests its key signed are accepted ([`saml_idp`]).
+//! - `forward_response`: a remote SCIM target's answers as the SCIM push forwarder classifies
+//!   and reads them ([`forward_response`]).
 
 #![forbid(unsafe_code)]
 // A fuzz target reports a broken property by panicking: that is how libFuzzer sees a finding.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod api;
+pub mod forward_response;
 pub mod ldap;
 pub mod saml;
+pub mod saml_idp;
 pub mod scim;
 pub mod sftp_csv;
 
@@ -41,6 +47,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("ldap_controls", ldap::ldap_controls),
     ("ldap_message", ldap::ldap_message),
     ("api_json", api::api_json),
+    ("saml_authn_request", saml_idp::saml_authn_request),
+    ("forward_response", forward_response::forward_response),
 ];
 
 /// The target called `name`.

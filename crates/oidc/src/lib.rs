@@ -48,7 +48,7 @@
 //!     })
 //!     .await;
 //! match identity {
-//!     Ok(id) => println!("{} <{}> groups={:?}", id.idp_id, id.email, id.groups),
+//!     Ok(id) => println!("{} <{:?}> groups={:?}", id.idp_id, id.email, id.groups),
 //!     // Redirect the app with ?error=<code>&error_description=...
 //!     Err(e) => println!("error={} ({e})", e.workos_error_code()),
 //! }

@@ -293,74 +293,7 @@ impl ScimClient {
             },
             ReadError::Http(e) => self.transport(&what, e),
         })?;
-        let code = status.as_u16();
-        if status.is_success() {
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                return Ok(Answer {
-                    status: code,
-                    body: Value::Null,
-                });
-            }
-            return match serde_json::from_slice::<Value>(&bytes) {
-                Ok(body) => Ok(Answer { status: code, body }),
-                Err(e) => Err(CallError::BadResponse {
-                    what,
-                    status: code,
-                    problem: format!("the body is not valid JSON ({e})"),
-                }),
-            };
-        }
-        let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
-        let detail = parsed
-            .as_ref()
-            .and_then(|v| get_ci(v, "detail"))
-            .and_then(Value::as_str)
-            .map(|s| s.chars().take(300).collect::<String>())
-            .unwrap_or_else(|| {
-                String::from_utf8_lossy(&bytes)
-                    .chars()
-                    .take(200)
-                    .collect::<String>()
-                    .trim()
-                    .to_owned()
-            });
-        let scim_type = parsed
-            .as_ref()
-            .and_then(|v| get_ci(v, "scimType"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        Err(match status {
-            s if s.is_redirection() => CallError::Redirect {
-                what,
-                status: code,
-                location,
-            },
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => CallError::Unauthorized {
-                what,
-                status: code,
-                detail,
-            },
-            StatusCode::NOT_FOUND => CallError::NotFound { what, detail },
-            StatusCode::CONFLICT => CallError::Conflict { what, detail },
-            StatusCode::TOO_MANY_REQUESTS | StatusCode::REQUEST_TIMEOUT => CallError::Busy {
-                what,
-                status: code,
-                retry_after,
-                detail,
-            },
-            s if s.is_server_error() => CallError::Busy {
-                what,
-                status: code,
-                retry_after,
-                detail,
-            },
-            _ => CallError::Refused {
-                what,
-                status: code,
-                scim_type,
-                detail,
-            },
-        })
+        classify_answer(&what, status.as_u16(), retry_after, &location, &bytes)
     }
 
     fn transport(&self, what: &str, e: reqwest::Error) -> CallError {
@@ -385,6 +318,94 @@ impl ScimClient {
             }
         }
     }
+}
+
+/// The outcome of one call from what the target answered: a 2xx with a JSON (or blank) body is
+/// an [`Answer`]; everything else is the [`CallError`] the forwarder acts on (retry, re-create,
+/// adopt, park). Separate from [`ScimClient::call`] so it can be fuzzed without a socket.
+pub fn classify_answer(
+    what: &str,
+    code: u16,
+    retry_after: Option<Duration>,
+    location: &str,
+    bytes: &[u8],
+) -> Result<Answer, CallError> {
+    let what = what.to_owned();
+    let location = location.to_owned();
+    let Ok(status) = StatusCode::from_u16(code) else {
+        return Err(CallError::BadResponse {
+            what,
+            status: code,
+            problem: "the status code is out of range".into(),
+        });
+    };
+    if status.is_success() {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Answer {
+                status: code,
+                body: Value::Null,
+            });
+        }
+        return match serde_json::from_slice::<Value>(bytes) {
+            Ok(body) => Ok(Answer { status: code, body }),
+            Err(e) => Err(CallError::BadResponse {
+                what,
+                status: code,
+                problem: format!("the body is not valid JSON ({e})"),
+            }),
+        };
+    }
+    let parsed: Option<Value> = serde_json::from_slice(bytes).ok();
+    let detail = parsed
+        .as_ref()
+        .and_then(|v| get_ci(v, "detail"))
+        .and_then(Value::as_str)
+        .map(|s| s.chars().take(300).collect::<String>())
+        .unwrap_or_else(|| {
+            String::from_utf8_lossy(bytes)
+                .chars()
+                .take(200)
+                .collect::<String>()
+                .trim()
+                .to_owned()
+        });
+    let scim_type = parsed
+        .as_ref()
+        .and_then(|v| get_ci(v, "scimType"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    Err(match status {
+        s if s.is_redirection() => CallError::Redirect {
+            what,
+            status: code,
+            location,
+        },
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => CallError::Unauthorized {
+            what,
+            status: code,
+            detail,
+        },
+        StatusCode::NOT_FOUND => CallError::NotFound { what, detail },
+        StatusCode::CONFLICT => CallError::Conflict { what, detail },
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::REQUEST_TIMEOUT => CallError::Busy {
+            what,
+            status: code,
+            retry_after,
+            detail,
+        },
+        s if s.is_server_error() => CallError::Busy {
+            what,
+            status: code,
+            retry_after,
+            detail,
+        },
+        _ => CallError::Refused {
+            what,
+            status: code,
+            scim_type,
+            detail,
+        },
+    })
 }
 
 enum ReadError {

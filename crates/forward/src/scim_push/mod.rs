@@ -21,7 +21,8 @@ mod service;
 mod shared;
 mod sync;
 
-pub use client::{CallError, SCIM_CONTENT_TYPE};
+pub use client::{classify_answer, parse_retry_after, Answer, CallError, SCIM_CONTENT_TYPE};
+pub use reconcile::list_page;
 pub use reconcile::{Drift, MembershipDrift, ReconcileReport, ReconcileRun};
 pub use records::{
     Deprovision, IdMapEntry, ObjectKind, ParkedObject, PushState, TargetOptions, TargetRecord,
@@ -31,6 +32,7 @@ pub use records::{
 pub use service::{
     AdminError, BackfillView, ReconcileView, ScimPush, SetOutcome, TargetInput, TargetStatus,
 };
+pub use sync::{remote_active, remote_member_ids};
 
 /// Failures of a target's run (not of one object: those park the object).
 #[derive(Debug, thiserror::Error)]

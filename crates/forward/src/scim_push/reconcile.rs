@@ -16,7 +16,7 @@ use reqwest::Method;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::client::CallError;
+use super::client::{Answer, CallError};
 use super::records::{Deprovision, IdMapEntry, ObjectKind};
 use super::resource::{
     add_members_patch, deactivate_patch, differences, get_ci, group_body, remove_member_patch,
@@ -30,6 +30,8 @@ use super::sync::{remote_active, remote_member_ids, MEMBER_CHUNK};
 const MAX_DETAILS: usize = 200;
 /// Page size of remote lists (idbridge serves at most 200; WorkOS 100).
 const REMOTE_PAGE: usize = 100;
+/// The most remote objects of one kind a reconcile reads (far above any real directory).
+const MAX_REMOTE_OBJECTS: usize = 5_000_000;
 
 /// A running reconcile's progress.
 #[derive(Debug, Clone, Serialize)]
@@ -171,22 +173,21 @@ async fn list_remote(
                 false,
             )
             .await?;
-        let total = get_ci(&answer.body, "totalResults")
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
-        let page = match get_ci(&answer.body, "Resources") {
-            Some(Value::Array(a)) => a.clone(),
-            _ if total == 0 => Vec::new(),
-            _ => {
-                return Err(CallError::BadResponse {
-                    what: format!("GET /{endpoint}"),
-                    status: answer.status,
-                    problem: "the answer is not a SCIM ListResponse".into(),
-                })
-            }
-        };
+        let what = format!("GET /{endpoint}");
+        let (total, page) = list_page(&answer, &what)?;
         let n = page.len();
         out.extend(page);
+        if out.len() > MAX_REMOTE_OBJECTS {
+            // A target that keeps answering (a huge totalResults, the same page again) must
+            // not make a reconcile run forever or grow without bound.
+            return Err(CallError::BadResponse {
+                what,
+                status: answer.status,
+                problem: format!(
+                    "the target lists more than {MAX_REMOTE_OBJECTS} objects; a reconcile stops there"
+                ),
+            });
+        }
         progress(live, dry_run, started_at, &step, out.len() as u64, total);
         if n == 0 || out.len() as u64 >= total {
             return Ok(out);
@@ -226,6 +227,23 @@ async fn local_all(sh: &Shared) -> Result<(Vec<StoredUser>, Vec<StoredGroup>), S
     })
     .await
     .map_err(|e| e.to_string())?
+}
+
+/// `totalResults` and `Resources` of a SCIM ListResponse page. A page without `Resources` is
+/// only accepted as the empty list (`totalResults` 0).
+pub fn list_page(answer: &Answer, what: &str) -> Result<(u64, Vec<Value>), CallError> {
+    let total = get_ci(&answer.body, "totalResults")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    match get_ci(&answer.body, "Resources") {
+        Some(Value::Array(a)) => Ok((total, a.clone())),
+        _ if total == 0 => Ok((0, Vec::new())),
+        _ => Err(CallError::BadResponse {
+            what: what.to_owned(),
+            status: answer.status,
+            problem: "the answer is not a SCIM ListResponse".into(),
+        }),
+    }
 }
 
 fn id_of(r: &Value) -> Option<String> {

@@ -1002,7 +1002,7 @@ impl Shared {
 }
 
 /// Whether a remote user resource is active (`active` absent counts as active).
-pub(crate) fn remote_active(r: &Value) -> bool {
+pub fn remote_active(r: &Value) -> bool {
     match get_ci(r, "active") {
         Some(Value::Bool(b)) => *b,
         Some(Value::String(s)) => !s.eq_ignore_ascii_case("false"),
@@ -1011,7 +1011,7 @@ pub(crate) fn remote_active(r: &Value) -> bool {
 }
 
 /// `members[].value` of a remote group.
-pub(crate) fn remote_member_ids(r: &Value) -> Option<Vec<String>> {
+pub fn remote_member_ids(r: &Value) -> Option<Vec<String>> {
     match get_ci(r, "members") {
         Some(Value::Array(a)) => Some(
             a.iter()

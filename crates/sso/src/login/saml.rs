@@ -199,29 +199,13 @@ impl SsoService {
         let expected = session
             .as_ref()
             .and_then(|(_, s)| s.saml_request_id.clone());
-        let misconfigured = |e: &dyn std::fmt::Display| {
-            tracing::error!(error = %e, "cannot load the connection's SAML settings");
-        };
-        let sp = match saml.sp_settings(&conn_id, self.settings.secrets.as_ref()) {
-            Ok(sp) => sp,
+        let settings = saml
+            .sp_settings(&conn_id, self.settings.secrets.as_ref())
+            .and_then(|sp| Ok((sp, saml.idp_settings()?)));
+        let (sp, idp) = match settings {
+            Ok(both) => both,
             Err(e) => {
-                misconfigured(&e);
-                let reply = self
-                    .fail_login(
-                        &record,
-                        &dest,
-                        "server_error",
-                        "The connection is misconfigured.",
-                        None,
-                    )
-                    .await;
-                return with_cookie(reply);
-            }
-        };
-        let idp = match saml.idp_settings() {
-            Ok(i) => i,
-            Err(e) => {
-                misconfigured(&e);
+                tracing::error!(error = %e, "cannot load the connection's SAML settings");
                 let reply = self
                     .fail_login(
                         &record,
