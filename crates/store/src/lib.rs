@@ -48,6 +48,28 @@ pub use types::{
     StoreStats, StoredEvent,
 };
 
+/// A fresh directory name for a throwaway store: under `/dev/shm` (the temp dir if there is
+/// none), unique per process and call. Backends' `open_ephemeral` use it.
+fn ephemeral_dir(kind: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let shm = std::path::Path::new("/dev/shm");
+    let base = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    base.join(format!(
+        "idbridge-{kind}-{}-{}-{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
 /// The storage interface every backend implements (SQLite, the default; sled, being
 /// retired; PostgreSQL later).
 ///

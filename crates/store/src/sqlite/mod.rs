@@ -13,11 +13,11 @@ mod schema;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -27,7 +27,7 @@ use self::writer::{CommitReply, Job, Shared, Writer};
 use crate::codec::prefix_end;
 use crate::durability::DurabilityProbe;
 use crate::error::{Result, StoreError};
-use crate::export::ExportRecord;
+use crate::export::{check_import_seq, ExportRecord};
 use crate::types::{ChangeSet, CommitReceipt, PendingSync, StoreStats, StoredEvent};
 use crate::Store;
 
@@ -150,22 +150,7 @@ impl SqliteStore {
     /// when dropped. The real code path (writer thread, WAL, COMMIT syncs) on a tmpfs, where
     /// syncs cost nothing. Never use it for data.
     pub fn open_ephemeral() -> Result<Self> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let shm = Path::new("/dev/shm");
-        let base = if shm.is_dir() {
-            shm.to_path_buf()
-        } else {
-            std::env::temp_dir()
-        };
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let dir = base.join(format!(
-            "idbridge-sqlite-{}-{}-{nanos}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
+        let dir = crate::ephemeral_dir("sqlite");
         let options = SqliteOptions {
             cache_mb: 8,
             readers: 2,
@@ -754,18 +739,7 @@ impl Store for SqliteStore {
             let record = record?;
             match &record {
                 ExportRecord::Event(event) => {
-                    let expected = prev_seq.map(|p| p + 1);
-                    if event.seq == 0 || expected.is_some_and(|e| e != event.seq) {
-                        return Err(StoreError::corrupt(
-                            "import",
-                            format!(
-                                "event {} has seq {} (expected {})",
-                                event.id,
-                                event.seq,
-                                expected.map_or("a positive seq".to_owned(), |e| e.to_string())
-                            ),
-                        ));
-                    }
+                    check_import_seq(prev_seq, event)?;
                     prev_seq = Some(event.seq);
                 }
                 ExportRecord::EventSeq { last_seq } => {
