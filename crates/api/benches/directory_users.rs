@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use idbridge_api::{router, ApiConfig, AppState};
 use idbridge_directory::{DirectorySettings, GroupInput, Snapshot, SnapshotPolicy, UserInput};
 use idbridge_sso::api_keys as auth;
-use idbridge_store::{SledStore, Store};
+use idbridge_store::{SqliteStore, Store};
 use serde_json::{json, Value};
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -64,7 +64,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let secs = env_or("SECS", 10) as u64;
 
     let dir = tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir())?;
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path())?);
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path())?);
     let key = auth::bootstrap(store.as_ref())?
         .ok_or("store already bootstrapped")?
         .api_key;

@@ -25,7 +25,7 @@ use idbridge_api::{router, ApiConfig, AppState};
 use idbridge_saml::idp::{b64, AssertionSpec, IdpSigner, ResponseSpec, SignMode};
 use idbridge_sso::api_keys as auth;
 use idbridge_sso::{SecretBox, SsoConfig};
-use idbridge_store::{SledStore, Store};
+use idbridge_store::{SqliteStore, Store};
 use serde_json::{json, Value};
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -321,7 +321,7 @@ async fn main() -> Res<()> {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
     let dir = tempfile::tempdir_in(&parent)?;
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path())?);
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path())?);
     let t = Arc::new(start_idbridge(store.clone()).await?);
     tampered_is_refused(&t).await?;
     for i in 0..5 {

@@ -272,7 +272,7 @@ pub(crate) mod test_support {
 
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
-    use idbridge_store::{SledStore, Store};
+    use idbridge_store::{SqliteStore, Store};
     use serde_json::Value;
     use tower::ServiceExt;
 
@@ -297,7 +297,8 @@ pub(crate) mod test_support {
     }
 
     pub fn harness() -> Harness {
-        let store: Arc<dyn Store> = Arc::new(SledStore::open_ephemeral().expect("ephemeral store"));
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open_ephemeral().expect("ephemeral store"));
         let key = idbridge_sso::api_keys::create_api_key(store.as_ref(), "test")
             .expect("key")
             .plaintext;
@@ -551,7 +552,7 @@ mod tests {
 
     #[test]
     fn range_start_binary_search_finds_the_first_event() {
-        let store = idbridge_store::SledStore::open_ephemeral().expect("store");
+        let store = idbridge_store::SqliteStore::open_ephemeral().expect("store");
         let times: Vec<i64> = (0..50).map(|i| T0 + i * 100).collect();
         let items: Vec<(&str, Option<&str>, i64)> = times
             .iter()

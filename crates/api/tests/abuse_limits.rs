@@ -17,7 +17,7 @@ use idbridge_api::{router, AbuseLimits, ApiConfig, AppState};
 use idbridge_directory::{DirectoryEngine, DirectorySettings};
 use idbridge_limits::{FailureLimit, RateLimit};
 use idbridge_sso::api_keys as auth;
-use idbridge_store::{SledStore, Store};
+use idbridge_store::{SqliteStore, Store};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -28,7 +28,7 @@ struct Api {
 }
 
 fn api(limits: AbuseLimits) -> Api {
-    let store: Arc<dyn Store> = Arc::new(SledStore::open_ephemeral().unwrap());
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_ephemeral().unwrap());
     let boot = auth::bootstrap(store.as_ref()).unwrap().unwrap();
     let state = AppState::new(
         store,

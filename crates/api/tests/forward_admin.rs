@@ -14,7 +14,7 @@ use idbridge_api::{router, ApiConfig, AppState};
 use idbridge_forward::scim_push::{ScimPush, TARGETS_TABLE};
 use idbridge_secrets::SecretBox;
 use idbridge_sso::api_keys as auth;
-use idbridge_store::{SledStore, Store};
+use idbridge_store::{SqliteStore, Store};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -28,7 +28,7 @@ struct Api {
 
 impl Api {
     fn new() -> Api {
-        let store: Arc<dyn Store> = Arc::new(SledStore::open_ephemeral().unwrap());
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_ephemeral().unwrap());
         let boot = auth::bootstrap(store.as_ref()).unwrap().unwrap();
         let mut state = AppState::new(store.clone(), ApiConfig::default());
         state.forward = ScimPush::new(

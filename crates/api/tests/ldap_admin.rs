@@ -12,7 +12,7 @@ use http_body_util::BodyExt;
 use idbridge_api::{router, ApiConfig, AppState};
 use idbridge_ldap::{PendingGuard, StateStore};
 use idbridge_sso::api_keys as auth;
-use idbridge_store::{SledStore, Store};
+use idbridge_store::{SqliteStore, Store};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -24,7 +24,7 @@ struct Api {
 
 impl Api {
     fn new() -> Api {
-        let store: Arc<dyn Store> = Arc::new(SledStore::open_ephemeral().unwrap());
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_ephemeral().unwrap());
         let boot = auth::bootstrap(store.as_ref()).unwrap().unwrap();
         let config = ApiConfig {
             public_url: "https://sso.example.com".into(),

@@ -11,7 +11,7 @@ use axum::Router;
 use http_body_util::BodyExt;
 use idbridge_api::{router, ApiConfig, AppState};
 use idbridge_sso::api_keys as auth;
-use idbridge_store::{SledStore, Store};
+use idbridge_store::{SqliteStore, Store};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -23,7 +23,7 @@ struct Api {
 
 impl Api {
     fn new() -> Api {
-        let store: Arc<dyn Store> = Arc::new(SledStore::open_ephemeral().unwrap());
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_ephemeral().unwrap());
         let boot = auth::bootstrap(store.as_ref()).unwrap().unwrap();
         let app = router(AppState::new(store.clone(), ApiConfig::default()));
         Api {

@@ -14,7 +14,7 @@ use http_body_util::BodyExt;
 use idbridge_api::{router, ApiConfig, AppState};
 use idbridge_directory::DirectorySettings;
 use idbridge_sso::api_keys as auth;
-use idbridge_store::{SledStore, Store};
+use idbridge_store::{SqliteStore, Store};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -73,7 +73,7 @@ fn ids(page: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn parked_users_do_not_leak_into_the_directory_sync_api() {
-    let store: Arc<dyn Store> = Arc::new(SledStore::open_ephemeral().unwrap());
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_ephemeral().unwrap());
     let boot = auth::bootstrap(store.as_ref()).unwrap().unwrap();
     let state = AppState::new(store.clone(), ApiConfig::default());
     let engine = state.directory.clone();

@@ -12,7 +12,7 @@ use idbridge_api::{router, ApiConfig, AppState};
 use idbridge_directory::DirectoryEngine;
 use idbridge_sftp::{DeliverySource, Processor};
 use idbridge_sso::api_keys as auth;
-use idbridge_store::{SledStore, Store};
+use idbridge_store::{SqliteStore, Store};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -49,7 +49,7 @@ async fn call(
 
 #[tokio::test]
 async fn lists_deliveries_with_summary() {
-    let store: Arc<dyn Store> = Arc::new(SledStore::open_ephemeral().unwrap());
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_ephemeral().unwrap());
     let boot = auth::bootstrap(store.as_ref()).unwrap().unwrap();
     let app = router(AppState::new(store.clone(), ApiConfig::default()));
     let key = boot.api_key;

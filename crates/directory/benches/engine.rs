@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use idbridge_directory::{DirectoryEngine, DirectorySettings, Snapshot, SnapshotPolicy, UserInput};
 use idbridge_model::tag::OrganizationTag;
 use idbridge_model::{new_id, IdPrefix, Organization, Timestamp};
-use idbridge_store::SledStore;
+use idbridge_store::SqliteStore;
 use serde_json::json;
 
 fn env_num(name: &str, default: u64) -> u64 {
@@ -59,7 +59,7 @@ fn main() {
         .unwrap_or_else(|_| std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into()));
     let _ = std::fs::create_dir_all(&base);
     let dir = tempfile::tempdir_in(&base).unwrap_or_else(|e| fail("tempdir", e));
-    let store = Arc::new(SledStore::open(dir.path()).unwrap_or_else(|e| fail("open", e)));
+    let store = Arc::new(SqliteStore::open(dir.path()).unwrap_or_else(|e| fail("open", e)));
     let org_id = new_id(IdPrefix::Organization);
     let now = Timestamp::now();
     let org = Organization {

@@ -1,6 +1,6 @@
 //! Webhook deliveries per second to a local receiver on loopback.
 //!
-//! `cargo bench -p idbridge-forward --bench deliver` — appends N events to a real (durable) sled
+//! `cargo bench -p idbridge-forward --bench deliver` — appends N events to a real (durable) SQLite
 //! store, registers endpoints whose cursors start before them, and times until the receiver has
 //! acknowledged every event. Each delivery is a signed POST plus a durable cursor commit, so the
 //! figure is what an outage backlog drains at. Printed for one endpoint (strictly in order, one
@@ -17,7 +17,7 @@ use axum::routing::post;
 use axum::Router;
 use idbridge_forward::{spawn, DeliveryConfig, DeliveryStates};
 use idbridge_sso::webhooks::{NewWebhookEndpoint, WebhookEndpoints};
-use idbridge_store::{ChangeSet, NewEvent, SledStore, Store};
+use idbridge_store::{ChangeSet, NewEvent, SqliteStore, Store};
 
 const EVENTS: u64 = 3_000;
 
@@ -47,7 +47,7 @@ fn append_events(store: &dyn Store, n: u64) {
 
 fn run(endpoints: u64) -> f64 {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).expect("open store"));
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("open store"));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -3,7 +3,7 @@
 //!   cargo bench -p idbridge-forward --bench forward
 //!
 //! Targets: a second idbridge's SCIM endpoint (the product's router over its directory engine
-//! and a durable on-disk sled store, every create acknowledged after its fdatasync) on a
+//! and a durable on-disk SQLite store, every create acknowledged after its COMMIT synced) on a
 //! loopback port, served by its own 2-thread runtime. Source: a directory of FORWARD_BENCH_USERS
 //! (default 100,000) users and FORWARD_BENCH_GROUPS (1,000) groups of 100 members, loaded with
 //! one snapshot into its own durable store.
@@ -35,7 +35,7 @@ use idbridge_forward::scim_push::{PushState, ScimPush, TargetInput, TargetOption
 use idbridge_model::tag::OrganizationTag;
 use idbridge_model::{new_id, DirectoryUserEmail, IdPrefix, Organization, Timestamp};
 use idbridge_secrets::SecretBox;
-use idbridge_store::{SledStore, Store};
+use idbridge_store::{SqliteStore, Store};
 use serde_json::Value;
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -69,7 +69,7 @@ fn side(prefix: &str) -> Res<Side> {
     let tmp = tempfile::Builder::new()
         .prefix(prefix)
         .tempdir_in(target_dir())?;
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(tmp.path())?);
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(tmp.path())?);
     let org = new_id(IdPrefix::Organization);
     let now = Timestamp::now();
     let rec = Organization {

@@ -1,4 +1,4 @@
-//! The delivery worker against a real HTTP receiver on 127.0.0.1 and a real sled store.
+//! The delivery worker against a real HTTP receiver on 127.0.0.1 and a real SQLite store.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -21,7 +21,7 @@ use idbridge_sso::webhooks::{
     EndpointStatus, NewWebhookEndpoint, WebhookEndpoint, WebhookEndpointChanges,
     WebhookEndpointTag, WebhookEndpoints,
 };
-use idbridge_store::{ChangeSet, NewEvent, SledStore, Store};
+use idbridge_store::{ChangeSet, NewEvent, SqliteStore, Store};
 
 const SECRET: &str = "whsec_test_secret";
 
@@ -243,7 +243,7 @@ async fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
 async fn delivers_in_order_signed_skipping_unsubscribed_and_retries_through_an_outage() {
     let (addr, receiver) = start_receiver();
     let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).expect("open"));
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("open"));
     // Events before the endpoint existed are not delivered (cursor = end of log).
     append(store.as_ref(), &["organization.created"]);
     let start = store.last_event_seq().expect("seq");
@@ -310,7 +310,7 @@ fn cursor_survives_a_store_reopen() {
     let ep;
     {
         let rt = tokio::runtime::Runtime::new().expect("rt");
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).expect("open"));
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("open"));
         ep = rt.block_on(create_endpoint(
             &store,
             &receiver,
@@ -336,7 +336,7 @@ fn cursor_survives_a_store_reopen() {
         rt.shutdown_timeout(Duration::from_secs(5));
     }
     let rt = tokio::runtime::Runtime::new().expect("rt");
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).expect("reopen"));
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("reopen"));
     assert_eq!(
         state_of(&store, &ep.id).cursor,
         2,
@@ -366,7 +366,7 @@ fn cursor_survives_a_store_reopen() {
 async fn endpoints_are_picked_up_disabled_and_deleted_at_runtime() {
     let (addr, receiver) = start_receiver();
     let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).expect("open"));
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("open"));
     let worker = spawn(store.clone(), fast_config()).expect("spawn");
     // Created after the worker started.
     let ep = create_endpoint(

@@ -12,7 +12,7 @@ use http_body_util::BodyExt;
 use idbridge_api::{router, ApiConfig, AppState};
 use idbridge_sso::api_keys as auth;
 use idbridge_sso::{SecretBox, SsoConfig};
-use idbridge_store::{SledStore, Store};
+use idbridge_store::{SqliteStore, Store};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -156,7 +156,7 @@ fn env() -> &'static Env {
             .build()
             .unwrap_or_else(|e| panic!("runtime: {e}"));
         let store: Arc<dyn Store> =
-            Arc::new(SledStore::open_ephemeral().unwrap_or_else(|e| panic!("store: {e}")));
+            Arc::new(SqliteStore::open_ephemeral().unwrap_or_else(|e| panic!("store: {e}")));
         let boot = auth::bootstrap(store.as_ref())
             .ok()
             .flatten()

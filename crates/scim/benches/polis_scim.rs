@@ -3,7 +3,7 @@
 //!   scripts/bench-deps.sh   # node + @boxyhq/saml-jackson under crates/saml/benches/polis
 //!   cargo bench -p idbridge-scim --bench polis_scim
 //!
-//! idbridge: the product's SCIM router over the directory engine on a real on-disk `SledStore`
+//! idbridge: the product's SCIM router over the directory engine on a real on-disk `SqliteStore`
 //! (a temp dir under the target dir, so on disk, not tmpfs): every write is acknowledged only
 //! after its fdatasync (the store's group commit). Polis: `@boxyhq/saml-jackson` with its `mem`
 //! engine (nothing durable) behind the node:http wrapper `polis_scim.mjs`. Both on loopback
@@ -29,7 +29,7 @@ use idbridge_directory::{DirectoryEngine, DirectorySettings};
 use idbridge_model::tag::OrganizationTag;
 use idbridge_model::{new_id, IdPrefix, Organization, Timestamp};
 use idbridge_scim::router::{router, ScimConfig};
-use idbridge_store::{SledStore, Store};
+use idbridge_store::{SqliteStore, Store};
 use serde_json::{json, Value};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -67,6 +67,14 @@ fn target_dir() -> PathBuf {
 }
 
 /// idbridge's SCIM router on a loopback port, over a durable on-disk store; returns the
+/// The store backend idbridge runs on: SQLite (the default) or `IDBRIDGE_BENCH_BACKEND=sled`.
+fn backend_name() -> &'static str {
+    match std::env::var("IDBRIDGE_BENCH_BACKEND").as_deref() {
+        Ok("sled") => "sled",
+        _ => "SQLite",
+    }
+}
+
 /// target and the temp dir (kept alive by the caller).
 fn start_idbridge() -> Res<(Target, tempfile::TempDir)> {
     let base = target_dir();
@@ -74,7 +82,12 @@ fn start_idbridge() -> Res<(Target, tempfile::TempDir)> {
     let dir = tempfile::Builder::new()
         .prefix("polis-scim-bench-")
         .tempdir_in(&base)?;
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path())?);
+    // IDBRIDGE_BENCH_BACKEND=sled measures the retiring backend for comparison.
+    let store: Arc<dyn Store> = if backend_name() == "sled" {
+        Arc::new(idbridge_store::SledStore::open(dir.path())?)
+    } else {
+        Arc::new(SqliteStore::open(dir.path())?)
+    };
     let org = new_id(IdPrefix::Organization);
     let now = Timestamp::now();
     let record = Organization {
@@ -324,8 +337,9 @@ fn main() -> Res<()> {
     })?;
     println!();
     println!(
-        "SCIM throughput, same run, same workload ({} cores; idbridge: on-disk sled, every write fdatasync'd; Polis {polis_version}: mem engine, nothing durable)",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        "SCIM throughput, same run, same workload ({} cores; idbridge: on-disk {}, every write synced before its answer; Polis {polis_version}: mem engine, nothing durable)",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        backend_name()
     );
     println!(
         "{:<44} {:>12} {:>12} {:>10}",

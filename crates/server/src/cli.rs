@@ -38,6 +38,9 @@ pub enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Convert a sled data directory (older releases) to SQLite; `serve` does this at start.
+    /// The old files are kept in `sled-backup-*/` for you to remove.
+    Migrate,
     /// Load a JSON-lines export into an empty data directory.
     Import {
         /// The export file; `-` for stdin.

@@ -191,8 +191,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub request_timeout_secs: u64,
     pub max_body_bytes: usize,
-    /// The store's page cache, in MiB. Bounded by default so a big directory feed does not
-    /// grow the process past what an appliance budgets (sled's own default is 1 GiB).
+    /// The store's page cache, in MiB (SQLite's writer connection; readers get a quarter each).
+    /// Bounded so a big directory feed does not grow the process past what an appliance budgets.
     pub store_cache_mb: u64,
     pub tls: Option<TlsConfig>,
     /// A request head must arrive within this time of the server waiting for it (a new

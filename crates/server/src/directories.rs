@@ -432,7 +432,7 @@ pub fn run(config: &Config, command: DirectoryCommand) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use idbridge_sso::organizations::NewOrganization;
-    use idbridge_store::SledStore;
+    use idbridge_store::SqliteStore;
     use std::path::Path;
 
     fn parse(text: &str) -> Result<Config, crate::config::ConfigError> {
@@ -537,7 +537,7 @@ mod tests {
     /// A store with organization `acme` (by external id) and its engine.
     fn store_with_acme() -> (Arc<dyn Store>, DirectoryEngine) {
         let store: Arc<dyn Store> =
-            Arc::new(SledStore::open_ephemeral().unwrap_or_else(|e| panic!("{e}")));
+            Arc::new(SqliteStore::open_ephemeral().unwrap_or_else(|e| panic!("{e}")));
         let orgs = Organizations::new(store.clone());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()

@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use idbridge_store::{SledOptions, SledStore, Store};
+use idbridge_store::{SqliteOptions, SqliteStore, Store};
 
 use crate::cli::{Cli, Command, ConfigCommand};
 use crate::config::Config;
@@ -56,22 +56,36 @@ pub fn secret_key(config: &Config) -> anyhow::Result<idbridge_sso::SecretBox> {
     .context("loading the secret key for connection secrets")
 }
 
-/// Opens the store in the configured data directory, creating it on first use.
+/// Opens the store in the configured data directory (SQLite, `<data>/idbridge.sqlite3`),
+/// creating it on first use. A sled store found there (an older release's) is migrated
+/// first: see [`migrate_sled_store`].
 pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let dir = &config.server.data_dir;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
-    let options = SledOptions {
-        cache_capacity_bytes: Some(config.server.store_cache_mb.max(8) << 20),
-        ..SledOptions::default()
+    migrate_sled_store(config)?;
+    let options = SqliteOptions {
+        cache_mb: config.server.store_cache_mb.max(8),
+        ..SqliteOptions::default()
     };
-    let store = SledStore::open_with(dir, options).with_context(|| {
+    let store = SqliteStore::open_with(dir, options)
+        .with_context(|| format!("cannot open the store in {}", dir.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// Migrates a sled store in the data directory to SQLite (copy, full export comparison,
+/// the sled files kept in `sled-backup-*/`); `None` when there is none. Run at every start
+/// and by `idbridge migrate`.
+pub fn migrate_sled_store(
+    config: &Config,
+) -> anyhow::Result<Option<idbridge_store::SledMigration>> {
+    let dir = &config.server.data_dir;
+    idbridge_store::migrate_sled_dir(dir, config.server.store_cache_mb).with_context(|| {
         format!(
-            "cannot open the store in {} (is another idbridge process using it?)",
+            "migrating the sled store in {} to SQLite failed; the sled store is unchanged              (is another idbridge process using it?)",
             dir.display()
         )
-    })?;
-    Ok(Arc::new(store))
+    })
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -100,6 +114,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export { output } => {
             let config = load_config(cli.config.as_deref())?;
             backup::export(&config, output.as_deref())
+        }
+        Command::Migrate => {
+            let config = load_config(cli.config.as_deref())?;
+            match migrate_sled_store(&config)? {
+                Some(m) => println!(
+                    "migrated {} records to {} (verified against a full export of the sled \
+                     store); the sled files are in {}: remove it once you no longer need it",
+                    m.records,
+                    m.sqlite_file.display(),
+                    m.sled_backup.display()
+                ),
+                None => println!(
+                    "{} holds no sled store: nothing to migrate",
+                    config.server.data_dir.display()
+                ),
+            }
+            Ok(())
         }
         Command::Import { input } => {
             let config = load_config(cli.config.as_deref())?;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use idbridge_directory::{DirectorySettings, PageRequest};
 use idbridge_sso::organizations::{NewOrganization, Organizations};
-use idbridge_store::{SledStore, Store};
+use idbridge_store::{SqliteStore, Store};
 
 fn idbridge() -> Command {
     Command::new(env!("CARGO_BIN_EXE_idbridge"))
@@ -45,7 +45,7 @@ fn directory_import_applies_local_files() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let dir_id = {
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(&data).unwrap());
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data).unwrap());
         let org = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap()
@@ -108,7 +108,7 @@ fn directory_import_applies_local_files() {
         stderr.contains("users.csv:3: duplicate user_id \"u1\""),
         "{stderr}"
     );
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&data).unwrap());
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data).unwrap());
     let engine = idbridge::directory_engine(store);
     let page = PageRequest {
         limit: 10,

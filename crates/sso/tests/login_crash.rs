@@ -3,7 +3,7 @@
 //!
 //! Run by cargo the binary is the parent: it re-executes itself with `IDBRIDGE_SSO_CRASH_DIR`
 //! set, and that child runs SAML logins through [`SsoService`] (authorize → a signed IdP
-//! response → ACS) on a durable sled store, two at a time, printing `CODE <code> <email>` once
+//! response → ACS) on a durable SQLite store, two at a time, printing `CODE <code> <email>` once
 //! a login's code was handed out. The parent SIGKILLs it at a random moment, reopens the
 //! store, and checks that every login left either both its code and its
 //! `authentication.sso_succeeded` event, or neither (a login is one commit), and that every
@@ -25,7 +25,7 @@ use idbridge_sso::connections::create::{NewConnection, NewProtocol, NewSaml};
 use idbridge_sso::login::{AcsRequest, AuthorizeRequest, LoginReply, CODES};
 use idbridge_sso::organizations::{NewOrganization, Organizations};
 use idbridge_sso::{SecretBox, SsoConfig, SsoService, SsoSettings};
-use idbridge_store::{ExportRecord, SledStore, Store};
+use idbridge_store::{ExportRecord, SqliteStore, Store};
 
 const CHILD_DIR: &str = "IDBRIDGE_SSO_CRASH_DIR";
 const APP_CB: &str = "https://app.example.com/callback";
@@ -100,7 +100,7 @@ fn service(store: Arc<dyn Store>) -> Result<SsoService, String> {
 
 /// The child: set up an organization and a SAML connection, then log in forever.
 async fn child(dir: &Path) -> Result<(), String> {
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir).map_err(|e| e.to_string())?);
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir).map_err(|e| e.to_string())?);
     let boot = idbridge_sso::api_keys::bootstrap(store.as_ref())
         .map_err(|e| e.to_string())?
         .ok_or("store already bootstrapped")?;
@@ -304,7 +304,7 @@ fn kill9_mid_login_leaves_code_and_event_together() -> TestResult {
 /// `authentication.sso_succeeded` event, and every printed code is stored. Returns the number
 /// of codes.
 fn verify(dir: &Path, acked: &[(String, String)]) -> Result<usize, String> {
-    let store = SledStore::open(dir).map_err(|e| format!("reopen: {e}"))?;
+    let store = SqliteStore::open(dir).map_err(|e| format!("reopen: {e}"))?;
     let mut code_emails = BTreeSet::new();
     let mut code_keys = BTreeSet::new();
     store

@@ -1,8 +1,10 @@
-//! Durable commits per second at 1, 16 and 64 concurrent writers.
+//! Durable commits per second at 1, 16 and 64 concurrent writers, SQLite beside sled.
 //!
-//! `cargo bench -p idbridge-store` (IDBRIDGE_BENCH_SECS sets the time per point, default 3).
-//! Each commit is what a directory change costs: one ~600-byte user, one index entry, one
-//! event, and the store returns only after flush + fdatasync (shared by concurrent writers).
+//! `cargo bench -p idbridge-store --bench commit` (IDBRIDGE_BENCH_SECS sets the time per
+//! point, default 3; IDBRIDGE_BENCH_BACKENDS=sqlite,sled picks backends). Each commit is what
+//! a directory change costs: one ~600-byte user, one index entry, one event, and the store
+//! returns only after the data is on disk (SQLite: the group COMMIT with synchronous=FULL;
+//! sled: flush + fdatasync), shared by concurrent writers.
 //! The store lives under target/ (a real disk), not a tmpfs where fdatasync is free; two
 //! extra rows run the same code on tmpfs to show what the store itself costs.
 
@@ -12,9 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use idbridge_store::{ChangeSet, NewEvent, SledStore, Store};
+use idbridge_store::{ChangeSet, NewEvent, SledStore, SqliteStore, Store};
 
-fn commit_one(store: &SledStore, writer: usize, n: u64, pad: &str) {
+fn commit_one(store: &dyn Store, writer: usize, n: u64, pad: &str) {
     let key = format!("directory_user_{writer:03}_{n:010}");
     let user = format!(
         r#"{{"object":"directory_user","id":"{key}","email":"{key}@example.com","pad":"{pad}"}}"#
@@ -47,7 +49,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-fn run(writers: usize, secs: f64, on_tmpfs: bool) {
+fn run(backend: &str, writers: usize, secs: f64, on_tmpfs: bool) {
     let dir = match tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")) {
         Ok(d) => d,
         Err(e) => {
@@ -55,13 +57,14 @@ fn run(writers: usize, secs: f64, on_tmpfs: bool) {
             std::process::exit(1);
         }
     };
-    let opened = if on_tmpfs {
-        SledStore::open_ephemeral()
-    } else {
-        SledStore::open(dir.path())
+    let opened: idbridge_store::Result<Arc<dyn Store>> = match (backend, on_tmpfs) {
+        ("sled", true) => SledStore::open_ephemeral().map(|s| Arc::new(s) as Arc<dyn Store>),
+        ("sled", false) => SledStore::open(dir.path()).map(|s| Arc::new(s) as Arc<dyn Store>),
+        (_, true) => SqliteStore::open_ephemeral().map(|s| Arc::new(s) as Arc<dyn Store>),
+        (_, false) => SqliteStore::open(dir.path()).map(|s| Arc::new(s) as Arc<dyn Store>),
     };
     let store = match opened {
-        Ok(s) => Arc::new(s),
+        Ok(s) => s,
         Err(e) => {
             eprintln!("open: {e}");
             std::process::exit(1);
@@ -86,7 +89,7 @@ fn run(writers: usize, secs: f64, on_tmpfs: bool) {
                 let mut n = 0;
                 while !stop.load(Ordering::Relaxed) {
                     let t = Instant::now();
-                    commit_one(&store, w, n, &pad);
+                    commit_one(store.as_ref(), w, n, &pad);
                     latencies.push(t.elapsed());
                     n += 1;
                 }
@@ -108,8 +111,8 @@ fn run(writers: usize, secs: f64, on_tmpfs: bool) {
     let syncs = after.fdatasyncs - before.fdatasyncs;
     let apply_busy = (after.apply_nanos - before.apply_nanos) as f64 / 1e9 / elapsed;
     println!(
-        "{} writers {writers:>3}: {:>8.0} durable commits/s  ({commits} in {elapsed:.2}s; {syncs} fdatasyncs, \
-         {:.1} commits/sync, max group {}; latency p50 {:.2?} p99 {:.2?}; apply lock busy {:.0}%)",
+        "{backend:<6} {} writers {writers:>3}: {:>8.0} durable commits/s  ({commits} in {elapsed:.2}s; {syncs} syncs, \
+         {:.1} commits/sync, max group {}; latency p50 {:.2?} p99 {:.2?}; writer busy {:.0}%; {} checkpoints)",
         if on_tmpfs { "tmpfs" } else { "disk " },
         commits as f64 / elapsed,
         commits as f64 / syncs.max(1) as f64,
@@ -117,6 +120,7 @@ fn run(writers: usize, secs: f64, on_tmpfs: bool) {
         percentile(&latencies, 0.50),
         percentile(&latencies, 0.99),
         apply_busy * 100.0,
+        after.checkpoints - before.checkpoints,
     );
 }
 
@@ -125,13 +129,22 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3.0);
-    println!("idbridge-store commit benchmark (user + index entry + event per commit, flush + fdatasync)");
+    let backends: Vec<String> = std::env::var("IDBRIDGE_BENCH_BACKENDS")
+        .unwrap_or_else(|_| "sqlite,sled".to_owned())
+        .split(',')
+        .map(|b| b.trim().to_owned())
+        .collect();
+    println!("idbridge-store commit benchmark (user + index entry + event per commit, durable before the ack)");
     for writers in [1, 16, 64] {
-        run(writers, secs, false);
+        for backend in &backends {
+            run(backend, writers, secs, false);
+        }
     }
-    // The same code on tmpfs (fdatasync is free): the store's own CPU ceiling, for comparison.
+    // The same code on tmpfs (syncs are free): the store's own CPU ceiling, for comparison.
     println!("for comparison, on tmpfs (not durable; shows the cost of the store itself):");
     for writers in [1, 64] {
-        run(writers, secs, true);
+        for backend in &backends {
+            run(backend, writers, secs, true);
+        }
     }
 }

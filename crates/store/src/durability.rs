@@ -38,6 +38,10 @@ pub trait DurabilityProbe: Send + Sync + 'static {
     }
     /// The round covering tickets up to `covers_through` finished successfully.
     fn after_sync(&self, _covers_through: u64) {}
+    /// The write holding `ticket` is about to be acknowledged to its caller (called on the
+    /// caller's thread, after the sync covering it): lets a test pair tickets with callers
+    /// when a backend applies writes on a thread of its own.
+    fn acknowledged(&self, _ticket: u64) {}
 }
 
 #[derive(Default)]
@@ -177,6 +181,10 @@ impl GroupCommit {
         let mut st = relock(self.state.lock());
         loop {
             if st.durable >= ticket {
+                drop(st);
+                if let Some(probe) = &self.probe {
+                    probe.acknowledged(ticket);
+                }
                 return Ok(());
             }
             if let Some(reason) = &st.poisoned {

@@ -9,7 +9,29 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::error::StoreError;
 use crate::types::StoredEvent;
+
+/// An imported event must continue the log: seq 1 or more, each one after the previous
+/// (`prev_seq`). Every backend's `import` checks this.
+pub(crate) fn check_import_seq(
+    prev_seq: Option<u64>,
+    event: &StoredEvent,
+) -> crate::error::Result<()> {
+    let expected = prev_seq.map(|p| p + 1);
+    if event.seq == 0 || expected.is_some_and(|e| e != event.seq) {
+        return Err(StoreError::corrupt(
+            "import",
+            format!(
+                "event {} has seq {} (expected {})",
+                event.id,
+                event.seq,
+                expected.map_or("a positive seq".to_owned(), |e| e.to_string())
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// One record of an export.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

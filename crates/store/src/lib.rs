@@ -11,34 +11,67 @@
 //! its typed record and codec); other crates go through that owner. A backend only ever sees
 //! change sets, reads and the event log — which is all a relational backend needs to implement.
 //!
-//! Durability contract: a write is acknowledged only after sled flushed it **and** its data
-//! file was `fdatasync`ed (sled 0.34 alone only issues `sync_file_range`). Concurrent writers
-//! share one flush + fdatasync (group commit) — see [`SledStore`] and [`DurabilityProbe`].
+//! Backends: [`SqliteStore`] (the default: one SQLite file, WAL, `synchronous=FULL`, one
+//! writer thread with group commit) and [`SledStore`] (being retired; [`migrate_sled_dir`]
+//! moves a sled data directory to SQLite).
 //!
-//! Visibility: entity reads (`get`, `scan`) can observe a change set whose commit has applied
-//! but not yet returned. The event log does not: `events_after`, `event_seq` and
-//! `last_event_seq` only expose events that are durable, so a consumer's cursor can never move
-//! past a seq that a crash could hand out again.
+//! Durability contract: a write is acknowledged only after it is on disk. SQLite: the writer
+//! thread answers a batch of change sets only after their one COMMIT returned (which syncs
+//! the WAL). sled: after sled flushed it **and** its data file was `fdatasync`ed (sled 0.34
+//! alone only issues `sync_file_range`). Concurrent writers share one sync (group commit) —
+//! see [`DurabilityProbe`].
+//!
+//! Visibility: on sled, entity reads (`get`, `scan`) can observe a change set whose commit
+//! has applied but not yet returned; on SQLite they see committed (durable) data only. The
+//! event log on both only exposes events that are durable, so a consumer's cursor can never
+//! move past a seq that a crash could hand out again.
 
 mod codec;
 mod durability;
 mod error;
 mod export;
+mod migrate;
 mod page;
 mod sled_store;
+mod sqlite;
 mod types;
 
 pub use durability::DurabilityProbe;
 pub use error::{ConflictKind, Result, StoreError, EVENT_LOG};
 pub use export::ExportRecord;
+pub use migrate::{holds_sled_store, migrate_sled_dir, SledMigration};
 pub use page::page;
 pub use sled_store::{SledOptions, SledStore, TreeStats};
+pub use sqlite::{SqliteOptions, SqliteStore, SQLITE_FILE_NAME};
 pub use types::{
     ChangeSet, CommitReceipt, Condition, Delete, ExpiringPut, NewEvent, PendingSync, Put,
     StoreStats, StoredEvent,
 };
 
-/// The storage interface every backend implements (sled now, PostgreSQL later).
+/// A fresh directory name for a throwaway store: under `/dev/shm` (the temp dir if there is
+/// none), unique per process and call. Backends' `open_ephemeral` use it.
+fn ephemeral_dir(kind: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let shm = std::path::Path::new("/dev/shm");
+    let base = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    base.join(format!(
+        "idbridge-{kind}-{}-{}-{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// The storage interface every backend implements (SQLite, the default; sled, being
+/// retired; PostgreSQL later).
 ///
 /// All calls block; async callers use `spawn_blocking`.
 pub trait Store: Send + Sync + 'static {

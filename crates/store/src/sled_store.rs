@@ -12,7 +12,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use sled::transaction::{
     ConflictableTransactionError, ConflictableTransactionResult, TransactionError,
@@ -27,7 +27,7 @@ use crate::codec::{
 };
 use crate::durability::{DurabilityProbe, GroupCommit};
 use crate::error::{ConflictKind, Result, StoreError, EVENT_LOG};
-use crate::export::ExportRecord;
+use crate::export::{check_import_seq, ExportRecord};
 use crate::types::{ChangeSet, CommitReceipt, PendingSync, StoreStats, StoredEvent};
 use crate::Store;
 
@@ -195,22 +195,7 @@ impl SledStore {
     /// fdatasync — but on tmpfs syncs cost nothing and nothing survives a reboot, so tests
     /// stay fast on a busy disk. Never use it for data.
     pub fn open_ephemeral() -> Result<Self> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let shm = Path::new("/dev/shm");
-        let base = if shm.is_dir() {
-            shm.to_path_buf()
-        } else {
-            std::env::temp_dir()
-        };
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let dir = base.join(format!(
-            "idbridge-store-{}-{}-{nanos}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
+        let dir = crate::ephemeral_dir("store");
         Self::open_inner(&dir, SledOptions::default(), true)
     }
 
@@ -816,18 +801,7 @@ impl Store for SledStore {
                         .map_err(sled_err("import"))?;
                 }
                 ExportRecord::Event(event) => {
-                    let expected = prev_seq.map(|p| p + 1);
-                    if event.seq == 0 || expected.is_some_and(|e| e != event.seq) {
-                        return Err(StoreError::corrupt(
-                            "import",
-                            format!(
-                                "event {} has seq {} (expected {})",
-                                event.id,
-                                event.seq,
-                                expected.map_or("a positive seq".to_owned(), |e| e.to_string())
-                            ),
-                        ));
-                    }
+                    check_import_seq(prev_seq, &event)?;
                     let id_taken = self
                         .event_ids
                         .insert(event.id.as_bytes(), &event.seq.to_be_bytes()[..])

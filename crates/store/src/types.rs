@@ -457,7 +457,10 @@ pub struct StoreStats {
     /// Largest number of writes one sync round made durable.
     pub max_group_size: u64,
     /// Total time writers held the apply lock (transaction apply, serialized), nanoseconds.
+    /// SQLite: the writer thread's busy time (apply + COMMIT).
     pub apply_nanos: u64,
+    /// SQLite: WAL checkpoints run off the writer's path (0 for sled).
+    pub checkpoints: u64,
 }
 
 impl StoreStats {

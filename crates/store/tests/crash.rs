@@ -4,13 +4,18 @@
 //! `IDBRIDGE_STORE_CRASH_DIR` set, and that child commits from several threads and prints
 //! `ACK <key> <seq>` (or `CODE <key>`) on stdout once each write returned.
 //!
+//! Each test runs on both backends (`..._sqlite`, `..._sled`; the child learns which from
+//! `IDBRIDGE_STORE_CRASH_BACKEND`).
+//!
 //! * `kill9_loses_no_acknowledged_write`: ≥ 20 rounds of SIGKILL at a random 50–400 ms, then
 //!   reopen: every acknowledged record is there and the event log is 1..=last with no gaps,
 //!   one event per user row (atomicity).
 //! * `strace_sees_fdatasync_before_every_ack`: a single-threaded child under
-//!   `strace -f -e trace=fdatasync,write`: at least one completed fdatasync between any two
-//!   acknowledgements (commits and expiring-table writes). Needs `strace` (scripts/test-deps.d/idbridge-store.sh); fails if it is
-//!   missing unless IDBRIDGE_SKIP_PEERS=1.
+//!   `strace -f -e trace=fdatasync,fsync,write`: at least one completed sync of the durable
+//!   file (sled: its data file; SQLite: the WAL, by the writer thread) between any two
+//!   acknowledgements (commits and expiring-table writes). Needs `strace`
+//!   (scripts/test-deps.d/idbridge-store.sh); fails if it is missing unless
+//!   IDBRIDGE_SKIP_PEERS=1.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -21,13 +26,45 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use idbridge_store::{ChangeSet, NewEvent, SledStore, Store};
+use idbridge_store::{ChangeSet, NewEvent, SledStore, SqliteStore, Store};
 use rand::Rng;
 
 const CHILD_DIR: &str = "IDBRIDGE_STORE_CRASH_DIR";
 const CHILD_ROUND: &str = "IDBRIDGE_STORE_CRASH_ROUND";
 const CHILD_THREADS: &str = "IDBRIDGE_STORE_CRASH_THREADS";
 const CHILD_COMMITS: &str = "IDBRIDGE_STORE_CRASH_COMMITS";
+const CHILD_BACKEND: &str = "IDBRIDGE_STORE_CRASH_BACKEND";
+
+/// The backends under test.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Backend {
+    Sqlite,
+    Sled,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Sled => "sled",
+        }
+    }
+
+    fn from_env() -> Result<Self, String> {
+        match std::env::var(CHILD_BACKEND).as_deref() {
+            Ok("sqlite") => Ok(Backend::Sqlite),
+            Ok("sled") => Ok(Backend::Sled),
+            other => Err(format!("{CHILD_BACKEND} is {other:?}")),
+        }
+    }
+
+    fn open(self, dir: &Path) -> Result<Arc<dyn Store>, String> {
+        Ok(match self {
+            Backend::Sqlite => Arc::new(SqliteStore::open(dir).map_err(|e| e.to_string())?),
+            Backend::Sled => Arc::new(SledStore::open(dir).map_err(|e| e.to_string())?),
+        })
+    }
+}
 
 type TestResult = Result<(), String>;
 type NamedTest = (&'static str, fn() -> TestResult);
@@ -44,15 +81,19 @@ fn main() -> ExitCode {
     }
     // Honour a name filter like libtest does (`cargo test --test crash -- kill9`).
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let tests: [NamedTest; 2] = [
-        (
-            "kill9_loses_no_acknowledged_write",
-            kill9_loses_no_acknowledged_write,
-        ),
-        (
-            "strace_sees_fdatasync_before_every_ack",
-            strace_sees_fdatasync_before_every_ack,
-        ),
+    let tests: [NamedTest; 4] = [
+        ("kill9_loses_no_acknowledged_write_sqlite", || {
+            kill9_loses_no_acknowledged_write(Backend::Sqlite)
+        }),
+        ("kill9_loses_no_acknowledged_write_sled", || {
+            kill9_loses_no_acknowledged_write(Backend::Sled)
+        }),
+        ("strace_sees_fdatasync_before_every_ack_sqlite", || {
+            strace_sees_fdatasync_before_every_ack(Backend::Sqlite)
+        }),
+        ("strace_sees_fdatasync_before_every_ack_sled", || {
+            strace_sees_fdatasync_before_every_ack(Backend::Sled)
+        }),
     ];
     if std::env::args().any(|a| a == "--list") {
         for (name, _) in &tests {
@@ -105,7 +146,14 @@ fn event_id_of(key: &str) -> String {
 
 /// The writer. Each commit: a ~600-byte user, its email index entry, one event.
 fn child(dir: &Path) -> Result<(), String> {
-    let store = Arc::new(SledStore::open(dir).map_err(|e| e.to_string())?);
+    let backend = Backend::from_env()?;
+    let store = backend.open(dir)?;
+    if backend == Backend::Sqlite {
+        ack(&format!(
+            "WRITER_TID {}\n",
+            thread_id_named("sqlite-writer")?
+        ))?;
+    }
     let round = env_num(CHILD_ROUND, 0);
     let threads = env_num(CHILD_THREADS, 4);
     let limit = std::env::var(CHILD_COMMITS)
@@ -161,6 +209,30 @@ fn child(dir: &Path) -> Result<(), String> {
     ))
 }
 
+/// The kernel id of this process's thread called `name` (from /proc), for strace.
+/// A new thread names itself once it runs, so look for a little while.
+fn thread_id_named(name: &str) -> Result<u64, String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let tasks = std::fs::read_dir("/proc/self/task").map_err(|e| e.to_string())?;
+        for task in tasks {
+            let task = task.map_err(|e| e.to_string())?;
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if comm.trim_end() == name {
+                return task
+                    .file_name()
+                    .to_string_lossy()
+                    .parse()
+                    .map_err(|e| format!("task id: {e}"));
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("no thread named {name}"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// One line, one write(2), flushed: the line exists only once the write it reports returned.
 fn ack(line: &str) -> Result<(), String> {
     let mut out = std::io::stdout().lock();
@@ -207,8 +279,10 @@ fn parse_acks(out: &str) -> Result<Vec<Ack>, String> {
 }
 
 /// Reopens the store and checks every acknowledged write and the shape of the log.
-fn verify(dir: &Path, acks: &[Ack]) -> TestResult {
-    let s = SledStore::open(dir).map_err(|e| format!("reopen failed: {e}"))?;
+fn verify(backend: Backend, dir: &Path, acks: &[Ack]) -> TestResult {
+    let s = backend
+        .open(dir)
+        .map_err(|e| format!("reopen failed: {e}"))?;
     let err = |e: idbridge_store::StoreError| e.to_string();
     for ack in acks {
         match ack {
@@ -263,7 +337,7 @@ fn verify(dir: &Path, acks: &[Ack]) -> TestResult {
     Ok(())
 }
 
-fn kill9_loses_no_acknowledged_write() -> TestResult {
+fn kill9_loses_no_acknowledged_write(backend: Backend) -> TestResult {
     let work = work_dir()?;
     let dir = work.path().join("store");
     let rounds = env_num("IDBRIDGE_CRASH_ROUNDS", 24).max(20);
@@ -274,6 +348,7 @@ fn kill9_loses_no_acknowledged_write() -> TestResult {
     for round in 0..rounds {
         let mut child = Command::new(&exe)
             .env(CHILD_DIR, &dir)
+            .env(CHILD_BACKEND, backend.name())
             .env(CHILD_ROUND, round.to_string())
             .env(CHILD_THREADS, "4")
             .stdin(Stdio::null())
@@ -301,7 +376,8 @@ fn kill9_loses_no_acknowledged_write() -> TestResult {
             rounds_with_acks += 1;
         }
         acked.extend(new);
-        verify(&dir, &acked).map_err(|e| format!("round {round} (killed after {delay:?}): {e}"))?;
+        verify(backend, &dir, &acked)
+            .map_err(|e| format!("round {round} (killed after {delay:?}): {e}"))?;
     }
     let commits = acked
         .iter()
@@ -320,7 +396,12 @@ fn kill9_loses_no_acknowledged_write() -> TestResult {
     Ok(())
 }
 
-fn strace_sees_fdatasync_before_every_ack() -> TestResult {
+/// A `write(1, ...)` line (with `-y`, `write(1<pipe:[...]>, ...)`).
+fn is_stdout_write(line: &str) -> bool {
+    line.contains("write(1, ") || line.contains("write(1<")
+}
+
+fn strace_sees_fdatasync_before_every_ack(backend: Backend) -> TestResult {
     let have_strace = Command::new("strace")
         .arg("-V")
         .stdout(Stdio::null())
@@ -344,11 +425,14 @@ fn strace_sees_fdatasync_before_every_ack() -> TestResult {
     let out = Command::new("strace")
         .arg("-f")
         .arg("-qq")
-        .args(["-e", "trace=fdatasync,write", "-e", "signal=none"])
+        // -y: file descriptors shown with their paths (which file each sync made durable).
+        .arg("-y")
+        .args(["-e", "trace=fdatasync,fsync,write", "-e", "signal=none"])
         .arg("-o")
         .arg(&trace)
         .arg(exe()?)
         .env(CHILD_DIR, work.path().join("store"))
+        .env(CHILD_BACKEND, backend.name())
         .env(CHILD_THREADS, "1")
         .env(CHILD_COMMITS, commits.to_string())
         .stdin(Stdio::null())
@@ -369,29 +453,71 @@ fn strace_sees_fdatasync_before_every_ack() -> TestResult {
         .and_then(|v| v.parse().ok())
         .ok_or("writer printed no STATS line")?;
     let text = std::fs::read_to_string(&trace).map_err(|e| e.to_string())?;
+    // Which syncs count: sled's fdatasync of its data file `db` (from any thread: the group
+    // commit leader is a caller); SQLite's sync of the WAL by its writer thread (the
+    // checkpointer's syncs of the WAL and the database file make nothing acknowledged).
+    let writer_tid: Option<String> = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("WRITER_TID "))
+        .map(|t| t.trim().to_owned());
+    if backend == Backend::Sqlite && writer_tid.is_none() {
+        return Err("the SQLite writer printed no WRITER_TID line".to_owned());
+    }
+    let counts = |line: &str| -> bool {
+        match backend {
+            Backend::Sled => line.contains("fdatasync(") && line.contains("/db>"),
+            Backend::Sqlite => {
+                (line.contains("fdatasync(") || line.contains("fsync("))
+                    && line.contains("-wal>")
+                    && writer_tid
+                        .as_deref()
+                        .is_some_and(|t| line.split_whitespace().next() == Some(t))
+            }
+        }
+    };
+    // A sync split by another thread's line resumes as `<... fdatasync resumed>`: pair it
+    // with its start line by thread id.
+    let mut started: std::collections::HashMap<String, bool> = Default::default();
 
-    // Walk the trace: every ACK write needs a completed fdatasync since the previous ACK.
+    // Walk the trace: every ACK write needs a completed sync since the previous ACK.
     let mut syncs = 0u64;
     let mut since_last_ack = 0u64;
     let mut acks = 0u64;
     let mut ack_keys = BTreeSet::new();
     for line in text.lines() {
-        let completed_sync = (line.contains("fdatasync(") && !line.contains("<unfinished"))
-            || line.contains("<... fdatasync resumed>");
+        let tid = line
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let resumed =
+            line.contains("<... fdatasync resumed>") || line.contains("<... fsync resumed>");
+        let completed_sync = if resumed {
+            started.remove(&tid).unwrap_or(false)
+        } else if line.contains("<unfinished") {
+            started.insert(tid, counts(line));
+            false
+        } else {
+            counts(line)
+        };
         if completed_sync {
             if !line.trim_end().ends_with("= 0") {
                 return Err(format!("fdatasync failed: {line}"));
             }
             syncs += 1;
             since_last_ack += 1;
-        } else if line.contains("write(1, \"CODE ") {
+        } else if is_stdout_write(line) && line.contains("\"CODE ") {
             if since_last_ack == 0 {
                 return Err(format!(
                     "CODE written with no fdatasync since the previous ack: {line}"
                 ));
             }
             since_last_ack = 0;
-        } else if let Some(rest) = line.split("write(1, \"ACK ").nth(1) {
+        } else if let Some(rest) = line
+            .split("\"ACK ")
+            .nth(1)
+            .filter(|_| is_stdout_write(line))
+        {
             if since_last_ack == 0 {
                 return Err(format!(
                     "ACK written with no fdatasync since the previous ack: {line}"
@@ -411,9 +537,14 @@ fn strace_sees_fdatasync_before_every_ack() -> TestResult {
         ));
     }
     // Every commit and every code write needs its own sync when there is one writer, plus the
-    // one at open; the store's own counter must agree with the kernel's view.
+    // one at open; the store's own counter must agree with the kernel's view (SQLite may sync
+    // the WAL twice in one COMMIT: its header when the WAL restarts, then the frames).
     let codes = commits.div_ceil(5);
-    if syncs < commits + codes || syncs != stats_fdatasyncs {
+    let agrees = match backend {
+        Backend::Sled => syncs == stats_fdatasyncs,
+        Backend::Sqlite => syncs >= stats_fdatasyncs && stats_fdatasyncs >= commits + codes,
+    };
+    if syncs < commits + codes || !agrees {
         return Err(format!(
             "fdatasync count {syncs} (store says {stats_fdatasyncs}) for {commits} commits + {codes} codes"
         ));

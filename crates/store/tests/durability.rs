@@ -1,5 +1,6 @@
-//! The acknowledged path reaches fdatasync: counters, ordering of apply / sync / return, the
-//! event log's durable-only visibility, and poisoning after a failed sync.
+//! The acknowledged path reaches the disk sync: counters, ordering of apply / sync / return,
+//! the event log's durable-only visibility, and poisoning after a failed sync — on each
+//! backend (sled: flush + fdatasync; SQLite: the COMMIT that syncs the WAL).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -8,9 +9,57 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::path::Path;
+
 use idbridge_store::{
-    ChangeSet, DurabilityProbe, NewEvent, SledOptions, SledStore, Store, StoreError,
+    ChangeSet, DurabilityProbe, NewEvent, SledOptions, SledStore, SqliteOptions, SqliteStore,
+    Store, StoreError,
 };
+
+/// Opens a backend in `dir` with a probe.
+type Opener = fn(&Path, Option<Arc<dyn DurabilityProbe>>) -> Arc<dyn Store>;
+
+fn sled(dir: &Path, probe: Option<Arc<dyn DurabilityProbe>>) -> Arc<dyn Store> {
+    Arc::new(
+        SledStore::open_with(
+            dir,
+            SledOptions {
+                probe,
+                ..SledOptions::default()
+            },
+        )
+        .expect("open sled"),
+    )
+}
+
+fn sqlite(dir: &Path, probe: Option<Arc<dyn DurabilityProbe>>) -> Arc<dyn Store> {
+    Arc::new(
+        SqliteStore::open_with(
+            dir,
+            SqliteOptions {
+                probe,
+                ..SqliteOptions::default()
+            },
+        )
+        .expect("open sqlite"),
+    )
+}
+
+/// `#[test]`s running `$body(opener)` on each backend.
+macro_rules! on_each_backend {
+    ($body:ident) => {
+        mod $body {
+            #[test]
+            fn sled() {
+                super::$body(super::sled);
+            }
+            #[test]
+            fn sqlite() {
+                super::$body(super::sqlite);
+            }
+        }
+    };
+}
 
 fn event(id: &str) -> NewEvent {
     NewEvent {
@@ -22,21 +71,22 @@ fn event(id: &str) -> NewEvent {
     }
 }
 
-fn commit_one(s: &SledStore, key: &str) -> idbridge_store::Result<u64> {
+fn commit_one(s: &dyn Store, key: &str) -> idbridge_store::Result<u64> {
     let mut cs = ChangeSet::new();
     cs.put("users", key, vec![b'x'; 600])
         .event(event(&format!("event_{key}")));
     Ok(s.commit(cs)?.event_seqs[0])
 }
 
-#[test]
-fn every_sequential_commit_gets_its_own_flush_and_fdatasync() {
+on_each_backend!(every_sequential_commit_gets_its_own_flush_and_fdatasync);
+fn every_sequential_commit_gets_its_own_flush_and_fdatasync(open: Opener) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let s = SledStore::open(dir.path()).expect("open");
+    let s = open(dir.path(), None);
+    let s = s.as_ref();
     let base = s.stats();
     for n in 0..20 {
         let before = s.stats();
-        commit_one(&s, &format!("k{n}")).expect("commit");
+        commit_one(s, &format!("k{n}")).expect("commit");
         let after = s.stats();
         assert_eq!(after.fdatasyncs, before.fdatasyncs + 1, "commit {n}");
         assert_eq!(after.flushes, before.flushes + 1, "commit {n}");
@@ -54,12 +104,14 @@ fn every_sequential_commit_gets_its_own_flush_and_fdatasync() {
     assert_eq!(s.stats().durable_writes, base.durable_writes + 22);
 }
 
-/// One step of the trace, stamped from one shared clock.
+/// One step of the trace, stamped from one shared clock. `Applied` may come from a backend's
+/// own writer thread; `Acked` comes from the caller's thread just before its call returns.
 #[derive(Debug, Clone, PartialEq)]
 enum Step {
-    Applied { ticket: u64, thread: usize },
+    Applied { ticket: u64 },
     SyncStart { covers: u64 },
     SyncEnd { covers: u64 },
+    Acked { ticket: u64, thread: usize },
     Returned { thread: usize },
 }
 
@@ -80,8 +132,11 @@ impl Tracer {
 
 impl DurabilityProbe for Tracer {
     fn applied(&self, ticket: u64) {
+        self.push(Step::Applied { ticket });
+    }
+    fn acknowledged(&self, ticket: u64) {
         let thread = THREAD_NO.with(|t| t.get());
-        self.push(Step::Applied { ticket, thread });
+        self.push(Step::Acked { ticket, thread });
     }
     fn before_sync(&self, covers_through: u64) -> std::io::Result<()> {
         self.push(Step::SyncStart {
@@ -97,30 +152,39 @@ impl DurabilityProbe for Tracer {
 }
 
 /// For every write: some sync that started after it applied, covering its ticket, ended
-/// before the writer got its answer. Returns the first violation.
+/// before it was acknowledged, and its caller's call returned only after that. Returns the
+/// number of writes checked, or the first violation.
 fn check_trace(steps: &[Step]) -> Result<usize, String> {
     let mut checked = 0;
     for (i, step) in steps.iter().enumerate() {
-        let Step::Applied { ticket, thread } = step else {
+        let Step::Applied { ticket } = step else {
             continue;
         };
-        let Some(ret) = steps[i + 1..]
+        let Some((ack, thread)) = steps[i + 1..]
             .iter()
-            .position(|s| *s == Step::Returned { thread: *thread })
-            .map(|p| i + 1 + p)
+            .enumerate()
+            .find_map(|(p, s)| match s {
+                Step::Acked { ticket: t, thread } if t == ticket => Some((i + 1 + p, *thread)),
+                _ => None,
+            })
         else {
-            return Err(format!("ticket {ticket} never returned"));
+            return Err(format!("ticket {ticket} never acknowledged"));
         };
-        let covered = steps[i + 1..ret].iter().enumerate().any(|(j, s)| {
+        let covered = steps[i + 1..ack].iter().enumerate().any(|(j, s)| {
             matches!(s, Step::SyncStart { covers } if covers >= ticket)
-                && steps[i + 1 + j..ret]
+                && steps[i + 1 + j..ack]
                     .iter()
                     .any(|e| matches!(e, Step::SyncEnd { covers } if covers >= ticket))
         });
         if !covered {
             return Err(format!(
-                "ticket {ticket} (thread {thread}) returned without a sync started after it applied"
+                "ticket {ticket} (thread {thread}) acknowledged without a sync started after it applied"
             ));
+        }
+        // The caller's previous return must not lie between apply and ack of this ticket
+        // for another write of the same thread: each thread has one write in flight.
+        if !steps[ack + 1..].contains(&Step::Returned { thread }) {
+            return Err(format!("ticket {ticket}: thread {thread} never returned"));
         }
         checked += 1;
     }
@@ -131,63 +195,61 @@ fn check_trace(steps: &[Step]) -> Result<usize, String> {
 fn trace_checker_catches_an_early_acknowledgement() {
     use Step::*;
     let good = [
-        Applied {
-            ticket: 1,
-            thread: 0,
-        },
-        Applied {
+        Applied { ticket: 1 },
+        Applied { ticket: 2 },
+        SyncStart { covers: 2 },
+        SyncEnd { covers: 2 },
+        Acked {
             ticket: 2,
             thread: 1,
         },
-        SyncStart { covers: 2 },
-        SyncEnd { covers: 2 },
         Returned { thread: 1 },
+        Acked {
+            ticket: 1,
+            thread: 0,
+        },
         Returned { thread: 0 },
     ];
     assert_eq!(check_trace(&good), Ok(2));
     // Sync started before ticket 2 applied: it does not cover it.
     let early_sync = [
-        Applied {
+        Applied { ticket: 1 },
+        SyncStart { covers: 1 },
+        Applied { ticket: 2 },
+        SyncEnd { covers: 1 },
+        Acked {
             ticket: 1,
             thread: 0,
         },
-        SyncStart { covers: 1 },
-        Applied {
+        Returned { thread: 0 },
+        Acked {
             ticket: 2,
             thread: 1,
         },
-        SyncEnd { covers: 1 },
-        Returned { thread: 0 },
         Returned { thread: 1 },
     ];
     assert!(check_trace(&early_sync).is_err());
-    // Returned before the sync ended.
-    let early_return = [
-        Applied {
+    // Acknowledged before the sync ended.
+    let early_ack = [
+        Applied { ticket: 1 },
+        SyncStart { covers: 1 },
+        Acked {
             ticket: 1,
             thread: 0,
         },
-        SyncStart { covers: 1 },
         Returned { thread: 0 },
         SyncEnd { covers: 1 },
     ];
-    assert!(check_trace(&early_return).is_err());
+    assert!(check_trace(&early_ack).is_err());
+    // Never acknowledged.
+    assert!(check_trace(&[Applied { ticket: 1 }, Returned { thread: 0 }]).is_err());
 }
 
-#[test]
-fn no_write_returns_before_a_sync_that_started_after_it_applied() {
+on_each_backend!(no_write_returns_before_a_sync_that_started_after_it_applied);
+fn no_write_returns_before_a_sync_that_started_after_it_applied(open: Opener) {
     let dir = tempfile::tempdir().expect("tempdir");
     let tracer = Arc::new(Tracer::default());
-    let s = Arc::new(
-        SledStore::open_with(
-            dir.path(),
-            SledOptions {
-                probe: Some(tracer.clone()),
-                ..SledOptions::default()
-            },
-        )
-        .expect("open"),
-    );
+    let s = open(dir.path(), Some(tracer.clone()));
     tracer.steps.lock().expect("lock").clear();
     let threads = 12;
     let handles: Vec<_> = (0..threads)
@@ -201,7 +263,7 @@ fn no_write_returns_before_a_sync_that_started_after_it_applied() {
                         s.put_expiring("codes", &format!("{t}-{n}"), b"v".to_vec(), i64::MAX)
                             .expect("put");
                     } else {
-                        commit_one(&s, &format!("{t}-{n}")).expect("commit");
+                        commit_one(s.as_ref(), &format!("{t}-{n}")).expect("commit");
                     }
                     tracer.push(Step::Returned { thread: t });
                 }
@@ -242,8 +304,8 @@ impl DurabilityProbe for Gate {
     }
 }
 
-#[test]
-fn commit_waits_for_the_sync_and_events_stay_hidden_until_durable() {
+on_each_backend!(commit_waits_for_the_sync_and_events_stay_hidden_until_durable);
+fn commit_waits_for_the_sync_and_events_stay_hidden_until_durable(open: Opener) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (entered_tx, entered_rx) = mpsc::channel();
     let (release_tx, release_rx) = mpsc::channel();
@@ -252,17 +314,8 @@ fn commit_waits_for_the_sync_and_events_stay_hidden_until_durable() {
         entered: Mutex::new(Some(entered_tx)),
         release: Mutex::new(Some(release_rx)),
     });
-    let s = Arc::new(
-        SledStore::open_with(
-            dir.path(),
-            SledOptions {
-                probe: Some(gate.clone()),
-                ..SledOptions::default()
-            },
-        )
-        .expect("open"),
-    );
-    commit_one(&s, "before").expect("commit");
+    let s = open(dir.path(), Some(gate.clone()));
+    commit_one(s.as_ref(), "before").expect("commit");
     gate.blocked.store(true, Ordering::SeqCst);
 
     let returned = Arc::new(AtomicU64::new(0));
@@ -270,7 +323,7 @@ fn commit_waits_for_the_sync_and_events_stay_hidden_until_durable() {
         let s = Arc::clone(&s);
         let returned = Arc::clone(&returned);
         std::thread::spawn(move || {
-            let seq = commit_one(&s, "held").expect("commit");
+            let seq = commit_one(s.as_ref(), "held").expect("commit");
             returned.store(seq, Ordering::SeqCst);
         })
     };
@@ -283,8 +336,9 @@ fn commit_waits_for_the_sync_and_events_stay_hidden_until_durable() {
         0,
         "acknowledged before its sync finished"
     );
-    // Applied, so entity reads may see it; the event log must not.
-    assert!(s.get("users", "held").expect("get").is_some());
+    // Applied: entity reads may see it (sled) or not yet (SQLite: only committed rows are
+    // visible); the event log must not show it on either.
+    let _ = s.get("users", "held").expect("get");
     assert_eq!(s.last_event_seq().expect("last"), 1);
     assert_eq!(s.events_after(0, 10).expect("events").len(), 1);
     assert_eq!(s.event_seq("event_held").expect("seq"), None);
@@ -310,23 +364,17 @@ impl DurabilityProbe for FailingSync {
     }
 }
 
-#[test]
-fn a_failed_sync_fails_the_write_and_poisons_the_store() {
+on_each_backend!(a_failed_sync_fails_the_write_and_poisons_the_store);
+fn a_failed_sync_fails_the_write_and_poisons_the_store(open: Opener) {
     let dir = tempfile::tempdir().expect("tempdir");
     let probe = Arc::new(FailingSync {
         fail: AtomicBool::new(false),
     });
-    let s = SledStore::open_with(
-        dir.path(),
-        SledOptions {
-            probe: Some(probe.clone()),
-            ..SledOptions::default()
-        },
-    )
-    .expect("open");
-    commit_one(&s, "ok").expect("commit");
+    let s = open(dir.path(), Some(probe.clone()));
+    let s = s.as_ref();
+    commit_one(s, "ok").expect("commit");
     probe.fail.store(true, Ordering::SeqCst);
-    let err = commit_one(&s, "lost").expect_err("sync failed");
+    let err = commit_one(s, "lost").expect_err("sync failed");
     assert!(
         matches!(err, StoreError::Backend(ref m) if m.contains("injected EIO")),
         "{err}"
@@ -334,7 +382,7 @@ fn a_failed_sync_fails_the_write_and_poisons_the_store() {
     // Even with the disk "back", nothing more is acknowledged.
     probe.fail.store(false, Ordering::SeqCst);
     assert!(matches!(
-        commit_one(&s, "after"),
+        commit_one(s, "after"),
         Err(StoreError::Backend(_))
     ));
     assert!(matches!(

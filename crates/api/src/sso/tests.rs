@@ -11,7 +11,7 @@ use axum::Router;
 use base64::Engine as _;
 use http_body_util::BodyExt;
 use idbridge_saml::idp::{b64, AssertionSpec, IdpSigner, ResponseSpec, SignMode};
-use idbridge_store::{SledStore, Store};
+use idbridge_store::{SqliteStore, Store};
 use serde_json::{json, Value};
 use sha2::Digest;
 use tower::ServiceExt;
@@ -59,7 +59,7 @@ struct Env {
 
 impl Env {
     fn with(config: SsoConfig) -> Env {
-        Env::with_store(config, Arc::new(SledStore::open_ephemeral().unwrap()))
+        Env::with_store(config, Arc::new(SqliteStore::open_ephemeral().unwrap()))
     }
 
     fn with_store(config: SsoConfig, store: Arc<dyn Store>) -> Env {
@@ -582,7 +582,7 @@ async fn oidc_client_secret_is_sealed_and_never_shown() {
     assert!(b.open("conn_other/oidc_client_secret", sealed).is_err());
 
     // A server without a secret key refuses to store secrets.
-    let store: Arc<dyn Store> = Arc::new(SledStore::open_ephemeral().unwrap());
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_ephemeral().unwrap());
     let boot = auth::bootstrap(store.as_ref()).unwrap().unwrap();
     let bare = router(AppState::new(store, ApiConfig::default()));
     let org_req = Request::builder()
@@ -1503,7 +1503,7 @@ async fn signed_requests_force_authn_and_encrypted_assertions_across_rotation() 
 /// A store that records every change set it commits (the expiring-entry helpers commit
 /// change sets too, so nothing escapes the count).
 struct CountingStore {
-    inner: SledStore,
+    inner: SqliteStore,
     commits: std::sync::Mutex<Vec<idbridge_store::ChangeSet>>,
 }
 
@@ -1598,7 +1598,7 @@ impl Store for CountingStore {
 #[tokio::test]
 async fn a_login_is_one_commit() {
     let counting = Arc::new(CountingStore {
-        inner: SledStore::open_ephemeral().unwrap(),
+        inner: SqliteStore::open_ephemeral().unwrap(),
         commits: std::sync::Mutex::new(Vec::new()),
     });
     let env = Env::with_store(

@@ -1,4 +1,4 @@
-//! Shared fixtures: a real SledStore in a temp dir, an organization, input builders.
+//! Shared fixtures: a real SqliteStore (the default backend) in a temp dir, an organization, input builders.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -12,12 +12,12 @@ use idbridge_model::{
     new_id, DomainState, IdPrefix, Organization, OrganizationDomain, Timestamp,
     VerificationStrategy,
 };
-use idbridge_store::{ExportRecord, SledStore, Store};
+use idbridge_store::{ExportRecord, SqliteStore, Store};
 use serde_json::{json, Value};
 
 pub struct Fx {
     _dir: tempfile::TempDir,
-    pub store: Arc<SledStore>,
+    pub store: Arc<SqliteStore>,
     pub engine: DirectoryEngine,
     pub org: Organization,
     pub orgs: Arc<FixedOrganizations>,
@@ -29,7 +29,7 @@ impl Fx {
         let dir = tempfile::tempdir_in("/dev/shm")
             .or_else(|_| tempfile::tempdir())
             .expect("tempdir");
-        let store = Arc::new(SledStore::open(dir.path()).expect("open store"));
+        let store = Arc::new(SqliteStore::open(dir.path()).expect("open store"));
         let org_id = new_id(IdPrefix::Organization);
         let now = Timestamp::now();
         let org = Organization {

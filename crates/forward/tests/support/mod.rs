@@ -1,4 +1,4 @@
-//! Test support for the SCIM push: a source directory (engine over a durable sled store), a
+//! Test support for the SCIM push: a source directory (engine over a durable SQLite store), a
 //! second idbridge's real SCIM endpoint (router + engine over its own store) on a loopback
 //! port, a fault-injecting HTTP proxy in front of any target, and the field-by-field
 //! comparison of two directories.
@@ -19,7 +19,7 @@ use idbridge_forward::scim_push::{ScimPush, TargetInput, TargetOptions, TargetSt
 use idbridge_model::tag::OrganizationTag;
 use idbridge_model::{new_id, IdPrefix, Organization, Timestamp};
 use idbridge_secrets::SecretBox;
-use idbridge_store::{SledStore, Store};
+use idbridge_store::{SqliteStore, Store};
 use serde_json::{json, Value};
 
 /// One idbridge's directory: a durable store, the engine, an organization and a directory.
@@ -40,7 +40,7 @@ impl Side {
     }
 
     fn open(tmp: tempfile::TempDir, settings: DirectorySettings) -> Side {
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(tmp.path()).expect("store"));
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(tmp.path()).expect("store"));
         let org = new_id(IdPrefix::Organization);
         let now = Timestamp::now();
         let rec = Organization {

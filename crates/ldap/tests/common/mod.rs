@@ -1,5 +1,5 @@
 //! Test fixtures: the private slapd from idbridge-testkit (with the settings these tests
-//! connect with) and a directory engine over a real sled store.
+//! connect with) and a directory engine over a real SQLite store.
 // Each test binary (and the bench) uses a different part of this module.
 #![allow(dead_code, unused_imports)]
 
@@ -17,7 +17,7 @@ use idbridge_model::{
     new_id, DomainState, IdPrefix, Organization, OrganizationDomain, Timestamp,
     VerificationStrategy,
 };
-use idbridge_store::{ChangeSet, ExportRecord, SledStore, Store};
+use idbridge_store::{ChangeSet, ExportRecord, SqliteStore, Store};
 
 pub use idbridge_testkit::slapd::{
     ldap_base_ldif as base_ldif, ldap_person as person, Slapd, SlapdTls, SyncProv,
@@ -102,7 +102,7 @@ pub async fn people_after_full_sync(n: usize) -> (Slapd, Fx, LdapSource, Syncer)
 /// Engine + store fixture.
 pub struct Fx {
     _dir: tempfile::TempDir,
-    pub store: Arc<SledStore>,
+    pub store: Arc<SqliteStore>,
     pub engine: Arc<DirectoryEngine>,
     pub org: Organization,
 }
@@ -112,7 +112,7 @@ impl Fx {
         let dir = tempfile::tempdir_in("/dev/shm")
             .or_else(|_| tempfile::tempdir())
             .expect("tempdir");
-        let store = Arc::new(SledStore::open(dir.path()).expect("open store"));
+        let store = Arc::new(SqliteStore::open(dir.path()).expect("open store"));
         let org_id = new_id(IdPrefix::Organization);
         let now = Timestamp::now();
         let org = Organization {

@@ -1,4 +1,4 @@
-//! Test support for the real SCIM router: an ephemeral sled store, the directory engine, one
+//! Test support for the real SCIM router: an ephemeral SQLite store, the directory engine, one
 //! organization, and helpers to send requests (in-process with `oneshot`, or over a loopback
 //! socket for third-party clients) and to read the events the engine appended.
 
@@ -15,7 +15,7 @@ use idbridge_directory::{DirectoryEngine, DirectorySettings, StoredUser};
 use idbridge_model::tag::OrganizationTag;
 use idbridge_model::{new_id, IdPrefix, Organization, Timestamp};
 use idbridge_scim::router::{router, ScimConfig};
-use idbridge_store::{SledStore, Store};
+use idbridge_store::{SqliteStore, Store};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -64,7 +64,7 @@ impl Env {
 
     pub fn with_url(public_url: &str) -> Env {
         let store: Arc<dyn Store> =
-            Arc::new(SledStore::open_ephemeral().unwrap_or_else(|e| panic!("store: {e}")));
+            Arc::new(SqliteStore::open_ephemeral().unwrap_or_else(|e| panic!("store: {e}")));
         let org = new_id(IdPrefix::Organization);
         let orgs = Arc::new(idbridge_directory::FixedOrganizations::new([org_record(
             &org,

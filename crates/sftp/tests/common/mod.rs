@@ -1,4 +1,4 @@
-//! Shared fixtures: a real SledStore in a temp dir, an organization, an SFTP directory, key
+//! Shared fixtures: a real SqliteStore (the default backend) in a temp dir, an organization, an SFTP directory, key
 //! generation with OpenSSH's ssh-keygen, and helpers that fail loudly when a peer is missing.
 #![allow(dead_code)]
 
@@ -12,14 +12,14 @@ use idbridge_directory::{DirectoryEngine, DirectorySettings, PageRequest, Stored
 use idbridge_model::tag::OrganizationTag;
 use idbridge_model::{new_id, IdPrefix, Organization, Timestamp};
 use idbridge_sftp::{DeliveryRecord, Processor};
-use idbridge_store::{ChangeSet, SledStore, Store, StoredEvent};
+use idbridge_store::{ChangeSet, SqliteStore, Store, StoredEvent};
 
 pub const INSTALL_HINT: &str =
     "run scripts/test-deps.sh (the SFTP snippet is scripts/test-deps.d/sftp.sh)";
 
 pub struct Fx {
     pub tmp: tempfile::TempDir,
-    pub store: Arc<SledStore>,
+    pub store: Arc<SqliteStore>,
     pub engine: Arc<DirectoryEngine>,
     pub processor: Processor,
     pub org_id: String,
@@ -30,7 +30,7 @@ impl Fx {
         let tmp = tempfile::tempdir_in("/dev/shm")
             .or_else(|_| tempfile::tempdir())
             .expect("tempdir");
-        let store = Arc::new(SledStore::open(&tmp.path().join("store")).expect("open store"));
+        let store = Arc::new(SqliteStore::open(&tmp.path().join("store")).expect("open store"));
         let org_id = new_id(IdPrefix::Organization);
         let now = Timestamp::now();
         let org = Organization {
