@@ -23,7 +23,7 @@ use idbridge_api::{router, ApiConfig, AppState};
 use idbridge_ldap::{Flavor, LdapSettings, LdapSource, Syncer};
 use idbridge_sso::api_keys as auth;
 use idbridge_sso::{SecretBox, SsoConfig};
-use idbridge_store::{SledStore, Store};
+use idbridge_store::{SqliteStore, Store};
 use idbridge_testkit::slapd::{ldap_group, Slapd, LDAP_ADMIN_DN, LDAP_SUFFIX};
 use serde_json::{json, Value};
 
@@ -171,7 +171,7 @@ fn main() {
     let pw_file = slapd.password_file().unwrap();
 
     let (app, org) = rt.block_on(async {
-        let store: Arc<dyn Store> = Arc::new(SledStore::open_ephemeral().unwrap());
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_ephemeral().unwrap());
         let boot = auth::bootstrap(store.as_ref()).unwrap().unwrap();
         let state = AppState::new(store, ApiConfig::default())
             .with_sso(SsoConfig::default(), Some(SecretBox::generate().unwrap()));

@@ -11,7 +11,7 @@ use axum::Router;
 use base64::Engine as _;
 use http_body_util::BodyExt;
 use idbridge_saml::{IdpSettings, SpKeyPair, SpSettings};
-use idbridge_store::{SledStore, Store};
+use idbridge_store::{SqliteStore, Store};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -38,7 +38,7 @@ struct Env {
 
 impl Env {
     fn new() -> Env {
-        let store: Arc<dyn Store> = Arc::new(SledStore::open_ephemeral().unwrap());
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_ephemeral().unwrap());
         let boot = auth::bootstrap(store.as_ref()).unwrap().unwrap();
         let state = AppState::new(store.clone(), ApiConfig::default())
             .with_sso(SsoConfig::default(), Some(SecretBox::generate().unwrap()));
