@@ -18,7 +18,6 @@
 //! Failures before the SP and its ACS are trusted end on our own error page; never on a URL or
 //! RelayState from the request (RelayState is only echoed to the registered ACS).
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -30,7 +29,6 @@ use idbridge_saml::idp::{
     AssertionEncryption, IdpError, LoginResponse, NameId, PostField, PostForm, ReceivedRequest,
     RequestContext, ResponseOptions, UserAttributes,
 };
-use idbridge_saml::ReplayCache;
 use idbridge_secrets::{random_token, sha256_hex};
 use idbridge_store::{ChangeSet, ConflictKind, StoreError};
 use openssl::x509::X509;
@@ -39,6 +37,7 @@ use subtle::ConstantTimeEq;
 
 use super::service_providers::{AuthSource, ServiceProvider};
 use crate::db::{self, now_ms, ttl_ms};
+use crate::login::saml::StagedReplay;
 use crate::login::{ClientInfo, Logins};
 use crate::SsoService;
 
@@ -151,35 +150,6 @@ fn login_error(status: u16, message: impl Into<String>) -> PasswordOutcome {
     PasswordOutcome::Error {
         status,
         message: message.into(),
-    }
-}
-
-/// The replay cache as the intake sees it: keys live in the store are replays; new ones are
-/// inserted by the commit that stores the login session (so a refused request leaves none).
-struct StagedReplay<'a> {
-    logins: &'a Logins,
-    now: i64,
-    staged: Mutex<Vec<(String, i64)>>,
-}
-
-impl ReplayCache for StagedReplay<'_> {
-    fn insert_if_absent(&self, key: &str, expires_at_ms: i64) -> Result<bool, String> {
-        if self
-            .logins
-            .replay_seen(key, self.now)
-            .map_err(|e| e.to_string())?
-        {
-            return Ok(false);
-        }
-        let mut staged = self
-            .staged
-            .lock()
-            .map_err(|_| "replay cache poisoned".to_owned())?;
-        if staged.iter().any(|(k, _)| k == key) {
-            return Ok(false);
-        }
-        staged.push((key.to_owned(), expires_at_ms));
-        Ok(true)
     }
 }
 
@@ -349,11 +319,7 @@ impl SsoService {
         let urls = self.idp_urls(org_id);
         let sso_urls = [urls.sso_url.as_str()];
         let ctx = RequestContext::new(&sso_urls, Utc::now());
-        let replay = StagedReplay {
-            logins: &self.logins,
-            now: now_ms(),
-            staged: Mutex::new(Vec::new()),
-        };
+        let replay = StagedReplay::new(self.logins.clone());
         let accepted: AcceptedRequest = match received.accept(&registered, &ctx, &replay) {
             Ok(a) => a,
             Err(IdpError::RespondToSp(e)) => return self.status_post(org_id, *e).await,
@@ -398,7 +364,7 @@ impl SsoService {
             }
         };
         cs.put_expiring(IDP_SESSIONS, sha256_hex(&secret), bytes, now + ttl_ms(ttl));
-        let staged = replay.staged.lock().map(|s| s.clone()).unwrap_or_default();
+        let staged = replay.staged().unwrap_or_default();
         for (k, exp) in &staged {
             Logins::stage_replay(&mut cs, k, *exp, now);
         }

@@ -15,7 +15,7 @@
 mod authorize;
 mod complete;
 mod oidc;
-mod saml;
+pub(crate) mod saml;
 mod token;
 
 pub use authorize::{Authorization, AuthorizeError, AuthorizeRequest};

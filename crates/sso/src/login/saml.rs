@@ -38,13 +38,29 @@ pub struct AcsRequest {
     pub client: ClientInfo,
 }
 
-/// The replay cache as verification sees it: keys live in the store are replays; new keys are
-/// collected for the login's commit, which inserts them on the condition that they are still
-/// vacant.
-struct StagedReplay {
+/// The replay cache as verification (an SP's SAML response, or an AuthnRequest to our IdP)
+/// sees it: keys live in the store are replays; new keys are collected for the login's commit,
+/// which inserts them on the condition that they are still vacant, so a refused message leaves
+/// no entry.
+pub(crate) struct StagedReplay {
     logins: Logins,
     now: i64,
     staged: Mutex<Vec<(String, i64)>>,
+}
+
+impl StagedReplay {
+    pub(crate) fn new(logins: Logins) -> Self {
+        StagedReplay {
+            logins,
+            now: now_ms(),
+            staged: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The keys collected so far, with their expiry (ms), for the commit to insert.
+    pub(crate) fn staged(&self) -> Option<Vec<(String, i64)>> {
+        self.staged.lock().map(|s| s.clone()).ok()
+    }
 }
 
 impl ReplayCache for StagedReplay {
@@ -222,11 +238,7 @@ impl SsoService {
             expected_in_response_to: expected,
             now: chrono::Utc::now(),
         };
-        let replay = Arc::new(StagedReplay {
-            logins: self.logins.clone(),
-            now: now_ms(),
-            staged: Mutex::new(Vec::new()),
-        });
+        let replay = Arc::new(StagedReplay::new(self.logins.clone()));
         let verified = idbridge_saml::verify_post(
             saml_response,
             req.relay_state,
@@ -254,7 +266,7 @@ impl SsoService {
                 return with_cookie(reply);
             }
         };
-        let staged = replay.staged.lock().map(|s| s.clone()).ok();
+        let staged = replay.staged();
         dest.replay = match staged {
             Some(staged) => staged,
             None => {
