@@ -62,6 +62,9 @@ pub enum ApiError {
         error: &'static str,
         description: String,
     },
+    /// A dependency (a DNS resolver) did not answer: 503 with `Retry-After`, nothing changed.
+    #[error("{message}")]
+    Unavailable { code: &'static str, message: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -96,6 +99,7 @@ impl ApiError {
             ApiError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -117,7 +121,9 @@ impl ApiError {
                 "code": "invalid_request_parameters",
                 "errors": errors,
             }),
-            ApiError::BadRequest { code, message } | ApiError::Conflict { code, message } => {
+            ApiError::BadRequest { code, message }
+            | ApiError::Conflict { code, message }
+            | ApiError::Unavailable { code, message } => {
                 json!({"message": message, "code": code})
             }
             ApiError::PayloadTooLarge { limit } => json!({
@@ -165,6 +171,10 @@ impl IntoResponse for ApiError {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
         }
+        if let ApiError::Unavailable { .. } = &self {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(30u64));
+        }
         if matches!(
             self,
             ApiError::PayloadTooLarge { .. } | ApiError::BodyTimeout { .. }
@@ -198,6 +208,7 @@ impl From<idbridge_sso::SsoError> for ApiError {
             SsoError::Refused { code, message } => ApiError::BadRequest { code, message },
             SsoError::Conflict { code, message } => ApiError::Conflict { code, message },
             SsoError::OAuth { error, description } => ApiError::OAuth { error, description },
+            SsoError::Unavailable { code, message } => ApiError::Unavailable { code, message },
             SsoError::Store(e) => ApiError::Internal(e.to_string()),
             SsoError::Internal(detail) => ApiError::Internal(detail),
         }

@@ -19,6 +19,7 @@ pub mod idempotency;
 pub mod idp;
 pub mod ldap_admin;
 pub mod middleware;
+pub mod organization_domains;
 pub mod organizations;
 pub mod pagination;
 pub mod sftp_admin;
@@ -200,6 +201,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let protected = Router::new()
         .merge(organizations::routes())
+        .merge(organization_domains::routes())
         .merge(directory_sync::routes())
         .merge(directories_admin::routes())
         .merge(ldap_admin::routes())

@@ -32,6 +32,44 @@ pub struct Config {
     pub sftp_directories: Vec<crate::sftp_cli::SftpDirectoryConfig>,
     /// `[limits]`: request-rate and failed-authentication limits of the API and SCIM.
     pub limits: LimitsSection,
+    /// `[dns]`: organization domain verification (resolver, timeouts, re-check cadence).
+    pub dns: DnsSection,
+}
+
+/// `[dns]`: see `idbridge_sso::dns::DnsSettings`; also read and changed at `/admin/dns`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsSection {
+    /// `"ip:port"` of the DNS server to ask; absent = the system's resolvers.
+    pub resolver: Option<SocketAddr>,
+    pub timeout_ms: u64,
+    pub recheck_interval_secs: u64,
+    pub verification_period_secs: u64,
+}
+
+impl Default for DnsSection {
+    fn default() -> Self {
+        let d = idbridge_sso::dns::DnsSettings::default();
+        DnsSection {
+            resolver: d.resolver,
+            timeout_ms: u64::try_from(d.timeout.as_millis()).unwrap_or(5000),
+            recheck_interval_secs: d.recheck_interval.as_secs(),
+            verification_period_secs: d.verification_period.as_secs(),
+        }
+    }
+}
+
+impl DnsSection {
+    /// The service's settings (zero durations are raised to the smallest useful value).
+    pub fn to_settings(&self) -> idbridge_sso::dns::DnsSettings {
+        use std::time::Duration;
+        idbridge_sso::dns::DnsSettings {
+            resolver: self.resolver,
+            timeout: Duration::from_millis(self.timeout_ms.max(1)),
+            recheck_interval: Duration::from_secs(self.recheck_interval_secs.max(1)),
+            verification_period: Duration::from_secs(self.verification_period_secs.max(1)),
+        }
+    }
 }
 
 /// `[limits]`: abuse limits of the REST API (per API key) and SCIM (per directory token).
@@ -513,6 +551,15 @@ impl Config {
                             .map_err(|e| bad(format!("{uri}: {e}")))?;
                     }
                     self.sso.redirect_uris = uris;
+                }
+                "IDBRIDGE_DNS_RESOLVER" => {
+                    self.dns.resolver = if value.is_empty() {
+                        None
+                    } else {
+                        Some(value.parse().map_err(|e| {
+                            bad(format!("not an ip:port address (e.g. 127.0.0.1:53): {e}"))
+                        })?)
+                    }
                 }
                 "IDBRIDGE_EVENTS_RETENTION_DAYS" => {
                     self.events.retention_days = value

@@ -63,6 +63,10 @@ async fn serve_async(config: Config) -> anyhow::Result<()> {
         Duration::from_secs(3600),
     );
 
+    // Organization domains: DNS settings from [dns], and the re-check of pending domains.
+    state.sso.dns().set_settings(config.dns.to_settings());
+    idbridge_sso::domains::spawn_domain_recheck(state.sso.clone());
+
     apply_declared(&state, &config).await?;
     crate::connections::apply_declared(&state.sso, &config).await?;
     // Then the feeds that name a declared directory by key get its id.

@@ -61,6 +61,15 @@ pub enum SsoError {
         /// What went wrong.
         description: String,
     },
+    /// A service this call depends on (a DNS resolver) did not answer; nothing was written and
+    /// the call can be retried (503).
+    #[error("{message}")]
+    Unavailable {
+        /// Error code, e.g. `dns_lookup_failed`.
+        code: &'static str,
+        /// What went wrong and what to do.
+        message: String,
+    },
     /// The store failed.
     #[error("store: {0}")]
     Store(#[from] StoreError),

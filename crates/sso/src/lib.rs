@@ -12,7 +12,9 @@
 //! - [`api_keys`]: API keys and the environment's client id;
 //! - [`webhooks`]: webhook endpoint records (idbridge-forward owns their delivery cursors);
 //! - [`idempotency`]: stored responses of `Idempotency-Key` requests;
-//! - [`idp`]: idbridge as an identity provider (service providers, IdP keys, the IdP login).
+//! - [`idp`]: idbridge as an identity provider (service providers, IdP keys, the IdP login);
+//! - [`domains`] + [`dns`]: organization domain verification by DNS TXT records (no table:
+//!   the domains are [`organizations`]' records).
 //!
 //! [`SsoService`] is the entry point. Its calls take typed inputs and fail with [`SsoError`];
 //! `idbridge-api` parses HTTP into those inputs and maps the errors to WorkOS status codes, and
@@ -23,6 +25,8 @@
 pub mod api_keys;
 pub mod connections;
 mod db;
+pub mod dns;
+pub mod domains;
 mod error;
 pub mod idempotency;
 pub mod idp;
@@ -131,6 +135,8 @@ pub struct SsoService {
     idempotency: Idempotency,
     /// idbridge as an IdP: the SP registry and the login page's attempt limits.
     idp: idp::IdpState,
+    /// Organization domain verification by DNS.
+    dns: dns::DnsVerifier,
 }
 
 impl std::fmt::Debug for SsoService {
@@ -169,6 +175,7 @@ impl SsoService {
             settings,
             http,
             oidc_clients: Mutex::new(HashMap::new()),
+            dns: dns::DnsVerifier::default(),
         }
     }
 

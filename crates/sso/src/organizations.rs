@@ -1,5 +1,8 @@
 //! Organizations and their domains (workos-api.md §2.2): the one owner of the
-//! [`ORGANIZATIONS`], [`BY_EXTERNAL_ID`] and [`BY_DOMAIN`] tables.
+//! [`ORGANIZATIONS`], [`BY_EXTERNAL_ID`], [`BY_DOMAIN`] and [`BY_DOMAIN_ID`] tables.
+//!
+//! Domains live inside their organization's record (that is how WorkOS shows them); the
+//! `/organization_domains` calls find a domain's organization through [`BY_DOMAIN_ID`].
 //!
 //! Records are the WorkOS `organization` object as JSON, keyed by id; ids are ULIDs and
 //! `created_at` is taken from the ULID, so key order is list order. The directory engine reads
@@ -24,6 +27,10 @@ const ORGANIZATIONS: &str = "organizations";
 const BY_EXTERNAL_ID: &str = "org_by_external_id";
 /// `<domain>/<organization id>` → organization id (a domain may be claimed by several).
 const BY_DOMAIN: &str = "org_by_domain";
+/// `org_domain_…` → organization id.
+const BY_DOMAIN_ID: &str = "org_domain_by_id";
+/// Length of a DNS verification token.
+const VERIFICATION_TOKEN_LEN: usize = 25;
 
 /// Longest organization name.
 pub const MAX_NAME_LEN: usize = 512;
@@ -376,8 +383,9 @@ impl Organizations {
         let mut cs = ChangeSet::new();
         cs.require_present(ORGANIZATIONS, &org.id);
         cs.delete(ORGANIZATIONS, &org.id);
-        for d in org.domain_names() {
-            cs.delete(BY_DOMAIN, domain_key(d, &org.id));
+        for d in &org.domains {
+            cs.delete(BY_DOMAIN, domain_key(&d.domain, &org.id));
+            cs.delete(BY_DOMAIN_ID, &d.id);
         }
         if let Some(ext) = &org.external_id {
             cs.delete(BY_EXTERNAL_ID, ext);
@@ -457,6 +465,306 @@ impl Organizations {
     }
 }
 
+/// Why a DNS-verified domain failed (the reasons of WorkOS's
+/// `organization_domain.verification_failed` event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomainFailure {
+    /// It stayed pending longer than the verification period.
+    PeriodExpired,
+    /// Another organization verified the same domain first.
+    VerifiedByOtherOrganization,
+}
+
+impl DomainFailure {
+    /// The event's `reason`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            DomainFailure::PeriodExpired => "domain_verification_period_expired",
+            DomainFailure::VerifiedByOtherOrganization => "domain_verified_by_other_organization",
+        }
+    }
+}
+
+/// What a DNS check concluded, to be applied to a domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomainCheckOutcome {
+    /// The TXT record carries the token: verified (`organization_domain.verified`).
+    Verified,
+    /// A verification record with another token: failed (`organization_domain.updated`).
+    WrongToken,
+    /// No record: pending; `restart` starts its verification period again (an explicit
+    /// verify call on a failed domain).
+    Absent { restart: bool },
+    /// Failed for one of WorkOS's reasons (`organization_domain.verification_failed`).
+    Failed(DomainFailure),
+}
+
+impl Organizations {
+    /// The organization holding this domain id, and the domain.
+    pub fn find_domain(
+        &self,
+        domain_id: &str,
+    ) -> Result<Option<(Organization, OrganizationDomain)>, StoreError> {
+        if parse_id(IdPrefix::OrganizationDomain, domain_id).is_err() {
+            return Ok(None);
+        }
+        let Some(org_id) = db::get_string(self.store.as_ref(), BY_DOMAIN_ID, domain_id)? else {
+            return Ok(None);
+        };
+        Ok(self.get(&org_id)?.and_then(|org| {
+            let d = org.domains.iter().find(|d| d.id == domain_id).cloned()?;
+            Some((org, d))
+        }))
+    }
+
+    /// The domain, or `NotFound`.
+    pub fn load_domain(&self, domain_id: &str) -> SsoResult<OrganizationDomain> {
+        self.find_domain(domain_id)?
+            .map(|(_, d)| d)
+            .ok_or_else(|| SsoError::not_found("Organization Domain", domain_id))
+    }
+
+    /// The organizations other than `except` that hold `domain`, with their copy of it.
+    fn holders_of(
+        &self,
+        domain: &str,
+        except: &str,
+    ) -> Result<Vec<(Organization, OrganizationDomain)>, StoreError> {
+        let mut ids = Vec::new();
+        self.store
+            .for_each_prefixed(BY_DOMAIN, &format!("{domain}/"), &mut |_, v| {
+                ids.push(String::from_utf8_lossy(v).into_owned());
+                true
+            })?;
+        let mut out = Vec::new();
+        for id in ids.into_iter().filter(|id| id != except) {
+            if let Some(org) = self.get(&id)? {
+                if let Some(d) = org.domains.iter().find(|d| d.domain == domain).cloned() {
+                    out.push((org, d));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `POST /organization_domains`: a new `pending` domain with a DNS verification token,
+    /// and its `organization_domain.created` event. The same domain twice in one organization,
+    /// or a domain another organization has verified, is a conflict.
+    #[tracing::instrument(name = "organizations.add_domain", skip(self))]
+    pub async fn add_domain(&self, org_id: &str, domain: &str) -> SsoResult<OrganizationDomain> {
+        let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+        if !valid_domain(&domain) {
+            return Err(SsoError::invalid("domain", "invalid_domain"));
+        }
+        let old = self.load(org_id)?;
+        if old.domains.iter().any(|d| d.domain == domain) {
+            return Err(SsoError::Conflict {
+                code: "domain_already_exists",
+                message: format!("Domain '{domain}' already exists for this organization."),
+            });
+        }
+        if old.domains.len() >= MAX_DOMAINS {
+            return Err(SsoError::invalid("domain", "too_many_domains"));
+        }
+        let others = self.holders_of(&domain, &old.id)?;
+        if let Some((other, _)) = others
+            .iter()
+            .find(|(_, d)| d.state == DomainState::Verified)
+        {
+            return Err(SsoError::Conflict {
+                code: "domain_already_exists",
+                message: format!(
+                    "Domain '{domain}' is already verified by organization '{}'; delete it there first.",
+                    other.id
+                ),
+            });
+        }
+        let id = new_id(IdPrefix::OrganizationDomain);
+        let now = created_at_of(IdPrefix::OrganizationDomain, &id);
+        let new = OrganizationDomain {
+            object: OrganizationDomainTag,
+            id,
+            organization_id: old.id.clone(),
+            domain,
+            state: DomainState::Pending,
+            verification_strategy: VerificationStrategy::Dns,
+            verification_token: Some(idbridge_secrets::random_alphanumeric(
+                VERIFICATION_TOKEN_LEN,
+            )),
+            verification_prefix: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut org = old.clone();
+        org.domains.push(new.clone());
+        org.updated_at = now;
+        let mut cs = ChangeSet::new();
+        cs.require_equals(ORGANIZATIONS, &org.id, Some(to_json(&old)?));
+        stage_write(&mut cs, &org, Some(&old))?;
+        domain_event(&mut cs, EventKind::OrganizationDomainCreated, &new, None)?;
+        self.commit_change(cs, &org).await?;
+        tracing::info!(organization_id = %org.id, domain_id = %new.id, "organization domain added");
+        Ok(new)
+    }
+
+    /// `DELETE /organization_domains/{id}`, with its `organization_domain.deleted` event.
+    #[tracing::instrument(name = "organizations.delete_domain", skip(self))]
+    pub async fn delete_domain(&self, domain_id: &str) -> SsoResult<OrganizationDomain> {
+        let (old, domain) = self
+            .find_domain(domain_id)?
+            .ok_or_else(|| SsoError::not_found("Organization Domain", domain_id))?;
+        let mut org = old.clone();
+        org.domains.retain(|d| d.id != domain_id);
+        org.updated_at = Timestamp::now();
+        let mut cs = ChangeSet::new();
+        cs.require_equals(ORGANIZATIONS, &org.id, Some(to_json(&old)?));
+        stage_write(&mut cs, &org, Some(&old))?;
+        domain_event(&mut cs, EventKind::OrganizationDomainDeleted, &domain, None)?;
+        self.commit_change(cs, &org).await?;
+        Ok(domain)
+    }
+
+    /// Applies a DNS check's outcome to the domain as it was when the check started
+    /// (`checked`): if the domain changed meanwhile, nothing is written (a conflict). Verifying
+    /// fails the same domain's pending copies in other organizations
+    /// (`domain_verified_by_other_organization`), in the same commit.
+    #[tracing::instrument(name = "organizations.apply_domain_check", skip(self, checked))]
+    pub async fn apply_domain_check(
+        &self,
+        checked: &OrganizationDomain,
+        outcome: DomainCheckOutcome,
+    ) -> SsoResult<OrganizationDomain> {
+        let (old, current) = self
+            .find_domain(&checked.id)?
+            .ok_or_else(|| SsoError::not_found("Organization Domain", &checked.id))?;
+        if &current != checked {
+            return Err(SsoError::concurrent("organization domain"));
+        }
+        let now = Timestamp::now();
+        let mut d = current.clone();
+        let (state, kind, failure) = match outcome {
+            DomainCheckOutcome::Verified => (
+                DomainState::Verified,
+                EventKind::OrganizationDomainVerified,
+                None,
+            ),
+            DomainCheckOutcome::WrongToken => (
+                DomainState::Failed,
+                EventKind::OrganizationDomainUpdated,
+                None,
+            ),
+            DomainCheckOutcome::Absent { restart } => {
+                if d.state == DomainState::Pending && !restart {
+                    return Ok(d);
+                }
+                (
+                    DomainState::Pending,
+                    EventKind::OrganizationDomainUpdated,
+                    None,
+                )
+            }
+            DomainCheckOutcome::Failed(f) => (
+                DomainState::Failed,
+                EventKind::OrganizationDomainVerificationFailed,
+                Some(f),
+            ),
+        };
+        // Someone else verified it first: this one fails instead.
+        let others = self.holders_of(&d.domain, &old.id)?;
+        let (state, kind, failure) = if state == DomainState::Verified
+            && others.iter().any(|(_, o)| o.state == DomainState::Verified)
+        {
+            (
+                DomainState::Failed,
+                EventKind::OrganizationDomainVerificationFailed,
+                Some(DomainFailure::VerifiedByOtherOrganization),
+            )
+        } else {
+            (state, kind, failure)
+        };
+        if d.state == state && failure.is_none() && !matches!(outcome, DomainCheckOutcome::Absent { restart: true }) {
+            return Ok(d);
+        }
+        d.state = state;
+        d.updated_at = now;
+        let mut cs = ChangeSet::new();
+        let org = replace_domain(&old, &d, now);
+        cs.require_equals(ORGANIZATIONS, &org.id, Some(to_json(&old)?));
+        stage_write(&mut cs, &org, Some(&old))?;
+        domain_event(&mut cs, kind, &d, failure)?;
+        if state == DomainState::Verified {
+            for (other_old, mut od) in others {
+                if od.state == DomainState::Verified || od.state == DomainState::Failed {
+                    continue;
+                }
+                od.state = DomainState::Failed;
+                od.updated_at = now;
+                let other = replace_domain(&other_old, &od, now);
+                cs.require_equals(ORGANIZATIONS, &other.id, Some(to_json(&other_old)?));
+                stage_write(&mut cs, &other, Some(&other_old))?;
+                domain_event(
+                    &mut cs,
+                    EventKind::OrganizationDomainVerificationFailed,
+                    &od,
+                    Some(DomainFailure::VerifiedByOtherOrganization),
+                )?;
+            }
+        }
+        self.commit_change(cs, &org).await?;
+        tracing::info!(domain_id = %d.id, state = ?d.state, "organization domain checked");
+        Ok(d)
+    }
+
+    /// Every DNS-strategy domain that is `pending`, for the background re-check.
+    pub fn pending_dns_domains(&self) -> Result<Vec<OrganizationDomain>, StoreError> {
+        let mut out = Vec::new();
+        self.store
+            .for_each_prefixed(ORGANIZATIONS, "", &mut |id, bytes| {
+                let id = String::from_utf8_lossy(id);
+                match db::decode::<Organization>(ORGANIZATIONS, &id, bytes) {
+                    Ok(org) => out.extend(org.domains.into_iter().filter(|d| {
+                        d.state == DomainState::Pending
+                            && d.verification_strategy == VerificationStrategy::Dns
+                            && d.verification_token.is_some()
+                    })),
+                    // One bad record must not stop the others' re-checks.
+                    Err(e) => tracing::warn!(error = %e, "skipping an unreadable organization"),
+                }
+                true
+            })?;
+        Ok(out)
+    }
+}
+
+/// The organization with `d` in place of its domain of the same id.
+fn replace_domain(org: &Organization, d: &OrganizationDomain, now: Timestamp) -> Organization {
+    let mut org = org.clone();
+    for slot in org.domains.iter_mut() {
+        if slot.id == d.id {
+            *slot = d.clone();
+        }
+    }
+    org.updated_at = now;
+    org
+}
+
+/// Appends an `organization_domain.*` event: the domain itself, or for
+/// `verification_failed` `{reason, organization_domain}` (the OpenAPI EventSchema).
+fn domain_event(
+    cs: &mut ChangeSet,
+    kind: EventKind,
+    d: &OrganizationDomain,
+    failure: Option<DomainFailure>,
+) -> SsoResult<()> {
+    let domain = serde_json::to_value(d).map_err(SsoError::internal)?;
+    let data = match failure {
+        Some(f) => serde_json::json!({"reason": f.reason(), "organization_domain": domain}),
+        None => domain,
+    };
+    cs.append_event(&Event::new(kind, data), Some(&d.organization_id));
+    Ok(())
+}
+
 fn domain_key(domain: &str, org_id: &str) -> String {
     format!("{domain}/{org_id}")
 }
@@ -470,8 +778,9 @@ fn stage_write(
 ) -> SsoResult<()> {
     cs.put(ORGANIZATIONS, &org.id, to_json(org)?);
     if let Some(old) = old {
-        for d in old.domain_names() {
-            cs.delete(BY_DOMAIN, domain_key(d, &old.id));
+        for d in &old.domains {
+            cs.delete(BY_DOMAIN, domain_key(&d.domain, &old.id));
+            cs.delete(BY_DOMAIN_ID, &d.id);
         }
         if let Some(ext) = &old.external_id {
             if org.external_id.as_ref() != Some(ext) {
@@ -479,12 +788,13 @@ fn stage_write(
             }
         }
     }
-    for d in org.domain_names() {
+    for d in &org.domains {
         cs.put(
             BY_DOMAIN,
-            domain_key(d, &org.id),
+            domain_key(&d.domain, &org.id),
             org.id.as_bytes().to_vec(),
         );
+        cs.put(BY_DOMAIN_ID, &d.id, org.id.as_bytes().to_vec());
     }
     if let Some(ext) = &org.external_id {
         if old.and_then(|o| o.external_id.as_ref()) != Some(ext) {
