@@ -51,6 +51,11 @@ async fn create(
     deny_unknown(&mut f, &body, &["organization_id", "domain"]);
     let org_id = f.required_string("organization_id");
     let domain = f.required_string("domain");
+    if let Some(d) = &domain {
+        if !idbridge_sso::organizations::valid_domain(d.trim()) {
+            f.error("domain", "invalid_domain");
+        }
+    }
     f.finish()?;
     let (org_id, domain) = (org_id.unwrap_or_default(), domain.unwrap_or_default());
     let d = state

@@ -140,10 +140,7 @@ impl DnsVerifier {
         let resolver = self.resolver(&settings)?;
         let expected = expected_record(token);
         let mut wrong = None;
-        for name in [
-            format!("{domain}."),
-            format!("_acme-challenge.{domain}."),
-        ] {
+        for name in [format!("{domain}."), format!("_acme-challenge.{domain}.")] {
             let values = txt_values(&resolver, &settings, &name).await?;
             if values.iter().any(|v| v.trim() == expected) {
                 return Ok(TxtCheck::Verified);

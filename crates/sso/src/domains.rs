@@ -117,13 +117,16 @@ impl SsoService {
     }
 }
 
-/// Re-checks pending domains every `dns.recheck_interval` (read afresh each round, so a
-/// change through the admin API applies from the next round).
+/// Re-checks pending domains every `dns.recheck_interval`. The interval is read afresh each
+/// second, so a change through `/admin/dns` applies without waiting out the old interval.
 pub fn spawn_domain_recheck(sso: Arc<SsoService>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let mut last = tokio::time::Instant::now();
         loop {
-            let interval = sso.dns.settings().recheck_interval.max(Duration::from_secs(1));
-            tokio::time::sleep(interval).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if last.elapsed() < sso.dns.settings().recheck_interval {
+                continue;
+            }
             match sso.recheck_pending_domains().await {
                 Ok(r) if r.checked > 0 => tracing::info!(
                     checked = r.checked,
@@ -135,6 +138,7 @@ pub fn spawn_domain_recheck(sso: Arc<SsoService>) -> tokio::task::JoinHandle<()>
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "pending domain re-check failed"),
             }
+            last = tokio::time::Instant::now();
         }
     })
 }

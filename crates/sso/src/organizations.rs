@@ -682,7 +682,10 @@ impl Organizations {
         } else {
             (state, kind, failure)
         };
-        if d.state == state && failure.is_none() && !matches!(outcome, DomainCheckOutcome::Absent { restart: true }) {
+        if d.state == state
+            && failure.is_none()
+            && !matches!(outcome, DomainCheckOutcome::Absent { restart: true })
+        {
             return Ok(d);
         }
         d.state = state;
