@@ -6,6 +6,7 @@
 //! cookies. The flow itself (sessions, verification, profiles, codes, tokens) is
 //! `idbridge_sso::login`. Browser-facing routes are public; the connection API needs an API key.
 
+pub mod connection_update;
 pub mod connections;
 pub mod flow;
 
@@ -24,7 +25,7 @@ use crate::AppState;
 
 /// Routes that need an API key.
 pub fn protected_routes() -> Router<AppState> {
-    connections::routes()
+    connections::routes().merge(connection_update::routes())
 }
 
 /// Browser- and token-facing routes (no API key).

@@ -5,12 +5,14 @@
 //! and client secrets are sealed ([`keys`]) before they reach the store and never leave through
 //! the wire object. The other concerns live beside this file: [`create`] (typed input → record),
 //! [`keys`] (sealing, SP settings, rotation), [`metadata`] (IdP metadata fetching and the
-//! refresh worker) and [`admin`] (the secret-free admin view).
+//! refresh worker), [`admin`] (the secret-free admin view) and [`update`] (PATCH: name,
+//! external id, active/inactive).
 
 pub mod admin;
 pub mod create;
 pub mod keys;
 pub mod metadata;
+pub mod update;
 
 use std::sync::Arc;
 
