@@ -22,6 +22,7 @@ pub mod middleware;
 pub mod organization_domains;
 pub mod organizations;
 pub mod pagination;
+pub mod roles_api;
 pub mod sftp_admin;
 pub mod sso;
 pub mod webhook_endpoints;
@@ -202,6 +203,7 @@ pub fn router(state: AppState) -> Router {
     let protected = Router::new()
         .merge(organizations::routes())
         .merge(organization_domains::routes())
+        .merge(roles_api::routes())
         .merge(directory_sync::routes())
         .merge(directories_admin::routes())
         .merge(ldap_admin::routes())

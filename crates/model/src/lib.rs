@@ -31,5 +31,5 @@ pub use list::{
 };
 pub use organization::{DomainState, Organization, OrganizationDomain, VerificationStrategy};
 pub use profile::Profile;
-pub use role::{resolve_roles, Role, RoleMapping, RoleMode, RoleRef};
+pub use role::{resolve_roles, Role, RoleMapping, RoleMode, RoleObject, RoleRef};
 pub use time::Timestamp;

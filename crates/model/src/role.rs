@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::tag::RoleTag;
 use crate::Timestamp;
 
 /// The wire form of an assigned role: `{"slug": "..."}`.
@@ -27,6 +28,54 @@ pub struct RoleMapping {
     pub organization_id: String,
     pub idp_group: String,
     pub role_slug: String,
+}
+
+/// A role as the WorkOS roles API shows it (`GET /authorization/organizations/{id}/roles`,
+/// OpenAPI `Role`). idbridge's roles are per organization, so each is an `OrganizationRole`
+/// without permissions; its id is derived from the organization and the slug (stable, and
+/// the same on every node) since the role settings store none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleObject {
+    pub object: RoleTag,
+    pub id: String,
+    pub slug: String,
+    pub name: String,
+    pub description: Option<String>,
+    #[serde(rename = "type")]
+    pub role_type: String,
+    pub resource_type_slug: String,
+    pub permissions: Vec<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl RoleObject {
+    /// The wire object of `role`, one of `organization_id`'s roles.
+    pub fn of(organization_id: &str, role: &Role) -> Self {
+        RoleObject {
+            object: RoleTag,
+            id: role_id(organization_id, &role.slug, role.created_at),
+            slug: role.slug.clone(),
+            name: role.name.clone(),
+            description: None,
+            role_type: "OrganizationRole".into(),
+            resource_type_slug: "organization".into(),
+            permissions: Vec::new(),
+            created_at: role.created_at,
+            updated_at: role.updated_at,
+        }
+    }
+}
+
+/// `role_<ULID>`: the creation time, then 80 bits of a FNV-1a hash of organization and slug.
+fn role_id(organization_id: &str, slug: &str, created_at: Timestamp) -> String {
+    let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    for b in organization_id.bytes().chain([b'/']).chain(slug.bytes()) {
+        h ^= u128::from(b);
+        h = h.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
+    }
+    let ms = u64::try_from(created_at.as_millis()).unwrap_or(0);
+    format!("role_{}", ulid::Ulid::from_parts(ms, h))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -108,6 +157,15 @@ mod tests {
             multi.iter().map(|r| &r.slug[..]).collect::<Vec<_>>(),
             ["admin", "eng"]
         );
+    }
+
+    #[test]
+    fn role_ids_are_stable_per_organization_and_slug() {
+        let r = role("admin", 1, false);
+        let a = RoleObject::of("org_a", &r);
+        assert_eq!(a.id, RoleObject::of("org_a", &r).id);
+        assert_ne!(a.id, RoleObject::of("org_b", &r).id);
+        assert!(a.id.starts_with("role_") && a.id.len() == 31, "{}", a.id);
     }
 
     #[test]
