@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod body;
 pub mod directories_admin;
+pub mod directory_state;
 pub mod directory_sync;
 pub mod error;
 pub mod events_api;
@@ -204,6 +205,7 @@ pub fn router(state: AppState) -> Router {
         .merge(organizations::routes())
         .merge(organization_domains::routes())
         .merge(roles_api::routes())
+        .merge(directory_state::routes())
         .merge(directory_sync::routes())
         .merge(directories_admin::routes())
         .merge(ldap_admin::routes())

@@ -330,6 +330,42 @@ impl DirectoryEngine {
         Ok(())
     }
 
+    /// Unlinks a linked directory by hand and appends `dsync.deactivated` (the same data as
+    /// `dsync.activated`, with `state: "inactive"`). Returns the event, or `None` when the
+    /// directory was not linked (nothing is written). The directory links again, with
+    /// `dsync.activated`, on the next change its source delivers.
+    pub fn deactivate_directory(&self, dir_id: &str) -> Result<Option<Event>> {
+        let _span =
+            tracing::info_span!("dsync.deactivate_directory", directory_id = dir_id).entered();
+        let lock = self.dir_lock(dir_id);
+        let _g = Self::guard(&lock);
+        let mut rec: DirectoryRecord = self
+            .get_json(layout::DIRECTORIES, dir_id)?
+            .ok_or_else(|| EngineError::not_found("directory", dir_id))?;
+        match rec.directory.state {
+            DirectoryState::Linked => {}
+            DirectoryState::Deleting => {
+                return Err(EngineError::Invalid(
+                    "the directory is being deleted; finish the deletion instead".into(),
+                ))
+            }
+            _ => return Ok(None),
+        }
+        let before = to_bytes(&rec)?;
+        rec.directory.state = DirectoryState::Unlinked;
+        rec.directory.updated_at = Timestamp::now();
+        let event = Event::new(
+            EventKind::DsyncDeactivated,
+            self.activation_data(&rec.directory)?,
+        );
+        let mut cs = ChangeSet::new();
+        cs.require_equals(layout::DIRECTORIES, dir_id, Some(before));
+        cs.put(layout::DIRECTORIES, dir_id, to_bytes(&rec)?)
+            .append_event(&event, Some(&rec.directory.organization_id));
+        self.store.commit(cs)?;
+        Ok(Some(event))
+    }
+
     /// workos-api.md §4.3: the directory with `domains` (from its organization) instead of
     /// `domain`, and the state in the events vocabulary.
     fn activation_data(&self, d: &Directory) -> Result<Value> {
