@@ -125,6 +125,31 @@ test('state active: connection.activated, logins start again', async () => {
   assert.equal(to.origin + to.pathname, IDP_SSO);
 });
 
+test('/sso/authorize?domain_hint= routes by a verified domain; others get connection_domain_invalid', async () => {
+  const go = async (hint) => {
+    const q = new URLSearchParams({ client_id: CLIENT_ID, redirect_uri: CALLBACK, response_type: 'code', state: 'dh', domain_hint: hint });
+    const res = await fetch(`${BASE}/sso/authorize?${q}`, { redirect: 'manual' });
+    assert.equal(res.status, 302);
+    return new URL(res.headers.get('location'));
+  };
+  const to = await go(`CONN-${TAG}.example.com`);
+  assert.equal(to.origin + to.pathname, IDP_SSO, 'the verified domain selects the organization and its one connection');
+  const pending = await workos.organizations.createOrganization({
+    name: `Pending ${TAG}`,
+    domainData: [{ domain: `pending-${TAG}.example.com`, state: 'pending' }],
+  });
+  assert.ok(pending.id);
+  for (const hint of [`pending-${TAG}.example.com`, `nobody-${TAG}.example.com`]) {
+    const back = await go(hint);
+    assert.equal(back.origin + back.pathname, CALLBACK);
+    assert.equal(back.searchParams.get('error'), 'connection_domain_invalid', hint);
+  }
+  // An explicit selector still wins over the hint.
+  const both = new URLSearchParams({ client_id: CLIENT_ID, redirect_uri: CALLBACK, response_type: 'code', connection: conn.id, domain_hint: `nobody-${TAG}.example.com` });
+  const res = await fetch(`${BASE}/sso/authorize?${both}`, { redirect: 'manual' });
+  assert.equal(new URL(res.headers.get('location')).origin + new URL(res.headers.get('location')).pathname, IDP_SSO);
+});
+
 test('deleteConnection: gone, and 404 afterwards', async () => {
   await workos.sso.deleteConnection(conn.id);
   await assert.rejects(workos.sso.getConnection(conn.id), (e) => e instanceof NotFoundException);

@@ -1,4 +1,5 @@
-//! Connection PATCH (rename, `state` active/inactive), deletion and the `connection.*` events
+//! Connection PATCH (rename, `state` active/inactive), `/sso/authorize?domain_hint=`, deletion
+//! and the `connection.*` events
 //! through the official WorkOS SDKs (Node 11, Python 10.8) against a real `idbridge serve`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -7,7 +8,7 @@ use idbridge_tests::{run_node_test, run_python_test, TestServer};
 
 /// The app's callback: allow-listed, never contacted (the tests stop at the redirect).
 const CALLBACK: &str = "http://127.0.0.1:9/callback";
-const NODE_TESTS: u32 = 6;
+const NODE_TESTS: u32 = 7;
 const PYTHON_TESTS: u32 = 1;
 
 async fn server() -> anyhow::Result<(TestServer, Vec<(String, String)>)> {

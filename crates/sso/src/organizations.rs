@@ -524,6 +524,15 @@ impl Organizations {
             .ok_or_else(|| SsoError::not_found("Organization Domain", domain_id))
     }
 
+    /// The organization that has verified `domain` (lower-case), if one has.
+    pub fn verified_owner(&self, domain: &str) -> Result<Option<Organization>, StoreError> {
+        Ok(self
+            .holders_of(domain, "")?
+            .into_iter()
+            .find(|(_, d)| d.state == DomainState::Verified)
+            .map(|(org, _)| org))
+    }
+
     /// The organizations other than `except` that hold `domain`, with their copy of it.
     fn holders_of(
         &self,

@@ -33,6 +33,7 @@ pub async fn authorize(State(state): State<AppState>, headers: HeaderMap, q: Que
         provider: owned("provider"),
         domain: owned("domain"),
         login_hint: owned("login_hint"),
+        domain_hint: owned("domain_hint"),
         prompt: owned("prompt"),
         // Node sends `provider_scopes` repeated, Python comma-joined: get_list reads both.
         provider_scopes: q.get_list("provider_scopes"),

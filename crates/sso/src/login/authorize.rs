@@ -36,6 +36,9 @@ pub struct AuthorizeRequest {
     /// Deprecated upstream; refused.
     pub domain: Option<String>,
     pub login_hint: Option<String>,
+    /// With no connection, organization or provider: the organization that has verified
+    /// this domain (by DNS or declared verified) is the selector.
+    pub domain_hint: Option<String>,
     /// `login` forces the IdP to authenticate again.
     pub prompt: Option<String>,
     /// Extra OIDC scopes (Node sends them repeated, Python comma-joined).
@@ -306,7 +309,23 @@ impl SsoService {
         .iter()
         .filter(|b| **b)
         .count();
-        if given != 1 {
+        let hinted = match (&req.domain_hint, given) {
+            (Some(hint), 0) => match self
+                .organizations
+                .verified_owner(&hint.trim().to_ascii_lowercase())
+            {
+                Ok(Some(org)) => Some(org.id),
+                Ok(None) => {
+                    return Err((
+                        "connection_domain_invalid",
+                        format!("No organization has verified the domain {hint:?}."),
+                    ))
+                }
+                Err(e) => return Err(server_error(e.into())),
+            },
+            _ => None,
+        };
+        if given != 1 && hinted.is_none() {
             return Err((
                 "invalid_connection_selector",
                 "Exactly one of connection, organization or provider is required.".into(),
@@ -328,7 +347,10 @@ impl SsoService {
                 Err(e) => Err(server_error(e.into())),
             };
         }
-        let org_id = req.organization.as_deref().unwrap_or_default();
+        let org_id = hinted
+            .as_deref()
+            .or(req.organization.as_deref())
+            .unwrap_or_default();
         let exists = self
             .organizations
             .get(org_id)
