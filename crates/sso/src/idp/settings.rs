@@ -83,7 +83,7 @@ impl IdpSettings {
         range(
             "login_session_ttl_secs",
             self.login_session_ttl_secs,
-            30,
+            1,
             MAX_LOGIN_SESSION_TTL_SECS,
         );
         range(
