@@ -464,7 +464,7 @@ async fn broker_mode_with_samlify_and_oidc_provider_upstream() -> anyhow::Result
         "/sso/authorize?client_id={}&redirect_uri={CALLBACK}&response_type=code&connection={b_conn}&state=st-1",
         b.client_id()
     ));
-    let b_base = Url::parse(&b.url())?;
+    let b_base = Url::parse(b.url())?;
 
     // 1. Upstream samlify.
     let mut browser = Browser::new()?;
