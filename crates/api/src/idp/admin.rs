@@ -46,7 +46,7 @@ const OPTION_FIELDS: [&str; 8] = [
     "assertion_validity_secs",
 ];
 
-fn string_list(f: &mut Fields<'_>, field: &str) -> Option<Vec<String>> {
+pub(super) fn string_list(f: &mut Fields<'_>, field: &str) -> Option<Vec<String>> {
     let arr = f.opt_array(field)?;
     let mut out = Vec::new();
     for (i, v) in arr.iter().enumerate() {

@@ -47,20 +47,71 @@ pub const IDP_SESSIONS: &str = "idp_login_sessions";
 /// The one message for every refused password, unknown user or disabled account.
 pub const BAD_CREDENTIALS: &str = "The username or password is incorrect.";
 
+/// The protocol request waiting for the login: what the answer is rendered for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "protocol", rename_all = "snake_case")]
+pub enum PendingRequest {
+    /// A verified SAML AuthnRequest of a registered SP.
+    Saml {
+        service_provider_id: String,
+        /// The AuthnRequest id (InResponseTo).
+        request_id: String,
+        /// The registered ACS the answer goes to.
+        acs_url: String,
+        relay_state: Option<String>,
+    },
+    /// A validated OIDC authorization request of a registered client.
+    Oidc(super::oidc::PendingAuthorization),
+}
+
+/// The party a login is for (an SP or an OIDC client), as the login page needs it.
+#[derive(Debug, Clone)]
+pub struct RelyingParty {
+    pub id: String,
+    pub organization_id: String,
+    /// Shown on the login page.
+    pub name: String,
+    pub auth_source: Option<AuthSource>,
+}
+
+/// Where an authenticated subject came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubjectSource {
+    /// A password checked against this LDAP/AD directory; the user of its synced copy.
+    Directory {
+        directory_id: String,
+        directory_user_id: String,
+    },
+}
+
+/// Who logged in, whatever the source: every protocol renders its answer from this.
+#[derive(Debug, Clone)]
+pub struct AuthenticatedSubject {
+    pub organization_id: String,
+    /// The stable id (objectGUID / entryUUID for the directory source).
+    pub idp_id: String,
+    pub email: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub groups: Vec<String>,
+    pub source: SubjectSource,
+}
+
 /// What the SSO endpoint leaves for the login form, bound to one browser.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IdpLoginSession {
     pub organization_id: String,
-    pub service_provider_id: String,
-    /// The AuthnRequest id (InResponseTo).
-    pub request_id: String,
-    /// The registered ACS the answer goes to.
-    pub acs_url: String,
-    pub relay_state: Option<String>,
+    pub request: PendingRequest,
     /// SHA-256 hex of the CSRF token of the login form.
     pub csrf_digest: String,
     /// The cookie's name suffix (parallel logins in one browser do not collide).
     pub key: String,
+}
+
+/// What a completed login renders (decided before its commit).
+enum Render {
+    Saml(Box<ServiceProvider>),
+    Redirect(String),
 }
 
 /// How the AuthnRequest arrived.
@@ -133,6 +184,8 @@ pub struct PasswordLogin {
 pub enum PasswordOutcome {
     /// The signed assertion, posted to the registered ACS; clear the cookie named by `key`.
     Assertion { form: PostForm, key: String },
+    /// Redirect the browser (an OIDC authorization response); clear the cookie named by `key`.
+    Redirect { location: String, key: String },
     /// Show the page again with a message (`status`: 401 refused, 429 limited).
     Retry { status: u16, page: IdpPage },
     /// Our own error page (no live session, CSRF mismatch, ...).
@@ -341,55 +394,72 @@ impl SsoService {
             );
             return self.status_post(org_id, e).await;
         }
+        let request = PendingRequest::Saml {
+            service_provider_id: sp.id.clone(),
+            request_id: accepted.id.clone(),
+            acs_url: accepted.acs.location.clone(),
+            relay_state: accepted.relay_state.clone(),
+        };
+        let mut cs = ChangeSet::new();
+        let now = now_ms();
+        for (k, exp) in &replay.staged().unwrap_or_default() {
+            Logins::stage_replay(&mut cs, k, *exp, now);
+        }
+        match self
+            .begin_idp_login(org_id, &sp.name, request, accepted.subject_hint.clone(), cs)
+            .await
+        {
+            Ok((page, session, ttl)) => SsoOutcome::Login { page, session, ttl },
+            Err(crate::SsoError::Store(e)) if Logins::is_replay(&e) => {
+                error(400, refusal_message(&IdpError::Replay))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "storing the IdP login session failed");
+                error(503, "The login could not be started. Try again later.")
+            }
+        }
+    }
+
+    /// A new login session for a pending request (the secret goes into the cookie, only its
+    /// digest and the CSRF token's are stored), committed with `cs` (e.g. the SAML request-id
+    /// replay entries); answers the login page, the session secret and its lifetime.
+    pub(crate) async fn begin_idp_login(
+        &self,
+        org_id: &str,
+        relying_party_name: &str,
+        request: PendingRequest,
+        login_hint: Option<String>,
+        mut cs: ChangeSet,
+    ) -> crate::SsoResult<(IdpPage, String, Duration)> {
         let secret = random_token(32);
         let csrf = random_token(32);
         let key = random_token(16);
         let session = IdpLoginSession {
             organization_id: org_id.to_owned(),
-            service_provider_id: sp.id.clone(),
-            request_id: accepted.id.clone(),
-            acs_url: accepted.acs.location.clone(),
-            relay_state: accepted.relay_state.clone(),
+            request,
             csrf_digest: sha256_hex(&csrf),
             key: key.clone(),
         };
         let ttl = self.idp.config.login_ttl;
-        let now = now_ms();
-        let mut cs = ChangeSet::new();
-        let bytes = match db::to_json(&session) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "session encoding failed");
-                return error(500, "The login could not be started.");
-            }
-        };
-        cs.put_expiring(IDP_SESSIONS, sha256_hex(&secret), bytes, now + ttl_ms(ttl));
-        let staged = replay.staged().unwrap_or_default();
-        for (k, exp) in &staged {
-            Logins::stage_replay(&mut cs, k, *exp, now);
-        }
-        match db::commit(&self.store, cs).await {
-            Ok(_) => {}
-            Err(e) if Logins::is_replay(&e) => {
-                return error(400, refusal_message(&IdpError::Replay))
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "storing the IdP login session failed");
-                return error(503, "The login could not be started. Try again later.");
-            }
-        }
-        SsoOutcome::Login {
-            page: IdpPage {
+        cs.put_expiring(
+            IDP_SESSIONS,
+            sha256_hex(&secret),
+            db::to_json(&session)?,
+            now_ms() + ttl_ms(ttl),
+        );
+        db::commit(&self.store, cs).await?;
+        Ok((
+            IdpPage {
                 organization_id: org_id.to_owned(),
-                service_provider: sp.name.clone(),
+                service_provider: relying_party_name.to_owned(),
                 key,
                 csrf,
                 message: None,
-                login: accepted.subject_hint.clone(),
+                login: login_hint,
             },
-            session: secret,
+            secret,
             ttl,
-        }
+        ))
     }
 
     /// The login form: checks the password against the SP's directory and answers the signed
@@ -431,12 +501,12 @@ impl SsoService {
             tracing::warn!("IdP login form without its CSRF token");
             return login_error(403, "The sign-in form is invalid (missing or wrong security token). Reload the application and sign in again.");
         }
-        let sp = match self.idp.service_providers.get(&session.service_provider_id) {
-            Ok(Some(sp)) if sp.organization_id == org_id => sp,
+        let sp = match self.idp_relying_party(&session.request) {
+            Ok(Some(rp)) if rp.organization_id == org_id => rp,
             Ok(_) => {
                 return login_error(
                     400,
-                    "The service provider was removed. Ask its administrator.",
+                    "The application was removed from this identity provider. Ask its administrator.",
                 )
             }
             Err(e) => {
@@ -466,7 +536,7 @@ impl SsoService {
             .or_else(|| self.idp.address_limiter.check(&address).err());
         if let Some(retry) = limited {
             tracing::warn!("IdP login attempt limit reached");
-            self.record_failure(org_id, &sp.id, &login, &req.client, "attempt_limit")
+            self.record_failure(&sp, &session.request, &login, &req.client, "attempt_limit")
                 .await;
             let minutes = retry.secs().div_ceil(60).max(1);
             return page(
@@ -517,7 +587,7 @@ impl SsoService {
             Err(reason) => {
                 self.idp.account_limiter.failed(&account);
                 self.idp.address_limiter.failed(&address);
-                self.record_failure(org_id, &sp.id, &login, &req.client, reason)
+                self.record_failure(&sp, &session.request, &login, &req.client, reason)
                     .await;
                 if let Some(rest) = self.idp.config.failure_floor.checked_sub(started.elapsed()) {
                     tokio::time::sleep(rest).await;
@@ -526,26 +596,90 @@ impl SsoService {
             }
         };
         self.idp.account_limiter.succeeded(&account);
+        let subject = AuthenticatedSubject {
+            organization_id: org_id.to_owned(),
+            idp_id: user.idp_id.clone(),
+            email: user.email.clone(),
+            first_name: user.first_name.clone(),
+            last_name: user.last_name.clone(),
+            groups,
+            source: SubjectSource::Directory {
+                directory_id: directory_id.clone(),
+                directory_user_id: user.id.clone(),
+            },
+        };
+        self.complete_idp_login(secret, key, &session, &subject, &req.client)
+            .await
+    }
 
-        // Single use: the commit fails if another request took the session first; the event
-        // goes with it.
+    /// The one completion path of every IdP login, whatever the source: takes the login session
+    /// (single use: the commit fails if another request took it first) with the success event
+    /// and the protocol's own state (an OIDC code) in one commit, then renders the answer.
+    pub(crate) async fn complete_idp_login(
+        &self,
+        secret: &str,
+        key: &str,
+        session: &IdpLoginSession,
+        subject: &AuthenticatedSubject,
+        client: &ClientInfo,
+    ) -> PasswordOutcome {
+        let org_id = session.organization_id.as_str();
+        let expired = "This sign-in page has expired or was already used. Start the login again from the application.";
         let mut cs = ChangeSet::new();
         cs.take_expiring(IDP_SESSIONS, sha256_hex(secret), now_ms());
-        let event = Event::new(
-            EventKind::IdpLoginSucceeded,
-            serde_json::json!({
-                "organization_id": org_id,
-                "service_provider_id": sp.id,
-                "service_provider_entity_id": sp.entity_id,
-                "directory_id": directory_id,
-                "directory_user_id": user.id,
-                "idp_id": user.idp_id,
-                "email": user.email,
-                "ip_address": req.client.ip_address,
-                "user_agent": req.client.user_agent,
-            }),
+        let mut data = serde_json::json!({
+            "organization_id": org_id,
+            "idp_id": subject.idp_id,
+            "email": subject.email,
+            "ip_address": client.ip_address,
+            "user_agent": client.user_agent,
+        });
+        match &subject.source {
+            SubjectSource::Directory {
+                directory_id,
+                directory_user_id,
+            } => {
+                data["directory_id"] = directory_id.as_str().into();
+                data["directory_user_id"] = directory_user_id.as_str().into();
+            }
+        }
+        let rendered = match &session.request {
+            PendingRequest::Saml {
+                service_provider_id,
+                ..
+            } => {
+                let sp = match self.idp.service_providers.get(service_provider_id) {
+                    Ok(Some(sp)) if sp.organization_id == org_id => sp,
+                    Ok(_) => return login_error(400, expired),
+                    Err(e) => {
+                        tracing::error!(error = %e, "store read failed");
+                        return login_error(503, "Try again later.");
+                    }
+                };
+                data["protocol"] = "saml".into();
+                data["service_provider_id"] = sp.id.as_str().into();
+                data["service_provider_entity_id"] = sp.entity_id.as_str().into();
+                Render::Saml(Box::new(sp))
+            }
+            PendingRequest::Oidc(pending) => {
+                data["protocol"] = "oidc".into();
+                data["client_id"] = pending.client_id.as_str().into();
+                match self.stage_oidc_code(&mut cs, pending, subject) {
+                    Ok(location) => Render::Redirect(location),
+                    Err(e) => {
+                        tracing::error!(error = %e, "issuing the authorization code failed");
+                        return login_error(
+                            500,
+                            "The sign-in could not be completed. Ask your administrator.",
+                        );
+                    }
+                }
+            }
+        };
+        cs.append_event(
+            &Event::new(EventKind::IdpLoginSucceeded, data),
+            Some(org_id),
         );
-        cs.append_event(&event, Some(org_id));
         match db::commit(&self.store, cs).await {
             Ok(_) => {}
             Err(StoreError::Conflict {
@@ -557,22 +691,63 @@ impl SsoService {
                 return login_error(503, "Try again later.");
             }
         }
-        match self.issue_assertion(&sp, &session, &user, groups).await {
-            Ok(form) => {
-                tracing::info!(sp = %sp.id, "IdP login succeeded");
+        let answer = match rendered {
+            Render::Redirect(location) => Ok(PasswordOutcome::Redirect {
+                location,
+                key: key.to_owned(),
+            }),
+            Render::Saml(sp) => match &session.request {
+                PendingRequest::Saml {
+                    request_id,
+                    acs_url,
+                    relay_state,
+                    ..
+                } => self
+                    .issue_assertion(&sp, request_id, acs_url, relay_state.as_deref(), subject)
+                    .await
+                    .map(|form| PasswordOutcome::Assertion {
+                        form,
+                        key: key.to_owned(),
+                    }),
+                PendingRequest::Oidc(_) => Err(crate::SsoError::internal("protocol mismatch")),
+            },
+        };
+        match answer {
+            Ok(outcome) => {
+                tracing::info!("IdP login succeeded");
                 metrics::counter!("idbridge_idp_logins_total", "result" => "succeeded", "reason" => "").increment(1);
-                PasswordOutcome::Assertion {
-                    form,
-                    key: key.to_owned(),
-                }
+                outcome
             }
             Err(e) => {
-                tracing::error!(error = %e, "issuing the assertion failed");
+                tracing::error!(error = %e, "issuing the answer failed");
                 login_error(
                     500,
                     "The sign-in could not be completed. Ask your administrator.",
                 )
             }
+        }
+    }
+
+    /// The SP or OIDC client a pending request is for.
+    pub fn idp_relying_party(
+        &self,
+        request: &PendingRequest,
+    ) -> Result<Option<RelyingParty>, StoreError> {
+        match request {
+            PendingRequest::Saml {
+                service_provider_id,
+                ..
+            } => Ok(self
+                .idp
+                .service_providers
+                .get(service_provider_id)?
+                .map(|sp| RelyingParty {
+                    id: sp.id,
+                    organization_id: sp.organization_id,
+                    name: sp.name,
+                    auth_source: sp.auth_source,
+                })),
+            PendingRequest::Oidc(p) => self.oidc_relying_party(&p.client_id),
         }
     }
 
@@ -607,27 +782,34 @@ impl SsoService {
     /// a failure to write it is logged, never shown).
     async fn record_failure(
         &self,
-        org_id: &str,
-        sp_id: &str,
+        rp: &RelyingParty,
+        request: &PendingRequest,
         login: &str,
         client: &ClientInfo,
         reason: &'static str,
     ) {
         metrics::counter!("idbridge_idp_logins_total", "result" => "failed", "reason" => reason)
             .increment(1);
-        let event = Event::new(
-            EventKind::IdpLoginFailed,
-            serde_json::json!({
-                "organization_id": org_id,
-                "service_provider_id": sp_id,
-                "login": login.chars().take(256).collect::<String>(),
-                "reason": reason,
-                "ip_address": client.ip_address,
-                "user_agent": client.user_agent,
-            }),
-        );
+        let mut data = serde_json::json!({
+            "organization_id": rp.organization_id,
+            "login": login.chars().take(256).collect::<String>(),
+            "reason": reason,
+            "ip_address": client.ip_address,
+            "user_agent": client.user_agent,
+        });
+        match request {
+            PendingRequest::Saml { .. } => {
+                data["protocol"] = "saml".into();
+                data["service_provider_id"] = rp.id.as_str().into();
+            }
+            PendingRequest::Oidc(_) => {
+                data["protocol"] = "oidc".into();
+                data["client_id"] = rp.id.as_str().into();
+            }
+        }
+        let event = Event::new(EventKind::IdpLoginFailed, data);
         let mut cs = ChangeSet::new();
-        cs.append_event(&event, Some(org_id));
+        cs.append_event(&event, Some(rp.organization_id.as_str()));
         if let Err(e) = db::commit(&self.store, cs).await {
             tracing::error!(error = %e, "recording a failed IdP login failed");
         }
@@ -637,9 +819,10 @@ impl SsoService {
     async fn issue_assertion(
         &self,
         sp: &ServiceProvider,
-        session: &IdpLoginSession,
-        user: &idbridge_model::DirectoryUser,
-        groups: Vec<String>,
+        request_id: &str,
+        acs_url: &str,
+        relay_state: Option<&str>,
+        user: &AuthenticatedSubject,
     ) -> crate::SsoResult<PostForm> {
         let key = self.idp_signing_key(&sp.organization_id).await?;
         let attrs = UserAttributes {
@@ -648,7 +831,7 @@ impl SsoService {
             first_name: user.first_name.clone().filter(|_| sp.releases("firstName")),
             last_name: user.last_name.clone().filter(|_| sp.releases("lastName")),
             groups: if sp.releases("groups") {
-                groups
+                user.groups.clone()
             } else {
                 Vec::new()
             },
@@ -682,9 +865,9 @@ impl SsoService {
         let entity = self.idp_urls(&sp.organization_id).entity_id;
         let (sp_entity, acs, request_id, relay) = (
             sp.entity_id.clone(),
-            session.acs_url.clone(),
-            session.request_id.clone(),
-            session.relay_state.clone(),
+            acs_url.to_owned(),
+            request_id.to_owned(),
+            relay_state.map(str::to_owned),
         );
         let session_index = format!("_{}", random_token(16));
         let signed = tokio::task::spawn_blocking(move || {

@@ -14,6 +14,8 @@
 
 pub mod keys;
 pub mod login;
+pub mod oidc;
+pub mod oidc_clients;
 pub mod service_providers;
 
 use std::time::Duration;
@@ -23,7 +25,12 @@ use idbridge_limits::{FailureLimit, FailureLimiter};
 use crate::SsoService;
 
 pub use login::{
-    IdpPage, PasswordLogin, PasswordOutcome, SsoBinding, SsoOutcome, SsoRequest, IDP_SESSIONS,
+    AuthenticatedSubject, IdpPage, PasswordLogin, PasswordOutcome, PendingRequest, RelyingParty,
+    SsoBinding, SsoOutcome, SsoRequest, SubjectSource, IDP_SESSIONS,
+};
+pub use oidc::{OidcAuthorize, OidcAuthorizeOutcome, PendingAuthorization};
+pub use oidc_clients::{
+    IssuedClient, NewOidcClient, OidcClient, OidcClientOptions, OidcClientUpdate, OidcClients,
 };
 pub use service_providers::{
     AuthSource, NewServiceProvider, ServiceProvider, ServiceProviderUpdate, ServiceProviders,
@@ -76,6 +83,8 @@ impl Default for IdpConfig {
 /// The IdP's part of the service.
 pub(crate) struct IdpState {
     pub(crate) service_providers: ServiceProviders,
+    pub(crate) oidc_clients: OidcClients,
+    pub(crate) oidc_lifetimes: oidc::OidcLifetimes,
     pub(crate) config: IdpConfig,
     pub(crate) account_limiter: FailureLimiter,
     pub(crate) address_limiter: FailureLimiter,
@@ -84,7 +93,9 @@ pub(crate) struct IdpState {
 impl IdpState {
     pub(crate) fn new(store: std::sync::Arc<dyn idbridge_store::Store>, config: IdpConfig) -> Self {
         IdpState {
-            service_providers: ServiceProviders::new(store),
+            service_providers: ServiceProviders::new(store.clone()),
+            oidc_clients: OidcClients::new(store),
+            oidc_lifetimes: oidc::OidcLifetimes::default(),
             account_limiter: FailureLimiter::new(config.account_failures),
             address_limiter: FailureLimiter::new(config.address_failures),
             config,
