@@ -543,7 +543,8 @@ async fn openid_client_login(cfg: &Value) -> anyhow::Result<Value> {
     use tokio::io::AsyncWriteExt;
     let peer = idbridge_tests::repo_root().join("crates/oidc/tests/peer");
     ensure!(
-        peer.join("node_modules/openid-client/package.json").exists(),
+        peer.join("node_modules/openid-client/package.json")
+            .exists(),
         "openid-client is not installed: run scripts/test-deps.d/oidc.sh"
     );
     let mut child = tokio::process::Command::new("node")
@@ -557,11 +558,8 @@ async fn openid_client_login(cfg: &Value) -> anyhow::Result<Value> {
     let mut stdin = child.stdin.take().context("stdin")?;
     stdin.write_all(cfg.to_string().as_bytes()).await?;
     drop(stdin);
-    let out = tokio::time::timeout(
-        std::time::Duration::from_secs(60),
-        child.wait_with_output(),
-    )
-    .await??;
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+        .await??;
     ensure!(
         out.status.success(),
         "openid-client failed: {}",
@@ -572,7 +570,12 @@ async fn openid_client_login(cfg: &Value) -> anyhow::Result<Value> {
 
 /// From an authorization URL at A to the redirect back to the client: the login page (its
 /// cookie and CSRF token), then the password. Returns the `Location` of the 303.
-async fn oidc_login(a: &TestServer, authorize: &str, login: &str, pw: &str) -> anyhow::Result<String> {
+async fn oidc_login(
+    a: &TestServer,
+    authorize: &str,
+    login: &str,
+    pw: &str,
+) -> anyhow::Result<String> {
     let http = browser();
     let r = http.get(authorize).send().await?;
     let status = r.status();
@@ -591,7 +594,12 @@ async fn oidc_login(a: &TestServer, authorize: &str, login: &str, pw: &str) -> a
         ])
         .send()
         .await?;
-    ensure!(r.status() == 303, "login at A: {}: {}", r.status(), r.text().await?);
+    ensure!(
+        r.status() == 303,
+        "login at A: {}: {}",
+        r.status(),
+        r.text().await?
+    );
     Ok(r.headers()["location"].to_str()?.to_owned())
 }
 
@@ -617,7 +625,10 @@ async fn idbridge_is_the_oidc_provider_of_openid_client_and_another_idbridge() -
         .send()
         .await?;
     let body = r.text().await?;
-    ensure!(body.contains("grant_types"), "unknown field not named: {body}");
+    ensure!(
+        body.contains("grant_types"),
+        "unknown field not named: {body}"
+    );
     let r = a
         .post("/admin/oidc_clients")
         .json(&json!({"organization_id": org_a, "name": "openid-client", "redirect_uris": [rp_redirect], "directory_id": dir_id}))
@@ -625,13 +636,27 @@ async fn idbridge_is_the_oidc_provider_of_openid_client_and_another_idbridge() -
         .await?;
     ensure!(r.status() == 201, "{}", r.text().await?);
     let rp: Value = r.json().await?;
-    let secret = rp["client_secret"].as_str().context("secret shown once")?.to_owned();
+    let secret = rp["client_secret"]
+        .as_str()
+        .context("secret shown once")?
+        .to_owned();
     let rp_id = rp["client_id"].as_str().unwrap().to_owned();
     ensure!(rp["provider"]["issuer"] == issuer.as_str(), "{rp}");
-    let again = a.get(&format!("/admin/oidc_clients/{rp_id}")).send().await?.text().await?;
-    ensure!(!again.contains(&secret) && !again.contains("secret_sealed"), "{again}");
+    let again = a
+        .get(&format!("/admin/oidc_clients/{rp_id}"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    ensure!(
+        !again.contains(&secret) && !again.contains("secret_sealed"),
+        "{again}"
+    );
     let listed = a.get("/admin/oidc_clients").send().await?.text().await?;
-    ensure!(listed.contains(&rp_id) && !listed.contains(&secret), "{listed}");
+    ensure!(
+        listed.contains(&rp_id) && !listed.contains(&secret),
+        "{listed}"
+    );
 
     // openid-client: discovery, PKCE, nonce, state, the login page, the code, the ID token
     // (signature, iss, aud, nonce, at_hash), userinfo; the replayed code is refused.
@@ -643,10 +668,19 @@ async fn idbridge_is_the_oidc_provider_of_openid_client_and_another_idbridge() -
         }))
         .await?;
         let c = &out["claims"];
-        ensure!(c["iss"] == issuer.as_str() && c["aud"] == rp_id.as_str(), "{out}");
-        ensure!(c["sub"] == w.uuid.to_lowercase().as_str() || c["sub"] == w.uuid.as_str(), "{out}");
+        ensure!(
+            c["iss"] == issuer.as_str() && c["aud"] == rp_id.as_str(),
+            "{out}"
+        );
+        ensure!(
+            c["sub"] == w.uuid.to_lowercase().as_str() || c["sub"] == w.uuid.as_str(),
+            "{out}"
+        );
         ensure!(c["email"] == "alice@example.test", "{out}");
-        ensure!(c["given_name"] == "Alice" && c["family_name"] == "Archer", "{out}");
+        ensure!(
+            c["given_name"] == "Alice" && c["family_name"] == "Archer",
+            "{out}"
+        );
         let mut groups: Vec<String> = serde_json::from_value(c["groups"].clone())?;
         groups.sort();
         ensure!(groups == ["admins", "engineering"], "{out}");
@@ -688,13 +722,23 @@ async fn idbridge_is_the_oidc_provider_of_openid_client_and_another_idbridge() -
     let to_a = r.headers()["location"].to_str()?.to_owned();
     ensure!(to_a.starts_with(&format!("{issuer}/authorize?")), "{to_a}");
     let back_to_b = oidc_login(a, &to_a, "alice", "alice-pw-1").await?;
-    ensure!(back_to_b.starts_with(&format!("{}/sso/oidc/callback?", b.url())), "{back_to_b}");
-    let r = http.get(&back_to_b).header("cookie", &sp_cookie).send().await?;
+    ensure!(
+        back_to_b.starts_with(&format!("{}/sso/oidc/callback?", b.url())),
+        "{back_to_b}"
+    );
+    let r = http
+        .get(&back_to_b)
+        .header("cookie", &sp_cookie)
+        .send()
+        .await?;
     ensure!(r.status() == 302, "B's callback: {}", r.status());
     let back = url::Url::parse(r.headers()["location"].to_str()?)?;
     let q: std::collections::HashMap<_, _> = back.query_pairs().into_owned().collect();
     ensure!(!q.contains_key("error"), "B refused A's tokens: {back}");
-    ensure!(q.get("state").map(String::as_str) == Some("st-oidc"), "{back}");
+    ensure!(
+        q.get("state").map(String::as_str) == Some("st-oidc"),
+        "{back}"
+    );
     let code = q.get("code").context("code")?.clone();
 
     // A's events carry the protocol.

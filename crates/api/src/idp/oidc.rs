@@ -37,10 +37,7 @@ pub fn routes() -> Router<AppState> {
             get(authorize_get).post(authorize_post),
         )
         .route("/idp/{org_id}/oidc/token", axum::routing::post(token))
-        .route(
-            "/idp/{org_id}/oidc/userinfo",
-            get(userinfo).post(userinfo),
-        )
+        .route("/idp/{org_id}/oidc/userinfo", get(userinfo).post(userinfo))
 }
 
 /// A JSON answer that no cache keeps (tokens, userinfo).

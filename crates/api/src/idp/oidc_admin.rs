@@ -117,7 +117,9 @@ async fn update(
     JsonObject(body): JsonObject,
 ) -> ApiResult<Json<Value>> {
     let update = parse_update(&body)?;
-    Ok(Json(issued(state.sso.update_oidc_client(&id, update).await?)))
+    Ok(Json(issued(
+        state.sso.update_oidc_client(&id, update).await?,
+    )))
 }
 
 async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {

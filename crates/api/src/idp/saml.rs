@@ -162,7 +162,13 @@ pub(super) fn redirect(location: &str) -> Response {
     }
 }
 
-pub(super) fn cookie(state: &AppState, org_id: &str, key: &str, value: &str, max_age: u64) -> String {
+pub(super) fn cookie(
+    state: &AppState,
+    org_id: &str,
+    key: &str,
+    value: &str,
+    max_age: u64,
+) -> String {
     format!(
         "{COOKIE_PREFIX}{key}={value}; Path=/idp/{org_id}; HttpOnly; SameSite=Lax; Max-Age={max_age}{}",
         if secure(state) { "; Secure" } else { "" }

@@ -503,12 +503,10 @@ impl SsoService {
         }
         let sp = match self.idp_relying_party(&session.request) {
             Ok(Some(rp)) if rp.organization_id == org_id => rp,
-            Ok(_) => {
-                return login_error(
-                    400,
-                    "The application was removed from this identity provider. Ask its administrator.",
-                )
-            }
+            Ok(_) => return login_error(
+                400,
+                "The application was removed from this identity provider. Ask its administrator.",
+            ),
             Err(e) => {
                 tracing::error!(error = %e, "store read failed");
                 return login_error(503, "Try again later.");

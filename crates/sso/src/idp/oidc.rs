@@ -191,10 +191,8 @@ impl SsoService {
     #[tracing::instrument(name = "idp.oidc.authorize", skip_all, fields(organization_id = %req.organization_id))]
     pub async fn idp_oidc_authorize(&self, req: OidcAuthorize) -> OidcAuthorizeOutcome {
         let org_id = req.organization_id.as_str();
-        let page_error = |status: u16, message: String| OidcAuthorizeOutcome::Error {
-            status,
-            message,
-        };
+        let page_error =
+            |status: u16, message: String| OidcAuthorizeOutcome::Error { status, message };
         match self.organizations().get(org_id) {
             Ok(Some(_)) => {}
             Ok(None) => {
@@ -386,11 +384,10 @@ impl SsoService {
             .ok_or_else(|| server_error("no signing key"))?;
         let ttl = self.idp.oidc_lifetimes.token_secs.load(Ordering::Relaxed);
         let issuer = self.oidc_issuer(org_id);
-        let issued = tokio::task::spawn_blocking(move || {
-            issue_tokens(&grant, &key, &issuer, now, ttl)
-        })
-        .await
-        .map_err(server_error)??;
+        let issued =
+            tokio::task::spawn_blocking(move || issue_tokens(&grant, &key, &issuer, now, ttl))
+                .await
+                .map_err(server_error)??;
         let mut cs = ChangeSet::new();
         cs.take_expiring(OIDC_CODES, code_key, now_ms());
         cs.put_expiring(

@@ -229,7 +229,10 @@ impl SsoService {
         }
         if let Some(list) = &o.redirect_uris {
             if list.is_empty() || list.len() > MAX_REDIRECT_URIS {
-                issues.push(FieldIssue::new("redirect_uris", "between_1_and_16_required"));
+                issues.push(FieldIssue::new(
+                    "redirect_uris",
+                    "between_1_and_16_required",
+                ));
             }
             for (i, u) in list.iter().enumerate() {
                 if !valid_redirect_uri(u) {
