@@ -32,6 +32,9 @@ pub struct Config {
     pub sftp_directories: Vec<crate::sftp_cli::SftpDirectoryConfig>,
     /// `[limits]`: request-rate and failed-authentication limits of the API and SCIM.
     pub limits: LimitsSection,
+    /// `[idp]`: idbridge as an IdP — login session lifetime, attempt limits, failure delay,
+    /// default assertion lifetime, trusted proxies (also `GET|PATCH /admin/idp/settings`).
+    pub idp: idbridge_sso::idp::IdpSettings,
 }
 
 /// `[limits]`: abuse limits of the REST API (per API key) and SCIM (per directory token).
@@ -377,6 +380,11 @@ impl Config {
         }
         if let Err((key, message)) = self.sso.validate() {
             return Err(key_err(key, &message));
+        }
+        if let Err(idbridge_sso::SsoError::Invalid(issues)) = self.idp.to_config() {
+            if let Some(i) = issues.first() {
+                return Err(key_err(format!("idp.{}", i.field), &i.code));
+            }
         }
         if let Err(message) = self.webhooks.validate() {
             return Err(key_err("webhooks".into(), &message));

@@ -8,6 +8,8 @@ pub mod oidc_admin;
 pub mod saml;
 
 #[cfg(test)]
+mod broker_tests;
+#[cfg(test)]
 mod tests;
 
 use axum::Router;

@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use super::service_providers::{AuthSource, ServiceProvider};
+use super::source::AuthenticatedSubject;
 use crate::db::{self, now_ms, ttl_ms};
 use crate::login::saml::StagedReplay;
 use crate::login::{ClientInfo, Logins};
@@ -47,19 +48,24 @@ pub const IDP_SESSIONS: &str = "idp_login_sessions";
 /// The one message for every refused password, unknown user or disabled account.
 pub const BAD_CREDENTIALS: &str = "The username or password is incorrect.";
 
-/// The protocol request waiting for the login: what the answer is rendered for.
+/// A SAML login waiting for its user: whom the assertion goes to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SamlPending {
+    pub service_provider_id: String,
+    /// The AuthnRequest id (InResponseTo); `None` for an IdP-initiated (unsolicited) login.
+    pub request_id: Option<String>,
+    /// The registered ACS the answer goes to.
+    pub acs_url: String,
+    pub relay_state: Option<String>,
+}
+
+/// The protocol request a login session waits with; each protocol renders its answer from
+/// the [`AuthenticatedSubject`] the login ends in.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "protocol", rename_all = "snake_case")]
 pub enum PendingRequest {
-    /// A verified SAML AuthnRequest of a registered SP.
-    Saml {
-        service_provider_id: String,
-        /// The AuthnRequest id (InResponseTo).
-        request_id: String,
-        /// The registered ACS the answer goes to.
-        acs_url: String,
-        relay_state: Option<String>,
-    },
+    /// A verified AuthnRequest (or an IdP-initiated start) of a registered SP.
+    Saml(SamlPending),
     /// A validated OIDC authorization request of a registered client.
     Oidc(super::oidc::PendingAuthorization),
 }
@@ -74,27 +80,13 @@ pub struct RelyingParty {
     pub auth_source: Option<AuthSource>,
 }
 
-/// Where an authenticated subject came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SubjectSource {
-    /// A password checked against this LDAP/AD directory; the user of its synced copy.
-    Directory {
-        directory_id: String,
-        directory_user_id: String,
-    },
-}
-
-/// Who logged in, whatever the source: every protocol renders its answer from this.
+/// A finished login's answer.
 #[derive(Debug, Clone)]
-pub struct AuthenticatedSubject {
-    pub organization_id: String,
-    /// The stable id (objectGUID / entryUUID for the directory source).
-    pub idp_id: String,
-    pub email: Option<String>,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-    pub groups: Vec<String>,
-    pub source: SubjectSource,
+pub enum Finished {
+    /// SAML: the signed Response in an auto-submitting form to the registered ACS.
+    Assertion(PostForm),
+    /// OIDC: the redirect to the registered redirect URI with the code.
+    Redirect(String),
 }
 
 /// What the SSO endpoint leaves for the login form, bound to one browser.
@@ -106,12 +98,20 @@ pub struct IdpLoginSession {
     pub csrf_digest: String,
     /// The cookie's name suffix (parallel logins in one browser do not collide).
     pub key: String,
+    /// Broker mode: the upstream connection this login was sent to (the only one whose
+    /// profile may finish it).
+    #[serde(default)]
+    pub broker_connection_id: Option<String>,
 }
 
-/// What a completed login renders (decided before its commit).
-enum Render {
-    Saml(Box<ServiceProvider>),
-    Redirect(String),
+impl IdpLoginSession {
+    /// The SAML request this session waits with, if it is a SAML login.
+    pub fn saml(&self) -> Option<&SamlPending> {
+        match &self.request {
+            PendingRequest::Saml(p) => Some(p),
+            PendingRequest::Oidc(_) => None,
+        }
+    }
 }
 
 /// How the AuthnRequest arrived.
@@ -161,6 +161,14 @@ pub enum SsoOutcome {
     },
     /// A SAML error Response to the SP's registered ACS (auto-submitting form).
     Post(PostForm),
+    /// Broker mode: send the browser to the upstream IdP, setting the IdP login session's
+    /// cookie (`key`, `session`) and the upstream login's cookie (`upstream`).
+    Upstream {
+        key: String,
+        session: String,
+        ttl: Duration,
+        upstream: crate::login::Authorization,
+    },
     /// Our own error page: the request cannot be trusted enough to answer the SP.
     Error { status: u16, message: String },
 }
@@ -179,6 +187,15 @@ pub struct PasswordLogin {
     pub client: ClientInfo,
 }
 
+/// Why an IdP login could not be finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FinishError {
+    /// The login session expired or another request finished it first.
+    SessionGone,
+    /// Our own error page.
+    Failed { status: u16, message: &'static str },
+}
+
 /// What the login form's POST answers.
 #[derive(Debug, Clone)]
 pub enum PasswordOutcome {
@@ -192,7 +209,7 @@ pub enum PasswordOutcome {
     Error { status: u16, message: String },
 }
 
-fn error(status: u16, message: impl Into<String>) -> SsoOutcome {
+pub(crate) fn error(status: u16, message: impl Into<String>) -> SsoOutcome {
     SsoOutcome::Error {
         status,
         message: message.into(),
@@ -207,7 +224,7 @@ fn login_error(status: u16, message: impl Into<String>) -> PasswordOutcome {
 }
 
 /// Cookie keys and CSRF tokens are ours: URL-safe base64 of 16 or 32 random bytes.
-fn valid_token(t: &str) -> bool {
+pub(crate) fn valid_token(t: &str) -> bool {
     (16..=64).contains(&t.len())
         && t.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
@@ -224,7 +241,43 @@ fn refusal_message(e: &IdpError) -> String {
 }
 
 impl SsoService {
-    fn idp_session(&self, secret: &str, now: i64) -> Result<Option<IdpLoginSession>, StoreError> {
+    /// Stores a new IdP login session (with the request's replay-cache entries, in one
+    /// commit); or the error page to show.
+    pub(crate) async fn store_idp_session(
+        &self,
+        session: &IdpLoginSession,
+        secret: &str,
+        replay: &[(String, i64)],
+    ) -> Result<(), SsoOutcome> {
+        let ttl = self.idp_config().login_ttl;
+        let now = now_ms();
+        let mut cs = ChangeSet::new();
+        let bytes = db::to_json(session).map_err(|e| {
+            tracing::error!(error = %e, "session encoding failed");
+            error(500, "The login could not be started.")
+        })?;
+        cs.put_expiring(IDP_SESSIONS, sha256_hex(secret), bytes, now + ttl_ms(ttl));
+        for (k, exp) in replay {
+            Logins::stage_replay(&mut cs, k, *exp, now);
+        }
+        match db::commit(&self.store, cs).await {
+            Ok(_) => Ok(()),
+            Err(e) if Logins::is_replay(&e) => Err(error(400, refusal_message(&IdpError::Replay))),
+            Err(e) => {
+                tracing::error!(error = %e, "storing the IdP login session failed");
+                Err(error(
+                    503,
+                    "The login could not be started. Try again later.",
+                ))
+            }
+        }
+    }
+
+    pub(crate) fn idp_session(
+        &self,
+        secret: &str,
+        now: i64,
+    ) -> Result<Option<IdpLoginSession>, StoreError> {
         match self
             .store
             .get_expiring(IDP_SESSIONS, &sha256_hex(secret), now)?
@@ -235,7 +288,7 @@ impl SsoService {
     }
 
     /// A signed SAML error Response to the registered ACS of an accepted request.
-    async fn status_post(
+    pub(crate) async fn status_post(
         &self,
         org_id: &str,
         e: idbridge_saml::idp::SpErrorResponse,
@@ -394,72 +447,58 @@ impl SsoService {
             );
             return self.status_post(org_id, e).await;
         }
-        let request = PendingRequest::Saml {
-            service_provider_id: sp.id.clone(),
-            request_id: accepted.id.clone(),
-            acs_url: accepted.acs.location.clone(),
-            relay_state: accepted.relay_state.clone(),
+        let broker_connection_id = match &sp.auth_source {
+            Some(AuthSource::Broker { connection_id }) => {
+                if let Err(code) = self.check_broker_connection(org_id, connection_id) {
+                    tracing::warn!(sp = %sp.id, %connection_id, code, "broker connection unusable");
+                    let e = accepted.error_response(
+                        status::RESPONDER,
+                        Some(status::REQUEST_DENIED),
+                        "The service provider's upstream connection is not usable.",
+                    );
+                    return self.status_post(org_id, e).await;
+                }
+                Some(connection_id.clone())
+            }
+            _ => None,
         };
-        let mut cs = ChangeSet::new();
-        let now = now_ms();
-        for (k, exp) in &replay.staged().unwrap_or_default() {
-            Logins::stage_replay(&mut cs, k, *exp, now);
-        }
-        match self
-            .begin_idp_login(org_id, &sp.name, request, accepted.subject_hint.clone(), cs)
-            .await
-        {
-            Ok((page, session, ttl)) => SsoOutcome::Login { page, session, ttl },
-            Err(crate::SsoError::Store(e)) if Logins::is_replay(&e) => {
-                error(400, refusal_message(&IdpError::Replay))
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "storing the IdP login session failed");
-                error(503, "The login could not be started. Try again later.")
-            }
-        }
-    }
-
-    /// A new login session for a pending request (the secret goes into the cookie, only its
-    /// digest and the CSRF token's are stored), committed with `cs` (e.g. the SAML request-id
-    /// replay entries); answers the login page, the session secret and its lifetime.
-    pub(crate) async fn begin_idp_login(
-        &self,
-        org_id: &str,
-        relying_party_name: &str,
-        request: PendingRequest,
-        login_hint: Option<String>,
-        mut cs: ChangeSet,
-    ) -> crate::SsoResult<(IdpPage, String, Duration)> {
         let secret = random_token(32);
         let csrf = random_token(32);
         let key = random_token(16);
         let session = IdpLoginSession {
             organization_id: org_id.to_owned(),
-            request,
+            request: PendingRequest::Saml(SamlPending {
+                service_provider_id: sp.id.clone(),
+                request_id: Some(accepted.id.clone()),
+                acs_url: accepted.acs.location.clone(),
+                relay_state: accepted.relay_state.clone(),
+            }),
             csrf_digest: sha256_hex(&csrf),
             key: key.clone(),
+            broker_connection_id,
         };
-        let ttl = self.idp.config.login_ttl;
-        cs.put_expiring(
-            IDP_SESSIONS,
-            sha256_hex(&secret),
-            db::to_json(&session)?,
-            now_ms() + ttl_ms(ttl),
-        );
-        db::commit(&self.store, cs).await?;
-        Ok((
-            IdpPage {
+        let staged = replay.staged().unwrap_or_default();
+        if let Err(outcome) = self.store_idp_session(&session, &secret, &staged).await {
+            return outcome;
+        }
+        let ttl = self.idp_config().login_ttl;
+        if session.broker_connection_id.is_some() {
+            return self
+                .start_broker(&session, key, secret, req.client.clone())
+                .await;
+        }
+        SsoOutcome::Login {
+            page: IdpPage {
                 organization_id: org_id.to_owned(),
-                service_provider: relying_party_name.to_owned(),
+                service_provider: sp.name.clone(),
                 key,
                 csrf,
                 message: None,
-                login: login_hint,
+                login: accepted.subject_hint.clone(),
             },
-            secret,
+            session: secret,
             ttl,
-        ))
+        }
     }
 
     /// The login form: checks the password against the SP's directory and answers the signed
@@ -526,15 +565,15 @@ impl SsoService {
         };
         let account = format!("{org_id}/{}", login.to_lowercase());
         let address = req.client.ip_address.clone().unwrap_or_default();
-        let limited = self
-            .idp
+        let live = self.idp.live();
+        let limited = live
             .account_limiter
             .check(&account)
             .err()
-            .or_else(|| self.idp.address_limiter.check(&address).err());
+            .or_else(|| live.address_limiter.check(&address).err());
         if let Some(retry) = limited {
             tracing::warn!("IdP login attempt limit reached");
-            self.record_failure(&sp, &session.request, &login, &req.client, "attempt_limit")
+            self.record_failure(org_id, &sp.id, &login, &req.client, "attempt_limit")
                 .await;
             let minutes = retry.secs().div_ceil(60).max(1);
             return page(
@@ -583,97 +622,93 @@ impl SsoService {
         let (user, groups) = match checked {
             Ok(found) => found,
             Err(reason) => {
-                self.idp.account_limiter.failed(&account);
-                self.idp.address_limiter.failed(&address);
-                self.record_failure(&sp, &session.request, &login, &req.client, reason)
+                live.account_limiter.failed(&account);
+                live.address_limiter.failed(&address);
+                self.record_failure(org_id, &sp.id, &login, &req.client, reason)
                     .await;
-                if let Some(rest) = self.idp.config.failure_floor.checked_sub(started.elapsed()) {
+                if let Some(rest) = live.config.failure_floor.checked_sub(started.elapsed()) {
                     tokio::time::sleep(rest).await;
                 }
                 return page(401, BAD_CREDENTIALS);
             }
         };
-        self.idp.account_limiter.succeeded(&account);
-        let subject = AuthenticatedSubject {
-            organization_id: org_id.to_owned(),
-            idp_id: user.idp_id.clone(),
-            email: user.email.clone(),
-            first_name: user.first_name.clone(),
-            last_name: user.last_name.clone(),
-            groups,
-            source: SubjectSource::Directory {
-                directory_id: directory_id.clone(),
-                directory_user_id: user.id.clone(),
-            },
-        };
-        self.complete_idp_login(secret, key, &session, &subject, &req.client)
+        live.account_limiter.succeeded(&account);
+        let subject =
+            AuthenticatedSubject::from_directory_user(org_id, directory_id, &user, groups);
+        match self
+            .finish_idp_login(&session, secret, &subject, &req.client, None)
             .await
+        {
+            Ok(Finished::Assertion(form)) => PasswordOutcome::Assertion {
+                form,
+                key: key.to_owned(),
+            },
+            Ok(Finished::Redirect(location)) => PasswordOutcome::Redirect {
+                location,
+                key: key.to_owned(),
+            },
+            Err(FinishError::SessionGone) => login_error(400, expired),
+            Err(FinishError::Failed { status, message }) => login_error(status, message),
+        }
     }
 
-    /// The one completion path of every IdP login, whatever the source: takes the login session
-    /// (single use: the commit fails if another request took it first) with the success event
-    /// and the protocol's own state (an OIDC code) in one commit, then renders the answer.
-    pub(crate) async fn complete_idp_login(
+    /// The end of every IdP login, whatever the source: one commit takes the login session
+    /// (single use; with `also`'s staged changes, e.g. the broker's code) and appends
+    /// `idp.login_succeeded`; then the pending request is answered from the subject.
+    pub(crate) async fn finish_idp_login(
         &self,
-        secret: &str,
-        key: &str,
         session: &IdpLoginSession,
+        secret: &str,
         subject: &AuthenticatedSubject,
         client: &ClientInfo,
-    ) -> PasswordOutcome {
-        let org_id = session.organization_id.as_str();
-        let expired = "This sign-in page has expired or was already used. Start the login again from the application.";
-        let mut cs = ChangeSet::new();
+        also: Option<ChangeSet>,
+    ) -> Result<Finished, FinishError> {
+        let org_id = subject.organization_id.as_str();
+        let mut cs = also.unwrap_or_default();
         cs.take_expiring(IDP_SESSIONS, sha256_hex(secret), now_ms());
+        let gone = |status: u16, message: &'static str| FinishError::Failed { status, message };
         let mut data = serde_json::json!({
             "organization_id": org_id,
-            "idp_id": subject.idp_id,
-            "email": subject.email,
             "ip_address": client.ip_address,
             "user_agent": client.user_agent,
         });
-        match &subject.source {
-            SubjectSource::Directory {
-                directory_id,
-                directory_user_id,
-            } => {
-                data["directory_id"] = directory_id.as_str().into();
-                data["directory_user_id"] = directory_user_id.as_str().into();
-            }
-        }
-        let rendered = match &session.request {
-            PendingRequest::Saml {
-                service_provider_id,
-                ..
-            } => {
-                let sp = match self.idp.service_providers.get(service_provider_id) {
+        // What the protocol answers with, decided before the commit (an OIDC code is stored
+        // in it).
+        let render = match &session.request {
+            PendingRequest::Saml(pending) => {
+                let sp = match self.idp.service_providers.get(&pending.service_provider_id) {
                     Ok(Some(sp)) if sp.organization_id == org_id => sp,
-                    Ok(_) => return login_error(400, expired),
+                    Ok(_) => return Err(FinishError::SessionGone),
                     Err(e) => {
                         tracing::error!(error = %e, "store read failed");
-                        return login_error(503, "Try again later.");
+                        return Err(gone(503, "Try again later."));
                     }
                 };
                 data["protocol"] = "saml".into();
                 data["service_provider_id"] = sp.id.as_str().into();
                 data["service_provider_entity_id"] = sp.entity_id.as_str().into();
-                Render::Saml(Box::new(sp))
+                Err((sp, pending))
             }
             PendingRequest::Oidc(pending) => {
                 data["protocol"] = "oidc".into();
                 data["client_id"] = pending.client_id.as_str().into();
                 match self.stage_oidc_code(&mut cs, pending, subject) {
-                    Ok(location) => Render::Redirect(location),
+                    Ok(location) => Ok(location),
                     Err(e) => {
                         tracing::error!(error = %e, "issuing the authorization code failed");
-                        return login_error(
+                        return Err(gone(
                             500,
                             "The sign-in could not be completed. Ask your administrator.",
-                        );
+                        ));
                     }
                 }
             }
         };
+        if let (Some(o), serde_json::Value::Object(who)) =
+            (data.as_object_mut(), subject.event_fields())
+        {
+            o.extend(who);
+        }
         cs.append_event(
             &Event::new(EventKind::IdpLoginSucceeded, data),
             Some(org_id),
@@ -683,45 +718,35 @@ impl SsoService {
             Err(StoreError::Conflict {
                 kind: ConflictKind::NotLive,
                 ..
-            }) => return login_error(400, expired),
+            }) => return Err(FinishError::SessionGone),
             Err(e) => {
                 tracing::error!(error = %e, "taking the IdP login session failed");
-                return login_error(503, "Try again later.");
+                return Err(FinishError::Failed {
+                    status: 503,
+                    message: "Try again later.",
+                });
             }
         }
-        let answer = match rendered {
-            Render::Redirect(location) => Ok(PasswordOutcome::Redirect {
-                location,
-                key: key.to_owned(),
-            }),
-            Render::Saml(sp) => match &session.request {
-                PendingRequest::Saml {
-                    request_id,
-                    acs_url,
-                    relay_state,
-                    ..
-                } => self
-                    .issue_assertion(&sp, request_id, acs_url, relay_state.as_deref(), subject)
-                    .await
-                    .map(|form| PasswordOutcome::Assertion {
-                        form,
-                        key: key.to_owned(),
-                    }),
-                PendingRequest::Oidc(_) => Err(crate::SsoError::internal("protocol mismatch")),
-            },
-        };
-        match answer {
-            Ok(outcome) => {
-                tracing::info!("IdP login succeeded");
+        let (sp, pending) = match render {
+            Ok(location) => {
+                tracing::info!("IdP login succeeded (OIDC)");
                 metrics::counter!("idbridge_idp_logins_total", "result" => "succeeded", "reason" => "").increment(1);
-                outcome
+                return Ok(Finished::Redirect(location));
+            }
+            Err(saml) => saml,
+        };
+        match self.issue_assertion(&sp, pending, subject).await {
+            Ok(form) => {
+                tracing::info!(sp = %sp.id, "IdP login succeeded");
+                metrics::counter!("idbridge_idp_logins_total", "result" => "succeeded", "reason" => "").increment(1);
+                Ok(Finished::Assertion(form))
             }
             Err(e) => {
-                tracing::error!(error = %e, "issuing the answer failed");
-                login_error(
-                    500,
-                    "The sign-in could not be completed. Ask your administrator.",
-                )
+                tracing::error!(error = %e, "issuing the assertion failed");
+                Err(FinishError::Failed {
+                    status: 500,
+                    message: "The sign-in could not be completed. Ask your administrator.",
+                })
             }
         }
     }
@@ -732,13 +757,10 @@ impl SsoService {
         request: &PendingRequest,
     ) -> Result<Option<RelyingParty>, StoreError> {
         match request {
-            PendingRequest::Saml {
-                service_provider_id,
-                ..
-            } => Ok(self
+            PendingRequest::Saml(p) => Ok(self
                 .idp
                 .service_providers
-                .get(service_provider_id)?
+                .get(&p.service_provider_id)?
                 .map(|sp| RelyingParty {
                     id: sp.id,
                     organization_id: sp.organization_id,
@@ -778,10 +800,10 @@ impl SsoService {
 
     /// A refused sign-in: the metric and the opt-in `idp.login_failed` event (its own commit;
     /// a failure to write it is logged, never shown).
-    async fn record_failure(
+    pub(crate) async fn record_failure(
         &self,
-        rp: &RelyingParty,
-        request: &PendingRequest,
+        org_id: &str,
+        sp_id: &str,
         login: &str,
         client: &ClientInfo,
         reason: &'static str,
@@ -789,37 +811,33 @@ impl SsoService {
         metrics::counter!("idbridge_idp_logins_total", "result" => "failed", "reason" => reason)
             .increment(1);
         let mut data = serde_json::json!({
-            "organization_id": rp.organization_id,
+            "organization_id": org_id,
             "login": login.chars().take(256).collect::<String>(),
             "reason": reason,
             "ip_address": client.ip_address,
             "user_agent": client.user_agent,
         });
-        match request {
-            PendingRequest::Saml { .. } => {
-                data["protocol"] = "saml".into();
-                data["service_provider_id"] = rp.id.as_str().into();
-            }
-            PendingRequest::Oidc(_) => {
-                data["protocol"] = "oidc".into();
-                data["client_id"] = rp.id.as_str().into();
-            }
+        // `sp_id` is the relying party's id: an SP's (`sp_…`) or an OIDC client's.
+        if sp_id.starts_with(idbridge_model::IdPrefix::OidcClient.as_str()) {
+            data["protocol"] = "oidc".into();
+            data["client_id"] = sp_id.into();
+        } else {
+            data["protocol"] = "saml".into();
+            data["service_provider_id"] = sp_id.into();
         }
         let event = Event::new(EventKind::IdpLoginFailed, data);
         let mut cs = ChangeSet::new();
-        cs.append_event(&event, Some(rp.organization_id.as_str()));
+        cs.append_event(&event, Some(org_id));
         if let Err(e) = db::commit(&self.store, cs).await {
             tracing::error!(error = %e, "recording a failed IdP login failed");
         }
     }
 
     /// The signed Response for a verified user, as the auto-submitting form.
-    async fn issue_assertion(
+    pub(crate) async fn issue_assertion(
         &self,
         sp: &ServiceProvider,
-        request_id: &str,
-        acs_url: &str,
-        relay_state: Option<&str>,
+        session: &SamlPending,
         user: &AuthenticatedSubject,
     ) -> crate::SsoResult<PostForm> {
         let key = self.idp_signing_key(&sp.organization_id).await?;
@@ -863,9 +881,9 @@ impl SsoService {
         let entity = self.idp_urls(&sp.organization_id).entity_id;
         let (sp_entity, acs, request_id, relay) = (
             sp.entity_id.clone(),
-            acs_url.to_owned(),
-            request_id.to_owned(),
-            relay_state.map(str::to_owned),
+            session.acs_url.clone(),
+            session.request_id.clone(),
+            session.relay_state.clone(),
         );
         let session_index = format!("_{}", random_token(16));
         let signed = tokio::task::spawn_blocking(move || {
@@ -875,7 +893,7 @@ impl SsoService {
                     idp_entity_id: &entity,
                     sp_entity_id: &sp_entity,
                     acs_url: &acs,
-                    in_response_to: Some(&request_id),
+                    in_response_to: request_id.as_deref(),
                     name_id: &name_id,
                     session_index: &session_index,
                     authn_instant: now,

@@ -27,8 +27,11 @@ use idbridge_store::{ChangeSet, ConflictKind, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::login::{AuthenticatedSubject, IdpPage, PendingRequest, RelyingParty};
+use idbridge_secrets::{random_token, sha256_hex};
+
+use super::login::{IdpLoginSession, IdpPage, PendingRequest, RelyingParty, SsoOutcome};
 use super::oidc_clients::OidcClient;
+use super::source::AuthenticatedSubject;
 use crate::db::{self, now_ms};
 use crate::login::ClientInfo;
 use crate::{SsoError, SsoResult, SsoService};
@@ -268,25 +271,38 @@ impl SsoService {
                 "idbridge has no session to answer prompt=none with",
             ));
         }
-        let pending = PendingRequest::Oidc(PendingAuthorization::from_request(&request));
-        match self
-            .begin_idp_login(
-                org_id,
-                &client.name,
-                pending,
-                request.login_hint.clone(),
-                ChangeSet::new(),
-            )
-            .await
-        {
-            Ok((page, session, ttl)) => OidcAuthorizeOutcome::Login { page, session, ttl },
-            Err(e) => {
-                tracing::error!(error = %e, "storing the IdP login session failed");
-                page_error(
+        let secret = random_token(32);
+        let csrf = random_token(32);
+        let key = random_token(16);
+        let session = IdpLoginSession {
+            organization_id: org_id.to_owned(),
+            request: PendingRequest::Oidc(PendingAuthorization::from_request(&request)),
+            csrf_digest: sha256_hex(&csrf),
+            key: key.clone(),
+            broker_connection_id: None,
+        };
+        if let Err(outcome) = self.store_idp_session(&session, &secret, &[]).await {
+            return match outcome {
+                SsoOutcome::Error { status, message } => {
+                    OidcAuthorizeOutcome::Error { status, message }
+                }
+                _ => page_error(
                     503,
                     "The login could not be started. Try again later.".into(),
-                )
-            }
+                ),
+            };
+        }
+        OidcAuthorizeOutcome::Login {
+            page: IdpPage {
+                organization_id: org_id.to_owned(),
+                service_provider: client.name.clone(),
+                key,
+                csrf,
+                message: None,
+                login: request.login_hint.clone(),
+            },
+            session: secret,
+            ttl: self.idp_config().login_ttl,
         }
     }
 
