@@ -338,7 +338,9 @@ fn map_profile_from_an_entra_style_assertion() {
     let generic = AttributeMap::preset(SamlConnectionType::GenericSAML);
     let p = map_profile(&v, &generic);
     assert_eq!(p.idp_id, "opaque-subject-123");
-    assert_eq!(p.email, None);
+    // The Microsoft claim URIs are known by default to every connection type (issue 19).
+    assert_eq!(p.email.as_deref(), Some("todd@example.com"));
+    assert_eq!(p.first_name.as_deref(), Some("Todd"));
     let mut a = aspec(t);
     a.attributes.clear();
     let xml = idp().response(&rspec(t), &a, SignMode::Response).unwrap();
