@@ -16,7 +16,9 @@
 
 use anyhow::{ensure, Context};
 use idbridge_tests::directory_api::{all_pages, events, sync, users_by_email};
-use idbridge_tests::{ldap_group, run_node_test, Slapd, TestServer, LDAP_ADMIN_DN, LDAP_SUFFIX};
+use idbridge_tests::{
+    ldap_group, run_node_test, run_python_test, Slapd, TestServer, LDAP_ADMIN_DN, LDAP_SUFFIX,
+};
 use serde_json::{json, Value};
 
 /// The app's callback: allow-listed at B, never contacted (the browser test answers it itself).
@@ -764,6 +766,33 @@ async fn idbridge_is_the_oidc_provider_of_openid_client_and_another_idbridge() -
     ensure!(
         report.ran() && report.passed >= 1 && report.failed == 0,
         "node SDK: {} passed, {} failed:\n{}",
+        report.passed,
+        report.failed,
+        report.output
+    );
+
+    // Issue 19: the Python SDK creates an OIDC connection with `attribute_maps`; its custom
+    // attributes come back in the profile.
+    let mut env = b.peer_env();
+    env.extend([
+        ("IDBRIDGE_SSO_CALLBACK".to_owned(), CALLBACK.to_owned()),
+        ("IDBRIDGE_ORG_ID".to_owned(), w.org_b.clone()),
+        ("IDBRIDGE_OP_ISSUER".to_owned(), issuer.clone()),
+        (
+            "IDBRIDGE_OP_CLIENT_ID".to_owned(),
+            at_a["client_id"].as_str().unwrap().to_owned(),
+        ),
+        (
+            "IDBRIDGE_OP_CLIENT_SECRET".to_owned(),
+            at_a["client_secret"].as_str().unwrap().to_owned(),
+        ),
+        ("IDBRIDGE_OP_LOGIN".to_owned(), "alice".to_owned()),
+        ("IDBRIDGE_OP_PASSWORD".to_owned(), "alice-pw-1".to_owned()),
+    ]);
+    let report = run_python_test("test_idp_oidc_attribute_maps.py", env).await?;
+    ensure!(
+        report.ran() && report.passed == 1 && report.failed == 0,
+        "python SDK: {} passed, {} failed:\n{}",
         report.passed,
         report.failed,
         report.output
