@@ -15,6 +15,10 @@
 //! `getProfileAndToken` (tests/js/idp_profile.test.mjs) with the upstream user's email, names,
 //! idp_id and groups.
 //!
+//! Then **pysaml2** is a service provider of A too: its own client makes the AuthnRequest (HTTP-
+//! Redirect) and accepts A's answer (signature, audience, InResponseTo, XSD), users again
+//! through the samlify upstream.
+//!
 //! Refused: the upstream response replayed (no second code), the upstream login cancelled
 //! (B gets a SAML error Response from A at its ACS and sends the app an OAuth error, not a
 //! 500), another organization's connection as the broker source (422 naming the field).
@@ -34,6 +38,8 @@ use url::Url;
 const CALLBACK: &str = "http://app.example.test/callback";
 const SAMLIFY_ENTITY: &str = "https://samlify-idp.example.test/metadata";
 const SAMLIFY_SSO: &str = "https://samlify-idp.example.test/sso";
+const PYSAML2_SP: &str = "https://pysaml2-sp.example.test/metadata";
+const PYSAML2_ACS: &str = "https://pysaml2-sp.example.test/acs";
 const OP_CLIENT_ID: &str = "idbridge-a";
 const OP_CLIENT_SECRET: &str = "a-client-secret-for-the-broker-e2e";
 
@@ -122,6 +128,31 @@ fn samlify_response(
     Ok(String::from_utf8(out.stdout)?.trim().to_owned())
 }
 
+/// pysaml2 as a service provider (crates/saml/tests/peers/pysaml2_sp.py): JSON in, JSON out.
+fn pysaml2_sp(cfg: &Value) -> anyhow::Result<Value> {
+    let peers = std::env::var("IDBRIDGE_PEERS_DIR")
+        .unwrap_or_else(|_| "/var/cache/idbridge-peers".to_owned());
+    let mut child = Command::new(PathBuf::from(peers).join("pysaml2-venv/bin/python"))
+        .arg(repo_root().join("crates/saml/tests/peers/pysaml2_sp.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("pysaml2 (scripts/test-deps.d/saml.sh)")?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(cfg.to_string().as_bytes())?;
+    let out = child.wait_with_output()?;
+    ensure!(
+        out.status.success(),
+        "pysaml2_sp.py {} failed",
+        cfg["command"]
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
 /// The value of an HTML input named `name`.
 fn input(html: &str, name: &str) -> Option<String> {
     let marker = format!("name=\"{name}\" value=\"");
@@ -161,6 +192,8 @@ enum End {
     Callback(HashMap<String, String>),
     /// Stopped at the samlify IdP (the test answers it).
     Samlify(AtSamlify),
+    /// The SAMLResponse page aimed at pysaml2's ACS: (SAMLResponse, RelayState).
+    AtPysaml2(String, Option<String>),
 }
 
 /// A minimal browser: no automatic redirects, one cookie jar (everything is on 127.0.0.1).
@@ -251,6 +284,9 @@ impl Browser {
             if let Some(saml) = input(&html, "SAMLResponse") {
                 let action = attr_after(&html, "action=\"", "").context("no form action")?;
                 self.posted.push(decode_b64(&saml)?);
+                if action == PYSAML2_ACS {
+                    return Ok(End::AtPysaml2(saml, input(&html, "RelayState")));
+                }
                 let mut form = vec![("SAMLResponse".to_owned(), saml)];
                 if let Some(rs) = input(&html, "RelayState") {
                     form.push(("RelayState".to_owned(), rs));
@@ -464,7 +500,7 @@ async fn broker_mode_with_samlify_and_oidc_provider_upstream() -> anyhow::Result
         "/sso/authorize?client_id={}&redirect_uri={CALLBACK}&response_type=code&connection={b_conn}&state=st-1",
         b.client_id()
     ));
-    let b_base = Url::parse(&b.url())?;
+    let b_base = Url::parse(b.url())?;
 
     // 1. Upstream samlify.
     let mut browser = Browser::new()?;
@@ -571,6 +607,78 @@ async fn broker_mode_with_samlify_and_oidc_provider_upstream() -> anyhow::Result
         error_response.contains("status:AuthnFailed")
             && !error_response.contains("<saml:Assertion"),
         "{error_response}"
+    );
+
+    // 3. pysaml2 as a service provider of A (from its own metadata, A's IdP metadata imported),
+    //    users through the samlify upstream: its client makes the AuthnRequest and accepts the
+    //    answer (signature, audience, InResponseTo, XSD).
+    let idp_metadata = a
+        .http()
+        .get(a.endpoint(&format!("/idp/{org_a}/saml/metadata")))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let py = |command: &str| json!({"command": command, "sp": PYSAML2_SP, "acs": PYSAML2_ACS, "idpMetadata": idp_metadata});
+    let md = pysaml2_sp(&py("metadata"))?;
+    json_ok(
+        a.post("/admin/service_providers")
+            .json(&json!({"organization_id": org_a, "metadata_xml": md["metadata"], "name": "pysaml2", "auth_source": {"type": "broker", "connection_id": saml_conn}}))
+            .send()
+            .await?,
+        "pysaml2 SP at A",
+        201,
+    )
+    .await?;
+    let mut req = py("request");
+    req["binding"] = json!("redirect");
+    req["idp"] = json!(a.endpoint(&format!("/idp/{org_a}/saml/metadata")));
+    req["relayState"] = json!("py-rs");
+    let req = pysaml2_sp(&req)?;
+    let location = req["location"]
+        .as_str()
+        .context("pysaml2 location")?
+        .to_owned();
+    let mut browser = Browser::new()?;
+    let End::Samlify(at) = browser
+        .run(
+            browser.http.get(&location),
+            Url::parse(&location)?,
+            "",
+            false,
+        )
+        .await?
+    else {
+        anyhow::bail!("the browser did not reach the samlify IdP");
+    };
+    let saml = samlify_response(&a, &keys, &saml_conn, &at.request_id)?;
+    let form = [
+        ("SAMLResponse", saml.as_str()),
+        ("RelayState", at.relay_state.as_str()),
+    ];
+    let end = browser
+        .run(
+            browser.http.post(&acs).form(&form),
+            Url::parse(&acs)?,
+            "",
+            false,
+        )
+        .await?;
+    let End::AtPysaml2(response, relay) = end else {
+        anyhow::bail!("no answer for pysaml2: {end:?}");
+    };
+    ensure!(relay.as_deref() == Some("py-rs"), "{relay:?}");
+    let mut parse = py("parse");
+    parse["samlResponse"] = json!(response);
+    parse["reqId"] = req["id"].clone();
+    let got = pysaml2_sp(&parse)?;
+    ensure!(got["inResponseTo"] == req["id"], "{got}");
+    ensure!(got["audience"] == json!([PYSAML2_SP]), "{got}");
+    ensure!(
+        got["ava"]["email"] == json!(["grace@upstream.test"])
+            && got["ava"]["firstName"] == json!(["Grace"])
+            && got["ava"]["lastName"] == json!(["Hopper"]),
+        "{got}"
     );
     drop(provider);
     Ok(())

@@ -613,6 +613,32 @@ mod tests {
     }
 
     #[test]
+    fn the_idp_section_is_checked_and_names_the_key() {
+        let c =
+            parse("[idp]\naccount_max_failures = 9\ntrusted_proxies = [\"10.0.0.0/8\"]\n").unwrap();
+        let idp = c.idp.to_config().unwrap();
+        assert_eq!(idp.account_failures.max_failures, 9);
+        assert_eq!(
+            idp.login_ttl.as_secs(),
+            900,
+            "unset keys keep their defaults"
+        );
+        for (toml, key) in [
+            ("[idp]\nfailure_delay_ms = 99999\n", "idp.failure_delay_ms"),
+            (
+                "[idp]\ntrusted_proxies = [\"proxy\"]\n",
+                "idp.trusted_proxies[0]",
+            ),
+            ("[idp]\nlogin_ttl = 5\n", "idp.login_ttl"),
+        ] {
+            match parse(toml) {
+                Err(ConfigError::Key { key: got, .. }) => assert_eq!(got, key, "{toml}"),
+                other => panic!("{toml}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn environment_overrides_file() {
         let mut c = parse("[server]\nlisten = \"127.0.0.1:9000\"\n").unwrap();
         c.apply_env([

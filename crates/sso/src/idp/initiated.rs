@@ -9,6 +9,7 @@
 use idbridge_model::{parse_id, IdPrefix};
 use idbridge_saml::verify::MAX_RELAY_STATE;
 use idbridge_secrets::{random_token, sha256_hex};
+use idbridge_store::StoreError;
 
 use super::login::{error, IdpLoginSession, IdpPage, PendingRequest, SamlPending, SsoOutcome};
 use super::service_providers::ServiceProvider;
@@ -26,19 +27,14 @@ pub struct InitiatedStart {
 }
 
 impl SsoService {
-    fn find_sp(&self, org_id: &str, sp: &str) -> Result<Option<ServiceProvider>, SsoOutcome> {
+    /// The organization's SP named by its `sp_…` id or its entity id.
+    fn find_sp(&self, org_id: &str, sp: &str) -> Result<Option<ServiceProvider>, StoreError> {
         let found = if parse_id(IdPrefix::ServiceProvider, sp).is_ok() {
-            self.idp.service_providers.get(sp)
+            self.idp.service_providers.get(sp)?
         } else {
-            self.idp.service_providers.by_entity_id(org_id, sp)
+            self.idp.service_providers.by_entity_id(org_id, sp)?
         };
-        match found {
-            Ok(r) => Ok(r.filter(|r| r.organization_id == org_id)),
-            Err(e) => {
-                tracing::error!(error = %e, "store read failed");
-                Err(error(503, "Try again later."))
-            }
-        }
+        Ok(found.filter(|r| r.organization_id == org_id))
     }
 
     /// Starts an IdP-initiated login (see the module doc).
@@ -76,7 +72,10 @@ impl SsoService {
                     "This service provider is not registered with this organization's identity provider.",
                 )
             }
-            Err(outcome) => return outcome,
+            Err(e) => {
+                tracing::error!(error = %e, "store read failed");
+                return error(503, "Try again later.");
+            }
         };
         if !sp.allow_idp_initiated {
             tracing::info!(sp = %sp.id, "IdP-initiated login refused: not enabled for the SP");
