@@ -51,15 +51,16 @@ fn cert_to_pem(text: &str) -> Option<String> {
     String::from_utf8(cert.to_pem().ok()?).ok()
 }
 
-/// `attribute_maps` (py10 shape): `(field, source name)` of the given standard attributes
-/// (`name` is derived from first and last name and ignored) and the custom attributes; every
+/// `attribute_maps` as read: `(field, source name)` of the given standard attributes and the
+/// custom attributes (profile key → source name).
+struct AttributeMaps {
+    standard: Vec<(&'static str, String)>,
+    custom: std::collections::BTreeMap<String, String>,
+}
+
+/// `attribute_maps` (py10 shape); `name` is derived from first and last name and ignored; every
 /// unknown key is a field error.
-fn read_attribute_maps(
-    f: &mut Fields<'_>,
-) -> Option<(
-    Vec<(&'static str, String)>,
-    std::collections::BTreeMap<String, String>,
-)> {
+fn read_attribute_maps(f: &mut Fields<'_>) -> Option<AttributeMaps> {
     let obj = f.opt_object("attribute_maps")?;
     for k in obj.keys() {
         if !["standard_attributes", "custom_attributes"].contains(&k.as_str()) {
@@ -102,7 +103,10 @@ fn read_attribute_maps(
             _ => f.error("attribute_maps.standard_attributes", "must_be_object"),
         }
     }
-    Some((standard, parse_custom(f, obj)))
+    Some(AttributeMaps {
+        standard,
+        custom: parse_custom(f, obj),
+    })
 }
 
 /// Puts `src` first in a candidate list.
@@ -114,7 +118,7 @@ fn prefer(list: &mut Vec<String>, src: &str) {
 /// The attribute map: the type's preset, with `attribute_maps` (py10 shape) taking precedence.
 fn parse_attribute_map(f: &mut Fields<'_>, kind: SamlConnectionType) -> AttributeMap {
     let mut map = AttributeMap::preset(kind);
-    let Some((standard, custom)) = read_attribute_maps(f) else {
+    let Some(AttributeMaps { standard, custom }) = read_attribute_maps(f) else {
         return map;
     };
     for (field, src) in standard {
@@ -134,7 +138,7 @@ fn parse_attribute_map(f: &mut Fields<'_>, kind: SamlConnectionType) -> Attribut
 /// `attribute_maps` on an OIDC connection: claim names taking precedence over the type's and
 /// `oidc_options.claim_map`'s, custom attributes added to the claim map's.
 fn apply_attribute_maps_to_claims(f: &mut Fields<'_>, claims: &mut ClaimMap) {
-    let Some((standard, custom)) = read_attribute_maps(f) else {
+    let Some(AttributeMaps { standard, custom }) = read_attribute_maps(f) else {
         return;
     };
     for (field, src) in standard {
