@@ -218,6 +218,25 @@ impl SsoService {
         })
     }
 
+    /// Whether `directory_id` can be the directory source of a relying party of `org_id`: an
+    /// LDAP/AD directory of that organization; or the field error code.
+    pub(crate) fn check_directory_source(
+        &self,
+        org_id: &str,
+        directory_id: &str,
+    ) -> Result<(), &'static str> {
+        match self.directory.get_directory(directory_id) {
+            Ok(rec)
+                if rec.directory.organization_id == org_id
+                    && rec.directory.directory_type == "ldap" =>
+            {
+                Ok(())
+            }
+            Ok(_) => Err("not_an_ldap_directory_of_the_organization"),
+            Err(_) => Err("not_found"),
+        }
+    }
+
     fn apply_client_options(&self, r: &mut OidcClient, o: &OidcClientOptions) -> SsoResult<()> {
         let mut issues = Vec::new();
         if let Some(n) = &o.name {
@@ -255,20 +274,13 @@ impl SsoService {
         if let Some(dir) = &o.directory_id {
             match dir {
                 None => r.auth_source = None,
-                Some(d) => match self.directory.get_directory(d) {
-                    Ok(rec)
-                        if rec.directory.organization_id == r.organization_id
-                            && rec.directory.directory_type == "ldap" =>
-                    {
+                Some(d) => match self.check_directory_source(&r.organization_id, d) {
+                    Ok(()) => {
                         r.auth_source = Some(AuthSource::Directory {
                             directory_id: d.clone(),
                         })
                     }
-                    Ok(_) => issues.push(FieldIssue::new(
-                        "directory_id",
-                        "not_an_ldap_directory_of_the_organization",
-                    )),
-                    Err(_) => issues.push(FieldIssue::new("directory_id", "not_found")),
+                    Err(code) => issues.push(FieldIssue::new("directory_id", code)),
                 },
             }
         }
