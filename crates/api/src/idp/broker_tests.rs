@@ -646,3 +646,33 @@ async fn the_service_provider_list_is_paged() {
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
 }
+
+#[tokio::test]
+async fn an_idp_initiated_upstream_failure_is_an_unsolicited_saml_error() {
+    let b = Broker::new().await;
+    let list = b.env.api("GET", "/admin/service_providers", None).await;
+    let sp = list.body["data"][0]["id"].as_str().unwrap().to_owned();
+    let r = b
+        .env
+        .api(
+            "PUT",
+            &format!("/admin/service_providers/{sp}"),
+            Some(json!({"allow_idp_initiated": true})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = b
+        .env
+        .get(&format!("/idp/{}/saml/start?sp={sp}&RelayState=go", b.org))
+        .await;
+    let s = b.started(r, String::new());
+    let forger = IdpSigner::generate(UP_ENTITY).unwrap();
+    let saml = b.upstream_response(&forger, &s.upstream_request, "mallory@acme.test");
+    let r = b.post_acs(&s, &saml).await;
+    let r = b.follow(&location(&r), &s.idp_cookie).await;
+    let xml = posted_response(&r);
+    assert!(xml.contains("status:AuthnFailed"), "{xml}");
+    // No request, so no InResponseTo (not an empty one).
+    assert!(!xml.contains("InResponseTo"), "{xml}");
+    assert_eq!(hidden(&r.text, "RelayState"), "go");
+}

@@ -18,7 +18,6 @@
 //! Failures after the SP and its ACS are trusted (the upstream refused, the code does not fit)
 //! are answered with a signed SAML error Response at the registered ACS.
 
-use idbridge_saml::idp::{status, SpErrorResponse};
 use idbridge_secrets::sha256_hex;
 use idbridge_store::{ChangeSet, StoreError};
 
@@ -96,15 +95,7 @@ impl SsoService {
         let Some(pending) = session.saml() else {
             return error(400, "This login cannot use an upstream connection.");
         };
-        let fail = |message: &str| SpErrorResponse {
-            sp_entity_id: String::new(),
-            acs_url: pending.acs_url.clone(),
-            in_response_to: pending.request_id.clone().unwrap_or_default(),
-            status: status::RESPONDER,
-            sub_status: Some(status::AUTHN_FAILED),
-            message: message.to_owned(),
-            relay_state: pending.relay_state.clone(),
-        };
+        let fail = |message: &str| pending.authn_failed("", message);
         let record = match self.connections.get(&conn_id) {
             Ok(Some(r)) => r,
             _ => {
@@ -190,16 +181,7 @@ impl SsoService {
             }
         };
         let refuse = |reason: &'static str, message: &str| {
-            let e = SpErrorResponse {
-                sp_entity_id: sp.entity_id.clone(),
-                acs_url: pending.acs_url.clone(),
-                in_response_to: pending.request_id.clone().unwrap_or_default(),
-                status: status::RESPONDER,
-                sub_status: Some(status::AUTHN_FAILED),
-                message: message.to_owned(),
-                relay_state: pending.relay_state.clone(),
-            };
-            (reason, e)
+            (reason, pending.authn_failed(&sp.entity_id, message))
         };
         let still_broker = matches!(&sp.auth_source, Some(AuthSource::Broker { connection_id }) if *connection_id == conn_id);
         let checked = if !still_broker {

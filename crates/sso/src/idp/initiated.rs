@@ -41,18 +41,8 @@ impl SsoService {
     #[tracing::instrument(name = "idp.initiated_start", skip_all, fields(organization_id = %req.organization_id))]
     pub async fn idp_initiated_start(&self, req: InitiatedStart) -> SsoOutcome {
         let org_id = req.organization_id.as_str();
-        match self.organizations().get(org_id) {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                return error(
-                    404,
-                    "Unknown organization: this identity provider URL is not one of idbridge's.",
-                )
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "store read failed");
-                return error(503, "Try again later.");
-            }
+        if let Some(refused) = self.unknown_idp_organization(org_id) {
+            return refused;
         }
         let Some(sp_name) = req
             .sp

@@ -27,7 +27,7 @@ use idbridge_saml::idp::response::name_id_format;
 use idbridge_saml::idp::{
     build_login_response, build_status_response, post_form, status, AcceptedRequest,
     AssertionEncryption, IdpError, LoginResponse, NameId, PostField, PostForm, ReceivedRequest,
-    RequestContext, ResponseOptions, UserAttributes,
+    RequestContext, ResponseOptions, SpErrorResponse, UserAttributes,
 };
 use idbridge_secrets::{random_token, sha256_hex};
 use idbridge_store::{ChangeSet, ConflictKind, StoreError};
@@ -110,6 +110,22 @@ impl IdpLoginSession {
         match &self.request {
             PendingRequest::Saml(p) => Some(p),
             PendingRequest::Oidc(_) => None,
+        }
+    }
+}
+
+impl SamlPending {
+    /// The signed SAML error answer (`Responder` / `AuthnFailed`) to this login's pending
+    /// request, for its registered ACS: the user could not be authenticated.
+    pub(crate) fn authn_failed(&self, sp_entity_id: &str, message: &str) -> SpErrorResponse {
+        SpErrorResponse {
+            sp_entity_id: sp_entity_id.to_owned(),
+            acs_url: self.acs_url.clone(),
+            in_response_to: self.request_id.clone().unwrap_or_default(),
+            status: status::RESPONDER,
+            sub_status: Some(status::AUTHN_FAILED),
+            message: message.to_owned(),
+            relay_state: self.relay_state.clone(),
         }
     }
 }
@@ -358,22 +374,27 @@ impl SsoService {
         idbridge_saml::idp::idp_metadata_xml(&m, None).map_err(crate::SsoError::internal)
     }
 
+    /// Our error page when `org_id` names no organization (or the store cannot tell).
+    pub(crate) fn unknown_idp_organization(&self, org_id: &str) -> Option<SsoOutcome> {
+        match self.organizations().get(org_id) {
+            Ok(Some(_)) => None,
+            Ok(None) => Some(error(
+                404,
+                "Unknown organization: this identity provider URL is not one of idbridge's.",
+            )),
+            Err(e) => {
+                tracing::error!(error = %e, "store read failed");
+                Some(error(503, "Try again later."))
+            }
+        }
+    }
+
     /// The SSO endpoint: takes an AuthnRequest and answers the login page (or an error).
     #[tracing::instrument(name = "idp.sso", skip_all, fields(organization_id = %req.organization_id))]
     pub async fn idp_sso(&self, req: SsoRequest) -> SsoOutcome {
         let org_id = req.organization_id.as_str();
-        match self.organizations().get(org_id) {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                return error(
-                    404,
-                    "Unknown organization: this identity provider URL is not one of idbridge's.",
-                )
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "store read failed");
-                return error(503, "Try again later.");
-            }
+        if let Some(refused) = self.unknown_idp_organization(org_id) {
+            return refused;
         }
         let received = match &req.binding {
             SsoBinding::Redirect { raw_query } => ReceivedRequest::from_redirect_query(raw_query),
