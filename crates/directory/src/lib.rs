@@ -15,6 +15,7 @@
 pub mod attributes;
 mod engine;
 mod error;
+pub mod feeds;
 mod groups;
 mod interner;
 mod layout;
