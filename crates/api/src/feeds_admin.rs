@@ -43,7 +43,7 @@ pub const SFTP_TYPES: &[&str] = &["sftp", "sftp workday"];
 /// Applies the stored feeds to what runs (installed by the binary).
 pub trait FeedRuntime: Send + Sync {
     /// Brings the running schedulers, accounts and pull jobs in line with the feed table.
-    fn apply(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
+    fn apply(self: Arc<Self>) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 }
 
 /// The feed table and the runtime that applies it.
