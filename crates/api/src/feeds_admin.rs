@@ -24,7 +24,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use idbridge_directory::feeds::{FeedError, FeedKind, FeedOrigin, FeedRecord, FeedStore, SecretChange};
+use idbridge_directory::feeds::{
+    FeedError, FeedKind, FeedOrigin, FeedRecord, FeedStore, SecretChange,
+};
 use idbridge_ldap::feed::{LdapFeed, BIND_PASSWORD_SECRET};
 use idbridge_model::{parse_id, IdPrefix};
 use idbridge_sftp::settings::{SftpFeed, PRIVATE_KEY_SECRET};
@@ -87,7 +89,10 @@ impl Feeds {
 pub fn routes() -> Router<AppState> {
     Router::new().route(
         "/admin/directories/{id}/feed",
-        get(get_feed).put(put_feed).patch(patch_feed).delete(delete_feed),
+        get(get_feed)
+            .put(put_feed)
+            .patch(patch_feed)
+            .delete(delete_feed),
     )
 }
 
@@ -138,10 +143,7 @@ pub fn view(rec: &FeedRecord) -> Value {
     let mut settings = rec.settings.clone();
     let (obj, field, name) = secret_slot(rec.kind);
     if let Some(o) = settings.get_mut(obj).and_then(Value::as_object_mut) {
-        o.insert(
-            field.into(),
-            json!({"set": rec.secrets.contains_key(name)}),
-        );
+        o.insert(field.into(), json!({"set": rec.secrets.contains_key(name)}));
     }
     json!({
         "object": "directory_feed",
@@ -170,6 +172,10 @@ pub fn parse_typed<T: DeserializeOwned>(value: Value) -> ApiResult<T> {
             .strip_prefix("unknown field `")
             .and_then(|r| r.split('`').next())
         {
+            // The path already ends at the unknown key.
+            Some(field) if path.ends_with(field) => {
+                FieldError::new(path.clone(), "unknown_field").with_message(message)
+            }
             Some(field) => FieldError::new(at(field), "unknown_field").with_message(message),
             None => match message
                 .strip_prefix("missing field `")

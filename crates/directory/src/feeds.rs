@@ -196,7 +196,10 @@ impl FeedStore {
                 SecretChange::Remove => secrets_changed |= sealed.remove(name).is_some(),
                 SecretChange::Set(value) => {
                     // The same value again is no change (sealing is randomized).
-                    if self.open(directory_id, name, sealed.get(name)).ok().flatten()
+                    if self
+                        .open(directory_id, name, sealed.get(name))
+                        .ok()
+                        .flatten()
                         == Some(value.clone())
                     {
                         continue;
@@ -215,8 +218,7 @@ impl FeedStore {
             }
         }
         if let Some((r, _)) = &old {
-            if r.kind == kind && r.settings == settings && !secrets_changed && r.origin == origin
-            {
+            if r.kind == kind && r.settings == settings && !secrets_changed && r.origin == origin {
                 return Ok((r.clone(), false));
             }
         }
@@ -383,6 +385,9 @@ mod tests {
             )
             .expect_err("no key");
         assert!(matches!(err, FeedError::NoKey));
-        assert!(f.get("directory_A").unwrap_or_else(|e| panic!("{e}")).is_none());
+        assert!(f
+            .get("directory_A")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_none());
     }
 }

@@ -152,7 +152,15 @@ struct Running {
 #[derive(Default)]
 struct Desired {
     ldap: HashMap<String, ((Value, BTreeMap<String, String>), LdapSource, Schedule)>,
-    pulls: HashMap<String, ((Value, BTreeMap<String, String>), PullConfig, Processor, u64)>,
+    pulls: HashMap<
+        String,
+        (
+            (Value, BTreeMap<String, String>),
+            PullConfig,
+            Processor,
+            u64,
+        ),
+    >,
     accounts: Vec<SftpAccount>,
     errors: Vec<String>,
 }
@@ -191,7 +199,8 @@ impl FeedSupervisor {
         for rec in self.feeds.list()? {
             let id = rec.directory_id.clone();
             if let Err(e) = self.engine.get_directory(&id) {
-                out.errors.push(format!("feed of {id}: {e}; not running it"));
+                out.errors
+                    .push(format!("feed of {id}: {e}; not running it"));
                 continue;
             }
             let key = (rec.settings.clone(), rec.secrets.clone());
@@ -221,8 +230,10 @@ impl FeedSupervisor {
         let feed = sftp_settings(rec)?;
         let id = &rec.directory_id;
         if let Some(p) = &feed.pull {
-            let private_key = match (&p.private_key_file, self.feeds.secret(rec, PRIVATE_KEY_SECRET)?)
-            {
+            let private_key = match (
+                &p.private_key_file,
+                self.feeds.secret(rec, PRIVATE_KEY_SECRET)?,
+            ) {
                 (_, Some(pem)) => idbridge_sftp::pull::parse_private_key(&pem)?,
                 (Some(path), None) => idbridge_sftp::pull::load_private_key(path)?,
                 (None, None) => anyhow::bail!("no private key"),
@@ -334,8 +345,7 @@ impl FeedSupervisor {
                     window_secs: self.sftp.failed_auth_window_secs,
                 };
                 cfg.accounts = desired.accounts;
-                match idbridge_sftp::server::start(cfg, Processor::new(self.engine.clone())).await
-                {
+                match idbridge_sftp::server::start(cfg, Processor::new(self.engine.clone())).await {
                     Ok(s) => running.server = Some(s),
                     Err(e) => errors.push(format!(
                         "starting the SFTP server on {}: {e}",

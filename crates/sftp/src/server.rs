@@ -28,8 +28,8 @@ use russh_sftp::server::StatusReply;
 use tokio::net::TcpListener;
 
 use crate::delivery::{DeliverySource, Processor};
-use idbridge_directory::SnapshotPolicy;
 use crate::jail::{self, JailError, Place};
+use idbridge_directory::SnapshotPolicy;
 
 /// Errors starting the server or reading its keys.
 #[derive(Debug, thiserror::Error)]
