@@ -138,8 +138,10 @@ pub fn sftp_settings(rec: &FeedRecord) -> anyhow::Result<SftpFeed> {
         .with_context(|| format!("stored sftp feed of {}", rec.directory_id))
 }
 
-/// A running task and the record (settings + sealed secrets) it was started from.
-type Started = ((Value, BTreeMap<String, String>), JoinHandle<()>);
+/// What a runner was started from (settings + sealed secrets): a change restarts it.
+type FeedKey = (Value, BTreeMap<String, String>);
+/// A running task and the record it was started from.
+type Started = (FeedKey, JoinHandle<()>);
 
 #[derive(Default)]
 struct Running {
@@ -151,16 +153,8 @@ struct Running {
 /// What the table asks for, built off the async runtime (store reads, key files).
 #[derive(Default)]
 struct Desired {
-    ldap: HashMap<String, ((Value, BTreeMap<String, String>), LdapSource, Schedule)>,
-    pulls: HashMap<
-        String,
-        (
-            (Value, BTreeMap<String, String>),
-            PullConfig,
-            Processor,
-            u64,
-        ),
-    >,
+    ldap: HashMap<String, (FeedKey, LdapSource, Schedule)>,
+    pulls: HashMap<String, (FeedKey, PullConfig, Processor, u64)>,
     accounts: Vec<SftpAccount>,
     errors: Vec<String>,
 }
@@ -224,7 +218,7 @@ impl FeedSupervisor {
     fn sftp_one(
         &self,
         rec: &FeedRecord,
-        key: (Value, BTreeMap<String, String>),
+        key: FeedKey,
         out: &mut Desired,
     ) -> anyhow::Result<()> {
         let feed = sftp_settings(rec)?;
