@@ -255,6 +255,19 @@ async fn ldap_directory_configured_live_through_the_admin_api() -> anyhow::Resul
         "the new base DN was not used: {users:?}"
     );
 
+    // Stored, not just running: after a restart the API's feed is back (origin api) and syncs.
+    let mut server = server;
+    server.restart().await?;
+    let got = capture(server.get(&feed)).await?;
+    let v = got.expect_json(200)?;
+    ensure!(
+        v["origin"] == "api"
+            && v["settings"]["ldap"]["user_base_dns"][0] == format!("ou=Former,{LDAP_SUFFIX}"),
+        "{v}"
+    );
+    let rec = sync(&server, &dir, "full").await?;
+    ensure!(rec["ok"] == true, "sync after a restart failed: {rec}");
+
     // A wrong password through the API: the next sync fails (so it really is the one used).
     capture(server.request(reqwest::Method::PATCH, &feed).json(&json!({
         "ldap": {"bind_password": "wrong"},

@@ -410,6 +410,8 @@ pub fn run(config: &Config, command: DirectoryCommand) -> anyhow::Result<()> {
         }
         DirectoryCommand::Delete { id } => {
             engine.delete_directory(&id)?;
+            // Its LDAP/SFTP feed goes with it (no secret is opened: no key needed).
+            idbridge_directory::feeds::FeedStore::new(store.clone(), None).delete(&id)?;
             println!("deleted {id}");
         }
         DirectoryCommand::RotateToken { id } => {

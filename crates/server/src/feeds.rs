@@ -215,12 +215,7 @@ impl FeedSupervisor {
         Ok(out)
     }
 
-    fn sftp_one(
-        &self,
-        rec: &FeedRecord,
-        key: FeedKey,
-        out: &mut Desired,
-    ) -> anyhow::Result<()> {
+    fn sftp_one(&self, rec: &FeedRecord, key: FeedKey, out: &mut Desired) -> anyhow::Result<()> {
         let feed = sftp_settings(rec)?;
         let id = &rec.directory_id;
         if let Some(p) = &feed.pull {
@@ -437,5 +432,91 @@ impl Offline {
                     }
                 )
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use idbridge_store::{SqliteStore, Store};
+    use serde_json::json;
+
+    const KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKS8c5Ee5TPRd2q2Hl/QJ0l9CGDIoO7gVcWwlP7yGaGx k";
+
+    fn config(text: &str) -> Config {
+        Config::from_toml(text, std::path::Path::new("t.toml")).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn the_file_seeds_wins_for_what_it_declares_and_leaves_api_feeds_alone() {
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open_ephemeral().unwrap_or_else(|e| panic!("{e}")));
+        let feeds = FeedStore::new(
+            store,
+            Some(idbridge_sso::SecretBox::generate().unwrap_or_else(|e| panic!("{e}"))),
+        );
+        let file = config(&format!(
+            "[[sftp_directories]]\ndirectory_id = \"directory_A\"\nusername = \"a\"\n\
+             authorized_keys = [\"{KEY}\"]\nmax_delete_ratio = 0.5\n"
+        ));
+        // An API feed for another directory, and an API change to the file's directory.
+        let api = json!({"username": "b", "authorized_keys": [KEY]});
+        feeds
+            .put(
+                "directory_B",
+                FeedKind::Sftp,
+                api.clone(),
+                &BTreeMap::new(),
+                FeedOrigin::Api,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        seed(&feeds, &file).unwrap_or_else(|e| panic!("{e}"));
+        let a = feeds
+            .get("directory_A")
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("seeded"));
+        assert_eq!(a.origin, FeedOrigin::Config);
+        let changed = json!({"username": "a", "authorized_keys": [KEY], "max_delete_ratio": 1.0});
+        feeds
+            .put(
+                "directory_A",
+                FeedKind::Sftp,
+                changed,
+                &BTreeMap::new(),
+                FeedOrigin::Api,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        // The next start: the file's value is back; seeding again changes nothing.
+        seed(&feeds, &file).unwrap_or_else(|e| panic!("{e}"));
+        let again = feeds
+            .get("directory_A")
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("kept"));
+        assert_eq!(
+            (again.origin, again.settings.clone()),
+            (FeedOrigin::Config, a.settings.clone())
+        );
+        seed(&feeds, &file).unwrap_or_else(|e| panic!("{e}"));
+        let same = feeds
+            .get("directory_A")
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("kept"));
+        assert_eq!(
+            same.updated_at, again.updated_at,
+            "an unchanged entry is not rewritten"
+        );
+        // The file stops declaring A: its file feed goes; B (from the API) stays.
+        seed(&feeds, &Config::default()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(feeds.get("directory_A").ok().flatten().is_none());
+        let b = feeds
+            .get("directory_B")
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("api feed kept"));
+        assert_eq!((b.origin, b.settings), (FeedOrigin::Api, api));
     }
 }
