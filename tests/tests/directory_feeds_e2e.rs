@@ -268,6 +268,45 @@ async fn ldap_directory_configured_live_through_the_admin_api() -> anyhow::Resul
     let rec = sync(&server, &dir, "full").await?;
     ensure!(rec["ok"] == true, "sync after a restart failed: {rec}");
 
+    // A base DN gone wrong with the default guard: the sync stops; the admin reviews the
+    // pending deletion through the one confirmation API and confirms it.
+    capture(server.request(reqwest::Method::PATCH, &feed).json(&json!({
+        "ldap": {"user_base_dns": [format!("ou=Empty,{LDAP_SUFFIX}")], "max_delete_ratio": 0.1},
+    })))
+    .await?
+    .expect_json(200)?;
+    let rec = sync(&server, &dir, "full").await?;
+    ensure!(rec["ok"] == false, "the guard did not stop the run: {rec}");
+    let pending = format!("/admin/directories/{dir}/pending_deletion");
+    let p = capture(server.get(&pending)).await?;
+    let v = p.expect_json(200)?;
+    ensure!(
+        v["kind"] == "ldap" && v["would_delete"] == 1 && v["total"] == 1,
+        "{v}"
+    );
+    let c = capture(server.post(&format!("{pending}/confirm"))).await?;
+    ensure!(c.expect_json(200)?["kind"] == "ldap", "{}", c.text);
+    let rec = sync(&server, &dir, "full").await?;
+    ensure!(rec["ok"] == true, "the confirmed run failed: {rec}");
+    let users = users_by_email(&server, &format!("directory={dir}")).await?;
+    ensure!(
+        users.is_empty(),
+        "confirmed deletion not applied: {users:?}"
+    );
+    capture(server.get(&pending))
+        .await?
+        .expect_error(404, None)?;
+    capture(server.post(&format!("{pending}/confirm")))
+        .await?
+        .expect_error(409, Some("nothing_to_confirm"))?;
+    capture(server.request(reqwest::Method::PATCH, &feed).json(&json!({
+        "ldap": {"user_base_dns": [format!("ou=Former,{LDAP_SUFFIX}")], "max_delete_ratio": 1.0},
+    })))
+    .await?
+    .expect_json(200)?;
+    let rec = sync(&server, &dir, "full").await?;
+    ensure!(rec["ok"] == true, "{rec}");
+
     // A wrong password through the API: the next sync fails (so it really is the one used).
     capture(server.request(reqwest::Method::PATCH, &feed).json(&json!({
         "ldap": {"bind_password": "wrong"},
@@ -608,6 +647,112 @@ authorized_keys = ["{public}"]
     ensure!(
         listing.lines().filter(|l| l.contains("directory_")).count() == 2,
         "{listing}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn sftp_mass_deletion_is_reviewed_and_confirmed_through_the_api_and_the_cli(
+) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let (key, public) = keygen(tmp.path(), "k");
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work)?;
+    let port = free_port()?;
+    let mut server = TestServer::builder()
+        .config_toml(format!(
+            "[sftp_server]\nlisten = \"127.0.0.1:{port}\"\ndebounce_ms = 200\n"
+        ))
+        .start()
+        .await?;
+    let org = create_org(&server).await?;
+    let dir = create_directory(&server, &org, "sftp").await?;
+    capture(
+        server
+            .put(&format!("/admin/directories/{dir}/feed"))
+            .json(&json!({
+                "username": "acme-hr", "authorized_keys": [public],
+            })),
+    )
+    .await?
+    .expect_json(200)?;
+    let pending = format!("/admin/directories/{dir}/pending_deletion");
+    capture(server.get(&pending))
+        .await?
+        .expect_error(404, None)?;
+    let d = deliver(&server, &dir, port, "acme-hr", &key, &work, &users_csv(30)).await?;
+    ensure!(d["status"] == "applied", "{d}");
+    // A truncated file: 25 of 30 would go; the default guard (10%) stops it.
+    let d = deliver(&server, &dir, port, "acme-hr", &key, &work, &users_csv(5)).await?;
+    ensure!(
+        d["status"] == "rejected" && d["guard"]["would_delete"] == 25,
+        "{d}"
+    );
+
+    // Review: the count and the first N (here 10) users, by id and email.
+    let p = capture(server.get(&format!("{pending}?limit=10"))).await?;
+    let v = p.expect_json(200)?;
+    ensure!(
+        v["kind"] == "sftp" && v["would_delete"] == 25 && v["total"] == 30,
+        "{v}"
+    );
+    let sample = v["sample"].as_array().context("sample")?;
+    ensure!(sample.len() == 10, "{v}");
+    ensure!(
+        sample.iter().all(|u| {
+            let e = u["email"].as_str().unwrap_or_default();
+            e.starts_with('e')
+                && !["e1@", "e2@", "e3@", "e4@", "e5@"]
+                    .iter()
+                    .any(|k| e.starts_with(k))
+        }),
+        "the sample lists a user who stays: {v}"
+    );
+    // Confirm while the server runs: applied now.
+    let c = capture(server.post(&format!("{pending}/confirm"))).await?;
+    let v = c.expect_json(200)?;
+    ensure!(
+        v["delivery"]["status"] == "applied" && v["delivery"]["changes"]["users_deleted"] == 25,
+        "{v}"
+    );
+    let users = users_by_email(&server, &format!("directory={dir}")).await?;
+    ensure!(users.len() == 5, "{users:?}");
+    capture(server.get(&pending))
+        .await?
+        .expect_error(404, None)?;
+    capture(server.post(&format!("{pending}/confirm")))
+        .await?
+        .expect_error(409, Some("nothing_to_confirm"))?;
+
+    // The same flow from the CLI with the server stopped.
+    let d = deliver(&server, &dir, port, "acme-hr", &key, &work, &users_csv(1)).await?;
+    ensure!(d["status"] == "rejected", "{d}");
+    server.stop()?;
+    let cli = |args: &[&str]| {
+        Command::new(server.binary())
+            .args(["directory", "confirm-deletion", &dir])
+            .args(args)
+            .env("IDBRIDGE_DATA_DIR", server.data_dir())
+            .output()
+            .unwrap()
+    };
+    let out = cli(&[]);
+    ensure!(out.status.success(), "{}", text(&out));
+    let listing = text(&out);
+    ensure!(
+        listing.contains("would remove 4 of 5")
+            && listing.contains("e2@foo-corp.com")
+            && !listing.contains("e1@foo-corp.com"),
+        "{listing}"
+    );
+    let out = cli(&["--yes"]);
+    ensure!(out.status.success(), "{}", text(&out));
+    ensure!(text(&out).contains("users +0 ~0 -4"), "{}", text(&out));
+    let out = cli(&[]);
+    ensure!(
+        !out.status.success() && text(&out).contains("nothing to confirm"),
+        "{}",
+        text(&out)
     );
     Ok(())
 }

@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod deletions_admin;
 pub mod directories_admin;
 pub mod directory_sync;
 pub mod error;
@@ -212,6 +213,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ldap_admin::routes())
         .merge(sftp_admin::routes())
         .merge(feeds_admin::routes())
+        .merge(deletions_admin::routes())
         .merge(events_api::routes())
         .merge(webhook_endpoints::routes())
         .merge(forward_admin::routes())

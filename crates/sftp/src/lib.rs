@@ -20,6 +20,7 @@ pub use delivery::{
 };
 pub use feed::{ingest, DeliveryFiles, IngestError, IngestOptions, Problem, Rejection};
 pub mod jail;
+pub mod pending;
 pub mod server;
 pub mod settings;
 
