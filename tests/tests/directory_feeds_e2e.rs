@@ -522,9 +522,6 @@ max_delete_ratio = 0.05
         .and_then(|d| d["id"].as_str())
         .context("lenient directory")?
         .to_owned();
-    // The feed shows where it came from.
-    let f = capture(server.get(&format!("/admin/directories/{lenient}/feed"))).await?;
-    ensure!(f.expect_json(200)?["origin"] == "config", "{}", f.text);
     let d = deliver(
         &server,
         &lenient,
@@ -550,6 +547,9 @@ max_delete_ratio = 0.05
         d["status"] == "applied",
         "the lenient directory got another directory's ratio: {d}"
     );
+    // The feed shows where it came from.
+    let f = capture(server.get(&format!("/admin/directories/{lenient}/feed"))).await?;
+    ensure!(f.expect_json(200)?["origin"] == "config", "{}", f.text);
     Ok(())
 }
 
