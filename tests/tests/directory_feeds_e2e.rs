@@ -284,6 +284,10 @@ async fn ldap_directory_configured_live_through_the_admin_api() -> anyhow::Resul
         v["kind"] == "ldap" && v["would_delete"] == 1 && v["total"] == 1,
         "{v}"
     );
+    ensure!(
+        v["sample"][0]["email"] == "frank@example.test",
+        "the pending deletion does not list frank: {v}"
+    );
     let c = capture(server.post(&format!("{pending}/confirm"))).await?;
     ensure!(c.expect_json(200)?["kind"] == "ldap", "{}", c.text);
     let rec = sync(&server, &dir, "full").await?;

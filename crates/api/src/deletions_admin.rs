@@ -2,8 +2,8 @@
 //! key; documented in `docs/admin-openapi.yaml`):
 //!
 //! - `GET /admin/directories/{id}/pending_deletion?limit=`: what the mass-deletion guard
-//!   stopped: the count, the directory's size and ratio and, for SFTP, the first `limit` users
-//!   it would remove (id, idp_id, email). 404 when nothing waits.
+//!   stopped: the count, the directory's size and ratio and the first `limit` users it would
+//!   remove (id, idp_id, email; LDAP keeps the first 20). 404 when nothing waits.
 //! - `POST /admin/directories/{id}/pending_deletion/confirm`: LDAP: the next full run (the
 //!   scheduler picks it up within seconds) applies it; SFTP: the stopped delivery's archived
 //!   files are applied now, past the guard, and the new delivery record is answered.
@@ -96,9 +96,7 @@ async fn get_pending(
                 "total": g.total,
                 "threshold": g.threshold,
                 "confirmed": s.deletion_confirmed,
-                // The LDAP runner keeps counts only: the users are known again at the
-                // confirmed run.
-                "sample": null,
+                "sample": leaving(&st, &id, &g.sample, limit),
             })))
         }
         FeedKind::Sftp => {
@@ -116,6 +114,15 @@ async fn get_pending(
     .instrument(span)
     .await
     .map_err(internal)?
+}
+
+/// The users behind a guard's sample of ids (those still in the directory).
+fn leaving(state: &AppState, dir: &str, ids: &[String], limit: usize) -> Vec<Value> {
+    ids.iter()
+        .take(limit)
+        .filter_map(|id| state.directory.get_user(Some(dir), id).ok())
+        .map(|u| json!({"id": u.user.id, "idp_id": u.user.idp_id, "email": u.user.email}))
+        .collect()
 }
 
 async fn confirm(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {

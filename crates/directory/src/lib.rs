@@ -28,7 +28,7 @@ mod types;
 mod users;
 
 pub use engine::{DirectoryEngine, MAX_COMMIT_OPS};
-pub use error::{Constraint, EngineError, GuardError, Result};
+pub use error::{Constraint, EngineError, GuardError, Result, GUARD_SAMPLE};
 pub use groups::MemberEdit;
 pub use organizations::{FixedOrganizations, Organizations};
 pub use snapshot::{SnapshotSource, UserRecord};

@@ -464,6 +464,22 @@ fn confirm_deletion(config: &Config, id: &str, yes: bool, limit: usize) -> anyho
             "pending:   a full sync of {id} at {} would delete {} of {} users (threshold {})",
             g.at, g.would_delete, g.total, g.threshold
         );
+        for id in g.sample.iter().take(limit) {
+            if let Ok(u) = offline.engine.get_user(Some(&state.directory_id), id) {
+                println!(
+                    "  {}\t{}\t{}",
+                    u.user.id,
+                    u.user.idp_id,
+                    u.user.email.as_deref().unwrap_or("")
+                );
+            }
+        }
+        if g.would_delete > g.sample.len().min(limit) as u64 {
+            println!(
+                "  ... and {} more",
+                g.would_delete - g.sample.len().min(limit) as u64
+            );
+        }
         if !yes {
             println!("run again with --yes to apply it (a full sync past the guard)");
             return Ok(());

@@ -376,6 +376,7 @@ impl Processor {
                             would_delete,
                             total,
                             threshold,
+                            ..
                         } = &g;
                         record.guard = Some(GuardStop {
                             would_delete: *would_delete,
