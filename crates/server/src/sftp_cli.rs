@@ -79,28 +79,18 @@ impl Default for SftpServerSection {
 #[serde(deny_unknown_fields)]
 pub struct PullSection {
     pub host: String,
-    #[serde(default = "default_port")]
+    #[serde(default = "idbridge_sftp::settings::default_port")]
     pub port: u16,
     pub username: String,
     pub private_key_file: PathBuf,
     /// `ssh-ed25519 AAAA...` or `SHA256:...`.
     pub host_key: String,
-    #[serde(default = "default_remote_dir")]
+    #[serde(default = "idbridge_sftp::settings::default_remote_dir")]
     pub remote_dir: String,
-    #[serde(default = "default_interval")]
+    #[serde(default = "idbridge_sftp::settings::default_interval")]
     pub interval_secs: u64,
     #[serde(default)]
     pub remove_remote: bool,
-}
-
-fn default_port() -> u16 {
-    22
-}
-fn default_remote_dir() -> String {
-    ".".into()
-}
-fn default_interval() -> u64 {
-    1800
 }
 
 /// One `[[sftp_directories]]` entry: push (username + keys) or pull (a `pull` table).

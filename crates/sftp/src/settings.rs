@@ -12,13 +12,16 @@ use crate::pull::HostKeyPin;
 /// Name of the sealed pull private key (OpenSSH PEM) in the feed record.
 pub const PRIVATE_KEY_SECRET: &str = "pull.private_key";
 
-fn default_port() -> u16 {
+/// Default pull port (also the config file's).
+pub fn default_port() -> u16 {
     22
 }
-fn default_remote_dir() -> String {
+/// Default remote folder.
+pub fn default_remote_dir() -> String {
     ".".into()
 }
-fn default_interval() -> u64 {
+/// Default seconds between pulls.
+pub fn default_interval() -> u64 {
     1800
 }
 
