@@ -23,6 +23,7 @@ mod parked;
 mod read;
 mod roles;
 mod snapshot;
+mod staged;
 mod types;
 mod users;
 
