@@ -23,6 +23,7 @@ mod parked;
 mod read;
 mod roles;
 mod snapshot;
+mod source_state;
 mod staged;
 mod types;
 mod users;

@@ -1128,6 +1128,13 @@ impl DirectoryEngine {
                 out.commits += 1;
             }
         }
+        // A delta is contact with the source even when nothing changed: a directory not yet
+        // (or no longer, e.g. `invalid_credentials`) linked becomes linked, in the same commit.
+        let mut tx = run.begin(dir_id)?;
+        if tx.rec.directory.state != idbridge_model::DirectoryState::Linked {
+            tx.contact = true;
+            run.finish(tx)?;
+        }
         let mut cs = staged.take();
         also(&mut cs)?;
         if !cs.is_empty() {

@@ -1296,6 +1296,14 @@ impl Syncer {
         metrics::histogram!("idbridge_ldap_sync_duration_seconds", "kind" => kind_label)
             .record(started.elapsed().as_secs_f64());
 
+        if let Err(SyncError::Ldap(e)) = &result {
+            if e.is_invalid_credentials() {
+                // WorkOS's state for it; the next successful run makes it `linked` again.
+                if let Err(err) = self.engine.mark_invalid_credentials(dir_id) {
+                    tracing::warn!(error = %err, "could not record invalid_credentials");
+                }
+            }
+        }
         let err_text = result.as_ref().err().map(|e| e.to_string());
         rec.ok = result.is_ok();
         rec.error = err_text.clone();

@@ -57,6 +57,11 @@ async fn ldaps_and_starttls_with_a_ca_bundle() {
             matches!(err, SyncError::Ldap(LdapError::Protocol { .. })),
             "{err:?}"
         );
+        assert!(
+            err.to_string()
+                .contains("set ca_file to the CA bundle that issued it"),
+            "{err}"
+        );
         assert!(fx.users(&src3.directory_id).is_empty());
     }
     // (the three new, empty directories are the only difference)
@@ -80,4 +85,62 @@ async fn ldaps_and_starttls_with_a_ca_bundle() {
         ),
         "{err:?}"
     );
+}
+
+/// A slapd serving a certificate of the test CA made by `leaf`, and the CA's PEM path.
+fn slapd_with_leaf(leaf: rcgen::CertificateParams) -> (common::Slapd, std::path::PathBuf) {
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "idbridge test CA");
+    let ca_key = rcgen::KeyPair::generate().expect("ca key");
+    let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
+    let key = rcgen::KeyPair::generate().expect("leaf key");
+    let cert = leaf.signed_by(&key, &ca_cert, &ca_key).expect("leaf cert");
+    let slapd = common::Slapd::start_with(
+        Some(&common::SlapdTls {
+            ca_pem: ca_cert.pem(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }),
+        SyncProv::Off,
+    )
+    .expect("slapd");
+    let ca_path = slapd.dir().join("client-ca.pem");
+    std::fs::write(&ca_path, ca_cert.pem()).expect("ca file");
+    (slapd, ca_path)
+}
+
+/// A refused certificate's error names the problem: a certificate for another host name, and
+/// an expired one (an untrusted issuer is checked above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_errors_name_the_certificate_problem() {
+    let fx = Fx::new();
+    let syncer = Syncer::new(fx.engine.clone());
+    let other_host =
+        rcgen::CertificateParams::new(vec!["ldap.example.invalid".to_string()]).expect("params");
+    let mut expired = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+    expired
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress(std::net::IpAddr::V4(
+            std::net::Ipv4Addr::LOCALHOST,
+        )));
+    expired.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    expired.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    for (leaf, says) in [
+        (other_host, "does not name this host"),
+        (expired, "has expired"),
+    ] {
+        let (slapd, ca_path) = slapd_with_leaf(leaf);
+        let mut s = slapd.settings();
+        s.allow_plain = false;
+        s.url = slapd.ldaps_url();
+        s.ca_file = Some(ca_path);
+        let src = fx.ldap_dir(s);
+        let err = syncer
+            .run(&src, SyncKind::Full, Arc::new(NoProgress))
+            .await
+            .expect_err("refused certificate");
+        assert!(err.to_string().contains(says), "{says}: {err}");
+    }
 }
