@@ -35,7 +35,10 @@ impl DirectoryEngine {
         cs.require_equals(layout::DIRECTORIES, dir_id, Some(old))
             .put(layout::DIRECTORIES, dir_id, to_bytes(&rec)?);
         self.store.commit(cs)?;
-        tracing::warn!(directory_id = dir_id, "directory state: invalid_credentials");
+        tracing::warn!(
+            directory_id = dir_id,
+            "directory state: invalid_credentials"
+        );
         Ok(true)
     }
 }
