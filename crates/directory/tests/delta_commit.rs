@@ -1,6 +1,8 @@
 //! An LDAP delta and the cursor that covers it are ONE store commit (issue 18), and the run's
 //! outcome counts what happened (issue 19).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::{group, user, Fx};
