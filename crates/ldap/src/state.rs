@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use idbridge_directory::{DeltaOutcome, SnapshotOutcome};
 use idbridge_store::{ChangeSet, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
@@ -107,6 +108,34 @@ pub(crate) struct Counted {
     pub groups_deleted: u64,
     /// Added + removed.
     pub memberships: u64,
+}
+
+impl From<&SnapshotOutcome> for Counted {
+    fn from(o: &SnapshotOutcome) -> Self {
+        Counted {
+            created: o.created,
+            updated: o.updated,
+            deleted: o.deleted,
+            groups_created: o.groups_created,
+            groups_updated: o.groups_updated,
+            groups_deleted: o.groups_deleted,
+            memberships: o.memberships_added + o.memberships_removed,
+        }
+    }
+}
+
+impl From<&DeltaOutcome> for Counted {
+    fn from(o: &DeltaOutcome) -> Self {
+        Counted {
+            created: o.created,
+            updated: o.updated,
+            deleted: o.deleted,
+            groups_created: o.groups_created,
+            groups_updated: o.groups_updated,
+            groups_deleted: o.groups_deleted,
+            memberships: o.memberships_added + o.memberships_removed,
+        }
+    }
 }
 
 impl RunRecord {

@@ -1445,15 +1445,7 @@ impl Syncer {
         rec.read_ms = read.read_ms;
         rec.users_read = read.users.len() as u64;
         rec.groups_read = read.groups.len() as u64;
-        rec.record_counts(&Counted {
-            created: out.created,
-            updated: out.updated,
-            deleted: out.deleted,
-            groups_created: out.groups_created,
-            groups_updated: out.groups_updated,
-            groups_deleted: out.groups_deleted,
-            memberships: out.memberships_added + out.memberships_removed,
-        });
+        rec.record_counts(&Counted::from(&out));
         rec.events = out.events;
         let cursor = read.cursor.clone();
         // Freeing a read of a big tree takes a while; it need not hold up the run's end.
@@ -1511,15 +1503,7 @@ impl Syncer {
         })
         .await
         .map_err(|e| SyncError::State(format!("apply task: {e}")))??;
-        rec.record_counts(&Counted {
-            created: out.created,
-            updated: out.updated,
-            deleted: out.deleted,
-            groups_created: out.groups_created,
-            groups_updated: out.groups_updated,
-            groups_deleted: out.groups_deleted,
-            memberships: out.memberships_added + out.memberships_removed,
-        });
+        rec.record_counts(&Counted::from(&out));
         rec.events = out.events;
         Ok(RunOutcome {
             // Already committed with the changes it covers.

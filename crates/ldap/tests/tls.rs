@@ -87,27 +87,20 @@ async fn ldaps_and_starttls_with_a_ca_bundle() {
     );
 }
 
-/// A slapd serving a certificate of the test CA made by `leaf`, and the CA's PEM path.
+/// A slapd serving a certificate made from `leaf` by a fresh test CA, and the CA's PEM path.
 fn slapd_with_leaf(leaf: rcgen::CertificateParams) -> (common::Slapd, std::path::PathBuf) {
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "idbridge test CA");
-    let ca_key = rcgen::KeyPair::generate().expect("ca key");
-    let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
-    let key = rcgen::KeyPair::generate().expect("leaf key");
-    let cert = leaf.signed_by(&key, &ca_cert, &ca_key).expect("leaf cert");
+    let (ca_pem, cert_pem, key_pem) = common::pki_with(leaf);
     let slapd = common::Slapd::start_with(
         Some(&common::SlapdTls {
-            ca_pem: ca_cert.pem(),
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
+            ca_pem: ca_pem.clone(),
+            cert_pem,
+            key_pem,
         }),
         SyncProv::Off,
     )
     .expect("slapd");
     let ca_path = slapd.dir().join("client-ca.pem");
-    std::fs::write(&ca_path, ca_cert.pem()).expect("ca file");
+    std::fs::write(&ca_path, ca_pem).expect("ca file");
     (slapd, ca_path)
 }
 
@@ -119,12 +112,7 @@ async fn tls_errors_name_the_certificate_problem() {
     let syncer = Syncer::new(fx.engine.clone());
     let other_host =
         rcgen::CertificateParams::new(vec!["ldap.example.invalid".to_string()]).expect("params");
-    let mut expired = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
-    expired
-        .subject_alt_names
-        .push(rcgen::SanType::IpAddress(std::net::IpAddr::V4(
-            std::net::Ipv4Addr::LOCALHOST,
-        )));
+    let mut expired = common::loopback_leaf();
     expired.not_before = rcgen::date_time_ymd(2020, 1, 1);
     expired.not_after = rcgen::date_time_ymd(2021, 1, 1);
     for (leaf, says) in [
