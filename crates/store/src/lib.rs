@@ -11,20 +11,21 @@
 //! its typed record and codec); other crates go through that owner. A backend only ever sees
 //! change sets, reads and the event log — which is all a relational backend needs to implement.
 //!
-//! Backends: [`SqliteStore`] (the default: one SQLite file, WAL, `synchronous=FULL`, one
-//! writer thread with group commit) and [`SledStore`] (being retired; [`migrate_sled_dir`]
-//! moves a sled data directory to SQLite).
+//! Backends: [`SqliteStore`] (the default: one SQLite file, WAL, one writer thread with
+//! group commit) and [`SledStore`] (being retired; [`migrate_sled_dir`] moves a sled data
+//! directory to SQLite).
 //!
-//! Durability contract: a write is acknowledged only after it is on disk. SQLite: the writer
-//! thread answers a batch of change sets only after their one COMMIT returned (which syncs
-//! the WAL). sled: after sled flushed it **and** its data file was `fdatasync`ed (sled 0.34
-//! alone only issues `sync_file_range`). Concurrent writers share one sync (group commit) —
-//! see [`DurabilityProbe`].
+//! Durability contract: a write is acknowledged only after it is on disk. Both backends split
+//! apply from durability the same way ([`Store::commit_applied`] then [`Store::wait_durable`]):
+//! concurrent writers share one sync round (group commit) that started after they applied —
+//! see [`DurabilityProbe`]. SQLite: the writer thread COMMITs under `synchronous=NORMAL`
+//! (written to the WAL, not synced) and the round `fdatasync`s the `-wal` file. sled: the
+//! round flushes sled **and** `fdatasync`s its data file (sled 0.34 alone only issues
+//! `sync_file_range`).
 //!
-//! Visibility: on sled, entity reads (`get`, `scan`) can observe a change set whose commit
-//! has applied but not yet returned; on SQLite they see committed (durable) data only. The
-//! event log on both only exposes events that are durable, so a consumer's cursor can never
-//! move past a seq that a crash could hand out again.
+//! Visibility: entity reads (`get`, `scan`) can observe a change set that applied but is not
+//! yet durable. The event log only exposes events that are durable, so a consumer's cursor can
+//! never move past a seq that a crash could hand out again.
 
 mod codec;
 mod durability;
