@@ -43,7 +43,7 @@ pub use export::ExportRecord;
 pub use migrate::{holds_sled_store, migrate_sled_dir, SledMigration};
 pub use page::page;
 pub use sled_store::{SledOptions, SledStore, TreeStats};
-pub use sqlite::{SqliteOptions, SqliteStore, SQLITE_FILE_NAME};
+pub use sqlite::{backup_sqlite_file, BackupSummary, SqliteOptions, SqliteStore, SQLITE_FILE_NAME};
 pub use types::{
     ChangeSet, CommitReceipt, Condition, Delete, ExpiringPut, NewEvent, PendingSync, Put,
     StoreStats, StoredEvent,
@@ -229,4 +229,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// Counters: commits, fdatasyncs (the seam for the durability test), flushes, group sizes.
     fn stats(&self) -> StoreStats;
+
+    /// Online backup: a consistent copy of the whole store in the new file `dest`, taken while
+    /// writers go on (see [`backup_sqlite_file`]). Backends without one say so.
+    fn backup_to(&self, dest: &std::path::Path) -> Result<BackupSummary> {
+        Err(StoreError::Backend(format!(
+            "this store has no online backup (cannot write {}): stop the server and use \
+             `idbridge export`",
+            dest.display()
+        )))
+    }
+
+    /// Where online backups go unless told otherwise: `<data dir>/backups` (None: the backend
+    /// has no online backup).
+    fn backup_dir(&self) -> Option<std::path::PathBuf> {
+        None
+    }
 }

@@ -12,6 +12,7 @@
 //!   checkpointer thread runs PASSIVE checkpoints from its own connection on a timer.
 //! * The schema is versioned; migrations run at open ([`schema`]).
 
+mod backup;
 mod schema;
 mod wal;
 mod writer;
@@ -34,6 +35,8 @@ use crate::error::{Result, StoreError};
 use crate::export::{check_import_seq, ExportRecord};
 use crate::types::{ChangeSet, CommitReceipt, PendingSync, StoreStats, StoredEvent};
 use crate::Store;
+
+pub use self::backup::{backup_sqlite_file, BackupSummary};
 
 /// The database file's name inside a data directory.
 pub const SQLITE_FILE_NAME: &str = "idbridge.sqlite3";
@@ -803,6 +806,15 @@ impl Store for SqliteStore {
         self.shared.fill_stats(&mut stats);
         self.group.fill_stats(&mut stats);
         stats
+    }
+
+    fn backup_to(&self, dest: &Path) -> Result<BackupSummary> {
+        backup_sqlite_file(&self.path, dest)
+    }
+
+    fn backup_dir(&self) -> Option<PathBuf> {
+        let dir = self.path.parent()?;
+        Some(dir.join("backups"))
     }
 }
 
