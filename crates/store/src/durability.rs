@@ -78,6 +78,7 @@ struct Counters {
     durable_writes: AtomicU64,
     rounds: AtomicU64,
     max_group_size: AtomicU64,
+    slowest_micros: AtomicU64,
 }
 
 pub(crate) struct GroupCommit {
@@ -273,7 +274,12 @@ impl GroupCommit {
                 .before_sync(covers_through)
                 .map_err(|e| StoreError::backend("sync (probe)", e))?;
         }
+        let started = std::time::Instant::now();
         self.target.sync()?;
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.counters
+            .slowest_micros
+            .fetch_max(micros, Ordering::Relaxed);
         self.counters.rounds.fetch_add(1, Ordering::Relaxed);
         if let Some(probe) = &self.probe {
             probe.after_sync(covers_through);
@@ -289,6 +295,7 @@ impl GroupCommit {
         stats.fdatasyncs = rounds;
         stats.sync_groups = rounds;
         stats.max_group_size = c.max_group_size.load(Ordering::Relaxed);
+        stats.slowest_sync_micros = c.slowest_micros.load(Ordering::Relaxed);
         self.target.fill_stats(stats);
     }
 }

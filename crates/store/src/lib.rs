@@ -43,7 +43,10 @@ pub use export::ExportRecord;
 pub use migrate::{holds_sled_store, migrate_sled_dir, SledMigration};
 pub use page::page;
 pub use sled_store::{SledOptions, SledStore, TreeStats};
-pub use sqlite::{backup_sqlite_file, BackupSummary, SqliteOptions, SqliteStore, SQLITE_FILE_NAME};
+pub use sqlite::{
+    backup_sqlite_file, list_backups, BackupFile, BackupSummary, SqliteOptions, SqliteStore,
+    SQLITE_FILE_NAME,
+};
 pub use types::{
     ChangeSet, CommitReceipt, Condition, Delete, ExpiringPut, NewEvent, PendingSync, Put,
     StoreStats, StoredEvent,

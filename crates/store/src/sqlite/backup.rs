@@ -192,3 +192,54 @@ fn sync_source_wal(source: &Path) -> Result<()> {
         )),
     }
 }
+
+/// A finished backup file in a backup directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupFile {
+    pub path: PathBuf,
+    pub bytes: u64,
+    /// Last modification (= when the backup finished), ms since the epoch.
+    pub modified_ms: i64,
+}
+
+/// The finished backups (`*.sqlite3`; never a `.partial` copy) in `dir`, newest first; none
+/// when `dir` does not exist.
+pub fn list_backups(dir: &Path) -> Result<Vec<BackupFile>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(StoreError::backend(
+                &format!("listing {}", dir.display()),
+                e,
+            ))
+        }
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_err(format!("listing {}", dir.display())))?;
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("sqlite3") {
+            continue;
+        }
+        let meta = entry
+            .metadata()
+            .map_err(io_err(format!("stat {}", path.display())))?;
+        if !meta.is_file() {
+            continue;
+        }
+        let modified_ms = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .and_then(|d| i64::try_from(d.as_millis()).ok())
+            .unwrap_or(0);
+        out.push(BackupFile {
+            path,
+            bytes: meta.len(),
+            modified_ms,
+        });
+    }
+    out.sort_by(|a, b| b.modified_ms.cmp(&a.modified_ms).then(b.path.cmp(&a.path)));
+    Ok(out)
+}

@@ -36,7 +36,7 @@ use crate::export::{check_import_seq, ExportRecord};
 use crate::types::{ChangeSet, CommitReceipt, PendingSync, StoreStats, StoredEvent};
 use crate::Store;
 
-pub use self::backup::{backup_sqlite_file, BackupSummary};
+pub use self::backup::{backup_sqlite_file, list_backups, BackupFile, BackupSummary};
 
 /// The database file's name inside a data directory.
 pub const SQLITE_FILE_NAME: &str = "idbridge.sqlite3";
@@ -242,10 +242,15 @@ impl SqliteStore {
                 // Until told to stop (or the store is gone).
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(interval) {
                     // PASSIVE: copies what it can without waiting for (or blocking) the writer.
+                    let started = std::time::Instant::now();
                     let outcome: rusqlite::Result<(i64, i64, i64)> =
                         conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
                             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                         });
+                    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(0);
+                    shared
+                        .slowest_checkpoint_micros
+                        .fetch_max(micros, Ordering::Relaxed);
                     match outcome {
                         Ok((_, log, done)) if log > 0 => {
                             shared.checkpoints.fetch_add(1, Ordering::Relaxed);

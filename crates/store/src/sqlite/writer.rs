@@ -53,6 +53,7 @@ pub(crate) struct Shared {
     pub(crate) conflicts: AtomicU64,
     busy_nanos: AtomicU64,
     pub(crate) checkpoints: AtomicU64,
+    pub(crate) slowest_checkpoint_micros: AtomicU64,
 }
 
 impl Shared {
@@ -62,6 +63,7 @@ impl Shared {
         stats.conflicts = load(&self.conflicts);
         stats.apply_nanos = load(&self.busy_nanos);
         stats.checkpoints = load(&self.checkpoints);
+        stats.slowest_checkpoint_micros = load(&self.slowest_checkpoint_micros);
     }
 
     fn table_known(&self, name: &str) -> bool {
