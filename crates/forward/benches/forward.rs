@@ -35,7 +35,7 @@ use idbridge_forward::scim_push::{PushState, ScimPush, TargetInput, TargetOption
 use idbridge_model::tag::OrganizationTag;
 use idbridge_model::{new_id, DirectoryUserEmail, IdPrefix, Organization, Timestamp};
 use idbridge_secrets::SecretBox;
-use idbridge_store::{SqliteStore, Store};
+use idbridge_store::{SqliteOptions, SqliteStore, Store};
 use serde_json::Value;
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -69,7 +69,12 @@ fn side(prefix: &str) -> Res<Side> {
     let tmp = tempfile::Builder::new()
         .prefix(prefix)
         .tempdir_in(target_dir())?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(tmp.path())?);
+    // FORWARD_BENCH_CHECKPOINT_MS: the stores' WAL checkpoint interval (default: the store's).
+    let mut options = SqliteOptions::default();
+    if let Ok(ms) = std::env::var("FORWARD_BENCH_CHECKPOINT_MS") {
+        options.checkpoint_interval = Duration::from_millis(ms.parse()?);
+    }
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_with(tmp.path(), options)?);
     let org = new_id(IdPrefix::Organization);
     let now = Timestamp::now();
     let rec = Organization {
@@ -492,11 +497,13 @@ fn main() -> Res<()> {
     slow_seconds.dedup();
     let (src, tgt) = (s_store.stats(), target.store.stats());
     println!(
-        "  lag > 0.25 s in seconds {slow_seconds:?}; slowest sync round / checkpoint: source {:.1} / {:.1} ms, target {:.1} / {:.1} ms",
+        "  lag > 0.25 s in seconds {slow_seconds:?}; slowest sync round / checkpoint / writer batch: source {:.1} / {:.1} / {:.1} ms, target {:.1} / {:.1} / {:.1} ms",
         src.slowest_sync_micros as f64 / 1e3,
         src.slowest_checkpoint_micros as f64 / 1e3,
+        src.slowest_batch_micros as f64 / 1e3,
         tgt.slowest_sync_micros as f64 / 1e3,
         tgt.slowest_checkpoint_micros as f64 / 1e3,
+        tgt.slowest_batch_micros as f64 / 1e3,
     );
     drop(push);
     target.stop();

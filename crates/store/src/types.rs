@@ -465,6 +465,8 @@ pub struct StoreStats {
     pub slowest_sync_micros: u64,
     /// SQLite: longest WAL checkpoint since open, microseconds.
     pub slowest_checkpoint_micros: u64,
+    /// SQLite: longest batch on the writer thread (apply + COMMIT), microseconds.
+    pub slowest_batch_micros: u64,
 }
 
 impl StoreStats {

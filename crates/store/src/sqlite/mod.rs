@@ -51,7 +51,9 @@ pub struct SqliteOptions {
     pub probe: Option<Arc<dyn DurabilityProbe>>,
     /// Page cache of the writer connection, MiB (readers get a quarter each).
     pub cache_mb: u64,
-    /// How often the checkpointer copies the WAL into the database file (PASSIVE).
+    /// How often the checkpointer copies the WAL into the database file (PASSIVE). Short, so
+    /// each checkpoint (and its fdatasync of the database file) stays small: at 500 ms the
+    /// forward bench's steady-state lag had a p99 of 1.1–1.4 s, at 100 ms 0.10 s (issue 15).
     pub checkpoint_interval: Duration,
     /// Read connections kept open.
     pub readers: usize,
@@ -64,7 +66,7 @@ impl Default for SqliteOptions {
         SqliteOptions {
             probe: None,
             cache_mb: 64,
-            checkpoint_interval: Duration::from_millis(500),
+            checkpoint_interval: Duration::from_millis(100),
             readers: 4,
             journal_size_limit: 64 << 20,
         }

@@ -54,6 +54,7 @@ pub(crate) struct Shared {
     busy_nanos: AtomicU64,
     pub(crate) checkpoints: AtomicU64,
     pub(crate) slowest_checkpoint_micros: AtomicU64,
+    slowest_batch_micros: AtomicU64,
 }
 
 impl Shared {
@@ -64,6 +65,7 @@ impl Shared {
         stats.apply_nanos = load(&self.busy_nanos);
         stats.checkpoints = load(&self.checkpoints);
         stats.slowest_checkpoint_micros = load(&self.slowest_checkpoint_micros);
+        stats.slowest_batch_micros = load(&self.slowest_batch_micros);
     }
 
     fn table_known(&self, name: &str) -> bool {
@@ -138,6 +140,9 @@ impl Writer {
     fn add_busy(&self, since: Instant) {
         let nanos = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.shared.busy_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.shared
+            .slowest_batch_micros
+            .fetch_max(nanos / 1000, Ordering::Relaxed);
     }
 
     /// COMMITs the open transaction (under `synchronous=NORMAL`: written, visible, not yet
