@@ -260,17 +260,24 @@ impl Writer {
             known.extend(created);
         }
         // Tickets only now: a sync round covers a ticket only if it started after the COMMIT
-        // that wrote the change set's frames.
-        for a in applied {
-            let reply = match a.wrote {
-                true => self
-                    .group
-                    .record_applied(a.last_seq)
-                    .map(|ticket| (a.receipt, Some(ticket))),
-                false => Ok((a.receipt, None)),
-            };
+        // that wrote the change set's frames. All of the batch's tickets before the first
+        // reply: the first caller to lead a round then covers the whole batch.
+        let replies: Vec<(SyncSender<CommitReply>, CommitReply)> = applied
+            .into_iter()
+            .map(|a| {
+                let reply = match a.wrote {
+                    true => self
+                        .group
+                        .record_applied(a.last_seq)
+                        .map(|ticket| (a.receipt, Some(ticket))),
+                    false => Ok((a.receipt, None)),
+                };
+                (a.reply, reply)
+            })
+            .collect();
+        for (to, reply) in replies {
             self.shared.commits.fetch_add(1, Ordering::Relaxed);
-            let _ = a.reply.send(reply);
+            let _ = to.send(reply);
         }
     }
 
