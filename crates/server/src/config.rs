@@ -32,6 +32,9 @@ pub struct Config {
     pub sftp_directories: Vec<crate::sftp_cli::SftpDirectoryConfig>,
     /// `[limits]`: request-rate and failed-authentication limits of the API and SCIM.
     pub limits: LimitsSection,
+    /// `[idp]`: idbridge as an IdP — login session lifetime, attempt limits, failure delay,
+    /// default assertion lifetime, trusted proxies (also `GET|PATCH /admin/idp/settings`).
+    pub idp: idbridge_sso::idp::IdpSettings,
 }
 
 /// `[limits]`: abuse limits of the REST API (per API key) and SCIM (per directory token).
@@ -378,6 +381,11 @@ impl Config {
         if let Err((key, message)) = self.sso.validate() {
             return Err(key_err(key, &message));
         }
+        if let Err(idbridge_sso::SsoError::Invalid(issues)) = self.idp.to_config() {
+            if let Some(i) = issues.first() {
+                return Err(key_err(format!("idp.{}", i.field), &i.code));
+            }
+        }
         if let Err(message) = self.webhooks.validate() {
             return Err(key_err("webhooks".into(), &message));
         }
@@ -602,6 +610,32 @@ mod tests {
             parse("server = ["),
             Err(ConfigError::Syntax { .. })
         ));
+    }
+
+    #[test]
+    fn the_idp_section_is_checked_and_names_the_key() {
+        let c =
+            parse("[idp]\naccount_max_failures = 9\ntrusted_proxies = [\"10.0.0.0/8\"]\n").unwrap();
+        let idp = c.idp.to_config().unwrap();
+        assert_eq!(idp.account_failures.max_failures, 9);
+        assert_eq!(
+            idp.login_ttl.as_secs(),
+            900,
+            "unset keys keep their defaults"
+        );
+        for (toml, key) in [
+            ("[idp]\nfailure_delay_ms = 99999\n", "idp.failure_delay_ms"),
+            (
+                "[idp]\ntrusted_proxies = [\"proxy\"]\n",
+                "idp.trusted_proxies[0]",
+            ),
+            ("[idp]\nlogin_ttl = 5\n", "idp.login_ttl"),
+        ] {
+            match parse(toml) {
+                Err(ConfigError::Key { key: got, .. }) => assert_eq!(got, key, "{toml}"),
+                other => panic!("{toml}: {other:?}"),
+            }
+        }
     }
 
     #[test]

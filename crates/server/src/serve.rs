@@ -57,6 +57,12 @@ async fn serve_async(config: Config) -> anyhow::Result<()> {
         Some(secret_key.clone()),
     );
     let state = state.with_sso(config.sso.to_api(), Some(secret_key));
+    state.sso.set_idp_config(
+        config
+            .idp
+            .to_config()
+            .context("the [idp] section of the config file")?,
+    );
     // IdP metadata URLs: new signing certificates and expiry warnings, hourly.
     idbridge_sso::connections::metadata::spawn_metadata_refresh(
         state.sso.clone(),

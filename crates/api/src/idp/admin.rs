@@ -7,11 +7,15 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use idbridge_sso::idp::{NewServiceProvider, ServiceProviderUpdate, SpOptions, SpSource};
+use idbridge_model::IdPrefix;
+use idbridge_sso::idp::{
+    AuthSource, IdpSettings, NewServiceProvider, ServiceProviderUpdate, SpOptions, SpSource,
+};
 use serde_json::{Map, Value};
 
 use crate::body::{Fields, JsonObject, Query};
 use crate::error::{ApiError, ApiResult};
+use crate::pagination::page_request;
 use crate::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -25,6 +29,10 @@ pub fn routes() -> Router<AppState> {
             "/admin/organizations/{id}/idp/rotate_keys",
             post(rotate_keys),
         )
+        .route(
+            "/admin/idp/settings",
+            get(get_settings).patch(patch_settings),
+        )
 }
 
 const SOURCE_FIELDS: [&str; 6] = [
@@ -35,7 +43,7 @@ const SOURCE_FIELDS: [&str; 6] = [
     "signing_certs",
     "encryption_cert",
 ];
-const OPTION_FIELDS: [&str; 8] = [
+const OPTION_FIELDS: [&str; 10] = [
     "name",
     "name_id_format",
     "released_attributes",
@@ -43,7 +51,9 @@ const OPTION_FIELDS: [&str; 8] = [
     "encrypt_assertions",
     "require_signed_requests",
     "directory_id",
+    "auth_source",
     "assertion_validity_secs",
+    "allow_idp_initiated",
 ];
 
 fn string_list(f: &mut Fields<'_>, field: &str) -> Option<Vec<String>> {
@@ -117,6 +127,50 @@ fn parse_source(f: &mut Fields<'_>, required: bool) -> Option<SpSource> {
     }
 }
 
+/// `auth_source`: `{"type":"directory","directory_id":…}`, `{"type":"broker",
+/// "connection_id":…}` or `null` (no source).
+fn parse_auth_source(f: &mut Fields<'_>) -> Option<Option<AuthSource>> {
+    let obj = match f.raw("auth_source")? {
+        Value::Null => return Some(None),
+        Value::Object(o) => o,
+        _ => {
+            f.error("auth_source", "must_be_object_or_null");
+            return None;
+        }
+    };
+    let string = |f: &mut Fields<'_>, key: &str| match obj.get(key) {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(_) => {
+            f.error(&format!("auth_source.{key}"), "must_be_string");
+            None
+        }
+        None => {
+            f.error(&format!("auth_source.{key}"), "required");
+            None
+        }
+    };
+    let (allowed, source) = match obj.get("type").and_then(Value::as_str) {
+        Some("directory") => (
+            "directory_id",
+            string(f, "directory_id").map(|directory_id| AuthSource::Directory { directory_id }),
+        ),
+        Some("broker") => (
+            "connection_id",
+            string(f, "connection_id").map(|connection_id| AuthSource::Broker { connection_id }),
+        ),
+        _ => {
+            f.error("auth_source.type", "must_be_directory_or_broker");
+            return None;
+        }
+    };
+    for k in obj.keys() {
+        if k != "type" && k != allowed {
+            f.error(&format!("auth_source.{k}"), "unknown_field");
+        }
+    }
+    source.map(Some)
+}
+
 fn parse_options(f: &mut Fields<'_>) -> SpOptions {
     let directory_id = if f.present("directory_id") {
         Some(f.opt_string("directory_id"))
@@ -141,7 +195,9 @@ fn parse_options(f: &mut Fields<'_>) -> SpOptions {
         encrypt_assertions: f.opt_bool("encrypt_assertions"),
         require_signed_requests: f.opt_bool("require_signed_requests"),
         directory_id,
+        auth_source: parse_auth_source(f),
         assertion_validity_secs: validity,
+        allow_idp_initiated: f.opt_bool("allow_idp_initiated"),
     }
 }
 
@@ -211,12 +267,60 @@ async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> ApiRes
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET /admin/service_providers[?organization_id=]`: up to 100, oldest first.
+/// `GET /admin/service_providers[?organization_id=]`, paged like every list (`limit`,
+/// `order`, `before`, `after`; `list_metadata` holds the cursors).
 async fn list(State(state): State<AppState>, q: Query) -> ApiResult<Json<Value>> {
-    let data = state
+    let page = page_request(&q, IdPrefix::ServiceProvider)?;
+    let page = state
         .sso
-        .list_service_providers(q.get("organization_id"), 100)?;
-    Ok(Json(serde_json::json!({"object": "list", "data": data})))
+        .list_service_providers(q.get("organization_id"), &page)?;
+    Ok(Json(
+        serde_json::to_value(page.into_list()).map_err(ApiError::internal)?,
+    ))
+}
+
+/// `GET /admin/idp/settings`: the IdP settings in force.
+async fn get_settings(State(state): State<AppState>) -> Json<IdpSettings> {
+    Json(state.sso.idp_settings())
+}
+
+/// `PATCH /admin/idp/settings`: changes the given settings now (until the next restart,
+/// which applies the config file's `[idp]` section again). Unknown fields and bad values are
+/// a 422 naming them; nothing changes then.
+async fn patch_settings(
+    State(state): State<AppState>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<IdpSettings>> {
+    let mut f = Fields::new(&body);
+    for k in body.keys() {
+        if !IdpSettings::FIELDS.contains(&k.as_str()) {
+            f.error(k, "unknown_field");
+        }
+    }
+    let mut merged = match serde_json::to_value(state.sso.idp_settings()) {
+        Ok(Value::Object(m)) => m,
+        _ => return Err(ApiError::internal("settings encoding")),
+    };
+    for (k, v) in &body {
+        if IdpSettings::FIELDS.contains(&k.as_str()) {
+            let mut one = merged.clone();
+            one.insert(k.clone(), v.clone());
+            if serde_json::from_value::<IdpSettings>(Value::Object(one)).is_err() {
+                let code = if k == "trusted_proxies" {
+                    "must_be_array_of_strings"
+                } else {
+                    "must_be_non_negative_integer"
+                };
+                f.error(k, code);
+            } else {
+                merged.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    f.finish()?;
+    let settings: IdpSettings =
+        serde_json::from_value(Value::Object(merged)).map_err(ApiError::internal)?;
+    Ok(Json(state.sso.update_idp_settings(&settings)?))
 }
 
 async fn rotate_keys(

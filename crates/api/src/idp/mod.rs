@@ -6,6 +6,8 @@ pub mod admin;
 pub mod saml;
 
 #[cfg(test)]
+mod broker_tests;
+#[cfg(test)]
 mod tests;
 
 use axum::Router;

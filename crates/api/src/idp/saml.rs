@@ -6,7 +6,10 @@
 //!   login session's cookie), or a SAML error Response to the SP's registered ACS, or our own
 //!   error page;
 //! - `POST /idp/{org}/login`: the login form; answers the auto-submitting page that posts the
-//!   signed assertion to the registered ACS, or the page again with one message.
+//!   signed assertion to the registered ACS, or the page again with one message;
+//! - `GET /idp/{org}/saml/start?sp=…&RelayState=…`: IdP-initiated login (SPs that allow it);
+//! - `GET /idp/{org}/broker/return`: where a broker-mode login's upstream SSO login ends (with
+//!   a code, or an OAuth error); answers the assertion or a SAML error Response.
 //!
 //! Pages are served with a strict CSP (nothing loads, the one style block by its hash), no
 //! caching, no framing, no referrer.
@@ -23,10 +26,12 @@ use base64::Engine as _;
 use idbridge_ldap::Password;
 use idbridge_saml::idp::PostForm;
 use idbridge_sso::idp::{
-    IdpPage, PasswordLogin, PasswordOutcome, SsoBinding, SsoOutcome, SsoRequest,
+    BrokerReturn, IdpPage, InitiatedStart, PasswordLogin, PasswordOutcome, SsoBinding, SsoOutcome,
+    SsoRequest,
 };
 use sha2::{Digest, Sha256};
 
+use crate::body::Query;
 use crate::error::ApiError;
 use crate::sso::client_info;
 use crate::AppState;
@@ -36,6 +41,8 @@ pub fn routes() -> Router<AppState> {
         .route("/idp/{org_id}/saml/metadata", get(metadata))
         .route("/idp/{org_id}/saml/sso", get(sso_redirect).post(sso_post))
         .route("/idp/{org_id}/login", post(login))
+        .route("/idp/{org_id}/saml/start", get(initiated_start))
+        .route("/idp/{org_id}/broker/return", get(broker_return))
 }
 
 /// Prefix of the IdP login cookie; the suffix is the login's key.
@@ -157,9 +164,30 @@ fn form_field(body: &Bytes, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-/// The client address for attempt limits: the socket's peer (a header could be forged).
-fn client_address(connect: Option<&ConnectInfo<SocketAddr>>) -> Option<String> {
-    connect.map(|c| c.0.ip().to_string())
+/// The client address for attempt limits: the socket's peer, or what a trusted proxy says in
+/// `X-Forwarded-For` (the IdP settings' `trusted_proxies`; from anyone else the header is
+/// ignored, since a client could forge it).
+fn client_address(
+    state: &AppState,
+    connect: Option<&ConnectInfo<SocketAddr>>,
+    headers: &HeaderMap,
+) -> Option<String> {
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    state.sso.idp_client_address(
+        connect.map(|c| c.0.ip()),
+        Some(forwarded.as_str()).filter(|f| !f.is_empty()),
+    )
+}
+
+fn clear_idp_cookie(state: &AppState, org_id: &str, key: &str, resp: &mut Response) {
+    if let Ok(v) = HeaderValue::from_str(&cookie(state, org_id, key, "", 0)) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
 }
 
 async fn metadata(State(state): State<AppState>, Path(org_id): Path<String>) -> Response {
@@ -178,11 +206,36 @@ async fn metadata(State(state): State<AppState>, Path(org_id): Path<String>) -> 
 
 async fn sso(state: AppState, req: SsoRequest) -> Response {
     let org_id = req.organization_id.clone();
-    match state.sso.idp_sso(req).await {
+    let outcome = state.sso.idp_sso(req).await;
+    render_outcome(&state, &org_id, outcome)
+}
+
+fn render_outcome(state: &AppState, org_id: &str, outcome: SsoOutcome) -> Response {
+    match outcome {
+        SsoOutcome::Upstream {
+            key,
+            session,
+            ttl,
+            upstream,
+        } => {
+            let upstream_cookie = crate::sso::session_cookie(
+                state,
+                &upstream.relay_key,
+                &upstream.session_id,
+                upstream.ttl,
+            );
+            let mut resp = crate::sso::found(&upstream.idp_url, Some(&upstream_cookie));
+            if let Ok(v) =
+                HeaderValue::from_str(&cookie(state, org_id, &key, &session, ttl.as_secs()))
+            {
+                resp.headers_mut().append(header::SET_COOKIE, v);
+            }
+            resp
+        }
         SsoOutcome::Login { page, session, ttl } => {
             let mut resp = login_page(StatusCode::OK, &page);
             if let Ok(v) =
-                HeaderValue::from_str(&cookie(&state, &org_id, &page.key, &session, ttl.as_secs()))
+                HeaderValue::from_str(&cookie(state, org_id, &page.key, &session, ttl.as_secs()))
             {
                 resp.headers_mut().append(header::SET_COOKIE, v);
             }
@@ -226,13 +279,60 @@ async fn sso_post(
     sso(state, req).await
 }
 
+async fn initiated_start(
+    State(state): State<AppState>,
+    Path(organization_id): Path<String>,
+    headers: HeaderMap,
+    q: Query,
+) -> Response {
+    let req = InitiatedStart {
+        organization_id: organization_id.clone(),
+        sp: q.get("sp").map(str::to_owned),
+        relay_state: q.get("RelayState").map(str::to_owned),
+        client: client_info(&headers),
+    };
+    let outcome = state.sso.idp_initiated_start(req).await;
+    render_outcome(&state, &organization_id, outcome)
+}
+
+async fn broker_return(
+    State(state): State<AppState>,
+    Path(organization_id): Path<String>,
+    headers: HeaderMap,
+    q: Query,
+) -> Response {
+    let key = q.get("state").filter(|k| k.len() <= 64).map(str::to_owned);
+    let session = key
+        .as_deref()
+        .and_then(|k| crate::sso::cookie(&headers, &format!("{COOKIE_PREFIX}{k}")));
+    let req = BrokerReturn {
+        organization_id: organization_id.clone(),
+        state: key,
+        session,
+        code: q.get("code").map(str::to_owned),
+        error: q.get("error").map(str::to_owned),
+        error_description: q.get("error_description").map(str::to_owned),
+        client: client_info(&headers),
+    };
+    let (outcome, clear) = state.sso.idp_broker_return(req).await;
+    let mut resp = render_outcome(&state, &organization_id, outcome);
+    if let Some(key) = clear {
+        clear_idp_cookie(&state, &organization_id, &key, &mut resp);
+    }
+    resp
+}
+
 async fn login(
     State(state): State<AppState>,
     Path(organization_id): Path<String>,
     req: axum::extract::Request,
 ) -> Response {
     let headers = req.headers().clone();
-    let address = client_address(req.extensions().get::<ConnectInfo<SocketAddr>>());
+    let address = client_address(
+        &state,
+        req.extensions().get::<ConnectInfo<SocketAddr>>(),
+        &headers,
+    );
     let body = match crate::body::read_body(req, &state).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
@@ -257,9 +357,7 @@ async fn login(
     match state.sso.idp_password_login(req, &settings).await {
         PasswordOutcome::Assertion { form, key } => {
             let mut resp = post_page(form);
-            if let Ok(v) = HeaderValue::from_str(&cookie(&state, &organization_id, &key, "", 0)) {
-                resp.headers_mut().append(header::SET_COOKIE, v);
-            }
+            clear_idp_cookie(&state, &organization_id, &key, &mut resp);
             resp
         }
         PasswordOutcome::Retry { status, page } => login_page(

@@ -19,25 +19,25 @@ use crate::{router, ApiConfig, AppState};
 use idbridge_sso::api_keys as auth;
 use idbridge_sso::{SecretBox, SsoConfig};
 
-const SP_ENTITY: &str = "https://sp.example.com/saml";
-const SP_ACS: &str = "https://sp.example.com/acs";
-const PUBLIC: &str = "http://127.0.0.1:8080";
+pub(super) const SP_ENTITY: &str = "https://sp.example.com/saml";
+pub(super) const SP_ACS: &str = "https://sp.example.com/acs";
+pub(super) const PUBLIC: &str = "http://127.0.0.1:8080";
 
-struct Resp {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Value,
-    text: String,
+pub(super) struct Resp {
+    pub(super) status: StatusCode,
+    pub(super) headers: axum::http::HeaderMap,
+    pub(super) body: Value,
+    pub(super) text: String,
 }
 
-struct Env {
+pub(super) struct Env {
     app: Router,
     key: String,
     _store: Arc<dyn Store>,
 }
 
 impl Env {
-    fn new() -> Env {
+    pub(super) fn new() -> Env {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open_ephemeral().unwrap());
         let boot = auth::bootstrap(store.as_ref()).unwrap().unwrap();
         let state = AppState::new(store.clone(), ApiConfig::default())
@@ -49,7 +49,7 @@ impl Env {
         }
     }
 
-    async fn send(&self, req: Request<Body>) -> Resp {
+    pub(super) async fn send(&self, req: Request<Body>) -> Resp {
         let resp = self.app.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();
@@ -64,7 +64,7 @@ impl Env {
         }
     }
 
-    async fn api(&self, method: &str, uri: &str, body: Option<Value>) -> Resp {
+    pub(super) async fn api(&self, method: &str, uri: &str, body: Option<Value>) -> Resp {
         let mut req = Request::builder()
             .method(method)
             .uri(uri)
@@ -82,12 +82,17 @@ impl Env {
         .await
     }
 
-    async fn get(&self, uri: &str) -> Resp {
+    pub(super) async fn get(&self, uri: &str) -> Resp {
         self.send(Request::builder().uri(uri).body(Body::empty()).unwrap())
             .await
     }
 
-    async fn form(&self, uri: &str, pairs: &[(&str, &str)], cookie: Option<&str>) -> Resp {
+    pub(super) async fn form(
+        &self,
+        uri: &str,
+        pairs: &[(&str, &str)],
+        cookie: Option<&str>,
+    ) -> Resp {
         let body: String = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(pairs)
             .finish();
@@ -101,7 +106,7 @@ impl Env {
         self.send(req.body(Body::from(body)).unwrap()).await
     }
 
-    async fn org(&self, name: &str) -> String {
+    pub(super) async fn org(&self, name: &str) -> String {
         let r = self
             .api("POST", "/organizations", Some(json!({"name": name})))
             .await;
@@ -109,7 +114,7 @@ impl Env {
         r.body["id"].as_str().unwrap().to_string()
     }
 
-    async fn ldap_directory(&self, org: &str) -> String {
+    pub(super) async fn ldap_directory(&self, org: &str) -> String {
         let r = self
             .api(
                 "POST",
@@ -122,7 +127,7 @@ impl Env {
     }
 }
 
-fn sp_metadata(signed_requests: bool, cert: Option<&SpKeyPair>) -> String {
+pub(super) fn sp_metadata(signed_requests: bool, cert: Option<&SpKeyPair>) -> String {
     let key_descriptor = cert
         .map(|k| {
             let der = base64::engine::general_purpose::STANDARD.encode(k.cert.to_der().unwrap());
@@ -135,7 +140,12 @@ fn sp_metadata(signed_requests: bool, cert: Option<&SpKeyPair>) -> String {
 }
 
 /// An unsigned AuthnRequest for the POST binding, with a chosen ACS and IssueInstant.
-fn post_request(org: &str, issuer: &str, acs: &str, issue_instant: &str) -> (String, String) {
+pub(super) fn post_request(
+    org: &str,
+    issuer: &str,
+    acs: &str,
+    issue_instant: &str,
+) -> (String, String) {
     let id = format!("_{}", ulid::Ulid::new());
     let xml = format!(
         "<samlp:AuthnRequest xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" ID=\"{id}\" Version=\"2.0\" IssueInstant=\"{issue_instant}\" Destination=\"{PUBLIC}/idp/{org}/saml/sso\" AssertionConsumerServiceURL=\"{acs}\" ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"><saml:Issuer>{issuer}</saml:Issuer></samlp:AuthnRequest>"
@@ -143,7 +153,7 @@ fn post_request(org: &str, issuer: &str, acs: &str, issue_instant: &str) -> (Str
     (id, base64::engine::general_purpose::STANDARD.encode(xml))
 }
 
-fn now() -> String {
+pub(super) fn now() -> String {
     chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
@@ -169,7 +179,7 @@ fn redirect_query(org: &str, key: Option<&SpKeyPair>, relay: Option<&str>) -> St
     r.url.split_once('?').unwrap().1.to_owned()
 }
 
-fn cookie_of(r: &Resp) -> (String, String) {
+pub(super) fn cookie_of(r: &Resp) -> (String, String) {
     let c = r
         .headers
         .get_all(header::SET_COOKIE)
@@ -181,7 +191,7 @@ fn cookie_of(r: &Resp) -> (String, String) {
     (pair, c)
 }
 
-fn hidden(text: &str, name: &str) -> String {
+pub(super) fn hidden(text: &str, name: &str) -> String {
     let marker = format!("name=\"{name}\" value=\"");
     let at = text.find(&marker).expect("hidden field") + marker.len();
     text[at..].split('"').next().unwrap().to_owned()

@@ -73,7 +73,8 @@ pub struct SpErrorResponse {
     pub sp_entity_id: String,
     /// The registered ACS URL to POST the error Response to.
     pub acs_url: String,
-    /// The request's ID.
+    /// The request's ID; empty for an unsolicited (IdP-initiated) answer, which then carries
+    /// no InResponseTo.
     pub in_response_to: String,
     /// Top-level status code ([`status::REQUESTER`] or [`status::RESPONDER`]).
     pub status: &'static str,

@@ -454,7 +454,7 @@ pub fn build_status_response(
         &mut w,
         &response_id,
         &e.acs_url,
-        Some(&e.in_response_to),
+        Some(e.in_response_to.as_str()).filter(|id| !id.is_empty()),
         &issue_instant,
     )?;
     w.leaf(SAML, "Issuer", &[], idp_entity_id)?;

@@ -27,7 +27,7 @@ use idbridge_saml::idp::response::name_id_format;
 use idbridge_saml::idp::{
     build_login_response, build_status_response, post_form, status, AcceptedRequest,
     AssertionEncryption, IdpError, LoginResponse, NameId, PostField, PostForm, ReceivedRequest,
-    RequestContext, ResponseOptions, UserAttributes,
+    RequestContext, ResponseOptions, SpErrorResponse, UserAttributes,
 };
 use idbridge_secrets::{random_token, sha256_hex};
 use idbridge_store::{ChangeSet, ConflictKind, StoreError};
@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use super::service_providers::{AuthSource, ServiceProvider};
+use super::source::AuthenticatedSubject;
 use crate::db::{self, now_ms, ttl_ms};
 use crate::login::saml::StagedReplay;
 use crate::login::{ClientInfo, Logins};
@@ -52,8 +53,8 @@ pub const BAD_CREDENTIALS: &str = "The username or password is incorrect.";
 pub struct IdpLoginSession {
     pub organization_id: String,
     pub service_provider_id: String,
-    /// The AuthnRequest id (InResponseTo).
-    pub request_id: String,
+    /// The AuthnRequest id (InResponseTo); `None` for an IdP-initiated (unsolicited) login.
+    pub request_id: Option<String>,
     /// The registered ACS the answer goes to.
     pub acs_url: String,
     pub relay_state: Option<String>,
@@ -61,6 +62,26 @@ pub struct IdpLoginSession {
     pub csrf_digest: String,
     /// The cookie's name suffix (parallel logins in one browser do not collide).
     pub key: String,
+    /// Broker mode: the upstream connection this login was sent to (the only one whose
+    /// profile may finish it).
+    #[serde(default)]
+    pub broker_connection_id: Option<String>,
+}
+
+impl IdpLoginSession {
+    /// The signed SAML error answer (`Responder` / `AuthnFailed`) to this login's pending
+    /// request, for its registered ACS: the user could not be authenticated.
+    pub(crate) fn authn_failed(&self, sp_entity_id: &str, message: &str) -> SpErrorResponse {
+        SpErrorResponse {
+            sp_entity_id: sp_entity_id.to_owned(),
+            acs_url: self.acs_url.clone(),
+            in_response_to: self.request_id.clone().unwrap_or_default(),
+            status: status::RESPONDER,
+            sub_status: Some(status::AUTHN_FAILED),
+            message: message.to_owned(),
+            relay_state: self.relay_state.clone(),
+        }
+    }
 }
 
 /// How the AuthnRequest arrived.
@@ -110,6 +131,14 @@ pub enum SsoOutcome {
     },
     /// A SAML error Response to the SP's registered ACS (auto-submitting form).
     Post(PostForm),
+    /// Broker mode: send the browser to the upstream IdP, setting the IdP login session's
+    /// cookie (`key`, `session`) and the upstream login's cookie (`upstream`).
+    Upstream {
+        key: String,
+        session: String,
+        ttl: Duration,
+        upstream: crate::login::Authorization,
+    },
     /// Our own error page: the request cannot be trusted enough to answer the SP.
     Error { status: u16, message: String },
 }
@@ -128,6 +157,15 @@ pub struct PasswordLogin {
     pub client: ClientInfo,
 }
 
+/// Why an IdP login could not be finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FinishError {
+    /// The login session expired or another request finished it first.
+    SessionGone,
+    /// Our own error page.
+    Failed { status: u16, message: &'static str },
+}
+
 /// What the login form's POST answers.
 #[derive(Debug, Clone)]
 pub enum PasswordOutcome {
@@ -139,7 +177,7 @@ pub enum PasswordOutcome {
     Error { status: u16, message: String },
 }
 
-fn error(status: u16, message: impl Into<String>) -> SsoOutcome {
+pub(crate) fn error(status: u16, message: impl Into<String>) -> SsoOutcome {
     SsoOutcome::Error {
         status,
         message: message.into(),
@@ -154,7 +192,7 @@ fn login_error(status: u16, message: impl Into<String>) -> PasswordOutcome {
 }
 
 /// Cookie keys and CSRF tokens are ours: URL-safe base64 of 16 or 32 random bytes.
-fn valid_token(t: &str) -> bool {
+pub(crate) fn valid_token(t: &str) -> bool {
     (16..=64).contains(&t.len())
         && t.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
@@ -171,7 +209,43 @@ fn refusal_message(e: &IdpError) -> String {
 }
 
 impl SsoService {
-    fn idp_session(&self, secret: &str, now: i64) -> Result<Option<IdpLoginSession>, StoreError> {
+    /// Stores a new IdP login session (with the request's replay-cache entries, in one
+    /// commit); or the error page to show.
+    pub(crate) async fn store_idp_session(
+        &self,
+        session: &IdpLoginSession,
+        secret: &str,
+        replay: &[(String, i64)],
+    ) -> Result<(), SsoOutcome> {
+        let ttl = self.idp_config().login_ttl;
+        let now = now_ms();
+        let mut cs = ChangeSet::new();
+        let bytes = db::to_json(session).map_err(|e| {
+            tracing::error!(error = %e, "session encoding failed");
+            error(500, "The login could not be started.")
+        })?;
+        cs.put_expiring(IDP_SESSIONS, sha256_hex(secret), bytes, now + ttl_ms(ttl));
+        for (k, exp) in replay {
+            Logins::stage_replay(&mut cs, k, *exp, now);
+        }
+        match db::commit(&self.store, cs).await {
+            Ok(_) => Ok(()),
+            Err(e) if Logins::is_replay(&e) => Err(error(400, refusal_message(&IdpError::Replay))),
+            Err(e) => {
+                tracing::error!(error = %e, "storing the IdP login session failed");
+                Err(error(
+                    503,
+                    "The login could not be started. Try again later.",
+                ))
+            }
+        }
+    }
+
+    pub(crate) fn idp_session(
+        &self,
+        secret: &str,
+        now: i64,
+    ) -> Result<Option<IdpLoginSession>, StoreError> {
         match self
             .store
             .get_expiring(IDP_SESSIONS, &sha256_hex(secret), now)?
@@ -182,7 +256,7 @@ impl SsoService {
     }
 
     /// A signed SAML error Response to the registered ACS of an accepted request.
-    async fn status_post(
+    pub(crate) async fn status_post(
         &self,
         org_id: &str,
         e: idbridge_saml::idp::SpErrorResponse,
@@ -252,22 +326,27 @@ impl SsoService {
         idbridge_saml::idp::idp_metadata_xml(&m, None).map_err(crate::SsoError::internal)
     }
 
+    /// Our error page when `org_id` names no organization (or the store cannot tell).
+    pub(crate) fn unknown_idp_organization(&self, org_id: &str) -> Option<SsoOutcome> {
+        match self.organizations().get(org_id) {
+            Ok(Some(_)) => None,
+            Ok(None) => Some(error(
+                404,
+                "Unknown organization: this identity provider URL is not one of idbridge's.",
+            )),
+            Err(e) => {
+                tracing::error!(error = %e, "store read failed");
+                Some(error(503, "Try again later."))
+            }
+        }
+    }
+
     /// The SSO endpoint: takes an AuthnRequest and answers the login page (or an error).
     #[tracing::instrument(name = "idp.sso", skip_all, fields(organization_id = %req.organization_id))]
     pub async fn idp_sso(&self, req: SsoRequest) -> SsoOutcome {
         let org_id = req.organization_id.as_str();
-        match self.organizations().get(org_id) {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                return error(
-                    404,
-                    "Unknown organization: this identity provider URL is not one of idbridge's.",
-                )
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "store read failed");
-                return error(503, "Try again later.");
-            }
+        if let Some(refused) = self.unknown_idp_organization(org_id) {
+            return refused;
         }
         let received = match &req.binding {
             SsoBinding::Redirect { raw_query } => ReceivedRequest::from_redirect_query(raw_query),
@@ -341,42 +420,43 @@ impl SsoService {
             );
             return self.status_post(org_id, e).await;
         }
+        let broker_connection_id = match &sp.auth_source {
+            Some(AuthSource::Broker { connection_id }) => {
+                if let Err(code) = self.check_broker_connection(org_id, connection_id) {
+                    tracing::warn!(sp = %sp.id, %connection_id, code, "broker connection unusable");
+                    let e = accepted.error_response(
+                        status::RESPONDER,
+                        Some(status::REQUEST_DENIED),
+                        "The service provider's upstream connection is not usable.",
+                    );
+                    return self.status_post(org_id, e).await;
+                }
+                Some(connection_id.clone())
+            }
+            _ => None,
+        };
         let secret = random_token(32);
         let csrf = random_token(32);
         let key = random_token(16);
         let session = IdpLoginSession {
             organization_id: org_id.to_owned(),
             service_provider_id: sp.id.clone(),
-            request_id: accepted.id.clone(),
+            request_id: Some(accepted.id.clone()),
             acs_url: accepted.acs.location.clone(),
             relay_state: accepted.relay_state.clone(),
             csrf_digest: sha256_hex(&csrf),
             key: key.clone(),
+            broker_connection_id,
         };
-        let ttl = self.idp.config.login_ttl;
-        let now = now_ms();
-        let mut cs = ChangeSet::new();
-        let bytes = match db::to_json(&session) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "session encoding failed");
-                return error(500, "The login could not be started.");
-            }
-        };
-        cs.put_expiring(IDP_SESSIONS, sha256_hex(&secret), bytes, now + ttl_ms(ttl));
         let staged = replay.staged().unwrap_or_default();
-        for (k, exp) in &staged {
-            Logins::stage_replay(&mut cs, k, *exp, now);
+        if let Err(outcome) = self.store_idp_session(&session, &secret, &staged).await {
+            return outcome;
         }
-        match db::commit(&self.store, cs).await {
-            Ok(_) => {}
-            Err(e) if Logins::is_replay(&e) => {
-                return error(400, refusal_message(&IdpError::Replay))
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "storing the IdP login session failed");
-                return error(503, "The login could not be started. Try again later.");
-            }
+        let ttl = self.idp_config().login_ttl;
+        if session.broker_connection_id.is_some() {
+            return self
+                .start_broker(&session, key, secret, req.client.clone())
+                .await;
         }
         SsoOutcome::Login {
             page: IdpPage {
@@ -458,12 +538,12 @@ impl SsoService {
         };
         let account = format!("{org_id}/{}", login.to_lowercase());
         let address = req.client.ip_address.clone().unwrap_or_default();
-        let limited = self
-            .idp
+        let live = self.idp.live();
+        let limited = live
             .account_limiter
             .check(&account)
             .err()
-            .or_else(|| self.idp.address_limiter.check(&address).err());
+            .or_else(|| live.address_limiter.check(&address).err());
         if let Some(retry) = limited {
             tracing::warn!("IdP login attempt limit reached");
             self.record_failure(org_id, &sp.id, &login, &req.client, "attempt_limit")
@@ -515,63 +595,89 @@ impl SsoService {
         let (user, groups) = match checked {
             Ok(found) => found,
             Err(reason) => {
-                self.idp.account_limiter.failed(&account);
-                self.idp.address_limiter.failed(&address);
+                live.account_limiter.failed(&account);
+                live.address_limiter.failed(&address);
                 self.record_failure(org_id, &sp.id, &login, &req.client, reason)
                     .await;
-                if let Some(rest) = self.idp.config.failure_floor.checked_sub(started.elapsed()) {
+                if let Some(rest) = live.config.failure_floor.checked_sub(started.elapsed()) {
                     tokio::time::sleep(rest).await;
                 }
                 return page(401, BAD_CREDENTIALS);
             }
         };
-        self.idp.account_limiter.succeeded(&account);
+        live.account_limiter.succeeded(&account);
+        let subject =
+            AuthenticatedSubject::from_directory_user(org_id, directory_id, &user, groups);
+        match self
+            .finish_idp_login(&sp, &session, secret, &subject, &req.client, None)
+            .await
+        {
+            Ok(form) => PasswordOutcome::Assertion {
+                form,
+                key: key.to_owned(),
+            },
+            Err(FinishError::SessionGone) => login_error(400, expired),
+            Err(FinishError::Failed { status, message }) => login_error(status, message),
+        }
+    }
 
-        // Single use: the commit fails if another request took the session first; the event
-        // goes with it.
-        let mut cs = ChangeSet::new();
+    /// The end of every IdP login, whatever the source: one commit takes the login session
+    /// (single use; with `also`'s staged changes, e.g. the broker's code) and appends
+    /// `idp.login_succeeded`; then the pending request is answered from the subject.
+    pub(crate) async fn finish_idp_login(
+        &self,
+        sp: &ServiceProvider,
+        session: &IdpLoginSession,
+        secret: &str,
+        subject: &AuthenticatedSubject,
+        client: &ClientInfo,
+        also: Option<ChangeSet>,
+    ) -> Result<PostForm, FinishError> {
+        let org_id = subject.organization_id.as_str();
+        let mut cs = also.unwrap_or_default();
         cs.take_expiring(IDP_SESSIONS, sha256_hex(secret), now_ms());
-        let event = Event::new(
-            EventKind::IdpLoginSucceeded,
-            serde_json::json!({
-                "organization_id": org_id,
-                "service_provider_id": sp.id,
-                "service_provider_entity_id": sp.entity_id,
-                "directory_id": directory_id,
-                "directory_user_id": user.id,
-                "idp_id": user.idp_id,
-                "email": user.email,
-                "ip_address": req.client.ip_address,
-                "user_agent": req.client.user_agent,
-            }),
+        let mut data = serde_json::json!({
+            "organization_id": org_id,
+            "service_provider_id": sp.id,
+            "service_provider_entity_id": sp.entity_id,
+            "ip_address": client.ip_address,
+            "user_agent": client.user_agent,
+        });
+        if let (Some(o), serde_json::Value::Object(who)) =
+            (data.as_object_mut(), subject.event_fields())
+        {
+            o.extend(who);
+        }
+        cs.append_event(
+            &Event::new(EventKind::IdpLoginSucceeded, data),
+            Some(org_id),
         );
-        cs.append_event(&event, Some(org_id));
         match db::commit(&self.store, cs).await {
             Ok(_) => {}
             Err(StoreError::Conflict {
                 kind: ConflictKind::NotLive,
                 ..
-            }) => return login_error(400, expired),
+            }) => return Err(FinishError::SessionGone),
             Err(e) => {
                 tracing::error!(error = %e, "taking the IdP login session failed");
-                return login_error(503, "Try again later.");
+                return Err(FinishError::Failed {
+                    status: 503,
+                    message: "Try again later.",
+                });
             }
         }
-        match self.issue_assertion(&sp, &session, &user, groups).await {
+        match self.issue_assertion(sp, session, subject).await {
             Ok(form) => {
                 tracing::info!(sp = %sp.id, "IdP login succeeded");
                 metrics::counter!("idbridge_idp_logins_total", "result" => "succeeded", "reason" => "").increment(1);
-                PasswordOutcome::Assertion {
-                    form,
-                    key: key.to_owned(),
-                }
+                Ok(form)
             }
             Err(e) => {
                 tracing::error!(error = %e, "issuing the assertion failed");
-                login_error(
-                    500,
-                    "The sign-in could not be completed. Ask your administrator.",
-                )
+                Err(FinishError::Failed {
+                    status: 500,
+                    message: "The sign-in could not be completed. Ask your administrator.",
+                })
             }
         }
     }
@@ -605,7 +711,7 @@ impl SsoService {
 
     /// A refused sign-in: the metric and the opt-in `idp.login_failed` event (its own commit;
     /// a failure to write it is logged, never shown).
-    async fn record_failure(
+    pub(crate) async fn record_failure(
         &self,
         org_id: &str,
         sp_id: &str,
@@ -634,12 +740,11 @@ impl SsoService {
     }
 
     /// The signed Response for a verified user, as the auto-submitting form.
-    async fn issue_assertion(
+    pub(crate) async fn issue_assertion(
         &self,
         sp: &ServiceProvider,
         session: &IdpLoginSession,
-        user: &idbridge_model::DirectoryUser,
-        groups: Vec<String>,
+        user: &AuthenticatedSubject,
     ) -> crate::SsoResult<PostForm> {
         let key = self.idp_signing_key(&sp.organization_id).await?;
         let attrs = UserAttributes {
@@ -648,7 +753,7 @@ impl SsoService {
             first_name: user.first_name.clone().filter(|_| sp.releases("firstName")),
             last_name: user.last_name.clone().filter(|_| sp.releases("lastName")),
             groups: if sp.releases("groups") {
-                groups
+                user.groups.clone()
             } else {
                 Vec::new()
             },
@@ -694,7 +799,7 @@ impl SsoService {
                     idp_entity_id: &entity,
                     sp_entity_id: &sp_entity,
                     acs_url: &acs,
-                    in_response_to: Some(&request_id),
+                    in_response_to: request_id.as_deref(),
                     name_id: &name_id,
                     session_index: &session_index,
                     authn_instant: now,

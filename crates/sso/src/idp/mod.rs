@@ -12,23 +12,33 @@
 //!
 //! One IdP per organization, at `{public_url}/idp/{organization id}/saml/…`.
 
+pub mod broker;
+pub mod initiated;
 pub mod keys;
 pub mod login;
 pub mod service_providers;
+pub mod settings;
+pub mod source;
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use idbridge_limits::{FailureLimit, FailureLimiter};
 
 use crate::SsoService;
 
+pub use broker::BrokerReturn;
+pub use initiated::InitiatedStart;
 pub use login::{
-    IdpPage, PasswordLogin, PasswordOutcome, SsoBinding, SsoOutcome, SsoRequest, IDP_SESSIONS,
+    FinishError, IdpPage, PasswordLogin, PasswordOutcome, SsoBinding, SsoOutcome, SsoRequest,
+    IDP_SESSIONS,
 };
 pub use service_providers::{
     AuthSource, NewServiceProvider, ServiceProvider, ServiceProviderUpdate, ServiceProviders,
     SpOptions, SpSource,
 };
+pub use settings::{IdpSettings, TrustedProxies};
+pub use source::{AuthenticatedSubject, SubjectSource};
 
 /// The URLs of one organization's IdP.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,8 +52,9 @@ pub struct IdpUrls {
     pub login_url: String,
 }
 
-/// IdP settings (defaults suit most deployments).
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// IdP settings (defaults suit most deployments); from the config file's `[idp]` section and
+/// changeable while the server runs (`GET|PATCH /admin/idp/settings`, see [`settings`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct IdpConfig {
     /// How long a browser may take from the AuthnRequest to the password.
     pub login_ttl: Duration,
@@ -54,6 +65,11 @@ pub struct IdpConfig {
     /// Every refused password takes at least this long, so timing does not tell an unknown
     /// user (one search) from a wrong password (a search and a bind).
     pub failure_floor: Duration,
+    /// The assertion lifetime (NotOnOrAfter) new service providers get.
+    pub default_assertion_validity_secs: u64,
+    /// Proxies whose `X-Forwarded-For` names the client address for the per-address limit;
+    /// from anyone else the socket's peer address counts.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for IdpConfig {
@@ -69,26 +85,56 @@ impl Default for IdpConfig {
                 window_secs: 900,
             },
             failure_floor: Duration::from_millis(300),
+            default_assertion_validity_secs: service_providers::DEFAULT_ASSERTION_VALIDITY_SECS,
+            trusted_proxies: TrustedProxies::default(),
         }
     }
+}
+
+/// The settings in force and the attempt limiters built from them.
+pub(crate) struct IdpLive {
+    pub(crate) config: IdpConfig,
+    pub(crate) account_limiter: Arc<FailureLimiter>,
+    pub(crate) address_limiter: Arc<FailureLimiter>,
 }
 
 /// The IdP's part of the service.
 pub(crate) struct IdpState {
     pub(crate) service_providers: ServiceProviders,
-    pub(crate) config: IdpConfig,
-    pub(crate) account_limiter: FailureLimiter,
-    pub(crate) address_limiter: FailureLimiter,
+    live: RwLock<Arc<IdpLive>>,
 }
 
 impl IdpState {
     pub(crate) fn new(store: std::sync::Arc<dyn idbridge_store::Store>, config: IdpConfig) -> Self {
         IdpState {
             service_providers: ServiceProviders::new(store),
-            account_limiter: FailureLimiter::new(config.account_failures),
-            address_limiter: FailureLimiter::new(config.address_failures),
-            config,
+            live: RwLock::new(Arc::new(IdpLive {
+                account_limiter: Arc::new(FailureLimiter::new(config.account_failures)),
+                address_limiter: Arc::new(FailureLimiter::new(config.address_failures)),
+                config,
+            })),
         }
+    }
+
+    pub(crate) fn live(&self) -> Arc<IdpLive> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Puts `config` in force; a limiter whose limit is unchanged keeps its counts.
+    fn replace(&self, config: IdpConfig) {
+        let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
+        let limiter = |old: &Arc<FailureLimiter>, limit: FailureLimit| {
+            if old.limit() == limit {
+                old.clone()
+            } else {
+                Arc::new(FailureLimiter::new(limit))
+            }
+        };
+        *live = Arc::new(IdpLive {
+            account_limiter: limiter(&live.account_limiter, config.account_failures),
+            address_limiter: limiter(&live.address_limiter, config.address_failures),
+            config,
+        });
     }
 }
 
@@ -104,8 +150,14 @@ impl SsoService {
         }
     }
 
-    /// Replaces the IdP settings (tests and the server's config).
-    pub fn set_idp_config(&mut self, config: IdpConfig) {
-        self.idp = IdpState::new(self.store.clone(), config);
+    /// The IdP settings in force.
+    pub fn idp_config(&self) -> IdpConfig {
+        self.idp.live().config.clone()
+    }
+
+    /// Puts IdP settings in force now (the server's config at start, the admin API later);
+    /// logins in progress use them from their next step.
+    pub fn set_idp_config(&self, config: IdpConfig) {
+        self.idp.replace(config);
     }
 }

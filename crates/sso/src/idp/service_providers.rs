@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use idbridge_model::{new_id, parse_id, IdPrefix, Timestamp};
+use idbridge_model::{new_id, parse_id, IdPrefix, Page, PageRequest, Timestamp};
 use idbridge_saml::idp::response::name_id_format;
 use idbridge_saml::idp::{AcsEndpoint, RegisteredSp, SpMetadata};
 use idbridge_secrets::sha256_hex;
@@ -55,6 +55,10 @@ pub enum AuthSource {
     /// A login page: the password is checked by binding as the user against this LDAP/AD
     /// directory of the organization; the user must exist (and be active) in its synced copy.
     Directory { directory_id: String },
+    /// Broker mode: the user signs in through this SAML or OIDC connection of the organization
+    /// (the upstream IdP), verified by the same ACS/callback code as any SSO login; the
+    /// verified profile becomes the assertion.
+    Broker { connection_id: String },
 }
 
 /// A registered service provider: the stored record and (with [`ServiceProvider::wire`]) the
@@ -79,6 +83,10 @@ pub struct ServiceProvider {
     pub require_signed_requests: bool,
     pub auth_source: Option<AuthSource>,
     pub assertion_validity_secs: u64,
+    /// Whether `GET /idp/{org}/saml/start?sp=…` may send this SP an unsolicited assertion
+    /// (IdP-initiated login). Off unless the admin turns it on.
+    #[serde(default)]
+    pub allow_idp_initiated: bool,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -154,9 +162,12 @@ pub struct SpOptions {
     pub sign_response: Option<bool>,
     pub encrypt_assertions: Option<bool>,
     pub require_signed_requests: Option<bool>,
-    /// `Some(None)` removes the source.
+    /// `Some(None)` removes the source. Shorthand for a directory `auth_source`.
     pub directory_id: Option<Option<String>>,
+    /// `Some(None)` removes the source.
+    pub auth_source: Option<Option<AuthSource>>,
     pub assertion_validity_secs: Option<u64>,
+    pub allow_idp_initiated: Option<bool>,
 }
 
 /// `POST /admin/service_providers`.
@@ -363,23 +374,24 @@ impl ServiceProviders {
         }
     }
 
-    /// Every record (optionally of one organization), in id order; at most `limit`.
+    /// One page of the records (optionally of one organization), in id (= creation) order.
     pub fn list(
         &self,
         organization_id: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<ServiceProvider>, StoreError> {
-        let mut out = Vec::new();
-        for (id, bytes) in self.store.scan(SERVICE_PROVIDERS, "", None, usize::MAX)? {
-            let r: ServiceProvider = db::decode(SERVICE_PROVIDERS, &id, &bytes)?;
-            if organization_id.is_none_or(|o| o == r.organization_id) {
-                out.push(r);
-                if out.len() >= limit {
-                    break;
-                }
-            }
-        }
-        Ok(out)
+        page: &PageRequest,
+    ) -> Result<Page<ServiceProvider>, StoreError> {
+        idbridge_store::page(
+            self.store.as_ref(),
+            SERVICE_PROVIDERS,
+            "",
+            page,
+            |id, bytes| {
+                let r: ServiceProvider = db::decode(SERVICE_PROVIDERS, id, bytes)?;
+                Ok(organization_id
+                    .is_none_or(|o| o == r.organization_id)
+                    .then_some(r))
+            },
+        )
     }
 
     fn stage_create(cs: &mut ChangeSet, r: &ServiceProvider) -> SsoResult<()> {
@@ -513,24 +525,51 @@ impl SsoService {
                 r.assertion_validity_secs = secs;
             }
         }
-        if let Some(dir) = &o.directory_id {
-            match dir {
-                None => r.auth_source = None,
-                Some(d) => match self.directory.get_directory(d) {
+        if let Some(b) = o.allow_idp_initiated {
+            r.allow_idp_initiated = b;
+        }
+        let source = match (&o.directory_id, &o.auth_source) {
+            (Some(_), Some(_)) => {
+                issues.push(FieldIssue::new(
+                    "directory_id",
+                    "give_only_one_of_directory_id_auth_source",
+                ));
+                None
+            }
+            (Some(dir), None) => Some(
+                dir.clone()
+                    .map(|directory_id| AuthSource::Directory { directory_id }),
+            ),
+            (None, source) => source.clone(),
+        };
+        let field = if o.directory_id.is_some() {
+            "directory_id"
+        } else {
+            "auth_source.directory_id"
+        };
+        match source {
+            None => {}
+            Some(None) => r.auth_source = None,
+            Some(Some(AuthSource::Directory { directory_id: d })) => {
+                match self.directory.get_directory(&d) {
                     Ok(rec)
                         if rec.directory.organization_id == r.organization_id
                             && rec.directory.directory_type == "ldap" =>
                     {
-                        r.auth_source = Some(AuthSource::Directory {
-                            directory_id: d.clone(),
-                        })
+                        r.auth_source = Some(AuthSource::Directory { directory_id: d })
                     }
                     Ok(_) => issues.push(FieldIssue::new(
-                        "directory_id",
+                        field,
                         "not_an_ldap_directory_of_the_organization",
                     )),
-                    Err(_) => issues.push(FieldIssue::new("directory_id", "not_found")),
-                },
+                    Err(_) => issues.push(FieldIssue::new(field, "not_found")),
+                }
+            }
+            Some(Some(AuthSource::Broker { connection_id })) => {
+                match self.check_broker_connection(&r.organization_id, &connection_id) {
+                    Ok(()) => r.auth_source = Some(AuthSource::Broker { connection_id }),
+                    Err(code) => issues.push(FieldIssue::new("auth_source.connection_id", code)),
+                }
             }
         }
         if issues.is_empty() {
@@ -576,7 +615,8 @@ impl SsoService {
             encrypt_assertions: false,
             require_signed_requests: s.authn_requests_signed,
             auth_source: None,
-            assertion_validity_secs: DEFAULT_ASSERTION_VALIDITY_SECS,
+            assertion_validity_secs: self.idp_config().default_assertion_validity_secs,
+            allow_idp_initiated: false,
             created_at: now,
             updated_at: now,
         };
@@ -596,19 +636,17 @@ impl SsoService {
         Ok(r.wire(&self.idp_urls(&r.organization_id)))
     }
 
-    /// Service providers (of one organization), at most `limit`.
+    /// One page of service providers (of one organization), as admin objects.
     pub fn list_service_providers(
         &self,
         organization_id: Option<&str>,
-        limit: usize,
-    ) -> SsoResult<Vec<Value>> {
+        page: &PageRequest,
+    ) -> SsoResult<Page<Value>> {
         Ok(self
             .idp
             .service_providers
-            .list(organization_id, limit)?
-            .iter()
-            .map(|r| r.wire(&self.idp_urls(&r.organization_id)))
-            .collect())
+            .list(organization_id, page)?
+            .map(|r| r.wire(&self.idp_urls(&r.organization_id))))
     }
 
     /// Changes a service provider: one commit, on the condition that nobody changed it

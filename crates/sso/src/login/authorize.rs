@@ -76,6 +76,18 @@ pub enum AuthorizeError {
     Reply(LoginReply),
 }
 
+/// What a started login carries to its end (the redirect URI gets the code).
+pub(crate) struct LoginStart {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub state: Option<String>,
+    pub code_challenge: Option<String>,
+    pub login_hint: Option<String>,
+    pub force_authn: bool,
+    pub provider_scopes: Vec<String>,
+    pub client: ClientInfo,
+}
+
 struct Vetted {
     client_id: String,
     redirect_uri: String,
@@ -140,46 +152,67 @@ impl SsoService {
         if !record.usable() {
             return Err(fail("connection_unlinked", "The connection is not active."));
         }
+        let start = LoginStart {
+            client_id: vetted.client_id.clone(),
+            redirect_uri: vetted.redirect_uri.clone(),
+            state: vetted.state.clone(),
+            code_challenge,
+            login_hint: login_hint.map(str::to_owned),
+            force_authn,
+            provider_scopes: req.provider_scopes.clone(),
+            client: req.client.clone(),
+        };
+        self.begin_login(&record, start)
+            .await
+            .map_err(|_| fail("server_error", "The SSO request could not be started."))
+    }
+
+    /// Starts a login on a vetted connection: builds the IdP request (SAML AuthnRequest or
+    /// OIDC authorization URL) and stores the session with `authentication.sso_started` in one
+    /// commit. `/sso/authorize` and the IdP's broker mode (`crate::idp::broker`) both start
+    /// upstream logins here, so both are verified by the same ACS and callback code.
+    pub(crate) async fn begin_login(
+        &self,
+        record: &ConnectionRecord,
+        start: LoginStart,
+    ) -> Result<Authorization, SsoError> {
         let conn_id = record.id().to_string();
         let org_id = record.connection.organization_id.clone();
         let mut session = LoginSession {
             connection_id: conn_id.clone(),
             organization_id: org_id.clone(),
-            client_id: vetted.client_id.clone(),
-            redirect_uri: vetted.redirect_uri.clone(),
-            state: vetted.state.clone(),
-            code_challenge,
+            client_id: start.client_id,
+            redirect_uri: start.redirect_uri,
+            state: start.state,
+            code_challenge: start.code_challenge,
             saml_request_id: None,
             relay_key: random_token(16),
             oidc_state: None,
             oidc_nonce: None,
             oidc_verifier_sealed: None,
-            ip_address: req.client.ip_address.clone(),
-            user_agent: req.client.user_agent.clone(),
+            ip_address: start.client.ip_address.clone(),
+            user_agent: start.client.user_agent.clone(),
         };
         let idp_url = match &record.protocol {
             ProtocolSettings::Saml(saml) => {
-                match self.begin_saml(&record, saml, &session.relay_key, force_authn) {
+                match self.begin_saml(record, saml, &session.relay_key, start.force_authn) {
                     Ok((request_id, url)) => {
                         session.saml_request_id = Some(request_id);
                         url
                     }
                     Err(e) => {
                         tracing::error!(connection_id = %conn_id, error = %e, "cannot build AuthnRequest");
-                        return Err(fail(
-                            "server_error",
-                            "The SSO request could not be started.",
-                        ));
+                        return Err(e);
                     }
                 }
             }
             ProtocolSettings::Oidc(_) => {
                 let opts = idbridge_oidc::BeginOptions {
-                    login_hint,
-                    extra_scopes: &req.provider_scopes,
-                    force_login: force_authn,
+                    login_hint: start.login_hint.as_deref(),
+                    extra_scopes: &start.provider_scopes,
+                    force_login: start.force_authn,
                 };
-                match self.begin_oidc(&record, &opts).await {
+                match self.begin_oidc(record, &opts).await {
                     Ok((begin, sealed_verifier)) => {
                         // The cookie is named after the state the IdP echoes, so the callback
                         // can find this session without a RelayState.
@@ -191,10 +224,7 @@ impl SsoService {
                     }
                     Err(e) => {
                         tracing::error!(connection_id = %conn_id, error = %e, "cannot start OIDC login");
-                        return Err(fail(
-                            "server_error",
-                            "The SSO request could not be started.",
-                        ));
+                        return Err(e);
                     }
                 }
             }
@@ -202,7 +232,7 @@ impl SsoService {
         let session_id = random_token(32);
         let ttl = self.config().login_ttl;
         let mut cs = ChangeSet::new();
-        let staged = Logins::stage_session(&mut cs, &session_id, &session, now_ms() + ttl_ms(ttl));
+        Logins::stage_session(&mut cs, &session_id, &session, now_ms() + ttl_ms(ttl))?;
         let event = Event::new(
             EventKind::AuthenticationSsoStarted,
             auth_event_data(
@@ -210,21 +240,14 @@ impl SsoService {
                 None,
                 org_id.as_deref(),
                 &conn_id,
-                &req.client,
+                &start.client,
                 None,
             ),
         );
         cs.append_event(&event, org_id.as_deref());
-        let committed = match staged {
-            Ok(()) => db::commit(&self.store, cs).await.map_err(SsoError::from),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = committed {
+        if let Err(e) = db::commit(&self.store, cs).await {
             tracing::error!(error = %e, "cannot store login session");
-            return Err(fail(
-                "server_error",
-                "The SSO request could not be started.",
-            ));
+            return Err(e.into());
         }
         tracing::info!(connection_id = %conn_id, "SSO login started");
         Ok(Authorization {

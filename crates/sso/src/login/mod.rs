@@ -18,6 +18,7 @@ mod oidc;
 pub(crate) mod saml;
 mod token;
 
+pub(crate) use authorize::LoginStart;
 pub use authorize::{Authorization, AuthorizeError, AuthorizeRequest};
 pub use oidc::OidcCallback;
 pub use saml::AcsRequest;
