@@ -124,7 +124,7 @@ def start_login(url: str):
     return req_id, q["RelayState"][0], cookie
 
 
-def pysaml2_response(keys, conn_id: str, req_id: str, email: str) -> str:
+def pysaml2_response(keys, conn_id: str, req_id: str, email: str, attributes: dict | None = None) -> str:
     metadata = fetch("GET", f"{BASE_URL}/sso/saml/metadata/{conn_id}")
     assert metadata.status_code == 200
     cfg = {
@@ -139,7 +139,7 @@ def pysaml2_response(keys, conn_id: str, req_id: str, email: str) -> str:
         "user": email,
         "signMessage": True,
         "signAssertion": True,
-        "attributes": {
+        "attributes": attributes or {
             "id": [f"py-{email}"],
             "email": [email],
             "firstName": ["Katherine"],
@@ -152,9 +152,9 @@ def pysaml2_response(keys, conn_id: str, req_id: str, email: str) -> str:
     return out.stdout.strip()
 
 
-def login(client, keys, conn_id: str, email: str, url: str, state: str | None):
+def login(client, keys, conn_id: str, email: str, url: str, state: str | None, attributes: dict | None = None):
     req_id, relay, cookie = start_login(url)
-    saml = pysaml2_response(keys, conn_id, req_id, email)
+    saml = pysaml2_response(keys, conn_id, req_id, email, attributes)
     r = fetch(
         "POST",
         f"{BASE_URL}/sso/saml/acs/{conn_id}",
@@ -246,3 +246,31 @@ def test_saml_login_with_pkce(client, setup, idp_keys):
     code = login(client, idp_keys, conn.id, email, started["url"], started["state"])
     resp = client.sso.get_profile_and_token_pkce(code=code, code_verifier=started["code_verifier"])
     assert resp.profile.email == email
+
+
+@needs_pysaml2
+def test_saml_login_with_pysaml2_default_attribute_names(client, idp_keys):
+    """Issue 19: pysaml2 sends its default names (urn:oid Names with FriendlyNames mail,
+    givenName, sn); with no attribute map at all, email and names come from the attributes, not
+    from the NameID (which here is another address on purpose)."""
+    org = client.organizations.create_organization(name=f"py default names {TAG}")
+    conn = client.sso.create_connection(
+        organization_id=org.id,
+        name=f"pysaml2 defaults {TAG}",
+        protocol_options=CreateProtocolOptionsSAML(
+            saml_options=CreateConnectionSAMLOptions(
+                idp_entity_id=IDP_ENTITY, idp_sso_url=IDP_SSO, idp_signing_certs=[idp_keys["cert"]]
+            )
+        ),
+    )
+    url = client.sso.get_authorization_url(connection=conn.id, redirect_uri=CALLBACK, state="py-defaults")
+    name_id = f"nameid-{TAG}@example.com"
+    mail = f"ada-{TAG}@example.com"
+    attributes = {"mail": [mail], "givenName": ["Ada"], "sn": ["Lovelace"], "uid": [f"ada-{TAG}"]}
+    code = login(client, idp_keys, conn.id, name_id, url, "py-defaults", attributes)
+    p = client.sso.get_profile_and_token(code=code).profile
+    assert p.email == mail
+    assert p.first_name == "Ada"
+    assert p.last_name == "Lovelace"
+    assert p.name == "Ada Lovelace"
+    client.sso.delete_connection(conn.id)

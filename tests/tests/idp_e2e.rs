@@ -16,7 +16,9 @@
 
 use anyhow::{ensure, Context};
 use idbridge_tests::directory_api::{all_pages, events, sync, users_by_email};
-use idbridge_tests::{ldap_group, run_node_test, Slapd, TestServer, LDAP_ADMIN_DN, LDAP_SUFFIX};
+use idbridge_tests::{
+    ldap_group, run_node_test, run_python_test, Slapd, TestServer, LDAP_ADMIN_DN, LDAP_SUFFIX,
+};
 use serde_json::{json, Value};
 
 /// The app's callback: allow-listed at B, never contacted (the browser test answers it itself).
@@ -534,5 +536,266 @@ async fn the_login_page_in_chromium() -> anyhow::Result<()> {
         );
         ensure!(artifacts.join("idp-login-desktop.png").is_file());
     }
+    Ok(())
+}
+
+/// openid-client's login against A's OpenID Provider (crates/oidc/tests/peer/idp_login.mjs):
+/// its JSON, or its error output.
+async fn openid_client_login(cfg: &Value) -> anyhow::Result<Value> {
+    use tokio::io::AsyncWriteExt;
+    let peer = idbridge_tests::repo_root().join("crates/oidc/tests/peer");
+    ensure!(
+        peer.join("node_modules/openid-client/package.json")
+            .exists(),
+        "openid-client is not installed: run scripts/test-deps.d/oidc.sh"
+    );
+    let mut child = tokio::process::Command::new("node")
+        .arg("idp_login.mjs")
+        .current_dir(&peer)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    stdin.write_all(cfg.to_string().as_bytes()).await?;
+    drop(stdin);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+        .await??;
+    ensure!(
+        out.status.success(),
+        "openid-client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// From an authorization URL at A to the redirect back to the client: the login page (its
+/// cookie and CSRF token), then the password. Returns the `Location` of the 303.
+async fn oidc_login(
+    a: &TestServer,
+    authorize: &str,
+    login: &str,
+    pw: &str,
+) -> anyhow::Result<String> {
+    let http = browser();
+    let r = http.get(authorize).send().await?;
+    let status = r.status();
+    let idp_cookie = cookie(&r, "idbridge_idp_");
+    let page = r.text().await?;
+    ensure!(status == 200, "authorize at A: {status}: {page}");
+    let action = form_action(&page).context("form action")?;
+    let r = http
+        .post(format!("{}{action}", a.url()))
+        .header("cookie", idp_cookie.context("A's login cookie")?)
+        .form(&[
+            ("k", input(&page, "k").context("k")?),
+            ("csrf", input(&page, "csrf").context("csrf")?),
+            ("login", login.to_owned()),
+            ("password", pw.to_owned()),
+        ])
+        .send()
+        .await?;
+    ensure!(
+        r.status() == 303,
+        "login at A: {}: {}",
+        r.status(),
+        r.text().await?
+    );
+    Ok(r.headers()["location"].to_str()?.to_owned())
+}
+
+/// idbridge A as an OpenID Provider: `openid-client` logs in through the directory-mode login
+/// page and validates the ID token; then idbridge B, with a Generic OIDC connection to A's
+/// issuer, completes a login whose profile arrives through the WorkOS Node SDK.
+#[tokio::test]
+async fn idbridge_is_the_oidc_provider_of_openid_client_and_another_idbridge() -> anyhow::Result<()>
+{
+    let w = world(None).await?;
+    let (a, b, org_a) = (&w.a, &w.b, w.org_a.as_str());
+    let dir_id = w.sp["auth_source"]["directory_id"]
+        .as_str()
+        .context("directory of the SP")?
+        .to_owned();
+    let issuer = format!("{}/idp/{org_a}/oidc", a.url());
+
+    // Registration: unknown fields are named; the secret is shown once, never again.
+    let rp_redirect = "http://127.0.0.1:9/rp/callback";
+    let r = a
+        .post("/admin/oidc_clients")
+        .json(&json!({"organization_id": org_a, "redirect_uris": [rp_redirect], "directory_id": dir_id, "grant_types": ["implicit"]}))
+        .send()
+        .await?;
+    let body = r.text().await?;
+    ensure!(
+        body.contains("grant_types"),
+        "unknown field not named: {body}"
+    );
+    let r = a
+        .post("/admin/oidc_clients")
+        .json(&json!({"organization_id": org_a, "name": "openid-client", "redirect_uris": [rp_redirect], "directory_id": dir_id}))
+        .send()
+        .await?;
+    ensure!(r.status() == 201, "{}", r.text().await?);
+    let rp: Value = r.json().await?;
+    let secret = rp["client_secret"]
+        .as_str()
+        .context("secret shown once")?
+        .to_owned();
+    let rp_id = rp["client_id"].as_str().unwrap().to_owned();
+    ensure!(rp["provider"]["issuer"] == issuer.as_str(), "{rp}");
+    let again = a
+        .get(&format!("/admin/oidc_clients/{rp_id}"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    ensure!(
+        !again.contains(&secret) && !again.contains("secret_sealed"),
+        "{again}"
+    );
+    let listed = a.get("/admin/oidc_clients").send().await?.text().await?;
+    ensure!(
+        listed.contains(&rp_id) && !listed.contains(&secret),
+        "{listed}"
+    );
+
+    // openid-client: discovery, PKCE, nonce, state, the login page, the code, the ID token
+    // (signature, iss, aud, nonce, at_hash), userinfo; the replayed code is refused.
+    for method in ["client_secret_basic", "client_secret_post"] {
+        let out = openid_client_login(&json!({
+            "issuer": issuer, "clientId": rp_id, "clientSecret": secret, "authMethod": method,
+            "redirectUri": rp_redirect, "scope": "openid email profile groups",
+            "login": "alice", "password": "alice-pw-1",
+        }))
+        .await?;
+        let c = &out["claims"];
+        ensure!(
+            c["iss"] == issuer.as_str() && c["aud"] == rp_id.as_str(),
+            "{out}"
+        );
+        ensure!(
+            c["sub"] == w.uuid.to_lowercase().as_str() || c["sub"] == w.uuid.as_str(),
+            "{out}"
+        );
+        ensure!(c["email"] == "alice@example.test", "{out}");
+        ensure!(
+            c["given_name"] == "Alice" && c["family_name"] == "Archer",
+            "{out}"
+        );
+        let mut groups: Vec<String> = serde_json::from_value(c["groups"].clone())?;
+        groups.sort();
+        ensure!(groups == ["admins", "engineering"], "{out}");
+        ensure!(out["userinfo"]["email"] == "alice@example.test", "{out}");
+        ensure!(out["replay"] == "invalid_grant", "code replay: {out}");
+    }
+
+    // B: a Generic OIDC connection to A's issuer, with a client registered at A for B's
+    // callback.
+    let r = a
+        .post("/admin/oidc_clients")
+        .json(&json!({"organization_id": org_a, "name": "App at B", "redirect_uris": [format!("{}/sso/oidc/callback", b.url())], "directory_id": dir_id}))
+        .send()
+        .await?;
+    ensure!(r.status() == 201, "{}", r.text().await?);
+    let at_a: Value = r.json().await?;
+    let r = b
+        .post("/connections")
+        .json(&json!({"organization_id": w.org_b, "connection_type": "GenericOIDC", "name": "idbridge A (OIDC)",
+            "oidc_options": {"discovery_endpoint": format!("{issuer}/.well-known/openid-configuration"),
+            "client_id": at_a["client_id"], "client_secret": at_a["client_secret"]}}))
+        .send()
+        .await?;
+    let status = r.status();
+    let conn: Value = r.json().await?;
+    ensure!(status == 201, "OIDC connection at B: {conn}");
+    let conn_id = conn["id"].as_str().unwrap().to_owned();
+    let http = browser();
+    let r = http
+        .get(format!(
+            "{}/sso/authorize?client_id={}&redirect_uri={CALLBACK}&response_type=code&connection={conn_id}&state=st-oidc",
+            b.url(),
+            b.client_id()
+        ))
+        .send()
+        .await?;
+    ensure!(r.status() == 302, "authorize at B: {}", r.status());
+    let sp_cookie = cookie(&r, "idbridge_sso_").context("B's login cookie")?;
+    let to_a = r.headers()["location"].to_str()?.to_owned();
+    ensure!(to_a.starts_with(&format!("{issuer}/authorize?")), "{to_a}");
+    let back_to_b = oidc_login(a, &to_a, "alice", "alice-pw-1").await?;
+    ensure!(
+        back_to_b.starts_with(&format!("{}/sso/oidc/callback?", b.url())),
+        "{back_to_b}"
+    );
+    let r = http
+        .get(&back_to_b)
+        .header("cookie", &sp_cookie)
+        .send()
+        .await?;
+    ensure!(r.status() == 302, "B's callback: {}", r.status());
+    let back = url::Url::parse(r.headers()["location"].to_str()?)?;
+    let q: std::collections::HashMap<_, _> = back.query_pairs().into_owned().collect();
+    ensure!(!q.contains_key("error"), "B refused A's tokens: {back}");
+    ensure!(
+        q.get("state").map(String::as_str) == Some("st-oidc"),
+        "{back}"
+    );
+    let code = q.get("code").context("code")?.clone();
+
+    // A's events carry the protocol.
+    let evs = events(a, "idp.login_succeeded").await?;
+    ensure!(
+        evs.iter().any(|e| e["data"]["protocol"] == "oidc" && e["data"]["client_id"] == at_a["client_id"]),
+        "{evs:?}"
+    );
+
+    let expect = json!({
+        "email": "alice@example.test",
+        "firstName": "Alice",
+        "lastName": "Archer",
+        "idpId": w.uuid.to_lowercase(),
+        "connectionId": conn_id,
+        "organizationId": w.org_b,
+        "groups": ["engineering", "admins"],
+    });
+    let mut env = b.peer_env();
+    env.push(("IDBRIDGE_IDP_CODE".into(), code));
+    env.push(("IDBRIDGE_IDP_EXPECT".into(), expect.to_string()));
+    let report = run_node_test("idp_profile.test.mjs", env).await?;
+    ensure!(
+        report.ran() && report.passed >= 1 && report.failed == 0,
+        "node SDK: {} passed, {} failed:\n{}",
+        report.passed,
+        report.failed,
+        report.output
+    );
+
+    // Issue 19: the Python SDK creates an OIDC connection with `attribute_maps`; its custom
+    // attributes come back in the profile.
+    let mut env = b.peer_env();
+    env.extend([
+        ("IDBRIDGE_SSO_CALLBACK".to_owned(), CALLBACK.to_owned()),
+        ("IDBRIDGE_ORG_ID".to_owned(), w.org_b.clone()),
+        ("IDBRIDGE_OP_ISSUER".to_owned(), issuer.clone()),
+        (
+            "IDBRIDGE_OP_CLIENT_ID".to_owned(),
+            at_a["client_id"].as_str().unwrap().to_owned(),
+        ),
+        (
+            "IDBRIDGE_OP_CLIENT_SECRET".to_owned(),
+            at_a["client_secret"].as_str().unwrap().to_owned(),
+        ),
+        ("IDBRIDGE_OP_LOGIN".to_owned(), "alice".to_owned()),
+        ("IDBRIDGE_OP_PASSWORD".to_owned(), "alice-pw-1".to_owned()),
+    ]);
+    let report = run_python_test("test_idp_oidc_attribute_maps.py", env).await?;
+    ensure!(
+        report.ran() && report.passed == 1 && report.failed == 0,
+        "python SDK: {} passed, {} failed:\n{}",
+        report.passed,
+        report.failed,
+        report.output
+    );
     Ok(())
 }

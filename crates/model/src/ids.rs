@@ -22,6 +22,8 @@ pub enum IdPrefix {
     ApiKey,
     /// A service provider registered with idbridge's IdP (issue 16).
     ServiceProvider,
+    /// An OIDC client registered with idbridge's OpenID Provider (issue 16).
+    OidcClient,
 }
 
 impl IdPrefix {
@@ -39,6 +41,7 @@ impl IdPrefix {
             IdPrefix::Role => "role",
             IdPrefix::ApiKey => "key",
             IdPrefix::ServiceProvider => "sp",
+            IdPrefix::OidcClient => "oidc_client",
         }
     }
 }

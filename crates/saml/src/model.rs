@@ -96,6 +96,9 @@ pub struct AssertionData {
     pub audience_restrictions: Vec<Vec<String>>,
     pub session_index: Option<String>,
     pub attributes: BTreeMap<String, Vec<String>>,
+    /// FriendlyName → Name of the attributes that had one (pysaml2 and Shibboleth send
+    /// `urn:oid:…` Names with FriendlyNames such as `mail`).
+    pub friendly_names: BTreeMap<String, String>,
 }
 
 impl AssertionData {
@@ -168,11 +171,17 @@ impl AssertionData {
             .map(str::to_owned);
 
         let mut attributes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut friendly_names: BTreeMap<String, String> = BTreeMap::new();
         for st in a.children_named(NS_ASSERTION, "AttributeStatement") {
             for at in st.children_named(NS_ASSERTION, "Attribute") {
                 let Some(name) = at.attr("Name") else {
                     return Err(PolicyViolation::Invalid("Attribute Name"));
                 };
+                if let Some(friendly) = at.attr("FriendlyName").filter(|f| !f.is_empty()) {
+                    friendly_names
+                        .entry(friendly.to_owned())
+                        .or_insert_with(|| name.to_owned());
+                }
                 let values = attributes.entry(name.to_owned()).or_default();
                 for v in at.children_named(NS_ASSERTION, "AttributeValue") {
                     if v.attr_ns(NS_XSI, "nil") == Some("true") {
@@ -196,6 +205,7 @@ impl AssertionData {
             audience_restrictions,
             session_index,
             attributes,
+            friendly_names,
         })
     }
 }

@@ -87,6 +87,9 @@ pub struct VerifiedAssertion {
     pub session_index: Option<String>,
     /// Attribute name → values (values in the order received).
     pub attributes: BTreeMap<String, Vec<String>>,
+    /// FriendlyName → Name, for attributes sent with a FriendlyName (a map may name either).
+    #[serde(default)]
+    pub friendly_names: BTreeMap<String, String>,
     pub in_response_to: Option<String>,
     pub assertion_id: String,
     /// The bearer SubjectConfirmationData NotOnOrAfter.
@@ -325,6 +328,7 @@ fn verify_inner(
         name_id_format: assertion.name_id_format,
         session_index: assertion.session_index,
         attributes: assertion.attributes,
+        friendly_names: assertion.friendly_names,
         in_response_to: ctx.expected_in_response_to.clone(),
         assertion_id: assertion.id,
         not_on_or_after: checked.confirmation_expiry,

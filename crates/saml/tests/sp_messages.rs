@@ -251,10 +251,10 @@ fn presets_name_the_standard_attributes() {
     assert_eq!(
         (
             generic.idp_id.as_slice(),
-            generic.email.as_slice(),
-            generic.first_name.as_slice(),
-            generic.last_name.as_slice(),
-            generic.groups.as_slice()
+            &generic.email[..1],
+            &generic.first_name[..1],
+            &generic.last_name[..1],
+            &generic.groups[..1]
         ),
         (
             &["id".to_string()][..],
@@ -264,6 +264,12 @@ fn presets_name_the_standard_attributes() {
             &["groups".to_string()][..]
         )
     );
+    // Then the common URN / claim names every type knows (issue 19).
+    assert!(generic
+        .email
+        .contains(&"urn:oid:0.9.2342.19200300.100.1.3".to_string()));
+    assert!(generic.first_name.contains(&"urn:oid:2.5.4.42".to_string()));
+    assert!(generic.last_name.contains(&"urn:oid:2.5.4.4".to_string()));
     // Every preset maps every field, and the WorkOS-guide names always come first.
     for kind in SamlConnectionType::ALL {
         let m = AttributeMap::preset(kind);
@@ -338,7 +344,9 @@ fn map_profile_from_an_entra_style_assertion() {
     let generic = AttributeMap::preset(SamlConnectionType::GenericSAML);
     let p = map_profile(&v, &generic);
     assert_eq!(p.idp_id, "opaque-subject-123");
-    assert_eq!(p.email, None);
+    // The Microsoft claim URIs are known by default to every connection type (issue 19).
+    assert_eq!(p.email.as_deref(), Some("todd@example.com"));
+    assert_eq!(p.first_name.as_deref(), Some("Todd"));
     let mut a = aspec(t);
     a.attributes.clear();
     let xml = idp().response(&rspec(t), &a, SignMode::Response).unwrap();

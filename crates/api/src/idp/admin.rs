@@ -56,7 +56,7 @@ const OPTION_FIELDS: [&str; 10] = [
     "allow_idp_initiated",
 ];
 
-fn string_list(f: &mut Fields<'_>, field: &str) -> Option<Vec<String>> {
+pub(super) fn string_list(f: &mut Fields<'_>, field: &str) -> Option<Vec<String>> {
     let arr = f.opt_array(field)?;
     let mut out = Vec::new();
     for (i, v) in arr.iter().enumerate() {

@@ -3,6 +3,8 @@
 //! domain (records, keys, sessions, password checks, assertions) is `idbridge_sso::idp`.
 
 pub mod admin;
+pub mod oidc;
+pub mod oidc_admin;
 pub mod saml;
 
 #[cfg(test)]
@@ -16,10 +18,10 @@ use crate::AppState;
 
 /// Routes that need an API key.
 pub fn protected_routes() -> Router<AppState> {
-    admin::routes()
+    admin::routes().merge(oidc_admin::routes())
 }
 
 /// Browser-facing routes.
 pub fn public_routes() -> Router<AppState> {
-    saml::routes()
+    saml::routes().merge(oidc::routes())
 }

@@ -111,7 +111,7 @@ fn html(status: StatusCode, body: String) -> Response {
 
 /// The login page: usable with a keyboard and on a phone (labels, autocomplete, autofocus,
 /// viewport), the message announced to screen readers.
-fn login_page(status: StatusCode, p: &IdpPage) -> Response {
+pub(super) fn login_page(status: StatusCode, p: &IdpPage) -> Response {
     let message = p
         .message
         .as_deref()
@@ -128,7 +128,7 @@ fn login_page(status: StatusCode, p: &IdpPage) -> Response {
     html(status, body)
 }
 
-fn error_page(status: u16, message: &str) -> Response {
+pub(super) fn error_page(status: u16, message: &str) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
     html(
         status,
@@ -151,14 +151,38 @@ fn post_page(form: PostForm) -> Response {
     resp
 }
 
-fn cookie(state: &AppState, org_id: &str, key: &str, value: &str, max_age: u64) -> String {
+/// A 303 to `location` (an OIDC authorization response: a registered redirect URI), not cached.
+pub(super) fn redirect(location: &str) -> Response {
+    match HeaderValue::from_str(location) {
+        Ok(v) => {
+            let mut resp = StatusCode::SEE_OTHER.into_response();
+            resp.headers_mut().insert(header::LOCATION, v);
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp.headers_mut().insert(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            );
+            resp
+        }
+        Err(_) => error_page(500, "The answer to the application could not be built."),
+    }
+}
+
+pub(super) fn cookie(
+    state: &AppState,
+    org_id: &str,
+    key: &str,
+    value: &str,
+    max_age: u64,
+) -> String {
     format!(
         "{COOKIE_PREFIX}{key}={value}; Path=/idp/{org_id}; HttpOnly; SameSite=Lax; Max-Age={max_age}{}",
         if secure(state) { "; Secure" } else { "" }
     )
 }
 
-fn form_field(body: &Bytes, name: &str) -> Option<String> {
+pub(super) fn form_field(body: &Bytes, name: &str) -> Option<String> {
     url::form_urlencoded::parse(body)
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
@@ -357,6 +381,11 @@ async fn login(
     match state.sso.idp_password_login(req, &settings).await {
         PasswordOutcome::Assertion { form, key } => {
             let mut resp = post_page(form);
+            clear_idp_cookie(&state, &organization_id, &key, &mut resp);
+            resp
+        }
+        PasswordOutcome::Redirect { location, key } => {
+            let mut resp = redirect(&location);
             clear_idp_cookie(&state, &organization_id, &key, &mut resp);
             resp
         }

@@ -51,12 +51,23 @@ fn cert_to_pem(text: &str) -> Option<String> {
     String::from_utf8(cert.to_pem().ok()?).ok()
 }
 
-/// The attribute map: the type's preset, with `attribute_maps` (py10 shape) taking precedence.
-fn parse_attribute_map(f: &mut Fields<'_>, kind: SamlConnectionType) -> AttributeMap {
-    let mut map = AttributeMap::preset(kind);
-    let Some(obj) = f.opt_object("attribute_maps") else {
-        return map;
-    };
+/// `attribute_maps` as read: `(field, source name)` of the given standard attributes and the
+/// custom attributes (profile key → source name).
+struct AttributeMaps {
+    standard: Vec<(&'static str, String)>,
+    custom: std::collections::BTreeMap<String, String>,
+}
+
+/// `attribute_maps` (py10 shape); `name` is derived from first and last name and ignored; every
+/// unknown key is a field error.
+fn read_attribute_maps(f: &mut Fields<'_>) -> Option<AttributeMaps> {
+    let obj = f.opt_object("attribute_maps")?;
+    for k in obj.keys() {
+        if !["standard_attributes", "custom_attributes"].contains(&k.as_str()) {
+            f.error(&format!("attribute_maps.{k}"), "unknown_field");
+        }
+    }
+    let mut standard = Vec::new();
     if let Some(std_attrs) = obj.get("standard_attributes") {
         match std_attrs {
             Value::Object(m) => {
@@ -70,13 +81,12 @@ fn parse_attribute_map(f: &mut Fields<'_>, kind: SamlConnectionType) -> Attribut
                         }
                         continue;
                     };
-                    let list = match k.as_str() {
-                        "idp_id" => &mut map.idp_id,
-                        "email" => &mut map.email,
-                        "first_name" => &mut map.first_name,
-                        "last_name" => &mut map.last_name,
-                        "groups" => &mut map.groups,
-                        // `name` is derived from first and last name.
+                    let field = match k.as_str() {
+                        "idp_id" => "idp_id",
+                        "email" => "email",
+                        "first_name" => "first_name",
+                        "last_name" => "last_name",
+                        "groups" => "groups",
                         "name" => continue,
                         _ => {
                             f.error(
@@ -86,17 +96,113 @@ fn parse_attribute_map(f: &mut Fields<'_>, kind: SamlConnectionType) -> Attribut
                             continue;
                         }
                     };
-                    list.retain(|s| s != src);
-                    list.insert(0, src.to_string());
+                    standard.push((field, src.to_string()));
                 }
             }
             Value::Null => {}
             _ => f.error("attribute_maps.standard_attributes", "must_be_object"),
         }
     }
-    map.custom = parse_custom(f, obj);
+    Some(AttributeMaps {
+        standard,
+        custom: parse_custom(f, obj),
+    })
+}
+
+/// Puts `src` first in a candidate list.
+fn prefer(list: &mut Vec<String>, src: &str) {
+    list.retain(|s| s != src);
+    list.insert(0, src.to_string());
+}
+
+/// The attribute map: the type's preset, with `attribute_maps` (py10 shape) taking precedence.
+fn parse_attribute_map(f: &mut Fields<'_>, kind: SamlConnectionType) -> AttributeMap {
+    let mut map = AttributeMap::preset(kind);
+    let Some(AttributeMaps { standard, custom }) = read_attribute_maps(f) else {
+        return map;
+    };
+    for (field, src) in standard {
+        let list = match field {
+            "idp_id" => &mut map.idp_id,
+            "email" => &mut map.email,
+            "first_name" => &mut map.first_name,
+            "last_name" => &mut map.last_name,
+            _ => &mut map.groups,
+        };
+        prefer(list, &src);
+    }
+    map.custom = custom;
     map
 }
+
+/// `attribute_maps` on an OIDC connection: claim names taking precedence over the type's and
+/// `oidc_options.claim_map`'s, custom attributes added to the claim map's.
+fn apply_attribute_maps_to_claims(f: &mut Fields<'_>, claims: &mut ClaimMap) {
+    let Some(AttributeMaps { standard, custom }) = read_attribute_maps(f) else {
+        return;
+    };
+    for (field, src) in standard {
+        let list = match field {
+            "idp_id" => &mut claims.idp_id,
+            "email" => &mut claims.email,
+            "first_name" => &mut claims.first_name,
+            "last_name" => &mut claims.last_name,
+            _ => &mut claims.groups,
+        };
+        prefer(list, &src);
+    }
+    claims.custom.extend(custom);
+}
+
+/// Every key of `obj` not in `known` is a field error naming it (`{prefix}.{key}`).
+fn refuse_unknown(f: &mut Fields<'_>, obj: &Map<String, Value>, prefix: &str, known: &[&str]) {
+    for k in obj.keys() {
+        if !known.contains(&k.as_str()) {
+            let field = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            f.error(&field, "unknown_field");
+        }
+    }
+}
+
+/// Keys `POST /connections` understands (py10 shape plus ours).
+const CONNECTION_FIELDS: [&str; 7] = [
+    "organization_id",
+    "name",
+    "external_id",
+    "connection_type",
+    "saml_options",
+    "oidc_options",
+    "attribute_maps",
+];
+const SAML_OPTION_FIELDS: [&str; 12] = [
+    "idp_metadata_url",
+    "idp_metadata_xml",
+    "idp_entity_id",
+    "idp_sso_url",
+    "idp_signing_certs",
+    "sp_entity_id",
+    "acs_url",
+    "sp_signing_key_pair",
+    "sp_encryption_key_pairs",
+    "allow_idp_initiated",
+    "sign_requests",
+    "clock_skew_secs",
+];
+const OIDC_OPTION_FIELDS: [&str; 9] = [
+    "issuer",
+    "discovery_endpoint",
+    "discovery_url",
+    "redirect_uri",
+    "client_id",
+    "client_secret",
+    "client_secret_env",
+    "scopes",
+    "claim_map",
+];
 
 fn parse_custom(
     f: &mut Fields<'_>,
@@ -160,6 +266,7 @@ fn valid_http_url(s: &str) -> bool {
 /// provider must be registered with.
 pub fn parse_new(body: &Map<String, Value>, callback_url: &str) -> ApiResult<NewConnection> {
     let mut f = Fields::new(body);
+    refuse_unknown(&mut f, body, "", &CONNECTION_FIELDS);
     let org_id = f.required_string("organization_id");
     if org_id
         .as_deref()
@@ -175,6 +282,30 @@ pub fn parse_new(body: &Map<String, Value>, callback_url: &str) -> ApiResult<New
     let ctype = f.opt_string("connection_type");
     let saml_opts = f.opt_object("saml_options");
     let oidc_opts = f.opt_object("oidc_options");
+    if let Some(o) = saml_opts {
+        refuse_unknown(&mut f, o, "saml_options", &SAML_OPTION_FIELDS);
+    }
+    if let Some(o) = oidc_opts {
+        // py10 options idbridge does not implement: refused by name, never dropped.
+        let unsupported = [
+            "pkce",
+            "token_authentication_method",
+            "jwt_signing_key_pair",
+            "id_token_signature_algorithm",
+            "fetch_user_info",
+        ];
+        for k in unsupported {
+            if o.get(k).is_some_and(|v| !v.is_null()) {
+                f.error(&format!("oidc_options.{k}"), "not_supported");
+            }
+        }
+        let known: Vec<&str> = OIDC_OPTION_FIELDS
+            .iter()
+            .chain(&unsupported)
+            .copied()
+            .collect();
+        refuse_unknown(&mut f, o, "oidc_options", &known);
+    }
     let is_oidc = match (ctype.as_deref(), oidc_opts) {
         (Some(t), _) if saml_type(t).is_some() => false,
         (Some(t), _) if t.parse::<idbridge_oidc::ConnectionType>().is_ok() => true,
@@ -287,7 +418,8 @@ fn parse_oidc(
         None | Some(Value::Null) => {}
         Some(_) => f.error("oidc_options.scopes", "must_be_array"),
     }
-    let claim_map = parse_claim_map(f, o, t);
+    let mut claim_map = parse_claim_map(f, o, t);
+    apply_attribute_maps_to_claims(f, &mut claim_map);
     Some(NewOidc {
         connection_type: t,
         issuer,

@@ -471,6 +471,32 @@ async fn connection_validation_errors() {
             json!({"organization_id": org, "connection_type": "GenericOIDC", "oidc_options": {"issuer": "https://op.example.com", "client_id": "c"}}),
             "oidc_options.client_secret",
         ),
+        // Issue 19: every unknown field is named, at every level; py10 options idbridge does
+        // not implement are refused, never dropped.
+        (
+            json!({"organization_id": org, "colour": "red", "saml_options": {"idp_entity_id": "x", "idp_sso_url": IDP_SSO, "idp_signing_certs": [env.cert_pem()]}}),
+            "colour",
+        ),
+        (
+            json!({"organization_id": org, "saml_options": {"idp_entity_id": "x", "idp_sso_url": IDP_SSO, "idp_signing_certs": [env.cert_pem()], "want_encrypted": true}}),
+            "saml_options.want_encrypted",
+        ),
+        (
+            json!({"organization_id": org, "connection_type": "GenericOIDC", "oidc_options": {"issuer": "https://op.example.com", "client_id": "c", "client_secret": "s", "fetch_user_info": true}}),
+            "oidc_options.fetch_user_info",
+        ),
+        (
+            json!({"organization_id": org, "connection_type": "GenericOIDC", "oidc_options": {"issuer": "https://op.example.com", "client_id": "c", "client_secret": "s", "prompt": "login"}}),
+            "oidc_options.prompt",
+        ),
+        (
+            json!({"organization_id": org, "connection_type": "GenericOIDC", "attribute_maps": {"custom": {}}, "oidc_options": {"issuer": "https://op.example.com", "client_id": "c", "client_secret": "s"}}),
+            "attribute_maps.custom",
+        ),
+        (
+            json!({"organization_id": org, "connection_type": "GenericOIDC", "attribute_maps": {"standard_attributes": {"nickname": "nick"}}, "oidc_options": {"issuer": "https://op.example.com", "client_id": "c", "client_secret": "s"}}),
+            "attribute_maps.standard_attributes.nickname",
+        ),
     ];
     for (body, field) in cases {
         let r = env.api("POST", "/connections", Some(body.clone())).await;
@@ -498,6 +524,37 @@ async fn connection_validation_errors() {
             .len(),
         0
     );
+}
+
+/// Issue 19: `attribute_maps` on an OIDC connection (the Python SDK sends it) was accepted and
+/// dropped; it now sets the claim map (standard claims first, custom attributes added).
+#[tokio::test]
+async fn oidc_attribute_maps_set_the_claim_map() {
+    let env = Env::new();
+    let org = env.org("Acme").await;
+    let r = env
+        .api(
+            "POST",
+            "/connections",
+            Some(json!({"organization_id": org, "connection_type": "GenericOIDC",
+                "attribute_maps": {"standard_attributes": {"email": "upn", "name": null},
+                    "custom_attributes": {"department": "dept", "employee": "ext.employee_id"}},
+                "oidc_options": {"issuer": "https://op.example.com", "client_id": "c", "client_secret": "s"}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.body["id"].as_str().unwrap();
+    let view = env
+        .api("GET", &format!("/admin/connections/{id}"), None)
+        .await;
+    let map = &view.body["settings"]["claim_map"];
+    assert_eq!(map["email"][0], "upn", "{}", view.text);
+    assert_eq!(
+        map["email"][1], "email",
+        "the type's claim stays a fallback"
+    );
+    assert_eq!(map["custom"]["department"], "dept", "{}", view.text);
+    assert_eq!(map["custom"]["employee"], "ext.employee_id");
 }
 
 #[tokio::test]

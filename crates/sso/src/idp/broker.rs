@@ -91,7 +91,11 @@ impl SsoService {
     ) -> SsoOutcome {
         let org_id = session.organization_id.as_str();
         let conn_id = session.broker_connection_id.clone().unwrap_or_default();
-        let fail = |message: &str| session.authn_failed("", message);
+        // Broker mode answers SAML requests only.
+        let Some(pending) = session.saml() else {
+            return error(400, "This login cannot use an upstream connection.");
+        };
+        let fail = |message: &str| pending.authn_failed("", message);
         let record = match self.connections.get(&conn_id) {
             Ok(Some(r)) => r,
             _ => {
@@ -161,7 +165,10 @@ impl SsoService {
             return (error(400, expired), None);
         }
         let clear = Some(key.to_owned());
-        let sp = match self.idp.service_providers.get(&session.service_provider_id) {
+        let Some(pending) = session.saml() else {
+            return (error(400, expired), None);
+        };
+        let sp = match self.idp.service_providers.get(&pending.service_provider_id) {
             Ok(Some(sp)) if sp.organization_id == org_id => sp,
             _ => {
                 return (
@@ -174,7 +181,7 @@ impl SsoService {
             }
         };
         let refuse = |reason: &'static str, message: &str| {
-            (reason, session.authn_failed(&sp.entity_id, message))
+            (reason, pending.authn_failed(&sp.entity_id, message))
         };
         let still_broker = matches!(&sp.auth_source, Some(AuthSource::Broker { connection_id }) if *connection_id == conn_id);
         let checked = if !still_broker {
@@ -221,10 +228,11 @@ impl SsoService {
         let mut also = ChangeSet::new();
         Logins::stage_take_code(&mut also, &code, now);
         match self
-            .finish_idp_login(&sp, &session, secret, &subject, &req.client, Some(also))
+            .finish_idp_login(&session, secret, &subject, &req.client, Some(also))
             .await
         {
-            Ok(form) => (SsoOutcome::Post(form), clear),
+            Ok(super::login::Finished::Assertion(form)) => (SsoOutcome::Post(form), clear),
+            Ok(super::login::Finished::Redirect(_)) => (error(400, expired), clear),
             Err(super::login::FinishError::SessionGone) => (error(400, expired), clear),
             Err(super::login::FinishError::Failed { status, message }) => {
                 (error(status, message), clear)

@@ -11,7 +11,7 @@ use idbridge_saml::verify::MAX_RELAY_STATE;
 use idbridge_secrets::{random_token, sha256_hex};
 use idbridge_store::StoreError;
 
-use super::login::{error, IdpLoginSession, IdpPage, SsoOutcome};
+use super::login::{error, IdpLoginSession, IdpPage, PendingRequest, SamlPending, SsoOutcome};
 use super::service_providers::ServiceProvider;
 use crate::login::ClientInfo;
 use crate::SsoService;
@@ -119,10 +119,12 @@ impl SsoService {
         let key = random_token(16);
         let session = IdpLoginSession {
             organization_id: org_id.to_owned(),
-            service_provider_id: sp.id.clone(),
-            request_id: None,
-            acs_url: acs.url.clone(),
-            relay_state: req.relay_state.clone(),
+            request: PendingRequest::Saml(SamlPending {
+                service_provider_id: sp.id.clone(),
+                request_id: None,
+                acs_url: acs.url.clone(),
+                relay_state: req.relay_state.clone(),
+            }),
             csrf_digest: sha256_hex(&csrf),
             key: key.clone(),
             broker_connection_id,

@@ -119,4 +119,23 @@ impl SsoService {
         })?;
         Ok(next.keys.iter().map(|k| k.cert_pem.clone()).collect())
     }
+
+    /// Every key of the set, unsealed (current first): the OIDC provider's JWKS publishes
+    /// them all.
+    pub(crate) fn open_idp_keys(
+        &self,
+        org_id: &str,
+        set: &IdpKeySet,
+    ) -> SsoResult<Vec<IdpSigningKey>> {
+        set.keys
+            .iter()
+            .map(|k| {
+                let pem = self
+                    .secrets()?
+                    .open(&context(org_id), &k.key_sealed)
+                    .map_err(SsoError::internal)?;
+                IdpSigningKey::from_pem(&pem, k.cert_pem.as_bytes()).map_err(SsoError::internal)
+            })
+            .collect()
+    }
 }

@@ -48,16 +48,52 @@ pub const IDP_SESSIONS: &str = "idp_login_sessions";
 /// The one message for every refused password, unknown user or disabled account.
 pub const BAD_CREDENTIALS: &str = "The username or password is incorrect.";
 
-/// What the SSO endpoint leaves for the login form, bound to one browser.
+/// A SAML login waiting for its user: whom the assertion goes to.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct IdpLoginSession {
-    pub organization_id: String,
+pub struct SamlPending {
     pub service_provider_id: String,
     /// The AuthnRequest id (InResponseTo); `None` for an IdP-initiated (unsolicited) login.
     pub request_id: Option<String>,
     /// The registered ACS the answer goes to.
     pub acs_url: String,
     pub relay_state: Option<String>,
+}
+
+/// The protocol request a login session waits with; each protocol renders its answer from
+/// the [`AuthenticatedSubject`] the login ends in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "protocol", rename_all = "snake_case")]
+pub enum PendingRequest {
+    /// A verified AuthnRequest (or an IdP-initiated start) of a registered SP.
+    Saml(SamlPending),
+    /// A validated OIDC authorization request of a registered client.
+    Oidc(super::oidc::PendingAuthorization),
+}
+
+/// The party a login is for (an SP or an OIDC client), as the login page needs it.
+#[derive(Debug, Clone)]
+pub struct RelyingParty {
+    pub id: String,
+    pub organization_id: String,
+    /// Shown on the login page.
+    pub name: String,
+    pub auth_source: Option<AuthSource>,
+}
+
+/// A finished login's answer.
+#[derive(Debug, Clone)]
+pub enum Finished {
+    /// SAML: the signed Response in an auto-submitting form to the registered ACS.
+    Assertion(PostForm),
+    /// OIDC: the redirect to the registered redirect URI with the code.
+    Redirect(String),
+}
+
+/// What the SSO endpoint leaves for the login form, bound to one browser.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdpLoginSession {
+    pub organization_id: String,
+    pub request: PendingRequest,
     /// SHA-256 hex of the CSRF token of the login form.
     pub csrf_digest: String,
     /// The cookie's name suffix (parallel logins in one browser do not collide).
@@ -69,6 +105,16 @@ pub struct IdpLoginSession {
 }
 
 impl IdpLoginSession {
+    /// The SAML request this session waits with, if it is a SAML login.
+    pub fn saml(&self) -> Option<&SamlPending> {
+        match &self.request {
+            PendingRequest::Saml(p) => Some(p),
+            PendingRequest::Oidc(_) => None,
+        }
+    }
+}
+
+impl SamlPending {
     /// The signed SAML error answer (`Responder` / `AuthnFailed`) to this login's pending
     /// request, for its registered ACS: the user could not be authenticated.
     pub(crate) fn authn_failed(&self, sp_entity_id: &str, message: &str) -> SpErrorResponse {
@@ -171,6 +217,8 @@ pub enum FinishError {
 pub enum PasswordOutcome {
     /// The signed assertion, posted to the registered ACS; clear the cookie named by `key`.
     Assertion { form: PostForm, key: String },
+    /// Redirect the browser (an OIDC authorization response); clear the cookie named by `key`.
+    Redirect { location: String, key: String },
     /// Show the page again with a message (`status`: 401 refused, 429 limited).
     Retry { status: u16, page: IdpPage },
     /// Our own error page (no live session, CSRF mismatch, ...).
@@ -440,10 +488,12 @@ impl SsoService {
         let key = random_token(16);
         let session = IdpLoginSession {
             organization_id: org_id.to_owned(),
-            service_provider_id: sp.id.clone(),
-            request_id: Some(accepted.id.clone()),
-            acs_url: accepted.acs.location.clone(),
-            relay_state: accepted.relay_state.clone(),
+            request: PendingRequest::Saml(SamlPending {
+                service_provider_id: sp.id.clone(),
+                request_id: Some(accepted.id.clone()),
+                acs_url: accepted.acs.location.clone(),
+                relay_state: accepted.relay_state.clone(),
+            }),
             csrf_digest: sha256_hex(&csrf),
             key: key.clone(),
             broker_connection_id,
@@ -511,14 +561,12 @@ impl SsoService {
             tracing::warn!("IdP login form without its CSRF token");
             return login_error(403, "The sign-in form is invalid (missing or wrong security token). Reload the application and sign in again.");
         }
-        let sp = match self.idp.service_providers.get(&session.service_provider_id) {
-            Ok(Some(sp)) if sp.organization_id == org_id => sp,
-            Ok(_) => {
-                return login_error(
-                    400,
-                    "The service provider was removed. Ask its administrator.",
-                )
-            }
+        let sp = match self.idp_relying_party(&session.request) {
+            Ok(Some(rp)) if rp.organization_id == org_id => rp,
+            Ok(_) => return login_error(
+                400,
+                "The application was removed from this identity provider. Ask its administrator.",
+            ),
             Err(e) => {
                 tracing::error!(error = %e, "store read failed");
                 return login_error(503, "Try again later.");
@@ -609,11 +657,15 @@ impl SsoService {
         let subject =
             AuthenticatedSubject::from_directory_user(org_id, directory_id, &user, groups);
         match self
-            .finish_idp_login(&sp, &session, secret, &subject, &req.client, None)
+            .finish_idp_login(&session, secret, &subject, &req.client, None)
             .await
         {
-            Ok(form) => PasswordOutcome::Assertion {
+            Ok(Finished::Assertion(form)) => PasswordOutcome::Assertion {
                 form,
+                key: key.to_owned(),
+            },
+            Ok(Finished::Redirect(location)) => PasswordOutcome::Redirect {
+                location,
                 key: key.to_owned(),
             },
             Err(FinishError::SessionGone) => login_error(400, expired),
@@ -626,23 +678,53 @@ impl SsoService {
     /// `idp.login_succeeded`; then the pending request is answered from the subject.
     pub(crate) async fn finish_idp_login(
         &self,
-        sp: &ServiceProvider,
         session: &IdpLoginSession,
         secret: &str,
         subject: &AuthenticatedSubject,
         client: &ClientInfo,
         also: Option<ChangeSet>,
-    ) -> Result<PostForm, FinishError> {
+    ) -> Result<Finished, FinishError> {
         let org_id = subject.organization_id.as_str();
         let mut cs = also.unwrap_or_default();
         cs.take_expiring(IDP_SESSIONS, sha256_hex(secret), now_ms());
+        let gone = |status: u16, message: &'static str| FinishError::Failed { status, message };
         let mut data = serde_json::json!({
             "organization_id": org_id,
-            "service_provider_id": sp.id,
-            "service_provider_entity_id": sp.entity_id,
             "ip_address": client.ip_address,
             "user_agent": client.user_agent,
         });
+        // What the protocol answers with, decided before the commit (an OIDC code is stored
+        // in it).
+        let render = match &session.request {
+            PendingRequest::Saml(pending) => {
+                let sp = match self.idp.service_providers.get(&pending.service_provider_id) {
+                    Ok(Some(sp)) if sp.organization_id == org_id => sp,
+                    Ok(_) => return Err(FinishError::SessionGone),
+                    Err(e) => {
+                        tracing::error!(error = %e, "store read failed");
+                        return Err(gone(503, "Try again later."));
+                    }
+                };
+                data["protocol"] = "saml".into();
+                data["service_provider_id"] = sp.id.as_str().into();
+                data["service_provider_entity_id"] = sp.entity_id.as_str().into();
+                Err((sp, pending))
+            }
+            PendingRequest::Oidc(pending) => {
+                data["protocol"] = "oidc".into();
+                data["client_id"] = pending.client_id.as_str().into();
+                match self.stage_oidc_code(&mut cs, pending, subject) {
+                    Ok(location) => Ok(location),
+                    Err(e) => {
+                        tracing::error!(error = %e, "issuing the authorization code failed");
+                        return Err(gone(
+                            500,
+                            "The sign-in could not be completed. Ask your administrator.",
+                        ));
+                    }
+                }
+            }
+        };
         if let (Some(o), serde_json::Value::Object(who)) =
             (data.as_object_mut(), subject.event_fields())
         {
@@ -666,11 +748,19 @@ impl SsoService {
                 });
             }
         }
-        match self.issue_assertion(sp, session, subject).await {
+        let (sp, pending) = match render {
+            Ok(location) => {
+                tracing::info!("IdP login succeeded (OIDC)");
+                metrics::counter!("idbridge_idp_logins_total", "result" => "succeeded", "reason" => "").increment(1);
+                return Ok(Finished::Redirect(location));
+            }
+            Err(saml) => saml,
+        };
+        match self.issue_assertion(&sp, pending, subject).await {
             Ok(form) => {
                 tracing::info!(sp = %sp.id, "IdP login succeeded");
                 metrics::counter!("idbridge_idp_logins_total", "result" => "succeeded", "reason" => "").increment(1);
-                Ok(form)
+                Ok(Finished::Assertion(form))
             }
             Err(e) => {
                 tracing::error!(error = %e, "issuing the assertion failed");
@@ -679,6 +769,26 @@ impl SsoService {
                     message: "The sign-in could not be completed. Ask your administrator.",
                 })
             }
+        }
+    }
+
+    /// The SP or OIDC client a pending request is for.
+    pub fn idp_relying_party(
+        &self,
+        request: &PendingRequest,
+    ) -> Result<Option<RelyingParty>, StoreError> {
+        match request {
+            PendingRequest::Saml(p) => Ok(self
+                .idp
+                .service_providers
+                .get(&p.service_provider_id)?
+                .map(|sp| RelyingParty {
+                    id: sp.id,
+                    organization_id: sp.organization_id,
+                    name: sp.name,
+                    auth_source: sp.auth_source,
+                })),
+            PendingRequest::Oidc(p) => self.oidc_relying_party(&p.client_id),
         }
     }
 
@@ -721,17 +831,22 @@ impl SsoService {
     ) {
         metrics::counter!("idbridge_idp_logins_total", "result" => "failed", "reason" => reason)
             .increment(1);
-        let event = Event::new(
-            EventKind::IdpLoginFailed,
-            serde_json::json!({
-                "organization_id": org_id,
-                "service_provider_id": sp_id,
-                "login": login.chars().take(256).collect::<String>(),
-                "reason": reason,
-                "ip_address": client.ip_address,
-                "user_agent": client.user_agent,
-            }),
-        );
+        let mut data = serde_json::json!({
+            "organization_id": org_id,
+            "login": login.chars().take(256).collect::<String>(),
+            "reason": reason,
+            "ip_address": client.ip_address,
+            "user_agent": client.user_agent,
+        });
+        // `sp_id` is the relying party's id: an SP's (`sp_…`) or an OIDC client's.
+        if sp_id.starts_with(idbridge_model::IdPrefix::OidcClient.as_str()) {
+            data["protocol"] = "oidc".into();
+            data["client_id"] = sp_id.into();
+        } else {
+            data["protocol"] = "saml".into();
+            data["service_provider_id"] = sp_id.into();
+        }
+        let event = Event::new(EventKind::IdpLoginFailed, data);
         let mut cs = ChangeSet::new();
         cs.append_event(&event, Some(org_id));
         if let Err(e) = db::commit(&self.store, cs).await {
@@ -743,7 +858,7 @@ impl SsoService {
     pub(crate) async fn issue_assertion(
         &self,
         sp: &ServiceProvider,
-        session: &IdpLoginSession,
+        session: &SamlPending,
         user: &AuthenticatedSubject,
     ) -> crate::SsoResult<PostForm> {
         let key = self.idp_signing_key(&sp.organization_id).await?;

@@ -16,6 +16,8 @@ pub mod broker;
 pub mod initiated;
 pub mod keys;
 pub mod login;
+pub mod oidc;
+pub mod oidc_clients;
 pub mod service_providers;
 pub mod settings;
 pub mod source;
@@ -30,8 +32,12 @@ use crate::SsoService;
 pub use broker::BrokerReturn;
 pub use initiated::InitiatedStart;
 pub use login::{
-    FinishError, IdpPage, PasswordLogin, PasswordOutcome, SsoBinding, SsoOutcome, SsoRequest,
-    IDP_SESSIONS,
+    FinishError, Finished, IdpPage, PasswordLogin, PasswordOutcome, PendingRequest, RelyingParty,
+    SamlPending, SsoBinding, SsoOutcome, SsoRequest, IDP_SESSIONS,
+};
+pub use oidc::{OidcAuthorize, OidcAuthorizeOutcome, PendingAuthorization};
+pub use oidc_clients::{
+    IssuedClient, NewOidcClient, OidcClient, OidcClientOptions, OidcClientUpdate, OidcClients,
 };
 pub use service_providers::{
     AuthSource, NewServiceProvider, ServiceProvider, ServiceProviderUpdate, ServiceProviders,
@@ -101,13 +107,17 @@ pub(crate) struct IdpLive {
 /// The IdP's part of the service.
 pub(crate) struct IdpState {
     pub(crate) service_providers: ServiceProviders,
+    pub(crate) oidc_clients: OidcClients,
+    pub(crate) oidc_lifetimes: oidc::OidcLifetimes,
     live: RwLock<Arc<IdpLive>>,
 }
 
 impl IdpState {
     pub(crate) fn new(store: std::sync::Arc<dyn idbridge_store::Store>, config: IdpConfig) -> Self {
         IdpState {
-            service_providers: ServiceProviders::new(store),
+            service_providers: ServiceProviders::new(store.clone()),
+            oidc_clients: OidcClients::new(store),
+            oidc_lifetimes: oidc::OidcLifetimes::default(),
             live: RwLock::new(Arc::new(IdpLive {
                 account_limiter: Arc::new(FailureLimiter::new(config.account_failures)),
                 address_limiter: Arc::new(FailureLimiter::new(config.address_failures)),

@@ -551,18 +551,9 @@ impl SsoService {
             None => {}
             Some(None) => r.auth_source = None,
             Some(Some(AuthSource::Directory { directory_id: d })) => {
-                match self.directory.get_directory(&d) {
-                    Ok(rec)
-                        if rec.directory.organization_id == r.organization_id
-                            && rec.directory.directory_type == "ldap" =>
-                    {
-                        r.auth_source = Some(AuthSource::Directory { directory_id: d })
-                    }
-                    Ok(_) => issues.push(FieldIssue::new(
-                        field,
-                        "not_an_ldap_directory_of_the_organization",
-                    )),
-                    Err(_) => issues.push(FieldIssue::new(field, "not_found")),
+                match self.check_directory_source(&r.organization_id, &d) {
+                    Ok(()) => r.auth_source = Some(AuthSource::Directory { directory_id: d }),
+                    Err(code) => issues.push(FieldIssue::new(field, code)),
                 }
             }
             Some(Some(AuthSource::Broker { connection_id })) => {
