@@ -1,26 +1,24 @@
-//! `GET /events`: the event log as a forward-only, oldest-first feed (workos-api.md §4.1).
+//! `GET /events`: HTTP for the event feed that [`idbridge_sso::events`] reads (workos-api.md
+//! §4.1). This module parses the query, maps errors and renders the page; the walk, its
+//! filters and its paging rules live in the domain crate.
 //!
 //! The stored event bodies are the canonical compact JSON (the same bytes webhooks sign), so
 //! the page is assembled from them verbatim instead of being re-serialized.
 //!
-//! Choices where WorkOS is silent or the log differs:
+//! HTTP choices where WorkOS is silent:
 //! - only `order=asc` (the default) is served; the feed is a cursor walk, not a sorted list;
-//! - an `after` cursor that is unknown or already compacted away by retention is a 400 with
-//!   code `invalid_cursor` (the consumer must restart from a time range), never an empty page
-//!   that would look like "caught up";
+//! - an unknown or compacted `after` cursor is a 400 with code `invalid_cursor`;
 //! - `organization_id` must look like an organization id (400 otherwise, as WorkOS does for an
 //!   unknown organization); events of a deleted organization stay listable;
-//! - `list_metadata.after` is the last returned id when more matching events may follow, else
-//!   null; one request scans at most [`MAX_SCAN`] log entries, and when that budget runs out
-//!   `after` is the last scanned id so the next page continues behind it.
+//! - `list_metadata.after` is the page's next cursor, or null once caught up.
 
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use idbridge_model::{parse_id, EventKind, IdPrefix, Timestamp};
-use idbridge_store::{Store, StoredEvent};
+use idbridge_model::{parse_id, IdPrefix, Timestamp};
+use idbridge_sso::events::{read_page, EventsError, EventsPage, EventsQuery};
 
 use crate::body::Query;
 use crate::error::{ApiError, ApiResult, FieldError};
@@ -31,27 +29,8 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/events", get(list))
 }
 
-/// Log entries read per store call while filtering.
-const READ_BATCH: usize = 256;
-/// Most log entries one request may look at, so a rare filter cannot make a request walk the
-/// whole retention window.
-pub const MAX_SCAN: usize = 50_000;
-/// Clocks of committers are not strictly monotonic; a range walk stops only this far past
-/// `range_end`.
-const CLOCK_SLACK_MS: i64 = 5 * 60 * 1000;
 /// At most this many event types in one filter.
 const MAX_EVENT_TYPES: usize = 100;
-
-/// A validated `/events` query.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventsQuery {
-    pub events: Vec<String>,
-    pub organization_id: Option<String>,
-    pub range_start_ms: Option<i64>,
-    pub range_end_ms: Option<i64>,
-    pub after: Option<String>,
-    pub limit: usize,
-}
 
 /// ISO-8601 UTC with a `Z` suffix only: the Python SDK documents that offsets are rejected,
 /// and accepting them would make the same query mean different instants to different tools.
@@ -62,170 +41,74 @@ fn parse_utc(raw: &str) -> Option<i64> {
     Timestamp::parse(raw).map(Timestamp::as_millis)
 }
 
-impl EventsQuery {
-    pub fn parse(q: &Query) -> ApiResult<Self> {
-        let mut errors = Vec::new();
-        let limit = match q.get("limit") {
-            None => DEFAULT_LIMIT,
-            Some(raw) => match raw.parse::<usize>() {
-                Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-                _ => {
-                    errors.push(FieldError::new("limit", "limit_must_be_between_1_and_100"));
-                    DEFAULT_LIMIT
-                }
-            },
-        };
-        match q.get("order") {
-            None | Some("asc") => {}
-            Some(_) => errors.push(FieldError::new("order", "order_must_be_asc")),
-        }
-        let mut time = |field: &str| -> Option<i64> {
-            let raw = q.get(field)?;
-            let parsed = parse_utc(raw);
-            if parsed.is_none() {
-                errors.push(FieldError::new(field, "must_be_iso8601_utc_with_z"));
+/// The `/events` query string as a feed query (422 naming each bad field).
+fn parse_query(q: &Query) -> ApiResult<EventsQuery> {
+    let mut errors = Vec::new();
+    let limit = match q.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(raw) => match raw.parse::<usize>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            _ => {
+                errors.push(FieldError::new("limit", "limit_must_be_between_1_and_100"));
+                DEFAULT_LIMIT
             }
-            parsed
-        };
-        let range_start_ms = time("range_start");
-        let range_end_ms = time("range_end");
-        if let (Some(s), Some(e)) = (range_start_ms, range_end_ms) {
-            if s > e {
-                errors.push(FieldError::new("range_end", "range_end_before_range_start"));
-            }
-        }
-        let after = q.get("after").map(str::to_string);
-        if let Some(a) = &after {
-            if parse_id(IdPrefix::Event, a).is_err() {
-                errors.push(FieldError::new("after", "invalid_cursor"));
-            }
-            if q.get("range_start").is_some() {
-                errors.push(FieldError::new(
-                    "range_start",
-                    "range_start_and_after_are_exclusive",
-                ));
-            }
-        }
-        let events = q.get_list("events");
-        if events.len() > MAX_EVENT_TYPES {
-            errors.push(FieldError::new("events", "too_many_event_types"));
-        }
-        if !errors.is_empty() {
-            return Err(ApiError::Validation(errors));
-        }
-        let organization_id = q.get("organization_id").map(str::to_string);
-        if let Some(org) = &organization_id {
-            if parse_id(IdPrefix::Organization, org).is_err() {
-                return Err(ApiError::BadRequest {
-                    code: "organization_not_found",
-                    message: format!("Organization not found: '{org}'."),
-                });
-            }
-        }
-        Ok(EventsQuery {
-            events,
-            organization_id,
-            range_start_ms,
-            range_end_ms,
-            after,
-            limit,
-        })
-    }
-
-    fn matches(&self, e: &StoredEvent) -> bool {
-        (if self.events.is_empty() {
-            !EventKind::parse(&e.kind).is_some_and(EventKind::opt_in)
-        } else {
-            self.events.contains(&e.kind)
-        }) && self
-            .organization_id
-            .as_ref()
-            .is_none_or(|o| e.organization_id.as_ref() == Some(o))
-            && self.range_start_ms.is_none_or(|s| e.created_at_ms >= s)
-            && self.range_end_ms.is_none_or(|end| e.created_at_ms <= end)
-    }
-}
-
-/// One page of the feed: the matching events (oldest first) and the next cursor.
-#[derive(Debug)]
-pub struct EventsPage {
-    pub events: Vec<StoredEvent>,
-    pub after: Option<String>,
-}
-
-/// The seq just before the first event created at or after `start_ms` (a binary search over
-/// the contiguous seqs; clocks that stepped back only make the filter below skip a few).
-fn seq_before_time(store: &dyn Store, start_ms: i64) -> ApiResult<u64> {
-    let Some(oldest) = store.events_after(0, 1)?.into_iter().next() else {
-        return Ok(0);
+        },
     };
-    let mut lo = oldest.seq; // candidates for the first event at/after start_ms: [lo, hi]
-    let mut hi = store.last_event_seq()?.saturating_add(1);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        match store.events_after(mid - 1, 1)?.into_iter().next() {
-            Some(e) if e.seq == mid && e.created_at_ms < start_ms => lo = mid + 1,
-            Some(e) if e.seq == mid => hi = mid,
-            // Compaction raced us; fall back to a linear walk from the start.
-            _ => return Ok(0),
+    match q.get("order") {
+        None | Some("asc") => {}
+        Some(_) => errors.push(FieldError::new("order", "order_must_be_asc")),
+    }
+    let mut time = |field: &str| -> Option<i64> {
+        let raw = q.get(field)?;
+        let parsed = parse_utc(raw);
+        if parsed.is_none() {
+            errors.push(FieldError::new(field, "must_be_iso8601_utc_with_z"));
+        }
+        parsed
+    };
+    let range_start_ms = time("range_start");
+    let range_end_ms = time("range_end");
+    if let (Some(s), Some(e)) = (range_start_ms, range_end_ms) {
+        if s > e {
+            errors.push(FieldError::new("range_end", "range_end_before_range_start"));
         }
     }
-    Ok(lo.saturating_sub(1))
-}
-
-/// Reads one page from the log.
-pub fn read_page(store: &dyn Store, query: &EventsQuery) -> ApiResult<EventsPage> {
-    let mut cursor = match (&query.after, query.range_start_ms) {
-        (Some(after), _) => store.event_seq(after)?.ok_or_else(|| ApiError::BadRequest {
-            code: "invalid_cursor",
-            message: format!(
-                "Event not found: '{after}'. It does not exist or is older than the retention period."
-            ),
-        })?,
-        (None, Some(start)) => seq_before_time(store, start)?,
-        (None, None) => 0,
-    };
-    let mut out: Vec<StoredEvent> = Vec::new();
-    let mut scanned = 0usize;
-    loop {
-        let batch = store.events_after(cursor, READ_BATCH)?;
-        let exhausted = batch.len() < READ_BATCH;
-        for event in batch {
-            cursor = event.seq;
-            scanned += 1;
-            if query
-                .range_end_ms
-                .is_some_and(|end| event.created_at_ms > end.saturating_add(CLOCK_SLACK_MS))
-            {
-                return Ok(finish(out, query.limit, None));
-            }
-            if query.matches(&event) {
-                out.push(event);
-                if out.len() > query.limit {
-                    return Ok(finish(out, query.limit, None));
-                }
-            } else {
-                if scanned >= MAX_SCAN {
-                    // Budget spent: let the client continue behind what was looked at.
-                    return Ok(finish(out, query.limit, Some(event.id)));
-                }
-            }
+    let after = q.get("after").map(str::to_string);
+    if let Some(a) = &after {
+        if parse_id(IdPrefix::Event, a).is_err() {
+            errors.push(FieldError::new("after", "invalid_cursor"));
         }
-        if exhausted {
-            return Ok(finish(out, query.limit, None));
+        if q.get("range_start").is_some() {
+            errors.push(FieldError::new(
+                "range_start",
+                "range_start_and_after_are_exclusive",
+            ));
         }
     }
-}
-
-fn finish(mut events: Vec<StoredEvent>, limit: usize, after: Option<String>) -> EventsPage {
-    let more = events.len() > limit;
-    events.truncate(limit);
-    let after = if more {
-        events.last().map(|e| e.id.clone())
-    } else {
-        after
-    };
-    EventsPage { events, after }
+    let events = q.get_list("events");
+    if events.len() > MAX_EVENT_TYPES {
+        errors.push(FieldError::new("events", "too_many_event_types"));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let organization_id = q.get("organization_id").map(str::to_string);
+    if let Some(org) = &organization_id {
+        if parse_id(IdPrefix::Organization, org).is_err() {
+            return Err(ApiError::BadRequest {
+                code: "organization_not_found",
+                message: format!("Organization not found: '{org}'."),
+            });
+        }
+    }
+    Ok(EventsQuery {
+        events,
+        organization_id,
+        range_start_ms,
+        range_end_ms,
+        after,
+        limit,
+    })
 }
 
 /// `{"object":"list","data":[…],"list_metadata":{"after":…}}` with each event's stored bytes.
@@ -247,12 +130,19 @@ pub fn render_page(page: &EventsPage) -> ApiResult<Vec<u8>> {
 }
 
 async fn list(State(state): State<AppState>, q: Query) -> ApiResult<Response> {
-    let query = EventsQuery::parse(&q)?;
+    let query = parse_query(&q)?;
     let store = state.store.clone();
     // A filtered walk can read many entries: keep it off the async workers.
     let page = tokio::task::spawn_blocking(move || read_page(store.as_ref(), &query))
         .await
-        .map_err(ApiError::internal)??;
+        .map_err(ApiError::internal)?
+        .map_err(|e| match e {
+            EventsError::UnknownCursor(_) => ApiError::BadRequest {
+                code: "invalid_cursor",
+                message: e.to_string(),
+            },
+            EventsError::Store(e) => e.into(),
+        })?;
     let body = render_page(&page)?;
     Ok((
         [(
@@ -548,28 +438,5 @@ mod tests {
         assert_eq!(bad_org.status, StatusCode::BAD_REQUEST);
         let no_key = h.call_as("sk_wrong", "GET", "/events", None, &[]).await;
         assert_eq!(no_key.status, StatusCode::UNAUTHORIZED);
-    }
-
-    #[test]
-    fn range_start_binary_search_finds_the_first_event() {
-        let store = idbridge_store::SqliteStore::open_ephemeral().expect("store");
-        let times: Vec<i64> = (0..50).map(|i| T0 + i * 100).collect();
-        let items: Vec<(&str, Option<&str>, i64)> = times
-            .iter()
-            .map(|t| ("dsync.user.created", None, *t))
-            .collect();
-        seed(&store, &items);
-        for (i, t) in times.iter().enumerate() {
-            assert_eq!(
-                super::seq_before_time(&store, *t).expect("search"),
-                i as u64,
-                "at {t}"
-            );
-        }
-        assert_eq!(super::seq_before_time(&store, T0 - 1).expect("search"), 0);
-        assert_eq!(
-            super::seq_before_time(&store, T0 + 10_000).expect("search"),
-            50
-        );
     }
 }

@@ -4,7 +4,8 @@
 //!   newest first (status, files, rows, changes, rejection problems with file and line), and a
 //!   `summary` (last delivery, last applied one, totals, rejections).
 //!
-//! It reads the records the SFTP processor writes (`idbridge_sftp::DELIVERIES_TABLE`), so it
+//! The delivery records belong to the SFTP crate's delivery log; this handler asks it
+//! (`idbridge_sftp::list_deliveries`, `idbridge_sftp::summary`) and names no table, so it
 //! needs no handle on the SFTP server.
 
 use axum::extract::{Path, State};

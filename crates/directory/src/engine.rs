@@ -38,7 +38,7 @@ pub const MAX_COMMIT_OPS: usize = 4_000;
 pub struct DirectoryEngine {
     pub(crate) store: Arc<dyn Store>,
     /// Organizations are not the engine's; their owner answers through this.
-    orgs: Arc<dyn Organizations>,
+    pub(crate) orgs: Arc<dyn Organizations>,
     pub(crate) max_ops: usize,
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }

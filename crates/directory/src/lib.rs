@@ -4,7 +4,9 @@
 //! [`DirectoryEngine`], which turns source-agnostic inputs ([`UserInput`], [`GroupInput`],
 //! [`Snapshot`]) into directory users, groups, memberships and roles. Each change is ONE atomic
 //! store commit that also appends its `dsync.*` events: the event log is the outbox
-//! (ARCHITECTURE.md, "two rules"). Tables and keys are listed in [`layout`].
+//! (ARCHITECTURE.md, "two rules"). An LDAP delta is one commit for all its changes plus the
+//! caller's cursor ([`DirectoryEngine::apply_delta_with`]). Tables and keys are listed in
+//! [`layout`].
 //!
 //! Event payloads follow workos-api.md §4.3: users never carry `groups`; `*.updated` events
 //! carry `previous_attributes`; membership events carry `{directory_id, user, group}`;
@@ -23,6 +25,8 @@ mod parked;
 mod read;
 mod roles;
 mod snapshot;
+mod source_state;
+mod staged;
 mod types;
 mod users;
 

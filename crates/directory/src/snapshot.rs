@@ -22,11 +22,14 @@
 //! gigabytes.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use idbridge_model::{parse_id, IdPrefix, UserState};
 use ulid::Ulid;
 
 use sha2::{Digest, Sha256};
+
+use idbridge_store::{ChangeSet, StoreError};
 
 use crate::engine::{from_bytes, to_bytes, DirectoryEngine, Tx};
 use crate::error::{EngineError, GuardError, Result};
@@ -34,6 +37,7 @@ use crate::groups::validate_group;
 use crate::interner::Interner;
 use crate::layout;
 use crate::roles::{RoleCtx, UserRoles};
+use crate::staged::StagedStore;
 use crate::types::{
     ChangeKind, Deactivation, DeltaChange, DeltaOutcome, DirectorySettings, GroupInput, Snapshot,
     SnapshotOutcome, SnapshotPolicy, StoredGroup, StoredUser, UserInput,
@@ -1058,110 +1062,175 @@ impl DirectoryEngine {
     /// [`Self::stage_absent_user`] does in a snapshot run (one commit); a user kept inactive
     /// then leaves its groups too (one commit per group, with `user_removed` events and role
     /// refresh), as the source lists it in none — the same end state as the next full sync's.
-    /// A retry after a partial failure finishes what is left. Returns whether anything was
-    /// written and the number of events.
-    fn remove_absent_user(&self, dir_id: &str, user_id: &str) -> Result<(bool, usize)> {
-        let (wrote, mut events, kept) = {
+    /// A retry after a partial failure finishes what is left. Returns what happened to the
+    /// user, the memberships it left and the number of events.
+    fn remove_absent_user(&self, dir_id: &str, user_id: &str) -> Result<(ChangeKind, u64, usize)> {
+        let (kind, mut events) = {
             let lock = self.dir_lock(dir_id);
             let held = Self::guard(&lock);
             let mut tx = self.begin(dir_id)?;
             let Some((old, _)) = self.load_user(dir_id, user_id)? else {
-                return Ok((false, 0));
+                return Ok((ChangeKind::Unchanged, 0, 0));
             };
             let (kind, _) = self.stage_absent_user(&mut tx, old)?;
             let events = self.finish_unlocking(tx, held)?;
-            (
-                kind != ChangeKind::Unchanged,
-                events.len(),
-                kind != ChangeKind::Deleted,
-            )
+            (kind, events.len())
         };
-        let mut wrote = wrote;
-        if kept {
+        let mut left = 0;
+        if !matches!(kind, ChangeKind::Deleted) {
             for group_id in self.scan_suffixes(layout::MEMBERS, &layout::groups_of(user_id))? {
                 let change = self.remove_group_members(dir_id, &group_id, vec![user_id.into()])?;
-                wrote |= !change.removed.is_empty();
+                left += change.removed.len() as u64;
                 events += change.events.len();
             }
         }
-        Ok((wrote, events))
+        Ok((kind, left, events))
     }
 
-    /// Applies LDAP delta changes in order, each as its own commit (addressed by idp_id, so a
-    /// failed batch can be retried from the start: already-applied changes are no-ops).
+    /// Applies LDAP delta changes in order as ONE commit (see [`Self::apply_delta_with`]).
     pub fn apply_delta(&self, dir_id: &str, changes: Vec<DeltaChange>) -> Result<DeltaOutcome> {
+        self.apply_delta_with(dir_id, changes, |_| Ok(()))
+    }
+
+    /// Applies LDAP delta changes in order, addressed by idp_id, and commits them together with
+    /// the caller's part `also` (the sync cursor that covers them) as ONE change set: a crash
+    /// leaves either all of it or none, so the cursor never moves past unapplied changes and
+    /// applied changes never sit behind an old cursor. A change that fails (an unknown group)
+    /// fails the run with nothing written.
+    ///
+    /// The changes run on the engine's ordinary per-change code over a [`StagedStore`] (reads
+    /// see what the run staged; conditions on rows it did not write are re-checked by the real
+    /// commit), under the directory's lock. A delta bigger than the commit limit is committed in
+    /// chunks as it goes, `also` joining the last; a crash between chunks leaves the old cursor,
+    /// and the retry re-applies the applied chunks as no-ops (no event twice).
+    pub fn apply_delta_with(
+        &self,
+        dir_id: &str,
+        changes: Vec<DeltaChange>,
+        also: impl FnOnce(&mut ChangeSet) -> std::result::Result<(), StoreError>,
+    ) -> Result<DeltaOutcome> {
         let _span = tracing::info_span!(
             "dsync.apply_delta",
             directory_id = dir_id,
             changes = changes.len()
         )
         .entered();
+        let lock = self.dir_lock(dir_id);
+        let _held = Self::guard(&lock);
+        let staged = Arc::new(StagedStore::new(self.store.clone()));
+        let run =
+            DirectoryEngine::new(staged.clone(), self.orgs.clone()).with_commit_limit(self.max_ops);
         let mut out = DeltaOutcome::default();
         for change in changes {
-            let (wrote, events) = match change {
-                DeltaChange::UpsertUser(input) => {
-                    let existing = self.find_user_by_idp_id(dir_id, &input.idp_id)?;
-                    let r = self.upsert_user(
-                        dir_id,
-                        existing.as_ref().map(|u| u.user.id.as_str()),
-                        input,
-                        None,
-                    )?;
-                    (
-                        !matches!(r.kind, ChangeKind::Unchanged | ChangeKind::Discarded),
-                        r.events.len(),
-                    )
-                }
-                DeltaChange::RemoveUser { idp_id } => {
-                    match self.find_user_by_idp_id(dir_id, &idp_id)? {
-                        Some(u) => self.remove_absent_user(dir_id, &u.user.id)?,
-                        None => (false, 0),
-                    }
-                }
-                DeltaChange::UpsertGroup(input) => {
-                    let existing = self.find_group_by_idp_id(dir_id, &input.idp_id)?;
-                    let r = self.upsert_group(
-                        dir_id,
-                        existing.as_ref().map(|g| g.group.id.as_str()),
-                        input,
-                        None,
-                    )?;
-                    (r.kind != ChangeKind::Unchanged, r.events.len())
-                }
-                DeltaChange::DeleteGroup { idp_id } => {
-                    match self.find_group_by_idp_id(dir_id, &idp_id)? {
-                        Some(g) => (true, self.delete_group(dir_id, &g.group.id)?.events.len()),
-                        None => (false, 0),
-                    }
-                }
-                DeltaChange::SetMembers {
-                    group_idp_id,
-                    user_idp_ids,
-                } => {
-                    let group = self
-                        .find_group_by_idp_id(dir_id, &group_idp_id)?
-                        .ok_or_else(|| EngineError::not_found("directory_group", &group_idp_id))?;
-                    let mut ids = Vec::with_capacity(user_idp_ids.len());
-                    for idp in &user_idp_ids {
-                        match self.find_user_by_idp_id(dir_id, idp)? {
-                            Some(u) => ids.push(u.user.id),
-                            None => {
-                                tracing::debug!(idp_id = %idp, "member not in directory; skipped")
-                            }
-                        }
-                    }
-                    let r = self.set_group_members(dir_id, &group.group.id, ids)?;
-                    (!r.added.is_empty() || !r.removed.is_empty(), r.events.len())
-                }
-            };
-            if wrote {
-                out.applied += 1;
-            } else {
-                out.unchanged += 1;
+            run.apply_delta_change(dir_id, change, &mut out)?;
+            if staged.ops() >= self.max_ops {
+                self.store.commit(staged.take())?;
+                out.commits += 1;
             }
-            out.events += events as u64;
+        }
+        // A delta is contact with the source even when nothing changed: a directory not yet
+        // (or no longer, e.g. `invalid_credentials`) linked becomes linked, in the same commit.
+        let mut tx = run.begin(dir_id)?;
+        if tx.rec.directory.state != idbridge_model::DirectoryState::Linked {
+            tx.contact = true;
+            run.finish(tx)?;
+        }
+        let mut cs = staged.take();
+        also(&mut cs)?;
+        if !cs.is_empty() {
+            self.store.commit(cs)?;
+            out.commits += 1;
         }
         Ok(out)
+    }
+
+    /// One delta change, counted into `out`.
+    fn apply_delta_change(
+        &self,
+        dir_id: &str,
+        change: DeltaChange,
+        out: &mut DeltaOutcome,
+    ) -> Result<()> {
+        let (wrote, events) = match change {
+            DeltaChange::UpsertUser(input) => {
+                let existing = self.find_user_by_idp_id(dir_id, &input.idp_id)?;
+                let r = self.upsert_user(
+                    dir_id,
+                    existing.as_ref().map(|u| u.user.id.as_str()),
+                    input,
+                    None,
+                )?;
+                out.count_user(r.kind);
+                (
+                    !matches!(r.kind, ChangeKind::Unchanged | ChangeKind::Discarded),
+                    r.events.len(),
+                )
+            }
+            DeltaChange::RemoveUser { idp_id } => {
+                match self.find_user_by_idp_id(dir_id, &idp_id)? {
+                    Some(u) => {
+                        let (kind, left, events) = self.remove_absent_user(dir_id, &u.user.id)?;
+                        out.count_user(kind);
+                        out.memberships_removed += left;
+                        (kind != ChangeKind::Unchanged || left > 0, events)
+                    }
+                    None => (false, 0),
+                }
+            }
+            DeltaChange::UpsertGroup(input) => {
+                let existing = self.find_group_by_idp_id(dir_id, &input.idp_id)?;
+                let r = self.upsert_group(
+                    dir_id,
+                    existing.as_ref().map(|g| g.group.id.as_str()),
+                    input,
+                    None,
+                )?;
+                match r.kind {
+                    ChangeKind::Created => out.groups_created += 1,
+                    ChangeKind::Updated => out.groups_updated += 1,
+                    _ => {}
+                }
+                (r.kind != ChangeKind::Unchanged, r.events.len())
+            }
+            DeltaChange::DeleteGroup { idp_id } => {
+                match self.find_group_by_idp_id(dir_id, &idp_id)? {
+                    Some(g) => {
+                        let events = self.delete_group(dir_id, &g.group.id)?.events.len();
+                        out.groups_deleted += 1;
+                        (true, events)
+                    }
+                    None => (false, 0),
+                }
+            }
+            DeltaChange::SetMembers {
+                group_idp_id,
+                user_idp_ids,
+            } => {
+                let group = self
+                    .find_group_by_idp_id(dir_id, &group_idp_id)?
+                    .ok_or_else(|| EngineError::not_found("directory_group", &group_idp_id))?;
+                let mut ids = Vec::with_capacity(user_idp_ids.len());
+                for idp in &user_idp_ids {
+                    match self.find_user_by_idp_id(dir_id, idp)? {
+                        Some(u) => ids.push(u.user.id),
+                        None => {
+                            tracing::debug!(idp_id = %idp, "member not in directory; skipped")
+                        }
+                    }
+                }
+                let r = self.set_group_members(dir_id, &group.group.id, ids)?;
+                out.memberships_added += r.added.len() as u64;
+                out.memberships_removed += r.removed.len() as u64;
+                (!r.added.is_empty() || !r.removed.is_empty(), r.events.len())
+            }
+        };
+        if wrote {
+            out.applied += 1;
+        } else {
+            out.unchanged += 1;
+        }
+        out.events += events as u64;
+        Ok(())
     }
 
     /// Recomputes every user's roles from their groups (after roles or mappings changed), in

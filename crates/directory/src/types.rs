@@ -301,8 +301,37 @@ pub struct DeltaOutcome {
     pub applied: u64,
     /// Changes that found nothing to do.
     pub unchanged: u64,
+    /// Users created.
+    pub created: u64,
+    /// Users updated (including deactivated-and-kept).
+    pub updated: u64,
+    /// Users deleted.
+    pub deleted: u64,
+    /// Groups created.
+    pub groups_created: u64,
+    /// Groups updated.
+    pub groups_updated: u64,
+    /// Groups deleted.
+    pub groups_deleted: u64,
+    /// Memberships added.
+    pub memberships_added: u64,
+    /// Memberships removed (a user kept inactive leaving its groups included).
+    pub memberships_removed: u64,
     /// Events appended.
     pub events: u64,
+    /// Store commits used (1 when the delta, with the caller's part, fit in one).
+    pub commits: u64,
+}
+
+impl DeltaOutcome {
+    pub(crate) fn count_user(&mut self, kind: ChangeKind) {
+        match kind {
+            ChangeKind::Created => self.created += 1,
+            ChangeKind::Updated => self.updated += 1,
+            ChangeKind::Deleted | ChangeKind::Parked => self.deleted += 1,
+            ChangeKind::Unchanged | ChangeKind::Discarded => {}
+        }
+    }
 }
 
 pub use idbridge_model::{Cursor, Order, Page, PageRequest};

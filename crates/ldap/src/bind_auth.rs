@@ -241,13 +241,7 @@ pub fn bind_failure(rc: u32, text: &str) -> BindAuthError {
             text: text.chars().take(200).collect(),
         };
     }
-    // "80090308: LdapErr: DSID-0C09044E, comment: AcceptSecurityContext error, data 52e, v4563"
-    let code = text
-        .split(',')
-        .map(str::trim)
-        .find_map(|part| part.strip_prefix("data "))
-        .map(|c| c.trim().to_ascii_lowercase());
-    match code.as_deref() {
+    match crate::error::ad_bind_subcode(text).as_deref() {
         Some("525") => BindAuthError::NoSuchUser,
         Some("530") => BindAuthError::LogonHoursRestricted,
         Some("531") => BindAuthError::WorkstationRestricted,

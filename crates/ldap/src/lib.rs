@@ -26,7 +26,7 @@ pub mod state;
 pub mod sync;
 
 pub use bind_auth::{authenticate, BindAuthError, BoundUser, LoginLookup, Password};
-pub use error::{ConfigError, LdapError, SyncError};
+pub use error::{ad_bind_subcode, result_code_name, ConfigError, LdapError, SyncError};
 pub use settings::{AttributeNames, ChangeTracking, Flavor, LdapSettings, Timeouts};
 pub use state::{DeltaCursor, PendingGuard, RunRecord, StateStore, SyncKind, SyncState};
 pub use sync::{LdapSource, NoProgress, Progress, Syncer};

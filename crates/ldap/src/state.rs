@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use idbridge_store::{ChangeSet, Store};
+use idbridge_directory::{DeltaOutcome, SnapshotOutcome};
+use idbridge_store::{ChangeSet, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::error::SyncError;
@@ -77,14 +78,77 @@ pub struct RunRecord {
     pub updated: u64,
     /// Users deleted.
     pub deleted: u64,
-    /// Groups created, updated or deleted.
+    /// Groups created, updated or deleted (the sum of the three below).
     pub groups_changed: u64,
+    /// Groups created.
+    #[serde(default)]
+    pub groups_created: u64,
+    /// Groups updated.
+    #[serde(default)]
+    pub groups_updated: u64,
+    /// Groups deleted.
+    #[serde(default)]
+    pub groups_deleted: u64,
     /// Memberships added or removed.
     pub memberships_changed: u64,
     /// Events appended.
     pub events: u64,
     /// Why it failed (never contains secrets).
     pub error: Option<String>,
+}
+
+/// What a run's apply changed, as the engine counted it (full and delta runs alike).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Counted {
+    pub created: u64,
+    pub updated: u64,
+    pub deleted: u64,
+    pub groups_created: u64,
+    pub groups_updated: u64,
+    pub groups_deleted: u64,
+    /// Added + removed.
+    pub memberships: u64,
+}
+
+impl From<&SnapshotOutcome> for Counted {
+    fn from(o: &SnapshotOutcome) -> Self {
+        Counted {
+            created: o.created,
+            updated: o.updated,
+            deleted: o.deleted,
+            groups_created: o.groups_created,
+            groups_updated: o.groups_updated,
+            groups_deleted: o.groups_deleted,
+            memberships: o.memberships_added + o.memberships_removed,
+        }
+    }
+}
+
+impl From<&DeltaOutcome> for Counted {
+    fn from(o: &DeltaOutcome) -> Self {
+        Counted {
+            created: o.created,
+            updated: o.updated,
+            deleted: o.deleted,
+            groups_created: o.groups_created,
+            groups_updated: o.groups_updated,
+            groups_deleted: o.groups_deleted,
+            memberships: o.memberships_added + o.memberships_removed,
+        }
+    }
+}
+
+impl RunRecord {
+    pub(crate) fn record_counts(&mut self, c: &Counted) {
+        self.created = c.created;
+        self.updated = c.updated;
+        self.deleted = c.deleted;
+        self.groups_created = c.groups_created;
+        self.groups_updated = c.groups_updated;
+        self.groups_deleted = c.groups_deleted;
+        self.groups_changed = c.groups_created + c.groups_updated + c.groups_deleted;
+        self.memberships_changed = c.memberships;
+    }
 }
 
 /// A run the mass-deletion guard stopped, waiting for an admin.
@@ -178,6 +242,38 @@ impl StateStore {
         st.deletion_confirmed = true;
         self.save(&st)?;
         Ok(Some(st))
+    }
+
+    /// Stages, into a delta's own commit, the cursor that covers it (and the admin's deletion
+    /// confirmation the delta consumed), so the changes and the cursor land together. The
+    /// state is re-read here, at commit time, and the put is conditional on it: a concurrent
+    /// change to the state (an admin confirming) fails the commit rather than being lost.
+    pub fn stage_cursor(
+        &self,
+        cs: &mut ChangeSet,
+        dir_id: &str,
+        cursor: Option<DeltaCursor>,
+        consumed_confirmation: bool,
+    ) -> Result<(), StoreError> {
+        let old = self.store.get(STATE_TABLE, dir_id)?;
+        let mut st: SyncState = match &old {
+            Some(b) => serde_json::from_slice(b)
+                .map_err(|e| StoreError::Backend(format!("{STATE_TABLE}/{dir_id}: {e}")))?,
+            None => SyncState {
+                directory_id: dir_id.to_owned(),
+                ..SyncState::default()
+            },
+        };
+        if let Some(c) = cursor {
+            st.cursor = Some(c);
+        }
+        if consumed_confirmation {
+            st.pending_guard = None;
+            st.deletion_confirmed = false;
+        }
+        cs.require_equals(STATE_TABLE, dir_id, old);
+        cs.put_json(STATE_TABLE, dir_id, &st)?;
+        Ok(())
     }
 
     /// Load, change, save.

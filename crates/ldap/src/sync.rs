@@ -57,7 +57,7 @@ use crate::error::{LdapError, SyncError};
 use crate::mapping::{GroupRead, Mapper, UserHead, UserRead, DN_KEY};
 use crate::settings::{ChangeTracking, Flavor, LdapSettings, SYNC_REQUEST_OID};
 use crate::state::{
-    DeltaCursor, PendingGuard, RunRecord, StateStore, SyncCookies, SyncKind, SyncState,
+    Counted, DeltaCursor, PendingGuard, RunRecord, StateStore, SyncCookies, SyncKind, SyncState,
 };
 
 /// AD's LDAP_MATCHING_RULE_IN_CHAIN: transitive membership evaluated by the server.
@@ -666,6 +666,46 @@ fn changed_filter(base_filter: &str, changed_attr: &str, cursor: &DeltaCursor) -
     }
 }
 
+/// The groups that contain any of `changed` (directly or through other groups), not already
+/// in it: a nested change alters every ancestor's effective members, so a delta refreshes
+/// them too (AD asks the server for the chain; elsewhere each level is one search on the
+/// member-DN attributes). Cycles end because a group is added once.
+async fn with_ancestors(
+    c: &mut Client,
+    s: &LdapSettings,
+    m: &Mapper,
+    mut changed: Vec<GroupRead>,
+) -> Result<Vec<GroupRead>, LdapError> {
+    let r = m.resolved();
+    if r.member_dn.is_empty() {
+        return Ok(changed);
+    }
+    let mut seen: HashSet<String> = changed.iter().map(|g| g.input.idp_id.clone()).collect();
+    let mut frontier: Vec<String> = changed.iter().map(|g| g.dn.clone()).collect();
+    while !frontier.is_empty() {
+        let mut next = Vec::new();
+        for chunk in frontier.chunks(50) {
+            let ors: String = chunk
+                .iter()
+                .flat_map(|dn| {
+                    r.member_dn
+                        .iter()
+                        .map(move |a| format!("({a}={})", ldap_escape(dn)))
+                })
+                .collect();
+            let f = format!("(&{}(|{ors}))", r.group_filter);
+            for parent in read_groups(c, s, m, &f, &NoProgress).await? {
+                if seen.insert(parent.input.idp_id.clone()) {
+                    next.push(parent.dn.clone());
+                    changed.push(parent);
+                }
+            }
+        }
+        frontier = next;
+    }
+    Ok(changed)
+}
+
 /// Changed groups with their member DNs; `memberUid` values (login names) are resolved to
 /// DNs with batched searches.
 async fn expand_groups(
@@ -783,6 +823,7 @@ async fn read_delta_sync(
         next.groups
             .insert(base.clone(), to_hex(&read.cookie.unwrap_or(old)));
     }
+    let changed = with_ancestors(&mut c, &s, &m, changed).await?;
     let groups = expand_groups(&mut c, &s, &m, changed).await?;
     c.close().await;
     Ok(DeltaRead {
@@ -843,6 +884,7 @@ async fn read_delta(
             });
         }
     } else {
+        let changed = with_ancestors(&mut c, &s, &m, changed).await?;
         groups = expand_groups(&mut c, &s, &m, changed).await?;
     }
     let gone = match (&cursor, usn) {
@@ -960,13 +1002,9 @@ async fn ad_left_between(
     Ok(Some(left))
 }
 
-/// Users a delta removes (deletes, or deactivates where the directory keeps them), and
-/// whether that needed the admin's confirmation.
+/// Whether a delta's deletions needed (and so consume) the admin's confirmation.
 #[derive(Debug, Default, Clone, Copy)]
 struct DeltaDeletions {
-    users: u64,
-    /// The directory deletes departed users (otherwise it keeps them inactive).
-    deletes: bool,
     used_confirmation: bool,
 }
 
@@ -1047,8 +1085,6 @@ fn delta_deletions(
             .map(|idp_id| DeltaChange::DeleteGroup { idp_id })
             .collect(),
         DeltaDeletions {
-            users: would_delete,
-            deletes,
             used_confirmation: over,
         },
     ))
@@ -1079,11 +1115,23 @@ fn delta_changes(
             .map(|u| DeltaChange::UpsertUser(u.input)),
     );
     let in_batch: HashSet<String> = by_dn.values().cloned().collect();
-    for gd in read.groups {
-        let mut members: Vec<String> = gd.user_idps;
+    // Each group's direct members: users by idp_id, and nested groups of this batch (their
+    // members as this delta reads them, not as stored) by index.
+    let batch_groups: HashMap<&str, usize> = read
+        .groups
+        .iter()
+        .enumerate()
+        .map(|(i, gd)| (gd.group.dn.as_str(), i))
+        .collect();
+    let mut direct: Vec<(Vec<String>, Vec<usize>)> = Vec::with_capacity(read.groups.len());
+    for gd in &read.groups {
+        let mut members: Vec<String> = gd.user_idps.clone();
+        let mut nested = Vec::new();
         for dn in &gd.member_dns {
             if let Some(idp) = by_dn.get(dn) {
                 members.push(idp.clone());
+            } else if let Some(&i) = batch_groups.get(dn.as_str()) {
+                nested.push(i);
             } else if let Some(u) = engine.find_user_by_key(dir_id, DN_KEY, dn)? {
                 // The engine still knows users by their DN before this delta: a user renamed
                 // in this batch no longer answers to the old DN (a dangling member value).
@@ -1091,12 +1139,26 @@ fn delta_changes(
                     members.push(u.user.idp_id);
                 }
             } else if let Some(g) = engine.find_group_by_key(dir_id, DN_KEY, dn)? {
+                // A nested group this delta did not touch: its stored (transitive) members.
                 for uid in engine.group_members(&g.group.id)? {
                     if let Ok(u) = engine.get_user(Some(dir_id), &uid) {
                         members.push(u.user.idp_id);
                     }
                 }
             }
+        }
+        direct.push((members, nested));
+    }
+    for (i, gd) in read.groups.into_iter().enumerate() {
+        let mut members = Vec::new();
+        let mut visited = HashSet::new();
+        let mut stack = vec![i];
+        while let Some(j) = stack.pop() {
+            if !visited.insert(j) {
+                continue;
+            }
+            members.extend(direct[j].0.iter().cloned());
+            stack.extend(direct[j].1.iter().copied());
         }
         members.sort();
         members.dedup();
@@ -1234,6 +1296,14 @@ impl Syncer {
         metrics::histogram!("idbridge_ldap_sync_duration_seconds", "kind" => kind_label)
             .record(started.elapsed().as_secs_f64());
 
+        if let Err(SyncError::Ldap(e)) = &result {
+            if e.is_invalid_credentials() {
+                // WorkOS's state for it; the next successful run makes it `linked` again.
+                if let Err(err) = self.engine.mark_invalid_credentials(dir_id) {
+                    tracing::warn!(error = %err, "could not record invalid_credentials");
+                }
+            }
+        }
         let err_text = result.as_ref().err().map(|e| e.to_string());
         rec.ok = result.is_ok();
         rec.error = err_text.clone();
@@ -1375,11 +1445,7 @@ impl Syncer {
         rec.read_ms = read.read_ms;
         rec.users_read = read.users.len() as u64;
         rec.groups_read = read.groups.len() as u64;
-        rec.created = out.created;
-        rec.updated = out.updated;
-        rec.deleted = out.deleted;
-        rec.groups_changed = out.groups_created + out.groups_updated + out.groups_deleted;
-        rec.memberships_changed = out.memberships_added + out.memberships_removed;
+        rec.record_counts(&Counted::from(&out));
         rec.events = out.events;
         let cursor = read.cursor.clone();
         // Freeing a read of a big tree takes a while; it need not hold up the run's end.
@@ -1424,25 +1490,24 @@ impl Syncer {
             max_delete_ratio: src.settings.max_delete_ratio,
             confirmed: state.deletion_confirmed,
         };
+        let states = self.states.clone();
         let (out, deletions) = tokio::task::spawn_blocking(move || {
             let (changes, deletions) = delta_changes(&engine, &dir_id, read, policy)?;
+            // The changes and the cursor that covers them: one commit.
             engine
-                .apply_delta(&dir_id, changes)
+                .apply_delta_with(&dir_id, changes, |cs| {
+                    states.stage_cursor(cs, &dir_id, next, deletions.used_confirmation)
+                })
                 .map(|o| (o, deletions))
                 .map_err(SyncError::from)
         })
         .await
         .map_err(|e| SyncError::State(format!("apply task: {e}")))??;
-        // Deactivated-and-kept users count as updated, as in a full sync's record.
-        rec.deleted = if deletions.deletes {
-            deletions.users
-        } else {
-            0
-        };
-        rec.updated = out.applied.saturating_sub(rec.deleted);
+        rec.record_counts(&Counted::from(&out));
         rec.events = out.events;
         Ok(RunOutcome {
-            cursor: next,
+            // Already committed with the changes it covers.
+            cursor: None,
             used_confirmation: deletions.used_confirmation,
         })
     }

@@ -206,6 +206,30 @@ async fn active_directory_on_samba() {
     assert_eq!(fx.members(&dir, "staff"), ["carol"]);
     assert_eq!(fx.members(&dir, "big").len(), BULK - 1);
 
+    // A wrong service-account password: AD's sub-code is named, the directory goes
+    // `invalid_credentials`, and the next good run makes it `linked` again.
+    let pw_dir = tempfile::tempdir().unwrap();
+    let wrong_pw = pw_dir.path().join("wrong.pw");
+    std::fs::write(&wrong_pw, "not-the-password\n").unwrap();
+    let mut bad = src.clone();
+    bad.settings.bind_password_file = Some(wrong_pw);
+    let err = syncer
+        .run(&bad, SyncKind::Delta, Arc::new(NoProgress))
+        .await
+        .expect_err("wrong password");
+    let text = err.to_string();
+    assert!(
+        text.contains("invalidCredentials (49)") && text.contains("AD 52e: "),
+        "{text}"
+    );
+    let state = |fx: &Fx| fx.engine.get_directory(&dir).unwrap().directory.state;
+    assert_eq!(
+        state(&fx),
+        idbridge_model::DirectoryState::InvalidCredentials
+    );
+    run_delta(&syncer, &src).await;
+    assert_eq!(state(&fx), idbridge_model::DirectoryState::Linked);
+
     // Server stopped: runs fail and change nothing.
     dc.stop();
     let before = fx.rows();

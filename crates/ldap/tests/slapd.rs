@@ -108,11 +108,13 @@ async fn full_and_delta_lifecycle() {
     assert_eq!(count(&kinds, "dsync.user.deleted"), 1, "{kinds:?}");
     assert!(count(&kinds, "dsync.user.updated") >= 1, "{kinds:?}");
     assert!(count(&kinds, "dsync.group.user_added") >= 2, "{kinds:?}");
-    assert_eq!(count(&kinds, "dsync.group.user_removed"), 1, "{kinds:?}");
+    // alice left devs, and so its parent "all" too (in this delta, not the next full sync).
+    assert_eq!(count(&kinds, "dsync.group.user_removed"), 2, "{kinds:?}");
     assert_eq!(
         fx.usernames(&dir),
         ["alice", "carol", "dave", "frank", "grace", "robert"]
     );
+    assert_eq!(fx.members(&dir, "all"), ["carol", "dave", "robert"]);
     let robert = fx.user_named(&dir, "robert");
     assert_eq!(
         robert.user.id, bob_before.user.id,
@@ -239,6 +241,7 @@ async fn server_stopped_mid_sync_changes_nothing() {
             matches!(err, SyncError::Ldap(LdapError::Protocol { .. })),
             "{err:?}"
         );
+        assert!(err.to_string().contains("nothing listens"), "{err}");
     }
     assert_eq!(fx.rows(), before);
     assert_eq!(fx.users(&dir).len(), 60);
@@ -261,6 +264,11 @@ async fn mass_deletion_guard_waits_for_confirmation() {
     assert!(
         matches!(err, SyncError::Ldap(LdapError::Result { rc: 32, .. })),
         "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("noSuchObject (32)") && text.contains("check user_base_dns"),
+        "{text}"
     );
     assert_eq!(fx.rows(), before);
 
@@ -421,4 +429,52 @@ async fn a_group_entry_spanning_many_reads_is_read_whole() {
     assert_eq!(members.len(), N);
     assert_eq!(members.first().map(String::as_str), Some("m00000"));
     assert_eq!(members.last().map(String::as_str), Some("m03999"));
+}
+
+/// A service account whose bind is refused puts the directory in WorkOS's
+/// `invalid_credentials` state with an error that says what to check; the next good run, full
+/// or delta, makes it `linked` again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_bind_marks_the_directory_invalid_credentials_until_a_good_run() {
+    use idbridge_model::DirectoryState;
+    let (slapd, fx, src, syncer) = people_after_full_sync(3).await;
+    let dir = src.directory_id.clone();
+    let state = |fx: &Fx| fx.engine.get_directory(&dir).unwrap().directory.state;
+    assert_eq!(state(&fx), DirectoryState::Linked);
+    assert_eq!(
+        serde_json::to_value(DirectoryState::InvalidCredentials).unwrap(),
+        "invalid_credentials",
+        "the WorkOS REST name"
+    );
+
+    let wrong_pw = slapd.dir().join("wrong.pw");
+    std::fs::write(&wrong_pw, "not-the-password\n").unwrap();
+    let mut bad = src.clone();
+    bad.settings.bind_password_file = Some(wrong_pw);
+    for (round, kind) in [SyncKind::Full, SyncKind::Delta].into_iter().enumerate() {
+        let err = syncer
+            .run(&bad, SyncKind::Full, Arc::new(NoProgress))
+            .await
+            .expect_err("wrong password");
+        let text = err.to_string();
+        assert!(
+            text.contains("ldap bind failed: invalidCredentials (49)")
+                && text.contains("check bind_dn and the bind password"),
+            "{text}"
+        );
+        assert_eq!(
+            syncer.state(&dir).unwrap().last_error.as_deref(),
+            Some(text.as_str())
+        );
+        assert_eq!(state(&fx), DirectoryState::InvalidCredentials);
+
+        let seq = fx.last_seq();
+        let rec = syncer
+            .run(&src, kind, Arc::new(NoProgress))
+            .await
+            .expect("good run");
+        assert_eq!(rec.kind, Some(kind), "round {round}");
+        assert_eq!(state(&fx), DirectoryState::Linked, "after a good {kind:?}");
+        assert_eq!(fx.kinds_after(seq), ["dsync.activated"]);
+    }
 }

@@ -57,6 +57,11 @@ async fn ldaps_and_starttls_with_a_ca_bundle() {
             matches!(err, SyncError::Ldap(LdapError::Protocol { .. })),
             "{err:?}"
         );
+        assert!(
+            err.to_string()
+                .contains("set ca_file to the CA bundle that issued it"),
+            "{err}"
+        );
         assert!(fx.users(&src3.directory_id).is_empty());
     }
     // (the three new, empty directories are the only difference)
@@ -80,4 +85,50 @@ async fn ldaps_and_starttls_with_a_ca_bundle() {
         ),
         "{err:?}"
     );
+}
+
+/// A slapd serving a certificate made from `leaf` by a fresh test CA, and the CA's PEM path.
+fn slapd_with_leaf(leaf: rcgen::CertificateParams) -> (common::Slapd, std::path::PathBuf) {
+    let (ca_pem, cert_pem, key_pem) = common::pki_with(leaf);
+    let slapd = common::Slapd::start_with(
+        Some(&common::SlapdTls {
+            ca_pem: ca_pem.clone(),
+            cert_pem,
+            key_pem,
+        }),
+        SyncProv::Off,
+    )
+    .expect("slapd");
+    let ca_path = slapd.dir().join("client-ca.pem");
+    std::fs::write(&ca_path, ca_pem).expect("ca file");
+    (slapd, ca_path)
+}
+
+/// A refused certificate's error names the problem: a certificate for another host name, and
+/// an expired one (an untrusted issuer is checked above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_errors_name_the_certificate_problem() {
+    let fx = Fx::new();
+    let syncer = Syncer::new(fx.engine.clone());
+    let other_host =
+        rcgen::CertificateParams::new(vec!["ldap.example.invalid".to_string()]).expect("params");
+    let mut expired = common::loopback_leaf();
+    expired.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    expired.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    for (leaf, says) in [
+        (other_host, "does not name this host"),
+        (expired, "has expired"),
+    ] {
+        let (slapd, ca_path) = slapd_with_leaf(leaf);
+        let mut s = slapd.settings();
+        s.allow_plain = false;
+        s.url = slapd.ldaps_url();
+        s.ca_file = Some(ca_path);
+        let src = fx.ldap_dir(s);
+        let err = syncer
+            .run(&src, SyncKind::Full, Arc::new(NoProgress))
+            .await
+            .expect_err("refused certificate");
+        assert!(err.to_string().contains(says), "{says}: {err}");
+    }
 }

@@ -262,6 +262,10 @@ impl Problems {
     fn is_empty(&self) -> bool {
         self.list.is_empty() && self.more == 0
     }
+
+    fn total(&self) -> u64 {
+        self.list.len() as u64 + self.more
+    }
 }
 
 /// Counts bytes read, for progress reporting.
@@ -504,6 +508,9 @@ fn validate(
     };
     let mut rows = RowCounts::default();
     let mut user_ids: HashSet<Box<str>> = HashSet::new();
+    let users_before = problems.total();
+    // Problems of users.csv rows whose user_id was read (the rest hide a user_id).
+    let mut readable_row_problems = 0u64;
     rows.users = stream_file(
         &files.users,
         USERS_FILE,
@@ -513,6 +520,7 @@ fn validate(
         progress,
         |line, h, fields, problems| {
             let f = USERS_FILE;
+            let at = problems.total();
             let id = required_value(f, line, h, fields, "user_id", problems);
             required_value(f, line, h, fields, "first_name", problems);
             required_value(f, line, h, fields, "last_name", problems);
@@ -525,9 +533,15 @@ fn validate(
                 if !user_ids.insert(id.into()) {
                     problems.push(f, Some(line), format!("duplicate user_id {id:?}"));
                 }
+                readable_row_problems += problems.total() - at;
             }
         },
     )?;
+    // Some users.csv row's user_id could not be read (an empty user_id, a row skipped for its
+    // field count or encoding, a bad header): user_groups.csv rows naming an unknown user_id
+    // are then most likely follow-on errors of that root cause, and are counted, not listed.
+    let users_unreadable = problems.total() - users_before > readable_row_problems;
+    let mut follow_on = 0u64;
     if let Some(path) = &files.groups {
         let mut names: HashSet<Box<str>> = HashSet::new();
         rows.groups = stream_file(
@@ -565,15 +579,31 @@ fn validate(
                 required_value(f, line, h, fields, "group_name", problems);
                 if let Some(u) = required_value(f, line, h, fields, "user_id", problems) {
                     if !user_ids.contains(u) {
-                        problems.push(
-                            f,
-                            Some(line),
-                            format!("user_id {u:?} is not in {USERS_FILE}"),
-                        );
+                        if users_unreadable {
+                            follow_on += 1;
+                        } else {
+                            problems.push(
+                                f,
+                                Some(line),
+                                format!("user_id {u:?} is not in {USERS_FILE}"),
+                            );
+                        }
                     }
                 }
             },
         )?;
+    }
+    if follow_on > 0 {
+        // After the root causes, and never crowded out by the cap.
+        problems.list.push(Problem {
+            file: USER_GROUPS_FILE.to_owned(),
+            line: None,
+            reason: format!(
+                "{follow_on} row(s) name a user_id not in {USERS_FILE}: most likely follow-on \
+                 errors of the {USERS_FILE} problems above (rows whose user_id could not be \
+                 read); fix those and deliver again"
+            ),
+        });
     }
     if problems.is_empty() {
         Ok((user_ids, rows))

@@ -351,3 +351,83 @@ fn ingest_reports_many_problems_and_handles_bom_and_quotes() {
         other => panic!("expected a rejection, got {other:?}"),
     }
 }
+
+/// A bad users.csv is reported as the root cause; the user_groups.csv rows it makes unknown
+/// are collapsed into one counted follow-on line after it, not listed one by one (issue 19).
+/// A user_groups.csv row naming a user a clean users.csv lacks is still its own root cause.
+#[test]
+fn rejections_list_root_causes_first_and_count_follow_on_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let users = tmp.path().join("users.csv");
+    let user_groups = tmp.path().join("user_groups.csv");
+    let mut memberships = String::from("group_name,user_id\n");
+    for i in 0..250 {
+        memberships.push_str(&format!("Eng,u{}\n", i % 5));
+    }
+    write(&user_groups, &memberships);
+    let rejection = |users_text: &str| {
+        write(&users, users_text);
+        let files = DeliveryFiles::in_dir(tmp.path()).unwrap();
+        match ingest(&files, &IngestOptions::default(), &mut |_| {}) {
+            Err(IngestError::Rejected(r)) => r,
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    };
+
+    // The header names no user_id column: every membership row is a follow-on.
+    let r = rejection("id,first_name,last_name,email\nu0,A,B,a@x.com\n");
+    assert_eq!(r.problems.len(), 2, "{}", r.report());
+    assert_eq!(r.problems[0].file, "users.csv");
+    assert!(r.problems[0]
+        .reason
+        .contains("missing required column \"user_id\""));
+    assert_eq!(
+        (r.problems[1].file.as_str(), r.problems[1].line),
+        ("user_groups.csv", None)
+    );
+    assert!(
+        r.problems[1]
+            .reason
+            .starts_with("250 row(s) name a user_id not in users.csv")
+            && r.problems[1].reason.contains("follow-on"),
+        "{}",
+        r.problems[1].reason
+    );
+    assert_eq!(r.more, 0);
+    assert!(
+        r.to_string()
+            .starts_with("users.csv:1: missing required column"),
+        "{r}"
+    );
+
+    // Two rows whose user_id cannot be read (a short row, an empty id): two root causes, and
+    // the 100 membership rows of u3 and u4 counted once.
+    let r = rejection(
+        "user_id,first_name,last_name,email\nu0,A,B,a@x.com\nu1,A,B,b@x.com\nu2,A,B,c@x.com\nu3,A\n,A,B,e@x.com\n",
+    );
+    let lines: Vec<String> = r.problems.iter().map(ToString::to_string).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines[0].starts_with("users.csv:5: expected 4 fields"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].starts_with("users.csv:6: user_id is empty"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[2].starts_with("user_groups.csv: 100 row(s)"),
+        "{lines:?}"
+    );
+
+    // users.csv is clean but lacks u3 and u4: each membership row is a root cause of its own.
+    let r = rejection(
+        "user_id,first_name,last_name,email\nu0,A,B,a@x.com\nu1,A,B,b@x.com\nu2,A,B,c@x.com\n",
+    );
+    assert_eq!(r.problems[0].file, "user_groups.csv");
+    assert_eq!(r.problems[0].line, Some(5));
+    assert!(r.problems[0]
+        .reason
+        .contains("user_id \"u3\" is not in users.csv"));
+    assert_eq!(r.problems.len() as u64 + r.more, 100);
+}

@@ -11,6 +11,7 @@
 //!   the `authentication.sso_succeeded` event and the connection's activation;
 //! - [`api_keys`]: API keys and the environment's client id;
 //! - [`webhooks`]: webhook endpoint records (idbridge-forward owns their delivery cursors);
+//! - [`events`]: the event feed (WorkOS `/events`): reading, filtering and paging the log;
 //! - [`idempotency`]: stored responses of `Idempotency-Key` requests;
 //! - [`idp`]: idbridge as an identity provider (service providers, IdP keys, the IdP login).
 //!
@@ -24,6 +25,7 @@ pub mod api_keys;
 pub mod connections;
 mod db;
 mod error;
+pub mod events;
 pub mod idempotency;
 pub mod idp;
 pub mod login;

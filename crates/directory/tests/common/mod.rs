@@ -30,31 +30,7 @@ impl Fx {
             .or_else(|_| tempfile::tempdir())
             .expect("tempdir");
         let store = Arc::new(SqliteStore::open(dir.path()).expect("open store"));
-        let org_id = new_id(IdPrefix::Organization);
-        let now = Timestamp::now();
-        let org = Organization {
-            object: OrganizationTag,
-            id: org_id.clone(),
-            name: "Foo Corp".into(),
-            domains: vec![OrganizationDomain {
-                object: OrganizationDomainTag,
-                id: new_id(IdPrefix::OrganizationDomain),
-                organization_id: org_id.clone(),
-                domain: "foo-corp.com".into(),
-                state: DomainState::Verified,
-                verification_strategy: VerificationStrategy::Manual,
-                verification_token: None,
-                verification_prefix: None,
-                created_at: now,
-                updated_at: now,
-            }],
-            metadata: BTreeMap::new(),
-            external_id: None,
-            stripe_customer_id: None,
-            allow_profiles_outside_organization: false,
-            created_at: now,
-            updated_at: now,
-        };
+        let org = organization();
         let orgs = Arc::new(FixedOrganizations::new([org.clone()]));
         let engine = DirectoryEngine::new(store.clone(), orgs.clone());
         Fx {
@@ -119,6 +95,35 @@ impl Fx {
             })
             .expect("export");
         out
+    }
+}
+
+/// An organization with one verified domain (`foo-corp.com`).
+pub fn organization() -> Organization {
+    let org_id = new_id(IdPrefix::Organization);
+    let now = Timestamp::now();
+    Organization {
+        object: OrganizationTag,
+        id: org_id.clone(),
+        name: "Foo Corp".into(),
+        domains: vec![OrganizationDomain {
+            object: OrganizationDomainTag,
+            id: new_id(IdPrefix::OrganizationDomain),
+            organization_id: org_id.clone(),
+            domain: "foo-corp.com".into(),
+            state: DomainState::Verified,
+            verification_strategy: VerificationStrategy::Manual,
+            verification_token: None,
+            verification_prefix: None,
+            created_at: now,
+            updated_at: now,
+        }],
+        metadata: BTreeMap::new(),
+        external_id: None,
+        stripe_customer_id: None,
+        allow_profiles_outside_organization: false,
+        created_at: now,
+        updated_at: now,
     }
 }
 

@@ -302,15 +302,8 @@ impl Fx {
     }
 }
 
-/// A CA and a server certificate for 127.0.0.1 / localhost signed by it (rcgen), for ldaps and
-/// StartTLS: (CA PEM, server cert PEM, server key PEM).
-pub fn pki() -> (String, String, String) {
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "idbridge test CA");
-    let ca_key = rcgen::KeyPair::generate().expect("ca key");
-    let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
+/// The server certificate's parameters the TLS tests use: valid for 127.0.0.1 and localhost.
+pub fn loopback_leaf() -> rcgen::CertificateParams {
     let mut leaf =
         rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("leaf params");
     leaf.subject_alt_names
@@ -319,9 +312,26 @@ pub fn pki() -> (String, String, String) {
         )));
     leaf.distinguished_name
         .push(rcgen::DnType::CommonName, "127.0.0.1");
+    leaf
+}
+
+/// A fresh CA and a server certificate made from `leaf` signed by it (rcgen), for ldaps and
+/// StartTLS: (CA PEM, server cert PEM, server key PEM).
+pub fn pki_with(leaf: rcgen::CertificateParams) -> (String, String, String) {
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "idbridge test CA");
+    let ca_key = rcgen::KeyPair::generate().expect("ca key");
+    let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
     let key = rcgen::KeyPair::generate().expect("leaf key");
     let cert = leaf.signed_by(&key, &ca_cert, &ca_key).expect("leaf cert");
     (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// [`pki_with`] the [`loopback_leaf`].
+pub fn pki() -> (String, String, String) {
+    pki_with(loopback_leaf())
 }
 
 /// A slapd serving ldaps (and StartTLS) with a certificate of a fresh test CA, the base entries
