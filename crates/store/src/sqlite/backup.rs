@@ -177,7 +177,8 @@ fn check_copy(partial: &Path) -> Result<u64> {
 }
 
 /// fdatasync of the source's WAL (absent: nothing to sync; the database file holds it all).
-fn sync_source_wal(source: &Path) -> Result<()> {
+/// Everything committed before the call is then durable.
+pub(crate) fn sync_source_wal(source: &Path) -> Result<()> {
     let mut name = source.as_os_str().to_owned();
     name.push("-wal");
     let wal = PathBuf::from(name);

@@ -761,7 +761,10 @@ impl Store for SqliteStore {
             let out = export_snapshot(conn, sink);
             let _ = conn.execute_batch("COMMIT");
             out
-        })
+        })?;
+        // The snapshot may hold commits whose sync round is still running: make them durable,
+        // so the dump never holds a write a crash of this store could still lose.
+        backup::sync_source_wal(&self.path)
     }
 
     fn import(&self, records: &mut dyn Iterator<Item = Result<ExportRecord>>) -> Result<u64> {
