@@ -268,8 +268,13 @@ async fn delete_directory(
     check_id(IdPrefix::Directory, "Directory", &id)?;
     let span = tracing::info_span!("admin.delete_directory", directory_id = %id);
     let forward = state.forward.clone();
+    let feeds = state.feeds.clone();
     blocking(&state, move |engine| {
         engine.delete_directory(&id).map_err(engine_error)?;
+        // Its feed goes with it (the runtime stops its scheduler or account below).
+        if let Err(e) = feeds.store.delete(&id) {
+            tracing::warn!(directory_id = %id, error = %e, "removing the deleted directory's feed failed");
+        }
         // Its SCIM push target goes with it (the remote objects stay).
         match forward.delete_target(&id) {
             Ok(()) | Err(idbridge_forward::scim_push::AdminError::NotFound { .. }) => {}
@@ -278,7 +283,11 @@ async fn delete_directory(
         Ok(StatusCode::ACCEPTED)
     })
     .instrument(span)
-    .await
+    .await?;
+    if let Some(Err(e)) = state.feeds.apply().await {
+        tracing::error!(error = %e, "applying the directory feeds failed");
+    }
+    Ok(StatusCode::ACCEPTED)
 }
 
 async fn rotate_token(

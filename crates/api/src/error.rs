@@ -13,6 +13,9 @@ use serde_json::json;
 pub struct FieldError {
     pub field: String,
     pub code: String,
+    /// What is wrong and what to do, when the code alone does not say it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 impl FieldError {
@@ -20,7 +23,14 @@ impl FieldError {
         FieldError {
             field: field.into(),
             code: code.into(),
+            message: None,
         }
+    }
+
+    /// With a human-readable explanation.
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = Some(message.into());
+        self
     }
 }
 

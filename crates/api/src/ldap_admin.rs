@@ -142,7 +142,8 @@ async fn run_sync(
             .map_err(ApiError::internal)??;
         let (syncer, src) = state.ldap.get(&id).ok_or_else(|| ApiError::Conflict {
             code: "sync_not_configured",
-            message: "no [[ldap_directories]] entry of the running server feeds this directory"
+            message: "this directory has no LDAP feed: set one with PUT \
+                      /admin/directories/{id}/feed (or an [[ldap_directories]] entry)"
                 .into(),
         })?;
         // Its own task: a request that times out or a client that hangs up must not cancel

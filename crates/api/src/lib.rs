@@ -11,10 +11,12 @@
 pub mod auth;
 pub mod backup_admin;
 pub mod body;
+pub mod deletions_admin;
 pub mod directories_admin;
 pub mod directory_sync;
 pub mod error;
 pub mod events_api;
+pub mod feeds_admin;
 pub mod forward_admin;
 pub mod idempotency;
 pub mod idp;
@@ -128,6 +130,9 @@ pub struct AppState {
     pub directory: Arc<idbridge_directory::DirectoryEngine>,
     /// The LDAP sources the binary runs (for `POST /admin/directories/{id}/sync`).
     pub ldap: Arc<ldap_admin::LdapRunners>,
+    /// LDAP/SFTP feed configurations and the runtime that applies them (`feeds_admin`). The
+    /// binary replaces it with one holding the secret key and installs its runtime.
+    pub feeds: Arc<feeds_admin::Feeds>,
     /// SCIM push forwarding: the admin service and the forwarders (`forward_admin`). The
     /// binary replaces it with one holding the secret key and starts its scheduler.
     pub forward: Arc<idbridge_forward::scim_push::ScimPush>,
@@ -171,6 +176,9 @@ impl AppState {
                 directory.clone(),
                 None,
             ),
+            feeds: Arc::new(feeds_admin::Feeds::new(
+                idbridge_directory::feeds::FeedStore::new(store.clone(), None),
+            )),
             store,
             directory,
             ldap: Arc::default(),
@@ -205,6 +213,8 @@ pub fn router(state: AppState) -> Router {
         .merge(directories_admin::routes())
         .merge(ldap_admin::routes())
         .merge(sftp_admin::routes())
+        .merge(feeds_admin::routes())
+        .merge(deletions_admin::routes())
         .merge(events_api::routes())
         .merge(webhook_endpoints::routes())
         .merge(forward_admin::routes())

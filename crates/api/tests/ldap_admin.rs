@@ -130,6 +130,7 @@ async fn sync_state_and_confirmation() {
                 total: 100,
                 threshold: 0.1,
                 at: chrono::Utc::now(),
+                sample: Vec::new(),
             })
         })
         .unwrap();

@@ -71,6 +71,9 @@ impl std::fmt::Display for Constraint {
     }
 }
 
+/// How many users a [`GuardError::MassDeletion`] names.
+pub const GUARD_SAMPLE: usize = 20;
+
 /// Guards that protect a directory from a bad feed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GuardError {
@@ -84,6 +87,9 @@ pub enum GuardError {
         total: u64,
         /// The configured maximum share (0.0–1.0).
         threshold: f64,
+        /// The first (at most [`GUARD_SAMPLE`]) directory user ids it would remove, for the
+        /// admin who reviews it.
+        sample: Vec<String>,
     },
 }
 

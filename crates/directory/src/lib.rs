@@ -17,6 +17,7 @@
 pub mod attributes;
 mod engine;
 mod error;
+pub mod feeds;
 mod groups;
 mod interner;
 mod layout;
@@ -31,7 +32,7 @@ mod types;
 mod users;
 
 pub use engine::{DirectoryEngine, MAX_COMMIT_OPS};
-pub use error::{Constraint, EngineError, GuardError, Result};
+pub use error::{Constraint, EngineError, GuardError, Result, GUARD_SAMPLE};
 pub use groups::MemberEdit;
 pub use organizations::{FixedOrganizations, Organizations};
 pub use snapshot::{SnapshotSource, UserRecord};

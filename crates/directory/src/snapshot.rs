@@ -733,6 +733,7 @@ impl DirectoryEngine {
         let delete_mode = settings.deactivation == Deactivation::DeleteUser;
         let mut would_delete = 0u64;
         let mut total = 0u64;
+        let mut sample = Vec::new();
         for slot in users.iter_mut() {
             let Some(ulid) = slot.stored() else { continue };
             total += 1;
@@ -745,6 +746,9 @@ impl DirectoryEngine {
                     .is_some_and(|(u, _)| u.user.state == UserState::Active);
             if leaves {
                 would_delete += 1;
+                if sample.len() < crate::GUARD_SAMPLE {
+                    sample.push(user_id_of(ulid));
+                }
                 if delete_mode {
                     slot.set(UserSlot::DELETED);
                 }
@@ -761,6 +765,7 @@ impl DirectoryEngine {
                 would_delete,
                 total,
                 threshold: policy.max_delete_ratio,
+                sample,
             }
             .into());
         }

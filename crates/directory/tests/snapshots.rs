@@ -227,7 +227,13 @@ fn mass_deletion_guard_at_and_above_the_threshold() {
             would_delete,
             total,
             threshold,
+            sample,
         }) => {
+            assert_eq!(
+                sample.len(),
+                11,
+                "every user it would remove, up to the sample size"
+            );
             assert_eq!((would_delete, total), (11, 100));
             assert!((threshold - 0.10).abs() < 1e-12);
         }

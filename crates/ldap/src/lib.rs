@@ -19,6 +19,7 @@ pub mod client;
 pub mod controls;
 pub mod entry;
 mod error;
+pub mod feed;
 pub mod mapping;
 pub mod scheduler;
 pub mod settings;
@@ -27,7 +28,8 @@ pub mod sync;
 
 pub use bind_auth::{authenticate, BindAuthError, BoundUser, LoginLookup, Password};
 pub use error::{ad_bind_subcode, result_code_name, ConfigError, LdapError, SyncError};
-pub use settings::{AttributeNames, ChangeTracking, Flavor, LdapSettings, Timeouts};
+pub use feed::LdapFeed;
+pub use settings::{AttributeNames, ChangeTracking, Flavor, LdapSettings, SecretValue, Timeouts};
 pub use state::{DeltaCursor, PendingGuard, RunRecord, StateStore, SyncKind, SyncState};
 pub use sync::{LdapSource, NoProgress, Progress, Syncer};
 

@@ -133,6 +133,10 @@ pub struct LdapSettings {
     /// Environment variable holding the bind password.
     #[serde(default)]
     pub bind_password_env: Option<String>,
+    /// The bind password itself, for directories configured through the admin API (stored
+    /// sealed, opened by the server when it starts the directory's runner). Never serialized.
+    #[serde(skip)]
+    pub bind_password_value: Option<SecretValue>,
     /// Server kind.
     #[serde(default)]
     pub flavor: Flavor,
@@ -172,6 +176,16 @@ pub struct LdapSettings {
     pub change_tracking: Option<ChangeTracking>,
 }
 
+/// A secret held in memory; `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretValue(pub String);
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
 /// Transport after validation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -195,6 +209,7 @@ impl LdapSettings {
             bind_dn: None,
             bind_password_file: None,
             bind_password_env: None,
+            bind_password_value: None,
             flavor,
             user_base_dns: vec![user_base_dn.into()],
             user_filter: None,
@@ -278,9 +293,26 @@ impl LdapSettings {
         if self.bind_dn.is_some()
             && self.bind_password_file.is_none()
             && self.bind_password_env.is_none()
+            && self.bind_password_value.is_none()
         {
             return Err(ConfigError::Invalid(
-                "bind_dn needs bind_password_file or bind_password_env".into(),
+                "bind_dn needs a bind password: bind_password_file or bind_password_env (or \
+                 bind_password through the admin API)"
+                    .into(),
+            ));
+        }
+        if [
+            self.bind_password_file.is_some(),
+            self.bind_password_env.is_some(),
+            self.bind_password_value.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count()
+            > 1
+        {
+            return Err(ConfigError::Invalid(
+                "set one of bind_password_file, bind_password_env and bind_password".into(),
             ));
         }
         Ok(t)
@@ -288,6 +320,9 @@ impl LdapSettings {
 
     /// The bind password, read at connect time so rotations need no restart.
     pub fn bind_password(&self) -> Result<Option<String>, ConfigError> {
+        if let Some(v) = &self.bind_password_value {
+            return Ok(Some(v.0.clone()));
+        }
         if let Some(path) = &self.bind_password_file {
             let raw = std::fs::read_to_string(path).map_err(|e| ConfigError::Secret {
                 source_name: path.display().to_string(),

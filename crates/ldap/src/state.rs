@@ -160,6 +160,9 @@ pub struct PendingGuard {
     pub total: u64,
     /// Configured ratio.
     pub threshold: f64,
+    /// The first directory user ids it would remove (for the admin who reviews it).
+    #[serde(default)]
+    pub sample: Vec<String>,
     /// When the guard tripped.
     pub at: DateTime<Utc>,
 }

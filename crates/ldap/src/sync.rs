@@ -1069,10 +1069,17 @@ fn delta_deletions(
             total,
             "delta refused by the mass-deletion guard"
         );
+        let mut sample = Vec::new();
+        for idp in users.iter().take(idbridge_directory::GUARD_SAMPLE) {
+            if let Some(u) = engine.find_user_by_idp_id(dir_id, idp)? {
+                sample.push(u.user.id);
+            }
+        }
         return Err(SyncError::Guard(GuardError::MassDeletion {
             would_delete,
             total,
             threshold: policy.max_delete_ratio,
+            sample,
         }));
     }
     Ok((
@@ -1320,10 +1327,12 @@ impl Syncer {
                 would_delete,
                 total,
                 threshold,
+                sample,
             })) => Some(PendingGuard {
                 would_delete: *would_delete,
                 total: *total,
                 threshold: *threshold,
+                sample: sample.clone(),
                 at: Utc::now(),
             }),
             _ => None,

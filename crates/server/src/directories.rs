@@ -47,6 +47,19 @@ pub enum DirectoryCommand {
     Delete { id: String },
     /// Issue a new SCIM bearer token (printed once); the old one stops working.
     RotateToken { id: String },
+    /// Review (and with --yes apply) a deletion the mass-deletion guard stopped, for LDAP and
+    /// SFTP directories: prints the count and the first users it would remove. The server
+    /// must be stopped (while it runs: GET|POST /admin/directories/{id}/pending_deletion).
+    ConfirmDeletion {
+        /// The directory id, or the key of its `[[directories]]` entry.
+        id: String,
+        /// Apply it (LDAP: a full sync past the guard; SFTP: the stopped delivery's files).
+        #[arg(long)]
+        yes: bool,
+        /// How many users to list.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
     /// LDAP sync commands.
     #[command(flatten)]
     Ldap(crate::ldap::DirectoryCommand),
@@ -340,6 +353,9 @@ pub fn run(config: &Config, command: DirectoryCommand) -> anyhow::Result<()> {
         DirectoryCommand::Ldap(c) => return crate::ldap::run(config, c),
         DirectoryCommand::Sftp(c) => return crate::sftp_cli::run(config, c),
         DirectoryCommand::Forward { command } => return crate::forward_cli::run(config, command),
+        DirectoryCommand::ConfirmDeletion { id, yes, limit } => {
+            return confirm_deletion(config, &id, yes, limit)
+        }
         other => other,
     };
     let store = crate::open_store(config)?;
@@ -410,6 +426,8 @@ pub fn run(config: &Config, command: DirectoryCommand) -> anyhow::Result<()> {
         }
         DirectoryCommand::Delete { id } => {
             engine.delete_directory(&id)?;
+            // Its LDAP/SFTP feed goes with it (no secret is opened: no key needed).
+            idbridge_directory::feeds::FeedStore::new(store.clone(), None).delete(&id)?;
             println!("deleted {id}");
         }
         DirectoryCommand::RotateToken { id } => {
@@ -423,9 +441,102 @@ pub fn run(config: &Config, command: DirectoryCommand) -> anyhow::Result<()> {
         }
         DirectoryCommand::Ldap(_)
         | DirectoryCommand::Sftp(_)
-        | DirectoryCommand::Forward { .. } => {}
+        | DirectoryCommand::Forward { .. }
+        | DirectoryCommand::ConfirmDeletion { .. } => {}
     }
     Ok(())
+}
+
+/// `idbridge directory confirm-deletion <id|key> [--yes]`.
+fn confirm_deletion(config: &Config, id: &str, yes: bool, limit: usize) -> anyhow::Result<()> {
+    let offline = crate::feeds::Offline::prepare(config)?;
+    let all: Vec<&str> = LDAP_TYPES.iter().chain(SFTP_TYPES).copied().collect();
+    let id = offline.directory_id(id, &all)?;
+    let ty = offline.engine.get_directory(&id)?.directory.directory_type;
+    if LDAP_TYPES.contains(&ty.as_str()) {
+        let state = idbridge_ldap::StateStore::new(offline.engine.store().clone()).load(&id)?;
+        let Some(g) = state.pending_guard else {
+            anyhow::bail!(
+                "nothing to confirm: no sync of {id} was stopped by the mass-deletion guard"
+            );
+        };
+        println!(
+            "pending:   a full sync of {id} at {} would delete {} of {} users (threshold {})",
+            g.at, g.would_delete, g.total, g.threshold
+        );
+        for id in g.sample.iter().take(limit) {
+            if let Ok(u) = offline.engine.get_user(Some(&state.directory_id), id) {
+                println!(
+                    "  {}\t{}\t{}",
+                    u.user.id,
+                    u.user.idp_id,
+                    u.user.email.as_deref().unwrap_or("")
+                );
+            }
+        }
+        if g.would_delete > g.sample.len().min(limit) as u64 {
+            println!(
+                "  ... and {} more",
+                g.would_delete - g.sample.len().min(limit) as u64
+            );
+        }
+        if !yes {
+            println!("run again with --yes to apply it (a full sync past the guard)");
+            return Ok(());
+        }
+        drop(offline);
+        return crate::ldap::run(
+            config,
+            crate::ldap::DirectoryCommand::Sync {
+                id,
+                delta: false,
+                confirm_deletion: true,
+            },
+        );
+    }
+    let p = idbridge_sftp::Processor::new(offline.engine.clone());
+    let Some(pd) = idbridge_sftp::pending::pending(&p, &id, limit)? else {
+        anyhow::bail!("nothing to confirm: the newest delivery of {id} was not stopped by the mass-deletion guard (or its files are gone)");
+    };
+    println!(
+        "pending:   delivery {} at {} would remove {} of {} users (threshold {})",
+        pd.delivery_id, pd.at, pd.would_delete, pd.total, pd.threshold
+    );
+    for u in &pd.sample {
+        println!(
+            "  {}\t{}\t{}",
+            u.id,
+            u.idp_id,
+            u.email.as_deref().unwrap_or("")
+        );
+    }
+    if pd.would_delete > pd.sample.len() as u64 {
+        println!(
+            "  ... and {} more",
+            pd.would_delete - pd.sample.len() as u64
+        );
+    }
+    if !yes {
+        println!("run again with --yes to apply it");
+        return Ok(());
+    }
+    let rec = idbridge_sftp::pending::confirm(&p, &id)?
+        .with_context(|| format!("nothing to confirm for {id}"))?;
+    println!("delivery:  {}", rec.id);
+    println!("status:    {:?}", rec.status);
+    if let Some(c) = rec.changes {
+        println!(
+            "changes:   users +{} ~{} -{}",
+            c.users_created, c.users_updated, c.users_deleted
+        );
+    }
+    match rec.status {
+        idbridge_sftp::DeliveryStatus::Applied => Ok(()),
+        _ => anyhow::bail!(
+            "not applied: {}",
+            idbridge_sftp::delivery::report_text(&rec)
+        ),
+    }
 }
 
 #[cfg(test)]

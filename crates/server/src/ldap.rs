@@ -27,14 +27,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
-use idbridge_directory::DirectoryEngine;
-use idbridge_ldap::scheduler::{self, Schedule};
 use idbridge_ldap::{LdapSettings, LdapSource, NoProgress, Progress, SyncKind, Syncer};
 use serde::Deserialize;
 
 use crate::config::Config;
 use crate::directories::DeclaredDirectory;
-use idbridge_api::ldap_admin::LdapRunners;
 
 fn default_full() -> u64 {
     3600
@@ -127,53 +124,14 @@ pub fn validate_all(
     Ok(())
 }
 
-/// Starts one scheduler per configured directory (full sync at once, then on the intervals)
-/// and registers the sources in `runners` (for `POST /admin/directories/{id}/sync`, which
-/// shares the schedulers' syncer). Expects `directory` keys resolved. Directories that do not
-/// exist or are not of type `ldap` are reported and skipped.
-pub fn spawn_schedulers(
-    engine: Arc<DirectoryEngine>,
-    config: &Config,
-    runners: &LdapRunners,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    let syncer = Arc::new(Syncer::new(engine.clone()));
-    let mut handles = Vec::new();
-    let mut sources = Vec::new();
-    for d in &config.ldap_directories {
-        match engine.get_directory(d.id()) {
-            Ok(rec) if rec.directory.directory_type == idbridge_ldap::DIRECTORY_TYPE => {}
-            Ok(rec) => {
-                tracing::error!(directory_id = %d.id(), directory_type = %rec.directory.directory_type, "ldap_directories entry names a directory that is not of type ldap; not syncing it");
-                continue;
-            }
-            Err(e) => {
-                tracing::error!(directory_id = %d.id(), error = %e, "ldap_directories entry names an unknown directory; not syncing it");
-                continue;
-            }
-        }
-        tracing::info!(directory_id = %d.id(), url = %d.ldap.url, "ldap sync scheduled");
-        sources.push(d.source());
-        handles.push(scheduler::spawn(
-            syncer.clone(),
-            d.source(),
-            Schedule {
-                full_every: Duration::from_secs(d.full_sync_interval_secs),
-                delta_every: Duration::from_secs(d.delta_sync_interval_secs),
-            },
-        ));
-    }
-    runners.install(syncer, sources);
-    handles
-}
-
 /// `idbridge directory ...`
 #[derive(Debug, Subcommand)]
 pub enum DirectoryCommand {
     /// Run one LDAP sync in the foreground (the server must be stopped: the store is
     /// single-process). Prints a summary; exits non-zero when the run failed or was refused.
     Sync {
-        /// The directory id, or the `[[directories]]` key an `[[ldap_directories]]` entry
-        /// names.
+        /// The directory id, or the key of its `[[directories]]` entry (works before the
+        /// first start: the file's declarations are applied first).
         id: String,
         /// A delta run instead of a full one.
         #[arg(long)]
@@ -207,24 +165,13 @@ pub fn run(config: &Config, command: DirectoryCommand) -> anyhow::Result<()> {
         delta,
         confirm_deletion,
     } = command;
-    if !config
-        .ldap_directories
-        .iter()
-        .any(|d| d.directory_id.as_deref() == Some(&id) || d.directory.as_deref() == Some(&id))
-    {
-        anyhow::bail!("no [[ldap_directories]] entry with directory_id or directory = {id:?}");
-    }
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let store = crate::open_store(config)?;
-    let engine = Arc::new(crate::directory_engine(store));
-    let mut config = config.clone();
-    crate::directories::resolve_references(&engine, &mut config)?;
-    let entry = config
-        .ldap_directories
-        .iter()
-        .find(|d| d.directory_id.as_deref() == Some(&id) || d.directory.as_deref() == Some(&id))
-        .with_context(|| format!("no [[ldap_directories]] entry with directory_id = {id:?}"))?;
-    let id = entry.id().to_owned();
+    // Works before the first start: the file's declarations are applied first.
+    let offline = crate::feeds::Offline::prepare(config)?;
+    let id = offline.directory_id(&id, crate::directories::LDAP_TYPES)?;
+    let rec = offline.feed(&id, idbridge_directory::feeds::FeedKind::Ldap)?;
+    let (source, _) = crate::feeds::ldap_source(&offline.feeds, &rec)?;
+    let engine = offline.engine.clone();
     let syncer = Syncer::new(engine);
     if confirm_deletion && syncer.confirm_deletion(&id)?.is_none() {
         anyhow::bail!("nothing to confirm: no sync of {id} is waiting for a deletion confirmation");
@@ -249,7 +196,7 @@ pub fn run(config: &Config, command: DirectoryCommand) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let result = runtime.block_on(syncer.run(&entry.source(), kind, progress.clone()));
+    let result = runtime.block_on(syncer.run(&source, kind, progress.clone()));
     progress.phase("done", None);
     match result {
         Ok(r) => {

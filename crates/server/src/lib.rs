@@ -11,6 +11,7 @@ pub mod config;
 pub mod conn_limits;
 pub mod connections;
 pub mod directories;
+pub mod feeds;
 pub mod forward_cli;
 pub mod keys;
 pub mod ldap;

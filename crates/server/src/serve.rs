@@ -56,6 +56,10 @@ async fn serve_async(config: Config) -> anyhow::Result<()> {
         state.directory.clone(),
         Some(secret_key.clone()),
     );
+    // LDAP / SFTP feed settings: bind passwords and pull keys are sealed with the same key.
+    state.feeds = Arc::new(idbridge_api::feeds_admin::Feeds::new(
+        idbridge_directory::feeds::FeedStore::new(store.clone(), Some(secret_key.clone())),
+    ));
     let state = state.with_sso(config.sso.to_api(), Some(secret_key));
     state.sso.set_idp_config(
         config
@@ -102,10 +106,25 @@ async fn serve_async(config: Config) -> anyhow::Result<()> {
     // Webhook deliveries: one task per endpoint, each from its own cursor in the event log.
     let _webhooks = idbridge_forward::spawn(store.clone(), config.webhooks.clone())
         .context("starting the webhook delivery worker")?;
-    // LDAP / AD pull sync: one scheduler per [[ldap_directories]] entry, on the shared engine.
-    let _ldap = crate::ldap::spawn_schedulers(state.directory.clone(), &config, &state.ldap);
-    // SFTP directories: the embedded server (push) and pull schedulers.
-    let _sftp = crate::sftp_cli::start(state.directory.clone(), &config).await?;
+    // LDAP / SFTP feeds: the file's entries seeded into the store (crate::feeds), then every
+    // stored feed run (LDAP schedulers, the embedded SFTP server, pull jobs), and changed live
+    // by the admin API from now on.
+    {
+        let (feeds, cfg) = (state.feeds.store.clone(), config.clone());
+        tokio::task::spawn_blocking(move || crate::feeds::seed(&feeds, &cfg))
+            .await
+            .context("seeding directory feeds")??;
+    }
+    let supervisor = crate::feeds::FeedSupervisor::new(
+        state.directory.clone(),
+        state.feeds.store.clone(),
+        state.ldap.clone(),
+        &config,
+    );
+    state.feeds.install(supervisor.clone());
+    if let Err(e) = supervisor.apply_all().await {
+        tracing::error!(error = %e, "some directory feeds could not be started; fix them with PUT /admin/directories/{{id}}/feed or in the config file");
+    }
 
     let app = idbridge_api::router(state.clone());
     let addr = config.server.listen;

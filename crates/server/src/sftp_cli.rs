@@ -33,14 +33,10 @@
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
-use idbridge_directory::{DirectoryEngine, SnapshotPolicy};
-use idbridge_sftp::server::{RunningSftpServer, ServerConfig, SftpAccount};
-use idbridge_sftp::{DeliveryFiles, DeliverySource, HostKeyPin, Processor, PullConfig};
+use idbridge_sftp::{DeliveryFiles, DeliverySource, HostKeyPin, Processor};
 use serde::Deserialize;
 
 use crate::config::Config;
@@ -83,28 +79,18 @@ impl Default for SftpServerSection {
 #[serde(deny_unknown_fields)]
 pub struct PullSection {
     pub host: String,
-    #[serde(default = "default_port")]
+    #[serde(default = "idbridge_sftp::settings::default_port")]
     pub port: u16,
     pub username: String,
     pub private_key_file: PathBuf,
     /// `ssh-ed25519 AAAA...` or `SHA256:...`.
     pub host_key: String,
-    #[serde(default = "default_remote_dir")]
+    #[serde(default = "idbridge_sftp::settings::default_remote_dir")]
     pub remote_dir: String,
-    #[serde(default = "default_interval")]
+    #[serde(default = "idbridge_sftp::settings::default_interval")]
     pub interval_secs: u64,
     #[serde(default)]
     pub remove_remote: bool,
-}
-
-fn default_port() -> u16 {
-    22
-}
-fn default_remote_dir() -> String {
-    ".".into()
-}
-fn default_interval() -> u64 {
-    1800
 }
 
 /// One `[[sftp_directories]]` entry: push (username + keys) or pull (a `pull` table).
@@ -200,108 +186,13 @@ pub fn validate_all(
     Ok(())
 }
 
-/// What `serve` keeps running for SFTP directories.
-pub struct SftpRuntime {
-    pub server: Option<RunningSftpServer>,
-    pub pullers: Vec<tokio::task::JoinHandle<()>>,
-}
-
-fn processor(engine: &Arc<DirectoryEngine>, d: &SftpDirectoryConfig) -> Processor {
-    let mut p = Processor::new(engine.clone());
-    if let Some(r) = d.max_delete_ratio {
-        p.policy = SnapshotPolicy {
-            max_delete_ratio: r,
-            confirmed: false,
-        };
-    }
-    p
-}
-
-/// Starts the embedded server (when a push directory is configured) and one pull scheduler
-/// per pull directory. Expects `directory` keys resolved. Unknown directories are reported
-/// and skipped.
-pub async fn start(engine: Arc<DirectoryEngine>, config: &Config) -> anyhow::Result<SftpRuntime> {
-    let data_dir = &config.server.data_dir;
-    let mut accounts = Vec::new();
-    let mut pullers = Vec::new();
-    // One guard policy per server: the strictest configured push ratio.
-    let mut push_processor: Option<Processor> = None;
-    for d in &config.sftp_directories {
-        if let Err(e) = engine.get_directory(d.id()) {
-            tracing::error!(directory_id = %d.id(), error = %e, "sftp_directories entry names an unknown directory; skipped");
-            continue;
-        }
-        if let Some(p) = &d.pull {
-            let key = idbridge_sftp::pull::load_private_key(&p.private_key_file)?;
-            let cfg = PullConfig {
-                directory_id: d.id().to_owned(),
-                host: p.host.clone(),
-                port: p.port,
-                username: p.username.clone(),
-                private_key: Arc::new(key),
-                host_key: HostKeyPin::parse(&p.host_key)?,
-                remote_dir: p.remote_dir.clone(),
-                staging_dir: data_dir.join("sftp").join("pull").join(d.id()),
-                max_file_bytes: config.sftp_server.max_file_bytes,
-                timeout: Duration::from_secs(300),
-                remove_remote: p.remove_remote,
-            };
-            let proc = processor(&engine, d);
-            pullers.push(tokio::spawn(idbridge_sftp::run_schedule(
-                cfg,
-                proc,
-                Duration::from_secs(p.interval_secs),
-            )));
-        } else if let Some(username) = &d.username {
-            let keys = d
-                .authorized_keys
-                .iter()
-                .map(|k| idbridge_sftp::parse_authorized_key(k))
-                .collect::<Result<Vec<_>, _>>()?;
-            accounts.push(SftpAccount {
-                username: username.clone(),
-                directory_id: d.id().to_owned(),
-                keys,
-            });
-            let p = processor(&engine, d);
-            push_processor = Some(match push_processor {
-                Some(old) if old.policy.max_delete_ratio <= p.policy.max_delete_ratio => old,
-                _ => p,
-            });
-        }
-    }
-    let server = match push_processor {
-        Some(p) if !accounts.is_empty() => {
-            let mut cfg = ServerConfig::new(data_dir);
-            cfg.listen = config.sftp_server.listen;
-            cfg.max_file_bytes = config.sftp_server.max_file_bytes;
-            cfg.max_files = config.sftp_server.max_files;
-            cfg.debounce = Duration::from_millis(config.sftp_server.debounce_ms);
-            cfg.max_connections = config.sftp_server.max_connections;
-            cfg.max_connections_per_ip = config.sftp_server.max_connections_per_ip;
-            cfg.failed_auth_limit = idbridge_limits::FailureLimit {
-                max_failures: config.sftp_server.failed_auth_max,
-                window_secs: config.sftp_server.failed_auth_window_secs,
-            };
-            cfg.accounts = accounts;
-            Some(
-                idbridge_sftp::server::start(cfg, p)
-                    .await
-                    .context("starting the SFTP server")?,
-            )
-        }
-        _ => None,
-    };
-    Ok(SftpRuntime { server, pullers })
-}
-
 /// `idbridge directory import`.
 #[derive(Debug, Subcommand)]
 pub enum DirectoryCommand {
     /// Apply a folder's users.csv (+ groups.csv, user_groups.csv) to an SFTP directory as one
     /// snapshot, with a progress bar (the server must be stopped: the store is single-process).
     Import {
-        /// The directory id (`directory_...`).
+        /// The directory id (`directory_...`), or the key of its `[[directories]]` entry.
         id: String,
         /// The folder holding the CSV files (left untouched).
         dir: PathBuf,
@@ -315,9 +206,18 @@ pub fn run(config: &Config, command: DirectoryCommand) -> anyhow::Result<()> {
     let DirectoryCommand::Import { id, dir, confirm } = command;
     let files = DeliveryFiles::in_dir(&dir)
         .with_context(|| format!("no users.csv in {}", dir.display()))?;
-    let store = crate::open_store(config)?;
-    let engine = Arc::new(crate::directory_engine(store));
-    let mut p = Processor::new(engine);
+    // Works before the first start: the file's declarations are applied first.
+    let offline = crate::feeds::Offline::prepare(config)?;
+    let id = offline.directory_id(&id, crate::directories::SFTP_TYPES)?;
+    let mut p = Processor::new(offline.engine.clone());
+    // The directory's own guard, when it has a feed.
+    if let Some(rec) = offline
+        .feeds
+        .get(&id)?
+        .filter(|r| r.kind == idbridge_directory::feeds::FeedKind::Sftp)
+    {
+        p.policy = crate::feeds::sftp_settings(&rec)?.policy();
+    }
     p.policy.confirmed = confirm;
     let total = files.total_bytes();
     // Both passes read the files: the bar covers twice their size.

@@ -121,10 +121,26 @@ pub struct DeliveryRecord {
     pub error: Option<String>,
     /// Where the report was written, relative to the inbox (rejected push/pull deliveries).
     pub report: Option<String>,
+    /// The mass-deletion guard stopped it (see [`crate::pending`] to review and confirm).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<GuardStop>,
     /// When processing started.
     pub received_at: Timestamp,
     /// Processing time.
     pub duration_ms: u64,
+}
+
+/// Why the mass-deletion guard stopped a delivery, and where its files are kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuardStop {
+    /// Users it would have removed.
+    pub would_delete: u64,
+    /// Users in the directory.
+    pub total: u64,
+    /// The directory's ratio.
+    pub threshold: f64,
+    /// The folder holding the delivery's files (the archive), for a confirmation.
+    pub files_dir: Option<PathBuf>,
 }
 
 /// Errors of the delivery layer itself (the outcome of a bad file is a record, not an error).
@@ -333,6 +349,7 @@ impl Processor {
             more_problems: 0,
             error: None,
             report: None,
+            guard: None,
             received_at,
             duration_ms: 0,
         };
@@ -355,9 +372,21 @@ impl Processor {
                 {
                     Ok(outcome) => record.changes = Some(outcome.into()),
                     Err(EngineError::Guard(g)) => {
+                        let idbridge_directory::GuardError::MassDeletion {
+                            would_delete,
+                            total,
+                            threshold,
+                            ..
+                        } = &g;
+                        record.guard = Some(GuardStop {
+                            would_delete: *would_delete,
+                            total: *total,
+                            threshold: *threshold,
+                            files_dir: files.users.parent().map(Path::to_path_buf),
+                        });
                         let r = Rejection::single(
                             crate::feed::USERS_FILE,
-                            format!("{g}; nothing was changed. An administrator can apply it with `idbridge directory import --confirm`"),
+                            format!("{g}; nothing was changed. An administrator can review and apply it: GET and POST /admin/directories/{dir_id}/pending_deletion[/confirm], or `idbridge directory confirm-deletion {dir_id}`"),
                         );
                         record.status = DeliveryStatus::Rejected;
                         record.problems = r.problems;

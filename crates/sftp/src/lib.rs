@@ -20,12 +20,16 @@ pub use delivery::{
 };
 pub use feed::{ingest, DeliveryFiles, IngestError, IngestOptions, Problem, Rejection};
 pub mod jail;
+pub mod pending;
 pub mod server;
+pub mod settings;
 
 pub use server::{
     load_or_create_host_key, parse_authorized_key, RunningSftpServer, ServerConfig, ServerError,
     SftpAccount,
 };
 pub mod pull;
+
+pub use settings::{PullSettings, SftpFeed};
 
 pub use pull::{pull_once, run_schedule, HostKeyPin, PullConfig, PullError};

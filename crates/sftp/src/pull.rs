@@ -371,3 +371,10 @@ pub fn load_private_key(path: &Path) -> Result<PrivateKey, PullError> {
     russh::keys::load_secret_key(path, None)
         .map_err(|e| PullError::Config(format!("private key {}: {e}", path.display())))
 }
+
+/// Parses our client key given as text (OpenSSH private key, unencrypted): the admin API's
+/// `pull.private_key`, stored sealed.
+pub fn parse_private_key(text: &str) -> Result<PrivateKey, PullError> {
+    russh::keys::decode_secret_key(text, None)
+        .map_err(|e| PullError::Config(format!("private key: {e}")))
+}

@@ -29,6 +29,7 @@ use tokio::net::TcpListener;
 
 use crate::delivery::{DeliverySource, Processor};
 use crate::jail::{self, JailError, Place};
+use idbridge_directory::SnapshotPolicy;
 
 /// Errors starting the server or reading its keys.
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +130,8 @@ pub struct SftpAccount {
     pub directory_id: String,
     /// Authorized keys.
     pub keys: Vec<PublicKey>,
+    /// This directory's mass-deletion guard (`None`: the processor's).
+    pub policy: Option<SnapshotPolicy>,
 }
 
 /// Server settings.
@@ -188,7 +191,10 @@ struct Activity {
 
 struct Account {
     directory_id: String,
-    keys: Vec<PublicKey>,
+    /// Replaced live by [`RunningSftpServer::set_accounts`]: a removed key is refused at the
+    /// next login.
+    keys: Mutex<Vec<PublicKey>>,
+    policy: Mutex<Option<SnapshotPolicy>>,
     inbox: PathBuf,
     activity: Mutex<Activity>,
     /// One delivery at a time per account.
@@ -196,7 +202,9 @@ struct Account {
 }
 
 struct Shared {
-    accounts: HashMap<String, Arc<Account>>,
+    /// Username → account; replaced live by [`RunningSftpServer::set_accounts`].
+    accounts: Mutex<HashMap<String, Arc<Account>>>,
+    inbox_root: PathBuf,
     failed_auth: FailureLimiter,
     processor: Processor,
     max_file_bytes: u64,
@@ -212,6 +220,7 @@ pub struct RunningSftpServer {
     pub host_key: PublicKey,
     shutdown: tokio::sync::broadcast::Sender<String>,
     task: tokio::task::JoinHandle<()>,
+    shared: Arc<Shared>,
 }
 
 impl RunningSftpServer {
@@ -220,17 +229,47 @@ impl RunningSftpServer {
         let _ = self.shutdown.send("server shutting down".into());
         let _ = self.task.await;
     }
+
+    /// Replaces the accounts while the server runs: new accounts can log in at once, removed
+    /// ones and removed keys are refused at the next login (sessions already open go on), and
+    /// an account whose directory is unchanged keeps its upload state. All or nothing: a bad
+    /// account changes nothing.
+    pub fn set_accounts(&self, accounts: Vec<SftpAccount>) -> Result<(), ServerError> {
+        let fresh = build_accounts(&self.shared.inbox_root, accounts)?;
+        let mut added = Vec::new();
+        {
+            let mut current = lock(&self.shared.accounts);
+            let mut next = HashMap::new();
+            for (name, acc) in fresh {
+                match current.remove(&name) {
+                    Some(old) if old.directory_id == acc.directory_id => {
+                        *lock(&old.keys) = std::mem::take(&mut *lock(&acc.keys));
+                        *lock(&old.policy) = *lock(&acc.policy);
+                        next.insert(name, old);
+                    }
+                    _ => {
+                        added.push(acc.clone());
+                        next.insert(name, acc);
+                    }
+                }
+            }
+            *current = next;
+        }
+        // Deliveries already waiting in a new account's inbox.
+        for acc in added {
+            schedule(self.shared.clone(), acc, Duration::ZERO);
+        }
+        Ok(())
+    }
 }
 
-/// Starts the server: binds, loads or creates the host key, creates the inboxes.
-pub async fn start(
-    cfg: ServerConfig,
-    processor: Processor,
-) -> Result<RunningSftpServer, ServerError> {
-    let key = load_or_create_host_key(&cfg.host_key_path)?;
-    let host_key = key.public_key().clone();
+/// Checks usernames and creates the inboxes.
+fn build_accounts(
+    inbox_root: &Path,
+    list: Vec<SftpAccount>,
+) -> Result<HashMap<String, Arc<Account>>, ServerError> {
     let mut accounts = HashMap::new();
-    for a in cfg.accounts {
+    for a in list {
         if jail::components(&a.username)
             .map(|c| c.len() != 1)
             .unwrap_or(true)
@@ -240,11 +279,12 @@ pub async fn start(
                 a.username
             )));
         }
-        let inbox = cfg.inbox_root.join(&a.username);
+        let inbox = inbox_root.join(&a.username);
         std::fs::create_dir_all(&inbox).map_err(io_err(format!("creating {}", inbox.display())))?;
         let acc = Arc::new(Account {
             directory_id: a.directory_id,
-            keys: a.keys,
+            keys: Mutex::new(a.keys),
+            policy: Mutex::new(a.policy),
             inbox,
             activity: Mutex::new(Activity::default()),
             processing: tokio::sync::Mutex::new(()),
@@ -256,8 +296,20 @@ pub async fn start(
             )));
         }
     }
+    Ok(accounts)
+}
+
+/// Starts the server: binds, loads or creates the host key, creates the inboxes.
+pub async fn start(
+    cfg: ServerConfig,
+    processor: Processor,
+) -> Result<RunningSftpServer, ServerError> {
+    let key = load_or_create_host_key(&cfg.host_key_path)?;
+    let host_key = key.public_key().clone();
+    let accounts = build_accounts(&cfg.inbox_root, cfg.accounts)?;
     let shared = Arc::new(Shared {
-        accounts,
+        accounts: Mutex::new(accounts),
+        inbox_root: cfg.inbox_root.clone(),
         failed_auth: FailureLimiter::new(cfg.failed_auth_limit),
         processor,
         max_file_bytes: cfg.max_file_bytes,
@@ -265,8 +317,9 @@ pub async fn start(
         debounce: cfg.debounce,
     });
     // Deliveries left from before a restart (uploaded, never processed).
-    for acc in shared.accounts.values() {
-        schedule(shared.clone(), acc.clone(), Duration::ZERO);
+    let waiting: Vec<_> = lock(&shared.accounts).values().cloned().collect();
+    for acc in waiting {
+        schedule(shared.clone(), acc, Duration::ZERO);
     }
     let config = russh::server::Config {
         methods: MethodSet::from(&[MethodKind::PublicKey][..]),
@@ -286,7 +339,9 @@ pub async fn start(
     let task = tokio::spawn(accept_loop(
         listener,
         Arc::new(config),
-        SshServer { shared },
+        SshServer {
+            shared: shared.clone(),
+        },
         connections,
         shutdown.clone(),
     ));
@@ -296,6 +351,7 @@ pub async fn start(
         host_key,
         shutdown,
         task,
+        shared,
     })
 }
 
@@ -435,7 +491,10 @@ fn schedule(shared: Arc<Shared>, acc: Arc<Account>, delay: Duration) {
                 return;
             }
         };
-        let (p, a) = (shared.processor.clone(), acc.clone());
+        let (mut p, a) = (shared.processor.clone(), acc.clone());
+        if let Some(policy) = *lock(&acc.policy) {
+            p.policy = policy;
+        }
         let res = tokio::task::spawn_blocking(move || {
             p.process_claimed(&a.directory_id, &a.inbox, claimed, DeliverySource::Push)
         })
@@ -484,10 +543,9 @@ struct SshSession {
 
 impl SshSession {
     fn key_allowed(&self, user: &str, key: &PublicKey) -> bool {
-        self.shared
-            .accounts
+        lock(&self.shared.accounts)
             .get(user)
-            .is_some_and(|a| a.keys.iter().any(|k| k.key_data() == key.key_data()))
+            .is_some_and(|a| lock(&a.keys).iter().any(|k| k.key_data() == key.key_data()))
     }
 }
 
@@ -531,7 +589,7 @@ impl russh::server::Handler for SshSession {
             return Ok(Auth::reject());
         }
         if self.key_allowed(user, key.public_key) {
-            self.account = self.shared.accounts.get(user).cloned();
+            self.account = lock(&self.shared.accounts).get(user).cloned();
             self.username = user.to_owned();
             tracing::info!(user, peer = ?self.peer, key = %key.public_key.fingerprint(HashAlg::Sha256), "SFTP login");
             Ok(Auth::Accept)

@@ -61,6 +61,7 @@ async fn connections_over_the_limits_are_closed_before_the_banner() {
         username: "acme".into(),
         directory_id: dir,
         keys: vec![parse_authorized_key(&public_line(&key)).unwrap()],
+        policy: None,
     }];
     let server = idbridge_sftp::server::start(cfg, fx.processor.clone())
         .await
@@ -131,11 +132,13 @@ async fn an_account_with_too_many_refused_keys_is_locked_for_its_window() {
             username: "acme-a".into(),
             directory_id: dir_a,
             keys: vec![parse_authorized_key(&public_line(&right_a)).unwrap()],
+            policy: None,
         },
         SftpAccount {
             username: "acme-b".into(),
             directory_id: dir_b,
             keys: vec![parse_authorized_key(&public_line(&right_b)).unwrap()],
+            policy: None,
         },
     ];
     let server = idbridge_sftp::server::start(cfg, fx.processor.clone())

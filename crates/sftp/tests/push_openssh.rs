@@ -134,6 +134,7 @@ async fn openssh_sftp_push_deliveries_and_isolation() {
             username: "acme-workday".into(),
             directory_id: dir_a.clone(),
             keys: vec![parse_authorized_key(&public_line(&key_a)).unwrap()],
+            policy: None,
         },
         SftpAccount {
             username: "acme-bamboo".into(),
@@ -142,6 +143,7 @@ async fn openssh_sftp_push_deliveries_and_isolation() {
                 parse_authorized_key(&public_line(&key_b)).unwrap(),
                 parse_authorized_key(&public_line(&key_b2)).unwrap(),
             ],
+            policy: None,
         },
     ];
     let inbox_root = cfg.inbox_root.clone();

@@ -46,11 +46,13 @@ async fn paramiko_push_and_isolation() {
             username: "tenant-a".into(),
             directory_id: dir_a.clone(),
             keys: vec![parse_authorized_key(&public_line(&key_a)).unwrap()],
+            policy: None,
         },
         SftpAccount {
             username: "tenant-b".into(),
             directory_id: dir_b.clone(),
             keys: vec![parse_authorized_key(&public_line(&key_b)).unwrap()],
+            policy: None,
         },
     ];
     let server = idbridge_sftp::server::start(cfg, fx.processor.clone())
