@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod backup_admin;
 pub mod body;
 pub mod deletions_admin;
 pub mod directories_admin;
@@ -223,6 +224,7 @@ pub fn router(state: AppState) -> Router {
         .merge(events_api::routes())
         .merge(webhook_endpoints::routes())
         .merge(forward_admin::routes())
+        .merge(backup_admin::routes())
         .merge(sso::protected_routes())
         .merge(idp::protected_routes())
         // Inside the key check: idempotency records are scoped by the authenticated key.

@@ -1,6 +1,7 @@
 //! Concurrent writes to ONE directory share the store's sync rounds: the engine releases its
 //! per-directory lock once a commit has applied, before waiting for the fdatasync. (Holding
-//! it across the sync made every SCIM write in a directory pay a sync of its own.)
+//! it across the sync made every SCIM write in a directory pay a sync of its own.) Run on
+//! SQLite (the default: COMMIT, then a group fdatasync of the WAL) and on sled.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -13,7 +14,7 @@ use common::user;
 use idbridge_directory::{DirectoryEngine, DirectorySettings};
 use idbridge_model::tag::OrganizationTag;
 use idbridge_model::{new_id, IdPrefix, Organization, Timestamp};
-use idbridge_store::{DurabilityProbe, SledOptions, SledStore, Store};
+use idbridge_store::{DurabilityProbe, SledOptions, SledStore, SqliteOptions, SqliteStore, Store};
 
 /// Makes every sync round slow, so writers that can queue behind one round do.
 struct SlowSync;
@@ -26,15 +27,34 @@ impl DurabilityProbe for SlowSync {
 }
 
 #[test]
-fn concurrent_writes_to_one_directory_share_sync_rounds() {
-    let tmp = tempfile::tempdir_in("/dev/shm")
-        .or_else(|_| tempfile::tempdir())
-        .expect("tempdir");
+fn concurrent_writes_to_one_directory_share_sync_rounds_sqlite() {
+    let tmp = tempdir();
+    let options = SqliteOptions {
+        probe: Some(Arc::new(SlowSync)),
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open_with(tmp.path(), options).expect("open");
+    concurrent_writes_to_one_directory_share_sync_rounds(Arc::new(store));
+}
+
+#[test]
+fn concurrent_writes_to_one_directory_share_sync_rounds_sled() {
+    let tmp = tempdir();
     let options = SledOptions {
         probe: Some(Arc::new(SlowSync)),
         ..SledOptions::default()
     };
-    let store = Arc::new(SledStore::open_with(tmp.path(), options).expect("open"));
+    let store = SledStore::open_with(tmp.path(), options).expect("open");
+    concurrent_writes_to_one_directory_share_sync_rounds(Arc::new(store));
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir_in("/dev/shm")
+        .or_else(|_| tempfile::tempdir())
+        .expect("tempdir")
+}
+
+fn concurrent_writes_to_one_directory_share_sync_rounds(store: Arc<dyn Store>) {
     let now = Timestamp::now();
     let org = Organization {
         object: OrganizationTag,

@@ -35,7 +35,7 @@ use idbridge_forward::scim_push::{PushState, ScimPush, TargetInput, TargetOption
 use idbridge_model::tag::OrganizationTag;
 use idbridge_model::{new_id, DirectoryUserEmail, IdPrefix, Organization, Timestamp};
 use idbridge_secrets::SecretBox;
-use idbridge_store::{SqliteStore, Store};
+use idbridge_store::{SqliteOptions, SqliteStore, Store};
 use serde_json::Value;
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -69,7 +69,12 @@ fn side(prefix: &str) -> Res<Side> {
     let tmp = tempfile::Builder::new()
         .prefix(prefix)
         .tempdir_in(target_dir())?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(tmp.path())?);
+    // FORWARD_BENCH_CHECKPOINT_MS: the stores' WAL checkpoint interval (default: the store's).
+    let mut options = SqliteOptions::default();
+    if let Ok(ms) = std::env::var("FORWARD_BENCH_CHECKPOINT_MS") {
+        options.checkpoint_interval = Duration::from_millis(ms.parse()?);
+    }
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_with(tmp.path(), options)?);
     let org = new_id(IdPrefix::Organization);
     let now = Timestamp::now();
     let rec = Organization {
@@ -145,6 +150,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// port, served by its own 2-thread runtime. Each measured phase gets a fresh one, so the
 /// ceiling and the backfill write into stores of the same size.
 struct Target {
+    store: Arc<dyn Store>,
     engine: Arc<DirectoryEngine>,
     org: String,
     base: String,
@@ -154,7 +160,7 @@ struct Target {
 
 impl Target {
     fn start(prefix: &str) -> Res<Target> {
-        let (_store, engine, org, tmp) = side(prefix)?;
+        let (store, engine, org, tmp) = side(prefix)?;
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         let base = format!("http://{}", listener.local_addr()?);
         listener.set_nonblocking(true)?;
@@ -175,6 +181,7 @@ impl Target {
             }
         });
         Ok(Target {
+            store,
             engine,
             org,
             base,
@@ -474,6 +481,29 @@ fn main() -> Res<()> {
         } else {
             String::new()
         }
+    );
+    // Where the tail sits: seconds into the steady state with a change lagging > 250 ms, and
+    // the stores' slowest sync round and WAL checkpoint (a stall on either shows here).
+    let mut slow_seconds: Vec<u64> = Vec::new();
+    for (seq, at) in &changes {
+        let lag = samples
+            .iter()
+            .find(|(c, t)| c >= seq && t >= at)
+            .map(|(_, t)| t.duration_since(*at).as_secs_f64());
+        if lag.is_none_or(|l| l > 0.25) {
+            slow_seconds.push(at.saturating_duration_since(steady_start).as_secs());
+        }
+    }
+    slow_seconds.dedup();
+    let (src, tgt) = (s_store.stats(), target.store.stats());
+    println!(
+        "  lag > 0.25 s in seconds {slow_seconds:?}; slowest sync round / checkpoint / writer batch: source {:.1} / {:.1} / {:.1} ms, target {:.1} / {:.1} / {:.1} ms",
+        src.slowest_sync_micros as f64 / 1e3,
+        src.slowest_checkpoint_micros as f64 / 1e3,
+        src.slowest_batch_micros as f64 / 1e3,
+        tgt.slowest_sync_micros as f64 / 1e3,
+        tgt.slowest_checkpoint_micros as f64 / 1e3,
+        tgt.slowest_batch_micros as f64 / 1e3,
     );
     drop(push);
     target.stop();

@@ -1,4 +1,5 @@
-//! `idbridge export` / `import`: the whole store as JSON lines.
+//! `idbridge export` / `import`: the whole store as JSON lines; `idbridge backup`: an online
+//! copy of the SQLite store file.
 
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
@@ -28,6 +29,25 @@ pub fn export(config: &Config, output: Option<&Path>) -> anyhow::Result<()> {
     })?;
     out.flush()?;
     eprintln!("exported {count} records");
+    Ok(())
+}
+
+/// `idbridge backup <file>`: works while the server runs (it reads the store file only).
+pub fn online(config: &Config, file: &Path) -> anyhow::Result<()> {
+    let source = config
+        .server
+        .data_dir
+        .join(idbridge_store::SQLITE_FILE_NAME);
+    let summary = idbridge_store::backup_sqlite_file(&source, file)?;
+    println!(
+        "backup written to {} ({} bytes, events up to seq {}, {:.1} s); to restore, stop the \
+         server and put it in place of {}",
+        summary.path.display(),
+        summary.bytes,
+        summary.last_event_seq,
+        summary.elapsed.as_secs_f64(),
+        source.display()
+    );
     Ok(())
 }
 

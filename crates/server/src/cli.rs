@@ -38,6 +38,13 @@ pub enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Copy the store into a new SQLite file while the server runs (online backup: a
+    /// consistent snapshot, writers go on). To restore, stop the server and put the file in
+    /// place of `<data dir>/idbridge.sqlite3` (README: "Backup and restore").
+    Backup {
+        /// The new backup file (an existing file is never overwritten).
+        file: PathBuf,
+    },
     /// Convert a sled data directory (older releases) to SQLite; `serve` does this at start.
     /// The old files are kept in `sled-backup-*/` for you to remove.
     Migrate,

@@ -116,6 +116,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let config = load_config(cli.config.as_deref())?;
             backup::export(&config, output.as_deref())
         }
+        Command::Backup { file } => {
+            let config = load_config(cli.config.as_deref())?;
+            backup::online(&config, &file)
+        }
         Command::Migrate => {
             let config = load_config(cli.config.as_deref())?;
             match migrate_sled_store(&config)? {

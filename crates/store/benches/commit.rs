@@ -61,7 +61,17 @@ fn run(backend: &str, writers: usize, secs: f64, on_tmpfs: bool) {
         ("sled", true) => SledStore::open_ephemeral().map(|s| Arc::new(s) as Arc<dyn Store>),
         ("sled", false) => SledStore::open(dir.path()).map(|s| Arc::new(s) as Arc<dyn Store>),
         (_, true) => SqliteStore::open_ephemeral().map(|s| Arc::new(s) as Arc<dyn Store>),
-        (_, false) => SqliteStore::open(dir.path()).map(|s| Arc::new(s) as Arc<dyn Store>),
+        (_, false) => {
+            // IDBRIDGE_BENCH_CHECKPOINT_MS: the WAL checkpoint interval (default: the store's).
+            let mut options = idbridge_store::SqliteOptions::default();
+            if let Some(ms) = std::env::var("IDBRIDGE_BENCH_CHECKPOINT_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
+                options.checkpoint_interval = std::time::Duration::from_millis(ms);
+            }
+            SqliteStore::open_with(dir.path(), options).map(|s| Arc::new(s) as Arc<dyn Store>)
+        }
     };
     let store = match opened {
         Ok(s) => s,

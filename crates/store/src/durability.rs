@@ -1,14 +1,16 @@
-//! Group commit and the fdatasync that sled 0.34 leaves out.
+//! Group commit: many writers share one sync round, for every backend.
+//!
+//! A writer applies its change set, takes a ticket, and waits until `durable >= ticket`. If no
+//! round is running it leads one, covering every ticket issued before the round started. A
+//! ticket is issued only after its change set applied, so the sync that covers it started after
+//! its data was written: nothing is acknowledged early. What one round makes durable is the
+//! backend's [`SyncTarget`]: sled's flush + the fdatasync sled 0.34 leaves out ([`SledFiles`]),
+//! SQLite's fdatasync of its `-wal` file (`sqlite::wal`).
 //!
 //! sled's `flush()` writes its log with `sync_file_range` on Linux, which persists neither the
 //! file size / block map nor the disk's write cache. So after every flush we `fdatasync` the
 //! data file (`<dir>/db`), and `fsync` any file sled created since the last round (snapshots
 //! `snap.*`, `conf`, large values under `blobs/`) plus the directory that names it.
-//!
-//! Many writers share one round: a writer applies its transaction, takes a ticket, and waits
-//! until `durable >= ticket`. If no round is running it leads one, covering every ticket issued
-//! before the round started. A ticket is issued only after its transaction applied, so the sync
-//! that covers it started after its data was in sled: nothing is acknowledged early.
 //!
 //! A failed sync poisons the store for writes: after a failed fsync the kernel may have dropped
 //! the dirty pages, so retrying could report success for data that is gone.
@@ -44,12 +46,23 @@ pub trait DurabilityProbe: Send + Sync + 'static {
     fn acknowledged(&self, _ticket: u64) {}
 }
 
+/// What one sync round makes durable: everything the backend wrote before the round started.
+pub(crate) trait SyncTarget: Send + Sync + 'static {
+    /// Makes every write that completed before this call durable.
+    fn sync(&self) -> Result<()>;
+    /// Backend-specific counters (files fsynced, ...).
+    fn fill_stats(&self, _stats: &mut StoreStats) {}
+}
+
 #[derive(Default)]
 struct GroupState {
     /// Last ticket handed out (= number of writes applied since open).
     applied: u64,
     /// Highest event seq applied when `applied` was handed out.
     applied_event_seq: u64,
+    /// Highest event seq seen committed by another handle on the same file (SQLite): the
+    /// next round makes it durable too.
+    foreign_event_seq: u64,
     /// Every ticket <= durable is flushed and fdatasynced.
     durable: u64,
     /// Highest event seq known durable: readers of the log never see past it.
@@ -63,30 +76,15 @@ struct GroupState {
 #[derive(Default)]
 struct Counters {
     durable_writes: AtomicU64,
-    flushes: AtomicU64,
-    fdatasyncs: AtomicU64,
-    dir_fsyncs: AtomicU64,
-    sync_groups: AtomicU64,
+    rounds: AtomicU64,
     max_group_size: AtomicU64,
-}
-
-/// Names last seen in the data directory and in `blobs/`, to fsync only what is new.
-#[derive(Default)]
-struct Listing {
-    root: BTreeSet<OsString>,
-    blobs: BTreeSet<OsString>,
+    slowest_micros: AtomicU64,
 }
 
 pub(crate) struct GroupCommit {
-    db: sled::Db,
-    dir: PathBuf,
-    /// sled's log file, opened once.
-    data_file: File,
-    /// The data directory itself (fsync makes new names durable).
-    dir_file: File,
+    target: Box<dyn SyncTarget>,
     state: Mutex<GroupState>,
     cv: Condvar,
-    listing: Mutex<Listing>,
     counters: Counters,
     probe: Option<Arc<dyn DurabilityProbe>>,
 }
@@ -114,62 +112,68 @@ impl Drop for LeaderGuard<'_> {
     }
 }
 
+fn read_only(reason: &str) -> StoreError {
+    StoreError::Backend(format!(
+        "store is read-only after a failed write or sync (restart idbridge; check the disk): \
+         {reason}"
+    ))
+}
+
 impl GroupCommit {
+    /// A group commit over `target`. Runs one round at once, so whatever crash recovery found
+    /// (sled's log, SQLite's WAL) is durable before anyone reads it.
     pub(crate) fn new(
-        db: sled::Db,
-        dir: &Path,
+        target: Box<dyn SyncTarget>,
         last_event_seq: u64,
         probe: Option<Arc<dyn DurabilityProbe>>,
     ) -> Result<Self> {
-        let data_path = dir.join("db");
-        let data_file = File::open(&data_path).map_err(|e| {
-            StoreError::backend(&format!("opening {} for fdatasync", data_path.display()), e)
-        })?;
-        let dir_file = File::open(dir)
-            .map_err(|e| StoreError::backend(&format!("opening {}", dir.display()), e))?;
-        let gc = GroupCommit {
-            db,
-            dir: dir.to_path_buf(),
-            data_file,
-            dir_file,
+        target.sync()?;
+        let counters = Counters::default();
+        counters.rounds.fetch_add(1, Ordering::Relaxed);
+        Ok(GroupCommit {
+            target,
             state: Mutex::new(GroupState {
                 applied_event_seq: last_event_seq,
                 durable_event_seq: last_event_seq,
                 ..GroupState::default()
             }),
             cv: Condvar::new(),
-            listing: Mutex::new(Listing::default()),
-            counters: Counters::default(),
+            counters,
             probe,
-        };
-        // Whatever recovery found becomes durable before anyone reads it (and the empty listing
-        // makes this first round fsync every file and the directory once).
-        gc.sync_files(0)?;
-        Ok(gc)
+        })
     }
 
     /// Fails if an earlier sync failed; checked before applying, so a poisoned store stops
     /// taking writes at all rather than applying ones it can never acknowledge.
     pub(crate) fn check_writable(&self) -> Result<()> {
         match &relock(self.state.lock()).poisoned {
-            Some(reason) => Err(StoreError::Backend(format!(
-                "store is read-only after a failed sync: {reason}"
-            ))),
+            Some(reason) => Err(read_only(reason)),
             None => Ok(()),
         }
     }
 
+    /// Refuses every later write (a failed COMMIT: its outcome on disk is unknown).
+    pub(crate) fn poison(&self, reason: &str) {
+        tracing::error!(
+            error = reason,
+            "store write failed; refusing further writes"
+        );
+        let mut st = relock(self.state.lock());
+        if st.poisoned.is_none() {
+            st.poisoned = Some(reason.to_owned());
+        }
+        self.cv.notify_all();
+    }
+
     /// Registers an applied write and returns its ticket. Call while still holding the apply
-    /// lock, so tickets and event seqs advance together.
+    /// lock (or on the one writer thread), so tickets and event seqs advance together.
     pub(crate) fn record_applied(&self, last_event_seq: u64) -> Result<u64> {
         let mut st = relock(self.state.lock());
         if let Some(reason) = &st.poisoned {
-            return Err(StoreError::Backend(format!(
-                "store is read-only after a failed sync: {reason}"
-            )));
+            return Err(read_only(reason));
         }
         st.applied += 1;
-        st.applied_event_seq = last_event_seq;
+        st.applied_event_seq = st.applied_event_seq.max(last_event_seq);
         if let Some(probe) = &self.probe {
             probe.applied(st.applied);
         }
@@ -178,13 +182,27 @@ impl GroupCommit {
 
     /// Returns once `ticket` is durable (leading a sync round if none is running).
     pub(crate) fn wait_durable(&self, ticket: u64) -> Result<()> {
+        self.wait_until(|st| st.durable >= ticket)?;
+        if let Some(probe) = &self.probe {
+            probe.acknowledged(ticket);
+        }
+        Ok(())
+    }
+
+    /// Returns once events up to `seq`, committed by another handle on the same file, are
+    /// durable: a round that starts after this call covers them.
+    pub(crate) fn wait_event_durable(&self, seq: u64) -> Result<()> {
+        {
+            let mut st = relock(self.state.lock());
+            st.foreign_event_seq = st.foreign_event_seq.max(seq);
+        }
+        self.wait_until(|st| st.durable_event_seq >= seq)
+    }
+
+    fn wait_until(&self, done: impl Fn(&GroupState) -> bool) -> Result<()> {
         let mut st = relock(self.state.lock());
         loop {
-            if st.durable >= ticket {
-                drop(st);
-                if let Some(probe) = &self.probe {
-                    probe.acknowledged(ticket);
-                }
+            if done(&st) {
                 return Ok(());
             }
             if let Some(reason) = &st.poisoned {
@@ -197,7 +215,7 @@ impl GroupCommit {
             // Lead a round for everything applied so far.
             st.syncing = true;
             let target = st.applied;
-            let target_event_seq = st.applied_event_seq;
+            let target_event_seq = st.applied_event_seq.max(st.foreign_event_seq);
             let group = target - st.durable;
             drop(st);
             let mut guard = LeaderGuard {
@@ -207,15 +225,15 @@ impl GroupCommit {
             let outcome = {
                 let _span =
                     tracing::debug_span!("store.sync", covers_through = target, group).entered();
-                self.sync_files(target)
+                self.run_round(target)
             };
             guard.armed = false;
             st = relock(self.state.lock());
             st.syncing = false;
             match outcome {
                 Ok(()) => {
-                    st.durable = target;
-                    st.durable_event_seq = target_event_seq;
+                    st.durable = st.durable.max(target);
+                    st.durable_event_seq = st.durable_event_seq.max(target_event_seq);
                     self.counters
                         .durable_writes
                         .fetch_add(group, Ordering::Relaxed);
@@ -225,7 +243,9 @@ impl GroupCommit {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "store sync failed; refusing further writes");
-                    st.poisoned = Some(e.to_string());
+                    if st.poisoned.is_none() {
+                        st.poisoned = Some(e.to_string());
+                    }
                 }
             }
             self.cv.notify_all();
@@ -243,28 +263,79 @@ impl GroupCommit {
         relock(self.state.lock()).durable_event_seq
     }
 
-    fn sync_files(&self, covers_through: u64) -> Result<()> {
+    /// Highest event seq applied by this handle (durable or on its way).
+    pub(crate) fn applied_event_seq(&self) -> u64 {
+        relock(self.state.lock()).applied_event_seq
+    }
+
+    fn run_round(&self, covers_through: u64) -> Result<()> {
         if let Some(probe) = &self.probe {
             probe
                 .before_sync(covers_through)
                 .map_err(|e| StoreError::backend("sync (probe)", e))?;
         }
-        self.db
-            .flush()
-            .map_err(|e| StoreError::backend("sled flush", e))?;
-        self.counters.flushes.fetch_add(1, Ordering::Relaxed);
-        // New files and names first, so the log is never durable while a blob it points to
-        // is not.
-        self.sync_new_files()?;
-        self.data_file
-            .sync_data()
-            .map_err(|e| StoreError::backend("fdatasync of sled data file", e))?;
-        self.counters.fdatasyncs.fetch_add(1, Ordering::Relaxed);
-        self.counters.sync_groups.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        self.target.sync()?;
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.counters
+            .slowest_micros
+            .fetch_max(micros, Ordering::Relaxed);
+        self.counters.rounds.fetch_add(1, Ordering::Relaxed);
         if let Some(probe) = &self.probe {
             probe.after_sync(covers_through);
         }
         Ok(())
+    }
+
+    pub(crate) fn fill_stats(&self, stats: &mut StoreStats) {
+        let c = &self.counters;
+        let rounds = c.rounds.load(Ordering::Relaxed);
+        stats.durable_writes = c.durable_writes.load(Ordering::Relaxed);
+        stats.flushes = rounds;
+        stats.fdatasyncs = rounds;
+        stats.sync_groups = rounds;
+        stats.max_group_size = c.max_group_size.load(Ordering::Relaxed);
+        stats.slowest_sync_micros = c.slowest_micros.load(Ordering::Relaxed);
+        self.target.fill_stats(stats);
+    }
+}
+
+/// Names last seen in the data directory and in `blobs/`, to fsync only what is new.
+#[derive(Default)]
+struct Listing {
+    root: BTreeSet<OsString>,
+    blobs: BTreeSet<OsString>,
+}
+
+/// sled's round: flush, fsync new files and their directory, fdatasync the data file.
+pub(crate) struct SledFiles {
+    db: sled::Db,
+    dir: PathBuf,
+    /// sled's log file, opened once.
+    data_file: File,
+    /// The data directory itself (fsync makes new names durable).
+    dir_file: File,
+    listing: Mutex<Listing>,
+    dir_fsyncs: AtomicU64,
+}
+
+impl SledFiles {
+    pub(crate) fn new(db: sled::Db, dir: &Path) -> Result<Self> {
+        let data_path = dir.join("db");
+        let data_file = File::open(&data_path).map_err(|e| {
+            StoreError::backend(&format!("opening {} for fdatasync", data_path.display()), e)
+        })?;
+        let dir_file = File::open(dir)
+            .map_err(|e| StoreError::backend(&format!("opening {}", dir.display()), e))?;
+        // The empty listing makes the first round fsync every file and the directory once.
+        Ok(SledFiles {
+            db,
+            dir: dir.to_path_buf(),
+            data_file,
+            dir_file,
+            listing: Mutex::new(Listing::default()),
+            dir_fsyncs: AtomicU64::new(0),
+        })
     }
 
     /// fsyncs files that appeared since the last round, then their directory. A directory
@@ -282,7 +353,7 @@ impl GroupCommit {
             self.dir_file
                 .sync_all()
                 .map_err(|e| StoreError::backend("fsync of data directory", e))?;
-            self.counters.dir_fsyncs.fetch_add(1, Ordering::Relaxed);
+            self.dir_fsyncs.fetch_add(1, Ordering::Relaxed);
             listing.root = root;
         }
         let blob_dir = self.dir.join("blobs");
@@ -304,7 +375,7 @@ impl GroupCommit {
             Ok(f) => {
                 f.sync_all()
                     .map_err(|e| StoreError::backend(&format!("fsync {}", path.display()), e))?;
-                self.counters.dir_fsyncs.fetch_add(1, Ordering::Relaxed);
+                self.dir_fsyncs.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
             // sled removes old snapshots and collected blobs concurrently; gone is fine.
@@ -312,15 +383,23 @@ impl GroupCommit {
             Err(e) => Err(StoreError::backend(&format!("open {}", path.display()), e)),
         }
     }
+}
 
-    pub(crate) fn fill_stats(&self, stats: &mut StoreStats) {
-        let c = &self.counters;
-        stats.durable_writes = c.durable_writes.load(Ordering::Relaxed);
-        stats.flushes = c.flushes.load(Ordering::Relaxed);
-        stats.fdatasyncs = c.fdatasyncs.load(Ordering::Relaxed);
-        stats.dir_fsyncs = c.dir_fsyncs.load(Ordering::Relaxed);
-        stats.sync_groups = c.sync_groups.load(Ordering::Relaxed);
-        stats.max_group_size = c.max_group_size.load(Ordering::Relaxed);
+impl SyncTarget for SledFiles {
+    fn sync(&self) -> Result<()> {
+        self.db
+            .flush()
+            .map_err(|e| StoreError::backend("sled flush", e))?;
+        // New files and names first, so the log is never durable while a blob it points to
+        // is not.
+        self.sync_new_files()?;
+        self.data_file
+            .sync_data()
+            .map_err(|e| StoreError::backend("fdatasync of sled data file", e))
+    }
+
+    fn fill_stats(&self, stats: &mut StoreStats) {
+        stats.dir_fsyncs = self.dir_fsyncs.load(Ordering::Relaxed);
     }
 }
 

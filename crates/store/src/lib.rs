@@ -11,20 +11,21 @@
 //! its typed record and codec); other crates go through that owner. A backend only ever sees
 //! change sets, reads and the event log — which is all a relational backend needs to implement.
 //!
-//! Backends: [`SqliteStore`] (the default: one SQLite file, WAL, `synchronous=FULL`, one
-//! writer thread with group commit) and [`SledStore`] (being retired; [`migrate_sled_dir`]
-//! moves a sled data directory to SQLite).
+//! Backends: [`SqliteStore`] (the default: one SQLite file, WAL, one writer thread with
+//! group commit) and [`SledStore`] (being retired; [`migrate_sled_dir`] moves a sled data
+//! directory to SQLite).
 //!
-//! Durability contract: a write is acknowledged only after it is on disk. SQLite: the writer
-//! thread answers a batch of change sets only after their one COMMIT returned (which syncs
-//! the WAL). sled: after sled flushed it **and** its data file was `fdatasync`ed (sled 0.34
-//! alone only issues `sync_file_range`). Concurrent writers share one sync (group commit) —
-//! see [`DurabilityProbe`].
+//! Durability contract: a write is acknowledged only after it is on disk. Both backends split
+//! apply from durability the same way ([`Store::commit_applied`] then [`Store::wait_durable`]):
+//! concurrent writers share one sync round (group commit) that started after they applied —
+//! see [`DurabilityProbe`]. SQLite: the writer thread COMMITs under `synchronous=NORMAL`
+//! (written to the WAL, not synced) and the round `fdatasync`s the `-wal` file. sled: the
+//! round flushes sled **and** `fdatasync`s its data file (sled 0.34 alone only issues
+//! `sync_file_range`).
 //!
-//! Visibility: on sled, entity reads (`get`, `scan`) can observe a change set whose commit
-//! has applied but not yet returned; on SQLite they see committed (durable) data only. The
-//! event log on both only exposes events that are durable, so a consumer's cursor can never
-//! move past a seq that a crash could hand out again.
+//! Visibility: entity reads (`get`, `scan`) can observe a change set that applied but is not
+//! yet durable. The event log only exposes events that are durable, so a consumer's cursor can
+//! never move past a seq that a crash could hand out again.
 
 mod codec;
 mod durability;
@@ -42,7 +43,10 @@ pub use export::ExportRecord;
 pub use migrate::{holds_sled_store, migrate_sled_dir, SledMigration};
 pub use page::page;
 pub use sled_store::{SledOptions, SledStore, TreeStats};
-pub use sqlite::{SqliteOptions, SqliteStore, SQLITE_FILE_NAME};
+pub use sqlite::{
+    backup_sqlite_file, list_backups, BackupFile, BackupSummary, SqliteOptions, SqliteStore,
+    SQLITE_FILE_NAME,
+};
 pub use types::{
     ChangeSet, CommitReceipt, Condition, Delete, ExpiringPut, NewEvent, PendingSync, Put,
     StoreStats, StoredEvent,
@@ -228,4 +232,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// Counters: commits, fdatasyncs (the seam for the durability test), flushes, group sizes.
     fn stats(&self) -> StoreStats;
+
+    /// Online backup: a consistent copy of the whole store in the new file `dest`, taken while
+    /// writers go on (see [`backup_sqlite_file`]). Backends without one say so.
+    fn backup_to(&self, dest: &std::path::Path) -> Result<BackupSummary> {
+        Err(StoreError::Backend(format!(
+            "this store has no online backup (cannot write {}): stop the server and use \
+             `idbridge export`",
+            dest.display()
+        )))
+    }
+
+    /// Where online backups go unless told otherwise: `<data dir>/backups` (None: the backend
+    /// has no online backup).
+    fn backup_dir(&self) -> Option<std::path::PathBuf> {
+        None
+    }
 }

@@ -25,7 +25,7 @@ use crate::codec::{
     encode_expiring, expiry_key, prefix_end, u64_from_be, utf8_key, EVENTS_TREE, EVENT_IDS_TREE,
     EXPIRING_PREFIX, EXPIRY_TREE, META_LAST_SEQ, META_TREE, TABLE_PREFIX,
 };
-use crate::durability::{DurabilityProbe, GroupCommit};
+use crate::durability::{DurabilityProbe, GroupCommit, SledFiles};
 use crate::error::{ConflictKind, Result, StoreError, EVENT_LOG};
 use crate::export::{check_import_seq, ExportRecord};
 use crate::types::{ChangeSet, CommitReceipt, PendingSync, StoreStats, StoredEvent};
@@ -254,7 +254,11 @@ impl SledStore {
             None => 0,
         };
         let last_seq = from_meta.max(from_log);
-        let group = GroupCommit::new(db.clone(), dir, last_seq, options.probe)?;
+        let group = GroupCommit::new(
+            Box::new(SledFiles::new(db.clone(), dir)?),
+            last_seq,
+            options.probe,
+        )?;
         tracing::info!(last_event_seq = last_seq, "store opened");
         Ok(SledStore {
             dir: dir.to_path_buf(),

@@ -461,6 +461,12 @@ pub struct StoreStats {
     pub apply_nanos: u64,
     /// SQLite: WAL checkpoints run off the writer's path (0 for sled).
     pub checkpoints: u64,
+    /// Longest sync round since open, microseconds (what a write waits for at worst).
+    pub slowest_sync_micros: u64,
+    /// SQLite: longest WAL checkpoint since open, microseconds.
+    pub slowest_checkpoint_micros: u64,
+    /// SQLite: longest batch on the writer thread (apply + COMMIT), microseconds.
+    pub slowest_batch_micros: u64,
 }
 
 impl StoreStats {

@@ -3,24 +3,26 @@
 //! Callers queue a [`Job`] and block on its reply. The thread takes every job already queued
 //! (up to [`MAX_BATCH`]), opens one `BEGIN IMMEDIATE` transaction, applies each change set
 //! inside its own `SAVEPOINT` — a failed condition rolls back only that savepoint and fails
-//! only its caller — and then COMMITs once. With `synchronous=FULL` in WAL mode that COMMIT
-//! returns only after the WAL was synced, and only then are the batch's callers answered:
-//! group commit, nothing acknowledged before it is durable. Readers on other connections see
-//! a commit only once it is synced, so the event log never shows a non-durable event.
+//! only its caller — and then COMMITs once. The connection runs `synchronous=NORMAL`, so that
+//! COMMIT writes the WAL frames without syncing them: the thread then gives each change set a
+//! group-commit ticket and answers "applied" at once. Durability is the callers' next step
+//! ([`crate::Store::wait_durable`]): a group `fdatasync` of the `-wal` file ([`super::wal`])
+//! that started after the COMMIT, shared by every commit before it — while the thread already
+//! applies the next batch.
 //!
-//! A failed COMMIT (or a failed sync reported by the probe) poisons the store: after a failed
-//! fsync the kernel may have dropped the dirty pages, so later "successes" could be lies.
+//! A failed COMMIT (or a failed sync) poisons the store: after a failed write or fsync the
+//! kernel may have dropped the dirty pages, so later "successes" could be lies.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 
 use super::schema::{self, quoted, sql_name};
-use crate::durability::DurabilityProbe;
+use crate::durability::GroupCommit;
 use crate::error::{ConflictKind, Result, StoreError, EVENT_LOG};
 use crate::types::{ChangeSet, CommitReceipt, StoreStats};
 
@@ -45,54 +47,25 @@ pub(crate) enum Job {
 /// State shared by the writer, the store handle and the checkpointer.
 #[derive(Default)]
 pub(crate) struct Shared {
-    /// Set after a failed COMMIT; every later write fails with it.
-    poisoned: Mutex<Option<String>>,
     /// SQL names of the store tables known to exist in committed state.
     pub(crate) known_tables: RwLock<HashSet<String>>,
     pub(crate) commits: AtomicU64,
     pub(crate) conflicts: AtomicU64,
-    durable_writes: AtomicU64,
-    syncs: AtomicU64,
-    max_group: AtomicU64,
     busy_nanos: AtomicU64,
     pub(crate) checkpoints: AtomicU64,
+    pub(crate) slowest_checkpoint_micros: AtomicU64,
+    slowest_batch_micros: AtomicU64,
 }
 
 impl Shared {
-    pub(crate) fn check_writable(&self) -> Result<()> {
-        match &*self.poisoned.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some(reason) => Err(StoreError::Backend(format!(
-                "store is read-only after a failed commit (restart idbridge; check the disk): \
-                 {reason}"
-            ))),
-            None => Ok(()),
-        }
-    }
-
-    fn poison(&self, reason: &str) {
-        tracing::error!(
-            error = reason,
-            "store commit failed; refusing further writes"
-        );
-        let mut p = self.poisoned.lock().unwrap_or_else(|p| p.into_inner());
-        if p.is_none() {
-            *p = Some(reason.to_owned());
-        }
-    }
-
     pub(crate) fn fill_stats(&self, stats: &mut StoreStats) {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         stats.commits = load(&self.commits);
         stats.conflicts = load(&self.conflicts);
-        stats.durable_writes = load(&self.durable_writes);
-        // Each COMMIT that wrote syncs the WAL once (synchronous=FULL): that is our "flush +
-        // fdatasync" (the strace test checks the kernel sees the same count).
-        stats.flushes = load(&self.syncs);
-        stats.fdatasyncs = load(&self.syncs);
-        stats.sync_groups = load(&self.syncs);
-        stats.max_group_size = load(&self.max_group);
         stats.apply_nanos = load(&self.busy_nanos);
         stats.checkpoints = load(&self.checkpoints);
+        stats.slowest_checkpoint_micros = load(&self.slowest_checkpoint_micros);
+        stats.slowest_batch_micros = load(&self.slowest_batch_micros);
     }
 
     fn table_known(&self, name: &str) -> bool {
@@ -107,9 +80,7 @@ impl Shared {
 pub(crate) struct Writer {
     pub(crate) conn: Connection,
     pub(crate) shared: Arc<Shared>,
-    probe: Option<Arc<dyn DurabilityProbe>>,
-    /// Last group-commit ticket handed out (1, 2, 3, ... per durable write, in apply order).
-    ticket: u64,
+    group: Arc<GroupCommit>,
 }
 
 fn sql_err(context: &str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
@@ -120,20 +91,18 @@ fn sql_err(context: &str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
 struct Applied {
     reply: SyncSender<CommitReply>,
     receipt: CommitReceipt,
-    ticket: Option<u64>,
+    /// Whether it wrote anything (then it needs a ticket).
+    wrote: bool,
+    /// The event log's last seq once it applied.
+    last_seq: u64,
 }
 
 impl Writer {
-    pub(crate) fn new(
-        conn: Connection,
-        shared: Arc<Shared>,
-        probe: Option<Arc<dyn DurabilityProbe>>,
-    ) -> Self {
+    pub(crate) fn new(conn: Connection, shared: Arc<Shared>, group: Arc<GroupCommit>) -> Self {
         Writer {
             conn,
             shared,
-            probe,
-            ticket: 0,
+            group,
         }
     }
 
@@ -171,56 +140,30 @@ impl Writer {
     fn add_busy(&self, since: Instant) {
         let nanos = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.shared.busy_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.shared
+            .slowest_batch_micros
+            .fetch_max(nanos / 1000, Ordering::Relaxed);
     }
 
-    fn next_ticket(&mut self) -> u64 {
-        self.ticket += 1;
-        if let Some(probe) = &self.probe {
-            probe.applied(self.ticket);
-        }
-        self.ticket
-    }
-
-    /// COMMITs the open transaction as one sync round covering `group` durable writes.
-    /// Poisons the store on failure (the transaction is rolled back).
-    fn sync_commit(&mut self, group: u64) -> Result<()> {
-        let covers = self.ticket;
-        let outcome = (|| {
-            if group > 0 {
-                if let Some(probe) = &self.probe {
-                    probe
-                        .before_sync(covers)
-                        .map_err(|e| StoreError::backend("sync (probe)", e))?;
-                }
-            }
-            let _span =
-                tracing::debug_span!("store.sync", covers_through = covers, group).entered();
-            self.conn.execute_batch("COMMIT").map_err(sql_err("COMMIT"))
-        })();
+    /// COMMITs the open transaction (under `synchronous=NORMAL`: written, visible, not yet
+    /// synced). A failure poisons the store when the transaction wrote (`wrote`): what reached
+    /// the WAL is unknown.
+    fn commit(&mut self, wrote: bool) -> Result<()> {
+        let outcome = self.conn.execute_batch("COMMIT").map_err(sql_err("COMMIT"));
         if let Err(e) = outcome {
             if !self.conn.is_autocommit() {
                 let _ = self.conn.execute_batch("ROLLBACK");
             }
-            if group > 0 {
-                self.shared.poison(&e.to_string());
+            if wrote {
+                self.group.poison(&e.to_string());
             }
             return Err(e);
-        }
-        if group > 0 {
-            self.shared.syncs.fetch_add(1, Ordering::Relaxed);
-            self.shared
-                .durable_writes
-                .fetch_add(group, Ordering::Relaxed);
-            self.shared.max_group.fetch_max(group, Ordering::Relaxed);
-            if let Some(probe) = &self.probe {
-                probe.after_sync(covers);
-            }
         }
         Ok(())
     }
 
     fn begin(&self) -> Result<()> {
-        self.shared.check_writable()?;
+        self.group.check_writable()?;
         self.conn
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(sql_err("BEGIN IMMEDIATE"))
@@ -268,11 +211,11 @@ impl Writer {
                     };
                     last_seq += n_events;
                     created.extend(mine);
-                    let ticket = changes.has_writes().then(|| self.next_ticket());
                     applied.push(Applied {
                         reply,
                         receipt,
-                        ticket,
+                        wrote: changes.has_writes(),
+                        last_seq,
                     });
                 }
                 Err(e) => {
@@ -303,8 +246,8 @@ impl Writer {
                 return;
             }
         }
-        let group = applied.iter().filter(|a| a.ticket.is_some()).count() as u64;
-        if let Err(e) = self.sync_commit(group) {
+        let wrote = applied.iter().any(|a| a.wrote);
+        if let Err(e) = self.commit(wrote) {
             fail_all(applied.into_iter().map(|a| a.reply).collect(), &e);
             return;
         }
@@ -316,9 +259,25 @@ impl Writer {
                 .unwrap_or_else(|p| p.into_inner());
             known.extend(created);
         }
-        for a in applied {
+        // Tickets only now: a sync round covers a ticket only if it started after the COMMIT
+        // that wrote the change set's frames. All of the batch's tickets before the first
+        // reply: the first caller to lead a round then covers the whole batch.
+        let replies: Vec<(SyncSender<CommitReply>, CommitReply)> = applied
+            .into_iter()
+            .map(|a| {
+                let reply = match a.wrote {
+                    true => self
+                        .group
+                        .record_applied(a.last_seq)
+                        .map(|ticket| (a.receipt, Some(ticket))),
+                    false => Ok((a.receipt, None)),
+                };
+                (a.reply, reply)
+            })
+            .collect();
+        for (to, reply) in replies {
             self.shared.commits.fetch_add(1, Ordering::Relaxed);
-            let _ = a.reply.send(Ok((a.receipt, a.ticket)));
+            let _ = to.send(reply);
         }
     }
 
@@ -343,8 +302,9 @@ impl Writer {
         }
     }
 
-    /// Runs `f` in its own IMMEDIATE transaction and commits it as one durable write
-    /// (`f` returns its result and whether it wrote anything).
+    /// Runs `f` in its own IMMEDIATE transaction, commits it and waits until it is durable
+    /// (`f` returns its result and whether it wrote anything). Rare bulk jobs (compaction,
+    /// purge, import), so the writer thread waits for the sync itself.
     pub(crate) fn write_tx<T>(
         &mut self,
         f: impl FnOnce(&Connection) -> Result<(T, bool)>,
@@ -359,13 +319,12 @@ impl Writer {
                 return Err(e);
             }
         };
-        let group = if wrote {
-            self.next_ticket();
-            1
-        } else {
-            0
-        };
-        self.sync_commit(group)?;
+        self.commit(wrote)?;
+        if wrote {
+            let last_seq = schema::last_seq(&self.conn)?;
+            let ticket = self.group.record_applied(last_seq)?;
+            self.group.wait_durable(ticket)?;
+        }
         Ok(value)
     }
 }
