@@ -372,13 +372,32 @@ fn answers(conn: &mut Conn) -> bool {
     matches!(conn.read(&mut buf), Ok(n) if n > 0)
 }
 
+/// The server's own count of open connections, read over `conn` (which is one of them).
+fn open_connections(conn: &mut Conn) -> Option<u64> {
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+        .ok()?;
+    let (status, _, body) = read_response(conn);
+    assert_eq!(status, 200, "/metrics: {body}");
+    body.lines()
+        .find_map(|l| l.strip_prefix("idbridge_http_connections_open "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
 fn connection_limits(tls: bool) {
     let server = start(tls, "max_connections = 3\nmax_connections_per_ip = 2\n");
-    // The readiness probe's connection (from 127.0.0.1) gives its slot back only once the
-    // server's connection task ends, a moment after the probe saw the close (the end of this
-    // test waits for a slot the same way): let it go before counting.
-    std::thread::sleep(Duration::from_millis(300));
     let ip = |last: u8| IpAddr::V4(Ipv4Addr::new(127, 0, 0, last));
+    // The readiness probe's connection gives its slot back only once the server's connection
+    // task ends, a moment after the probe saw the close: wait until the server counts only b1.
+    let mut b1 = server.connect_from(ip(2)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while open_connections(&mut b1) != Some(1) {
+        assert!(
+            Instant::now() < deadline,
+            "the readiness probe's slot was not given back"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut a1 = server.connect_from(ip(1)).unwrap();
     let mut a2 = server.connect_from(ip(1)).unwrap();
     assert!(answers(&mut a1) && answers(&mut a2));
@@ -388,8 +407,7 @@ fn connection_limits(tls: bool) {
         !refused.unwrap_or(false),
         "third connection from one address served"
     );
-    // Another address still gets in (3 in total)...
-    let mut b1 = server.connect_from(ip(2)).unwrap();
+    // b1 from another address got in (3 in total)...
     assert!(answers(&mut b1));
     // ...but a fourth connection is over the total, from any address.
     let refused = server.connect_from(ip(3)).map(|mut c| answers(&mut c));
