@@ -23,8 +23,8 @@
 
 pub mod api;
 pub mod directory_api;
-pub mod login_page;
 mod error;
+pub mod login_page;
 mod oidc_provider;
 mod peers;
 mod server;

@@ -246,7 +246,9 @@ pub fn throwaway_key_pair(common_name: &str) -> Result<(String, String), Harness
     })?;
     let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
     let out = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "2"])
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "2",
+        ])
         .arg("-subj")
         .arg(format!("/CN={common_name}"))
         .arg("-keyout")

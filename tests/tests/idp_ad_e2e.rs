@@ -58,7 +58,10 @@ async fn log_in(
 ) -> anyhow::Result<(u16, String)> {
     let http = browser();
     let r = http
-        .get(format!("{}/idp/{org}/saml/start?sp={sp}&RelayState=rs-1", a.url()))
+        .get(format!(
+            "{}/idp/{org}/saml/start?sp={sp}&RelayState=rs-1",
+            a.url()
+        ))
         .send()
         .await?;
     let status = r.status();
@@ -161,8 +164,10 @@ operation_secs = 20
 
     let r = a
         .post("/admin/service_providers")
-        .json(&json!({"organization_id": org, "entity_id": SP_ENTITY, "acs_urls": [SP_ACS],
-            "name": "App", "directory_id": dir_id, "allow_idp_initiated": true}))
+        .json(
+            &json!({"organization_id": org, "entity_id": SP_ENTITY, "acs_urls": [SP_ACS],
+            "name": "App", "directory_id": dir_id, "allow_idp_initiated": true}),
+        )
         .send()
         .await?;
     let status = r.status();

@@ -805,8 +805,8 @@ fn tamper(saml_response: &str) -> anyhow::Result<String> {
     let text = String::from_utf8(xml.clone())?;
     let at = match text.rfind("CipherValue>") {
         // The last CipherValue is the assertion's data (the first is the wrapped key).
-        Some(_) if text.contains("EncryptedAssertion") => {
-            let end = text.rfind("</").context("closing tag")?;
+        Some(close) if text.contains("EncryptedAssertion") => {
+            let end = text[..close].rfind("</").context("closing tag")?;
             let start = text[..end].rfind('>').context("cipher text")? + 1;
             start + (end - start) / 2
         }
@@ -819,8 +819,8 @@ fn tamper(saml_response: &str) -> anyhow::Result<String> {
             open + text[open..].find('>').context("NameID tag")? + 1
         }
     };
-    // Flip the lowest bit: an ASCII letter or digit stays one (and base64 stays base64).
-    xml[at] ^= 1;
+    // Another letter in the same place (still valid text, and still base64 in cipher text).
+    xml[at] = if xml[at] == b'A' { b'B' } else { b'A' };
     Ok(b64.encode(xml))
 }
 
@@ -851,13 +851,12 @@ impl LinePeer {
 
     async fn call(&mut self, msg: Value) -> anyhow::Result<Value> {
         use tokio::io::AsyncWriteExt as _;
-        self.stdin
-            .write_all(format!("{msg}\n").as_bytes())
-            .await?;
-        let line = tokio::time::timeout(std::time::Duration::from_secs(60), self.stdout.next_line())
-            .await
-            .context("the peer did not answer within 60 s")??
-            .context("the peer ended without an answer")?;
+        self.stdin.write_all(format!("{msg}\n").as_bytes()).await?;
+        let line =
+            tokio::time::timeout(std::time::Duration::from_secs(60), self.stdout.next_line())
+                .await
+                .context("the peer did not answer within 60 s")??
+                .context("the peer ended without an answer")?;
         let v: Value = serde_json::from_str(&line).with_context(|| format!("{line:?}"))?;
         ensure!(v.get("error").is_none(), "peer: {}", v["error"]);
         Ok(v)
@@ -955,8 +954,14 @@ async fn independent_service_providers_accept_the_running_idp() -> anyhow::Resul
         .post(form_action(&body).context("form action")?)
         .header("cookie", &s.sp_cookie)
         .form(&[
-            ("SAMLResponse", input(&body, "SAMLResponse").context("SAMLResponse")?),
-            ("RelayState", input(&body, "RelayState").context("RelayState")?),
+            (
+                "SAMLResponse",
+                input(&body, "SAMLResponse").context("SAMLResponse")?,
+            ),
+            (
+                "RelayState",
+                input(&body, "RelayState").context("RelayState")?,
+            ),
         ])
         .send()
         .await?;
@@ -1013,21 +1018,33 @@ async fn independent_service_providers_accept_the_running_idp() -> anyhow::Resul
     ensure!(polis_sp["require_signed_requests"] == true, "{polis_sp}");
     let tampered_login = polis_login(&mut polis, a, org_a, "polis-tampered").await?;
     let genuine = polis_login(&mut polis, a, org_a, "polis-1").await?;
-    ensure!(genuine.acs == "https://polis.test/api/oauth/saml", "{}", genuine.acs);
+    ensure!(
+        genuine.acs == "https://polis.test/api/oauth/saml",
+        "{}",
+        genuine.acs
+    );
     let refused = polis
         .call(json!({"state": "polis-tampered", "acs": {
             "SAMLResponse": tamper(&tampered_login.saml_response)?,
             "RelayState": tampered_login.relay_state}}))
         .await?;
-    ensure!(refused.get("refused").is_some(), "Polis took a tampered NameID: {refused}");
+    ensure!(
+        refused.get("refused").is_some(),
+        "Polis took a tampered NameID: {refused}"
+    );
     let got = polis
         .call(json!({"state": "polis-1", "acs": {
             "SAMLResponse": genuine.saml_response, "RelayState": genuine.relay_state}}))
         .await?;
-    let profile = got.get("profile").with_context(|| format!("Polis refused: {got}"))?;
+    let profile = got
+        .get("profile")
+        .with_context(|| format!("Polis refused: {got}"))?;
     eprintln!("Polis profile: {profile}");
     ensure!(profile["email"] == "alice@example.test", "{profile}");
-    ensure!(profile["firstName"] == "Alice" && profile["lastName"] == "Archer", "{profile}");
+    ensure!(
+        profile["firstName"] == "Alice" && profile["lastName"] == "Archer",
+        "{profile}"
+    );
     ensure!(
         profile["raw"]["id"].as_str().map(str::to_lowercase) == Some(uuid.clone()),
         "{profile}"
@@ -1047,7 +1064,9 @@ async fn independent_service_providers_accept_the_running_idp() -> anyhow::Resul
                 "encrypted": encrypted, "wantMessageSigned": encrypted,
                 "spEncKey": enc_key, "spEncCert": enc_cert, "binding": "redirect"})
         };
-        let md = samlify_sp(&cfg("metadata")).await?.map_err(anyhow::Error::msg)?;
+        let md = samlify_sp(&cfg("metadata"))
+            .await?
+            .map_err(anyhow::Error::msg)?;
         let r = a
             .post("/admin/service_providers")
             .json(&json!({"organization_id": org_a, "metadata_xml": md["metadata"], "directory_id": dir_id,
@@ -1059,7 +1078,9 @@ async fn independent_service_providers_accept_the_running_idp() -> anyhow::Resul
         ensure!(status == 201, "samlify at A: {sp}");
         let mut answers = Vec::new();
         for _ in 0..2 {
-            let req = samlify_sp(&cfg("request")).await?.map_err(anyhow::Error::msg)?;
+            let req = samlify_sp(&cfg("request"))
+                .await?
+                .map_err(anyhow::Error::msg)?;
             let to_idp = req["context"].as_str().context("samlify request URL")?;
             let answer = log_in_at_a(a, org_a, to_idp, "alice", "alice-pw-1").await?;
             ensure!(answer.acs == acs, "posted to {}", answer.acs);
@@ -1082,14 +1103,14 @@ async fn independent_service_providers_accept_the_running_idp() -> anyhow::Resul
         let extract = samlify_sp(&parse(&second.saml_response))
             .await?
             .map_err(|e| anyhow::anyhow!("samlify (encrypted: {encrypted}) refused: {e}"))?;
-        ensure!(
-            extract["response"]["inResponseTo"] == *req_id,
-            "{extract}"
-        );
+        ensure!(extract["response"]["inResponseTo"] == *req_id, "{extract}");
         ensure!(extract["audience"] == entity.as_str(), "{extract}");
         let at = &extract["attributes"];
         ensure!(at["email"] == "alice@example.test", "{extract}");
-        ensure!(at["firstName"] == "Alice" && at["lastName"] == "Archer", "{extract}");
+        ensure!(
+            at["firstName"] == "Alice" && at["lastName"] == "Archer",
+            "{extract}"
+        );
         ensure!(
             at["id"].as_str().map(str::to_lowercase) == Some(uuid.clone()),
             "{extract}"

@@ -145,7 +145,10 @@ async fn login(app: &Router, org: &str, user: usize) {
 }
 
 /// Mean microseconds of `n` sequential runs of `f`.
-async fn mean_micros<F: std::future::Future<Output = ()>>(n: usize, mut f: impl FnMut(usize) -> F) -> f64 {
+async fn mean_micros<F: std::future::Future<Output = ()>>(
+    n: usize,
+    mut f: impl FnMut(usize) -> F,
+) -> f64 {
     let t = Instant::now();
     for i in 0..n {
         f(i).await;
@@ -322,15 +325,18 @@ fn main() {
             }
         })
         .await;
-        let key = idbridge_saml::idp::IdpSigningKey::generate("bench", idbridge_saml::idp::RsaBits::Rsa2048, 1).unwrap();
+        let key = idbridge_saml::idp::IdpSigningKey::generate(
+            "bench",
+            idbridge_saml::idp::RsaBits::Rsa2048,
+            1,
+        )
+        .unwrap();
         let sign = mean_micros(checks, |_| {
             let key = &key;
             async move {
-                let mut signer = openssl::sign::Signer::new(
-                    openssl::hash::MessageDigest::sha256(),
-                    key.key(),
-                )
-                .unwrap();
+                let mut signer =
+                    openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), key.key())
+                        .unwrap();
                 signer.update(&[b'x'; 600]).unwrap();
                 signer.sign_to_vec().unwrap();
             }

@@ -412,7 +412,9 @@ impl BindAuthenticator {
                     return Err(e);
                 }
                 // Closed by the server while idle, or broken: a fresh connection below.
-                Err(e) => tracing::debug!(error = %e, "a reused LDAP connection failed; reconnecting"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "a reused LDAP connection failed; reconnecting")
+                }
             }
         }
         let c = if service {

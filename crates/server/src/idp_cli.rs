@@ -78,14 +78,16 @@ pub fn run(config: &Config, command: IdpCommand) -> anyhow::Result<()> {
             IdpObjectCommand::Add { body } => {
                 let mut body = read_body(&body)?;
                 if let Some(Value::String(org)) = body.get("organization_id").cloned() {
-                    body.insert("organization_id".into(), organization_id(&sso, &org)?.into());
+                    body.insert(
+                        "organization_id".into(),
+                        organization_id(&sso, &org)?.into(),
+                    );
                 }
                 let out = if sp {
                     let input = idbridge_api::idp::admin::parse_new(&body).map_err(api_err)?;
                     sso.create_service_provider(input).await.map_err(sso_err)?
                 } else {
-                    let input =
-                        idbridge_api::idp::oidc_admin::parse_new(&body).map_err(api_err)?;
+                    let input = idbridge_api::idp::oidc_admin::parse_new(&body).map_err(api_err)?;
                     let issued = sso.create_oidc_client(input).await.map_err(sso_err)?;
                     let mut v = issued.object;
                     if let (Some(o), Some(secret)) = (v.as_object_mut(), issued.client_secret) {

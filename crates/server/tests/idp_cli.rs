@@ -73,7 +73,10 @@ fn service_providers_and_oidc_clients_from_the_command_line() {
     assert!(!ok, "duplicate accepted: {out}");
     assert!(err.contains("entity_id"), "{err}");
     let (ok, out, _) = idp(&data, &["sp", "list", "--organization", "acme"]);
-    assert!(ok && out.contains(&sp_id) && out.contains("https://app.example.test/saml"), "{out}");
+    assert!(
+        ok && out.contains(&sp_id) && out.contains("https://app.example.test/saml"),
+        "{out}"
+    );
     let (ok, out, _) = idp(&data, &["sp", "show", &sp_id]);
     assert!(ok && out.contains("\"App\""), "{out}");
     let (ok, out, err) = idp(&data, &["sp", "remove", &sp_id]);

@@ -125,7 +125,8 @@ pub(crate) struct IdpState {
     /// rotation on any node changes it), instead of unsealing and parsing it every time.
     pub(crate) signing_keys: std::sync::Mutex<HashMap<String, (String, IdpSigningKey)>>,
     /// Password checks per directory, holding their reusable LDAP connections.
-    pub(crate) authenticators: std::sync::Mutex<HashMap<String, Arc<idbridge_ldap::BindAuthenticator>>>,
+    pub(crate) authenticators:
+        std::sync::Mutex<HashMap<String, Arc<idbridge_ldap::BindAuthenticator>>>,
 }
 
 impl IdpState {

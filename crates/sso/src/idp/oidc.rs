@@ -14,7 +14,6 @@
 //!   that stores the access token, PKCE, redirect URI and expiry checked by the library;
 //! - userinfo: the bearer access token's stored grant.
 
-
 use chrono::Utc;
 use idbridge_oidc::op::{
     bearer_token, client_credentials, discovery_document, issue_tokens, jwks_document,
@@ -377,10 +376,11 @@ impl SsoService {
         let live = self.idp_config();
         let (ttl, id_ttl) = (live.oidc_access_token_ttl_secs, live.oidc_id_token_ttl_secs);
         let issuer = self.oidc_issuer(org_id);
-        let issued =
-            tokio::task::spawn_blocking(move || issue_tokens(&grant, &key, &issuer, now, ttl, id_ttl))
-                .await
-                .map_err(server_error)??;
+        let issued = tokio::task::spawn_blocking(move || {
+            issue_tokens(&grant, &key, &issuer, now, ttl, id_ttl)
+        })
+        .await
+        .map_err(server_error)??;
         let mut cs = ChangeSet::new();
         cs.take_expiring(OIDC_CODES, code_key, now_ms());
         cs.put_expiring(
