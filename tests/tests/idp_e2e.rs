@@ -1009,7 +1009,9 @@ async fn independent_service_providers_accept_the_running_idp() -> anyhow::Resul
         .to_owned();
     let r = a
         .post("/admin/service_providers")
-        .json(&json!({"organization_id": org_a, "metadata_xml": sp_metadata, "directory_id": dir_id, "name": "Ory Polis"}))
+        .json(&json!({"organization_id": org_a, "metadata_xml": sp_metadata, "directory_id": dir_id, "name": "Ory Polis",
+            // Polis signs its AuthnRequests (its metadata does not say so): A verifies them.
+            "require_signed_requests": true}))
         .send()
         .await?;
     let status = r.status();
