@@ -92,10 +92,11 @@ fn attribute_values(xml: &str, name: &str) -> Vec<String> {
     let rest = &xml[at..];
     let end = rest.find("Attribute>").unwrap_or(rest.len());
     rest[..end]
-        .split("AttributeValue")
+        .split("<saml:AttributeValue")
+        .skip(1)
         .filter_map(|part| {
-            let v = part.split_once('>')?.1.strip_suffix("</saml:")?;
-            Some(v.to_owned())
+            let (_, value) = part.split_once('>')?;
+            Some(value.split("</saml:AttributeValue>").next()?.to_owned())
         })
         .collect()
 }
