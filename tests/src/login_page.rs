@@ -43,3 +43,33 @@ pub fn form_action(html: &str) -> Option<String> {
     let at = html.find("action=\"")? + 8;
     Some(html[at..].split('"').next()?.replace("&amp;", "&"))
 }
+
+/// Opens `url` (an idbridge URL that answers with the IdP login page: an SSO request, an
+/// IdP-initiated start or an OIDC authorization) and posts `login`/`password` with the page's
+/// cookie, key and CSRF token to the form's action on `base_url`: the answer to that post.
+pub async fn log_in_through_page(
+    base_url: &str,
+    url: &str,
+    login: &str,
+    password: &str,
+) -> anyhow::Result<reqwest::Response> {
+    use anyhow::Context as _;
+    let http = browser();
+    let r = http.get(url).send().await?;
+    let status = r.status();
+    let idp_cookie = cookie(&r, "idbridge_idp_");
+    let page = r.text().await?;
+    anyhow::ensure!(status == 200, "the login page: {status}: {page}");
+    let action = form_action(&page).context("no form action on the login page")?;
+    Ok(http
+        .post(format!("{base_url}{action}"))
+        .header("cookie", idp_cookie.context("no login cookie")?)
+        .form(&[
+            ("k", input(&page, "k").context("k")?),
+            ("csrf", input(&page, "csrf").context("csrf")?),
+            ("login", login.to_owned()),
+            ("password", password.to_owned()),
+        ])
+        .send()
+        .await?)
+}

@@ -20,7 +20,7 @@ use base64::Engine as _;
 use idbridge_testkit::samba::{ad_user_ldif, AD_ADMIN, AD_BASE, AD_URL};
 use idbridge_testkit::SambaDc;
 use idbridge_tests::directory_api::{all_pages, events, sync, users_by_email};
-use idbridge_tests::login_page::{browser, cookie, form_action, input};
+use idbridge_tests::login_page::{form_action, input, log_in_through_page};
 use idbridge_tests::TestServer;
 use serde_json::{json, Value};
 
@@ -56,30 +56,8 @@ async fn log_in(
     login: &str,
     pw: &str,
 ) -> anyhow::Result<(u16, String)> {
-    let http = browser();
-    let r = http
-        .get(format!(
-            "{}/idp/{org}/saml/start?sp={sp}&RelayState=rs-1",
-            a.url()
-        ))
-        .send()
-        .await?;
-    let status = r.status();
-    let idp_cookie = cookie(&r, "idbridge_idp_");
-    let page = r.text().await?;
-    ensure!(status == 200, "start: {status}: {page}");
-    let action = form_action(&page).context("form action")?;
-    let r = http
-        .post(format!("{}{action}", a.url()))
-        .header("cookie", idp_cookie.context("the login cookie")?)
-        .form(&[
-            ("k", input(&page, "k").context("k")?),
-            ("csrf", input(&page, "csrf").context("csrf")?),
-            ("login", login.to_owned()),
-            ("password", pw.to_owned()),
-        ])
-        .send()
-        .await?;
+    let start = format!("{}/idp/{org}/saml/start?sp={sp}&RelayState=rs-1", a.url());
+    let r = log_in_through_page(a.url(), &start, login, pw).await?;
     Ok((r.status().as_u16(), r.text().await?))
 }
 

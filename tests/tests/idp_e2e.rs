@@ -16,7 +16,7 @@
 
 use anyhow::{ensure, Context};
 use idbridge_tests::directory_api::{all_pages, events, sync, users_by_email};
-use idbridge_tests::login_page::{browser, cookie, form_action, input};
+use idbridge_tests::login_page::{browser, cookie, form_action, input, log_in_through_page};
 use idbridge_tests::{
     ldap_group, run_node_test, run_python_test, Slapd, TestServer, LDAP_ADMIN_DN, LDAP_SUFFIX,
 };
@@ -539,24 +539,7 @@ async fn oidc_login(
     login: &str,
     pw: &str,
 ) -> anyhow::Result<String> {
-    let http = browser();
-    let r = http.get(authorize).send().await?;
-    let status = r.status();
-    let idp_cookie = cookie(&r, "idbridge_idp_");
-    let page = r.text().await?;
-    ensure!(status == 200, "authorize at A: {status}: {page}");
-    let action = form_action(&page).context("form action")?;
-    let r = http
-        .post(format!("{}{action}", a.url()))
-        .header("cookie", idp_cookie.context("A's login cookie")?)
-        .form(&[
-            ("k", input(&page, "k").context("k")?),
-            ("csrf", input(&page, "csrf").context("csrf")?),
-            ("login", login.to_owned()),
-            ("password", pw.to_owned()),
-        ])
-        .send()
-        .await?;
+    let r = log_in_through_page(a.url(), authorize, login, pw).await?;
     ensure!(
         r.status() == 303,
         "login at A: {}: {}",
