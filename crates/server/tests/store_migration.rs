@@ -201,13 +201,21 @@ fn serve_migrates_a_sled_data_dir_at_start_and_keeps_the_old_files() {
     );
     assert!(users.starts_with("HTTP/1.1 200"), "{users}");
     // 50 users, two of them deactivated (parked: not listed by the Directory Sync API).
-    assert_eq!(users.matches("\"object\":\"directory_user\"").count(), 48, "{users}");
+    assert_eq!(
+        users.matches("\"object\":\"directory_user\"").count(),
+        48,
+        "{users}"
+    );
     let groups = get(
         &server,
         &format!("/directory_groups?directory={dir_id}&limit=100"),
         Some(&key),
     );
-    assert_eq!(groups.matches("\"object\":\"directory_group\"").count(), 5, "{groups}");
+    assert_eq!(
+        groups.matches("\"object\":\"directory_group\"").count(),
+        5,
+        "{groups}"
+    );
     drop(server);
 
     assert!(data.join("idbridge.sqlite3").is_file());
@@ -223,9 +231,10 @@ fn serve_migrates_a_sled_data_dir_at_start_and_keeps_the_old_files() {
     // everything, before the server runs): events, which retention drops once they are older
     // than 30 days, and the webhook delivery cursor, which the running delivery worker moves.
     let after = export(&SqliteStore::open(&data).unwrap());
-    for line in fixture_export().iter().filter(|l| {
-        !l.starts_with("{\"event\":") && !l.contains("\"table\":\"webhook_delivery\"")
-    }) {
+    for line in fixture_export()
+        .iter()
+        .filter(|l| !l.starts_with("{\"event\":") && !l.contains("\"table\":\"webhook_delivery\""))
+    {
         assert!(after.contains(line), "lost in migration: {line}");
     }
 }

@@ -108,11 +108,14 @@ fn the_release_fixture_is_copied_verified_and_kept_aside() {
     let dir = tempfile::tempdir().expect("tempdir");
     unpack_fixture(dir.path());
     let expected = expected_export();
-    let expected_counts: BTreeMap<String, u64> = serde_json::from_str(
-        &std::fs::read_to_string(fixture_dir().join("counts.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(counts(&expected), expected_counts, "the fixture's own files agree");
+    let expected_counts: BTreeMap<String, u64> =
+        serde_json::from_str(&std::fs::read_to_string(fixture_dir().join("counts.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        counts(&expected),
+        expected_counts,
+        "the fixture's own files agree"
+    );
 
     let done = migrate_sled_dir(dir.path(), 16)
         .expect("migrate")
@@ -121,7 +124,10 @@ fn the_release_fixture_is_copied_verified_and_kept_aside() {
     assert_eq!(done.sqlite_file, dir.path().join(SQLITE_FILE_NAME));
     assert!(!holds_sled_store(dir.path()));
     assert_eq!(backups(dir.path()), vec![done.sled_backup.clone()]);
-    assert!(holds_sled_store(&done.sled_backup), "the sled files are kept");
+    assert!(
+        holds_sled_store(&done.sled_backup),
+        "the sled files are kept"
+    );
     assert!(
         dir.path().join("secret.key").is_file(),
         "the data dir's other files stay"
@@ -168,19 +174,23 @@ fn the_release_fixture_is_copied_verified_and_kept_aside() {
 fn a_user_row_dropped_after_migration_is_reported() {
     let dir = tempfile::tempdir().expect("tempdir");
     unpack_fixture(dir.path());
-    migrate_sled_dir(dir.path(), 16).expect("migrate").expect("migrated");
+    migrate_sled_dir(dir.path(), 16)
+        .expect("migrate")
+        .expect("migrated");
     let expected = expected_export();
     let user_row = expected
         .iter()
-        .find_map(|line| match serde_json::from_str::<ExportRecord>(line).unwrap() {
-            ExportRecord::Entry { table, key, value }
-                if table.contains("user")
-                    && String::from_utf8_lossy(&value).contains("user07@fixture.test") =>
-            {
-                Some((table, key))
-            }
-            _ => None,
-        })
+        .find_map(
+            |line| match serde_json::from_str::<ExportRecord>(line).unwrap() {
+                ExportRecord::Entry { table, key, value }
+                    if table.contains("user")
+                        && String::from_utf8_lossy(&value).contains("user07@fixture.test") =>
+                {
+                    Some((table, key))
+                }
+                _ => None,
+            },
+        )
         .expect("the fixture has user07's row");
     let s = SqliteStore::open(dir.path()).expect("open");
     let mut cs = ChangeSet::new();
