@@ -247,3 +247,55 @@ fn a_dir_without_sled_is_left_alone() {
     assert_eq!(migrate_sled_dir(dir.path(), 16).expect("nothing"), None);
     assert!(backups(dir.path()).is_empty());
 }
+
+/// Expiring entries (login sessions, codes, replay entries) keep their value and expiry. The
+/// API flows of the fixture leave none, so this writes sled's layout for them directly
+/// (`x:<table>` tree, value = expiry as i64 big-endian + bytes), as the retired backend did.
+#[test]
+fn expiring_entries_keep_their_expiry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let db = sled::Config::new().path(dir.path()).open().expect("sled");
+        let codes = db.open_tree("x:codes").expect("tree");
+        for (key, expires) in [("live", i64::MAX), ("expired", 1_000i64)] {
+            let mut value = expires.to_be_bytes().to_vec();
+            value.extend_from_slice(format!("code-{key}").as_bytes());
+            codes.insert(key, value).expect("insert");
+        }
+        db.open_tree("t:users")
+            .expect("tree")
+            .insert("u1", b"{}".to_vec())
+            .expect("insert");
+        db.flush().expect("flush");
+    }
+    assert!(holds_sled_store(dir.path()));
+    let done = migrate_sled_dir(dir.path(), 16)
+        .expect("migrate")
+        .expect("migrated");
+    assert_eq!(
+        done.records, 4,
+        "two expiring entries, one row, the event counter"
+    );
+    let s = SqliteStore::open(dir.path()).expect("open");
+    assert_eq!(
+        s.get_expiring("codes", "live", 2_000).expect("get"),
+        Some(b"code-live".to_vec())
+    );
+    assert_eq!(
+        s.get_expiring("codes", "expired", 2_000).expect("get"),
+        None
+    );
+    let expiring: Vec<(String, i64)> = export(&s)
+        .iter()
+        .filter_map(|l| match serde_json::from_str::<ExportRecord>(l).unwrap() {
+            ExportRecord::Expiring {
+                key, expires_at_ms, ..
+            } => Some((key, expires_at_ms)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        expiring,
+        vec![("expired".to_owned(), 1_000), ("live".to_owned(), i64::MAX)]
+    );
+}
