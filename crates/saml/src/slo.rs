@@ -153,7 +153,10 @@ fn text_of(root: &Element, ns: &str, local: &str) -> Option<String> {
 
 /// Verifies an HTTP-Redirect logout message; `raw_query` is the query string exactly as
 /// received (after `?`, still URL-encoded).
-pub fn verify_slo_redirect(raw_query: &str, ctx: &SloContext<'_>) -> Result<SloMessage, SloViolation> {
+pub fn verify_slo_redirect(
+    raw_query: &str,
+    ctx: &SloContext<'_>,
+) -> Result<SloMessage, SloViolation> {
     if raw_query.len() > MAX_SLO_QUERY {
         return Err(SloViolation::TooLarge);
     }
@@ -182,7 +185,14 @@ pub fn verify_slo_redirect(raw_query: &str, ctx: &SloContext<'_>) -> Result<SloM
         .relay_state
         .map(|r| decode_param(r, "RelayState"))
         .transpose()?;
-    let msg_b64 = decode_param(raw_msg, if is_response { "SAMLResponse" } else { "SAMLRequest" })?;
+    let msg_b64 = decode_param(
+        raw_msg,
+        if is_response {
+            "SAMLResponse"
+        } else {
+            "SAMLRequest"
+        },
+    )?;
     let xml_text = crate::sp::decode_redirect_binding(&msg_b64)?;
     let root = xml::parse(&xml_text, &Limits::MESSAGE)?;
     let expected = if is_response {

@@ -66,7 +66,9 @@ fn verifies(cert: &openssl::x509::X509, signed: &str, sig: &[u8]) -> bool {
 fn logout_request_is_signed_and_names_the_session() {
     let sp = signing_sp();
     let out = build_logout_request(&sp, SLO, &subject(), Some("relay-9")).unwrap();
-    assert!(out.url.starts_with("https://idp.example.test/slo?tenant=7&SAMLRequest="));
+    assert!(out
+        .url
+        .starts_with("https://idp.example.test/slo?tenant=7&SAMLRequest="));
     let (signed, sig) = split_signed(&out.url);
     assert!(signed.starts_with("tenant=7&SAMLRequest="));
     // The IdP verifies over the SAMLRequest/RelayState/SigAlg octets.
@@ -124,12 +126,10 @@ fn logout_request_needs_an_rsa_signing_key() {
     )
     .unwrap();
     let mut sp = sp();
-    sp.signing_keys = vec![SpKeyPair::self_signed(
-        openssl::pkey::PKey::from_ec_key(ec).unwrap(),
-        "ec",
-        1,
-    )
-    .unwrap()];
+    sp.signing_keys =
+        vec![
+            SpKeyPair::self_signed(openssl::pkey::PKey::from_ec_key(ec).unwrap(), "ec", 1).unwrap(),
+        ];
     assert!(build_logout_request(&sp, SLO, &subject(), None).is_err());
     assert!(build_logout_request(&signing_sp(), "not a url", &subject(), None).is_err());
 }
@@ -154,13 +154,24 @@ fn metadata_single_logout_service_both_ways() {
     };
     let with = idp_md("<md:SingleLogoutService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\" Location=\"https://idp.example.test/slo-post\"/><md:SingleLogoutService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect\" Location=\" https://idp.example.test/slo \"/>");
     assert_eq!(
-        IdpSettings::slo_url_from_metadata_xml(&with).unwrap().as_deref(),
+        IdpSettings::slo_url_from_metadata_xml(&with)
+            .unwrap()
+            .as_deref(),
         Some("https://idp.example.test/slo")
     );
     // Still a full IdP parse.
-    assert_eq!(IdpSettings::from_metadata_xml(&with).unwrap().entity_id, IDP_ENTITY);
+    assert_eq!(
+        IdpSettings::from_metadata_xml(&with).unwrap().entity_id,
+        IDP_ENTITY
+    );
     let post_only = idp_md("<md:SingleLogoutService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\" Location=\"https://idp.example.test/slo-post\"/>");
-    assert_eq!(IdpSettings::slo_url_from_metadata_xml(&post_only).unwrap(), None);
-    assert_eq!(IdpSettings::slo_url_from_metadata_xml(&idp_md("")).unwrap(), None);
+    assert_eq!(
+        IdpSettings::slo_url_from_metadata_xml(&post_only).unwrap(),
+        None
+    );
+    assert_eq!(
+        IdpSettings::slo_url_from_metadata_xml(&idp_md("")).unwrap(),
+        None
+    );
     assert!(IdpSettings::slo_url_from_metadata_xml("<x/>").is_err());
 }

@@ -64,7 +64,11 @@ pub async fn saml_slo(
     Path(conn_id): Path<String>,
     uri: Uri,
 ) -> Response {
-    match state.sso.saml_slo(&conn_id, uri.query().unwrap_or("")).await {
+    match state
+        .sso
+        .saml_slo(&conn_id, uri.query().unwrap_or(""))
+        .await
+    {
         SloOutcome::Redirect(location) | SloOutcome::RespondToIdp(location) => {
             super::found(&location, None)
         }

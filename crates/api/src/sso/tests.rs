@@ -1834,7 +1834,10 @@ async fn single_logout_sends_a_signed_logout_request_once() {
     let out = env.get(&format!("/sso/logout?token={token}"), None).await;
     assert_eq!(out.status, StatusCode::FOUND, "{}", out.text);
     let location = out.location.clone().unwrap();
-    assert!(location.starts_with(&format!("{IDP_SLO}?SAMLRequest=")), "{location}");
+    assert!(
+        location.starts_with(&format!("{IDP_SLO}?SAMLRequest=")),
+        "{location}"
+    );
     assert_eq!(
         out.param("SigAlg").as_deref(),
         Some("http://www.w3.org/2001/04/xmldsig-more#rsa-sha256")
@@ -1843,8 +1846,8 @@ async fn single_logout_sends_a_signed_logout_request_once() {
     let (signed, sig) = redirect_signature(&location);
     let key = cert.public_key().unwrap();
     let verify = |data: &str| {
-        let mut v = openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &key)
-            .unwrap();
+        let mut v =
+            openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &key).unwrap();
         v.update(data.as_bytes()).unwrap();
         v.verify(&sig).unwrap_or(false)
     };
@@ -1945,7 +1948,11 @@ async fn logout_refuses_bad_input_unknown_profiles_and_connections_without_slo()
         .unwrap();
     assert_eq!(env.send(req).await.status, StatusCode::UNAUTHORIZED);
 
-    for uri in ["/sso/logout", "/sso/logout?token=", "/sso/logout?token=nope"] {
+    for uri in [
+        "/sso/logout",
+        "/sso/logout?token=",
+        "/sso/logout?token=nope",
+    ] {
         let r = env.get(uri, None).await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{uri}: {}", r.text);
         assert!(r.body["message"].is_string(), "{uri}");
@@ -2042,18 +2049,92 @@ async fn logout_responses_are_accepted_only_signed_by_the_idp_and_once() {
     // Each rule on its own: unsigned, forged (another key), wrong issuer, wrong destination,
     // unknown InResponseTo, a LogoutRequest where a response is expected (and vice versa).
     let cases = [
-        ("unsigned", idp_logout_message(&id, "LogoutResponse", IDP_ENTITY, &dest, &irt, SUCCESS, None)),
-        ("forged", idp_logout_message(&id, "LogoutResponse", IDP_ENTITY, &dest, &irt, SUCCESS, Some(&attacker.keys.key))),
-        ("wrong issuer", idp_logout_message(&id, "LogoutResponse", "https://evil.example/idp", &dest, &irt, SUCCESS, Some(&idp_key))),
-        ("wrong destination", idp_logout_message(&id, "LogoutResponse", IDP_ENTITY, "https://elsewhere.example/slo", &irt, SUCCESS, Some(&idp_key))),
-        ("unknown InResponseTo", idp_logout_message(&id, "LogoutResponse", IDP_ENTITY, &dest, " InResponseTo=\"_nope\"", SUCCESS, Some(&idp_key))),
-        ("no InResponseTo", idp_logout_message(&id, "LogoutResponse", IDP_ENTITY, &dest, "", SUCCESS, Some(&idp_key))),
+        (
+            "unsigned",
+            idp_logout_message(
+                &id,
+                "LogoutResponse",
+                IDP_ENTITY,
+                &dest,
+                &irt,
+                SUCCESS,
+                None,
+            ),
+        ),
+        (
+            "forged",
+            idp_logout_message(
+                &id,
+                "LogoutResponse",
+                IDP_ENTITY,
+                &dest,
+                &irt,
+                SUCCESS,
+                Some(&attacker.keys.key),
+            ),
+        ),
+        (
+            "wrong issuer",
+            idp_logout_message(
+                &id,
+                "LogoutResponse",
+                "https://evil.example/idp",
+                &dest,
+                &irt,
+                SUCCESS,
+                Some(&idp_key),
+            ),
+        ),
+        (
+            "wrong destination",
+            idp_logout_message(
+                &id,
+                "LogoutResponse",
+                IDP_ENTITY,
+                "https://elsewhere.example/slo",
+                &irt,
+                SUCCESS,
+                Some(&idp_key),
+            ),
+        ),
+        (
+            "unknown InResponseTo",
+            idp_logout_message(
+                &id,
+                "LogoutResponse",
+                IDP_ENTITY,
+                &dest,
+                " InResponseTo=\"_nope\"",
+                SUCCESS,
+                Some(&idp_key),
+            ),
+        ),
+        (
+            "no InResponseTo",
+            idp_logout_message(
+                &id,
+                "LogoutResponse",
+                IDP_ENTITY,
+                &dest,
+                "",
+                SUCCESS,
+                Some(&idp_key),
+            ),
+        ),
     ];
     for (what, uri) in &cases {
         refused(&env.get(uri, None).await, what);
     }
     // A signed message whose bytes were changed after signing.
-    let good = idp_logout_message(&id, "LogoutResponse", IDP_ENTITY, &dest, &irt, SUCCESS, Some(&idp_key));
+    let good = idp_logout_message(
+        &id,
+        "LogoutResponse",
+        IDP_ENTITY,
+        &dest,
+        &irt,
+        SUCCESS,
+        Some(&idp_key),
+    );
     let tampered = good.replacen("SAMLResponse=", "SAMLResponse=A", 1);
     refused(&env.get(&tampered, None).await, "tampered");
     // Another connection's SLO endpoint does not take it.
@@ -2084,26 +2165,83 @@ async fn idp_initiated_logout_requests_need_the_idp_signature_and_are_single_use
     let idp_key = env.idp.keys.key.clone();
     let attacker = IdpSigner::generate(IDP_ENTITY).unwrap();
     for (what, uri) in [
-        ("unsigned", idp_logout_message(&id, "LogoutRequest", IDP_ENTITY, &dest, "", subject, None)),
-        ("forged", idp_logout_message(&id, "LogoutRequest", IDP_ENTITY, &dest, "", subject, Some(&attacker.keys.key))),
-        ("wrong issuer", idp_logout_message(&id, "LogoutRequest", "https://evil.example/idp", &dest, "", subject, Some(&idp_key))),
-        ("wrong destination", idp_logout_message(&id, "LogoutRequest", IDP_ENTITY, "https://elsewhere.example/slo", "", subject, Some(&idp_key))),
-        ("no NameID", idp_logout_message(&id, "LogoutRequest", IDP_ENTITY, &dest, "", "", Some(&idp_key))),
+        (
+            "unsigned",
+            idp_logout_message(&id, "LogoutRequest", IDP_ENTITY, &dest, "", subject, None),
+        ),
+        (
+            "forged",
+            idp_logout_message(
+                &id,
+                "LogoutRequest",
+                IDP_ENTITY,
+                &dest,
+                "",
+                subject,
+                Some(&attacker.keys.key),
+            ),
+        ),
+        (
+            "wrong issuer",
+            idp_logout_message(
+                &id,
+                "LogoutRequest",
+                "https://evil.example/idp",
+                &dest,
+                "",
+                subject,
+                Some(&idp_key),
+            ),
+        ),
+        (
+            "wrong destination",
+            idp_logout_message(
+                &id,
+                "LogoutRequest",
+                IDP_ENTITY,
+                "https://elsewhere.example/slo",
+                "",
+                subject,
+                Some(&idp_key),
+            ),
+        ),
+        (
+            "no NameID",
+            idp_logout_message(
+                &id,
+                "LogoutRequest",
+                IDP_ENTITY,
+                &dest,
+                "",
+                "",
+                Some(&idp_key),
+            ),
+        ),
     ] {
         let r = env.get(&uri, None).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{what}: {}", r.text);
         assert_eq!(r.body["error"], "invalid_logout_message", "{what}");
     }
-    let good = idp_logout_message(&id, "LogoutRequest", IDP_ENTITY, &dest, "", subject, Some(&idp_key));
+    let good = idp_logout_message(
+        &id,
+        "LogoutRequest",
+        IDP_ENTITY,
+        &dest,
+        "",
+        subject,
+        Some(&idp_key),
+    );
     let r = env.get(&good, None).await;
     assert_eq!(r.status, StatusCode::FOUND, "{}", r.text);
     let location = r.location.clone().unwrap();
-    assert!(location.starts_with(&format!("{IDP_SLO}?SAMLResponse=")), "{location}");
+    assert!(
+        location.starts_with(&format!("{IDP_SLO}?SAMLResponse=")),
+        "{location}"
+    );
     // Our LogoutResponse is signed with the SP key, answers the IdP's request, says Success.
     let (signed, sig) = redirect_signature(&location);
     let key = sp_cert.public_key().unwrap();
-    let mut v =
-        openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &key).unwrap();
+    let mut v = openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &key).unwrap();
     v.update(signed.as_bytes()).unwrap();
     assert!(v.verify(&sig).unwrap());
     let xml = idbridge_saml::decode_redirect_binding(&r.param("SAMLResponse").unwrap()).unwrap();
@@ -2123,7 +2261,10 @@ async fn idp_initiated_logout_requests_need_the_idp_signature_and_are_single_use
     .next()
     .unwrap()
     .to_string();
-    assert!(xml.contains(&format!("InResponseTo=\"{idp_request_id}\"")), "{xml}");
+    assert!(
+        xml.contains(&format!("InResponseTo=\"{idp_request_id}\"")),
+        "{xml}"
+    );
     assert!(xml.contains("urn:oasis:names:tc:SAML:2.0:status:Success"));
     assert!(xml.contains(&format!("Destination=\"{IDP_SLO}\"")));
     // Replayed: refused.

@@ -642,7 +642,10 @@ fn read_requested_context(req: &Element) -> Result<Option<RequestedAuthnContext>
 }
 
 /// The digest of an allowed query-signature algorithm, and whether it is ECDSA.
-pub(crate) fn query_alg(alg: &str, allow_sha1: bool) -> Result<(MessageDigest, bool), RequestViolation> {
+pub(crate) fn query_alg(
+    alg: &str,
+    allow_sha1: bool,
+) -> Result<(MessageDigest, bool), RequestViolation> {
     Ok(match alg {
         RSA_SHA256 => (MessageDigest::sha256(), false),
         RSA_SHA384 => (MessageDigest::sha384(), false),

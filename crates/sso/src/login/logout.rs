@@ -123,9 +123,10 @@ impl SsoService {
                 entity: "Profile",
                 id: profile_id.to_string(),
             })?;
-        let record = self.connections.get(&session.connection_id)?.ok_or_else(|| {
-            connection_invalid("The profile's connection no longer exists.")
-        })?;
+        let record = self
+            .connections
+            .get(&session.connection_id)?
+            .ok_or_else(|| connection_invalid("The profile's connection no longer exists."))?;
         match &record.protocol {
             ProtocolSettings::Saml(s) if s.idp_slo_url.is_some() && session.saml.is_some() => {}
             _ => return Err(connection_invalid(NO_SLO)),
