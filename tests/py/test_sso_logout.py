@@ -30,6 +30,7 @@ from test_sso import (  # the login helpers (pysaml2 as the IdP)
 )
 
 IDP_SLO = "https://pysaml2-idp.example.test/slo"
+OPENAPI_CHECK = Path(__file__).resolve().parents[1] / "js" / "openapi_check.mjs"
 TAG = secrets.token_hex(4)
 
 
@@ -55,6 +56,13 @@ def raw(method: str, path: str, body: dict | None = None):
     r = fetch(method, BASE_URL + path, body=json.dumps(body) if body is not None else None,
               headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"})
     return r, (json.loads(r.text) if r.text.startswith("{") else None)
+
+
+def validate(path: str, method: str, status: int, text: str) -> None:
+    """The raw body against @workos/openapi-spec (tests/js/openapi_check.mjs)."""
+    out = subprocess.run(["node", str(OPENAPI_CHECK), path, method, str(status)], input=text,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, f"{method} {path} {status} vs the spec:\n{out.stderr}{out.stdout}"
 
 
 def saml_connection(client, keys, slo: str | None) -> tuple[str, str]:
@@ -86,6 +94,9 @@ def test_authorize_logout_and_get_logout_url_send_a_signed_logout_request(client
     email = f"kj-{TAG}@example.com"
     profile = profile_after_login(client, idp_keys, conn_id, email)
 
+    r, _ = raw("POST", "/sso/logout/authorize", {"profile_id": profile.id})
+    assert r.status_code == 200, r.text
+    validate("/sso/logout/authorize", "post", 200, r.text)
     auth = client.sso.authorize_logout(profile_id=profile.id)
     assert auth.logout_token
     assert auth.logout_url == client.sso.get_logout_url(token=auth.logout_token)
@@ -120,16 +131,22 @@ def test_authorize_logout_and_get_logout_url_send_a_signed_logout_request(client
 def test_logout_needs_a_connection_with_single_logout(client, idp_keys):
     _, conn_id = saml_connection(client, idp_keys, None)
     profile = profile_after_login(client, idp_keys, conn_id, f"noslo-{TAG}@example.com")
-    with pytest.raises(BadRequestError) as e:
+    with pytest.raises(BadRequestError):
         client.sso.authorize_logout(profile_id=profile.id)
-    assert "connection_invalid" in str(e.value) or e.value.status_code == 400
+    r, body = raw("POST", "/sso/logout/authorize", {"profile_id": profile.id})
+    assert r.status_code == 400 and body["error"] == "connection_invalid", r.text
+    validate("/sso/logout/authorize", "post", 400, r.text)
 
 
 def test_logout_errors_through_the_sdk(client):
     with pytest.raises(NotFoundError):
         client.sso.authorize_logout(profile_id="prof_01HZZZZZZZZZZZZZZZZZZZZZZZ")
+    r, _ = raw("POST", "/sso/logout/authorize", {"profile_id": "prof_01HZZZZZZZZZZZZZZZZZZZZZZZ"})
+    assert r.status_code == 404
+    validate("/sso/logout/authorize", "post", 404, r.text)
     r, body = raw("POST", "/sso/logout/authorize", {"profile_id": "prof_x", "return_to": "x"})
     assert r.status_code == 422 and "return_to" in r.text
     bad = fetch("GET", client.sso.get_logout_url(token="nope"))
     assert bad.status_code == 404
     assert json.loads(bad.text)["message"]
+    validate("/sso/logout", "get", 404, bad.text)
