@@ -1693,9 +1693,17 @@ async fn a_login_is_one_commit() {
         puts_to(idbridge_sso::login::SAML_REPLAY) >= 1,
         "the replay entries"
     );
+    // The profile's logout session (NameID, SessionIndex) is kept by the same commit.
+    assert_eq!(
+        puts_to(idbridge_sso::login::logout::LOGOUT_SESSIONS),
+        1,
+        "the logout session"
+    );
     assert_eq!(
         cs.expiring_puts.len(),
-        puts_to(idbridge_sso::login::CODES) + puts_to(idbridge_sso::login::SAML_REPLAY)
+        puts_to(idbridge_sso::login::CODES)
+            + puts_to(idbridge_sso::login::SAML_REPLAY)
+            + puts_to(idbridge_sso::login::logout::LOGOUT_SESSIONS)
     );
     assert!(cs
         .conditions
