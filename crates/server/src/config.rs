@@ -249,6 +249,9 @@ pub struct ServerConfig {
     /// Open connections from one client address at most (behind a reverse proxy every
     /// client shares the proxy's address: raise this to `max_connections` there).
     pub max_connections_per_ip: usize,
+    /// On SIGTERM/SIGINT: stop accepting, give in-flight requests this long to finish, then
+    /// close what is left, stop the background workers and close the store (exit 0).
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -266,6 +269,7 @@ impl Default for ServerConfig {
             keep_alive_idle_secs: 5,
             max_connections: 1024,
             max_connections_per_ip: 256,
+            shutdown_grace_secs: 10,
         }
     }
 }
@@ -410,6 +414,12 @@ impl Config {
                 return Err(key_err(format!("server.{key}"), "must be at least 1"));
             }
         }
+        if self.server.shutdown_grace_secs > 3600 {
+            return Err(key_err(
+                "server.shutdown_grace_secs".into(),
+                "must be at most 3600",
+            ));
+        }
         if self.events.retention_days == 0 {
             return Err(key_err(
                 "events.retention_days".into(),
@@ -522,6 +532,15 @@ impl Config {
                     self.server.max_connections_per_ip = value
                         .parse()
                         .map_err(|e| bad(format!("not a number: {e}")))?
+                }
+                "IDBRIDGE_SHUTDOWN_GRACE_SECS" => {
+                    let secs: u64 = value
+                        .parse()
+                        .map_err(|e| bad(format!("not a number: {e}")))?;
+                    if secs > 3600 {
+                        return Err(bad("must be at most 3600".into()));
+                    }
+                    self.server.shutdown_grace_secs = secs
                 }
                 "IDBRIDGE_STORE_CACHE_MB" => {
                     self.server.store_cache_mb = value
