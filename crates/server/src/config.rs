@@ -729,6 +729,37 @@ mod tests {
     }
 
     #[test]
+    fn shutdown_grace_is_bounded_in_the_file_and_the_environment() {
+        assert_eq!(Config::default().server.shutdown_grace_secs, 10);
+        let c = parse("[server]\nshutdown_grace_secs = 0\n").unwrap();
+        assert_eq!(
+            c.server.shutdown_grace_secs, 0,
+            "0 closes connections at once"
+        );
+        match parse("[server]\nshutdown_grace_secs = 3601\n") {
+            Err(ConfigError::Key { key, .. }) => assert_eq!(key, "server.shutdown_grace_secs"),
+            other => panic!("{other:?}"),
+        }
+        let mut c = Config::default();
+        c.apply_env([("IDBRIDGE_SHUTDOWN_GRACE_SECS".to_string(), "25".to_string())])
+            .unwrap();
+        assert_eq!(c.server.shutdown_grace_secs, 25);
+        for bad in ["3601", "soon"] {
+            let err = c
+                .apply_env([("IDBRIDGE_SHUTDOWN_GRACE_SECS".to_string(), bad.to_string())])
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("IDBRIDGE_SHUTDOWN_GRACE_SECS"),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            c.server.shutdown_grace_secs, 25,
+            "a refused value changes nothing"
+        );
+    }
+
+    #[test]
     fn sso_section_validates_redirect_uris_and_env_override() {
         let c = parse("[sso]\nredirect_uris = [\"https://app.example.com/cb\", \"https://*.example.com/cb\"]\n").unwrap();
         assert_eq!(c.sso.redirect_uris.len(), 2);

@@ -316,15 +316,20 @@ async fn on_signals(
 ) {
     let first = loop {
         tokio::select! {
-            name = signals.stop() => break name,
-            _ = signals.hangup.recv() => match &tls {
-                // Logged and counted by `reload`, success or refusal.
-                Some(cert) => {
-                    let cert = cert.clone();
-                    let _ = tokio::task::spawn_blocking(move || cert.reload()).await;
+            _ = signals.terminate.recv() => break "SIGTERM",
+            _ = signals.interrupt.recv() => break "SIGINT",
+            _ = signals.hangup.recv() => {
+                match &tls {
+                    // Logged and counted by `reload`, success or refusal.
+                    Some(cert) => {
+                        let cert = cert.clone();
+                        let _ = tokio::task::spawn_blocking(move || cert.reload()).await;
+                    }
+                    None => {
+                        tracing::info!("SIGHUP: no [server.tls] is configured, nothing to reload")
+                    }
                 }
-                None => tracing::info!("SIGHUP: no [server.tls] is configured, nothing to reload"),
-            },
+            }
         }
     };
     let _ = began.set(Instant::now());

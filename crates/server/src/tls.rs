@@ -182,7 +182,7 @@ fn load_pair(
 pub fn fingerprint(pair: &CertifiedKey) -> String {
     pair.cert
         .first()
-        .map(|c| hex::encode(Sha256::digest(c.as_ref())))
+        .map(|c| hex::encode(Sha256::digest(&c[..])))
         .unwrap_or_default()
 }
 
@@ -201,7 +201,7 @@ mod tests {
     }
 
     fn sha(pair: &rcgen::CertifiedKey) -> String {
-        hex::encode(Sha256::digest(pair.cert.der().as_ref()))
+        hex::encode(Sha256::digest(&pair.cert.der()[..]))
     }
 
     #[test]

@@ -24,7 +24,7 @@ fn the_provided_api_key_is_used_and_a_changed_one_replaces_it() {
         None,
         &[
             ("IDBRIDGE_API_KEY", KEY_A),
-            ("IDBRIDGE_SECRET_KEY_FILE", &secret_path),
+            ("IDBRIDGE_SECRET_KEY_FILE", secret_path.as_str()),
         ],
     );
     std::thread::sleep(Duration::from_millis(200));
@@ -59,8 +59,8 @@ fn the_provided_api_key_is_used_and_a_changed_one_replaces_it() {
         "",
         None,
         &[
-            ("IDBRIDGE_API_KEY_FILE", &key_path),
-            ("IDBRIDGE_SECRET_KEY_FILE", &secret_path),
+            ("IDBRIDGE_API_KEY_FILE", key_path.as_str()),
+            ("IDBRIDGE_SECRET_KEY_FILE", secret_path.as_str()),
         ],
     );
     assert_eq!(
@@ -99,7 +99,7 @@ fn weak_or_ambiguous_secrets_stop_the_start_with_a_clear_error() {
         (
             &[
                 ("IDBRIDGE_API_KEY", KEY_A),
-                ("IDBRIDGE_API_KEY_FILE", &key_path),
+                ("IDBRIDGE_API_KEY_FILE", key_path.as_str()),
             ],
             "both IDBRIDGE_API_KEY and IDBRIDGE_API_KEY_FILE are set",
         ),
