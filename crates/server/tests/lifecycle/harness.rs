@@ -158,8 +158,24 @@ pub fn spawn_env(
 }
 
 impl Server {
+    /// The server's log so far, without terminal colour codes.
     pub fn logs(&self) -> String {
-        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+        let raw = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
+        let mut out = String::with_capacity(raw.len());
+        let mut chars = raw.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                // CSI: ESC [ params final-byte
+                for d in chars.by_ref() {
+                    if d.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
     }
 
     pub fn child_status(&mut self) -> std::io::Result<Option<ExitStatus>> {

@@ -72,8 +72,9 @@ fn sigterm_drains_an_in_flight_request_refuses_new_ones_and_closes_the_store() {
 
     let exit = server.wait_exit(Duration::from_secs(10));
     assert!(exit.success(), "{exit}: {}", server.logs());
+    // Well inside the 8 s grace: nothing is left to wait for once the request is answered.
     assert!(
-        signalled.elapsed() < Duration::from_secs(8),
+        signalled.elapsed() < Duration::from_secs(4),
         "it waited for nothing: {:?}",
         signalled.elapsed()
     );
