@@ -29,6 +29,7 @@ pub mod pagination;
 pub mod roles_api;
 pub mod sftp_admin;
 pub mod sso;
+pub mod tls_admin;
 pub mod webhook_endpoints;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -141,6 +142,10 @@ pub struct AppState {
     pub forward: Arc<idbridge_forward::scim_push::ScimPush>,
     /// Request-rate and failed-authentication limits of API keys.
     pub api_limiters: Arc<ApiLimiters>,
+    /// Set when a shutdown began: `/readyz` answers 503 `draining` while requests finish.
+    pub draining: Arc<AtomicBool>,
+    /// The HTTPS certificate reloader (`POST /admin/tls/reload`); `None` without TLS.
+    pub tls: Option<tls_admin::SharedTlsReloader>,
 }
 
 /// The services of one store: the directory engine (reading organizations through the SSO
@@ -185,6 +190,8 @@ impl AppState {
             store,
             directory,
             ldap: Arc::default(),
+            draining: Arc::default(),
+            tls: None,
         }
     }
 
@@ -225,6 +232,7 @@ pub fn router(state: AppState) -> Router {
         .merge(webhook_endpoints::routes())
         .merge(forward_admin::routes())
         .merge(backup_admin::routes())
+        .merge(tls_admin::routes())
         .merge(sso::protected_routes())
         .merge(idp::protected_routes())
         // Inside the key check: idempotency records are scoped by the authenticated key.
@@ -270,6 +278,13 @@ async fn healthz() -> Json<serde_json::Value> {
 
 async fn readyz(State(state): State<AppState>) -> Response {
     // Ready means: started, and the store answers a read.
+    if state.draining.load(Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "draining"})),
+        )
+            .into_response();
+    }
     let store_ok = state.sso.client_id().is_ok();
     if state.ready.load(Ordering::Relaxed) && store_ok {
         Json(serde_json::json!({"status": "ready"})).into_response()
