@@ -24,6 +24,7 @@
 pub mod api;
 pub mod directory_api;
 mod error;
+pub mod login_page;
 mod oidc_provider;
 mod peers;
 mod server;
@@ -33,5 +34,5 @@ pub use idbridge_testkit::slapd::{
     ldap_group, ldap_person, Slapd, LDAP_ADMIN_DN, LDAP_ADMIN_PW, LDAP_SUFFIX,
 };
 pub use oidc_provider::{OidcProvider, OidcProviderOptions};
-pub use peers::{repo_root, run_node_test, run_python_test, PeerReport};
+pub use peers::{repo_root, run_node_test, run_python_test, throwaway_key_pair, PeerReport};
 pub use server::{free_port, TestServer, TestServerBuilder};

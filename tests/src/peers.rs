@@ -236,3 +236,38 @@ fn missing(tool: &str, detail: String) -> Result<PeerReport, HarnessError> {
         detail,
     })
 }
+
+/// A throwaway RSA-2048 key pair for a peer (a test IdP's or SP's signing or encryption key):
+/// (PKCS#8 key PEM, self-signed certificate PEM), made by the `openssl` command.
+pub fn throwaway_key_pair(common_name: &str) -> Result<(String, String), HarnessError> {
+    let dir = tempfile::tempdir().map_err(|source| HarnessError::Spawn {
+        what: "a temporary directory".into(),
+        source,
+    })?;
+    let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "2",
+        ])
+        .arg("-subj")
+        .arg(format!("/CN={common_name}"))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .map_err(|source| HarnessError::Spawn {
+            what: "openssl req".into(),
+            source,
+        })?;
+    let read = |p: &Path| std::fs::read_to_string(p).ok();
+    match (out.status.success(), read(&key), read(&cert)) {
+        (true, Some(key), Some(cert)) => Ok((key, cert)),
+        _ => Err(HarnessError::PeerFailed {
+            command: "openssl req -x509 -newkey rsa:2048".into(),
+            status: out.status.to_string(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }),
+    }
+}

@@ -31,6 +31,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use anyhow::{ensure, Context};
+use idbridge_tests::login_page::input;
 use idbridge_tests::{repo_root, run_node_test, OidcProvider, OidcProviderOptions, TestServer};
 use serde_json::{json, Value};
 use url::Url;
@@ -61,26 +62,6 @@ fn peers_installed() -> anyhow::Result<bool> {
         return Ok(false);
     }
     anyhow::bail!("samlify is not installed: run scripts/test-deps.sh (test-deps.d/saml.sh)")
-}
-
-/// A throwaway key pair for the samlify IdP: (key PEM, cert PEM).
-fn samlify_keys() -> anyhow::Result<(String, String)> {
-    let dir = tempfile::tempdir()?;
-    let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
-    let ok = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256"])
-        .args(["-days", "2", "-subj", "/CN=samlify-upstream", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null())
-        .status()?
-        .success();
-    ensure!(ok, "openssl req failed");
-    Ok((
-        std::fs::read_to_string(key)?,
-        std::fs::read_to_string(cert)?,
-    ))
 }
 
 /// samlify signs the upstream answer to A's AuthnRequest `req_id` for connection `conn`.
@@ -151,20 +132,6 @@ fn pysaml2_sp(cfg: &Value) -> anyhow::Result<Value> {
         cfg["command"]
     );
     Ok(serde_json::from_slice(&out.stdout)?)
-}
-
-/// The value of an HTML input named `name`.
-fn input(html: &str, name: &str) -> Option<String> {
-    let marker = format!("name=\"{name}\" value=\"");
-    let at = html.find(&marker)? + marker.len();
-    let raw = html[at..].split('"').next()?;
-    Some(
-        raw.replace("&quot;", "\"")
-            .replace("&#39;", "'")
-            .replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&amp;", "&"),
-    )
 }
 
 /// The first `marker"…"` attribute value containing `must_contain`.
@@ -407,7 +374,7 @@ async fn broker_mode_with_samlify_and_oidc_provider_upstream() -> anyhow::Result
         201,
     )
     .await?);
-    let keys = samlify_keys()?;
+    let keys = idbridge_tests::throwaway_key_pair("samlify-upstream")?;
     let saml_conn = id(&json_ok(
         a.post("/connections")
             .json(&json!({

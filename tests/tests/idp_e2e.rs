@@ -16,6 +16,7 @@
 
 use anyhow::{ensure, Context};
 use idbridge_tests::directory_api::{all_pages, events, sync, users_by_email};
+use idbridge_tests::login_page::{browser, cookie, form_action, input, log_in_through_page};
 use idbridge_tests::{
     ldap_group, run_node_test, run_python_test, Slapd, TestServer, LDAP_ADMIN_DN, LDAP_SUFFIX,
 };
@@ -31,46 +32,6 @@ fn person(uid: &str, ou: &str, given: &str, sn: &str, password: &str, extra: &st
          cn: {given} {sn}\ngivenName: {given}\nsn: {sn}\nmail: {uid}@example.test\n\
          userPassword: {password}\n{extra}\n"
     )
-}
-
-/// A browser: no redirects followed, cookies by hand.
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .build()
-        .unwrap()
-}
-
-/// `name=value` of the first Set-Cookie whose name starts with `prefix`.
-fn cookie(resp: &reqwest::Response, prefix: &str) -> Option<String> {
-    resp.headers()
-        .get_all(reqwest::header::SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|c| c.starts_with(prefix))
-        .and_then(|c| c.split(';').next())
-        .map(str::to_owned)
-}
-
-/// The value of an HTML input named `name`.
-fn input(html: &str, name: &str) -> Option<String> {
-    let marker = format!("name=\"{name}\" value=\"");
-    let at = html.find(&marker)? + marker.len();
-    let raw = html[at..].split('"').next()?;
-    Some(
-        raw.replace("&quot;", "\"")
-            .replace("&#39;", "'")
-            .replace("&apos;", "'")
-            .replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&amp;", "&"),
-    )
-}
-
-fn form_action(html: &str) -> Option<String> {
-    let at = html.find("action=\"")? + 8;
-    Some(html[at..].split('"').next()?.replace("&amp;", "&"))
 }
 
 /// One SP-initiated login up to A's login page: (B's cookie, A's cookie, login page HTML).
@@ -578,24 +539,7 @@ async fn oidc_login(
     login: &str,
     pw: &str,
 ) -> anyhow::Result<String> {
-    let http = browser();
-    let r = http.get(authorize).send().await?;
-    let status = r.status();
-    let idp_cookie = cookie(&r, "idbridge_idp_");
-    let page = r.text().await?;
-    ensure!(status == 200, "authorize at A: {status}: {page}");
-    let action = form_action(&page).context("form action")?;
-    let r = http
-        .post(format!("{}{action}", a.url()))
-        .header("cookie", idp_cookie.context("A's login cookie")?)
-        .form(&[
-            ("k", input(&page, "k").context("k")?),
-            ("csrf", input(&page, "csrf").context("csrf")?),
-            ("login", login.to_owned()),
-            ("password", pw.to_owned()),
-        ])
-        .send()
-        .await?;
+    let r = log_in_through_page(a.url(), authorize, login, pw).await?;
     ensure!(
         r.status() == 303,
         "login at A: {}: {}",
@@ -797,5 +741,377 @@ async fn idbridge_is_the_oidc_provider_of_openid_client_and_another_idbridge() -
         report.failed,
         report.output
     );
+    Ok(())
+}
+
+/// What A's login page handed the browser after the right password: the auto-submitting form.
+struct Answer {
+    acs: String,
+    saml_response: String,
+    relay_state: Option<String>,
+}
+
+/// A browser arriving at A's SSO endpoint with an SP's AuthnRequest (`to_idp`), logging in with
+/// `login`/`password`; returns the signed answer A posts to the SP's registered ACS.
+async fn log_in_at_a(
+    a: &TestServer,
+    org: &str,
+    to_idp: &str,
+    login: &str,
+    password: &str,
+) -> anyhow::Result<Answer> {
+    let r = browser().get(to_idp).send().await?;
+    let status = r.status();
+    let idp_cookie = cookie(&r, "idbridge_idp_");
+    let page = r.text().await?;
+    ensure!(status == 200, "A's SSO endpoint: {status}: {page}");
+    let s = LoginStart {
+        sp_cookie: String::new(),
+        idp_cookie: idp_cookie.context("A's login cookie")?,
+        page,
+    };
+    let (status, body) = submit(a, org, &s, login, password, true).await?;
+    ensure!(status == 200, "login at A: {status}: {body}");
+    Ok(Answer {
+        acs: form_action(&body).context("form action")?,
+        saml_response: input(&body, "SAMLResponse").context("SAMLResponse")?,
+        relay_state: input(&body, "RelayState"),
+    })
+}
+
+/// The Response with one byte of its signed content changed: the first character of the
+/// NameID, or, in an encrypted assertion, a character in the middle of the encrypted data.
+fn tamper(saml_response: &str) -> anyhow::Result<String> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut xml = b64.decode(saml_response)?;
+    let text = String::from_utf8(xml.clone())?;
+    let at = match text.rfind("CipherValue>") {
+        // The last CipherValue is the assertion's data (the first is the wrapped key).
+        Some(close) if text.contains("EncryptedAssertion") => {
+            let end = text[..close].rfind("</").context("closing tag")?;
+            let start = text[..end].rfind('>').context("cipher text")? + 1;
+            start + (end - start) / 2
+        }
+        _ => {
+            let open = text
+                .match_indices("NameID")
+                .map(|(i, _)| i)
+                .find(|&i| matches!(text.as_bytes().get(i + 6), Some(b' ' | b'>')))
+                .context("no NameID in the Response")?;
+            open + text[open..].find('>').context("NameID tag")? + 1
+        }
+    };
+    // Another letter in the same place (still valid text, and still base64 in cipher text).
+    xml[at] = if xml[at] == b'A' { b'B' } else { b'A' };
+    Ok(b64.encode(xml))
+}
+
+/// A peer script speaking one JSON object per line on stdin/stdout.
+struct LinePeer {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl LinePeer {
+    fn spawn(mut cmd: tokio::process::Command) -> anyhow::Result<LinePeer> {
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdin = child.stdin.take().context("stdin")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        use tokio::io::AsyncBufReadExt as _;
+        Ok(LinePeer {
+            child,
+            stdin,
+            stdout: tokio::io::BufReader::new(stdout).lines(),
+        })
+    }
+
+    async fn call(&mut self, msg: Value) -> anyhow::Result<Value> {
+        use tokio::io::AsyncWriteExt as _;
+        self.stdin.write_all(format!("{msg}\n").as_bytes()).await?;
+        let line =
+            tokio::time::timeout(std::time::Duration::from_secs(60), self.stdout.next_line())
+                .await
+                .context("the peer did not answer within 60 s")??
+                .context("the peer ended without an answer")?;
+        let v: Value = serde_json::from_str(&line).with_context(|| format!("{line:?}"))?;
+        ensure!(v.get("error").is_none(), "peer: {}", v["error"]);
+        Ok(v)
+    }
+
+    async fn finish(mut self) -> anyhow::Result<()> {
+        drop(self.stdin);
+        let status =
+            tokio::time::timeout(std::time::Duration::from_secs(30), self.child.wait()).await??;
+        ensure!(status.success(), "the peer exited with {status}");
+        Ok(())
+    }
+}
+
+/// One login through Polis's OAuth flow up to A's answer: Polis's authorize (a signed
+/// AuthnRequest on HTTP-Redirect to A's SSO URL), then A's login page.
+async fn polis_login(
+    polis: &mut LinePeer,
+    a: &TestServer,
+    org_a: &str,
+    state: &str,
+) -> anyhow::Result<Answer> {
+    let start = polis.call(json!({ "authorize": state })).await?;
+    let to_idp = start["redirect_url"].as_str().context("redirect_url")?;
+    ensure!(
+        to_idp.starts_with(&format!("{}/idp/{org_a}/saml/sso?", a.url())),
+        "{to_idp}"
+    );
+    log_in_at_a(a, org_a, to_idp, "alice", "alice-pw-1").await
+}
+
+fn samlify_modules() -> std::path::PathBuf {
+    let peers = std::env::var("IDBRIDGE_PEERS_DIR")
+        .unwrap_or_else(|_| "/var/cache/idbridge-peers".to_owned());
+    std::path::PathBuf::from(peers).join("samlify/node_modules")
+}
+
+/// samlify as an SP (crates/saml/tests/peers/samlify_sp.js): JSON in, JSON out; `Err` with its
+/// stderr when it refuses.
+async fn samlify_sp(cfg: &Value) -> anyhow::Result<Result<Value, String>> {
+    use tokio::io::AsyncWriteExt as _;
+    ensure!(
+        samlify_modules().join("samlify/package.json").exists(),
+        "samlify is not installed: run scripts/test-deps.sh (test-deps.d/saml.sh)"
+    );
+    let mut child = tokio::process::Command::new("node")
+        .arg(idbridge_tests::repo_root().join("crates/saml/tests/peers/samlify_sp.js"))
+        .env("NODE_PATH", samlify_modules())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    stdin.write_all(cfg.to_string().as_bytes()).await?;
+    drop(stdin);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+        .await??;
+    if !out.status.success() {
+        return Ok(Err(String::from_utf8_lossy(&out.stderr).into_owned()));
+    }
+    Ok(Ok(serde_json::from_slice(&out.stdout)?))
+}
+
+/// Independent service providers of the RUNNING IdP (directory mode against slapd):
+/// - the official **WorkOS Python SDK**'s `get_profile_and_token` at B (the second idbridge);
+/// - **Ory Polis** (a SAML connection from A's IdP metadata; its OAuth flow: authorize → A's
+///   login page → Polis's ACS → code → token → userInfo);
+/// - **samlify** as SP, with a signed assertion and with a signed Response around an assertion
+///   encrypted to samlify's key.
+///
+/// Each SP refuses the same answer with one byte of the signed NameID (or of the encrypted
+/// assertion) flipped: they really verify.
+#[tokio::test]
+async fn independent_service_providers_accept_the_running_idp() -> anyhow::Result<()> {
+    let w = world(None).await?;
+    let (a, b, org_a) = (&w.a, &w.b, w.org_a.as_str());
+    let dir_id = w.sp["auth_source"]["directory_id"]
+        .as_str()
+        .context("directory of the SP")?
+        .to_owned();
+    let uuid = w.uuid.to_lowercase();
+    let idp_metadata = a
+        .get(&format!("/idp/{org_a}/saml/metadata"))
+        .send()
+        .await?
+        .text()
+        .await?;
+
+    // 1. The Python SDK at B, after a login through A.
+    let s = start_login(b, &w.conn_id).await?;
+    let (status, body) = submit(a, org_a, &s, "alice", "alice-pw-1", true).await?;
+    ensure!(status == 200, "{status}: {body}");
+    let r = browser()
+        .post(form_action(&body).context("form action")?)
+        .header("cookie", &s.sp_cookie)
+        .form(&[
+            (
+                "SAMLResponse",
+                input(&body, "SAMLResponse").context("SAMLResponse")?,
+            ),
+            (
+                "RelayState",
+                input(&body, "RelayState").context("RelayState")?,
+            ),
+        ])
+        .send()
+        .await?;
+    ensure!(r.status() == 302, "ACS at B: {}", r.status());
+    let back = url::Url::parse(r.headers()["location"].to_str()?)?;
+    let code = back
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .with_context(|| format!("no code: {back}"))?;
+    let expect = json!({
+        "email": "alice@example.test", "firstName": "Alice", "lastName": "Archer",
+        "idpId": uuid, "connectionId": w.conn_id, "organizationId": w.org_b,
+        "groups": ["engineering", "admins"],
+    });
+    let mut env = b.peer_env();
+    env.push(("IDBRIDGE_IDP_CODE".into(), code));
+    env.push(("IDBRIDGE_IDP_EXPECT".into(), expect.to_string()));
+    let report = run_python_test("test_idp_profile.py", env).await?;
+    ensure!(
+        report.ran() && report.passed == 1 && report.failed == 0,
+        "python SDK: {} passed, {} failed:\n{}",
+        report.passed,
+        report.failed,
+        report.output
+    );
+
+    // 2. Ory Polis.
+    let polis_dir = idbridge_tests::repo_root().join("crates/saml/benches/polis");
+    ensure!(
+        polis_dir
+            .join("node_modules/@boxyhq/saml-jackson/package.json")
+            .exists(),
+        "Ory Polis is not installed: run scripts/test-deps.sh (test-deps.d/polis.sh)"
+    );
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.arg(idbridge_tests::repo_root().join("tests/js/idp_polis_sp.mjs"))
+        .env("POLIS_DIR", &polis_dir)
+        .env("DO_NOT_TRACK", "1")
+        .env("BOXYHQ_NO_ANALYTICS", "1");
+    let mut polis = LinePeer::spawn(cmd)?;
+    let sp_metadata = polis.call(json!({ "idpMetadata": idp_metadata })).await?["spMetadata"]
+        .as_str()
+        .context("Polis's SP metadata")?
+        .to_owned();
+    let r = a
+        .post("/admin/service_providers")
+        .json(&json!({"organization_id": org_a, "metadata_xml": sp_metadata, "directory_id": dir_id, "name": "Ory Polis",
+            // Polis signs its AuthnRequests (its metadata does not say so): A verifies them.
+            "require_signed_requests": true}))
+        .send()
+        .await?;
+    let status = r.status();
+    let polis_sp: Value = r.json().await?;
+    ensure!(status == 201, "Polis at A: {polis_sp}");
+    ensure!(polis_sp["require_signed_requests"] == true, "{polis_sp}");
+    let tampered_login = polis_login(&mut polis, a, org_a, "polis-tampered").await?;
+    let genuine = polis_login(&mut polis, a, org_a, "polis-1").await?;
+    ensure!(
+        genuine.acs == "https://polis.test/api/oauth/saml",
+        "{}",
+        genuine.acs
+    );
+    let refused = polis
+        .call(json!({"state": "polis-tampered", "acs": {
+            "SAMLResponse": tamper(&tampered_login.saml_response)?,
+            "RelayState": tampered_login.relay_state}}))
+        .await?;
+    ensure!(
+        refused.get("refused").is_some(),
+        "Polis took a tampered NameID: {refused}"
+    );
+    let got = polis
+        .call(json!({"state": "polis-1", "acs": {
+            "SAMLResponse": genuine.saml_response, "RelayState": genuine.relay_state}}))
+        .await?;
+    let profile = got
+        .get("profile")
+        .with_context(|| format!("Polis refused: {got}"))?;
+    eprintln!("Polis profile: {profile}");
+    ensure!(profile["email"] == "alice@example.test", "{profile}");
+    ensure!(
+        profile["firstName"] == "Alice" && profile["lastName"] == "Archer",
+        "{profile}"
+    );
+    ensure!(
+        profile["raw"]["id"].as_str().map(str::to_lowercase) == Some(uuid.clone()),
+        "{profile}"
+    );
+    let mut groups: Vec<String> = serde_json::from_value(profile["raw"]["groups"].clone())?;
+    groups.sort();
+    ensure!(groups == ["admins", "engineering"], "{profile}");
+    polis.finish().await?;
+
+    // 3. samlify as SP: a signed assertion, then a signed Response with an encrypted assertion.
+    let (enc_key, enc_cert) = idbridge_tests::throwaway_key_pair("samlify-sp-encryption")?;
+    for encrypted in [false, true] {
+        let entity = format!("https://samlify-sp.example.test/{encrypted}");
+        let acs = format!("https://samlify-sp.example.test/{encrypted}/acs");
+        let cfg = |command: &str| {
+            json!({"command": command, "idpMetadata": idp_metadata, "sp": entity, "acs": acs,
+                "encrypted": encrypted, "wantMessageSigned": encrypted,
+                "spEncKey": enc_key, "spEncCert": enc_cert, "binding": "redirect"})
+        };
+        let md = samlify_sp(&cfg("metadata"))
+            .await?
+            .map_err(anyhow::Error::msg)?;
+        let r = a
+            .post("/admin/service_providers")
+            .json(&json!({"organization_id": org_a, "metadata_xml": md["metadata"], "directory_id": dir_id,
+                "name": format!("samlify {encrypted}"), "encrypt_assertions": encrypted, "sign_response": encrypted}))
+            .send()
+            .await?;
+        let status = r.status();
+        let sp: Value = r.json().await?;
+        ensure!(status == 201, "samlify at A: {sp}");
+        let mut answers = Vec::new();
+        for _ in 0..2 {
+            let req = samlify_sp(&cfg("request"))
+                .await?
+                .map_err(anyhow::Error::msg)?;
+            let to_idp = req["context"].as_str().context("samlify request URL")?;
+            let answer = log_in_at_a(a, org_a, to_idp, "alice", "alice-pw-1").await?;
+            ensure!(answer.acs == acs, "posted to {}", answer.acs);
+            answers.push((req["id"].clone(), answer));
+        }
+        let parse = |saml_response: &str| {
+            let mut c = cfg("parse");
+            c["samlResponse"] = json!(saml_response);
+            c
+        };
+        let (_, first) = &answers[0];
+        let tampered = tamper(&first.saml_response)?;
+        ensure!(tampered != first.saml_response);
+        let refusal = samlify_sp(&parse(&tampered)).await?;
+        ensure!(
+            refusal.is_err(),
+            "samlify (encrypted: {encrypted}) took a tampered answer: {refusal:?}"
+        );
+        let (req_id, second) = &answers[1];
+        let extract = samlify_sp(&parse(&second.saml_response))
+            .await?
+            .map_err(|e| anyhow::anyhow!("samlify (encrypted: {encrypted}) refused: {e}"))?;
+        ensure!(extract["response"]["inResponseTo"] == *req_id, "{extract}");
+        ensure!(extract["audience"] == entity.as_str(), "{extract}");
+        let at = &extract["attributes"];
+        ensure!(at["email"] == "alice@example.test", "{extract}");
+        ensure!(
+            at["firstName"] == "Alice" && at["lastName"] == "Archer",
+            "{extract}"
+        );
+        ensure!(
+            at["id"].as_str().map(str::to_lowercase) == Some(uuid.clone()),
+            "{extract}"
+        );
+        let mut groups: Vec<String> = serde_json::from_value(at["groups"].clone())?;
+        groups.sort();
+        ensure!(groups == ["admins", "engineering"], "{extract}");
+        if encrypted {
+            use base64::Engine as _;
+            let xml = base64::engine::general_purpose::STANDARD.decode(&second.saml_response)?;
+            let xml = String::from_utf8(xml)?;
+            ensure!(
+                xml.contains("EncryptedAssertion") && !xml.contains("alice@example.test"),
+                "not encrypted: {xml}"
+            );
+        }
+    }
     Ok(())
 }

@@ -585,8 +585,56 @@ async fn token_and_userinfo_refusals() {
             .starts_with("Bearer"));
     }
 
+    // The lifetimes are IdP settings: read, refused out of range (naming the field), and
+    // changed live for the next tokens.
+    let settings = e.api("GET", "/admin/idp/settings", None).await.json();
+    assert_eq!(settings["oidc_code_ttl_secs"], 60, "{settings}");
+    assert_eq!(settings["oidc_access_token_ttl_secs"], 600);
+    assert_eq!(settings["oidc_id_token_ttl_secs"], 600);
+    for (field, bad) in [
+        ("oidc_code_ttl_secs", json!(601)),
+        ("oidc_access_token_ttl_secs", json!(0)),
+        ("oidc_id_token_ttl_secs", json!("1h")),
+    ] {
+        let r = e
+            .api("PATCH", "/admin/idp/settings", Some(json!({ field: bad })))
+            .await;
+        assert_eq!(r.status, 422, "{field}: {}", r.text);
+        assert!(r.text.contains(field), "{}", r.text);
+    }
+    let r = e
+        .api(
+            "PATCH",
+            "/admin/idp/settings",
+            Some(json!({"oidc_access_token_ttl_secs": 300, "oidc_id_token_ttl_secs": 120})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let code = code_of(&e.login(&id, &pkce).await);
+    let r = send(
+        &e,
+        &grant(&code, Some(VERIFIER), REDIRECT),
+        Some((&id, &secret)),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let tokens = r.json();
+    assert_eq!(tokens["expires_in"], 300, "{tokens}");
+    let claims = jwt_part(tokens["id_token"].as_str().unwrap(), 1);
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        120
+    );
+
     // An expired code.
-    e.state.sso.set_oidc_lifetimes(1, 600);
+    let r = e
+        .api(
+            "PATCH",
+            "/admin/idp/settings",
+            Some(json!({"oidc_code_ttl_secs": 1})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
     let code = code_of(&e.login(&id, &pkce).await);
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     let r = send(
@@ -598,7 +646,14 @@ async fn token_and_userinfo_refusals() {
     assert_eq!(r.json()["error"], "invalid_grant", "{}", r.text);
 
     // A deleted client's codes are not redeemed.
-    e.state.sso.set_oidc_lifetimes(60, 600);
+    let r = e
+        .api(
+            "PATCH",
+            "/admin/idp/settings",
+            Some(json!({"oidc_code_ttl_secs": 60})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
     let code = code_of(&e.login(&id, &pkce).await);
     e.api("DELETE", &format!("/admin/oidc_clients/{id}"), None)
         .await;

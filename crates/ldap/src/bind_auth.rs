@@ -268,41 +268,165 @@ fn check_login(login: &str) -> Result<&str, BindAuthError> {
     Ok(login)
 }
 
-/// Find `login`'s entry with the service account.
-async fn find_entry(
+/// The entries matching `filter` under the user bases, read with the service account.
+async fn search_user(
+    service: &mut Client,
     settings: &LdapSettings,
-    lookup: &LoginLookup,
-    login: &str,
-) -> Result<Entry, BindAuthError> {
-    let filter = lookup.filter(settings, login)?;
-    let attrs = settings.resolved().user_attrs();
-    let mut service = Client::connect(settings).await?;
+    filter: &str,
+    attrs: &[String],
+) -> Result<Vec<Entry>, LdapError> {
     let mut found: Vec<Entry> = Vec::new();
-    let mut result = Ok(());
     for base in settings
         .user_base_dns
         .iter()
         .filter(|b| !b.trim().is_empty())
     {
-        if let Err(e) = service
-            .search_each(base, &filter, &attrs, |e| {
+        service
+            .search_each(base, filter, attrs, |e| {
                 if !found.iter().any(|f| f.dn.eq_ignore_ascii_case(&e.dn)) {
                     found.push(e);
                 }
                 Ok(())
             })
-            .await
-        {
-            result = Err(e);
-            break;
-        }
+            .await?;
     }
-    service.close().await;
-    result?;
+    Ok(found)
+}
+
+/// Find `login`'s entry with the service account (a pooled connection when `pool` is given).
+async fn find_entry(
+    settings: &LdapSettings,
+    pool: Option<&BindAuthenticator>,
+    lookup: &LoginLookup,
+    login: &str,
+) -> Result<Entry, BindAuthError> {
+    let filter = lookup.filter(settings, login)?;
+    let attrs = settings.resolved().user_attrs();
+    let mut found = match pool {
+        None => {
+            let mut service = Client::connect(settings).await?;
+            let result = search_user(&mut service, settings, &filter, &attrs).await;
+            service.close().await;
+            result?
+        }
+        Some(pool) => {
+            let (filter, attrs) = (&filter, &attrs);
+            pool.with_connection(&pool.service, true, |mut c| async move {
+                let found = search_user(&mut c, settings, filter, attrs).await;
+                (c, found)
+            })
+            .await?
+        }
+    };
     match found.len() {
         0 => Err(BindAuthError::NoSuchUser),
         1 => Ok(found.remove(0)),
         n => Err(BindAuthError::Ambiguous(n)),
+    }
+}
+
+/// Idle connections kept per kind (service / user binds) and directory.
+const MAX_IDLE_CONNECTIONS: usize = 8;
+
+/// Password checks against one directory that reuse their LDAP connections: a login costs a
+/// search on an idle connection bound as the service account and a bind on an idle connection
+/// kept for user binds, instead of two new connections (two TLS handshakes with LDAPS or
+/// StartTLS) and a service bind every time.
+///
+/// A user-bind connection only ever carries binds (each bind replaces the previous
+/// identity; a refused bind leaves it anonymous), so reusing it never acts as an earlier
+/// user. A connection that failed in any other way than a result code is dropped; a pooled
+/// one the server closed while idle is retried once on a fresh connection.
+pub struct BindAuthenticator {
+    settings: LdapSettings,
+    service: std::sync::Mutex<Vec<Client>>,
+    binders: std::sync::Mutex<Vec<Client>>,
+}
+
+impl std::fmt::Debug for BindAuthenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BindAuthenticator")
+            .field("url", &self.settings.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BindAuthenticator {
+    pub fn new(settings: LdapSettings) -> Self {
+        BindAuthenticator {
+            settings,
+            service: std::sync::Mutex::default(),
+            binders: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The directory settings these connections were made with (a change needs a new one).
+    pub fn settings(&self) -> &LdapSettings {
+        &self.settings
+    }
+
+    /// [`authenticate`] on reused connections.
+    #[tracing::instrument(skip_all, fields(url = %self.settings.url))]
+    pub async fn authenticate(
+        &self,
+        lookup: &LoginLookup,
+        login: &str,
+        password: &Password,
+    ) -> Result<BoundUser, BindAuthError> {
+        let result = authenticate_inner(&self.settings, Some(self), lookup, login, password).await;
+        log_outcome(&result);
+        result
+    }
+
+    fn take(pool: &std::sync::Mutex<Vec<Client>>) -> Option<Client> {
+        pool.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
+
+    fn put_back(pool: &std::sync::Mutex<Vec<Client>>, c: Client) {
+        let mut idle = pool.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE_CONNECTIONS {
+            idle.push(c);
+        }
+    }
+
+    /// Runs `op` on an idle connection of `pool` (or a new one: bound as the service account
+    /// when `service`), and keeps the connection unless it failed below the LDAP result level.
+    async fn with_connection<T, F>(
+        &self,
+        pool: &std::sync::Mutex<Vec<Client>>,
+        service: bool,
+        op: impl Fn(Client) -> F,
+    ) -> Result<T, LdapError>
+    where
+        F: std::future::Future<Output = (Client, Result<T, LdapError>)>,
+    {
+        if let Some(c) = Self::take(pool) {
+            let (c, result) = op(c).await;
+            match result {
+                Ok(v) => {
+                    Self::put_back(pool, c);
+                    return Ok(v);
+                }
+                Err(e @ LdapError::Result { .. }) => {
+                    Self::put_back(pool, c);
+                    return Err(e);
+                }
+                // Closed by the server while idle, or broken: a fresh connection below.
+                Err(e) => {
+                    tracing::debug!(error = %e, "a reused LDAP connection failed; reconnecting")
+                }
+            }
+        }
+        let c = if service {
+            Client::connect(&self.settings).await?
+        } else {
+            Client::open(&self.settings).await?
+        };
+        let (c, result) = op(c).await;
+        if matches!(result, Ok(_) | Err(LdapError::Result { .. })) {
+            Self::put_back(pool, c);
+        }
+        result
     }
 }
 
@@ -314,16 +438,21 @@ pub async fn authenticate(
     login: &str,
     password: &Password,
 ) -> Result<BoundUser, BindAuthError> {
-    let result = authenticate_inner(settings, lookup, login, password).await;
-    match &result {
+    let result = authenticate_inner(settings, None, lookup, login, password).await;
+    log_outcome(&result);
+    result
+}
+
+fn log_outcome(result: &Result<BoundUser, BindAuthError>) {
+    match result {
         Ok(u) => tracing::info!(dn = %u.dn, "directory password accepted"),
         Err(e) => tracing::info!(reason = e.reason(), "directory password refused"),
     }
-    result
 }
 
 async fn authenticate_inner(
     settings: &LdapSettings,
+    pool: Option<&BindAuthenticator>,
     lookup: &LoginLookup,
     login: &str,
     password: &Password,
@@ -338,15 +467,28 @@ async fn authenticate_inner(
     let login = check_login(login)?;
     settings.validate().map_err(BindAuthError::Config)?;
 
-    let entry = find_entry(settings, lookup, login).await?;
+    let entry = find_entry(settings, pool, lookup, login).await?;
     let mapper = Mapper::new(settings.resolved());
     let idp_id = mapper
         .id_of(&entry)
         .ok_or_else(|| BindAuthError::NoStableId(mapper.resolved().id.clone()))?;
 
-    let mut user_conn = Client::open(settings).await?;
-    let bound = user_conn.simple_bind(&entry.dn, &password.0).await;
-    user_conn.close().await;
+    let bound = match pool {
+        None => {
+            let mut user_conn = Client::open(settings).await?;
+            let bound = user_conn.simple_bind(&entry.dn, &password.0).await;
+            user_conn.close().await;
+            bound
+        }
+        Some(pool) => {
+            let (dn, pw) = (entry.dn.as_str(), password.0.as_str());
+            pool.with_connection(&pool.binders, false, |mut c| async move {
+                let bound = c.simple_bind(dn, pw).await;
+                (c, bound)
+            })
+            .await
+        }
+    };
     match bound {
         Ok(()) => {}
         Err(LdapError::Result { rc, text, .. }) => return Err(bind_failure(rc, &text)),

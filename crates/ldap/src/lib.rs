@@ -26,7 +26,9 @@ pub mod settings;
 pub mod state;
 pub mod sync;
 
-pub use bind_auth::{authenticate, BindAuthError, BoundUser, LoginLookup, Password};
+pub use bind_auth::{
+    authenticate, BindAuthError, BindAuthenticator, BoundUser, LoginLookup, Password,
+};
 pub use error::{ad_bind_subcode, result_code_name, ConfigError, LdapError, SyncError};
 pub use feed::LdapFeed;
 pub use settings::{AttributeNames, ChangeTracking, Flavor, LdapSettings, SecretValue, Timeouts};

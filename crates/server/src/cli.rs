@@ -64,6 +64,12 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::directories::DirectoryCommand,
     },
+    /// idbridge as an IdP: `idp sp|oidc-client add|list|show|remove` (the server must be
+    /// stopped: the store is single-process).
+    Idp {
+        #[command(subcommand)]
+        command: crate::idp_cli::IdpCommand,
+    },
     /// Certificates for local use.
     Certs {
         #[command(subcommand)]

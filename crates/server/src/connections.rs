@@ -15,7 +15,7 @@ use crate::cli::ConnectionCommand;
 use crate::config::Config;
 
 /// The SSO service over the configured store, for the CLI.
-fn service(config: &Config) -> anyhow::Result<SsoService> {
+pub(crate) fn service(config: &Config) -> anyhow::Result<SsoService> {
     let store = crate::open_store(config)?;
     let directory = Arc::new(crate::directory_engine(store.clone()));
     let settings = SsoSettings {
@@ -26,7 +26,7 @@ fn service(config: &Config) -> anyhow::Result<SsoService> {
     Ok(SsoService::new(store, directory, settings))
 }
 
-fn read_body(path: &Path) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+pub(crate) fn read_body(path: &Path) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
     let mut text = String::new();
     if path.as_os_str() == "-" {
         std::io::stdin().read_to_string(&mut text)?;
@@ -34,18 +34,18 @@ fn read_body(path: &Path) -> anyhow::Result<serde_json::Map<String, serde_json::
         text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     }
-    match serde_json::from_str(&text).context("the connection body is not JSON")? {
+    match serde_json::from_str(&text).context("the body is not JSON")? {
         serde_json::Value::Object(m) => Ok(m),
-        _ => anyhow::bail!("the connection body must be a JSON object"),
+        _ => anyhow::bail!("the body must be a JSON object"),
     }
 }
 
 /// Turns API errors (with their field list) into a readable CLI error.
-fn api_err(e: idbridge_api::ApiError) -> anyhow::Error {
+pub(crate) fn api_err(e: idbridge_api::ApiError) -> anyhow::Error {
     anyhow::anyhow!("{}", e.body())
 }
 
-fn sso_err(e: SsoError) -> anyhow::Error {
+pub(crate) fn sso_err(e: SsoError) -> anyhow::Error {
     api_err(e.into())
 }
 

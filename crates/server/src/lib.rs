@@ -13,6 +13,7 @@ pub mod connections;
 pub mod directories;
 pub mod feeds;
 pub mod forward_cli;
+pub mod idp_cli;
 pub mod keys;
 pub mod ldap;
 pub mod logging;
@@ -144,6 +145,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Connection { command } => {
             let config = load_config(cli.config.as_deref())?;
             connections::run(&config, command)
+        }
+        Command::Idp { command } => {
+            let config = load_config(cli.config.as_deref())?;
+            idp_cli::run(&config, command)
         }
         Command::Directory { command } => {
             let config = load_config(cli.config.as_deref())?;

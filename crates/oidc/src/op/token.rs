@@ -270,13 +270,15 @@ pub struct IssuedTokens {
     pub access_key: String,
 }
 
-/// Issue the access token and the RS256 ID token for a redeemed grant.
+/// Issue the access token (valid `ttl_secs`) and the RS256 ID token (valid
+/// `id_token_ttl_secs`) for a redeemed grant.
 pub fn issue_tokens(
     grant: &CodeGrant,
     key: &OpSigningKey,
     issuer: &str,
     now: DateTime<Utc>,
     ttl_secs: i64,
+    id_token_ttl_secs: i64,
 ) -> Result<IssuedTokens, OAuthError> {
     let access_token = new_secret()?;
     let iat = now.timestamp();
@@ -285,7 +287,7 @@ pub fn issue_tokens(
     claims.insert("iss".into(), json!(issuer));
     claims.insert("aud".into(), json!(grant.client_id));
     claims.insert("iat".into(), json!(iat));
-    claims.insert("exp".into(), json!(exp));
+    claims.insert("exp".into(), json!(iat + id_token_ttl_secs));
     claims.insert("auth_time".into(), json!(grant.auth_time));
     if let Some(n) = &grant.nonce {
         claims.insert("nonce".into(), json!(n));
@@ -424,7 +426,7 @@ mod tests {
     fn tokens_carry_nonce_and_at_hash_and_userinfo_expires() {
         let now = Utc::now();
         let key = OpSigningKey::generate(2048).unwrap();
-        let issued = issue_tokens(&grant(now), &key, "https://idp.test", now, 600).unwrap();
+        let issued = issue_tokens(&grant(now), &key, "https://idp.test", now, 600, 600).unwrap();
         let payload = issued.response.id_token.split('.').nth(1).unwrap();
         let claims: Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();

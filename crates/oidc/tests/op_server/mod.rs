@@ -199,6 +199,7 @@ async fn token(State(s): State<Arc<OpState>>, headers: HeaderMap, body: Bytes) -
             &s.endpoints.issuer,
             now,
             DEFAULT_TOKEN_TTL_SECS,
+            DEFAULT_TOKEN_TTL_SECS,
         )?;
         if s.tweaks.tamper_signature {
             // A character in the middle of the signature (the last one may hold padding bits).

@@ -18,6 +18,7 @@
 //! Failures before the SP and its ACS are trusted end on our own error page; never on a URL or
 //! RelayState from the request (RelayState is only echoed to the registered ACS).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -337,12 +338,56 @@ impl SsoService {
         }
     }
 
+    /// The password checker of a directory, reusing its LDAP connections while the
+    /// directory's settings stay the same (a change starts over with new connections).
+    fn idp_authenticator(
+        &self,
+        directory_id: &str,
+        settings: LdapSettings,
+    ) -> Arc<idbridge_ldap::BindAuthenticator> {
+        let mut all = self
+            .idp
+            .authenticators
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match all.get(directory_id) {
+            Some(a) if *a.settings() == settings => a.clone(),
+            _ => {
+                let a = Arc::new(idbridge_ldap::BindAuthenticator::new(settings));
+                all.insert(directory_id.to_owned(), a.clone());
+                a
+            }
+        }
+    }
+
     async fn idp_signing_key(
         &self,
         org_id: &str,
     ) -> crate::SsoResult<idbridge_saml::idp::IdpSigningKey> {
         let set = self.idp_key_set(org_id).await?;
-        self.open_idp_key(org_id, &set)
+        let current = set
+            .keys
+            .first()
+            .map(|k| k.key_sealed.clone())
+            .unwrap_or_default();
+        let cached = self
+            .idp
+            .signing_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(org_id)
+            .filter(|(sealed, _)| *sealed == current)
+            .map(|(_, key)| key.clone());
+        if let Some(key) = cached {
+            return Ok(key);
+        }
+        let key = self.open_idp_key(org_id, &set)?;
+        self.idp
+            .signing_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(org_id.to_owned(), (current, key.clone()));
+        Ok(key)
     }
 
     /// The IdP metadata of an organization (generating its signing key on first use).
@@ -619,13 +664,10 @@ impl SsoService {
                 "The directory is not reachable from this server. Ask your administrator.",
             );
         };
-        let checked = match idbridge_ldap::authenticate(
-            &settings,
-            &LoginLookup::default(),
-            &login,
-            &req.password,
-        )
-        .await
+        let checked = match self
+            .idp_authenticator(directory_id, settings)
+            .authenticate(&LoginLookup::default(), &login, &req.password)
+            .await
         {
             Ok(bound) => self.directory_user(directory_id, &bound.idp_id),
             Err(e) if e.is_user_failure() || matches!(e, BindAuthError::NoStableId(_)) => {

@@ -22,10 +22,12 @@ pub mod service_providers;
 pub mod settings;
 pub mod source;
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use idbridge_limits::{FailureLimit, FailureLimiter};
+use idbridge_saml::idp::IdpSigningKey;
 
 use crate::SsoService;
 
@@ -76,6 +78,12 @@ pub struct IdpConfig {
     /// Proxies whose `X-Forwarded-For` names the client address for the per-address limit;
     /// from anyone else the socket's peer address counts.
     pub trusted_proxies: TrustedProxies,
+    /// The OpenID Provider's authorization-code lifetime (seconds).
+    pub oidc_code_ttl_secs: i64,
+    /// The OpenID Provider's access-token lifetime (seconds; also `expires_in`).
+    pub oidc_access_token_ttl_secs: i64,
+    /// The OpenID Provider's ID-token lifetime (its `exp`, seconds after `iat`).
+    pub oidc_id_token_ttl_secs: i64,
 }
 
 impl Default for IdpConfig {
@@ -93,6 +101,9 @@ impl Default for IdpConfig {
             failure_floor: Duration::from_millis(300),
             default_assertion_validity_secs: service_providers::DEFAULT_ASSERTION_VALIDITY_SECS,
             trusted_proxies: TrustedProxies::default(),
+            oidc_code_ttl_secs: idbridge_oidc::op::DEFAULT_CODE_TTL_SECS,
+            oidc_access_token_ttl_secs: idbridge_oidc::op::DEFAULT_TOKEN_TTL_SECS,
+            oidc_id_token_ttl_secs: idbridge_oidc::op::DEFAULT_TOKEN_TTL_SECS,
         }
     }
 }
@@ -108,8 +119,14 @@ pub(crate) struct IdpLive {
 pub(crate) struct IdpState {
     pub(crate) service_providers: ServiceProviders,
     pub(crate) oidc_clients: OidcClients,
-    pub(crate) oidc_lifetimes: oidc::OidcLifetimes,
     live: RwLock<Arc<IdpLive>>,
+    /// Unsealed, parsed current signing keys per organization, each with the sealed form it
+    /// came from: a login reuses the key while the stored set's current key is unchanged (a
+    /// rotation on any node changes it), instead of unsealing and parsing it every time.
+    pub(crate) signing_keys: std::sync::Mutex<HashMap<String, (String, IdpSigningKey)>>,
+    /// Password checks per directory, holding their reusable LDAP connections.
+    pub(crate) authenticators:
+        std::sync::Mutex<HashMap<String, Arc<idbridge_ldap::BindAuthenticator>>>,
 }
 
 impl IdpState {
@@ -117,7 +134,8 @@ impl IdpState {
         IdpState {
             service_providers: ServiceProviders::new(store.clone()),
             oidc_clients: OidcClients::new(store),
-            oidc_lifetimes: oidc::OidcLifetimes::default(),
+            signing_keys: std::sync::Mutex::default(),
+            authenticators: std::sync::Mutex::default(),
             live: RwLock::new(Arc::new(IdpLive {
                 account_limiter: Arc::new(FailureLimiter::new(config.account_failures)),
                 address_limiter: Arc::new(FailureLimiter::new(config.address_failures)),

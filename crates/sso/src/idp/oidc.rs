@@ -14,14 +14,12 @@
 //!   that stores the access token, PKCE, redirect URI and expiry checked by the library;
 //! - userinfo: the bearer access token's stored grant.
 
-use std::sync::atomic::{AtomicI64, Ordering};
-
 use chrono::Utc;
 use idbridge_oidc::op::{
     bearer_token, client_credentials, discovery_document, issue_tokens, jwks_document,
     parse_authorization, redeem, secret_key, userinfo, AccessGrant, AuthorizationRequest,
     AuthorizeError, CodeGrant, ErrorCode, OAuthError, OpEndpoints, OpSigningKey, OpUser, Prompt,
-    TokenRequest, TokenResponse, DEFAULT_CODE_TTL_SECS, DEFAULT_TOKEN_TTL_SECS,
+    TokenRequest, TokenResponse,
 };
 use idbridge_store::{ChangeSet, ConflictKind, StoreError};
 use serde::{Deserialize, Serialize};
@@ -79,22 +77,6 @@ impl PendingAuthorization {
     }
 }
 
-/// Code and token lifetimes (seconds), changeable while the server runs.
-#[derive(Debug)]
-pub(crate) struct OidcLifetimes {
-    code_secs: AtomicI64,
-    token_secs: AtomicI64,
-}
-
-impl Default for OidcLifetimes {
-    fn default() -> Self {
-        OidcLifetimes {
-            code_secs: AtomicI64::new(DEFAULT_CODE_TTL_SECS),
-            token_secs: AtomicI64::new(DEFAULT_TOKEN_TTL_SECS),
-        }
-    }
-}
-
 /// An authorization request to the authorize endpoint.
 #[derive(Debug, Clone)]
 pub struct OidcAuthorize {
@@ -141,13 +123,6 @@ impl SsoService {
             Some(_) => Ok(()),
             None => Err(SsoError::not_found("Organization", org_id)),
         }
-    }
-
-    /// Sets the code and access-token lifetimes (seconds, at least 1).
-    pub fn set_oidc_lifetimes(&self, code_secs: i64, token_secs: i64) {
-        let l = &self.idp.oidc_lifetimes;
-        l.code_secs.store(code_secs.max(1), Ordering::Relaxed);
-        l.token_secs.store(token_secs.max(1), Ordering::Relaxed);
     }
 
     /// The discovery document of an organization's provider.
@@ -337,7 +312,7 @@ impl SsoService {
         };
         let now = Utc::now();
         let request = pending.request();
-        let ttl = self.idp.oidc_lifetimes.code_secs.load(Ordering::Relaxed);
+        let ttl = self.idp_config().oidc_code_ttl_secs;
         let grant = CodeGrant::new(&request, user, now, now, ttl, client.groups_without_scope);
         let code = idbridge_oidc::op::new_secret().map_err(SsoError::internal)?;
         cs.insert_expiring(
@@ -398,12 +373,14 @@ impl SsoService {
             .into_iter()
             .next()
             .ok_or_else(|| server_error("no signing key"))?;
-        let ttl = self.idp.oidc_lifetimes.token_secs.load(Ordering::Relaxed);
+        let live = self.idp_config();
+        let (ttl, id_ttl) = (live.oidc_access_token_ttl_secs, live.oidc_id_token_ttl_secs);
         let issuer = self.oidc_issuer(org_id);
-        let issued =
-            tokio::task::spawn_blocking(move || issue_tokens(&grant, &key, &issuer, now, ttl))
-                .await
-                .map_err(server_error)??;
+        let issued = tokio::task::spawn_blocking(move || {
+            issue_tokens(&grant, &key, &issuer, now, ttl, id_ttl)
+        })
+        .await
+        .map_err(server_error)??;
         let mut cs = ChangeSet::new();
         cs.take_expiring(OIDC_CODES, code_key, now_ms());
         cs.put_expiring(

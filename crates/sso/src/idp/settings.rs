@@ -24,6 +24,10 @@ pub const MAX_FAILURE_DELAY_MS: u64 = 10_000;
 /// Longest attempt-limit window.
 pub const MAX_WINDOW_SECS: u64 = 7 * 24 * 3600;
 const MAX_TRUSTED_PROXIES: usize = 64;
+/// Longest OIDC authorization code (RFC 6749 §4.1.2 recommends at most 10 minutes).
+pub const MAX_OIDC_CODE_TTL_SECS: u64 = 600;
+/// Longest OIDC access or ID token.
+pub const MAX_OIDC_TOKEN_TTL_SECS: u64 = 24 * 3600;
 
 /// The IdP settings as the config file and the admin API spell them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,11 +47,17 @@ pub struct IdpSettings {
     pub default_assertion_validity_secs: u64,
     /// Addresses or CIDR ranges of reverse proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<String>,
+    /// The OpenID Provider's authorization-code lifetime.
+    pub oidc_code_ttl_secs: u64,
+    /// The OpenID Provider's access-token lifetime (`expires_in`).
+    pub oidc_access_token_ttl_secs: u64,
+    /// The OpenID Provider's ID-token lifetime (`exp - iat`).
+    pub oidc_id_token_ttl_secs: u64,
 }
 
 impl IdpSettings {
     /// The field names (an unknown one in a PATCH is a 422 naming it).
-    pub const FIELDS: [&'static str; 8] = [
+    pub const FIELDS: [&'static str; 11] = [
         "login_session_ttl_secs",
         "account_max_failures",
         "account_window_secs",
@@ -56,6 +66,9 @@ impl IdpSettings {
         "failure_delay_ms",
         "default_assertion_validity_secs",
         "trusted_proxies",
+        "oidc_code_ttl_secs",
+        "oidc_access_token_ttl_secs",
+        "oidc_id_token_ttl_secs",
     ];
 
     /// The settings in force, in wire form.
@@ -69,6 +82,9 @@ impl IdpSettings {
             failure_delay_ms: u64::try_from(c.failure_floor.as_millis()).unwrap_or(u64::MAX),
             default_assertion_validity_secs: c.default_assertion_validity_secs,
             trusted_proxies: c.trusted_proxies.to_strings(),
+            oidc_code_ttl_secs: c.oidc_code_ttl_secs.unsigned_abs(),
+            oidc_access_token_ttl_secs: c.oidc_access_token_ttl_secs.unsigned_abs(),
+            oidc_id_token_ttl_secs: c.oidc_id_token_ttl_secs.unsigned_abs(),
         }
     }
 
@@ -110,6 +126,24 @@ impl IdpSettings {
             1,
             MAX_ASSERTION_VALIDITY_SECS,
         );
+        range(
+            "oidc_code_ttl_secs",
+            self.oidc_code_ttl_secs,
+            1,
+            MAX_OIDC_CODE_TTL_SECS,
+        );
+        range(
+            "oidc_access_token_ttl_secs",
+            self.oidc_access_token_ttl_secs,
+            1,
+            MAX_OIDC_TOKEN_TTL_SECS,
+        );
+        range(
+            "oidc_id_token_ttl_secs",
+            self.oidc_id_token_ttl_secs,
+            1,
+            MAX_OIDC_TOKEN_TTL_SECS,
+        );
         let proxies = match TrustedProxies::parse(&self.trusted_proxies) {
             Ok(p) => p,
             Err(i) => {
@@ -139,6 +173,11 @@ impl IdpSettings {
             failure_floor: Duration::from_millis(self.failure_delay_ms),
             default_assertion_validity_secs: self.default_assertion_validity_secs,
             trusted_proxies: proxies,
+            // In range above, so they fit.
+            oidc_code_ttl_secs: i64::try_from(self.oidc_code_ttl_secs).unwrap_or(i64::MAX),
+            oidc_access_token_ttl_secs: i64::try_from(self.oidc_access_token_ttl_secs)
+                .unwrap_or(i64::MAX),
+            oidc_id_token_ttl_secs: i64::try_from(self.oidc_id_token_ttl_secs).unwrap_or(i64::MAX),
         })
     }
 }
@@ -311,6 +350,9 @@ mod tests {
             failure_delay_ms: 60_000,
             default_assertion_validity_secs: 0,
             trusted_proxies: vec!["10.0.0.0/8".into(), "10.0.0.0/33".into()],
+            oidc_code_ttl_secs: 601,
+            oidc_access_token_ttl_secs: 0,
+            oidc_id_token_ttl_secs: 86_401,
             ..IdpSettings::default()
         };
         let Err(SsoError::Invalid(issues)) = s.to_config() else {
@@ -323,6 +365,9 @@ mod tests {
                 "login_session_ttl_secs",
                 "failure_delay_ms",
                 "default_assertion_validity_secs",
+                "oidc_code_ttl_secs",
+                "oidc_access_token_ttl_secs",
+                "oidc_id_token_ttl_secs",
                 "trusted_proxies[1]"
             ]
         );
