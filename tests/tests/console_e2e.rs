@@ -17,7 +17,10 @@ async fn console_and_portal_in_chromium() -> anyhow::Result<()> {
     let (user, password) = server
         .console_credentials()
         .context("the first start prints IDBRIDGE_CONSOLE_USER= / IDBRIDGE_CONSOLE_PASSWORD=")?;
-    ensure!(user == "admin" && password.len() >= 12, "first-start operator: {user}");
+    ensure!(
+        user == "admin" && password.len() >= 12,
+        "first-start operator: {user}"
+    );
     let artifacts = idbridge_tests::repo_root()
         .join("target")
         .join("console-screenshots");
@@ -25,7 +28,10 @@ async fn console_and_portal_in_chromium() -> anyhow::Result<()> {
     env.extend([
         ("IDBRIDGE_CONSOLE_USER".to_owned(), user),
         ("IDBRIDGE_CONSOLE_PASSWORD".to_owned(), password),
-        ("IDBRIDGE_ARTIFACTS".to_owned(), artifacts.display().to_string()),
+        (
+            "IDBRIDGE_ARTIFACTS".to_owned(),
+            artifacts.display().to_string(),
+        ),
     ]);
     let report = run_node_test("console_browser.test.mjs", env).await?;
     eprintln!("{}", report.output);
@@ -37,8 +43,15 @@ async fn console_and_portal_in_chromium() -> anyhow::Result<()> {
             report.failed,
             report.output
         );
-        for shot in ["console-organizations-desktop", "console-connection-phone", "portal-connection-phone"] {
-            ensure!(artifacts.join(format!("{shot}.png")).is_file(), "{shot}.png missing");
+        for shot in [
+            "console-organizations-desktop",
+            "console-connection-phone",
+            "portal-connection-phone",
+        ] {
+            ensure!(
+                artifacts.join(format!("{shot}.png")).is_file(),
+                "{shot}.png missing"
+            );
         }
     }
     Ok(())

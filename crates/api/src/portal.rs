@@ -42,7 +42,10 @@ async fn generate_link(
         Some(s) => match Intent::parse(&s) {
             Some(i) => Some(i),
             None => {
-                f.error("intent", "must_be_one_of_sso_dsync_domain_verification_certificate_renewal");
+                f.error(
+                    "intent",
+                    "must_be_one_of_sso_dsync_domain_verification_certificate_renewal",
+                );
                 None
             }
         },
@@ -64,7 +67,9 @@ async fn generate_link(
             f.error(key, "not_supported_idbridge_sends_no_email");
         }
     }
-    if f.opt_object("intent_options").is_some_and(|o| !o.is_empty()) {
+    if f.opt_object("intent_options")
+        .is_some_and(|o| !o.is_empty())
+    {
         f.error("intent_options", "not_supported");
     }
     let external_user_id = f.opt_string("external_user_id");

@@ -82,7 +82,11 @@ impl Env {
             public_url: public_url.into(),
             ..ApiConfig::default()
         };
-        let app = router(AppState::new(store.clone(), config));
+        let state = AppState::new(store.clone(), config).with_sso(
+            idbridge_sso::SsoConfig::default(),
+            Some(idbridge_sso::SecretBox::generate().unwrap()),
+        );
+        let app = router(state);
         Env {
             app,
             store,
@@ -90,7 +94,13 @@ impl Env {
         }
     }
 
-    async fn send(&self, method: &str, uri: &str, cookie: Option<&str>, form: Option<&str>) -> Resp {
+    async fn send(
+        &self,
+        method: &str,
+        uri: &str,
+        cookie: Option<&str>,
+        form: Option<&str>,
+    ) -> Resp {
         let mut req = Request::builder().method(method).uri(uri);
         if let Some(c) = cookie {
             req = req.header(header::COOKIE, c);
@@ -102,7 +112,12 @@ impl Env {
             }
             None => Body::empty(),
         };
-        let resp = self.app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
+        let resp = self
+            .app
+            .clone()
+            .oneshot(req.body(body).unwrap())
+            .await
+            .unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
@@ -124,7 +139,10 @@ impl Env {
         let resp = self.app.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     /// Signs in; returns the session cookie (`name=value`) and the session's CSRF token.
@@ -132,7 +150,9 @@ impl Env {
         let r = self.try_sign_in(USER, PASSWORD).await;
         assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
         let cookie = r.cookie("idbridge_console").expect("session cookie");
-        let page = self.send("GET", "/console/organizations", Some(&cookie), None).await;
+        let page = self
+            .send("GET", "/console/organizations", Some(&cookie), None)
+            .await;
         assert_eq!(page.status, StatusCode::OK, "{}", page.text);
         (cookie, page.csrf())
     }
@@ -147,11 +167,14 @@ impl Env {
             ("password", password),
         ])
         .unwrap();
-        self.send("POST", "/console/login", Some(&login_cookie), Some(&body)).await
+        self.send("POST", "/console/login", Some(&login_cookie), Some(&body))
+            .await
     }
 
     async fn org(&self, name: &str) -> String {
-        let (s, v) = self.api("POST", "/organizations", json!({"name": name})).await;
+        let (s, v) = self
+            .api("POST", "/organizations", json!({"name": name}))
+            .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
         v["id"].as_str().unwrap().to_string()
     }
@@ -171,14 +194,28 @@ fn metadata_xml() -> String {
 
 fn assert_page_headers(r: &Resp, what: &str) {
     assert_eq!(
-        r.headers.get(header::CONTENT_SECURITY_POLICY).map(|v| v.to_str().unwrap()),
+        r.headers
+            .get(header::CONTENT_SECURITY_POLICY)
+            .map(|v| v.to_str().unwrap()),
         Some(web::CSP),
         "CSP of {what}"
     );
     assert!(web::CSP.contains("default-src 'none'") && web::CSP.contains("frame-ancestors 'none'"));
-    assert_eq!(r.headers.get(header::X_CONTENT_TYPE_OPTIONS).unwrap(), "nosniff", "{what}");
-    assert_eq!(r.headers.get(header::REFERRER_POLICY).unwrap(), "no-referrer", "{what}");
-    assert_eq!(r.headers.get(header::X_FRAME_OPTIONS).unwrap(), "DENY", "{what}");
+    assert_eq!(
+        r.headers.get(header::X_CONTENT_TYPE_OPTIONS).unwrap(),
+        "nosniff",
+        "{what}"
+    );
+    assert_eq!(
+        r.headers.get(header::REFERRER_POLICY).unwrap(),
+        "no-referrer",
+        "{what}"
+    );
+    assert_eq!(
+        r.headers.get(header::X_FRAME_OPTIONS).unwrap(),
+        "DENY",
+        "{what}"
+    );
     // No inline script or style anywhere: the CSP would block them.
     assert!(!r.text.contains("<script"), "{what} has a script");
     assert!(!r.text.contains("style=\""), "{what} has an inline style");
@@ -207,7 +244,12 @@ async fn create_connection(env: &Env, cookie: &str, csrf: &str, org: &str) -> St
     ])
     .unwrap();
     let r = env
-        .send("POST", &format!("/console/organizations/{org}/connections"), Some(cookie), Some(&body))
+        .send(
+            "POST",
+            &format!("/console/organizations/{org}/connections"),
+            Some(cookie),
+            Some(&body),
+        )
         .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
     r.location().rsplit('/').next().unwrap().to_string()
@@ -220,49 +262,98 @@ async fn pages_need_a_session_and_carry_the_csp() {
     let (cookie, csrf) = env.sign_in().await;
     let conn = create_connection(&env, &cookie, &csrf, &org).await;
     for path in operator_pages(&org, &conn) {
-        for bad in [None, Some("idbridge_console=forged"), Some("idbridge_portal=x")] {
+        for bad in [
+            None,
+            Some("idbridge_console=forged"),
+            Some("idbridge_portal=x"),
+        ] {
             let r = env.send("GET", &path, bad, None).await;
             assert_eq!(r.status, StatusCode::SEE_OTHER, "{path} without a session");
             assert_eq!(r.location(), "/console/login", "{path}");
             assert_page_headers(&r, &path);
         }
         let r = env.send("GET", &path, Some(&cookie), None).await;
-        let expect = if path == "/console" { StatusCode::SEE_OTHER } else { StatusCode::OK };
+        let expect = if path == "/console" {
+            StatusCode::SEE_OTHER
+        } else {
+            StatusCode::OK
+        };
         assert_eq!(r.status, expect, "{path}: {}", r.text);
         assert_page_headers(&r, &path);
-        assert_eq!(r.headers.get(header::CACHE_CONTROL).unwrap(), "no-store", "{path}");
+        assert_eq!(
+            r.headers.get(header::CACHE_CONTROL).unwrap(),
+            "no-store",
+            "{path}"
+        );
     }
     let login = env.send("GET", "/console/login", None, None).await;
     assert_page_headers(&login, "login");
-    let css = env.send("GET", "/console/static/console.css", None, None).await;
+    let css = env
+        .send("GET", "/console/static/console.css", None, None)
+        .await;
     assert_eq!(css.status, StatusCode::OK);
-    assert!(css.headers.get(header::CONTENT_TYPE).unwrap().to_str().unwrap().starts_with("text/css"));
+    assert!(css
+        .headers
+        .get(header::CONTENT_TYPE)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("text/css"));
 }
 
 #[tokio::test]
 async fn session_cookie_flags_follow_public_url() {
     let env = Env::new();
     let r = env.try_sign_in(USER, PASSWORD).await;
-    let set = r.set_cookies().into_iter().find(|c| c.starts_with("idbridge_console=")).unwrap();
+    let set = r
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with("idbridge_console="))
+        .unwrap();
     for flag in ["HttpOnly", "SameSite=Strict", "Path=/console"] {
         assert!(set.contains(flag), "{flag} missing: {set}");
     }
-    assert!(!set.contains("Secure"), "plain-http console must not set Secure: {set}");
+    assert!(
+        !set.contains("Secure"),
+        "plain-http console must not set Secure: {set}"
+    );
     assert_eq!(r.location(), "/console/organizations");
 
     // Behind a reverse proxy on https with a path prefix.
     let env = Env::with_url("https://sso.example.com/idbridge");
     let form = env.send("GET", "/console/login", None, None).await;
-    assert!(form.text.contains("action=\"/idbridge/console/login\""), "{}", form.text);
-    assert!(form.text.contains("href=\"/idbridge/console/static/console.css\""));
+    assert!(
+        form.text.contains("action=\"/idbridge/console/login\""),
+        "{}",
+        form.text
+    );
+    assert!(form
+        .text
+        .contains("href=\"/idbridge/console/static/console.css\""));
     let r = env.try_sign_in(USER, PASSWORD).await;
-    let set = r.set_cookies().into_iter().find(|c| c.starts_with("idbridge_console=")).unwrap();
-    for flag in ["HttpOnly", "SameSite=Strict", "Path=/idbridge/console", "Secure"] {
+    let set = r
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with("idbridge_console="))
+        .unwrap();
+    for flag in [
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/idbridge/console",
+        "Secure",
+    ] {
         assert!(set.contains(flag), "{flag} missing: {set}");
     }
     assert_eq!(r.location(), "/idbridge/console/organizations");
-    let login_cookie = form.set_cookies().into_iter().find(|c| c.starts_with("idbridge_console_login=")).unwrap();
-    assert!(login_cookie.contains("Secure") && login_cookie.contains("HttpOnly"), "{login_cookie}");
+    let login_cookie = form
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with("idbridge_console_login="))
+        .unwrap();
+    assert!(
+        login_cookie.contains("Secure") && login_cookie.contains("HttpOnly"),
+        "{login_cookie}"
+    );
 }
 
 #[tokio::test]
@@ -273,10 +364,16 @@ async fn every_form_refuses_a_missing_or_wrong_csrf_token() {
     let xml = metadata_xml();
     let forms: Vec<(String, Vec<(&str, &str)>)> = vec![
         ("/console/organizations".into(), vec![("name", "Evil Corp")]),
-        (format!("/console/organizations/{org}/domains"), vec![("domain", "evil.example")]),
+        (
+            format!("/console/organizations/{org}/domains"),
+            vec![("domain", "evil.example")],
+        ),
         (
             format!("/console/organizations/{org}/connections"),
-            vec![("connection_type", "GenericSAML"), ("idp_metadata_xml", xml.as_str())],
+            vec![
+                ("connection_type", "GenericSAML"),
+                ("idp_metadata_xml", xml.as_str()),
+            ],
         ),
         ("/console/logout".into(), vec![]),
     ];
@@ -289,44 +386,102 @@ async fn every_form_refuses_a_missing_or_wrong_csrf_token() {
             }
             let body = serde_urlencoded::to_string(&body).unwrap();
             let r = env.send("POST", path, Some(&cookie), Some(&body)).await;
-            assert_eq!(r.status, StatusCode::FORBIDDEN, "{path} with csrf {token:?}: {}", r.text);
+            assert_eq!(
+                r.status,
+                StatusCode::FORBIDDEN,
+                "{path} with csrf {token:?}: {}",
+                r.text
+            );
             assert_page_headers(&r, path);
         }
     }
     // Nothing changed, and the session still works.
     assert_eq!(env.store.last_event_seq().unwrap(), events_before);
     assert_eq!(env.count("organizations"), 1);
-    let r = env.send("GET", "/console/organizations", Some(&cookie), None).await;
+    let r = env
+        .send("GET", "/console/organizations", Some(&cookie), None)
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     // Another session's token is wrong too.
     let (_, other_csrf) = env.sign_in().await;
     assert_ne!(other_csrf, csrf);
     let body = serde_urlencoded::to_string([("csrf", other_csrf.as_str()), ("name", "X")]).unwrap();
-    let r = env.send("POST", "/console/organizations", Some(&cookie), Some(&body)).await;
+    let r = env
+        .send("POST", "/console/organizations", Some(&cookie), Some(&body))
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     // The right token works for each form.
-    let body = serde_urlencoded::to_string([("csrf", csrf.as_str()), ("name", "Globex"), ("domains", "globex.example")]).unwrap();
-    let r = env.send("POST", "/console/organizations", Some(&cookie), Some(&body)).await;
+    let body = serde_urlencoded::to_string([
+        ("csrf", csrf.as_str()),
+        ("name", "Globex"),
+        ("domains", "globex.example"),
+    ])
+    .unwrap();
+    let r = env
+        .send("POST", "/console/organizations", Some(&cookie), Some(&body))
+        .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
     let created = env.send("GET", r.location(), Some(&cookie), None).await;
-    assert!(created.text.contains("Globex") && created.text.contains("globex.example"), "{}", created.text);
-    let body = serde_urlencoded::to_string([("csrf", csrf.as_str()), ("domain", "acme.example")]).unwrap();
-    let r = env.send("POST", &format!("/console/organizations/{org}/domains"), Some(&cookie), Some(&body)).await;
+    assert!(
+        created.text.contains("Globex") && created.text.contains("globex.example"),
+        "{}",
+        created.text
+    );
+    let body =
+        serde_urlencoded::to_string([("csrf", csrf.as_str()), ("domain", "acme.example")]).unwrap();
+    let r = env
+        .send(
+            "POST",
+            &format!("/console/organizations/{org}/domains"),
+            Some(&cookie),
+            Some(&body),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
     let conn = create_connection(&env, &cookie, &csrf, &org).await;
-    let detail = env.send("GET", &format!("/console/connections/{conn}"), Some(&cookie), None).await;
-    assert!(detail.text.contains(&format!("/sso/saml/metadata/{conn}")), "{}", detail.text);
+    let detail = env
+        .send(
+            "GET",
+            &format!("/console/connections/{conn}"),
+            Some(&cookie),
+            None,
+        )
+        .await;
+    assert!(
+        detail.text.contains(&format!("/sso/saml/metadata/{conn}")),
+        "{}",
+        detail.text
+    );
     // An unknown form field is refused (422) and changes nothing.
-    let body = serde_urlencoded::to_string([("csrf", csrf.as_str()), ("name", "Initech"), ("organization_id", org.as_str())]).unwrap();
-    let r = env.send("POST", "/console/organizations", Some(&cookie), Some(&body)).await;
+    let body = serde_urlencoded::to_string([
+        ("csrf", csrf.as_str()),
+        ("name", "Initech"),
+        ("organization_id", org.as_str()),
+    ])
+    .unwrap();
+    let r = env
+        .send("POST", "/console/organizations", Some(&cookie), Some(&body))
+        .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
     assert_eq!(env.count("organizations"), 2);
     // The sign-in form: without its cookie, or with another token, refused.
     let form = env.send("GET", "/console/login", None, None).await;
-    let body = serde_urlencoded::to_string([("csrf", form.csrf().as_str()), ("username", USER), ("password", PASSWORD)]).unwrap();
+    let body = serde_urlencoded::to_string([
+        ("csrf", form.csrf().as_str()),
+        ("username", USER),
+        ("password", PASSWORD),
+    ])
+    .unwrap();
     let r = env.send("POST", "/console/login", None, Some(&body)).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "login without its cookie");
-    let r = env.send("POST", "/console/login", Some("idbridge_console_login=other"), Some(&body)).await;
+    let r = env
+        .send(
+            "POST",
+            "/console/login",
+            Some("idbridge_console_login=other"),
+            Some(&body),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "login with another token");
     assert!(r.cookie("idbridge_console").is_none());
 }
@@ -336,12 +491,23 @@ async fn logout_ends_the_session() {
     let env = Env::new();
     let (cookie, csrf) = env.sign_in().await;
     let body = serde_urlencoded::to_string([("csrf", csrf.as_str())]).unwrap();
-    let r = env.send("POST", "/console/logout", Some(&cookie), Some(&body)).await;
+    let r = env
+        .send("POST", "/console/logout", Some(&cookie), Some(&body))
+        .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     assert_eq!(r.location(), "/console/login");
-    assert!(r.set_cookies().iter().any(|c| c.starts_with("idbridge_console=;") && c.contains("Max-Age=0")));
-    let r = env.send("GET", "/console/organizations", Some(&cookie), None).await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER, "the old cookie must not work after logout");
+    assert!(r
+        .set_cookies()
+        .iter()
+        .any(|c| c.starts_with("idbridge_console=;") && c.contains("Max-Age=0")));
+    let r = env
+        .send("GET", "/console/organizations", Some(&cookie), None)
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::SEE_OTHER,
+        "the old cookie must not work after logout"
+    );
 }
 
 #[tokio::test]
@@ -349,7 +515,9 @@ async fn removed_operators_lose_their_sessions() {
     let env = Env::new();
     let (cookie, _) = env.sign_in().await;
     operators::remove(env.store.as_ref(), USER).unwrap();
-    let r = env.send("GET", "/console/organizations", Some(&cookie), None).await;
+    let r = env
+        .send("GET", "/console/organizations", Some(&cookie), None)
+        .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
 }
 
@@ -381,11 +549,20 @@ async fn no_secret_is_rendered() {
     let org = env.org("Acme").await;
     let (cookie, csrf) = env.sign_in().await;
     let conn = create_connection(&env, &cookie, &csrf, &org).await;
-    let record: Value = serde_json::from_slice(&env.store.get(operators::OPERATORS, USER).unwrap().unwrap()).unwrap();
+    let record: Value =
+        serde_json::from_slice(&env.store.get(operators::OPERATORS, USER).unwrap().unwrap())
+            .unwrap();
     let hash = record["password_hash"].as_str().unwrap().to_string();
     for path in operator_pages(&org, &conn) {
         let r = env.send("GET", &path, Some(&cookie), None).await;
-        for secret in [hash.as_str(), "$argon2", PASSWORD, env.key.as_str(), "PRIVATE KEY", "client_secret"] {
+        for secret in [
+            hash.as_str(),
+            "$argon2",
+            PASSWORD,
+            env.key.as_str(),
+            "PRIVATE KEY",
+            "client_secret",
+        ] {
             assert!(!r.text.contains(secret), "{path} shows {secret:?}");
         }
     }
@@ -402,7 +579,10 @@ async fn generate(env: &Env, org: &str, intent: &str) -> String {
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v.as_object().unwrap().len(), 1, "only {{link}}: {v}");
     let link = v["link"].as_str().unwrap();
-    assert!(link.starts_with("http://127.0.0.1:8080/portal/launch?token="), "{link}");
+    assert!(
+        link.starts_with("http://127.0.0.1:8080/portal/launch?token="),
+        "{link}"
+    );
     link.trim_start_matches("http://127.0.0.1:8080").to_string()
 }
 
@@ -414,14 +594,30 @@ async fn generate_link_answers_like_workos() {
         generate(&env, &org, intent).await;
     }
     // No intent: SSO setup.
-    let (s, v) = env.api("POST", "/portal/generate_link", json!({"organization": org})).await;
+    let (s, v) = env
+        .api(
+            "POST",
+            "/portal/generate_link",
+            json!({"organization": org}),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     // Unknown organization: WorkOS's not-found message.
     let (s, v) = env
-        .api("POST", "/portal/generate_link", json!({"organization": "org_01EHQMYV6MBK39QC5PZXHY59C3", "intent": "sso"}))
+        .api(
+            "POST",
+            "/portal/generate_link",
+            json!({"organization": "org_01EHQMYV6MBK39QC5PZXHY59C3", "intent": "sso"}),
+        )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
-    assert!(v["message"].as_str().unwrap().starts_with("Organization not found: 'org_01EHQMYV6MBK39QC5PZXHY59C3'"), "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Organization not found: 'org_01EHQMYV6MBK39QC5PZXHY59C3'"),
+        "{v}"
+    );
     // Unknown intent, unknown field, missing organization, bad URL: 422 naming each.
     let (s, v) = env
         .api(
@@ -431,11 +627,18 @@ async fn generate_link_answers_like_workos() {
         )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
-    let fields: Vec<&str> = v["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    let fields: Vec<&str> = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
     for f in ["intent", "colour", "success_url"] {
         assert!(fields.contains(&f), "{f} not named: {v}");
     }
-    let (s, v) = env.api("POST", "/portal/generate_link", json!({"intent": "sso"})).await;
+    let (s, v) = env
+        .api("POST", "/portal/generate_link", json!({"intent": "sso"}))
+        .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     // Without an API key.
     let req = Request::builder()
@@ -444,7 +647,10 @@ async fn generate_link_answers_like_workos() {
         .header("content-type", "application/json")
         .body(Body::from(json!({"organization": org}).to_string()))
         .unwrap();
-    assert_eq!(env.app.clone().oneshot(req).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        env.app.clone().oneshot(req).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
@@ -455,7 +661,11 @@ async fn a_portal_link_works_once_and_expires() {
     let r = env.send("GET", &link, None, None).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
     assert_eq!(r.location(), "/portal");
-    let set = r.set_cookies().into_iter().find(|c| c.starts_with("idbridge_portal=")).unwrap();
+    let set = r
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with("idbridge_portal="))
+        .unwrap();
     for flag in ["HttpOnly", "SameSite=Strict", "Path=/portal"] {
         assert!(set.contains(flag), "{flag}: {set}");
     }
@@ -463,7 +673,10 @@ async fn a_portal_link_works_once_and_expires() {
     let home = env.send("GET", "/portal", Some(&cookie), None).await;
     assert_eq!(home.status, StatusCode::OK, "{}", home.text);
     assert!(home.text.contains("Acme"));
-    assert!(home.text.contains("https://app.example/done"), "finish link");
+    assert!(
+        home.text.contains("https://app.example/done"),
+        "finish link"
+    );
     assert_page_headers(&home, "portal home");
     // Second use: refused.
     let again = env.send("GET", &link, None, None).await;
@@ -471,21 +684,47 @@ async fn a_portal_link_works_once_and_expires() {
     assert!(again.cookie("idbridge_portal").is_none());
     assert_page_headers(&again, "used link");
     // An expired link: refused.
-    let token = portal::create_link(env.store.as_ref(), &org, portal::Intent::Sso, None, None, None, idbridge_model::Timestamp::now().as_millis() - 10 * 60 * 1000).unwrap();
-    let r = env.send("GET", &format!("/portal/launch?token={token}"), None, None).await;
+    let token = portal::create_link(
+        env.store.as_ref(),
+        &org,
+        portal::Intent::Sso,
+        None,
+        None,
+        None,
+        idbridge_model::Timestamp::now().as_millis() - 10 * 60 * 1000,
+    )
+    .unwrap();
+    let r = env
+        .send("GET", &format!("/portal/launch?token={token}"), None, None)
+        .await;
     assert_eq!(r.status, StatusCode::GONE);
     // Garbage and missing tokens.
     for uri in ["/portal/launch?token=nope", "/portal/launch"] {
-        assert_eq!(env.send("GET", uri, None, None).await.status, StatusCode::GONE, "{uri}");
+        assert_eq!(
+            env.send("GET", uri, None, None).await.status,
+            StatusCode::GONE,
+            "{uri}"
+        );
     }
     // Portal pages without a portal session, and with a console session instead.
     let (console_cookie, _) = env.sign_in().await;
-    for c in [None, Some(console_cookie.as_str()), Some("idbridge_portal=forged")] {
+    for c in [
+        None,
+        Some(console_cookie.as_str()),
+        Some("idbridge_portal=forged"),
+    ] {
         let r = env.send("GET", "/portal", c, None).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{c:?}");
     }
     // And the portal cookie does not open the console.
-    let r = env.send("GET", "/console/organizations", Some(&cookie.replace("idbridge_portal", "idbridge_console")), None).await;
+    let r = env
+        .send(
+            "GET",
+            "/console/organizations",
+            Some(&cookie.replace("idbridge_portal", "idbridge_console")),
+            None,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
 }
 
@@ -501,11 +740,22 @@ async fn a_portal_link_reaches_only_its_organization() {
     let r = env.send("GET", &link, None, None).await;
     let cookie = r.cookie("idbridge_portal").unwrap();
     let home = env.send("GET", "/portal", Some(&cookie), None).await;
-    assert!(home.text.contains("Alpha Org") && !home.text.contains("Bravo Org"), "{}", home.text);
+    assert!(
+        home.text.contains("Alpha Org") && !home.text.contains("Bravo Org"),
+        "{}",
+        home.text
+    );
     assert!(!home.text.contains(&b_conn));
     let csrf = home.csrf();
     // B's connection is not A's.
-    let r = env.send("GET", &format!("/portal/sso/connections/{b_conn}"), Some(&cookie), None).await;
+    let r = env
+        .send(
+            "GET",
+            &format!("/portal/sso/connections/{b_conn}"),
+            Some(&cookie),
+            None,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
     assert!(!r.text.contains("Bravo"));
     // A form cannot name another organization.
@@ -517,16 +767,33 @@ async fn a_portal_link_reaches_only_its_organization() {
         ("organization_id", b.as_str()),
     ])
     .unwrap();
-    let r = env.send("POST", "/portal/sso/connections", Some(&cookie), Some(&body)).await;
+    let r = env
+        .send(
+            "POST",
+            "/portal/sso/connections",
+            Some(&cookie),
+            Some(&body),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
     // Without / with a wrong CSRF token.
     for token in [None, Some("wrong")] {
-        let mut fields = vec![("connection_type", "GenericSAML"), ("idp_metadata_xml", xml.as_str())];
+        let mut fields = vec![
+            ("connection_type", "GenericSAML"),
+            ("idp_metadata_xml", xml.as_str()),
+        ];
         if let Some(t) = token {
             fields.push(("csrf", t));
         }
         let body = serde_urlencoded::to_string(&fields).unwrap();
-        let r = env.send("POST", "/portal/sso/connections", Some(&cookie), Some(&body)).await;
+        let r = env
+            .send(
+                "POST",
+                "/portal/sso/connections",
+                Some(&cookie),
+                Some(&body),
+            )
+            .await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{token:?}");
     }
     let count = |org: &str| {
@@ -541,32 +808,62 @@ async fn a_portal_link_reaches_only_its_organization() {
         ("idp_metadata_xml", xml.as_str()),
     ])
     .unwrap();
-    let r = env.send("POST", "/portal/sso/connections", Some(&cookie), Some(&body)).await;
+    let r = env
+        .send(
+            "POST",
+            "/portal/sso/connections",
+            Some(&cookie),
+            Some(&body),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
     assert_eq!((count(&a), count(&b)), (1, 1));
     let page = env.send("GET", r.location(), Some(&cookie), None).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.text);
     let conn = r.location().rsplit('/').next().unwrap();
-    assert!(page.text.contains(&format!("http://127.0.0.1:8080/sso/saml/metadata/{conn}")), "{}", page.text);
+    assert!(
+        page.text
+            .contains(&format!("http://127.0.0.1:8080/sso/saml/metadata/{conn}")),
+        "{}",
+        page.text
+    );
     assert!(page.text.contains("https://app.example/done"));
     assert_page_headers(&page, "portal connection");
     // A dsync link for A cannot create connections.
     let link = generate(&env, &a, "dsync").await;
-    let dsync_cookie = env.send("GET", &link, None, None).await.cookie("idbridge_portal").unwrap();
+    let dsync_cookie = env
+        .send("GET", &link, None, None)
+        .await
+        .cookie("idbridge_portal")
+        .unwrap();
     let dsync_home = env.send("GET", "/portal", Some(&dsync_cookie), None).await;
     assert_eq!(dsync_home.status, StatusCode::OK, "{}", dsync_home.text);
     let session_id = dsync_cookie.trim_start_matches("idbridge_portal=");
-    let grant = portal::session(env.store.as_ref(), session_id, idbridge_model::Timestamp::now().as_millis())
-        .unwrap()
-        .unwrap();
-    assert_eq!((grant.organization_id.as_str(), grant.intent), (a.as_str(), portal::Intent::Dsync));
+    let grant = portal::session(
+        env.store.as_ref(),
+        session_id,
+        idbridge_model::Timestamp::now().as_millis(),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        (grant.organization_id.as_str(), grant.intent),
+        (a.as_str(), portal::Intent::Dsync)
+    );
     let body = serde_urlencoded::to_string([
         ("csrf", grant.csrf.as_str()),
         ("connection_type", "OktaSAML"),
         ("idp_metadata_xml", xml.as_str()),
     ])
     .unwrap();
-    let r = env.send("POST", "/portal/sso/connections", Some(&dsync_cookie), Some(&body)).await;
+    let r = env
+        .send(
+            "POST",
+            "/portal/sso/connections",
+            Some(&dsync_cookie),
+            Some(&body),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(count(&a), 1);
 }

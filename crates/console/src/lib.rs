@@ -103,7 +103,10 @@ impl Console {
         settings: ConsoleSettings,
     ) -> Self {
         let (base_path, secure_cookies) = match url::Url::parse(&settings.public_url) {
-            Ok(u) => (u.path().trim_end_matches('/').to_string(), u.scheme() == "https"),
+            Ok(u) => (
+                u.path().trim_end_matches('/').to_string(),
+                u.scheme() == "https",
+            ),
             Err(_) => (String::new(), false),
         };
         Console {

@@ -46,7 +46,12 @@ fn login_page(c: &Console, token: &str, message: Option<&str>) -> Markup {
 fn render_login(c: &Console, status: StatusCode, message: Option<&str>) -> Response {
     let token = idbridge_secrets::random_token(24);
     let cookie = web::set_cookie(c, LOGIN_COOKIE, &token, "/console/login", Some(600));
-    (status, [(header::SET_COOKIE, cookie)], login_page(c, &token, message)).into_response()
+    (
+        status,
+        [(header::SET_COOKIE, cookie)],
+        login_page(c, &token, message),
+    )
+        .into_response()
 }
 
 pub(crate) async fn form(State(c): State<Arc<Console>>) -> Response {
@@ -68,16 +73,27 @@ pub(crate) async fn submit(State(c): State<Arc<Console>>, req: Request) -> Respo
         .map_or_else(|| "unknown".to_string(), |ci| ci.0.ip().to_string());
     let cookie = web::cookie(req.headers(), LOGIN_COOKIE);
     let Ok(bytes) = Bytes::from_request(req, &()).await else {
-        return render_login(&c, StatusCode::BAD_REQUEST, Some("The form could not be read; try again."));
+        return render_login(
+            &c,
+            StatusCode::BAD_REQUEST,
+            Some("The form could not be read; try again."),
+        );
     };
     let Ok(f) = serde_urlencoded::from_bytes::<LoginForm>(&bytes) else {
-        return render_login(&c, StatusCode::UNPROCESSABLE_ENTITY, Some("The form could not be read; try again."));
+        return render_login(
+            &c,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("The form could not be read; try again."),
+        );
     };
     if !cookie.is_some_and(|expected| web::same_token(&expected, &f.csrf)) {
         return web::csrf_refused();
     }
     let account = f.username.trim().to_lowercase();
-    for (limiter, what) in [(&c.account_limiter, account.as_str()), (&c.address_limiter, address.as_str())] {
+    for (limiter, what) in [
+        (&c.account_limiter, account.as_str()),
+        (&c.address_limiter, address.as_str()),
+    ] {
         if let Err(retry) = limiter.check(what) {
             let minutes = retry.secs().div_ceil(60);
             let msg = format!(
@@ -97,11 +113,16 @@ pub(crate) async fn submit(State(c): State<Arc<Console>>, req: Request) -> Respo
         c.account_limiter.failed(&account);
         c.address_limiter.failed(&address);
         tracing::info!(account = %account, %address, "console sign-in failed");
-        return render_login(&c, StatusCode::UNAUTHORIZED, Some("Wrong username or password."));
+        return render_login(
+            &c,
+            StatusCode::UNAUTHORIZED,
+            Some("Wrong username or password."),
+        );
     }
     c.account_limiter.succeeded(&account);
     let (store, policy) = (c.store.clone(), c.settings.sessions);
-    let started = blocking(move || sessions::start(store.as_ref(), &account, policy, now_ms())).await;
+    let started =
+        blocking(move || sessions::start(store.as_ref(), &account, policy, now_ms())).await;
     match started {
         Ok((id, _)) => {
             tracing::info!(operator = %f.username, "console sign-in");

@@ -84,7 +84,11 @@ fn get(store: &dyn Store, username: &str) -> Result<Option<OperatorRecord>, Stor
 }
 
 /// Adds an operator (argon2id hash of `password`).
-pub fn add(store: &dyn Store, username: &str, password: &str) -> Result<OperatorRecord, OperatorError> {
+pub fn add(
+    store: &dyn Store,
+    username: &str,
+    password: &str,
+) -> Result<OperatorRecord, OperatorError> {
     check_new(username, password)?;
     let now = Timestamp::now();
     let record = OperatorRecord {
@@ -105,9 +109,14 @@ pub fn add(store: &dyn Store, username: &str, password: &str) -> Result<Operator
 
 /// Replaces an operator's password. Existing sessions stay valid until they expire or log
 /// out; remove and re-add the operator to end them at once.
-pub fn set_password(store: &dyn Store, username: &str, password: &str) -> Result<(), OperatorError> {
+pub fn set_password(
+    store: &dyn Store,
+    username: &str,
+    password: &str,
+) -> Result<(), OperatorError> {
     check_new(username, password)?;
-    let mut record = get(store, username)?.ok_or_else(|| OperatorError::NotFound(username.to_string()))?;
+    let mut record =
+        get(store, username)?.ok_or_else(|| OperatorError::NotFound(username.to_string()))?;
     record.password_hash = hash_password(password)?;
     record.updated_at = Timestamp::now();
     let mut cs = ChangeSet::new();
@@ -152,8 +161,15 @@ fn dummy_hash() -> &'static str {
 
 /// Checks a sign-in. CPU-heavy (argon2): call it off the async runtime.
 pub fn verify(store: &dyn Store, username: &str, password: &str) -> Result<bool, StoreError> {
-    let record = if valid_username(username) { get(store, username)? } else { None };
-    let phc = record.as_ref().map_or_else(dummy_hash, |r| r.password_hash.as_str());
+    let record = if valid_username(username) {
+        get(store, username)?
+    } else {
+        None
+    };
+    let phc: &str = match &record {
+        Some(r) => &r.password_hash,
+        None => dummy_hash(),
+    };
     let ok = match PasswordHash::new(phc) {
         Ok(parsed) => Argon2::default()
             .verify_password(password.as_bytes(), &parsed)
@@ -202,14 +218,29 @@ mod tests {
     #[test]
     fn bad_input_changes_nothing() {
         let store = SqliteStore::open_ephemeral().unwrap();
-        assert!(matches!(add(&store, "op", "short"), Err(OperatorError::WeakPassword)));
-        assert!(matches!(add(&store, "Op Name", "a long enough password"), Err(OperatorError::InvalidUsername(_))));
+        assert!(matches!(
+            add(&store, "op", "short"),
+            Err(OperatorError::WeakPassword)
+        ));
+        assert!(matches!(
+            add(&store, "Op Name", "a long enough password"),
+            Err(OperatorError::InvalidUsername(_))
+        ));
         assert!(list(&store).unwrap().is_empty());
         add(&store, "op", "a long enough password").unwrap();
-        assert!(matches!(add(&store, "op", "another long password"), Err(OperatorError::Exists(_))));
+        assert!(matches!(
+            add(&store, "op", "another long password"),
+            Err(OperatorError::Exists(_))
+        ));
         assert!(verify(&store, "op", "a long enough password").unwrap());
-        assert!(matches!(remove(&store, "ghost"), Err(OperatorError::NotFound(_))));
-        assert!(matches!(set_password(&store, "ghost", "a long enough password"), Err(OperatorError::NotFound(_))));
+        assert!(matches!(
+            remove(&store, "ghost"),
+            Err(OperatorError::NotFound(_))
+        ));
+        assert!(matches!(
+            set_password(&store, "ghost", "a long enough password"),
+            Err(OperatorError::NotFound(_))
+        ));
     }
 
     #[test]

@@ -103,7 +103,12 @@ pub fn create_link(
         csrf: random_token(32),
     };
     let mut cs = ChangeSet::new();
-    cs.put_expiring(LINKS, sha256_hex(&token), encode(&grant)?, now_ms + ms(LINK_TTL));
+    cs.put_expiring(
+        LINKS,
+        sha256_hex(&token),
+        encode(&grant)?,
+        now_ms + ms(LINK_TTL),
+    );
     store.commit(cs)?;
     Ok(token)
 }
@@ -136,7 +141,11 @@ pub fn redeem(
 }
 
 /// The grant of a live portal session.
-pub fn session(store: &dyn Store, id: &str, now_ms: i64) -> Result<Option<PortalGrant>, StoreError> {
+pub fn session(
+    store: &dyn Store,
+    id: &str,
+    now_ms: i64,
+) -> Result<Option<PortalGrant>, StoreError> {
     if id.is_empty() || id.len() > 128 {
         return Ok(None);
     }

@@ -27,7 +27,10 @@ pub(crate) fn routes(console: Arc<Console>) -> Router<Arc<Console>> {
         .route("/portal", get(home))
         .route("/portal/sso/connections", post(create_connection))
         .route("/portal/sso/connections/{id}", get(connection))
-        .route_layer(axum::middleware::from_fn_with_state(console, require_portal));
+        .route_layer(axum::middleware::from_fn_with_state(
+            console,
+            require_portal,
+        ));
     Router::new()
         .route("/portal/launch", get(launch))
         .merge(session)
@@ -68,7 +71,13 @@ async fn launch(State(c): State<Arc<Console>>, Query(q): Query<LaunchQuery>) -> 
     match blocking(move || portal::redeem(store.as_ref(), &token, now_ms())).await {
         Ok(Some((session, grant))) => {
             tracing::info!(organization = %grant.organization_id, intent = grant.intent.as_str(), "admin portal link opened");
-            let cookie = web::set_cookie(&c, PORTAL_COOKIE, &session, "/portal", Some(portal::SESSION_TTL.as_secs()));
+            let cookie = web::set_cookie(
+                &c,
+                PORTAL_COOKIE,
+                &session,
+                "/portal",
+                Some(portal::SESSION_TTL.as_secs()),
+            );
             let mut res = web::redirect(&c, "/portal");
             res.headers_mut().append(header::SET_COOKIE, cookie);
             res
@@ -83,7 +92,13 @@ async fn launch(State(c): State<Arc<Console>>, Query(q): Query<LaunchQuery>) -> 
     }
 }
 
-fn portal_page(c: &Console, grant: &PortalGrant, org: &Organization, title: &str, content: Markup) -> Response {
+fn portal_page(
+    c: &Console,
+    grant: &PortalGrant,
+    org: &Organization,
+    title: &str,
+    content: Markup,
+) -> Response {
     let header = html! {
         header class="top" {
             a class="skip" href="#main" { "Skip to content" }
@@ -127,7 +142,12 @@ async fn home(State(c): State<Arc<Console>>, Extension(grant): Extension<PortalG
     }
 }
 
-fn sso_home(c: &Console, grant: &PortalGrant, org: &Organization, error: Option<(StatusCode, String)>) -> Response {
+fn sso_home(
+    c: &Console,
+    grant: &PortalGrant,
+    org: &Organization,
+    error: Option<(StatusCode, String)>,
+) -> Response {
     let connections = match c.sso.connections().of_organization(&org.id) {
         Ok(list) => list,
         Err(e) => return store_error(&e),
@@ -176,7 +196,11 @@ async fn create_connection(
         Err(r) => return r,
     };
     if grant.intent != Intent::Sso {
-        return web::bare_error(StatusCode::FORBIDDEN, "Not allowed", "This Admin Portal link is not for setting up single sign-on.");
+        return web::bare_error(
+            StatusCode::FORBIDDEN,
+            "Not allowed",
+            "This Admin Portal link is not for setting up single sign-on.",
+        );
     }
     // The organization is the session's: the form has no say in it.
     let created = match connections::new_saml(&org.id, &f) {
@@ -204,7 +228,11 @@ async fn connection(
     let record = match c.sso.connections().get(&id) {
         Ok(Some(r)) if r.organization_id() == Some(org.id.as_str()) => r,
         Ok(_) => {
-            return web::bare_error(StatusCode::NOT_FOUND, "Not found", "This organization has no such connection.")
+            return web::bare_error(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "This organization has no such connection.",
+            )
         }
         Err(e) => return store_error(&e),
     };
@@ -230,40 +258,58 @@ async fn connection(
 }
 
 fn dsync_home(c: &Console, grant: &PortalGrant, org: &Organization) -> Response {
-    let dirs = match c.directory.list_directories(Some(&org.id), &idbridge_model::PageRequest { limit: 100, ..Default::default() }) {
+    let dirs = match c.directory.list_directories(
+        Some(&org.id),
+        &idbridge_model::PageRequest {
+            limit: 100,
+            ..Default::default()
+        },
+    ) {
         Ok(p) => p.data,
         Err(e) => return crate::pages::directories::engine_error(&e),
     };
-    portal_page(c, grant, org, "Directory sync", html! {
-        p { "Directories of " (org.name) " and their state. Setting up a new directory from the portal is not available yet: ask the application's operator." }
-        ul {
-            @for d in &dirs { li { (d.directory.name) " (" (d.directory.directory_type) "): " (d.directory.state.event_name()) ", " (d.directory.metadata.users.active) " active users" } }
-            @if dirs.is_empty() { li { "No directory yet." } }
-        }
-        (finish(grant))
-    })
+    portal_page(
+        c,
+        grant,
+        org,
+        "Directory sync",
+        html! {
+            p { "Directories of " (org.name) " and their state. Setting up a new directory from the portal is not available yet: ask the application's operator." }
+            ul {
+                @for d in &dirs { li { (d.directory.name) " (" (d.directory.directory_type) "): " (d.directory.state.event_name()) ", " (d.directory.metadata.users.active) " active users" } }
+                @if dirs.is_empty() { li { "No directory yet." } }
+            }
+            (finish(grant))
+        },
+    )
 }
 
 fn domains_home(c: &Console, grant: &PortalGrant, org: &Organization) -> Response {
-    portal_page(c, grant, org, "Verify your domains", html! {
-        p { "Add a DNS TXT record for each pending domain; idbridge re-checks pending domains regularly." }
-        div class="table-wrap" {
-            table {
-                thead { tr { th scope="col" { "Domain" } th scope="col" { "State" } th scope="col" { "TXT record" } } }
-                tbody {
-                    @for d in &org.domains {
-                        tr {
-                            td { (d.domain) }
-                            td { (format!("{:?}", d.state).to_lowercase()) }
-                            td { @if let (Some(p), Some(t)) = (&d.verification_prefix, &d.verification_token) { code { (p) "." (d.domain) " = " (t) } } }
+    portal_page(
+        c,
+        grant,
+        org,
+        "Verify your domains",
+        html! {
+            p { "Add a DNS TXT record for each pending domain; idbridge re-checks pending domains regularly." }
+            div class="table-wrap" {
+                table {
+                    thead { tr { th scope="col" { "Domain" } th scope="col" { "State" } th scope="col" { "TXT record" } } }
+                    tbody {
+                        @for d in &org.domains {
+                            tr {
+                                td { (d.domain) }
+                                td { (format!("{:?}", d.state).to_lowercase()) }
+                                td { @if let (Some(p), Some(t)) = (&d.verification_prefix, &d.verification_token) { code { (p) "." (d.domain) " = " (t) } } }
+                            }
                         }
+                        @if org.domains.is_empty() { tr { td colspan="3" { "No domain." } } }
                     }
-                    @if org.domains.is_empty() { tr { td colspan="3" { "No domain." } } }
                 }
             }
-        }
-        (finish(grant))
-    })
+            (finish(grant))
+        },
+    )
 }
 
 fn certificates_home(c: &Console, grant: &PortalGrant, org: &Organization) -> Response {
@@ -271,15 +317,21 @@ fn certificates_home(c: &Console, grant: &PortalGrant, org: &Organization) -> Re
         Ok(list) => list,
         Err(e) => return store_error(&e),
     };
-    portal_page(c, grant, org, "SAML certificates", html! {
-        p { "Each connection's IdP signing certificates and when they expire. A connection with an IdP metadata URL picks up a renewed certificate by itself." }
-        @for conn in &connections {
-            @if let Ok(view) = c.sso.admin_view(conn) {
-                h2 { (view["connection"]["name"].as_str().unwrap_or("")) }
-                (connections::settings_view(&view))
+    portal_page(
+        c,
+        grant,
+        org,
+        "SAML certificates",
+        html! {
+            p { "Each connection's IdP signing certificates and when they expire. A connection with an IdP metadata URL picks up a renewed certificate by itself." }
+            @for conn in &connections {
+                @if let Ok(view) = c.sso.admin_view(conn) {
+                    h2 { (view["connection"]["name"].as_str().unwrap_or("")) }
+                    (connections::settings_view(&view))
+                }
             }
-        }
-        @if connections.is_empty() { p { "No connection yet." } }
-        (finish(grant))
-    })
+            @if connections.is_empty() { p { "No connection yet." } }
+            (finish(grant))
+        },
+    )
 }

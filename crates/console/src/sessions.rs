@@ -54,7 +54,12 @@ impl SessionRecord {
     }
 }
 
-fn put(store: &dyn Store, key: &str, record: &SessionRecord, policy: SessionPolicy) -> Result<(), StoreError> {
+fn put(
+    store: &dyn Store,
+    key: &str,
+    record: &SessionRecord,
+    policy: SessionPolicy,
+) -> Result<(), StoreError> {
     let bytes = serde_json::to_vec(record).map_err(|e| StoreError::Backend(e.to_string()))?;
     let mut cs = ChangeSet::new();
     cs.put_expiring(SESSIONS, key, bytes, record.expires_ms(policy));
@@ -135,10 +140,16 @@ mod tests {
     fn idle_sessions_end() {
         let store = store_with("op");
         let (id, _) = start(&store, "op", POLICY, 1_000_000).unwrap();
-        assert!(resume(&store, &id, POLICY, 1_000_000 + 59_000).unwrap().is_some());
+        assert!(resume(&store, &id, POLICY, 1_000_000 + 59_000)
+            .unwrap()
+            .is_some());
         // Activity at +59 s moved the idle deadline to +119 s.
-        assert!(resume(&store, &id, POLICY, 1_000_000 + 118_000).unwrap().is_some());
-        assert!(resume(&store, &id, POLICY, 1_000_000 + 118_000 + 61_000).unwrap().is_none());
+        assert!(resume(&store, &id, POLICY, 1_000_000 + 118_000)
+            .unwrap()
+            .is_some());
+        assert!(resume(&store, &id, POLICY, 1_000_000 + 118_000 + 61_000)
+            .unwrap()
+            .is_none());
     }
 
     #[test]

@@ -19,9 +19,18 @@ pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
 /// Adds the security headers to every console and portal response.
 pub async fn security_headers(mut response: Response) -> Response {
     let h = response.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -43,8 +52,17 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// A `Set-Cookie` value: HttpOnly, SameSite=Strict, scoped to `path`, Secure behind https.
 /// `max_age_secs = 0` deletes the cookie.
-pub fn set_cookie(c: &Console, name: &str, value: &str, path: &str, max_age_secs: Option<u64>) -> HeaderValue {
-    let mut s = format!("{name}={value}; Path={}{path}; HttpOnly; SameSite=Strict", c.base_path);
+pub fn set_cookie(
+    c: &Console,
+    name: &str,
+    value: &str,
+    path: &str,
+    max_age_secs: Option<u64>,
+) -> HeaderValue {
+    let mut s = format!(
+        "{name}={value}; Path={}{path}; HttpOnly; SameSite=Strict",
+        c.base_path
+    );
     if c.secure_cookies {
         s.push_str("; Secure");
     }
@@ -78,13 +96,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for CsrfForm<T> {
             .map_err(IntoResponse::into_response)?;
         let pairs: Vec<(String, String)> =
             serde_urlencoded::from_bytes(&bytes).map_err(|e| form_refused(&e.to_string()))?;
-        let sent = pairs.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.as_str());
+        let sent = pairs
+            .iter()
+            .find(|(k, _)| k == "csrf")
+            .map(|(_, v)| v.as_str());
         let ok = matches!((&expected, sent), (Some(CsrfToken(e)), Some(s)) if same_token(e, s));
         if !ok {
             return Err(csrf_refused());
         }
         let rest: Vec<(String, String)> = pairs.into_iter().filter(|(k, _)| k != "csrf").collect();
-        let encoded = serde_urlencoded::to_string(&rest).map_err(|e| form_refused(&e.to_string()))?;
+        let encoded =
+            serde_urlencoded::to_string(&rest).map_err(|e| form_refused(&e.to_string()))?;
         serde_urlencoded::from_str(&encoded)
             .map(CsrfForm)
             .map_err(|e| form_refused(&e.to_string()))

@@ -42,17 +42,25 @@ fn password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
 pub fn run(config: &Config, command: ConsoleUserCommand) -> anyhow::Result<()> {
     let store = crate::open_store(config)?;
     match command {
-        ConsoleUserCommand::Add { username, password_stdin } => {
+        ConsoleUserCommand::Add {
+            username,
+            password_stdin,
+        } => {
             let (pw, generated) = password(password_stdin)?;
             operators::add(store.as_ref(), &username, &pw)?;
             if generated {
                 println!("{pw}");
-                eprintln!("added console operator {username:?}; its password is printed above, once");
+                eprintln!(
+                    "added console operator {username:?}; its password is printed above, once"
+                );
             } else {
                 eprintln!("added console operator {username:?}");
             }
         }
-        ConsoleUserCommand::Passwd { username, password_stdin } => {
+        ConsoleUserCommand::Passwd {
+            username,
+            password_stdin,
+        } => {
             let (pw, generated) = password(password_stdin)?;
             operators::set_password(store.as_ref(), &username, &pw)?;
             if generated {

@@ -74,7 +74,10 @@ pub(crate) fn new_saml(organization_id: &str, f: &SamlForm) -> Result<NewConnect
     let idp_metadata_url = non_empty(&f.idp_metadata_url);
     let idp_metadata_xml = non_empty(&f.idp_metadata_xml);
     if idp_metadata_url.is_none() && idp_metadata_xml.is_none() {
-        return Err(SsoError::invalid("idp_metadata_url", "give_a_metadata_url_or_paste_the_metadata_xml"));
+        return Err(SsoError::invalid(
+            "idp_metadata_url",
+            "give_a_metadata_url_or_paste_the_metadata_xml",
+        ));
     }
     Ok(NewConnection {
         organization_id: organization_id.to_string(),
@@ -113,7 +116,8 @@ pub(crate) async fn create(
             web::redirect(&c, &format!("/console/connections/{}", conn.id))
         }
         Err(e) => {
-            super::organizations::render_detail(&c, &op, &org_id, Some((false, sso_message(&e).1))).await
+            super::organizations::render_detail(&c, &op, &org_id, Some((false, sso_message(&e).1)))
+                .await
         }
     }
 }
@@ -182,7 +186,9 @@ pub(crate) async fn detail(
 ) -> Response {
     let view = match c.sso.connection_admin_view(&id) {
         Ok(v) => v,
-        Err(SsoError::NotFound { .. }) => return super::not_found(&c, &op, &format!("Connection {id}")),
+        Err(SsoError::NotFound { .. }) => {
+            return super::not_found(&c, &op, &format!("Connection {id}"))
+        }
         Err(e) => {
             let (status, msg) = sso_message(&e);
             return (status, web::bare_error(status, "Connection", &msg)).into_response();

@@ -42,7 +42,10 @@ pub(crate) async fn list(
     Extension(op): Extension<Operator>,
     Query(q): Query<PageQuery>,
 ) -> Response {
-    let dirs = match c.directory.list_directories(None, &q.request("directories")) {
+    let dirs = match c
+        .directory
+        .list_directories(None, &q.request("directories"))
+    {
         Ok(p) => p,
         Err(e) => return engine_error(&e),
     };
@@ -89,30 +92,43 @@ pub(crate) async fn detail(
 ) -> Response {
     let rec = match c.directory.get_directory(&id) {
         Ok(r) => r,
-        Err(EngineError::NotFound { .. }) => return super::not_found(&c, &op, &format!("Directory {id}")),
+        Err(EngineError::NotFound { .. }) => {
+            return super::not_found(&c, &op, &format!("Directory {id}"))
+        }
         Err(e) => return engine_error(&e),
     };
     let search = q.search();
     let users = match &search {
         None => c.directory.list_users(&id, None, &q.request("users")),
-        Some(s) => c.directory.list_users_where(&id, None, &q.request("users"), |u| {
-            let u = &u.user;
-            contains(u.email.as_deref(), s)
-                || contains(u.first_name.as_deref(), s)
-                || contains(u.last_name.as_deref(), s)
-                || contains(Some(&u.idp_id), s)
-        }),
+        Some(s) => c
+            .directory
+            .list_users_where(&id, None, &q.request("users"), |u| {
+                let u = &u.user;
+                contains(u.email.as_deref(), s)
+                    || contains(u.first_name.as_deref(), s)
+                    || contains(u.last_name.as_deref(), s)
+                    || contains(Some(&u.idp_id), s)
+            }),
     };
     let users = match users {
         Ok(p) => p,
         Err(e) => return engine_error(&e),
     };
-    let groups = match c.directory.list_groups(&id, None, &PageRequest { limit: super::PAGE_SIZE, ..q.request("groups") }) {
+    let groups = match c.directory.list_groups(
+        &id,
+        None,
+        &PageRequest {
+            limit: super::PAGE_SIZE,
+            ..q.request("groups")
+        },
+    ) {
         Ok(p) => p,
         Err(e) => return engine_error(&e),
     };
     let ldap_state = if rec.directory.directory_type.contains("ldap") {
-        idbridge_ldap::state::StateStore::new(c.store.clone()).load(&id).ok()
+        idbridge_ldap::state::StateStore::new(c.store.clone())
+            .load(&id)
+            .ok()
     } else {
         None
     };
@@ -145,7 +161,7 @@ pub(crate) async fn detail(
                     h2 id="last-run" { "Last sync" }
                     @if let Some(r) = &last_run {
                         dl class="facts" {
-                            dt { "Kind" } dd { (r.kind.map_or("—".to_string(), |k| format!("{k:?}").to_lowercase())) }
+                            dt { "Kind" } dd { (r.kind.as_ref().map_or("—".to_string(), |k| format!("{k:?}").to_lowercase())) }
                             dt { "Started" } dd { (r.started_at.map_or("—".to_string(), |t| t.to_rfc3339())) }
                             dt { "Result" } dd { (if r.ok { "applied" } else { "failed" }) }
                             dt { "Took" } dd { (r.duration_ms) " ms" }

@@ -2,7 +2,7 @@
 //! users and groups), the events feed and health.
 
 pub(crate) mod connections;
-mod directories;
+pub(crate) mod directories;
 mod events;
 mod health;
 mod organizations;
@@ -27,7 +27,10 @@ pub(crate) const PAGE_SIZE: usize = 25;
 
 pub(crate) fn routes() -> Router<Arc<Console>> {
     Router::new()
-        .route("/console", get(|| async { axum::response::Redirect::to("console/organizations") }))
+        .route(
+            "/console",
+            get(|| async { axum::response::Redirect::to("console/organizations") }),
+        )
         .route(
             "/console/organizations",
             get(organizations::list).post(organizations::create),
@@ -79,7 +82,13 @@ pub(crate) fn nav(c: &Console, op: &Operator, current: &str) -> Markup {
 }
 
 /// A console page for the signed-in operator.
-pub(crate) fn page(c: &Console, op: &Operator, current: &str, title: &str, content: Markup) -> Response {
+pub(crate) fn page(
+    c: &Console,
+    op: &Operator,
+    current: &str,
+    title: &str,
+    content: Markup,
+) -> Response {
     web::layout(c, title, nav(c, op, current), content).into_response()
 }
 
@@ -199,5 +208,8 @@ pub(crate) fn pager(
 
 /// An optional, trimmed, non-empty form value.
 pub(crate) fn non_empty(v: &Option<String>) -> Option<String> {
-    v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string)
+    v.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }

@@ -33,10 +33,19 @@ fn create_form(c: &Console, op: &Operator) -> Markup {
 }
 
 fn domains_text(org: &Organization) -> String {
-    org.domains.iter().map(|d| d.domain.as_str()).collect::<Vec<_>>().join(", ")
+    org.domains
+        .iter()
+        .map(|d| d.domain.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-async fn render_list(c: &Console, op: &Operator, q: &PageQuery, message: Option<(bool, String)>) -> Response {
+async fn render_list(
+    c: &Console,
+    op: &Operator,
+    q: &PageQuery,
+    message: Option<(bool, String)>,
+) -> Response {
     let filter = OrganizationFilter {
         domains: Vec::new(),
         search: q.search(),
@@ -130,14 +139,28 @@ pub(crate) async fn create(
     let issues = input.issues();
     if !issues.is_empty() {
         let e = idbridge_sso::SsoError::Invalid(issues);
-        return render_list(&c, &op, &PageQuery::default(), Some((false, sso_message(&e).1))).await;
+        return render_list(
+            &c,
+            &op,
+            &PageQuery::default(),
+            Some((false, sso_message(&e).1)),
+        )
+        .await;
     }
     match c.sso.organizations().create(input).await {
         Ok(org) => {
             tracing::info!(operator = %op.username, organization = %org.id, "console: organization created");
             web::redirect(&c, &format!("{PATH}/{}", org.id))
         }
-        Err(e) => render_list(&c, &op, &PageQuery::default(), Some((false, sso_message(&e).1))).await,
+        Err(e) => {
+            render_list(
+                &c,
+                &op,
+                &PageQuery::default(),
+                Some((false, sso_message(&e).1)),
+            )
+            .await
+        }
     }
 }
 
@@ -149,7 +172,12 @@ pub(crate) async fn detail(
     render_detail(&c, &op, &id, None).await
 }
 
-pub(crate) async fn render_detail(c: &Console, op: &Operator, id: &str, message: Option<(bool, String)>) -> Response {
+pub(crate) async fn render_detail(
+    c: &Console,
+    op: &Operator,
+    id: &str,
+    message: Option<(bool, String)>,
+) -> Response {
     let org = match c.sso.organizations().get(id) {
         Ok(Some(org)) => org,
         Ok(None) => return super::not_found(c, op, &format!("Organization {id}")),
@@ -159,10 +187,13 @@ pub(crate) async fn render_detail(c: &Console, op: &Operator, id: &str, message:
         Ok(list) => list,
         Err(e) => return store_error(&e),
     };
-    let directories = match c.directory.list_directories(Some(&org.id), &idbridge_model::PageRequest {
-        limit: 100,
-        ..Default::default()
-    }) {
+    let directories = match c.directory.list_directories(
+        Some(&org.id),
+        &idbridge_model::PageRequest {
+            limit: 100,
+            ..Default::default()
+        },
+    ) {
         Ok(p) => p.data,
         Err(e) => return super::directories::engine_error(&e),
     };
