@@ -109,15 +109,17 @@ fn portal_page(
     web::layout(c, title, header, content).into_response()
 }
 
-fn load_org(c: &Console, grant: &PortalGrant) -> Result<Organization, Response> {
+/// The session's organization, or the page that says why it cannot be shown (boxed: a
+/// `Response` is large).
+fn load_org(c: &Console, grant: &PortalGrant) -> Result<Organization, Box<Response>> {
     match c.sso.organizations().get(&grant.organization_id) {
         Ok(Some(org)) => Ok(org),
-        Ok(None) => Err(web::bare_error(
+        Ok(None) => Err(Box::new(web::bare_error(
             StatusCode::NOT_FOUND,
             "Organization deleted",
             "The organization this link was made for no longer exists.",
-        )),
-        Err(e) => Err(store_error(&e)),
+        ))),
+        Err(e) => Err(Box::new(store_error(&e))),
     }
 }
 
@@ -132,7 +134,7 @@ fn finish(grant: &PortalGrant) -> Markup {
 async fn home(State(c): State<Arc<Console>>, Extension(grant): Extension<PortalGrant>) -> Response {
     let org = match load_org(&c, &grant) {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match grant.intent {
         Intent::Sso => sso_home(&c, &grant, &org, None),
@@ -193,7 +195,7 @@ async fn create_connection(
 ) -> Response {
     let org = match load_org(&c, &grant) {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if grant.intent != Intent::Sso {
         return web::bare_error(
@@ -223,7 +225,7 @@ async fn connection(
 ) -> Response {
     let org = match load_org(&c, &grant) {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let record = match c.sso.connections().get(&id) {
         Ok(Some(r)) if r.organization_id() == Some(org.id.as_str()) => r,
