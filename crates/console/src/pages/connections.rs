@@ -90,6 +90,7 @@ pub(crate) fn new_saml(organization_id: &str, f: &SamlForm) -> Result<NewConnect
             idp_metadata_url,
             idp_entity_id: None,
             idp_sso_url: None,
+            idp_slo_url: None,
             idp_signing_certs: Vec::new(),
             sp_entity_id: None,
             acs_url: None,
