@@ -184,7 +184,8 @@ pub fn router(console: Arc<Console>) -> Router {
     let portal = portal_pages::routes(console.clone());
     let open = Router::new()
         .route("/console/login", get(login::form).post(login::submit))
-        .route("/console/static/console.css", get(css));
+        .route("/console/static/console.css", get(css))
+        .route("/console/static/favicon.svg", get(favicon));
     Router::new()
         .merge(operator)
         .merge(portal)
@@ -200,6 +201,17 @@ async fn css() -> Response {
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
         CSS,
+    )
+        .into_response()
+}
+
+async fn favicon() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 16 16\"><rect width=\"16\" height=\"16\" rx=\"3\" fill=\"#2456c8\"/></svg>",
     )
         .into_response()
 }

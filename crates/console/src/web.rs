@@ -154,6 +154,8 @@ pub fn layout(c: &Console, title: &str, nav: Markup, content: Markup) -> Markup 
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · idbridge" }
                 link rel="stylesheet" href=(c.url("/console/static/console.css"));
+                // Served here, so the browser's own /favicon.ico request is not a 404.
+                link rel="icon" href=(c.url("/console/static/favicon.svg"));
             }
             body {
                 (nav)
