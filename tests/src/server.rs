@@ -178,6 +178,21 @@ impl TestServer {
         &self.api_key
     }
 
+    /// The console operator and password printed on first start
+    /// (`IDBRIDGE_CONSOLE_USER=` / `IDBRIDGE_CONSOLE_PASSWORD=` on stdout), if printed.
+    pub fn console_credentials(&self) -> Option<(String, String)> {
+        let lines = lock(&self.stdout);
+        let find = |prefix: &str| {
+            lines
+                .iter()
+                .find_map(|l| l.trim_end().strip_prefix(prefix).map(str::to_string))
+        };
+        Some((
+            find("IDBRIDGE_CONSOLE_USER=")?,
+            find("IDBRIDGE_CONSOLE_PASSWORD=")?,
+        ))
+    }
+
     /// The `client_` id printed on first start.
     pub fn client_id(&self) -> &str {
         &self.client_id

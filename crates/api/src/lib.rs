@@ -26,6 +26,7 @@ pub mod middleware;
 pub mod organization_domains;
 pub mod organizations;
 pub mod pagination;
+pub mod portal;
 pub mod roles_api;
 pub mod sftp_admin;
 pub mod sso;
@@ -233,6 +234,7 @@ pub fn router(state: AppState) -> Router {
         .merge(forward_admin::routes())
         .merge(backup_admin::routes())
         .merge(tls_admin::routes())
+        .merge(portal::routes())
         .merge(sso::protected_routes())
         .merge(idp::protected_routes())
         // Inside the key check: idempotency records are scoped by the authenticated key.
@@ -263,12 +265,20 @@ pub fn router(state: AppState) -> Router {
                 ..Default::default()
             },
         ));
+    // The operator console and the Admin Portal pages: their own sessions, not API keys.
+    let console = Arc::new(idbridge_console::Console::new(
+        state.store.clone(),
+        state.sso.clone(),
+        state.directory.clone(),
+        idbridge_console::ConsoleSettings::new(&state.config.public_url),
+    ));
     let app = Router::new()
         .merge(protected)
         .merge(open)
+        .with_state(state.clone())
+        .merge(idbridge_console::router(console))
         .fallback(fallback)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state.clone());
+        .method_not_allowed_fallback(method_not_allowed);
     middleware::apply(app, &state.config)
 }
 

@@ -35,7 +35,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Reports every key not in `known` as `unknown_field`.
-fn deny_unknown(f: &mut Fields<'_>, body: &Map<String, Value>, known: &[&str]) {
+pub(crate) fn deny_unknown(f: &mut Fields<'_>, body: &Map<String, Value>, known: &[&str]) {
     for key in body.keys() {
         if !known.contains(&key.as_str()) {
             f.error(key, "unknown_field");

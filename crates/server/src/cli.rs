@@ -53,6 +53,12 @@ pub enum Command {
         /// The export file; `-` for stdin.
         input: PathBuf,
     },
+    /// Operator accounts of the web console (the server must be stopped: the store is
+    /// single-process).
+    ConsoleUser {
+        #[command(subcommand)]
+        command: crate::console_users::ConsoleUserCommand,
+    },
     /// Manage SSO connections (the server must be stopped: the store is single-process).
     Connection {
         #[command(subcommand)]

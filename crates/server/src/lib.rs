@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod conn_limits;
 pub mod connections;
+pub mod console_users;
 pub mod directories;
 pub mod feeds;
 pub mod forward_cli;
@@ -141,6 +142,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Import { input } => {
             let config = load_config(cli.config.as_deref())?;
             backup::import(&config, &input)
+        }
+        Command::ConsoleUser { command } => {
+            let config = load_config(cli.config.as_deref())?;
+            console_users::run(&config, command)
         }
         Command::Connection { command } => {
             let config = load_config(cli.config.as_deref())?;

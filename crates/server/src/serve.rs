@@ -91,6 +91,18 @@ async fn serve_async(config: Config) -> anyhow::Result<Stopped> {
         );
     }
 
+    if let Some((user, password)) = idbridge_console::operators::bootstrap(store.as_ref())? {
+        // Printed once, like the API key: the console's first operator.
+        println!("IDBRIDGE_CONSOLE_USER={user}");
+        println!("IDBRIDGE_CONSOLE_PASSWORD={password}");
+        eprintln!(
+            "First start: created the console operator {user:?} (password printed above on \
+             stdout; sign in at {}/console and keep it safe, or change it with \
+             `idbridge console-user passwd {user}`).",
+            config.public_url()
+        );
+    }
+
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;

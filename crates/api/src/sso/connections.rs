@@ -258,7 +258,7 @@ fn opt_bool(f: &mut Fields<'_>, obj: &Map<String, Value>, prefix: &str, key: &st
     }
 }
 
-fn valid_http_url(s: &str) -> bool {
+pub(crate) fn valid_http_url(s: &str) -> bool {
     url::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
 }
 

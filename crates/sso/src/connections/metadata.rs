@@ -49,7 +49,7 @@ fn fingerprint(pem: &str) -> Option<String> {
 }
 
 /// Days until the certificate expires (negative once expired) and its expiry date.
-fn expiry(pem: &str) -> Option<(i32, String)> {
+pub fn expiry(pem: &str) -> Option<(i32, String)> {
     let cert = X509::from_pem(pem.as_bytes()).ok()?;
     let now = openssl::asn1::Asn1Time::days_from_now(0).ok()?;
     let diff = now.diff(cert.not_after()).ok()?;

@@ -1,0 +1,221 @@
+//! Directories: list, and one directory's state, counters, last LDAP run, and its users and
+//! groups in keyset pages (never the whole directory at once).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Extension;
+use idbridge_directory::EngineError;
+use idbridge_model::PageRequest;
+use maud::html;
+
+use super::{page, pager, store_error, PageQuery};
+use crate::web;
+use crate::{Console, Operator};
+
+const PATH: &str = "/console/directories";
+
+/// A directory-engine failure as a page.
+pub(crate) fn engine_error(e: &EngineError) -> Response {
+    match e {
+        EngineError::NotFound { what, id } => web::bare_error(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            &format!("The {what} {id} does not exist (it may have been deleted)."),
+        ),
+        EngineError::Store(s) => store_error(s),
+        other => {
+            tracing::error!(error = %other, "console: directory engine error");
+            web::bare_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Directory error",
+                "The directory could not be read; the server's log says why.",
+            )
+        }
+    }
+}
+
+pub(crate) async fn list(
+    State(c): State<Arc<Console>>,
+    Extension(op): Extension<Operator>,
+    Query(q): Query<PageQuery>,
+) -> Response {
+    let dirs = match c
+        .directory
+        .list_directories(None, &q.request("directories"))
+    {
+        Ok(p) => p,
+        Err(e) => return engine_error(&e),
+    };
+    page(
+        &c,
+        &op,
+        PATH,
+        "Directories",
+        html! {
+            div class="table-wrap" {
+                table {
+                    caption { "Directories, newest first" }
+                    thead { tr { th scope="col" { "Name" } th scope="col" { "Type" } th scope="col" { "State" } th scope="col" { "Users" } th scope="col" { "Groups" } th scope="col" { "Organization" } } }
+                    tbody {
+                        @for rec in &dirs.data {
+                            @let d = &rec.directory;
+                            tr {
+                                td { a href=(c.url(&format!("{PATH}/{}", d.id))) { (d.name) } }
+                                td { (d.directory_type) }
+                                td { (d.state.event_name()) }
+                                td { (d.metadata.users.active) " active, " (d.metadata.users.inactive) " inactive" }
+                                td { (d.metadata.groups) }
+                                td { a href=(c.url(&format!("/console/organizations/{}", d.organization_id))) { code { (d.organization_id) } } }
+                            }
+                        }
+                        @if dirs.data.is_empty() { tr { td colspan="6" { "No directory yet." } } }
+                    }
+                }
+            }
+            (pager(&c, PATH, None, None, dirs.before.as_deref(), dirs.after.as_deref()))
+        },
+    )
+}
+
+fn contains(hay: Option<&str>, needle: &str) -> bool {
+    hay.is_some_and(|h| h.to_lowercase().contains(needle))
+}
+
+pub(crate) async fn detail(
+    State(c): State<Arc<Console>>,
+    Extension(op): Extension<Operator>,
+    Path(id): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Response {
+    let rec = match c.directory.get_directory(&id) {
+        Ok(r) => r,
+        Err(EngineError::NotFound { .. }) => {
+            return super::not_found(&c, &op, &format!("Directory {id}"))
+        }
+        Err(e) => return engine_error(&e),
+    };
+    let search = q.search();
+    let users = match &search {
+        None => c.directory.list_users(&id, None, &q.request("users")),
+        Some(s) => c
+            .directory
+            .list_users_where(&id, None, &q.request("users"), |u| {
+                let u = &u.user;
+                contains(u.email.as_deref(), s)
+                    || contains(u.first_name.as_deref(), s)
+                    || contains(u.last_name.as_deref(), s)
+                    || contains(Some(&u.idp_id), s)
+            }),
+    };
+    let users = match users {
+        Ok(p) => p,
+        Err(e) => return engine_error(&e),
+    };
+    let groups = match c.directory.list_groups(
+        &id,
+        None,
+        &PageRequest {
+            limit: super::PAGE_SIZE,
+            ..q.request("groups")
+        },
+    ) {
+        Ok(p) => p,
+        Err(e) => return engine_error(&e),
+    };
+    let ldap_state = if rec.directory.directory_type.contains("ldap") {
+        idbridge_ldap::state::StateStore::new(c.store.clone())
+            .load(&id)
+            .ok()
+    } else {
+        None
+    };
+    let last_run = ldap_state
+        .as_ref()
+        .and_then(|s| match (&s.last_full, &s.last_delta) {
+            (Some(f), Some(d)) => Some(if d.started_at > f.started_at { d } else { f }),
+            (Some(r), None) | (None, Some(r)) => Some(r),
+            (None, None) => None,
+        })
+        .cloned();
+    let d = &rec.directory;
+    let path = format!("{PATH}/{id}");
+    page(
+        &c,
+        &op,
+        PATH,
+        &d.name,
+        html! {
+            dl class="facts" {
+                dt { "Id" } dd { code { (d.id) } }
+                dt { "Type" } dd { (d.directory_type) }
+                dt { "State" } dd { (d.state.event_name()) }
+                dt { "Users" } dd { (d.metadata.users.active) " active, " (d.metadata.users.inactive) " inactive" }
+                dt { "Groups" } dd { (d.metadata.groups) }
+                dt { "Organization" } dd { a href=(c.url(&format!("/console/organizations/{}", d.organization_id))) { code { (d.organization_id) } } }
+            }
+            @if let Some(st) = &ldap_state {
+                section class="card" aria-labelledby="last-run" {
+                    h2 id="last-run" { "Last sync" }
+                    @if let Some(r) = &last_run {
+                        dl class="facts" {
+                            dt { "Kind" } dd { (r.kind.as_ref().map_or("—".to_string(), |k| format!("{k:?}").to_lowercase())) }
+                            dt { "Started" } dd { (r.started_at.map_or("—".to_string(), |t| t.to_rfc3339())) }
+                            dt { "Result" } dd { (if r.ok { "applied" } else { "failed" }) }
+                            dt { "Took" } dd { (r.duration_ms) " ms" }
+                            dt { "Read" } dd { (r.users_read) " users, " (r.groups_read) " groups" }
+                            dt { "Users" } dd { (r.created) " created, " (r.updated) " updated, " (r.deleted) " deleted" }
+                            dt { "Groups changed" } dd { (r.groups_changed) }
+                        }
+                    } @else { p { "No run yet." } }
+                    @if let Some(err) = &st.last_error { p class="error" { "Last error: " (err) } }
+                    p { (st.runs) " runs, " (st.failures) " failed." }
+                }
+            }
+            section class="card" aria-labelledby="users" {
+                h2 id="users" { "Users" }
+                form method="get" action=(c.url(&path)) class="search" role="search" {
+                    label for="search" { "Search users (email, name, IdP id)" }
+                    input id="search" name="search" type="search" value=(q.search.clone().unwrap_or_default());
+                    input type="hidden" name="table" value="users";
+                    button type="submit" { "Search" }
+                }
+                div class="table-wrap" {
+                    table {
+                        thead { tr { th scope="col" { "Email" } th scope="col" { "Name" } th scope="col" { "State" } th scope="col" { "IdP id" } } }
+                        tbody {
+                            @for su in &users.data {
+                                @let u = &su.user;
+                                tr {
+                                    td { (u.email.as_deref().unwrap_or("—")) }
+                                    td { (u.first_name.as_deref().unwrap_or("")) " " (u.last_name.as_deref().unwrap_or("")) }
+                                    td { (format!("{:?}", u.state).to_lowercase()) }
+                                    td { code { (u.idp_id) } }
+                                }
+                            }
+                            @if users.data.is_empty() { tr { td colspan="4" { "No user." } } }
+                        }
+                    }
+                }
+                (pager(&c, &path, Some("users"), q.search.as_deref(), users.before.as_deref(), users.after.as_deref()))
+            }
+            section class="card" aria-labelledby="groups" {
+                h2 id="groups" { "Groups" }
+                div class="table-wrap" {
+                    table {
+                        thead { tr { th scope="col" { "Name" } th scope="col" { "IdP id" } } }
+                        tbody {
+                            @for sg in &groups.data {
+                                tr { td { (sg.group.name) } td { code { (sg.group.idp_id) } } }
+                            }
+                            @if groups.data.is_empty() { tr { td colspan="2" { "No group." } } }
+                        }
+                    }
+                }
+                (pager(&c, &path, Some("groups"), None, groups.before.as_deref(), groups.after.as_deref()))
+            }
+        },
+    )
+}
