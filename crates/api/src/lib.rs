@@ -27,6 +27,7 @@ pub mod organization_domains;
 pub mod organizations;
 pub mod pagination;
 pub mod roles_api;
+pub mod settings_admin;
 pub mod sftp_admin;
 pub mod sso;
 pub mod webhook_endpoints;
@@ -141,6 +142,13 @@ pub struct AppState {
     pub forward: Arc<idbridge_forward::scim_push::ScimPush>,
     /// Request-rate and failed-authentication limits of API keys.
     pub api_limiters: Arc<ApiLimiters>,
+    /// The SCIM endpoint's limiters (changed live through `/admin/settings/limits`).
+    pub scim_limiters: idbridge_scim::router::ScimLimiters,
+    /// Body size and timeouts every request reads when it starts (changed live through
+    /// `/admin/settings/server`).
+    pub http_limits: Arc<middleware::LiveHttp>,
+    /// Runtime settings (`/admin/settings`): the binary installs the runtime that owns them.
+    pub settings: Arc<settings_admin::Settings>,
 }
 
 /// The services of one store: the directory engine (reading organizations through the SSO
@@ -166,6 +174,14 @@ impl AppState {
         };
         let (directory, sso) = services(&store, settings);
         AppState {
+            scim_limiters: idbridge_scim::router::ScimLimiters {
+                rate: Arc::new(idbridge_limits::RateLimiter::new(config.limits.scim_rate)),
+                failed_auth: Arc::new(idbridge_limits::FailureLimiter::new(
+                    config.limits.failed_auth,
+                )),
+            },
+            http_limits: Arc::new(middleware::LiveHttp::new(&config)),
+            settings: Arc::default(),
             api_limiters: Arc::new(ApiLimiters {
                 rate: idbridge_limits::RateLimiter::new(config.limits.api_rate),
                 failed_auth: idbridge_limits::FailureLimiter::new(config.limits.failed_auth),
@@ -225,6 +241,7 @@ pub fn router(state: AppState) -> Router {
         .merge(webhook_endpoints::routes())
         .merge(forward_admin::routes())
         .merge(backup_admin::routes())
+        .merge(settings_admin::routes())
         .merge(sso::protected_routes())
         .merge(idp::protected_routes())
         // Inside the key check: idempotency records are scoped by the authenticated key.
@@ -248,10 +265,13 @@ pub fn router(state: AppState) -> Router {
             state.directory.clone(),
             idbridge_scim::router::ScimConfig {
                 public_url: state.config.public_url.clone(),
-                max_body_bytes: state.config.max_body_bytes,
+                // The live limit is the middleware's (`http_limits`), which answers in SCIM's
+                // format under /scim/; this bound only keeps SCIM's own check out of its way.
+                max_body_bytes: settings_admin::MAX_BODY_BYTES_SETTABLE,
                 rate_limit: state.config.limits.scim_rate,
                 failed_auth_limit: state.config.limits.failed_auth,
                 max_patch_members: state.config.limits.scim_max_patch_members,
+                limiters: Some(state.scim_limiters.clone()),
                 ..Default::default()
             },
         ));
@@ -261,7 +281,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state.clone());
-    middleware::apply(app, &state.config)
+    middleware::apply(app, state.http_limits.clone())
 }
 
 async fn healthz() -> Json<serde_json::Value> {

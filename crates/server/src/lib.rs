@@ -16,6 +16,7 @@ pub mod forward_cli;
 pub mod keys;
 pub mod ldap;
 pub mod logging;
+pub mod settings;
 pub mod serve;
 pub mod sftp_cli;
 
