@@ -33,7 +33,11 @@ api_burst = 1000
     .unwrap();
 }
 
-async fn patch(server: &TestServer, path: &str, body: Value) -> anyhow::Result<(StatusCode, Value)> {
+async fn patch(
+    server: &TestServer,
+    path: &str,
+    body: Value,
+) -> anyhow::Result<(StatusCode, Value)> {
     let resp = server
         .request(Method::PATCH, path)
         .json(&body)
@@ -44,8 +48,15 @@ async fn patch(server: &TestServer, path: &str, body: Value) -> anyhow::Result<(
 }
 
 async fn section(server: &TestServer, name: &str) -> anyhow::Result<Value> {
-    let resp = server.get(&format!("/admin/settings/{name}")).send().await?;
-    anyhow::ensure!(resp.status() == StatusCode::OK, "GET {name}: {}", resp.status());
+    let resp = server
+        .get(&format!("/admin/settings/{name}"))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        resp.status() == StatusCode::OK,
+        "GET {name}: {}",
+        resp.status()
+    );
     Ok(resp.json().await?)
 }
 
@@ -93,14 +104,19 @@ async fn settings_change_live_survive_a_restart_and_yield_to_a_changed_file() ->
     // Every section, with each value's source.
     let all: Value = server.get("/admin/settings").send().await?.json().await?;
     let sections = all["sections"].as_object().cloned().unwrap_or_default();
-    for name in ["server", "log", "limits", "events", "webhooks", "sso", "dns", "idp"] {
+    for name in [
+        "server", "log", "limits", "events", "webhooks", "sso", "dns", "idp",
+    ] {
         assert!(sections.contains_key(name), "{name} missing: {all}");
     }
     let s = section(&server, "server").await?;
     assert_eq!(s["values"]["max_body_bytes"], 65_536);
     assert_eq!(s["sources"]["max_body_bytes"], "file");
     assert_eq!(s["sources"]["request_timeout_secs"], "default");
-    assert_eq!(post_sized(&server, 20_000).await?, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        post_sized(&server, 20_000).await?,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
 
     // Bad PATCHes: each problem named, and nothing changes (the valid key in the same body
     // included).
@@ -123,35 +139,68 @@ async fn settings_change_live_survive_a_restart_and_yield_to_a_changed_file() ->
         );
     }
     assert!(body.to_string().contains("from 1 to 3600"), "{body}");
-    let (status, body) = patch(&server, "/admin/settings/server", json!({"max_body_bytes": "big"})).await?;
+    let (status, body) = patch(
+        &server,
+        "/admin/settings/server",
+        json!({"max_body_bytes": "big"}),
+    )
+    .await?;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(error_fields(&body)[0].0, "max_body_bytes");
     let (status, _) = patch(&server, "/admin/settings/nosuch", json!({})).await?;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(section(&server, "server").await?["values"]["max_body_bytes"], 65_536);
-    assert_eq!(post_sized(&server, 20_000).await?, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        section(&server, "server").await?["values"]["max_body_bytes"],
+        65_536
+    );
+    assert_eq!(
+        post_sized(&server, 20_000).await?,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
 
     // max_body_bytes: 413 at the new limit at once.
-    let (status, body) = patch(&server, "/admin/settings/server", json!({"max_body_bytes": 16_384})).await?;
+    let (status, body) = patch(
+        &server,
+        "/admin/settings/server",
+        json!({"max_body_bytes": 16_384}),
+    )
+    .await?;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["values"]["max_body_bytes"], 16_384);
     assert_eq!(body["sources"]["max_body_bytes"], "runtime");
-    assert_eq!(post_sized(&server, 20_000).await?, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(post_sized(&server, 10_000).await?, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        post_sized(&server, 20_000).await?,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    assert_eq!(
+        post_sized(&server, 10_000).await?,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
 
     // Log level: debug lines appear only after the change.
     assert_eq!(debug_lines(&server.stderr()), 0);
-    let (status, body) = patch(&server, "/admin/settings/log", json!({"level": "not a=filter=x"})).await?;
+    let (status, body) = patch(
+        &server,
+        "/admin/settings/log",
+        json!({"level": "not a=filter=x"}),
+    )
+    .await?;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(error_fields(&body)[0].0, "level");
     let (status, body) = patch(&server, "/admin/settings/log", json!({"format": "text"})).await?;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert_eq!(error_fields(&body)[0], ("format".to_string(), "restart_required".to_string()));
+    assert_eq!(
+        error_fields(&body)[0],
+        ("format".to_string(), "restart_required".to_string())
+    );
     let (status, body) = patch(&server, "/admin/settings/log", json!({"level": "debug"})).await?;
     assert_eq!(status, StatusCode::OK, "{body}");
     server.get("/organizations").send().await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(debug_lines(&server.stderr()) > 0, "no debug line after level=debug");
+    assert!(
+        debug_lines(&server.stderr()) > 0,
+        "no debug line after level=debug"
+    );
 
     // Limits: 429 under the new API rate at once; back up after.
     let (status, body) = patch(
@@ -176,7 +225,11 @@ async fn settings_change_live_survive_a_restart_and_yield_to_a_changed_file() ->
     assert_eq!(status, StatusCode::OK, "{body}");
 
     // The old paths of the dns and idp sections write through the same settings.
-    let resp = server.put("/admin/dns").json(&json!({"timeout_ms": 1234})).send().await?;
+    let resp = server
+        .put("/admin/dns")
+        .json(&json!({"timeout_ms": 1234}))
+        .send()
+        .await?;
     assert_eq!(resp.status(), StatusCode::OK);
     let resp = server
         .request(Method::PATCH, "/admin/idp/settings")
@@ -187,9 +240,17 @@ async fn settings_change_live_survive_a_restart_and_yield_to_a_changed_file() ->
     let dns = section(&server, "dns").await?;
     assert_eq!(dns["values"]["timeout_ms"], 1234);
     assert_eq!(dns["sources"]["timeout_ms"], "runtime");
-    assert_eq!(section(&server, "idp").await?["values"]["account_max_failures"], 7);
+    assert_eq!(
+        section(&server, "idp").await?["values"]["account_max_failures"],
+        7
+    );
     // SSO: a bad redirect pattern is named; a good one is in force.
-    let (status, body) = patch(&server, "/admin/settings/sso", json!({"redirect_uris": ["https://*.com/cb"]})).await?;
+    let (status, body) = patch(
+        &server,
+        "/admin/settings/sso",
+        json!({"redirect_uris": ["https://*.com/cb"]}),
+    )
+    .await?;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(error_fields(&body)[0].0, "redirect_uris[0]");
     let (status, body) = patch(
@@ -205,16 +266,27 @@ async fn settings_change_live_survive_a_restart_and_yield_to_a_changed_file() ->
     let s = section(&server, "server").await?;
     assert_eq!(s["values"]["max_body_bytes"], 16_384);
     assert_eq!(s["sources"]["max_body_bytes"], "runtime");
-    assert_eq!(post_sized(&server, 20_000).await?, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        post_sized(&server, 20_000).await?,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
     assert_eq!(section(&server, "log").await?["values"]["level"], "debug");
     assert_eq!(section(&server, "dns").await?["values"]["timeout_ms"], 1234);
     let dns: Value = server.get("/admin/dns").send().await?.json().await?;
     assert_eq!(dns["timeout_ms"], 1234);
-    let idp: Value = server.get("/admin/idp/settings").send().await?.json().await?;
+    let idp: Value = server
+        .get("/admin/idp/settings")
+        .send()
+        .await?
+        .json()
+        .await?;
     assert_eq!(idp["account_max_failures"], 7);
     let sso = section(&server, "sso").await?;
     assert_eq!(sso["values"]["code_ttl_secs"], 120);
-    assert_eq!(sso["values"]["redirect_uris"], json!(["https://app.example.com/cb"]));
+    assert_eq!(
+        sso["values"]["redirect_uris"],
+        json!(["https://app.example.com/cb"])
+    );
 
     // The file changes max_body_bytes: the file wins for that key; the rest stays runtime.
     write_config(&config, 32_768);
@@ -222,8 +294,14 @@ async fn settings_change_live_survive_a_restart_and_yield_to_a_changed_file() ->
     let s = section(&server, "server").await?;
     assert_eq!(s["values"]["max_body_bytes"], 32_768);
     assert_eq!(s["sources"]["max_body_bytes"], "file");
-    assert_eq!(post_sized(&server, 20_000).await?, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(post_sized(&server, 40_000).await?, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        post_sized(&server, 20_000).await?,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        post_sized(&server, 40_000).await?,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
     assert_eq!(section(&server, "dns").await?["values"]["timeout_ms"], 1234);
     Ok(())
 }

@@ -30,6 +30,8 @@ pub mod roles_api;
 pub mod settings_admin;
 pub mod sftp_admin;
 pub mod sso;
+#[cfg(test)]
+mod unknown_fields_tests;
 pub mod webhook_endpoints;
 
 use std::sync::atomic::{AtomicBool, Ordering};

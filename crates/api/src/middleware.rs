@@ -72,18 +72,20 @@ impl LiveHttp {
 pub fn apply(app: Router, live: Arc<LiveHttp>) -> Router {
     let for_deadline = live.clone();
     // Layers run bottom-up on the way in: request id first, so every span and error has it.
-    app.layer(axum::middleware::from_fn(move |req: Request, next: Next| {
-        deadline(for_deadline.request_timeout(), req, next)
-    }))
+    app.layer(axum::middleware::from_fn(
+        move |req: Request, next: Next| deadline(for_deadline.request_timeout(), req, next),
+    ))
     // Outside the deadline: a slow client's body is the client's fault (408), not the
     // server's (503), and the handler's time starts once the body is here.
-    .layer(axum::middleware::from_fn(move |req: Request, next: Next| {
-        let body_limits = BodyLimits {
-            max_bytes: live.max_body_bytes(),
-            read_timeout: live.body_read_timeout(),
-        };
-        read_body(body_limits, req, next)
-    }))
+    .layer(axum::middleware::from_fn(
+        move |req: Request, next: Next| {
+            let body_limits = BodyLimits {
+                max_bytes: live.max_body_bytes(),
+                read_timeout: live.body_read_timeout(),
+            };
+            read_body(body_limits, req, next)
+        },
+    ))
     .layer(axum::middleware::from_fn(record_metrics))
     // The limit is `read_body`'s (live); extractors then read a body already in memory.
     .layer(DefaultBodyLimit::disable())

@@ -80,12 +80,10 @@ impl Settings {
 }
 
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/admin/settings", get(get_all))
-        .route(
-            "/admin/settings/{section}",
-            get(get_section).patch(patch_section),
-        )
+    Router::new().route("/admin/settings", get(get_all)).route(
+        "/admin/settings/{section}",
+        get(get_section).patch(patch_section),
+    )
 }
 
 async fn get_all(State(state): State<AppState>) -> ApiResult<Json<Value>> {

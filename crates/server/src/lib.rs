@@ -16,8 +16,8 @@ pub mod forward_cli;
 pub mod keys;
 pub mod ldap;
 pub mod logging;
-pub mod settings;
 pub mod serve;
+pub mod settings;
 pub mod sftp_cli;
 
 use std::path::Path;

@@ -48,9 +48,9 @@ pub fn init(config: &LogConfig) {
 
 /// Checks a level filter (`info`, `idbridge_api=debug,info`): the reason when it is not one.
 pub fn check_level(level: &str) -> Result<(), String> {
-    EnvFilter::try_new(level)
-        .map(|_| ())
-        .map_err(|e| format!("not a log filter ({e}); use e.g. `info` or `idbridge_api=debug,info`"))
+    EnvFilter::try_new(level).map(|_| ()).map_err(|e| {
+        format!("not a log filter ({e}); use e.g. `info` or `idbridge_api=debug,info`")
+    })
 }
 
 /// Puts a new level filter in force now (no-op when this process installed no subscriber).

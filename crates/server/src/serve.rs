@@ -26,8 +26,8 @@ async fn serve_async(config: Config) -> anyhow::Result<()> {
     // Runtime settings (crate::settings): the file's values, except those changed through the
     // admin API since (and not changed in the file since).
     let file_config = config.clone();
-    let seeded = crate::settings::seed(store.as_ref(), &config)
-        .context("reading the runtime settings")?;
+    let seeded =
+        crate::settings::seed(store.as_ref(), &config).context("reading the runtime settings")?;
     let config = seeded.config.clone();
     if config.log.level != file_config.log.level {
         if let Err(e) = crate::logging::set_level(&config.log.level) {
@@ -183,18 +183,16 @@ async fn serve_async(config: Config) -> anyhow::Result<()> {
                         tls.key.display()
                     )
                 })?;
-            let mut server = axum_server::bind_rustls(addr, rustls)
-                .map(|tls| {
-                    crate::conn_limits::LimitedAcceptor::with_caps(tls, limits, conn_caps.clone())
-                });
+            let mut server = axum_server::bind_rustls(addr, rustls).map(|tls| {
+                crate::conn_limits::LimitedAcceptor::with_caps(tls, limits, conn_caps.clone())
+            });
             limits.tune(server.http_builder());
             server.handle(handle).serve(service).await
         }
         None => {
-            let mut server = axum_server::bind(addr)
-                .map(|plain| {
-                    crate::conn_limits::LimitedAcceptor::with_caps(plain, limits, conn_caps.clone())
-                });
+            let mut server = axum_server::bind(addr).map(|plain| {
+                crate::conn_limits::LimitedAcceptor::with_caps(plain, limits, conn_caps.clone())
+            });
             limits.tune(server.http_builder());
             server.handle(handle).serve(service).await
         }

@@ -117,9 +117,7 @@ impl Section {
         let r = match (self, key) {
             (Section::Server, "request_timeout_secs" | "body_read_timeout_secs") => (1.0, 3600.0),
             (Section::Server, "max_body_bytes") => (1024.0, MAX_BODY_BYTES_SETTABLE as f64),
-            (Section::Server, "max_connections" | "max_connections_per_ip") => {
-                (1.0, 1_000_000.0)
-            }
+            (Section::Server, "max_connections" | "max_connections_per_ip") => (1.0, 1_000_000.0),
             (Section::Limits, "api_requests_per_second" | "scim_requests_per_second") => {
                 (0.0, 1_000_000.0)
             }
@@ -166,7 +164,9 @@ impl Section {
 
     /// Replaces the section in `config` by `values` (every key of the section).
     fn replace(self, config: &mut Config, values: Map<String, Value>) -> Result<(), FieldError> {
-        fn parse<T: serde::de::DeserializeOwned>(values: Map<String, Value>) -> Result<T, FieldError> {
+        fn parse<T: serde::de::DeserializeOwned>(
+            values: Map<String, Value>,
+        ) -> Result<T, FieldError> {
             serde_path_to_error::deserialize(Value::Object(values)).map_err(|e| {
                 let field = e.path().to_string();
                 FieldError::new(field, "invalid_value").with_message(e.into_inner().to_string())
@@ -301,8 +301,7 @@ pub fn seed(store: &dyn Store, file: &Config) -> anyhow::Result<Seeded> {
         let file_values = section.values(file);
         let mut kept = Map::new();
         for (key, value) in stored.runtime {
-            if !file_values.contains_key(&key) || section.restart_only().contains(&key.as_str())
-            {
+            if !file_values.contains_key(&key) || section.restart_only().contains(&key.as_str()) {
                 continue;
             }
             match stored.seeded.get(&key) {
@@ -469,10 +468,7 @@ impl RuntimeSettings {
         for key in values.keys() {
             let source = if record.is_some_and(|r| r.runtime.contains_key(key)) {
                 "runtime"
-            } else if self
-                .env_keys
-                .contains(&format!("{}.{key}", section.name()))
-            {
+            } else if self.env_keys.contains(&format!("{}.{key}", section.name())) {
                 "env"
             } else if file.get(key) != defaults.get(key) {
                 "file"
@@ -513,10 +509,12 @@ impl RuntimeSettings {
                     names.join(", ")
                 )));
             } else if section.restart_only().contains(&key.as_str()) {
-                errors.push(FieldError::new(key, "restart_required").with_message(format!(
+                errors.push(
+                    FieldError::new(key, "restart_required").with_message(format!(
                     "{name}.{key} is read only when the server starts: change it in the config \
                      file (or its IDBRIDGE_* variable) and restart"
-                )));
+                )),
+                );
             } else if let Some((min, max)) = section.range(key) {
                 match value.as_f64() {
                     Some(n) if n >= min && n <= max => {}
@@ -545,7 +543,11 @@ impl RuntimeSettings {
         }
     }
 
-    async fn patch_section(self: Arc<Self>, name: String, patch: Map<String, Value>) -> ApiResult<Value> {
+    async fn patch_section(
+        self: Arc<Self>,
+        name: String,
+        patch: Map<String, Value>,
+    ) -> ApiResult<Value> {
         let section = Self::section_of(&name)?;
         let _writing = self.writing.lock().await;
         let current = self.lock().config.clone();
@@ -560,7 +562,8 @@ impl RuntimeSettings {
                 for (key, value) in patch {
                     record.runtime.insert(key, value);
                 }
-                record.updated_at = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+                record.updated_at =
+                    Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
                 save(this.store.as_ref(), section, &record)?;
                 Ok(record)
             })
@@ -574,7 +577,7 @@ impl RuntimeSettings {
         snapshot.records.insert(section, record);
         match applied {
             Ok(()) => {
-                tracing::info!(section = name, "settings changed through the admin API");
+                tracing::info!(section = %name, "settings changed through the admin API");
                 Ok(self.view(section, &snapshot))
             }
             Err(e) => Err(ApiError::internal(format!(
@@ -644,7 +647,9 @@ mod tests {
         let s = seed(store.as_ref(), &f2).unwrap();
         assert_eq!(s.config.server.max_body_bytes, 8192);
         assert_eq!(s.config.server.request_timeout_secs, 5);
-        assert!(!s.records[&Section::Server].runtime.contains_key("max_body_bytes"));
+        assert!(!s.records[&Section::Server]
+            .runtime
+            .contains_key("max_body_bytes"));
     }
 
     #[test]
