@@ -79,7 +79,9 @@ pub struct ScimConfig {
 /// The SCIM endpoint's request-rate and failed-authentication limiters.
 #[derive(Debug, Clone)]
 pub struct ScimLimiters {
+    /// Requests per directory.
     pub rate: Arc<RateLimiter>,
+    /// Failed authentications per client address.
     pub failed_auth: Arc<FailureLimiter>,
 }
 
