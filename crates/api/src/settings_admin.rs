@@ -70,7 +70,7 @@ impl Settings {
     }
 
     fn require(&self) -> ApiResult<Arc<dyn SettingsRuntime>> {
-        self.runtime().ok_or(ApiError::Unavailable {
+        self.runtime().ok_or_else(|| ApiError::Unavailable {
             code: "settings_unavailable",
             message: "Runtime settings are not available in this process (no settings runtime \
                       is installed); run `idbridge serve`."

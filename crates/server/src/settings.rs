@@ -218,15 +218,6 @@ impl Section {
     }
 }
 
-/// Formats a range bound without a trailing `.0`.
-fn bound(n: f64) -> String {
-    if n.fract() == 0.0 {
-        format!("{}", n as i64)
-    } else {
-        n.to_string()
-    }
-}
-
 /// Which `section.key`s the process environment sets (`IDBRIDGE_*`, see `Config::apply_env`).
 pub fn env_keys<I: IntoIterator<Item = (String, String)>>(vars: I) -> BTreeSet<String> {
     let mut keys = BTreeSet::new();
@@ -517,11 +508,9 @@ impl RuntimeSettings {
                 );
             } else if let Some((min, max)) = section.range(key) {
                 match value.as_f64() {
-                    Some(n) if n >= min && n <= max => {}
+                    Some(n) if (min..=max).contains(&n) => {}
                     _ => errors.push(FieldError::new(key, "out_of_range").with_message(format!(
-                        "{name}.{key} must be a number from {} to {}",
-                        bound(min),
-                        bound(max)
+                        "{name}.{key} must be a number from {min} to {max}"
                     ))),
                 }
             }
