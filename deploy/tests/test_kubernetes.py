@@ -84,6 +84,12 @@ def check_appliance_properties(docs):
     assert csc["capabilities"]["drop"] == ["ALL"]
     env = {e["name"]: e for e in c["env"]}
     assert env["IDBRIDGE_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["key"] == "secret-key"
+    api_key = env["IDBRIDGE_API_KEY"]["valueFrom"]["secretKeyRef"]
+    assert api_key["key"] == "api-key"
+    assert api_key["name"] == env["IDBRIDGE_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["name"]
+    # The drain deadline fits in the pod's termination grace period.
+    grace = int(env["IDBRIDGE_SHUTDOWN_GRACE_SECS"]["value"])
+    assert 0 < grace < pod.get("terminationGracePeriodSeconds", 30)
     assert any("secretRef" in e for e in c["envFrom"]), "SCIM tokens come from a Secret"
     # The config file comes from a ConfigMap that is rendered alongside.
     cm_names = {d["metadata"]["name"] for d in by_kind(docs, "ConfigMap")}
@@ -138,7 +144,8 @@ def test_helm_chart_with_every_option_validates():
     docs = helm_render(
         {
             "publicUrl": "https://sso.example.com",
-            "secrets": {"secretKey": "ab" * 32, "scimTokens": {"ACME_OKTA_SCIM_TOKEN": "t" * 32}},
+            "secrets": {"secretKey": "ab" * 32, "apiKey": "sk_" + "k" * 40,
+                        "scimTokens": {"ACME_OKTA_SCIM_TOKEN": "t" * 32}},
             "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
             "persistence": {"storageClassName": "fast", "size": "20Gi"},
             "nodeSelector": {"kubernetes.io/os": "linux"},
@@ -147,10 +154,19 @@ def test_helm_chart_with_every_option_validates():
     )
     secrets = {d["metadata"]["name"]: d for d in by_kind(docs, "Secret")}
     assert secrets["idb-idbridge"]["stringData"]["secret-key"] == "ab" * 32
+    assert secrets["idb-idbridge"]["stringData"]["api-key"] == "sk_" + "k" * 40
     assert secrets["idb-idbridge-scim-tokens"]["stringData"]["ACME_OKTA_SCIM_TOKEN"] == "t" * 32
     (sts,) = by_kind(docs, "StatefulSet")
     env = {e["name"]: e for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["IDBRIDGE_PUBLIC_URL"]["value"] == "https://sso.example.com"
+    validate_all(docs)
+    check_appliance_properties(docs)
+
+
+def test_helm_chart_api_key_alone_makes_a_secret_without_secret_key():
+    docs = helm_render({"secrets": {"apiKey": "sk_" + "k" * 40}})
+    (secret,) = by_kind(docs, "Secret")
+    assert secret["stringData"] == {"api-key": "sk_" + "k" * 40}
     validate_all(docs)
     check_appliance_properties(docs)
 
@@ -163,6 +179,7 @@ def test_helm_chart_existing_secrets_are_referenced_not_made():
     c = sts["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e for e in c["env"]}
     assert env["IDBRIDGE_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "mine"
+    assert env["IDBRIDGE_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "mine"
     assert c["envFrom"][0]["secretRef"]["name"] == "tokens"
 
 

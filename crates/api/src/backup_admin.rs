@@ -4,7 +4,8 @@
 //!   `<data dir>/backups/idbridge-<UTC time>.sqlite3` while writes go on, and answers 201 with
 //!   the file, its size and the last event seq it holds once the copy is checked and on disk.
 //!   One backup runs at a time (a second request waits for the first). An unknown field is a
-//!   422 naming it; a store without online backup (sled) is a 409 saying what to use instead.
+//!   422 naming it; a store without online backup (none today: every data directory is SQLite)
+//!   is a 409 saying what to use instead.
 //! - `GET /admin/backups`: the finished backups, newest first.
 //!
 //! Restoring is an operator's step with the server stopped (README, "Backup and restore").
@@ -33,8 +34,7 @@ static RUNNING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 fn unsupported() -> ApiError {
     ApiError::Conflict {
         code: "backup_unsupported",
-        message: "this store has no online backup (a sled data directory): run `idbridge \
-                  migrate`, or stop the server and use `idbridge export`"
+        message: "this store has no online backup: stop the server and use `idbridge export`"
             .to_owned(),
     }
 }

@@ -30,6 +30,7 @@ pub mod roles_api;
 pub mod settings_admin;
 pub mod sftp_admin;
 pub mod sso;
+pub mod tls_admin;
 #[cfg(test)]
 mod unknown_fields_tests;
 pub mod webhook_endpoints;
@@ -151,6 +152,10 @@ pub struct AppState {
     pub http_limits: Arc<middleware::LiveHttp>,
     /// Runtime settings (`/admin/settings`): the binary installs the runtime that owns them.
     pub settings: Arc<settings_admin::Settings>,
+    /// Set when a shutdown began: `/readyz` answers 503 `draining` while requests finish.
+    pub draining: Arc<AtomicBool>,
+    /// The HTTPS certificate reloader (`POST /admin/tls/reload`); `None` without TLS.
+    pub tls: Option<tls_admin::SharedTlsReloader>,
 }
 
 /// The services of one store: the directory engine (reading organizations through the SSO
@@ -203,6 +208,8 @@ impl AppState {
             store,
             directory,
             ldap: Arc::default(),
+            draining: Arc::default(),
+            tls: None,
         }
     }
 
@@ -244,6 +251,7 @@ pub fn router(state: AppState) -> Router {
         .merge(forward_admin::routes())
         .merge(backup_admin::routes())
         .merge(settings_admin::routes())
+        .merge(tls_admin::routes())
         .merge(sso::protected_routes())
         .merge(idp::protected_routes())
         // Inside the key check: idempotency records are scoped by the authenticated key.
@@ -292,6 +300,13 @@ async fn healthz() -> Json<serde_json::Value> {
 
 async fn readyz(State(state): State<AppState>) -> Response {
     // Ready means: started, and the store answers a read.
+    if state.draining.load(Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "draining"})),
+        )
+            .into_response();
+    }
     let store_ok = state.sso.client_id().is_ok();
     if state.ready.load(Ordering::Relaxed) && store_ok {
         Json(serde_json::json!({"status": "ready"})).into_response()

@@ -1,7 +1,7 @@
 //! Concurrent writes to ONE directory share the store's sync rounds: the engine releases its
 //! per-directory lock once a commit has applied, before waiting for the fdatasync. (Holding
 //! it across the sync made every SCIM write in a directory pay a sync of its own.) Run on
-//! SQLite (the default: COMMIT, then a group fdatasync of the WAL) and on sled.
+//! SQLite (COMMIT, then a group fdatasync of the WAL).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -14,7 +14,7 @@ use common::user;
 use idbridge_directory::{DirectoryEngine, DirectorySettings};
 use idbridge_model::tag::OrganizationTag;
 use idbridge_model::{new_id, IdPrefix, Organization, Timestamp};
-use idbridge_store::{DurabilityProbe, SledOptions, SledStore, SqliteOptions, SqliteStore, Store};
+use idbridge_store::{DurabilityProbe, SqliteOptions, SqliteStore, Store};
 
 /// Makes every sync round slow, so writers that can queue behind one round do.
 struct SlowSync;
@@ -34,17 +34,6 @@ fn concurrent_writes_to_one_directory_share_sync_rounds_sqlite() {
         ..SqliteOptions::default()
     };
     let store = SqliteStore::open_with(tmp.path(), options).expect("open");
-    concurrent_writes_to_one_directory_share_sync_rounds(Arc::new(store));
-}
-
-#[test]
-fn concurrent_writes_to_one_directory_share_sync_rounds_sled() {
-    let tmp = tempdir();
-    let options = SledOptions {
-        probe: Some(Arc::new(SlowSync)),
-        ..SledOptions::default()
-    };
-    let store = SledStore::open_with(tmp.path(), options).expect("open");
     concurrent_writes_to_one_directory_share_sync_rounds(Arc::new(store));
 }
 

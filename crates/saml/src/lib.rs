@@ -23,6 +23,7 @@ pub mod gate;
 pub mod idp;
 mod model;
 pub mod settings;
+pub mod slo;
 pub mod sp;
 pub mod verify;
 pub mod xml;
@@ -31,7 +32,11 @@ pub use attributes::{map_profile, AttributeMap, SamlConnectionType};
 pub use error::{DecryptError, GateViolation, PolicyViolation, SamlError, SignatureError};
 pub use idp::IdpSigner;
 pub use settings::{IdpSettings, SpKeyPair, SpSettings};
-pub use sp::{build_authn_request, decode_redirect_binding, sp_metadata_xml, AuthnRedirect};
+pub use slo::{verify_slo_redirect, SloContext, SloMessage, SloViolation};
+pub use sp::{
+    build_authn_request, build_logout_request, decode_redirect_binding, sp_metadata_xml,
+    AuthnRedirect, LogoutRedirect, LogoutSubject,
+};
 pub use verify::{
     relay_state_redirect, verify_post, verify_post_blocking, MemoryReplayCache, ReplayCache,
     ResponseContext, VerifiedAssertion,

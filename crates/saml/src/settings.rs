@@ -62,27 +62,27 @@ impl IdpSettings {
     /// HTTP-Redirect SSO location and every signing certificate (`use="signing"` or no `use`).
     pub fn from_metadata_xml(metadata: &str) -> Result<Self, SamlError> {
         let root = xml::parse(metadata, &Limits::METADATA)?;
-        let entity = if root.is(NS_METADATA, "EntityDescriptor") {
-            &root
-        } else if root.is(NS_METADATA, "EntitiesDescriptor") {
-            let idps: Vec<&Element> = root
-                .children_named(NS_METADATA, "EntityDescriptor")
-                .filter(|e| e.child(NS_METADATA, "IDPSSODescriptor").is_some())
-                .collect();
-            match idps.as_slice() {
-                [one] => *one,
-                _ => {
-                    return Err(SamlError::Config(format!(
-                        "metadata holds {} IdP entities, expected one",
-                        idps.len()
-                    )))
-                }
-            }
-        } else {
-            return Err(SamlError::Config(
-                "metadata root is not an EntityDescriptor".into(),
-            ));
-        };
+        let entity = idp_entity(&root)?;
+        Self::from_entity(entity)
+    }
+
+    /// The IdP's HTTP-Redirect SingleLogoutService location in its metadata, if it offers one
+    /// (single logout is only started towards an IdP that has it).
+    pub fn slo_url_from_metadata_xml(metadata: &str) -> Result<Option<String>, SamlError> {
+        let root = xml::parse(metadata, &Limits::METADATA)?;
+        let entity = idp_entity(&root)?;
+        Ok(entity
+            .child(NS_METADATA, "IDPSSODescriptor")
+            .and_then(|idp| {
+                idp.children_named(NS_METADATA, "SingleLogoutService")
+                    .find(|s| s.attr("Binding") == Some(BINDING_REDIRECT))
+            })
+            .and_then(|s| s.attr("Location"))
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty()))
+    }
+
+    fn from_entity(entity: &Element) -> Result<Self, SamlError> {
         let entity_id = entity
             .attr("entityID")
             .filter(|s| !s.trim().is_empty())
@@ -132,6 +132,29 @@ impl IdpSettings {
             allow_sha1: false,
             wants_signed_requests: idp.attr("WantAuthnRequestsSigned") == Some("true"),
         })
+    }
+}
+
+/// The IdP's `EntityDescriptor`: the root, or the one IdP of an `EntitiesDescriptor`.
+fn idp_entity(root: &Element) -> Result<&Element, SamlError> {
+    if root.is(NS_METADATA, "EntityDescriptor") {
+        return Ok(root);
+    }
+    if !root.is(NS_METADATA, "EntitiesDescriptor") {
+        return Err(SamlError::Config(
+            "metadata root is not an EntityDescriptor".into(),
+        ));
+    }
+    let idps: Vec<&Element> = root
+        .children_named(NS_METADATA, "EntityDescriptor")
+        .filter(|e| e.child(NS_METADATA, "IDPSSODescriptor").is_some())
+        .collect();
+    match idps.as_slice() {
+        [one] => Ok(*one),
+        _ => Err(SamlError::Config(format!(
+            "metadata holds {} IdP entities, expected one",
+            idps.len()
+        ))),
     }
 }
 
@@ -233,6 +256,8 @@ pub struct SpSettings {
     pub max_response_age: Duration,
     /// Sign AuthnRequests (SigAlg/Signature on the Redirect binding).
     pub want_signed_requests: bool,
+    /// Our SingleLogoutService (HTTP-Redirect) URL, published in the SP metadata when set.
+    pub slo_url: Option<String>,
 }
 
 impl SpSettings {
@@ -247,6 +272,7 @@ impl SpSettings {
             clock_skew: DEFAULT_CLOCK_SKEW,
             max_response_age: DEFAULT_MAX_RESPONSE_AGE,
             want_signed_requests: false,
+            slo_url: None,
         }
     }
 }

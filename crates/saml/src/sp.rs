@@ -2,7 +2,7 @@
 //! metadata, and bounded decoding of Redirect-binding payloads (deflate-bomb safe).
 
 use crate::error::{GateViolation, SamlError};
-use crate::settings::{IdpSettings, SpSettings, BINDING_POST};
+use crate::settings::{IdpSettings, SpSettings, BINDING_POST, BINDING_REDIRECT};
 use crate::xml::escape;
 use base64::Engine as _;
 use chrono::Utc;
@@ -83,6 +83,55 @@ pub fn build_authn_request(
     })
 }
 
+/// A LogoutRequest ready to send: redirect the browser to `url`, remember `request_id` to check
+/// the LogoutResponse's InResponseTo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogoutRedirect {
+    pub request_id: String,
+    pub url: String,
+}
+
+/// Whom to log out: the NameID and SessionIndex of the login's assertion, as the IdP sent them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogoutSubject<'a> {
+    pub name_id: &'a str,
+    pub name_id_format: Option<&'a str>,
+    pub session_index: Option<&'a str>,
+}
+
+/// Build an SP-initiated LogoutRequest for the IdP's HTTP-Redirect SingleLogoutService at
+/// `slo_url`, always signed (SigAlg/Signature over the query string, RSA-SHA256, with the SP's
+/// first signing key): an IdP must be able to tell our logout from a forged one.
+pub fn build_logout_request(
+    sp: &SpSettings,
+    slo_url: &str,
+    subject: &LogoutSubject<'_>,
+    relay_state: Option<&str>,
+) -> Result<LogoutRedirect, SamlError> {
+    let key = sp
+        .signing_keys
+        .first()
+        .ok_or_else(|| SamlError::Config("a LogoutRequest needs an SP signing key".into()))?;
+    let request_id = new_id()?;
+    let instant = Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ");
+    let format = subject
+        .name_id_format
+        .map(|f| format!(" Format=\"{}\"", escape(f)))
+        .unwrap_or_default();
+    let session = subject
+        .session_index
+        .map(|s| format!("<samlp:SessionIndex>{}</samlp:SessionIndex>", escape(s)))
+        .unwrap_or_default();
+    let xml = format!(
+        "<samlp:LogoutRequest xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" ID=\"{request_id}\" Version=\"2.0\" IssueInstant=\"{instant}\" Destination=\"{}\"><saml:Issuer>{}</saml:Issuer><saml:NameID{format}>{}</saml:NameID>{session}</samlp:LogoutRequest>",
+        escape(slo_url),
+        escape(&sp.entity_id),
+        escape(subject.name_id),
+    );
+    let url = crate::slo::signed_redirect(slo_url, "SAMLRequest", &xml, relay_state, &key.key)?;
+    Ok(LogoutRedirect { request_id, url })
+}
+
 fn cert_b64(cert: &openssl::x509::X509) -> Result<String, SamlError> {
     let der = cert.to_der().map_err(|e| SamlError::Build(e.to_string()))?;
     Ok(base64::engine::general_purpose::STANDARD.encode(der))
@@ -127,6 +176,12 @@ pub fn sp_metadata_xml(sp: &SpSettings) -> Result<String, SamlError> {
     }
     for k in &sp.decryption_keys {
         key_descriptor(&mut out, "encryption", &k.cert)?;
+    }
+    if let Some(slo) = &sp.slo_url {
+        out.push_str(&format!(
+            "<md:SingleLogoutService Binding=\"{BINDING_REDIRECT}\" Location=\"{}\"/>",
+            escape(slo)
+        ));
     }
     out.push_str(
         "<md:NameIDFormat>urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified</md:NameIDFormat>",

@@ -67,14 +67,6 @@ fn target_dir() -> PathBuf {
 }
 
 /// idbridge's SCIM router on a loopback port, over a durable on-disk store; returns the
-/// The store backend idbridge runs on: SQLite (the default) or `IDBRIDGE_BENCH_BACKEND=sled`.
-fn backend_name() -> &'static str {
-    match std::env::var("IDBRIDGE_BENCH_BACKEND").as_deref() {
-        Ok("sled") => "sled",
-        _ => "SQLite",
-    }
-}
-
 /// target and the temp dir (kept alive by the caller).
 fn start_idbridge() -> Res<(Target, tempfile::TempDir)> {
     let base = target_dir();
@@ -82,12 +74,7 @@ fn start_idbridge() -> Res<(Target, tempfile::TempDir)> {
     let dir = tempfile::Builder::new()
         .prefix("polis-scim-bench-")
         .tempdir_in(&base)?;
-    // IDBRIDGE_BENCH_BACKEND=sled measures the retiring backend for comparison.
-    let store: Arc<dyn Store> = if backend_name() == "sled" {
-        Arc::new(idbridge_store::SledStore::open(dir.path())?)
-    } else {
-        Arc::new(SqliteStore::open(dir.path())?)
-    };
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path())?);
     let org = new_id(IdPrefix::Organization);
     let now = Timestamp::now();
     let record = Organization {
@@ -337,9 +324,8 @@ fn main() -> Res<()> {
     })?;
     println!();
     println!(
-        "SCIM throughput, same run, same workload ({} cores; idbridge: on-disk {}, every write synced before its answer; Polis {polis_version}: mem engine, nothing durable)",
+        "SCIM throughput, same run, same workload ({} cores; idbridge: on-disk SQLite, every write synced before its answer; Polis {polis_version}: mem engine, nothing durable)",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        backend_name()
     );
     println!(
         "{:<44} {:>12} {:>12} {:>10}",

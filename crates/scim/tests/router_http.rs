@@ -1,4 +1,4 @@
-//! The real SCIM router over the directory engine (ephemeral sled store), driven in-process:
+//! The real SCIM router over the directory engine (ephemeral SQLite store), driven in-process:
 //! the Okta and Entra ID request sequences from tests/fixtures, tenancy between directories,
 //! and bad input (each with the right SCIM error and nothing written).
 

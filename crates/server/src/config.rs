@@ -249,6 +249,9 @@ pub struct ServerConfig {
     /// Open connections from one client address at most (behind a reverse proxy every
     /// client shares the proxy's address: raise this to `max_connections` there).
     pub max_connections_per_ip: usize,
+    /// On SIGTERM/SIGINT: stop accepting, give in-flight requests this long to finish, then
+    /// close what is left, stop the background workers and close the store (exit 0).
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -266,6 +269,7 @@ impl Default for ServerConfig {
             keep_alive_idle_secs: 5,
             max_connections: 1024,
             max_connections_per_ip: 256,
+            shutdown_grace_secs: 10,
         }
     }
 }
@@ -410,6 +414,12 @@ impl Config {
                 return Err(key_err(format!("server.{key}"), "must be at least 1"));
             }
         }
+        if self.server.shutdown_grace_secs > 3600 {
+            return Err(key_err(
+                "server.shutdown_grace_secs".into(),
+                "must be at most 3600",
+            ));
+        }
         if self.events.retention_days == 0 {
             return Err(key_err(
                 "events.retention_days".into(),
@@ -522,6 +532,15 @@ impl Config {
                     self.server.max_connections_per_ip = value
                         .parse()
                         .map_err(|e| bad(format!("not a number: {e}")))?
+                }
+                "IDBRIDGE_SHUTDOWN_GRACE_SECS" => {
+                    let secs: u64 = value
+                        .parse()
+                        .map_err(|e| bad(format!("not a number: {e}")))?;
+                    if secs > 3600 {
+                        return Err(bad("must be at most 3600".into()));
+                    }
+                    self.server.shutdown_grace_secs = secs
                 }
                 "IDBRIDGE_STORE_CACHE_MB" => {
                     self.server.store_cache_mb = value
@@ -707,6 +726,37 @@ mod tests {
         assert!(c
             .apply_env([("IDBRIDGE_TLS_CERT".to_string(), "c.pem".to_string())])
             .is_err());
+    }
+
+    #[test]
+    fn shutdown_grace_is_bounded_in_the_file_and_the_environment() {
+        assert_eq!(Config::default().server.shutdown_grace_secs, 10);
+        let c = parse("[server]\nshutdown_grace_secs = 0\n").unwrap();
+        assert_eq!(
+            c.server.shutdown_grace_secs, 0,
+            "0 closes connections at once"
+        );
+        match parse("[server]\nshutdown_grace_secs = 3601\n") {
+            Err(ConfigError::Key { key, .. }) => assert_eq!(key, "server.shutdown_grace_secs"),
+            other => panic!("{other:?}"),
+        }
+        let mut c = Config::default();
+        c.apply_env([("IDBRIDGE_SHUTDOWN_GRACE_SECS".to_string(), "25".to_string())])
+            .unwrap();
+        assert_eq!(c.server.shutdown_grace_secs, 25);
+        for bad in ["3601", "soon"] {
+            let err = c
+                .apply_env([("IDBRIDGE_SHUTDOWN_GRACE_SECS".to_string(), bad.to_string())])
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("IDBRIDGE_SHUTDOWN_GRACE_SECS"),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            c.server.shutdown_grace_secs, 25,
+            "a refused value changes nothing"
+        );
     }
 
     #[test]

@@ -352,6 +352,24 @@ impl FeedSupervisor {
     }
 }
 
+impl FeedSupervisor {
+    /// Stops every runner (at shutdown): LDAP schedulers and SFTP pull jobs are cancelled at
+    /// their next await (a store write in progress runs to its end on its blocking thread),
+    /// and the embedded SFTP server stops accepting and disconnects its clients.
+    pub async fn stop_all(&self) {
+        let mut guard = self.running.lock().await;
+        let running = &mut *guard;
+        for (id, (_, handle)) in running.ldap.drain().chain(running.pulls.drain()) {
+            handle.abort();
+            tracing::debug!(directory_id = %id, "feed runner stopped");
+        }
+        if let Some(server) = running.server.take() {
+            server.shutdown().await;
+            tracing::info!("embedded SFTP server stopped");
+        }
+    }
+}
+
 impl FeedRuntime for FeedSupervisor {
     fn apply(self: Arc<Self>) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> {
         Box::pin(async move { self.apply_all().await })

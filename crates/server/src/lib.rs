@@ -19,6 +19,7 @@ pub mod logging;
 pub mod serve;
 pub mod settings;
 pub mod sftp_cli;
+pub mod tls;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -48,14 +49,13 @@ pub fn directory_engine(store: Arc<dyn Store>) -> idbridge_directory::DirectoryE
     idbridge_directory::DirectoryEngine::new(store, orgs)
 }
 
-/// The key that seals connection secrets: `IDBRIDGE_SECRET_KEY`, else the data directory's
-/// key file (created on first use).
+/// The key that seals connection secrets: `IDBRIDGE_SECRET_KEY` (or the file named by
+/// `IDBRIDGE_SECRET_KEY_FILE`, a mounted Secret), else the data directory's key file
+/// (created on first use).
 pub fn secret_key(config: &Config) -> anyhow::Result<idbridge_sso::SecretBox> {
-    idbridge_sso::SecretBox::load_or_create(
-        std::env::var(idbridge_sso::SECRET_KEY_ENV).ok().as_deref(),
-        &config.server.data_dir,
-    )
-    .context("loading the secret key for connection secrets")
+    let given = keys::env_or_file(idbridge_sso::SECRET_KEY_ENV, |v| std::env::var(v).ok())?;
+    idbridge_sso::SecretBox::load_or_create(given.as_deref(), &config.server.data_dir)
+        .context("loading the secret key for connection secrets")
 }
 
 /// Opens the store in the configured data directory (SQLite, `<data>/idbridge.sqlite3`),

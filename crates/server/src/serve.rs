@@ -1,8 +1,17 @@
 //! `idbridge serve`: wires the store, the API and the background workers, and listens.
+//!
+//! Signals: `SIGHUP` reloads the HTTPS certificate (`crate::tls`). `SIGTERM`/`SIGINT` shut down
+//! gracefully: `/readyz` turns 503 `draining`, the listener closes (new connections are
+//! refused), in-flight requests get `server.shutdown_grace_secs` to finish (then the rest are
+//! closed), the background workers are stopped (LDAP schedulers, SFTP pulls and server, SCIM
+//! push, webhooks, timers; a store write in progress always completes, as each is one
+//! transaction on a blocking thread), and the store is closed, which checkpoints its WAL into
+//! the database file so the next start has nothing to replay. A second signal while draining
+//! closes the remaining connections at once.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use idbridge_api::{ApiConfig, AppState};
@@ -18,11 +27,60 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve_async(config))
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    let stopped = runtime.block_on(serve_async(config))?;
+    // Whatever still runs (timers, aborted workers) is dropped here; blocking work in flight
+    // (a store transaction) gets what is left of the grace period, at least a second.
+    let deadline = stopped.began + grace;
+    runtime.shutdown_timeout(
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1)),
+    );
+    close_store(stopped.store);
+    tracing::info!(
+        elapsed_ms = u64::try_from(stopped.began.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "idbridge stopped"
+    );
+    Ok(())
 }
 
-async fn serve_async(config: Config) -> anyhow::Result<()> {
+/// What is left to close once the HTTP server has drained.
+struct Stopped {
+    store: Arc<dyn Store>,
+    /// When the shutdown signal arrived (the grace period counts from here).
+    began: Instant,
+}
+
+/// Drops the last handle of the store: its threads stop and SQLite checkpoints the WAL into
+/// the database file on the last close, so the next start has no recovery work.
+fn close_store(store: Arc<dyn Store>) {
+    let holders = Arc::strong_count(&store);
+    if holders > 1 {
+        tracing::warn!(
+            holders,
+            "the store is still held by a task that did not stop; it closes at exit instead \
+             (acknowledged writes are on disk; the next start replays the WAL)"
+        );
+    }
+    drop(store);
+    if holders == 1 {
+        tracing::info!("store closed");
+    }
+}
+
+async fn serve_async(config: Config) -> anyhow::Result<Stopped> {
+    // Signals that arrive while starting wait for the handler instead of killing the process.
+    let signals = Signals::install()?;
+    // The certificate first: a bad pair stops the start before anything is opened.
+    let tls_cert = match &config.server.tls {
+        Some(tls) => Some(crate::tls::ReloadableCert::load(&tls.cert, &tls.key)?),
+        None => None,
+    };
+    let secret_key = crate::secret_key(&config)?;
     let store = crate::open_store(&config)?;
+    // An operator-provided key (a Kubernetes Secret) replaces the first-start random one.
+    crate::keys::provision_from_env(store.as_ref())?;
     // Runtime settings (crate::settings): the file's values, except those changed through the
     // admin API since (and not changed in the file since).
     let file_config = config.clone();
@@ -59,8 +117,11 @@ async fn serve_async(config: Config) -> anyhow::Result<()> {
     );
     state.ready.store(false, Ordering::Relaxed);
     state.metrics = Some(Arc::new(move || metrics.render()));
-    // SSO: redirect-URI allow-list and the key sealing connection secrets.
-    let secret_key = crate::secret_key(&config)?;
+    state.tls = tls_cert
+        .clone()
+        .map(|c| c as idbridge_api::tls_admin::SharedTlsReloader);
+    // SSO: redirect-URI allow-list and the key sealing connection secrets (loaded before the
+    // store is opened: a bad secret stops the start before anything is written).
     // SCIM push: its tokens are sealed with the same key.
     state.forward = idbridge_forward::scim_push::ScimPush::new(
         store.clone(),
@@ -86,7 +147,7 @@ async fn serve_async(config: Config) -> anyhow::Result<()> {
 
     // Organization domains: DNS settings from [dns], and the re-check of pending domains.
     state.sso.dns().set_settings(config.dns.to_settings());
-    idbridge_sso::domains::spawn_domain_recheck(state.sso.clone());
+    let domain_recheck = idbridge_sso::domains::spawn_domain_recheck(state.sso.clone());
 
     apply_declared(&state, &config).await?;
     crate::connections::apply_declared(&state.sso, &config).await?;
@@ -116,12 +177,14 @@ async fn serve_async(config: Config) -> anyhow::Result<()> {
         .context("applying declared forward targets")??;
     }
     let retention_days = Arc::new(AtomicU32::new(config.events.retention_days));
-    spawn_housekeeping(store.clone(), retention_days.clone());
+    let housekeeping = spawn_housekeeping(store.clone(), retention_days.clone());
     // SCIM push: one forwarder per directory with a target, each from its own cursor.
-    let _scim_push = state.forward.spawn();
+    let scim_push = state.forward.spawn();
     // Webhook deliveries: one task per endpoint, each from its own cursor in the event log.
-    let webhooks = crate::settings::WebhookWorker::start(store.clone(), config.webhooks.clone())
-        .context("starting the webhook delivery worker")?;
+    let webhooks = Arc::new(
+        crate::settings::WebhookWorker::start(store.clone(), config.webhooks.clone())
+            .context("starting the webhook delivery worker")?,
+    );
     // LDAP / SFTP feeds: the file's entries seeded into the store (crate::feeds), then every
     // stored feed run (LDAP schedulers, the embedded SFTP server, pull jobs), and changed live
     // by the admin API from now on.
@@ -160,29 +223,30 @@ async fn serve_async(config: Config) -> anyhow::Result<()> {
                 scim_limiters: state.scim_limiters.clone(),
                 conn_caps: conn_caps.clone(),
                 retention_days,
-                webhooks,
+                webhooks: webhooks.clone(),
             },
         )));
 
     let app = idbridge_api::router(state.clone());
     let addr = config.server.listen;
     let handle = axum_server::Handle::new();
-    tokio::spawn(shutdown_on_signal(handle.clone()));
+    let began = Arc::new(OnceLock::new());
+    tokio::spawn(on_signals(
+        signals,
+        handle.clone(),
+        state.draining.clone(),
+        tls_cert.clone(),
+        Duration::from_secs(config.server.shutdown_grace_secs),
+        began.clone(),
+    ));
     state.ready.store(true, Ordering::Relaxed);
     tracing::info!(%addr, public_url = %config.public_url(), "idbridge listening");
     // The client address reaches handlers (per-address failed-authentication limits).
     let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    match &config.server.tls {
-        Some(tls) => {
-            let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
-                .await
-                .with_context(|| {
-                    format!(
-                        "loading TLS certificate {} and key {}",
-                        tls.cert.display(),
-                        tls.key.display()
-                    )
-                })?;
+    match &tls_cert {
+        Some(cert) => {
+            let rustls =
+                axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(cert.server_config()?));
             let mut server = axum_server::bind_rustls(addr, rustls).map(|tls| {
                 crate::conn_limits::LimitedAcceptor::with_caps(tls, limits, conn_caps.clone())
             });
@@ -198,8 +262,16 @@ async fn serve_async(config: Config) -> anyhow::Result<()> {
         }
     }
     .with_context(|| format!("serving on {addr}"))?;
-    tracing::info!("idbridge stopped");
-    Ok(())
+    tracing::info!("HTTP connections drained; stopping the background workers");
+    supervisor.stop_all().await;
+    webhooks.abort();
+    for task in [scim_push, housekeeping, domain_recheck] {
+        task.abort();
+    }
+    Ok(Stopped {
+        store,
+        began: began.get().copied().unwrap_or_else(Instant::now),
+    })
 }
 
 /// Creates or updates the organizations declared in the config, keyed by external_id.
@@ -217,7 +289,10 @@ async fn apply_declared(state: &AppState, config: &Config) -> anyhow::Result<()>
 }
 
 /// Purges expired one-time entries and enforces event retention, once a minute.
-fn spawn_housekeeping(store: Arc<dyn Store>, retention_days: Arc<AtomicU32>) {
+fn spawn_housekeeping(
+    store: Arc<dyn Store>,
+    retention_days: Arc<AtomicU32>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
@@ -242,24 +317,75 @@ fn spawn_housekeeping(store: Arc<dyn Store>, retention_days: Arc<AtomicU32>) {
                 Err(e) => tracing::warn!(error = %e, "housekeeping task failed"),
             }
         }
-    });
+    })
 }
 
-async fn shutdown_on_signal(handle: axum_server::Handle) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// The signals the server acts on, installed before it listens (an error stops the start).
+struct Signals {
+    hangup: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            hangup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+            terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+
+    /// The next SIGTERM or SIGINT.
+    async fn stop(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
+}
+
+/// SIGHUP reloads the certificate; SIGTERM/SIGINT start the graceful shutdown (see the module
+/// docs); a second one while draining closes the remaining connections at once.
+async fn on_signals(
+    mut signals: Signals,
+    handle: axum_server::Handle,
+    draining: Arc<std::sync::atomic::AtomicBool>,
+    tls: Option<Arc<crate::tls::ReloadableCert>>,
+    grace: Duration,
+    began: Arc<OnceLock<Instant>>,
+) {
+    let first = loop {
+        tokio::select! {
+            _ = signals.terminate.recv() => break "SIGTERM",
+            _ = signals.interrupt.recv() => break "SIGINT",
+            _ = signals.hangup.recv() => {
+                match &tls {
+                    // Logged and counted by `reload`, success or refusal.
+                    Some(cert) => {
+                        let cert = cert.clone();
+                        let _ = tokio::task::spawn_blocking(move || cert.reload()).await;
+                    }
+                    None => {
+                        tracing::info!("SIGHUP: no [server.tls] is configured, nothing to reload")
+                    }
+                }
             }
-            Err(_) => std::future::pending::<()>().await,
         }
     };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutting down");
-    handle.graceful_shutdown(Some(Duration::from_secs(10)));
+    let _ = began.set(Instant::now());
+    draining.store(true, Ordering::Relaxed);
+    tracing::info!(
+        signal = first,
+        grace_secs = grace.as_secs(),
+        "shutting down: /readyz is 503, no new connections, in-flight requests may finish"
+    );
+    handle.graceful_shutdown(Some(grace));
+    let second = signals.stop().await;
+    tracing::warn!(
+        signal = second,
+        "second stop signal: closing the remaining connections now"
+    );
+    handle.shutdown();
 }

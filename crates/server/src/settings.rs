@@ -105,6 +105,7 @@ impl Section {
                 "tls",
                 "header_read_timeout_secs",
                 "keep_alive_idle_secs",
+                "shutdown_grace_secs",
             ],
             Section::Log => &["format"],
             Section::Limits => &["scim_max_patch_members"],
@@ -357,6 +358,13 @@ impl WebhookWorker {
         })
     }
 
+    /// Stops the worker (at shutdown).
+    pub fn abort(&self) {
+        if let Some(task) = self.handle.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            task.abort();
+        }
+    }
+
     fn restart(&self, config: idbridge_forward::DeliveryConfig) -> Result<(), String> {
         let new = idbridge_forward::spawn(self.store.clone(), config).map_err(|e| e.to_string())?;
         let mut slot = self.handle.lock().unwrap_or_else(|p| p.into_inner());
@@ -375,7 +383,7 @@ pub struct LiveHandles {
     pub scim_limiters: idbridge_scim::router::ScimLimiters,
     pub conn_caps: Arc<crate::conn_limits::ConnCaps>,
     pub retention_days: Arc<AtomicU32>,
-    pub webhooks: WebhookWorker,
+    pub webhooks: Arc<WebhookWorker>,
 }
 
 impl LiveHandles {

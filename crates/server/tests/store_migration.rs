@@ -2,8 +2,9 @@
 //! starts (and by `idbridge migrate`), with the data intact and the sled files kept aside;
 //! an empty data directory starts on SQLite.
 //!
-//! The fixture is made in the test with the sled backend through the domain's owners (an
-//! organization, an API key), as the sled release wrote it.
+//! The fixture is the data directory the last sled release wrote through its API
+//! (crates/store/tests/fixtures/sled-0.34, see its README), with the export taken from it
+//! before any migration.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -11,10 +12,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use idbridge_store::{ChangeSet, NewEvent, SledStore, SqliteStore, Store};
+use idbridge_store::{SqliteStore, Store};
 
 struct Server {
     child: Child,
@@ -90,43 +90,37 @@ fn get(server: &Server, path: &str, bearer: Option<&str>) -> String {
     text
 }
 
-/// A sled data directory as the sled release left it: an organization and an API key made
-/// by their owners, plus raw rows of every kind the store holds (an expiring entry, events
-/// partly compacted away so the event counter is ahead of the log). Returns the API key.
+/// The sled data directory the last sled release wrote (crates/store/tests/fixtures/sled-0.34:
+/// an organization with a domain, SAML and OIDC connections, a SCIM directory with 50 users
+/// and 5 groups, roles and role mappings, a webhook endpoint, API keys, their events), unpacked
+/// into `data`. Returns the fixture's API key.
 fn sled_fixture(data: &Path) -> String {
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(data).unwrap());
-    // Raw rows first: their events are the oldest, so compaction removes a prefix of them.
-    for n in 0..30 {
-        let mut cs = ChangeSet::new();
-        cs.put(
-            "fixture",
-            format!("k{n:03}"),
-            format!("{{\"n\":{n}}}").into_bytes(),
-        )
-        .put("fixture", format!("bin{n}"), vec![0u8, 255, n as u8])
-        .event(NewEvent {
-            id: format!("event_fixture_{n}"),
-            kind: "dsync.user.created".to_owned(),
-            organization_id: Some("org_fixture".to_owned()),
-            created_at_ms: n,
-            body: format!("{{\"id\":\"event_fixture_{n}\"}}").into_bytes(),
-        })
-        .put_expiring("fixture_codes", format!("c{n}"), b"code".to_vec(), i64::MAX);
-        store.commit(cs).unwrap();
-    }
-    assert!(store.compact_events_before(10).unwrap() > 0);
-    let key = idbridge_sso::api_keys::create_api_key(store.as_ref(), "fixture").unwrap();
-    let orgs = idbridge_sso::organizations::Organizations::new(store.clone());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
+    std::fs::create_dir_all(data).unwrap();
+    let status = Command::new("tar")
+        .arg("-xzf")
+        .arg(fixture_dir().join("data.tar.gz"))
+        .arg("-C")
+        .arg(data)
+        .status()
         .unwrap();
-    rt.block_on(orgs.create(idbridge_sso::organizations::NewOrganization {
-        name: "Migrated Org".to_owned(),
-        ..Default::default()
-    }))
-    .unwrap();
-    key.plaintext
+    assert!(status.success());
+    std::fs::read_to_string(fixture_dir().join("api-key.txt"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../store/tests/fixtures/sled-0.34")
+}
+
+/// The export taken from the fixture before any migration.
+fn fixture_export() -> Vec<String> {
+    std::fs::read_to_string(fixture_dir().join("export.jsonl"))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 fn export(store: &dyn Store) -> Vec<String> {
@@ -153,17 +147,75 @@ fn sled_backup(data: &Path) -> PathBuf {
     found.remove(0)
 }
 
+/// The store opened the way `idbridge serve` opens it at start (`open_store`: migrate, then
+/// open) holds every record of the fixture, byte for byte, in the same order.
+#[test]
+fn opening_the_store_at_start_migrates_the_release_fixture_with_nothing_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    sled_fixture(&data);
+    let config = idbridge::config::Config::from_file(&write_config(dir.path(), &data, 1)).unwrap();
+    let store = idbridge::open_store(&config).unwrap();
+    let after = export(store.as_ref());
+    drop(store);
+    let expected = fixture_export();
+    for (n, (e, a)) in expected.iter().zip(&after).enumerate() {
+        assert_eq!(e, a, "record {n} changed in migration");
+    }
+    assert_eq!(after.len(), expected.len(), "records lost or added");
+    assert!(data.join("idbridge.sqlite3").is_file());
+    let backup = sled_backup(&data);
+    assert!(backup.join("db").is_file() && backup.join("conf").is_file());
+}
+
 #[test]
 fn serve_migrates_a_sled_data_dir_at_start_and_keeps_the_old_files() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let key = sled_fixture(&data);
-    let before = export(&SledStore::open(&data).unwrap());
 
     let server = serve(dir.path(), &data);
     let orgs = get(&server, "/organizations", Some(&key));
     assert!(orgs.starts_with("HTTP/1.1 200"), "{orgs}");
-    assert!(orgs.contains("Migrated Org"), "{orgs}");
+    assert!(orgs.contains("Fixture Corp"), "{orgs}");
+    let conns = get(&server, "/connections", Some(&key));
+    assert!(
+        conns.contains("Fixture SAML") && conns.contains("Fixture OIDC"),
+        "{conns}"
+    );
+    let dirs = get(&server, "/directories", Some(&key));
+    let dir_id = dirs
+        .split("\"id\":\"")
+        .filter_map(|s| s.split('"').next())
+        .find(|id| {
+            id.starts_with("directory_")
+                && !id.starts_with("directory_user")
+                && !id.starts_with("directory_group")
+        })
+        .unwrap_or_else(|| panic!("no directory: {dirs}"))
+        .to_owned();
+    let users = get(
+        &server,
+        &format!("/directory_users?directory={dir_id}&limit=100"),
+        Some(&key),
+    );
+    assert!(users.starts_with("HTTP/1.1 200"), "{users}");
+    // 50 users, two of them deactivated (parked: not listed by the Directory Sync API).
+    assert_eq!(
+        users.matches("\"object\":\"directory_user\"").count(),
+        48,
+        "{users}"
+    );
+    let groups = get(
+        &server,
+        &format!("/directory_groups?directory={dir_id}&limit=100"),
+        Some(&key),
+    );
+    assert_eq!(
+        groups.matches("\"object\":\"directory_group\"").count(),
+        5,
+        "{groups}"
+    );
     drop(server);
 
     assert!(data.join("idbridge.sqlite3").is_file());
@@ -175,17 +227,16 @@ fn serve_migrates_a_sled_data_dir_at_start_and_keeps_the_old_files() {
         log.contains("migrated the sled store to SQLite") && log.contains("remove"),
         "the migration is logged with what to remove: {log}"
     );
-    // The sled backup is the store as it was, and every row of it is in SQLite (events
-    // excepted: the server's retention drops the fixture's 1970 events; `idbridge migrate`
-    // below is compared record for record, events included).
-    assert_eq!(export(&SledStore::open(&backup).unwrap()), before);
-    let sqlite = SqliteStore::open(&data).unwrap();
-    let after = export(&sqlite);
-    for line in before.iter().filter(|l| !l.starts_with("{\"event\":")) {
+    // Every entry of the fixture is in SQLite. Not compared here (the test above compares
+    // everything, before the server runs): events, which retention drops once they are older
+    // than 30 days, and the webhook delivery cursor, which the running delivery worker moves.
+    let after = export(&SqliteStore::open(&data).unwrap());
+    for line in fixture_export()
+        .iter()
+        .filter(|l| !l.starts_with("{\"event\":") && !l.contains("\"table\":\"webhook_delivery\""))
+    {
         assert!(after.contains(line), "lost in migration: {line}");
     }
-    let sled_last = SledStore::open(&backup).unwrap().last_event_seq().unwrap();
-    assert!(sqlite.last_event_seq().unwrap() >= sled_last);
 }
 
 #[test]
@@ -193,7 +244,7 @@ fn migrate_command_converts_on_demand_and_then_has_nothing_to_do() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     sled_fixture(&data);
-    let before = export(&SledStore::open(&data).unwrap());
+    let expected = fixture_export();
     let config = write_config(dir.path(), &data, free_port());
     let run = || {
         let out = Command::new(env!("CARGO_BIN_EXE_idbridge"))
@@ -210,16 +261,13 @@ fn migrate_command_converts_on_demand_and_then_has_nothing_to_do() {
     };
     let first = run();
     assert!(
-        first.contains(&format!("migrated {} records", before.len())),
+        first.contains(&format!("migrated {} records", expected.len())),
         "{first}"
     );
-    assert_eq!(export(&SqliteStore::open(&data).unwrap()), before);
+    assert_eq!(export(&SqliteStore::open(&data).unwrap()), expected);
     let second = run();
     assert!(second.contains("nothing to migrate"), "{second}");
-    assert_eq!(
-        export(&SledStore::open(&sled_backup(&data)).unwrap()),
-        before
-    );
+    assert!(sled_backup(&data).join("db").is_file());
 }
 
 #[test]

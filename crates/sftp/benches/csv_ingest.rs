@@ -4,16 +4,16 @@
 //! between them, as a server's data directory does):
 //!
 //! * `validate`: the streaming first pass alone (every check; keeps only the user id set);
-//! * `apply` = `initial,again,changed`: the whole delivery path into an on-disk sled store,
+//! * `apply` = `initial,again,changed`: the whole delivery path into an on-disk SQLite store,
 //!   opened as the server opens it (page cache `store_cache_mb` = 128, or env
-//!   `SLED_CACHE_MB`): validate, then the engine streams the files through `CsvSnapshot`.
+//!   `STORE_CACHE_MB`): validate, then the engine streams the files through `CsvSnapshot`.
 //!   `initial`: the initial load (every user, group and membership created, durable, with its
 //!   events); `again`: the same delivery again (the daily re-delivery, nothing changed);
 //!   `changed`: a delivery with 0.1% of the users' titles changed and 0.1% of the memberships
 //!   moved to another group. Env `COMMIT_OPS` overrides the engine's commit limit.
 //! * `stats` (only when `PHASES` names it; needs a store, e.g. `WORK_DIR` after `initial`):
-//!   where an opened store's memory goes: RSS right after open and after a full scan of each
-//!   sled tree; entries and key/value bytes per tree against sled's size on disk.
+//!   where an opened store's memory goes: RSS right after open and after a full export scan;
+//!   entries and key/value bytes per table against the store file's size on disk.
 //!   `STATS_OPEN_ONLY=1` stops after the open (for heaptrack).
 //! * `ingest` (only when `PHASES` names it): validate + build an in-memory `Snapshot` (what
 //!   the delivery path used before it streamed; kept for comparison).
@@ -133,18 +133,18 @@ fn make_changed(src: &Path, dst: &Path) -> std::io::Result<()> {
 }
 
 /// Opens the bench store as the server opens it (page cache `store_cache_mb` = 128, or env
-/// `SLED_CACHE_MB`).
-fn open_store(path: &Path) -> Result<std::sync::Arc<idbridge_store::SledStore>, String> {
-    let cache_mb = std::env::var("SLED_CACHE_MB")
+/// `STORE_CACHE_MB`).
+fn open_store(path: &Path) -> Result<std::sync::Arc<idbridge_store::SqliteStore>, String> {
+    let cache_mb = std::env::var("STORE_CACHE_MB")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(128);
-    let options = idbridge_store::SledOptions {
-        cache_capacity_bytes: Some(cache_mb << 20),
+    let options = idbridge_store::SqliteOptions {
+        cache_mb,
         ..Default::default()
     };
     Ok(std::sync::Arc::new(
-        idbridge_store::SledStore::open_with(path, options).map_err(|e| e.to_string())?,
+        idbridge_store::SqliteStore::open_with(path, options).map_err(|e| e.to_string())?,
     ))
 }
 
@@ -219,8 +219,8 @@ fn apply(
     Ok((rows, line))
 }
 
-/// `stats`: where the memory of an opened store goes. RSS at open and after a full scan of
-/// each sled tree; entries and logical bytes per tree against sled's size on disk.
+/// `stats`: where the memory of an opened store goes. RSS at open and after a full export
+/// scan; entries and logical bytes per table against the store file's size on disk.
 fn stats(work: &Path) -> Result<(u64, String), String> {
     let t = Instant::now();
     let store = open_store(&work.join("store"))?;
@@ -232,20 +232,43 @@ fn stats(work: &Path) -> Result<(u64, String), String> {
     if std::env::var_os("STATS_OPEN_ONLY").is_some() {
         return Ok((0, "open only".into()));
     }
-    let (trees, on_disk) = store
-        .tree_stats(&mut |s| {
-            println!(
-                "  {:<32} {:>9} entries, keys {:>7.1} MB, values {:>8.1} MB; then RSS {:.0} MB",
-                s.name,
-                s.entries,
-                s.key_bytes as f64 / 1e6,
-                s.value_bytes as f64 / 1e6,
-                vm_rss_mb()
-            );
-        })
-        .map_err(|e| e.to_string())?;
-    let entries: u64 = trees.iter().map(|s| s.entries).sum();
-    let bytes: u64 = trees.iter().map(|s| s.key_bytes + s.value_bytes).sum();
+    // Entries and key/value bytes per table (events as one "events" table), from the export.
+    let mut tables: std::collections::BTreeMap<String, (u64, u64, u64)> = Default::default();
+    idbridge_store::Store::export(store.as_ref(), &mut |r| {
+        let (name, key, value) = match r {
+            idbridge_store::ExportRecord::Entry { table, key, value } => {
+                (table, key.len(), value.len())
+            }
+            idbridge_store::ExportRecord::Expiring {
+                table, key, value, ..
+            } => (format!("{table} (expiring)"), key.len(), value.len()),
+            idbridge_store::ExportRecord::Event(e) => {
+                ("events".to_owned(), e.id.len(), e.body.len())
+            }
+            idbridge_store::ExportRecord::EventSeq { .. } => return Ok(()),
+        };
+        let t = tables.entry(name).or_default();
+        t.0 += 1;
+        t.1 += key as u64;
+        t.2 += value as u64;
+        Ok(())
+    })
+    .map_err(|e| e.to_string())?;
+    for (name, (entries, keys, values)) in &tables {
+        println!(
+            "  {:<32} {:>9} entries, keys {:>7.1} MB, values {:>8.1} MB",
+            name,
+            entries,
+            *keys as f64 / 1e6,
+            *values as f64 / 1e6
+        );
+    }
+    println!("  after the scan: RSS {:.0} MB", vm_rss_mb());
+    let on_disk = std::fs::metadata(work.join("store").join(idbridge_store::SQLITE_FILE_NAME))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let entries: u64 = tables.values().map(|t| t.0).sum();
+    let bytes: u64 = tables.values().map(|t| t.1 + t.2).sum();
     Ok((
         entries,
         format!(

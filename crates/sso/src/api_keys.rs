@@ -60,6 +60,12 @@ pub fn create_api_key(store: &dyn Store, name: &str) -> Result<NewApiKey, StoreE
 /// Mints a key and stages its record (its digest must be free).
 fn stage_new_key(cs: &mut ChangeSet, name: &str) -> Result<NewApiKey, StoreError> {
     let plaintext = format!("sk_{}", random_alphanumeric(40));
+    let record = stage_key(cs, name, &plaintext)?;
+    Ok(NewApiKey { plaintext, record })
+}
+
+/// Stages the record of key `plaintext` (its digest must be free).
+fn stage_key(cs: &mut ChangeSet, name: &str, plaintext: &str) -> Result<ApiKeyRecord, StoreError> {
     let last4 = plaintext
         .get(plaintext.len().saturating_sub(4)..)
         .unwrap_or_default()
@@ -68,12 +74,12 @@ fn stage_new_key(cs: &mut ChangeSet, name: &str) -> Result<NewApiKey, StoreError
         created_at: Timestamp::now(),
         id: new_id(IdPrefix::ApiKey),
         name: name.to_string(),
-        digest: digest(&plaintext),
+        digest: digest(plaintext),
         last4,
     };
     cs.put_json(API_KEYS, &record.digest, &record)?;
     cs.require_absent(API_KEYS, &record.digest);
-    Ok(NewApiKey { plaintext, record })
+    Ok(record)
 }
 
 /// Every key's record, in id (creation) order.
@@ -122,6 +128,82 @@ pub fn verify_api_key(
     } else {
         Ok(None)
     }
+}
+
+/// Why an operator-provided key (`IDBRIDGE_API_KEY`) was not provisioned.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error(
+        "the provided API key must be \"sk_\" followed by 32 to 197 letters or digits \
+         (e.g. sk_$(openssl rand -hex 24)): {0}"
+    )]
+    Weak(&'static str),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What [`provision_api_key`] did.
+#[derive(Debug)]
+pub struct Provisioned {
+    /// The key was not stored yet (first start, or a changed value).
+    pub created: bool,
+    /// Earlier keys of the same name that were revoked (the value was changed).
+    pub revoked: usize,
+}
+
+/// Checks the shape of an operator-provided key: it is a credential, so short or odd values
+/// are refused rather than stored.
+fn check_provided(plaintext: &str) -> Result<(), ProvisionError> {
+    let Some(rest) = plaintext.strip_prefix("sk_") else {
+        return Err(ProvisionError::Weak("it does not start with sk_"));
+    };
+    if rest.len() < 32 {
+        return Err(ProvisionError::Weak("it is too short"));
+    }
+    if plaintext.len() > 200 {
+        return Err(ProvisionError::Weak("it is too long"));
+    }
+    if !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(ProvisionError::Weak(
+            "it holds a character other than a letter or digit",
+        ));
+    }
+    Ok(())
+}
+
+/// Makes an operator-provided key valid (a Kubernetes Secret), in one commit: the key is
+/// stored under `name` unless it already is, other keys of that `name` are revoked (the
+/// Secret is the source of truth, so a changed value replaces the old key), and the client
+/// id is created if absent, so [`bootstrap`] mints no random key beside it.
+pub fn provision_api_key(
+    store: &dyn Store,
+    name: &str,
+    plaintext: &str,
+) -> Result<Provisioned, ProvisionError> {
+    check_provided(plaintext)?;
+    let d = digest(plaintext);
+    let mut cs = ChangeSet::new();
+    if client_id(store)?.is_none() {
+        let record = ClientIdRecord {
+            client_id: format!("client_{}", ulid::Ulid::new()),
+        };
+        cs.put_json(ENVIRONMENT, CLIENT_ID_KEY, &record)?;
+        cs.require_absent(ENVIRONMENT, CLIENT_ID_KEY);
+    }
+    let existing = list_api_keys(store)?;
+    let mut revoked = 0;
+    for old in existing.iter().filter(|k| k.name == name && k.digest != d) {
+        cs.delete(API_KEYS, &old.digest);
+        revoked += 1;
+    }
+    let created = !existing.iter().any(|k| k.digest == d);
+    if created {
+        stage_key(&mut cs, name, plaintext)?;
+    }
+    if !cs.is_empty() {
+        store.commit(cs)?;
+    }
+    Ok(Provisioned { created, revoked })
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

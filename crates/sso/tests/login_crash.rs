@@ -131,6 +131,7 @@ async fn child(dir: &Path) -> Result<(), String> {
                 idp_metadata_url: None,
                 idp_entity_id: Some(IDP_ENTITY.into()),
                 idp_sso_url: Some(IDP_SSO.into()),
+                idp_slo_url: None,
                 idp_signing_certs: vec![cert],
                 sp_entity_id: None,
                 acs_url: None,

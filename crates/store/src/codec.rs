@@ -1,9 +1,12 @@
-//! Byte layouts of what the sled backend stores: tree names, event records, expiring values
-//! and the expiry index. Everything read back is checked; bad bytes become
-//! [`StoreError::Corrupt`], never a panic.
+//! Byte layouts of what the retired sled backend stored (read by the migration): tree names,
+//! event records and expiring values. Everything read back is checked; bad bytes become
+//! [`StoreError::Corrupt`], never a panic. (sled also kept `_event_ids` and an `_expiry` index;
+//! both were derived data, rebuilt by SQLite from the export.)
 
 use crate::error::{Result, StoreError};
-use crate::types::{NewEvent, StoredEvent};
+#[cfg(test)]
+use crate::types::NewEvent;
+use crate::types::StoredEvent;
 
 /// Tree-name prefix of ordinary tables. Internal trees start with `_`, so no table can collide.
 pub(crate) const TABLE_PREFIX: &str = "t:";
@@ -11,10 +14,6 @@ pub(crate) const TABLE_PREFIX: &str = "t:";
 pub(crate) const EXPIRING_PREFIX: &str = "x:";
 /// seq (u64 BE) -> encoded event.
 pub(crate) const EVENTS_TREE: &str = "_events";
-/// event id -> seq (u64 BE).
-pub(crate) const EVENT_IDS_TREE: &str = "_event_ids";
-/// expiry index: expiry key (see [`expiry_key`]) -> empty.
-pub(crate) const EXPIRY_TREE: &str = "_expiry";
 /// Small metadata values.
 pub(crate) const META_TREE: &str = "_meta";
 /// Highest event seq ever assigned (u64 BE); survives compaction of the whole log.
@@ -33,6 +32,7 @@ pub(crate) fn utf8_key(table: &str, bytes: &[u8]) -> Result<String> {
     String::from_utf8(bytes.to_vec()).map_err(|_| StoreError::corrupt(table, "key is not UTF-8"))
 }
 
+#[cfg(test)]
 fn push_str(out: &mut Vec<u8>, s: &str) {
     // Lengths are u32: an id or kind over 4 GiB is not something we store.
     let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
@@ -41,6 +41,8 @@ fn push_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// Event record layout: version, id, kind, org flag [+ org], created_at (i64 BE), body (rest).
+/// (The encoders are the retired backend's, kept to test the decoders.)
+#[cfg(test)]
 pub(crate) fn encode_event(event: &NewEvent) -> Vec<u8> {
     encode_event_fields(
         &event.id,
@@ -51,7 +53,8 @@ pub(crate) fn encode_event(event: &NewEvent) -> Vec<u8> {
     )
 }
 
-/// [`encode_event`] from loose fields (import re-encodes `StoredEvent`s without copying).
+/// [`encode_event`] from loose fields.
+#[cfg(test)]
 pub(crate) fn encode_event_fields(
     id: &str,
     kind: &str,
@@ -144,6 +147,7 @@ pub(crate) fn decode_event(seq_key: &[u8], bytes: &[u8]) -> Result<StoredEvent> 
 }
 
 /// Expiring value layout: expires_at_ms (i64 BE) then the value.
+#[cfg(test)]
 pub(crate) fn encode_expiring(expires_at_ms: i64, value: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + value.len());
     out.extend_from_slice(&expires_at_ms.to_be_bytes());
@@ -162,36 +166,6 @@ pub(crate) fn decode_expiring(table: &str, bytes: &[u8]) -> Result<(i64, Vec<u8>
     let mut ts = [0u8; 8];
     ts.copy_from_slice(head);
     Ok((i64::from_be_bytes(ts), value.to_vec()))
-}
-
-/// Order-preserving u64 for an i64 (flip the sign bit), so the index sorts by expiry.
-fn ordered(ts: i64) -> [u8; 8] {
-    ((ts as u64) ^ (1u64 << 63)).to_be_bytes()
-}
-
-/// Expiry index key: ordered expiry, table length (u32 BE), table, key.
-pub(crate) fn expiry_key(expires_at_ms: i64, table: &str, key: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(12 + table.len() + key.len());
-    out.extend_from_slice(&ordered(expires_at_ms));
-    push_str(&mut out, table);
-    out.extend_from_slice(key.as_bytes());
-    out
-}
-
-/// Inverse of [`expiry_key`]: (expires_at_ms, table, key).
-pub(crate) fn decode_expiry_key(bytes: &[u8]) -> Result<(i64, String, String)> {
-    let mut r = Reader {
-        bytes,
-        table: EXPIRY_TREE,
-    };
-    let ts: [u8; 8] = r
-        .take(8)?
-        .try_into()
-        .map_err(|_| StoreError::corrupt(EXPIRY_TREE, "bad expiry"))?;
-    let expires = (u64::from_be_bytes(ts) ^ (1u64 << 63)) as i64;
-    let table = r.string()?;
-    let key = utf8_key(EXPIRY_TREE, r.bytes)?;
-    Ok((expires, table, key))
 }
 
 /// Smallest byte string greater than every string starting with `prefix` (None: no bound).
@@ -241,25 +215,6 @@ mod tests {
         wrong_version[0] = 9;
         assert!(decode_event(&1u64.to_be_bytes(), &wrong_version).is_err());
         assert!(decode_event(&[1, 2], &bytes).is_err());
-    }
-
-    #[test]
-    fn expiry_keys_sort_by_time_including_negative() {
-        let times = [-5_i64, -1, 0, 1, 1_700_000_000_000, i64::MIN, i64::MAX];
-        let mut keys: Vec<Vec<u8>> = times.iter().map(|t| expiry_key(*t, "c", "k")).collect();
-        keys.sort();
-        let decoded: Vec<i64> = keys
-            .iter()
-            .map(|k| decode_expiry_key(k).expect("decode").0)
-            .collect();
-        let mut sorted = times.to_vec();
-        sorted.sort();
-        assert_eq!(decoded, sorted);
-        assert_eq!(
-            decode_expiry_key(&expiry_key(3, "tab:le", "k\u{e9}y")).expect("decode"),
-            (3, "tab:le".to_owned(), "k\u{e9}y".to_owned())
-        );
-        assert!(decode_expiry_key(&[0; 5]).is_err());
     }
 
     #[test]

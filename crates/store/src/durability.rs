@@ -4,21 +4,11 @@
 //! round is running it leads one, covering every ticket issued before the round started. A
 //! ticket is issued only after its change set applied, so the sync that covers it started after
 //! its data was written: nothing is acknowledged early. What one round makes durable is the
-//! backend's [`SyncTarget`]: sled's flush + the fdatasync sled 0.34 leaves out ([`SledFiles`]),
-//! SQLite's fdatasync of its `-wal` file (`sqlite::wal`).
-//!
-//! sled's `flush()` writes its log with `sync_file_range` on Linux, which persists neither the
-//! file size / block map nor the disk's write cache. So after every flush we `fdatasync` the
-//! data file (`<dir>/db`), and `fsync` any file sled created since the last round (snapshots
-//! `snap.*`, `conf`, large values under `blobs/`) plus the directory that names it.
+//! backend's [`SyncTarget`]: SQLite's fdatasync of its `-wal` file (`sqlite::wal`).
 //!
 //! A failed sync poisons the store for writes: after a failed fsync the kernel may have dropped
 //! the dirty pages, so retrying could report success for data that is gone.
 
-use std::collections::BTreeSet;
-use std::ffi::OsString;
-use std::fs::File;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -252,12 +242,6 @@ impl GroupCommit {
         }
     }
 
-    /// Applies-then-syncs barrier: makes everything applied so far durable.
-    pub(crate) fn sync_now(&self, last_event_seq: u64) -> Result<()> {
-        let ticket = self.record_applied(last_event_seq)?;
-        self.wait_durable(ticket)
-    }
-
     /// Highest event seq readers may see.
     pub(crate) fn durable_event_seq(&self) -> u64 {
         relock(self.state.lock()).durable_event_seq
@@ -298,119 +282,4 @@ impl GroupCommit {
         stats.slowest_sync_micros = c.slowest_micros.load(Ordering::Relaxed);
         self.target.fill_stats(stats);
     }
-}
-
-/// Names last seen in the data directory and in `blobs/`, to fsync only what is new.
-#[derive(Default)]
-struct Listing {
-    root: BTreeSet<OsString>,
-    blobs: BTreeSet<OsString>,
-}
-
-/// sled's round: flush, fsync new files and their directory, fdatasync the data file.
-pub(crate) struct SledFiles {
-    db: sled::Db,
-    dir: PathBuf,
-    /// sled's log file, opened once.
-    data_file: File,
-    /// The data directory itself (fsync makes new names durable).
-    dir_file: File,
-    listing: Mutex<Listing>,
-    dir_fsyncs: AtomicU64,
-}
-
-impl SledFiles {
-    pub(crate) fn new(db: sled::Db, dir: &Path) -> Result<Self> {
-        let data_path = dir.join("db");
-        let data_file = File::open(&data_path).map_err(|e| {
-            StoreError::backend(&format!("opening {} for fdatasync", data_path.display()), e)
-        })?;
-        let dir_file = File::open(dir)
-            .map_err(|e| StoreError::backend(&format!("opening {}", dir.display()), e))?;
-        // The empty listing makes the first round fsync every file and the directory once.
-        Ok(SledFiles {
-            db,
-            dir: dir.to_path_buf(),
-            data_file,
-            dir_file,
-            listing: Mutex::new(Listing::default()),
-            dir_fsyncs: AtomicU64::new(0),
-        })
-    }
-
-    /// fsyncs files that appeared since the last round, then their directory. A directory
-    /// listing of a handful of names costs microseconds next to an fdatasync.
-    fn sync_new_files(&self) -> Result<()> {
-        let mut listing = relock(self.listing.lock());
-        let root = list_dir(&self.dir)?;
-        if root != listing.root {
-            for name in root.difference(&listing.root) {
-                let path = self.dir.join(name);
-                if name != "db" && path.is_file() {
-                    self.fsync_path(&path)?;
-                }
-            }
-            self.dir_file
-                .sync_all()
-                .map_err(|e| StoreError::backend("fsync of data directory", e))?;
-            self.dir_fsyncs.fetch_add(1, Ordering::Relaxed);
-            listing.root = root;
-        }
-        let blob_dir = self.dir.join("blobs");
-        if blob_dir.is_dir() {
-            let blobs = list_dir(&blob_dir)?;
-            if blobs != listing.blobs {
-                for name in blobs.difference(&listing.blobs) {
-                    self.fsync_path(&blob_dir.join(name))?;
-                }
-                self.fsync_path(&blob_dir)?;
-                listing.blobs = blobs;
-            }
-        }
-        Ok(())
-    }
-
-    fn fsync_path(&self, path: &Path) -> Result<()> {
-        match File::open(path) {
-            Ok(f) => {
-                f.sync_all()
-                    .map_err(|e| StoreError::backend(&format!("fsync {}", path.display()), e))?;
-                self.dir_fsyncs.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-            // sled removes old snapshots and collected blobs concurrently; gone is fine.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StoreError::backend(&format!("open {}", path.display()), e)),
-        }
-    }
-}
-
-impl SyncTarget for SledFiles {
-    fn sync(&self) -> Result<()> {
-        self.db
-            .flush()
-            .map_err(|e| StoreError::backend("sled flush", e))?;
-        // New files and names first, so the log is never durable while a blob it points to
-        // is not.
-        self.sync_new_files()?;
-        self.data_file
-            .sync_data()
-            .map_err(|e| StoreError::backend("fdatasync of sled data file", e))
-    }
-
-    fn fill_stats(&self, stats: &mut StoreStats) {
-        stats.dir_fsyncs = self.dir_fsyncs.load(Ordering::Relaxed);
-    }
-}
-
-fn list_dir(dir: &Path) -> Result<BTreeSet<OsString>> {
-    let mut names = BTreeSet::new();
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| StoreError::backend(&format!("listing {}", dir.display()), e))?;
-    for entry in entries {
-        let entry =
-            entry.map_err(|e| StoreError::backend(&format!("listing {}", dir.display()), e))?;
-        names.insert(entry.file_name());
-    }
-    Ok(names)
 }

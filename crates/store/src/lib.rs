@@ -11,17 +11,16 @@
 //! its typed record and codec); other crates go through that owner. A backend only ever sees
 //! change sets, reads and the event log — which is all a relational backend needs to implement.
 //!
-//! Backends: [`SqliteStore`] (the default: one SQLite file, WAL, one writer thread with
-//! group commit) and [`SledStore`] (being retired; [`migrate_sled_dir`] moves a sled data
-//! directory to SQLite).
+//! Backend: [`SqliteStore`] (one SQLite file, WAL, one writer thread with group commit).
+//! Releases before it wrote sled; sled is no longer a backend: [`migrate_sled_dir`] reads a
+//! sled data directory (upstream `sled` 0.34.7, the only use of the crate) and moves it to
+//! SQLite.
 //!
-//! Durability contract: a write is acknowledged only after it is on disk. Both backends split
-//! apply from durability the same way ([`Store::commit_applied`] then [`Store::wait_durable`]):
+//! Durability contract: a write is acknowledged only after it is on disk. A backend splits
+//! apply from durability ([`Store::commit_applied`] then [`Store::wait_durable`]):
 //! concurrent writers share one sync round (group commit) that started after they applied —
 //! see [`DurabilityProbe`]. SQLite: the writer thread COMMITs under `synchronous=NORMAL`
-//! (written to the WAL, not synced) and the round `fdatasync`s the `-wal` file. sled: the
-//! round flushes sled **and** `fdatasync`s its data file (sled 0.34 alone only issues
-//! `sync_file_range`).
+//! (written to the WAL, not synced) and the round `fdatasync`s the `-wal` file.
 //!
 //! Visibility: entity reads (`get`, `scan`) can observe a change set that applied but is not
 //! yet durable. The event log only exposes events that are durable, so a consumer's cursor can
@@ -33,7 +32,7 @@ mod error;
 mod export;
 mod migrate;
 mod page;
-mod sled_store;
+mod sled_reader;
 mod sqlite;
 mod types;
 
@@ -42,7 +41,6 @@ pub use error::{ConflictKind, Result, StoreError, EVENT_LOG};
 pub use export::ExportRecord;
 pub use migrate::{holds_sled_store, migrate_sled_dir, SledMigration};
 pub use page::page;
-pub use sled_store::{SledOptions, SledStore, TreeStats};
 pub use sqlite::{
     backup_sqlite_file, list_backups, BackupFile, BackupSummary, SqliteOptions, SqliteStore,
     SQLITE_FILE_NAME,
@@ -74,8 +72,7 @@ fn ephemeral_dir(kind: &str) -> std::path::PathBuf {
     ))
 }
 
-/// The storage interface every backend implements (SQLite, the default; sled, being
-/// retired; PostgreSQL later).
+/// The storage interface every backend implements (SQLite; PostgreSQL later).
 ///
 /// All calls block; async callers use `spawn_blocking`.
 pub trait Store: Send + Sync + 'static {

@@ -1,4 +1,6 @@
 //! Moving a data directory from sled to SQLite: detect, copy, verify, keep the old files.
+//! This is the one place idbridge still reads sled (`sled_reader`): releases before SQLite
+//! wrote their store with it, and `idbridge serve` runs this at every start.
 //!
 //! A sled store lives directly in the data directory (`conf`, `db`, `snap.*`, `blobs/`). The
 //! migration exports it into a SQLite file built in a staging directory, compares a full
@@ -16,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{Result, StoreError};
 use crate::export::ExportRecord;
-use crate::sled_store::SledStore;
+use crate::sled_reader::SledReader;
 use crate::sqlite::{SqliteOptions, SqliteStore, SQLITE_FILE_NAME};
 use crate::Store;
 
@@ -76,7 +78,7 @@ pub fn migrate_sled_dir(dir: &Path, cache_mb: u64) -> Result<Option<SledMigratio
         )))?;
     }
     let records = {
-        let sled = SledStore::open(dir)?;
+        let sled = SledReader::open(dir)?;
         let target = SqliteStore::open_with(
             &staging,
             SqliteOptions {
@@ -84,8 +86,9 @@ pub fn migrate_sled_dir(dir: &Path, cache_mb: u64) -> Result<Option<SledMigratio
                 ..SqliteOptions::default()
             },
         )?;
-        let records = copy(&sled, &target)?;
-        let compared = compare(&sled, &target)?;
+        let sled_export = |sink: &mut dyn FnMut(ExportRecord) -> Result<()>| sled.export(sink);
+        let records = copy(&sled_export, &target)?;
+        let compared = compare(&sled_export, &target)?;
         if compared != records {
             return Err(verification_failed(&format!(
                 "{records} records copied but {compared} compared"
@@ -122,12 +125,15 @@ pub fn migrate_sled_dir(dir: &Path, cache_mb: u64) -> Result<Option<SledMigratio
     }))
 }
 
-/// Streams `from`'s export into `to`'s import.
-fn copy(from: &dyn Store, to: &dyn Store) -> Result<u64> {
+/// An export: calls its sink once per record, in export order.
+type Exporter<'a> = dyn Fn(&mut dyn FnMut(ExportRecord) -> Result<()>) -> Result<()> + Sync + 'a;
+
+/// Streams the sled export into `to`'s import.
+fn copy(from: &Exporter<'_>, to: &dyn Store) -> Result<u64> {
     let (tx, rx) = mpsc::sync_channel::<ExportRecord>(4096);
     std::thread::scope(|scope| {
         let exporter = scope.spawn(move || {
-            from.export(&mut |record| {
+            from(&mut |record| {
                 tx.send(record)
                     .map_err(|_| StoreError::Backend("the import stopped".to_owned()))
             })
@@ -145,11 +151,11 @@ fn copy(from: &dyn Store, to: &dyn Store) -> Result<u64> {
 
 /// Exports both stores side by side and fails on the first record that differs; returns
 /// the number of records compared.
-fn compare(a: &dyn Store, b: &dyn Store) -> Result<u64> {
+fn compare(a: &Exporter<'_>, b: &dyn Store) -> Result<u64> {
     let (tx, rx) = mpsc::sync_channel::<ExportRecord>(4096);
     std::thread::scope(|scope| {
         let exporter = scope.spawn(move || {
-            a.export(&mut |record| {
+            a(&mut |record| {
                 tx.send(record)
                     .map_err(|_| StoreError::Backend("the comparison stopped".to_owned()))
             })

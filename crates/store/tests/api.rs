@@ -1,5 +1,6 @@
 //! Behaviour of every `Store` method, on each backend: the shared suite (tests/suite/api.rs)
-//! runs once per backend module below; backend-specific tests follow it.
+//! runs once per backend module below (SQLite; PostgreSQL will be the second); backend-specific
+//! tests follow it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -226,62 +227,5 @@ mod sqlite {
         }
         let s = open_at(dir.path());
         assert_eq!(s.get("files", "big").expect("get"), Some(big));
-    }
-}
-
-mod sled {
-    use std::collections::BTreeMap;
-    use std::path::Path;
-    use std::sync::Arc;
-
-    use idbridge_store::{
-        ChangeSet, Condition, ConflictKind, ExportRecord, NewEvent, SledOptions, SledStore, Store,
-        StoreError, EVENT_LOG,
-    };
-
-    type Backend = SledStore;
-
-    fn open_at(dir: &Path) -> Backend {
-        SledStore::open(dir).expect("open")
-    }
-
-    include!("suite/api.rs");
-
-    #[test]
-    fn second_open_of_the_same_directory_fails() {
-        let (d, _s) = open();
-        let options = SledOptions {
-            lock_wait: std::time::Duration::from_millis(200),
-            ..SledOptions::default()
-        };
-        let started = std::time::Instant::now();
-        let err = SledStore::open_with(d.path(), options).expect_err("locked");
-        assert!(
-            matches!(err, StoreError::Backend(ref m) if m.contains("locked")),
-            "{err}"
-        );
-        assert!(started.elapsed() >= std::time::Duration::from_millis(200));
-    }
-
-    #[test]
-    fn ephemeral_stores_work_are_separate_and_vanish_on_drop() {
-        let a = SledStore::open_ephemeral().expect("ephemeral");
-        let b = SledStore::open_ephemeral().expect("ephemeral");
-        assert_ne!(a.path(), b.path());
-        let mut cs = ChangeSet::new();
-        cs.put("t", "k", b"v".to_vec()).event(event("event_e", 1));
-        assert_eq!(a.commit(cs).expect("commit").event_seqs, vec![1]);
-        assert_eq!(a.get("t", "k").expect("get"), Some(b"v".to_vec()));
-        assert_eq!(b.get("t", "k").expect("get"), None);
-        assert!(a.stats().fdatasyncs >= 2, "same durable path");
-        let path = a.path().to_path_buf();
-        assert!(path.join("db").exists());
-        drop(a);
-        // sled's background threads may hold the last handle briefly.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while path.exists() && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        assert!(!path.exists(), "{} left behind", path.display());
     }
 }

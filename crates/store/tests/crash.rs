@@ -4,7 +4,7 @@
 //! `IDBRIDGE_STORE_CRASH_DIR` set, and that child commits from several threads and prints
 //! `ACK <key> <seq>` (or `CODE <key>`) on stdout once each write returned.
 //!
-//! Each test runs on both backends (`..._sqlite`, `..._sled`; the child learns which from
+//! Each test runs on every backend (`..._sqlite`; the child learns which from
 //! `IDBRIDGE_STORE_CRASH_BACKEND`).
 //!
 //! * `kill9_loses_no_acknowledged_write`: ≥ 20 rounds of SIGKILL at a random 50–400 ms, then
@@ -12,7 +12,7 @@
 //!   one event per user row (atomicity).
 //! * `strace_sees_fdatasync_before_every_ack`: a single-threaded child under
 //!   `strace -f -e trace=fdatasync,fsync,write`: at least one completed sync of the durable
-//!   file (sled: its data file; SQLite: the WAL, by a group-commit leader) between any two
+//!   file (SQLite: the WAL, by a group-commit leader) between any two
 //!   acknowledgements (commits and expiring-table writes). Needs `strace`
 //!   (scripts/test-deps.d/idbridge-store.sh); fails if it is missing unless
 //!   IDBRIDGE_SKIP_PEERS=1.
@@ -26,7 +26,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use idbridge_store::{ChangeSet, NewEvent, SledStore, SqliteStore, Store};
+use idbridge_store::{ChangeSet, NewEvent, SqliteStore, Store};
 use rand::Rng;
 
 const CHILD_DIR: &str = "IDBRIDGE_STORE_CRASH_DIR";
@@ -39,21 +39,18 @@ const CHILD_BACKEND: &str = "IDBRIDGE_STORE_CRASH_BACKEND";
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Backend {
     Sqlite,
-    Sled,
 }
 
 impl Backend {
     fn name(self) -> &'static str {
         match self {
             Backend::Sqlite => "sqlite",
-            Backend::Sled => "sled",
         }
     }
 
     fn from_env() -> Result<Self, String> {
         match std::env::var(CHILD_BACKEND).as_deref() {
             Ok("sqlite") => Ok(Backend::Sqlite),
-            Ok("sled") => Ok(Backend::Sled),
             other => Err(format!("{CHILD_BACKEND} is {other:?}")),
         }
     }
@@ -61,7 +58,6 @@ impl Backend {
     fn open(self, dir: &Path) -> Result<Arc<dyn Store>, String> {
         Ok(match self {
             Backend::Sqlite => Arc::new(SqliteStore::open(dir).map_err(|e| e.to_string())?),
-            Backend::Sled => Arc::new(SledStore::open(dir).map_err(|e| e.to_string())?),
         })
     }
 }
@@ -81,18 +77,12 @@ fn main() -> ExitCode {
     }
     // Honour a name filter like libtest does (`cargo test --test crash -- kill9`).
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let tests: [NamedTest; 4] = [
+    let tests: [NamedTest; 2] = [
         ("kill9_loses_no_acknowledged_write_sqlite", || {
             kill9_loses_no_acknowledged_write(Backend::Sqlite)
         }),
-        ("kill9_loses_no_acknowledged_write_sled", || {
-            kill9_loses_no_acknowledged_write(Backend::Sled)
-        }),
         ("strace_sees_fdatasync_before_every_ack_sqlite", || {
             strace_sees_fdatasync_before_every_ack(Backend::Sqlite)
-        }),
-        ("strace_sees_fdatasync_before_every_ack_sled", || {
-            strace_sees_fdatasync_before_every_ack(Backend::Sled)
         }),
     ];
     if std::env::args().any(|a| a == "--list") {
@@ -456,9 +446,8 @@ fn strace_sees_fdatasync_before_every_ack(backend: Backend) -> TestResult {
         .and_then(|v| v.parse().ok())
         .ok_or("writer printed no STATS line")?;
     let text = std::fs::read_to_string(&trace).map_err(|e| e.to_string())?;
-    // Which syncs count: sled's fdatasync of its data file `db` (from any thread: the group
-    // commit leader is a caller); SQLite's fdatasync of the WAL by a group-commit leader (a
-    // caller's thread). Not the writer thread's (under synchronous=NORMAL SQLite syncs only the
+    // Which syncs count: SQLite's fdatasync of the WAL by a group-commit leader (a caller's
+    // thread). Not the writer thread's (under synchronous=NORMAL SQLite syncs only the
     // WAL header when the WAL restarts, before the frames of the commit are written) nor the
     // checkpointer's (it syncs the WAL before copying it): neither makes an ack durable.
     let tid_of = |name: &str| -> Option<String> {
@@ -474,7 +463,6 @@ fn strace_sees_fdatasync_before_every_ack(backend: Backend) -> TestResult {
     }
     let counts = |line: &str| -> bool {
         match backend {
-            Backend::Sled => line.contains("fdatasync(") && line.contains("/db>"),
             Backend::Sqlite => {
                 let tid = line.split_whitespace().next();
                 (line.contains("fdatasync(") || line.contains("fsync("))
@@ -550,7 +538,6 @@ fn strace_sees_fdatasync_before_every_ack(backend: Backend) -> TestResult {
     // syncs while it creates and migrates a new file at open run on the opening thread).
     let codes = commits.div_ceil(5);
     let agrees = match backend {
-        Backend::Sled => syncs == stats_fdatasyncs,
         Backend::Sqlite => syncs >= stats_fdatasyncs && stats_fdatasyncs >= commits + codes,
     };
     if syncs < commits + codes || !agrees {

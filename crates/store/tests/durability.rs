@@ -1,6 +1,6 @@
 //! The acknowledged path reaches the disk sync: counters, ordering of apply / sync / return,
 //! the event log's durable-only visibility, and poisoning after a failed sync — on each
-//! backend (sled: flush + fdatasync; SQLite: the COMMIT that syncs the WAL).
+//! backend (SQLite: the group-commit round that fdatasyncs the WAL; PostgreSQL later).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -12,25 +12,11 @@ use std::time::Duration;
 use std::path::Path;
 
 use idbridge_store::{
-    ChangeSet, DurabilityProbe, NewEvent, SledOptions, SledStore, SqliteOptions, SqliteStore,
-    Store, StoreError,
+    ChangeSet, DurabilityProbe, NewEvent, SqliteOptions, SqliteStore, Store, StoreError,
 };
 
 /// Opens a backend in `dir` with a probe.
 type Opener = fn(&Path, Option<Arc<dyn DurabilityProbe>>) -> Arc<dyn Store>;
-
-fn sled(dir: &Path, probe: Option<Arc<dyn DurabilityProbe>>) -> Arc<dyn Store> {
-    Arc::new(
-        SledStore::open_with(
-            dir,
-            SledOptions {
-                probe,
-                ..SledOptions::default()
-            },
-        )
-        .expect("open sled"),
-    )
-}
 
 fn sqlite(dir: &Path, probe: Option<Arc<dyn DurabilityProbe>>) -> Arc<dyn Store> {
     Arc::new(
@@ -49,10 +35,6 @@ fn sqlite(dir: &Path, probe: Option<Arc<dyn DurabilityProbe>>) -> Arc<dyn Store>
 macro_rules! on_each_backend {
     ($body:ident) => {
         mod $body {
-            #[test]
-            fn sled() {
-                super::$body(super::sled);
-            }
             #[test]
             fn sqlite() {
                 super::$body(super::sqlite);
@@ -336,8 +318,8 @@ fn commit_waits_for_the_sync_and_events_stay_hidden_until_durable(open: Opener) 
         0,
         "acknowledged before its sync finished"
     );
-    // Applied: entity reads may see it (sled) or not yet (SQLite: only committed rows are
-    // visible); the event log must not show it on either.
+    // Applied: entity reads may see it (SQLite shows committed rows before their sync round
+    // ends); the event log must not show it.
     let _ = s.get("users", "held").expect("get");
     assert_eq!(s.last_event_seq().expect("last"), 1);
     assert_eq!(s.events_after(0, 10).expect("events").len(), 1);
@@ -395,30 +377,4 @@ fn a_failed_sync_fails_the_write_and_poisons_the_store(open: Opener) {
         Some(600)
     );
     assert_eq!(s.last_event_seq().expect("last"), 1);
-}
-
-/// Values too big for sled's log go to files under `blobs/`, which sled never fsyncs; the
-/// store must fsync them (and the directory) before acknowledging.
-#[test]
-fn large_values_are_fsynced_as_new_files() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let big: Vec<u8> = (0..400_000u32).map(|i| (i % 251) as u8).collect();
-    {
-        let s = SledStore::open(dir.path()).expect("open");
-        let before = s.stats().dir_fsyncs;
-        let mut cs = ChangeSet::new();
-        cs.put("files", "big", big.clone());
-        s.commit(cs).expect("commit");
-        let blobs = std::fs::read_dir(dir.path().join("blobs"))
-            .expect("blobs dir")
-            .count();
-        assert!(blobs > 0, "sled stored the value inline; test needs a blob");
-        assert!(
-            s.stats().dir_fsyncs >= before + 2,
-            "blob file and blobs/ fsynced: {:?}",
-            s.stats()
-        );
-    }
-    let s = SledStore::open(dir.path()).expect("reopen");
-    assert_eq!(s.get("files", "big").expect("get"), Some(big));
 }

@@ -178,11 +178,12 @@ const CONNECTION_FIELDS: [&str; 7] = [
     "oidc_options",
     "attribute_maps",
 ];
-const SAML_OPTION_FIELDS: [&str; 12] = [
+const SAML_OPTION_FIELDS: [&str; 13] = [
     "idp_metadata_url",
     "idp_metadata_xml",
     "idp_entity_id",
     "idp_sso_url",
+    "idp_slo_url",
     "idp_signing_certs",
     "sp_entity_id",
     "acs_url",
@@ -478,6 +479,7 @@ fn parse_saml(
     let idp_metadata_xml = opt_str(f, o, p, "idp_metadata_xml");
     let idp_entity_id = opt_str(f, o, p, "idp_entity_id");
     let idp_sso_url = opt_str(f, o, p, "idp_sso_url");
+    let idp_slo_url = opt_str(f, o, p, "idp_slo_url");
     let sp_entity_id = opt_str(f, o, p, "sp_entity_id");
     let acs_url = opt_str(f, o, p, "acs_url");
     for k in ["sp_signing_key_pair", "sp_encryption_key_pairs"] {
@@ -519,6 +521,7 @@ fn parse_saml(
     }
     for (k, v) in [
         ("idp_sso_url", &idp_sso_url),
+        ("idp_slo_url", &idp_slo_url),
         ("idp_metadata_url", &idp_metadata_url),
     ] {
         if v.as_deref().is_some_and(|u| !valid_http_url(u)) {
@@ -532,6 +535,7 @@ fn parse_saml(
         idp_metadata_url,
         idp_entity_id,
         idp_sso_url,
+        idp_slo_url,
         idp_signing_certs,
         sp_entity_id,
         acs_url,

@@ -9,6 +9,7 @@
 pub mod connection_update;
 pub mod connections;
 pub mod flow;
+pub mod logout;
 
 #[cfg(test)]
 mod tests;
@@ -25,7 +26,9 @@ use crate::AppState;
 
 /// Routes that need an API key.
 pub fn protected_routes() -> Router<AppState> {
-    connections::routes().merge(connection_update::routes())
+    connections::routes()
+        .merge(connection_update::routes())
+        .merge(logout::routes())
 }
 
 /// Browser- and token-facing routes (no API key).
@@ -40,6 +43,8 @@ pub fn public_routes() -> Router<AppState> {
         .route("/sso/oidc/callback", get(flow::oidc_callback))
         .route("/sso/token", post(flow::token))
         .route("/sso/profile", get(flow::profile))
+        .route("/sso/logout", get(logout::logout))
+        .route("/sso/saml/slo/{conn_id}", get(logout::saml_slo))
 }
 
 /// Prefix of the per-login cookie; the suffix is the login's relay key, so parallel logins in

@@ -1693,9 +1693,17 @@ async fn a_login_is_one_commit() {
         puts_to(idbridge_sso::login::SAML_REPLAY) >= 1,
         "the replay entries"
     );
+    // The profile's logout session (NameID, SessionIndex) is kept by the same commit.
+    assert_eq!(
+        puts_to(idbridge_sso::login::logout::LOGOUT_SESSIONS),
+        1,
+        "the logout session"
+    );
     assert_eq!(
         cs.expiring_puts.len(),
-        puts_to(idbridge_sso::login::CODES) + puts_to(idbridge_sso::login::SAML_REPLAY)
+        puts_to(idbridge_sso::login::CODES)
+            + puts_to(idbridge_sso::login::SAML_REPLAY)
+            + puts_to(idbridge_sso::login::logout::LOGOUT_SESSIONS)
     );
     assert!(cs
         .conditions
@@ -1753,4 +1761,527 @@ async fn a_login_is_one_commit() {
             .iter()
             .all(|e| e.kind != "authentication.sso_succeeded"));
     }
+}
+
+const IDP_SLO: &str = "https://idp.example.org/slo";
+
+/// `(signed octets, signature)` of a Redirect-binding URL as an IdP splits it.
+fn redirect_signature(location: &str) -> (String, Vec<u8>) {
+    let query = location.split_once('?').unwrap().1;
+    let (signed, sig) = query.rsplit_once("&Signature=").unwrap();
+    let sig = url::form_urlencoded::parse(format!("s={sig}").as_bytes())
+        .next()
+        .unwrap()
+        .1
+        .into_owned();
+    (
+        signed.to_string(),
+        base64::engine::general_purpose::STANDARD
+            .decode(sig)
+            .unwrap(),
+    )
+}
+
+/// The SP signing certificate our metadata publishes for `conn_id`.
+async fn sp_signing_cert(env: &Env, conn_id: &str) -> (openssl::x509::X509, String) {
+    let md = env
+        .get(&format!("/sso/saml/metadata/{conn_id}"), None)
+        .await;
+    assert_eq!(md.status, StatusCode::OK);
+    let b64 = md
+        .text
+        .split("<md:KeyDescriptor use=\"signing\"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    (openssl::x509::X509::from_der(&der).unwrap(), md.text)
+}
+
+async fn profile_id_after_login(env: &Env, conn_id: &str, email: &str) -> String {
+    let done = env.login(conn_id, "", email).await;
+    let code = done.param("code").unwrap();
+    let t = env.token(json!({"client_id": env.client_id, "client_secret": env.key, "grant_type": "authorization_code", "code": code})).await;
+    assert_eq!(t.status, StatusCode::OK, "{}", t.text);
+    t.body["profile"]["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn single_logout_sends_a_signed_logout_request_once() {
+    let env = Env::new();
+    let org = env.org("Slo").await;
+    let c = env.saml_conn(&org, json!({"idp_slo_url": IDP_SLO})).await;
+    let id = c["id"].as_str().unwrap().to_string();
+    let (cert, md) = sp_signing_cert(&env, &id).await;
+    assert!(
+        md.contains(&format!("<md:SingleLogoutService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect\" Location=\"http://127.0.0.1:8080/sso/saml/slo/{id}\"/>")),
+        "{md}"
+    );
+    let profile_id = profile_id_after_login(&env, &id, "ada@slo.example.com").await;
+
+    let auth = env
+        .api(
+            "POST",
+            "/sso/logout/authorize",
+            Some(json!({"profile_id": profile_id})),
+        )
+        .await;
+    assert_eq!(auth.status, StatusCode::OK, "{}", auth.text);
+    let token = auth.body["logout_token"].as_str().unwrap().to_string();
+    assert!(token.len() >= 32);
+    assert_eq!(
+        auth.body["logout_url"],
+        format!("http://127.0.0.1:8080/sso/logout?token={token}")
+    );
+    assert_eq!(auth.body.as_object().unwrap().len(), 2, "{}", auth.text);
+
+    let out = env.get(&format!("/sso/logout?token={token}"), None).await;
+    assert_eq!(out.status, StatusCode::FOUND, "{}", out.text);
+    let location = out.location.clone().unwrap();
+    assert!(
+        location.starts_with(&format!("{IDP_SLO}?SAMLRequest=")),
+        "{location}"
+    );
+    assert_eq!(
+        out.param("SigAlg").as_deref(),
+        Some("http://www.w3.org/2001/04/xmldsig-more#rsa-sha256")
+    );
+    // Signed with the connection's SP signing key, over the query as sent.
+    let (signed, sig) = redirect_signature(&location);
+    let key = cert.public_key().unwrap();
+    let verify = |data: &str| {
+        let mut v =
+            openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &key).unwrap();
+        v.update(data.as_bytes()).unwrap();
+        v.verify(&sig).unwrap_or(false)
+    };
+    assert!(verify(&signed));
+    assert!(!verify(&signed.replace("SigAlg=", "SigAlg=x")));
+    let xml = idbridge_saml::decode_redirect_binding(&out.param("SAMLRequest").unwrap()).unwrap();
+    assert!(xml.starts_with("<samlp:LogoutRequest "), "{xml}");
+    assert!(xml.contains(&format!("Destination=\"{IDP_SLO}\"")));
+    assert!(xml.contains(&format!(
+        "<saml:Issuer>http://127.0.0.1:8080/sso/saml/{id}</saml:Issuer>"
+    )));
+    assert!(xml.contains("<saml:NameID Format=\"urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress\">ada@slo.example.com</saml:NameID>"), "{xml}");
+    assert!(
+        xml.contains("<samlp:SessionIndex>_session1</samlp:SessionIndex>"),
+        "{xml}"
+    );
+
+    // Single use; the login session is ended, so no new token either.
+    let again = env.get(&format!("/sso/logout?token={token}"), None).await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND, "{}", again.text);
+    assert!(again.body["message"].as_str().unwrap().contains("logout"));
+    let gone = env
+        .api(
+            "POST",
+            "/sso/logout/authorize",
+            Some(json!({"profile_id": profile_id})),
+        )
+        .await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND, "{}", gone.text);
+    // A new login can be logged out again.
+    let again_id = profile_id_after_login(&env, &id, "ada@slo.example.com").await;
+    assert_eq!(again_id, profile_id);
+    let auth = env
+        .api(
+            "POST",
+            "/sso/logout/authorize",
+            Some(json!({"profile_id": profile_id})),
+        )
+        .await;
+    assert_eq!(auth.status, StatusCode::OK, "{}", auth.text);
+}
+
+#[tokio::test]
+async fn logout_refuses_bad_input_unknown_profiles_and_connections_without_slo() {
+    let env = Env::new();
+    let org = env.org("NoSlo").await;
+    let c = env.saml_conn(&org, json!({})).await;
+    let id = c["id"].as_str().unwrap().to_string();
+    let (_, md) = sp_signing_cert(&env, &id).await;
+    assert!(!md.contains("SingleLogoutService"), "{md}");
+    let profile_id = profile_id_after_login(&env, &id, "bob@noslo.example.com").await;
+
+    let r = env
+        .api(
+            "POST",
+            "/sso/logout/authorize",
+            Some(json!({"profile_id": profile_id})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert_eq!(r.body["error"], "connection_invalid");
+    assert!(r.body["error_description"]
+        .as_str()
+        .unwrap()
+        .contains("SingleLogoutService"));
+
+    let r = env
+        .api(
+            "POST",
+            "/sso/logout/authorize",
+            Some(json!({"profile_id": "prof_01HZZZZZZZZZZZZZZZZZZZZZZZ"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    assert!(r.body["message"].as_str().unwrap().contains("Profile"));
+
+    let r = env
+        .api(
+            "POST",
+            "/sso/logout/authorize",
+            Some(json!({"profile_id": profile_id, "return_to": "https://x"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(r.text.contains("return_to"), "{}", r.text);
+    let r = env
+        .api("POST", "/sso/logout/authorize", Some(json!({})))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(r.text.contains("profile_id"), "{}", r.text);
+
+    // The API key is required.
+    let req = Request::builder()
+        .method("POST")
+        .uri("/sso/logout/authorize")
+        .header("content-type", "application/json")
+        .body(Body::from(json!({"profile_id": profile_id}).to_string()))
+        .unwrap();
+    assert_eq!(env.send(req).await.status, StatusCode::UNAUTHORIZED);
+
+    for uri in [
+        "/sso/logout",
+        "/sso/logout?token=",
+        "/sso/logout?token=nope",
+    ] {
+        let r = env.get(uri, None).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{uri}: {}", r.text);
+        assert!(r.body["message"].is_string(), "{uri}");
+        assert!(r.location.is_none());
+    }
+}
+
+/// An IdP's logout message for our SLO endpoint, signed with `key` (or not signed at all).
+fn idp_logout_message(
+    conn_id: &str,
+    root: &str,
+    issuer: &str,
+    destination: &str,
+    extra_attrs: &str,
+    children: &str,
+    key: Option<&openssl::pkey::PKey<openssl::pkey::Private>>,
+) -> String {
+    let id = format!("_idp{}", &idbridge_saml::sp::new_id().unwrap()[1..]);
+    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
+    let xml = format!(
+        "<samlp:{root} xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" ID=\"{id}\" Version=\"2.0\" IssueInstant=\"{now}\" Destination=\"{destination}\"{extra_attrs}><saml:Issuer>{issuer}</saml:Issuer>{children}</samlp:{root}>"
+    );
+    let param = if root == "LogoutResponse" {
+        "SAMLResponse"
+    } else {
+        "SAMLRequest"
+    };
+    let base = format!("http://127.0.0.1:8080/sso/saml/slo/{conn_id}");
+    let throwaway = SecretlessKey::rsa();
+    let url =
+        idbridge_saml::slo::signed_redirect(&base, param, &xml, None, key.unwrap_or(&throwaway))
+            .unwrap();
+    // Unsigned: the same message without SigAlg and Signature.
+    let url = match key {
+        Some(_) => url,
+        None => url.split("&SigAlg=").next().unwrap().to_string(),
+    };
+    url.trim_start_matches("http://127.0.0.1:8080").to_string()
+}
+
+/// A throwaway RSA key (for messages whose signature is then removed).
+struct SecretlessKey;
+
+impl SecretlessKey {
+    fn rsa() -> openssl::pkey::PKey<openssl::pkey::Private> {
+        openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap()
+    }
+}
+
+/// Starts a logout and returns the LogoutRequest id we sent.
+async fn started_logout(env: &Env, conn_id: &str, email: &str) -> String {
+    let profile_id = profile_id_after_login(env, conn_id, email).await;
+    let auth = env
+        .api(
+            "POST",
+            "/sso/logout/authorize",
+            Some(json!({"profile_id": profile_id})),
+        )
+        .await;
+    let url = auth.body["logout_url"].as_str().unwrap();
+    let out = env
+        .get(url.trim_start_matches("http://127.0.0.1:8080"), None)
+        .await;
+    assert_eq!(out.status, StatusCode::FOUND, "{}", out.text);
+    let xml = idbridge_saml::decode_redirect_binding(&out.param("SAMLRequest").unwrap()).unwrap();
+    xml.split("ID=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+const SUCCESS: &str =
+    "<samlp:Status><samlp:StatusCode Value=\"urn:oasis:names:tc:SAML:2.0:status:Success\"/></samlp:Status>";
+
+#[tokio::test]
+async fn logout_responses_are_accepted_only_signed_by_the_idp_and_once() {
+    let env = Env::new();
+    let org = env.org("SloResp").await;
+    let c = env.saml_conn(&org, json!({"idp_slo_url": IDP_SLO})).await;
+    let id = c["id"].as_str().unwrap().to_string();
+    let dest = format!("http://127.0.0.1:8080/sso/saml/slo/{id}");
+    let request_id = started_logout(&env, &id, "eve@sloresp.example.com").await;
+    let irt = format!(" InResponseTo=\"{request_id}\"");
+    let idp_key = env.idp.keys.key.clone();
+    let attacker = IdpSigner::generate(IDP_ENTITY).unwrap();
+    let refused = |r: &Resp, what: &str| {
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{what}: {}", r.text);
+        assert_eq!(r.body["error"], "invalid_logout_message", "{what}");
+        assert!(r.location.is_none(), "{what}");
+    };
+    // Each rule on its own: unsigned, forged (another key), wrong issuer, wrong destination,
+    // unknown InResponseTo, a LogoutRequest where a response is expected (and vice versa).
+    let cases = [
+        (
+            "unsigned",
+            idp_logout_message(
+                &id,
+                "LogoutResponse",
+                IDP_ENTITY,
+                &dest,
+                &irt,
+                SUCCESS,
+                None,
+            ),
+        ),
+        (
+            "forged",
+            idp_logout_message(
+                &id,
+                "LogoutResponse",
+                IDP_ENTITY,
+                &dest,
+                &irt,
+                SUCCESS,
+                Some(&attacker.keys.key),
+            ),
+        ),
+        (
+            "wrong issuer",
+            idp_logout_message(
+                &id,
+                "LogoutResponse",
+                "https://evil.example/idp",
+                &dest,
+                &irt,
+                SUCCESS,
+                Some(&idp_key),
+            ),
+        ),
+        (
+            "wrong destination",
+            idp_logout_message(
+                &id,
+                "LogoutResponse",
+                IDP_ENTITY,
+                "https://elsewhere.example/slo",
+                &irt,
+                SUCCESS,
+                Some(&idp_key),
+            ),
+        ),
+        (
+            "unknown InResponseTo",
+            idp_logout_message(
+                &id,
+                "LogoutResponse",
+                IDP_ENTITY,
+                &dest,
+                " InResponseTo=\"_nope\"",
+                SUCCESS,
+                Some(&idp_key),
+            ),
+        ),
+        (
+            "no InResponseTo",
+            idp_logout_message(
+                &id,
+                "LogoutResponse",
+                IDP_ENTITY,
+                &dest,
+                "",
+                SUCCESS,
+                Some(&idp_key),
+            ),
+        ),
+    ];
+    for (what, uri) in &cases {
+        refused(&env.get(uri, None).await, what);
+    }
+    // A signed message whose bytes were changed after signing.
+    let good = idp_logout_message(
+        &id,
+        "LogoutResponse",
+        IDP_ENTITY,
+        &dest,
+        &irt,
+        SUCCESS,
+        Some(&idp_key),
+    );
+    let tampered = good.replacen("SAMLResponse=", "SAMLResponse=A", 1);
+    refused(&env.get(&tampered, None).await, "tampered");
+    // Another connection's SLO endpoint does not take it.
+    let other = env.saml_conn(&org, json!({"idp_slo_url": IDP_SLO})).await;
+    let other_id = other["id"].as_str().unwrap();
+    refused(
+        &env.get(&good.replace(&id, other_id), None).await,
+        "other connection",
+    );
+
+    // The genuine one: signed by the IdP, answering our request → the default redirect.
+    let ok = env.get(&good, None).await;
+    assert_eq!(ok.status, StatusCode::FOUND, "{}", ok.text);
+    assert_eq!(ok.location.as_deref(), Some(APP_CB));
+    // Replayed: refused (the request it answered is consumed).
+    refused(&env.get(&good, None).await, "replayed");
+}
+
+#[tokio::test]
+async fn idp_initiated_logout_requests_need_the_idp_signature_and_are_single_use() {
+    let env = Env::new();
+    let org = env.org("SloReq").await;
+    let c = env.saml_conn(&org, json!({"idp_slo_url": IDP_SLO})).await;
+    let id = c["id"].as_str().unwrap().to_string();
+    let (sp_cert, _) = sp_signing_cert(&env, &id).await;
+    let dest = format!("http://127.0.0.1:8080/sso/saml/slo/{id}");
+    let subject = "<saml:NameID>eve@sloreq.example.com</saml:NameID><samlp:SessionIndex>_session1</samlp:SessionIndex>";
+    let idp_key = env.idp.keys.key.clone();
+    let attacker = IdpSigner::generate(IDP_ENTITY).unwrap();
+    for (what, uri) in [
+        (
+            "unsigned",
+            idp_logout_message(&id, "LogoutRequest", IDP_ENTITY, &dest, "", subject, None),
+        ),
+        (
+            "forged",
+            idp_logout_message(
+                &id,
+                "LogoutRequest",
+                IDP_ENTITY,
+                &dest,
+                "",
+                subject,
+                Some(&attacker.keys.key),
+            ),
+        ),
+        (
+            "wrong issuer",
+            idp_logout_message(
+                &id,
+                "LogoutRequest",
+                "https://evil.example/idp",
+                &dest,
+                "",
+                subject,
+                Some(&idp_key),
+            ),
+        ),
+        (
+            "wrong destination",
+            idp_logout_message(
+                &id,
+                "LogoutRequest",
+                IDP_ENTITY,
+                "https://elsewhere.example/slo",
+                "",
+                subject,
+                Some(&idp_key),
+            ),
+        ),
+        (
+            "no NameID",
+            idp_logout_message(
+                &id,
+                "LogoutRequest",
+                IDP_ENTITY,
+                &dest,
+                "",
+                "",
+                Some(&idp_key),
+            ),
+        ),
+    ] {
+        let r = env.get(&uri, None).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{what}: {}", r.text);
+        assert_eq!(r.body["error"], "invalid_logout_message", "{what}");
+    }
+    let good = idp_logout_message(
+        &id,
+        "LogoutRequest",
+        IDP_ENTITY,
+        &dest,
+        "",
+        subject,
+        Some(&idp_key),
+    );
+    let r = env.get(&good, None).await;
+    assert_eq!(r.status, StatusCode::FOUND, "{}", r.text);
+    let location = r.location.clone().unwrap();
+    assert!(
+        location.starts_with(&format!("{IDP_SLO}?SAMLResponse=")),
+        "{location}"
+    );
+    // Our LogoutResponse is signed with the SP key, answers the IdP's request, says Success.
+    let (signed, sig) = redirect_signature(&location);
+    let key = sp_cert.public_key().unwrap();
+    let mut v = openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &key).unwrap();
+    v.update(signed.as_bytes()).unwrap();
+    assert!(v.verify(&sig).unwrap());
+    let xml = idbridge_saml::decode_redirect_binding(&r.param("SAMLResponse").unwrap()).unwrap();
+    let idp_request_id = idbridge_saml::decode_redirect_binding(
+        &url::Url::parse(&format!("http://x{good}"))
+            .unwrap()
+            .query_pairs()
+            .find(|(k, _)| k == "SAMLRequest")
+            .unwrap()
+            .1,
+    )
+    .unwrap()
+    .split("ID=\"")
+    .nth(1)
+    .unwrap()
+    .split('"')
+    .next()
+    .unwrap()
+    .to_string();
+    assert!(
+        xml.contains(&format!("InResponseTo=\"{idp_request_id}\"")),
+        "{xml}"
+    );
+    assert!(xml.contains("urn:oasis:names:tc:SAML:2.0:status:Success"));
+    assert!(xml.contains(&format!("Destination=\"{IDP_SLO}\"")));
+    // Replayed: refused.
+    let again = env.get(&good, None).await;
+    assert_eq!(again.status, StatusCode::BAD_REQUEST, "{}", again.text);
+
+    // A connection without single logout has no SLO endpoint to speak of.
+    let plain = env.saml_conn(&org, json!({})).await;
+    let plain_id = plain["id"].as_str().unwrap();
+    let r = env.get(&good.replace(&id, plain_id), None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }

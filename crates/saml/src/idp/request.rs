@@ -228,7 +228,7 @@ struct QueryParams<'a> {
     signature: Option<&'a str>,
 }
 
-fn decode_param(raw: &str, name: &'static str) -> Result<String, RequestViolation> {
+pub(crate) fn decode_param(raw: &str, name: &'static str) -> Result<String, RequestViolation> {
     // application/x-www-form-urlencoded: `+` is a space, then percent-decoding, UTF-8.
     let plus = raw.replace('+', " ");
     let bytes: Vec<u8> =
@@ -642,7 +642,10 @@ fn read_requested_context(req: &Element) -> Result<Option<RequestedAuthnContext>
 }
 
 /// The digest of an allowed query-signature algorithm, and whether it is ECDSA.
-fn query_alg(alg: &str, allow_sha1: bool) -> Result<(MessageDigest, bool), RequestViolation> {
+pub(crate) fn query_alg(
+    alg: &str,
+    allow_sha1: bool,
+) -> Result<(MessageDigest, bool), RequestViolation> {
     Ok(match alg {
         RSA_SHA256 => (MessageDigest::sha256(), false),
         RSA_SHA384 => (MessageDigest::sha384(), false),
@@ -656,7 +659,7 @@ fn query_alg(alg: &str, allow_sha1: bool) -> Result<(MessageDigest, bool), Reque
 }
 
 /// XML-DSig 1.1 carries ECDSA signatures as r ‖ s; OpenSSL wants DER.
-fn ecdsa_der(raw: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn ecdsa_der(raw: &[u8]) -> Option<Vec<u8>> {
     if raw.is_empty() || raw.len() % 2 != 0 {
         return None;
     }
@@ -667,7 +670,7 @@ fn ecdsa_der(raw: &[u8]) -> Option<Vec<u8>> {
     sig.to_der().ok()
 }
 
-fn verify_with(key: &PKey<Public>, md: MessageDigest, data: &[u8], sig: &[u8]) -> bool {
+pub(crate) fn verify_with(key: &PKey<Public>, md: MessageDigest, data: &[u8], sig: &[u8]) -> bool {
     Verifier::new(md, key)
         .and_then(|mut v| v.verify_oneshot(sig, data))
         .unwrap_or(false)

@@ -63,6 +63,8 @@ impl SsoService {
                 "idp_metadata_url": s.idp_metadata_url,
                 "idp_entity_id": s.idp_entity_id,
                 "idp_sso_url": s.idp_sso_url,
+                "idp_slo_url": s.idp_slo_url,
+                "sp_slo_url": s.sp_slo_url(),
                 "idp_signing_certs": s.idp_signing_certs,
                 "sign_requests": s.sign_requests,
                 "allow_idp_initiated": s.allow_idp_initiated,

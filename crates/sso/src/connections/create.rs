@@ -49,6 +49,8 @@ pub struct NewSaml {
     pub idp_entity_id: Option<String>,
     /// Overrides the metadata's SSO URL when given.
     pub idp_sso_url: Option<String>,
+    /// Overrides the metadata's HTTP-Redirect SingleLogoutService when given.
+    pub idp_slo_url: Option<String>,
     /// PEM certificates.
     pub idp_signing_certs: Vec<String>,
     /// Defaults to `<public_url>/sso/saml/<connection id>`.
@@ -187,24 +189,24 @@ impl SsoService {
         }
         // Where the IdP settings come from: inline XML, a URL, or explicit values.
         let from_metadata = match (&input.idp_metadata_xml, &input.idp_metadata_url) {
-            (Some(xml), _) => Some(
-                IdpSettings::from_metadata_xml(xml)
-                    .map_err(|e| ("idp_metadata_xml", e.to_string())),
-            ),
+            (Some(xml), _) => Some(idp_from_metadata(xml).map_err(|e| ("idp_metadata_xml", e))),
             (None, Some(url)) => Some(match self.fetch_metadata(url).await {
-                Ok(xml) => IdpSettings::from_metadata_xml(&xml)
-                    .map_err(|e| ("idp_metadata_url", e.to_string())),
+                Ok(xml) => idp_from_metadata(&xml).map_err(|e| ("idp_metadata_url", e)),
                 Err(e) => Err(("idp_metadata_url", e)),
             }),
             (None, None) => None,
         };
+        let mut slo_url = input.idp_slo_url.clone();
         let (entity_id, sso_url, certs, wants_signed) = match from_metadata {
-            Some(Ok(idp)) => (
-                idp.entity_id.clone(),
-                input.idp_sso_url.clone().or(idp.sso_url.clone()),
-                certs_to_pem(&idp)?,
-                idp.wants_signed_requests,
-            ),
+            Some(Ok((idp, metadata_slo))) => {
+                slo_url = slo_url.or(metadata_slo);
+                (
+                    idp.entity_id.clone(),
+                    input.idp_sso_url.clone().or(idp.sso_url.clone()),
+                    certs_to_pem(&idp)?,
+                    idp.wants_signed_requests,
+                )
+            }
             Some(Err((field, why))) => {
                 tracing::info!(reason = %why, "IdP metadata rejected");
                 issues.push(FieldIssue::new(
@@ -245,6 +247,7 @@ impl SsoService {
             idp_metadata_url: input.idp_metadata_url,
             idp_entity_id: entity_id,
             idp_sso_url: sso_url,
+            idp_slo_url: slo_url,
             idp_signing_certs: certs,
             idp_wants_signed_requests: wants_signed,
             sp_entity_id: input
@@ -288,4 +291,11 @@ impl SsoService {
             claim_map: input.claim_map,
         })))
     }
+}
+
+/// The IdP settings and its HTTP-Redirect SingleLogoutService from metadata XML.
+pub(crate) fn idp_from_metadata(xml: &str) -> Result<(IdpSettings, Option<String>), String> {
+    let idp = IdpSettings::from_metadata_xml(xml).map_err(|e| e.to_string())?;
+    let slo = IdpSettings::slo_url_from_metadata_xml(xml).map_err(|e| e.to_string())?;
+    Ok((idp, slo))
 }

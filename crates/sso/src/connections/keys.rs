@@ -92,6 +92,14 @@ fn placeholder_key() -> SsoResult<openssl::pkey::PKey<openssl::pkey::Private>> {
 }
 
 impl SamlConnection {
+    /// Our SingleLogoutService for this connection (next to its ACS), when the IdP has one:
+    /// only then is there a logout exchange to publish.
+    pub fn sp_slo_url(&self) -> Option<String> {
+        self.idp_slo_url.as_ref()?;
+        let (base, conn) = self.acs_url.rsplit_once("/sso/saml/acs/")?;
+        Some(format!("{base}/sso/saml/slo/{conn}"))
+    }
+
     /// SP settings with the private keys unsealed (kept in memory only for one request);
     /// without `secrets`, settings without keys.
     pub fn sp_settings(&self, conn_id: &str, secrets: Option<&SecretBox>) -> SsoResult<SpSettings> {
@@ -99,6 +107,7 @@ impl SamlConnection {
         sp.allow_idp_initiated = self.allow_idp_initiated;
         sp.clock_skew = std::time::Duration::from_secs(self.clock_skew_secs);
         sp.want_signed_requests = self.sign_requests;
+        sp.slo_url = self.sp_slo_url();
         if let Some(secrets) = secrets {
             for k in &self.sp_signing_keys {
                 sp.signing_keys
@@ -117,6 +126,7 @@ impl SamlConnection {
         let mut sp = SpSettings::new(&self.sp_entity_id, &self.acs_url);
         sp.want_signed_requests = self.sign_requests;
         sp.allow_idp_initiated = self.allow_idp_initiated;
+        sp.slo_url = self.sp_slo_url();
         // Metadata only reads certificates, so an ephemeral key stands in for the private part.
         for (list, out) in [
             (&self.sp_signing_keys, &mut sp.signing_keys),

@@ -117,15 +117,18 @@ impl SsoService {
             let mut events: Vec<(EventKind, Value)> = Vec::new();
             if let Some(url) = &saml.idp_metadata_url {
                 let parsed = match self.fetch_metadata(url).await {
-                    Ok(xml) => IdpSettings::from_metadata_xml(&xml).map_err(|e| e.to_string()),
+                    Ok(xml) => super::create::idp_from_metadata(&xml),
                     Err(e) => Err(e),
                 };
-                match parsed.and_then(|idp| {
+                match parsed.and_then(|(idp, slo)| {
                     certs_to_pem(&idp)
-                        .map(|c| (idp, c))
+                        .map(|c| (idp, slo, c))
                         .map_err(|e| e.to_string())
                 }) {
-                    Ok((idp, certs)) => {
+                    Ok((idp, slo, certs)) => {
+                        if slo.is_some() {
+                            next.idp_slo_url = slo;
+                        }
                         let mut a: Vec<_> = certs.iter().filter_map(|c| fingerprint(c)).collect();
                         let mut b: Vec<_> = saml
                             .idp_signing_certs

@@ -62,6 +62,9 @@ pub struct SamlConnection {
     pub idp_metadata_url: Option<String>,
     pub idp_entity_id: String,
     pub idp_sso_url: Option<String>,
+    /// The IdP's HTTP-Redirect SingleLogoutService: single logout is offered only with one.
+    #[serde(default)]
+    pub idp_slo_url: Option<String>,
     /// PEM certificates (two during an IdP rollover).
     pub idp_signing_certs: Vec<String>,
     pub idp_wants_signed_requests: bool,

@@ -35,6 +35,8 @@ pub(crate) struct Destination {
     pub session_id: Option<String>,
     /// SAML replay-cache entries (key, expiry) inserted by the login's commit.
     pub replay: Vec<(String, i64)>,
+    /// SAML: the assertion's NameID and SessionIndex, kept for single logout.
+    pub saml_subject: Option<super::SamlSubject>,
 }
 
 /// The `data` of an `authentication.sso_*` event (workos-api.md §4.3).
@@ -291,6 +293,15 @@ impl SsoService {
             &code,
             &code_record,
             now + ttl_ms(self.config().code_ttl),
+        )?;
+        Logins::stage_logout_session(
+            &mut cs,
+            &profile.id,
+            &super::logout::LogoutSession {
+                connection_id: conn_id.to_string(),
+                saml: dest.saml_subject.clone(),
+            },
+            now,
         )?;
         let org_id = record.connection.organization_id.as_deref();
         let event = Event::new(

@@ -14,12 +14,14 @@
 
 mod authorize;
 mod complete;
+pub mod logout;
 mod oidc;
 pub(crate) mod saml;
 mod token;
 
 pub(crate) use authorize::LoginStart;
 pub use authorize::{Authorization, AuthorizeError, AuthorizeRequest};
+pub use logout::{LogoutAuthorization, LogoutError, SamlSubject, SloOutcome};
 pub use oidc::OidcCallback;
 pub use saml::AcsRequest;
 pub use token::{pkce_matches, TokenGrant, TokenRequest};
@@ -195,7 +197,7 @@ impl Logins {
         Logins { store }
     }
 
-    fn live<T: serde::de::DeserializeOwned>(
+    pub(crate) fn live<T: serde::de::DeserializeOwned>(
         &self,
         table: &str,
         key: &str,

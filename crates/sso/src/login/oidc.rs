@@ -101,6 +101,7 @@ impl SsoService {
             client: cb.client.clone(),
             session_id: Some(session_id.to_owned()),
             replay: Vec::new(),
+            saml_subject: None,
         };
         let reply = self.finish_oidc(&cb, returned_state, &session, &dest).await;
         LoginOutcome {

@@ -146,6 +146,7 @@ impl SsoService {
                 client: req.client.clone(),
                 session_id: Some(sid.clone()),
                 replay: Vec::new(),
+                saml_subject: None,
             },
             None => {
                 // Unsolicited (IdP-initiated).
@@ -193,6 +194,7 @@ impl SsoService {
                     client: req.client.clone(),
                     session_id: None,
                     replay: Vec::new(),
+                    saml_subject: None,
                 }
             }
         };
@@ -282,6 +284,11 @@ impl SsoService {
                 return with_cookie(reply);
             }
         };
+        dest.saml_subject = Some(super::SamlSubject {
+            name_id: assertion.name_id.clone(),
+            name_id_format: assertion.name_id_format.clone(),
+            session_index: assertion.session_index.clone(),
+        });
         let identity = idbridge_saml::map_profile(&assertion, &saml.attribute_map);
         let reply = self.complete_login(&record, identity, &dest).await;
         with_cookie(reply)
