@@ -84,6 +84,22 @@ impl<'a> Fields<'a> {
         self.errors.push(crate::error::FieldError::new(field, code));
     }
 
+    /// Reports every top-level key not in `known` as `unknown_field` (a field the handler
+    /// would otherwise drop silently).
+    pub fn deny_unknown(&mut self, known: &[&str]) {
+        let map = self.map;
+        for key in map.keys() {
+            if !known.contains(&key.as_str()) {
+                self.errors.push(
+                    crate::error::FieldError::new(key, "unknown_field").with_message(format!(
+                        "`{key}` is not a field of this request; known fields: {}",
+                        known.join(", ")
+                    )),
+                );
+            }
+        }
+    }
+
     pub fn present(&self, field: &str) -> bool {
         self.map.contains_key(field)
     }

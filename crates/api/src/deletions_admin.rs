@@ -21,7 +21,7 @@ use idbridge_sftp::Processor;
 use serde_json::{json, Value};
 use tracing::Instrument;
 
-use crate::body::Query;
+use crate::body::{Fields, JsonObject, Query};
 use crate::directories_admin::engine_error;
 use crate::error::{ApiError, ApiResult};
 use crate::feeds_admin::SFTP_TYPES;
@@ -125,7 +125,14 @@ fn leaving(state: &AppState, dir: &str, ids: &[String], limit: usize) -> Vec<Val
         .collect()
 }
 
-async fn confirm(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn confirm(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<Value>> {
+    let mut f = Fields::new(&body);
+    f.deny_unknown(&[]);
+    f.finish()?;
     let span = tracing::info_span!("admin.confirm_deletion", directory_id = %id);
     let st = state.clone();
     tokio::task::spawn_blocking(move || {

@@ -293,7 +293,11 @@ async fn delete_directory(
 async fn rotate_token(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    JsonObject(body): JsonObject,
 ) -> ApiResult<Json<Value>> {
+    let mut f = Fields::new(&body);
+    f.deny_unknown(&[]);
+    f.finish()?;
     check_id(IdPrefix::Directory, "Directory", &id)?;
     let span = tracing::info_span!("admin.rotate_scim_token", directory_id = %id);
     let endpoint = scim_endpoint(&state, &id);
@@ -341,6 +345,7 @@ pub fn parse_roles(
     existing: &[Role],
 ) -> ApiResult<(Vec<Role>, Option<RoleMode>)> {
     let mut f = Fields::new(body);
+    f.deny_unknown(&["roles", "mode"]);
     let list = match f.raw("roles") {
         Some(Value::Array(a)) => Some(a.clone()),
         Some(_) => {
@@ -502,6 +507,7 @@ async fn get_role_mappings(
 /// name, as directory groups and SSO `groups` carry them).
 pub fn parse_role_mappings(body: &Map<String, Value>, org: &str) -> ApiResult<Vec<RoleMapping>> {
     let mut f = Fields::new(body);
+    f.deny_unknown(&["role_mappings"]);
     let list = match f.raw("role_mappings") {
         Some(Value::Array(a)) => a.clone(),
         Some(_) => {

@@ -138,10 +138,11 @@ async fn handle(state: AppState, req: Request, next: Next) -> Result<Response, A
     };
     let slot = idempotency::slot(api_key, key);
     let (parts, body) = req.into_parts();
-    let bytes: Bytes = axum::body::to_bytes(body, state.config.max_body_bytes)
+    let max_body_bytes = state.http_limits.max_body_bytes();
+    let bytes: Bytes = axum::body::to_bytes(body, max_body_bytes)
         .await
         .map_err(|_| ApiError::PayloadTooLarge {
-            limit: state.config.max_body_bytes,
+            limit: max_body_bytes,
         })?;
     let path = parts
         .uri
@@ -149,7 +150,7 @@ async fn handle(state: AppState, req: Request, next: Next) -> Result<Response, A
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
     let print = fingerprint(&parts.method, &path, &bytes);
-    let in_flight_ttl = millis(state.config.request_timeout) + 5_000;
+    let in_flight_ttl = millis(state.http_limits.request_timeout()) + 5_000;
 
     let waited_since = tokio::time::Instant::now();
     loop {

@@ -123,6 +123,7 @@ async fn run_sync(
     JsonObject(body): JsonObject,
 ) -> ApiResult<Json<Value>> {
     let mut f = Fields::new(&body);
+    f.deny_unknown(&["kind"]);
     let kind = match f.opt_string("kind").as_deref() {
         None | Some("full") => Some(SyncKind::Full),
         Some("delta") => Some(SyncKind::Delta),
@@ -185,7 +186,14 @@ async fn run_sync(
     .await
 }
 
-async fn confirm(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn confirm(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<Value>> {
+    let mut f = Fields::new(&body);
+    f.deny_unknown(&[]);
+    f.finish()?;
     let span = tracing::info_span!("admin.ldap_confirm_deletion", directory_id = %id);
     let st = state.clone();
     tokio::task::spawn_blocking(move || {

@@ -28,9 +28,12 @@ pub mod organizations;
 pub mod pagination;
 pub mod portal;
 pub mod roles_api;
+pub mod settings_admin;
 pub mod sftp_admin;
 pub mod sso;
 pub mod tls_admin;
+#[cfg(test)]
+mod unknown_fields_tests;
 pub mod webhook_endpoints;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -143,6 +146,13 @@ pub struct AppState {
     pub forward: Arc<idbridge_forward::scim_push::ScimPush>,
     /// Request-rate and failed-authentication limits of API keys.
     pub api_limiters: Arc<ApiLimiters>,
+    /// The SCIM endpoint's limiters (changed live through `/admin/settings/limits`).
+    pub scim_limiters: idbridge_scim::router::ScimLimiters,
+    /// Body size and timeouts every request reads when it starts (changed live through
+    /// `/admin/settings/server`).
+    pub http_limits: Arc<middleware::LiveHttp>,
+    /// Runtime settings (`/admin/settings`): the binary installs the runtime that owns them.
+    pub settings: Arc<settings_admin::Settings>,
     /// Set when a shutdown began: `/readyz` answers 503 `draining` while requests finish.
     pub draining: Arc<AtomicBool>,
     /// The HTTPS certificate reloader (`POST /admin/tls/reload`); `None` without TLS.
@@ -172,6 +182,14 @@ impl AppState {
         };
         let (directory, sso) = services(&store, settings);
         AppState {
+            scim_limiters: idbridge_scim::router::ScimLimiters {
+                rate: Arc::new(idbridge_limits::RateLimiter::new(config.limits.scim_rate)),
+                failed_auth: Arc::new(idbridge_limits::FailureLimiter::new(
+                    config.limits.failed_auth,
+                )),
+            },
+            http_limits: Arc::new(middleware::LiveHttp::new(&config)),
+            settings: Arc::default(),
             api_limiters: Arc::new(ApiLimiters {
                 rate: idbridge_limits::RateLimiter::new(config.limits.api_rate),
                 failed_auth: idbridge_limits::FailureLimiter::new(config.limits.failed_auth),
@@ -233,6 +251,7 @@ pub fn router(state: AppState) -> Router {
         .merge(webhook_endpoints::routes())
         .merge(forward_admin::routes())
         .merge(backup_admin::routes())
+        .merge(settings_admin::routes())
         .merge(tls_admin::routes())
         .merge(portal::routes())
         .merge(sso::protected_routes())
@@ -258,10 +277,13 @@ pub fn router(state: AppState) -> Router {
             state.directory.clone(),
             idbridge_scim::router::ScimConfig {
                 public_url: state.config.public_url.clone(),
-                max_body_bytes: state.config.max_body_bytes,
+                // The live limit is the middleware's (`http_limits`), which answers in SCIM's
+                // format under /scim/; this bound only keeps SCIM's own check out of its way.
+                max_body_bytes: settings_admin::MAX_BODY_BYTES_SETTABLE,
                 rate_limit: state.config.limits.scim_rate,
                 failed_auth_limit: state.config.limits.failed_auth,
                 max_patch_members: state.config.limits.scim_max_patch_members,
+                limiters: Some(state.scim_limiters.clone()),
                 ..Default::default()
             },
         ));
@@ -279,7 +301,7 @@ pub fn router(state: AppState) -> Router {
         .merge(idbridge_console::router(console))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed);
-    middleware::apply(app, &state.config)
+    middleware::apply(app, state.http_limits.clone())
 }
 
 async fn healthz() -> Json<serde_json::Value> {

@@ -1,6 +1,8 @@
 //! Cross-cutting layers: request ids, tracing spans, metrics, body limit and body-read
 //! timeout, timeout, panics.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, HttpBody};
@@ -20,23 +22,73 @@ use crate::ApiConfig;
 
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-pub fn apply(app: Router, config: &ApiConfig) -> Router {
-    let timeout = config.request_timeout;
-    let body_limits = BodyLimits {
-        max_bytes: config.max_body_bytes,
-        read_timeout: config.body_read_timeout,
-    };
+/// The request limits the admin API can change while the server runs
+/// (`PATCH /admin/settings/server`): each request reads them when it starts.
+#[derive(Debug)]
+pub struct LiveHttp {
+    max_body_bytes: AtomicUsize,
+    request_timeout_ms: AtomicU64,
+    body_read_timeout_ms: AtomicU64,
+}
+
+impl LiveHttp {
+    pub fn new(config: &ApiConfig) -> Self {
+        let live = LiveHttp {
+            max_body_bytes: AtomicUsize::new(0),
+            request_timeout_ms: AtomicU64::new(0),
+            body_read_timeout_ms: AtomicU64::new(0),
+        };
+        live.set(
+            config.max_body_bytes,
+            config.request_timeout,
+            config.body_read_timeout,
+        );
+        live
+    }
+
+    /// Puts new limits in force for the requests that start from now on.
+    pub fn set(&self, max_body_bytes: usize, request_timeout: Duration, body_read: Duration) {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.max_body_bytes.store(max_body_bytes, Ordering::Relaxed);
+        self.request_timeout_ms
+            .store(ms(request_timeout), Ordering::Relaxed);
+        self.body_read_timeout_ms
+            .store(ms(body_read), Ordering::Relaxed);
+    }
+
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_body_bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_read_timeout_ms.load(Ordering::Relaxed))
+    }
+}
+
+pub fn apply(app: Router, live: Arc<LiveHttp>) -> Router {
+    let for_deadline = live.clone();
     // Layers run bottom-up on the way in: request id first, so every span and error has it.
     app.layer(axum::middleware::from_fn(
-        move |req: Request, next: Next| deadline(timeout, req, next),
+        move |req: Request, next: Next| deadline(for_deadline.request_timeout(), req, next),
     ))
     // Outside the deadline: a slow client's body is the client's fault (408), not the
     // server's (503), and the handler's time starts once the body is here.
     .layer(axum::middleware::from_fn(
-        move |req: Request, next: Next| read_body(body_limits, req, next),
+        move |req: Request, next: Next| {
+            let body_limits = BodyLimits {
+                max_bytes: live.max_body_bytes(),
+                read_timeout: live.body_read_timeout(),
+            };
+            read_body(body_limits, req, next)
+        },
     ))
     .layer(axum::middleware::from_fn(record_metrics))
-    .layer(DefaultBodyLimit::max(config.max_body_bytes))
+    // The limit is `read_body`'s (live); extractors then read a body already in memory.
+    .layer(DefaultBodyLimit::disable())
     .layer(CatchPanicLayer::custom(|_panic| {
         ApiError::Internal("handler panicked".into()).into_response()
     }))

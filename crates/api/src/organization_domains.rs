@@ -157,7 +157,13 @@ async fn put_dns(
     JsonObject(body): JsonObject,
 ) -> ApiResult<Json<Value>> {
     let s = parse_dns(&body, state.sso.dns().settings())?;
-    state.sso.dns().set_settings(s.clone());
+    // The `dns` section of `/admin/settings`: stored (kept across restarts) and applied there.
+    match state.settings.runtime() {
+        Some(runtime) => {
+            runtime.patch("dns".into(), body).await?;
+        }
+        None => state.sso.dns().set_settings(s.clone()),
+    }
     tracing::info!(resolver = ?s.resolver, "DNS verification settings changed");
     Ok(Json(dns_json(&s)))
 }

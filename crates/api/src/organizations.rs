@@ -97,8 +97,30 @@ fn parse_metadata(f: &mut Fields<'_>) -> Option<BTreeMap<String, Option<String>>
 }
 
 /// A `POST /organizations` body as the service's input (every problem in one 422).
+/// The fields `POST /organizations` takes (the WorkOS SDKs' `createOrganization`).
+const CREATE_FIELDS: &[&str] = &[
+    "name",
+    "domain_data",
+    "domains",
+    "external_id",
+    "metadata",
+    "allow_profiles_outside_organization",
+];
+
+/// The fields `PUT /organizations/{id}` takes (the WorkOS SDKs' `updateOrganization`).
+const UPDATE_FIELDS: &[&str] = &[
+    "name",
+    "domain_data",
+    "domains",
+    "external_id",
+    "stripe_customer_id",
+    "metadata",
+    "allow_profiles_outside_organization",
+];
+
 pub fn parse_new(body: &Map<String, Value>) -> ApiResult<NewOrganization> {
     let mut f = Fields::new(body);
+    f.deny_unknown(CREATE_FIELDS);
     let name = f.required_string("name");
     let domains = parse_domain_data(&mut f).unwrap_or_default();
     let external_id = f.opt_string("external_id");
@@ -125,6 +147,7 @@ pub fn parse_new(body: &Map<String, Value>) -> ApiResult<NewOrganization> {
 /// A `PUT /organizations/{id}` body as the service's input.
 pub fn parse_changes(body: &Map<String, Value>) -> ApiResult<OrganizationChanges> {
     let mut f = Fields::new(body);
+    f.deny_unknown(UPDATE_FIELDS);
     let name = f.opt_string("name");
     let domains = parse_domain_data(&mut f);
     // `external_id: null` clears it; absent leaves it.

@@ -181,12 +181,30 @@ fn endpoint_url_field(body: &Map<String, Value>, required: bool) -> EndpointResu
     }
 }
 
+/// A `unknown_field` error for every key of `body` not in `known` (nothing is dropped
+/// silently).
+fn unknown_fields(body: &serde_json::Map<String, Value>, known: &[&str]) -> Vec<ParamError> {
+    body.keys()
+        .filter(|k| !known.contains(&k.as_str()))
+        .map(|k| {
+            ParamError::new(
+                k,
+                "unknown_field",
+                format!(
+                    "`{k}` is not a field of this request; known fields: {}",
+                    known.join(", ")
+                ),
+            )
+        })
+        .collect()
+}
+
 async fn create(
     State(state): State<AppState>,
     JsonObject(body): JsonObject,
 ) -> EndpointResult<Response> {
+    let mut errors = unknown_fields(&body, &["endpoint_url", "events"]);
     let url = endpoint_url_field(&body, true)?.unwrap_or_default();
-    let mut errors = Vec::new();
     let events = parse_events(body.get("events"), true, &mut errors);
     if !errors.is_empty() {
         return Err(EndpointError::Invalid(errors));
@@ -217,8 +235,8 @@ async fn update(
 ) -> EndpointResult<Json<WebhookEndpoint>> {
     // An unknown endpoint is 404 before any field is judged.
     state.sso.webhooks().load(&id)?;
+    let mut errors = unknown_fields(&body, &["endpoint_url", "events", "status"]);
     let endpoint_url = endpoint_url_field(&body, false)?;
-    let mut errors = Vec::new();
     let events = parse_events(body.get("events"), false, &mut errors);
     let status = match body.get("status") {
         None | Some(Value::Null) => None,

@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use rand::Rng;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Settings of the webhook delivery worker. Durations are in milliseconds so the struct can sit
 /// in the server's TOML config as is (`[webhooks]`), and every field has a default.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DeliveryConfig {
     /// How often idle endpoints look for new events and the endpoint table is re-read.

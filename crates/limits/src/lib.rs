@@ -10,7 +10,7 @@
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -47,20 +47,26 @@ struct Bucket {
 /// A token bucket per key.
 #[derive(Debug)]
 pub struct RateLimiter {
-    limit: RateLimit,
+    /// Behind a lock so the admin API can change it while the server runs.
+    limit: RwLock<RateLimit>,
     buckets: Mutex<HashMap<String, Bucket>>,
 }
 
 impl RateLimiter {
     pub fn new(limit: RateLimit) -> Self {
         RateLimiter {
-            limit,
+            limit: RwLock::new(limit),
             buckets: Mutex::default(),
         }
     }
 
     pub fn limit(&self) -> RateLimit {
-        self.limit
+        *self.limit.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Puts a new limit in force now (buckets keep their tokens, capped by the new burst).
+    pub fn set_limit(&self, limit: RateLimit) {
+        *self.limit.write().unwrap_or_else(|p| p.into_inner()) = limit;
     }
 
     /// Takes one request for `key`, or says how long until one is allowed.
@@ -69,7 +75,7 @@ impl RateLimiter {
     }
 
     fn check_at(&self, key: &str, now: Instant) -> Result<(), RetryAfter> {
-        let RateLimit { per_second, burst } = self.limit;
+        let RateLimit { per_second, burst } = self.limit();
         if per_second <= 0.0 || !per_second.is_finite() {
             return Ok(());
         }
@@ -118,24 +124,30 @@ struct Failures {
 /// Failed authentications per key.
 #[derive(Debug)]
 pub struct FailureLimiter {
-    limit: FailureLimit,
+    /// Behind a lock so the admin API can change it while the server runs.
+    limit: RwLock<FailureLimit>,
     failures: Mutex<HashMap<String, Failures>>,
 }
 
 impl FailureLimiter {
     pub fn new(limit: FailureLimit) -> Self {
         FailureLimiter {
-            limit,
+            limit: RwLock::new(limit),
             failures: Mutex::default(),
         }
     }
 
     pub fn limit(&self) -> FailureLimit {
-        self.limit
+        *self.limit.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Puts a new limit in force now (failures already counted stay counted).
+    pub fn set_limit(&self, limit: FailureLimit) {
+        *self.limit.write().unwrap_or_else(|p| p.into_inner()) = limit;
     }
 
     fn window(&self) -> Duration {
-        Duration::from_secs(self.limit.window_secs.max(1))
+        Duration::from_secs(self.limit().window_secs.max(1))
     }
 
     /// Whether `key` may try to authenticate now.
@@ -144,12 +156,13 @@ impl FailureLimiter {
     }
 
     fn check_at(&self, key: &str, now: Instant) -> Result<(), RetryAfter> {
-        if self.limit.max_failures == 0 {
+        let max_failures = self.limit().max_failures;
+        if max_failures == 0 {
             return Ok(());
         }
         let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         match failures.get(key) {
-            Some(f) if f.count >= self.limit.max_failures => {
+            Some(f) if f.count >= max_failures => {
                 let ends = f.window_start + self.window();
                 if ends > now {
                     Err(RetryAfter(ends - now))
@@ -167,7 +180,7 @@ impl FailureLimiter {
     }
 
     fn failed_at(&self, key: &str, now: Instant) {
-        if self.limit.max_failures == 0 {
+        if self.limit().max_failures == 0 {
             return;
         }
         let window = self.window();

@@ -71,6 +71,18 @@ pub struct ScimConfig {
     /// Members one group PATCH may add and remove in all (400 above it): bounds the store
     /// lookups and the single write one request can cause.
     pub max_patch_members: usize,
+    /// Limiters owned by the caller, so it can change their limits while the router runs
+    /// (the admin API's `/admin/settings/limits`); `None`: built from the two limits above.
+    pub limiters: Option<ScimLimiters>,
+}
+
+/// The SCIM endpoint's request-rate and failed-authentication limiters.
+#[derive(Debug, Clone)]
+pub struct ScimLimiters {
+    /// Requests per directory.
+    pub rate: Arc<RateLimiter>,
+    /// Failed authentications per client address.
+    pub failed_auth: Arc<FailureLimiter>,
 }
 
 impl Default for ScimConfig {
@@ -89,6 +101,7 @@ impl Default for ScimConfig {
                 window_secs: 60,
             },
             max_patch_members: DEFAULT_MAX_PATCH_MEMBERS,
+            limiters: None,
         }
     }
 }
@@ -121,10 +134,14 @@ pub fn router<S: Clone + Send + Sync + 'static>(
     engine: Arc<DirectoryEngine>,
     cfg: ScimConfig,
 ) -> Router<S> {
-    let svc = Svc {
-        engine,
+    let limiters = cfg.limiters.clone().unwrap_or_else(|| ScimLimiters {
         rate: Arc::new(RateLimiter::new(cfg.rate_limit)),
         failed_auth: Arc::new(FailureLimiter::new(cfg.failed_auth_limit)),
+    });
+    let svc = Svc {
+        engine,
+        rate: limiters.rate,
+        failed_auth: limiters.failed_auth,
         cfg: Arc::new(cfg),
     };
     Router::new()

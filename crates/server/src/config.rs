@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Deserialize, Default, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -40,7 +40,7 @@ pub struct Config {
 }
 
 /// `[dns]`: see `idbridge_sso::dns::DnsSettings`; also read and changed at `/admin/dns`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DnsSection {
     /// `"ip:port"` of the DNS server to ask; absent = the system's resolvers.
@@ -77,7 +77,7 @@ impl DnsSection {
 
 /// `[limits]`: abuse limits of the REST API (per API key) and SCIM (per directory token).
 /// A rate of 0 turns that limit off; answers over a limit are 429 with `Retry-After`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsSection {
     pub api_requests_per_second: f64,
@@ -130,7 +130,7 @@ impl LimitsSection {
 }
 
 /// `[sso]`: see `idbridge_sso::SsoConfig`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SsoSection {
     /// Allowed `redirect_uri`s: exact URIs or wildcard patterns (workos-api.md §1.1).
@@ -145,7 +145,7 @@ pub struct SsoSection {
 
 /// `[[sso.connections]]`: a `POST /connections` body in TOML. Created once; an existing
 /// connection with the same `external_id` is left as it is (delete it to re-declare).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DeclaredConnection {
     pub external_id: String,
@@ -223,7 +223,7 @@ impl SsoSection {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
@@ -274,14 +274,14 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     pub cert: PathBuf,
     pub key: PathBuf,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// JSON when stdout is not a terminal, text otherwise.
@@ -291,7 +291,7 @@ pub enum LogFormat {
     Text,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     pub format: LogFormat,
@@ -308,7 +308,7 @@ impl Default for LogConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct EventsConfig {
     pub retention_days: u32,
@@ -377,7 +377,7 @@ impl Config {
         Ok(config)
     }
 
-    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let key_err = |key: String, message: &str| ConfigError::Key {
             path: path.to_path_buf(),
             key,

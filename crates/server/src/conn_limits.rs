@@ -14,6 +14,7 @@ use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -72,20 +73,46 @@ enum Refusal {
     PerIp,
 }
 
+/// The connection caps the admin API can change while the server runs
+/// (`PATCH /admin/settings/server`); new connections are admitted against them.
+#[derive(Debug)]
+pub struct ConnCaps {
+    max_connections: AtomicUsize,
+    max_connections_per_ip: AtomicUsize,
+}
+
+impl ConnCaps {
+    pub fn new(limits: &ConnLimits) -> Self {
+        ConnCaps {
+            max_connections: AtomicUsize::new(limits.max_connections),
+            max_connections_per_ip: AtomicUsize::new(limits.max_connections_per_ip),
+        }
+    }
+
+    /// New caps for the connections accepted from now on (open ones stay open).
+    pub fn set(&self, max_connections: usize, max_connections_per_ip: usize) {
+        self.max_connections
+            .store(max_connections, Ordering::Relaxed);
+        self.max_connections_per_ip
+            .store(max_connections_per_ip, Ordering::Relaxed);
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
     limits: ConnLimits,
+    caps: Arc<ConnCaps>,
     counts: Mutex<Counts>,
 }
 
 impl Shared {
     fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<ConnGuard, Refusal> {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if counts.total >= self.limits.max_connections {
+        if counts.total >= self.caps.max_connections.load(Ordering::Relaxed) {
             return Err(Refusal::Total);
         }
         let from_ip = counts.per_ip.entry(ip).or_insert(0);
-        if *from_ip >= self.limits.max_connections_per_ip {
+        if *from_ip >= self.caps.max_connections_per_ip.load(Ordering::Relaxed) {
             return Err(Refusal::PerIp);
         }
         *from_ip += 1;
@@ -129,10 +156,17 @@ pub struct LimitedAcceptor<A> {
 
 impl<A> LimitedAcceptor<A> {
     pub fn new(inner: A, limits: ConnLimits) -> Self {
+        let caps = Arc::new(ConnCaps::new(&limits));
+        Self::with_caps(inner, limits, caps)
+    }
+
+    /// With caps the caller keeps, to change them while the server runs.
+    pub fn with_caps(inner: A, limits: ConnLimits, caps: Arc<ConnCaps>) -> Self {
         LimitedAcceptor {
             inner,
             shared: Arc::new(Shared {
                 limits,
+                caps,
                 counts: Mutex::default(),
             }),
         }

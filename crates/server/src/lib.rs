@@ -19,6 +19,7 @@ pub mod keys;
 pub mod ldap;
 pub mod logging;
 pub mod serve;
+pub mod settings;
 pub mod sftp_cli;
 pub mod tls;
 

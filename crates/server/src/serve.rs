@@ -9,7 +9,7 @@
 //! the database file so the next start has nothing to replay. A second signal while draining
 //! closes the remaining connections at once.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -81,6 +81,17 @@ async fn serve_async(config: Config) -> anyhow::Result<Stopped> {
     let store = crate::open_store(&config)?;
     // An operator-provided key (a Kubernetes Secret) replaces the first-start random one.
     crate::keys::provision_from_env(store.as_ref())?;
+    // Runtime settings (crate::settings): the file's values, except those changed through the
+    // admin API since (and not changed in the file since).
+    let file_config = config.clone();
+    let seeded =
+        crate::settings::seed(store.as_ref(), &config).context("reading the runtime settings")?;
+    let config = seeded.config.clone();
+    if config.log.level != file_config.log.level {
+        if let Err(e) = crate::logging::set_level(&config.log.level) {
+            tracing::warn!(error = %e, "the stored log level is not usable");
+        }
+    }
     if let Some(boot) = idbridge_sso::api_keys::bootstrap(store.as_ref())? {
         // Printed once, on the first start of a fresh data directory.
         println!("IDBRIDGE_API_KEY={}", boot.api_key);
@@ -177,12 +188,15 @@ async fn serve_async(config: Config) -> anyhow::Result<Stopped> {
         .await
         .context("applying declared forward targets")??;
     }
-    let housekeeping = spawn_housekeeping(store.clone(), config.events.retention_days);
+    let retention_days = Arc::new(AtomicU32::new(config.events.retention_days));
+    let housekeeping = spawn_housekeeping(store.clone(), retention_days.clone());
     // SCIM push: one forwarder per directory with a target, each from its own cursor.
     let scim_push = state.forward.spawn();
     // Webhook deliveries: one task per endpoint, each from its own cursor in the event log.
-    let webhooks = idbridge_forward::spawn(store.clone(), config.webhooks.clone())
-        .context("starting the webhook delivery worker")?;
+    let webhooks = Arc::new(
+        crate::settings::WebhookWorker::start(store.clone(), config.webhooks.clone())
+            .context("starting the webhook delivery worker")?,
+    );
     // LDAP / SFTP feeds: the file's entries seeded into the store (crate::feeds), then every
     // stored feed run (LDAP schedulers, the embedded SFTP server, pull jobs), and changed live
     // by the admin API from now on.
@@ -203,6 +217,28 @@ async fn serve_async(config: Config) -> anyhow::Result<Stopped> {
         tracing::error!(error = %e, "some directory feeds could not be started; fix them with PUT /admin/directories/{{id}}/feed or in the config file");
     }
 
+    // Slow and greedy clients: connection counts, header and idle timers (conn_limits.rs).
+    let limits = crate::conn_limits::ConnLimits::from_config(&config.server);
+    let conn_caps = Arc::new(crate::conn_limits::ConnCaps::new(&limits));
+    // `/admin/settings`: changes are stored and applied to these from now on.
+    state
+        .settings
+        .install(Arc::new(crate::settings::RuntimeSettings::new(
+            store.clone(),
+            file_config,
+            crate::settings::env_keys(std::env::vars()),
+            seeded,
+            crate::settings::LiveHandles {
+                sso: state.sso.clone(),
+                http: state.http_limits.clone(),
+                api_limiters: state.api_limiters.clone(),
+                scim_limiters: state.scim_limiters.clone(),
+                conn_caps: conn_caps.clone(),
+                retention_days,
+                webhooks: webhooks.clone(),
+            },
+        )));
+
     let app = idbridge_api::router(state.clone());
     let addr = config.server.listen;
     let handle = axum_server::Handle::new();
@@ -219,20 +255,20 @@ async fn serve_async(config: Config) -> anyhow::Result<Stopped> {
     tracing::info!(%addr, public_url = %config.public_url(), "idbridge listening");
     // The client address reaches handlers (per-address failed-authentication limits).
     let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    // Slow and greedy clients: connection counts, header and idle timers (conn_limits.rs).
-    let limits = crate::conn_limits::ConnLimits::from_config(&config.server);
     match &tls_cert {
         Some(cert) => {
             let rustls =
                 axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(cert.server_config()?));
-            let mut server = axum_server::bind_rustls(addr, rustls)
-                .map(|tls| crate::conn_limits::LimitedAcceptor::new(tls, limits));
+            let mut server = axum_server::bind_rustls(addr, rustls).map(|tls| {
+                crate::conn_limits::LimitedAcceptor::with_caps(tls, limits, conn_caps.clone())
+            });
             limits.tune(server.http_builder());
             server.handle(handle).serve(service).await
         }
         None => {
-            let mut server = axum_server::bind(addr)
-                .map(|plain| crate::conn_limits::LimitedAcceptor::new(plain, limits));
+            let mut server = axum_server::bind(addr).map(|plain| {
+                crate::conn_limits::LimitedAcceptor::with_caps(plain, limits, conn_caps.clone())
+            });
             limits.tune(server.http_builder());
             server.handle(handle).serve(service).await
         }
@@ -240,7 +276,8 @@ async fn serve_async(config: Config) -> anyhow::Result<Stopped> {
     .with_context(|| format!("serving on {addr}"))?;
     tracing::info!("HTTP connections drained; stopping the background workers");
     supervisor.stop_all().await;
-    for task in [scim_push, webhooks, housekeeping, domain_recheck] {
+    webhooks.abort();
+    for task in [scim_push, housekeeping, domain_recheck] {
         task.abort();
     }
     Ok(Stopped {
@@ -264,12 +301,17 @@ async fn apply_declared(state: &AppState, config: &Config) -> anyhow::Result<()>
 }
 
 /// Purges expired one-time entries and enforces event retention, once a minute.
-fn spawn_housekeeping(store: Arc<dyn Store>, retention_days: u32) -> tokio::task::JoinHandle<()> {
+fn spawn_housekeeping(
+    store: Arc<dyn Store>,
+    retention_days: Arc<AtomicU32>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
             let store = store.clone();
+            // Read each round: `PATCH /admin/settings/events` changes it live.
+            let retention_days = retention_days.load(Ordering::Relaxed);
             let result = tokio::task::spawn_blocking(move || {
                 let now = chrono::Utc::now().timestamp_millis();
                 let purged = store.purge_expired(now)?;

@@ -126,6 +126,9 @@ pub struct SsoService {
     /// Roles: the organization's role settings live in the directory engine.
     directory: Arc<DirectoryEngine>,
     settings: SsoSettings,
+    /// The `[sso]` settings in force: `settings.config` at start, changed live by the admin
+    /// API (`/admin/settings/sso`).
+    live_config: std::sync::RwLock<Arc<SsoConfig>>,
     /// HTTP client for IdP metadata and OIDC providers (redirects off, timeouts on).
     http: Option<reqwest::Client>,
     /// OIDC clients (they hold discovery/JWKS caches), keyed by connection id and version.
@@ -145,7 +148,7 @@ impl std::fmt::Debug for SsoService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SsoService")
             .field("public_url", &self.settings.public_url)
-            .field("config", &self.settings.config)
+            .field("config", &self.config())
             .field("secrets", &self.settings.secrets)
             .finish_non_exhaustive()
     }
@@ -174,6 +177,7 @@ impl SsoService {
             idp: idp::IdpState::new(store.clone(), idp::IdpConfig::default()),
             store,
             directory,
+            live_config: std::sync::RwLock::new(Arc::new(settings.config.clone())),
             settings,
             http,
             oidc_clients: Mutex::new(HashMap::new()),
@@ -201,9 +205,18 @@ impl SsoService {
         &self.idempotency
     }
 
-    /// The `[sso]` settings.
-    pub fn config(&self) -> &SsoConfig {
-        &self.settings.config
+    /// The `[sso]` settings in force.
+    pub fn config(&self) -> Arc<SsoConfig> {
+        self.live_config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts new `[sso]` settings in force now (logins in progress use them from their next
+    /// step).
+    pub fn set_config(&self, config: SsoConfig) {
+        *self.live_config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
     }
 
     /// Base of external URLs.

@@ -284,8 +284,8 @@ async fn get_settings(State(state): State<AppState>) -> Json<IdpSettings> {
     Json(state.sso.idp_settings())
 }
 
-/// `PATCH /admin/idp/settings`: changes the given settings now (until the next restart,
-/// which applies the config file's `[idp]` section again). Unknown fields and bad values are
+/// `PATCH /admin/idp/settings`: changes the given settings now (the `idp` section of
+/// `/admin/settings`: kept across restarts when the binary's settings runtime is installed). Unknown fields and bad values are
 /// a 422 naming them; nothing changes then.
 async fn patch_settings(
     State(state): State<AppState>,
@@ -320,6 +320,12 @@ async fn patch_settings(
     f.finish()?;
     let settings: IdpSettings =
         serde_json::from_value(Value::Object(merged)).map_err(ApiError::internal)?;
+    // The `idp` section of `/admin/settings`: stored (kept across restarts) and applied there.
+    if let Some(runtime) = state.settings.runtime() {
+        settings.to_config()?;
+        runtime.patch("idp".into(), body).await?;
+        return Ok(Json(state.sso.idp_settings()));
+    }
     Ok(Json(state.sso.update_idp_settings(&settings)?))
 }
 
