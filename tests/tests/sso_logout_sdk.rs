@@ -27,7 +27,6 @@ fn env(server: &TestServer) -> Vec<(String, String)> {
 }
 
 #[tokio::test]
-#[ignore = "written for workos20b but not yet run against a server (build time ran out): run with --ignored, then drop this"]
 async fn node_sdk_logout_and_single_logout_with_samlify() -> anyhow::Result<()> {
     let server = server().await?;
     let report = run_node_test("sso_logout.test.mjs", env(&server)).await?;
@@ -44,7 +43,6 @@ async fn node_sdk_logout_and_single_logout_with_samlify() -> anyhow::Result<()> 
 }
 
 #[tokio::test]
-#[ignore = "written for workos20b but not yet run against a server (build time ran out): run with --ignored, then drop this"]
 async fn python_sdk_logout_with_pysaml2() -> anyhow::Result<()> {
     let server = server().await?;
     let report = run_python_test("test_sso_logout.py", env(&server)).await?;
