@@ -223,6 +223,10 @@ async fn settings_change_live_survive_a_restart_and_yield_to_a_changed_file() ->
     )
     .await?;
     assert_eq!(status, StatusCode::OK, "{body}");
+    // A bucket keeps its (near-empty) tokens under a new limit and refills at the new rate:
+    // give it the second it needs to hold the full burst again, or the quick requests below
+    // could still find it empty.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
 
     // The old paths of the dns and idp sections write through the same settings.
     let resp = server
