@@ -58,8 +58,13 @@ impl DirectoryEngine {
     pub fn with_groups(&self, users: Vec<StoredUser>) -> Result<Vec<DirectoryUserWithGroups>> {
         let mut out = Vec::with_capacity(users.len());
         for u in users {
+            // A user deleted between reading the page and reading its groups is left out, as
+            // a page read a moment later would leave it out: the rest of the page stays valid.
+            let Some(dir) = self.get_string(layout::USER_DIR, &u.user.id)? else {
+                continue;
+            };
             let groups = self
-                .user_groups(&u.user.id)?
+                .groups_in(&dir, &u.user.id)?
                 .into_iter()
                 .map(|g| g.group)
                 .collect();
@@ -74,9 +79,14 @@ impl DirectoryEngine {
     /// The groups of a user, in group id order.
     pub fn user_groups(&self, user_id: &str) -> Result<Vec<StoredGroup>> {
         let dir = self.user_dir(user_id)?;
+        self.groups_in(&dir, user_id)
+    }
+
+    /// The groups of a user of directory `dir`, in group id order.
+    fn groups_in(&self, dir: &str, user_id: &str) -> Result<Vec<StoredGroup>> {
         let mut out = Vec::new();
         for gid in self.scan_suffixes(layout::MEMBERS, &layout::groups_of(user_id))? {
-            if let Some((g, _)) = self.load_group(&dir, &gid)? {
+            if let Some((g, _)) = self.load_group(dir, &gid)? {
                 out.push(g);
             }
         }
