@@ -19,6 +19,11 @@ use crate::config::Config;
 /// directory it created; a directory deleted by an admin is created again).
 pub const DECLARED_TABLE: &str = "declared_directories";
 
+/// Server-owned table: declared directory `key` → what the file said last time it was applied
+/// (name and settings, JSON). A file entry that changed is applied to the existing directory
+/// at the next start; one that did not leaves changes made through the admin API alone.
+pub const DECLARED_SEEDS_TABLE: &str = "declared_directory_seeds";
+
 /// `idbridge directory ...`
 #[derive(Debug, Subcommand)]
 pub enum DirectoryCommand {
@@ -129,6 +134,16 @@ impl DeclaredDirectory {
         Ok(())
     }
 
+    /// What this entry declares about an existing directory, as recorded in
+    /// [`DECLARED_SEEDS_TABLE`].
+    fn seed(&self) -> anyhow::Result<Vec<u8>> {
+        Ok(serde_json::to_vec(&serde_json::json!({
+            "name": self.name,
+            "deactivation": self.deactivation,
+            "attribute_map": self.attribute_map,
+        }))?)
+    }
+
     fn settings(&self) -> DirectorySettings {
         DirectorySettings {
             deactivation: self.deactivation,
@@ -171,8 +186,9 @@ pub struct Applied {
     pub new_token: Option<String>,
 }
 
-/// Creates the declared directory if its key is unknown (or its directory was deleted), and
-/// (re)sets the configured token. Idempotent.
+/// Creates the declared directory if its key is unknown (or its directory was deleted), applies
+/// a changed entry's name and settings to the existing one, and (re)sets the configured token.
+/// Idempotent.
 pub fn apply_one(engine: &DirectoryEngine, d: &DeclaredDirectory) -> anyhow::Result<Applied> {
     let _span = tracing::info_span!("declared_directory", key = %d.key).entered();
     let store = engine.store().clone();
@@ -188,8 +204,39 @@ pub fn apply_one(engine: &DirectoryEngine, d: &DeclaredDirectory) -> anyhow::Res
         },
         None => None,
     };
+    let seed = d.seed()?;
     let (id, created, generated) = match existing {
-        Some(rec) => (rec.directory.id, false, None),
+        Some(rec) => {
+            let ty = d.directory_type.trim().to_ascii_lowercase();
+            if rec.directory.directory_type != ty {
+                anyhow::bail!(
+                    "the file says type {ty:?} but directory {} was created as {:?}; a \
+                     directory's type cannot change: give the entry a new key (a new directory) \
+                     or restore the type",
+                    rec.directory.id,
+                    rec.directory.directory_type
+                );
+            }
+            let last = store.get(DECLARED_SEEDS_TABLE, &d.key)?;
+            if last.as_deref() != Some(seed.as_slice()) {
+                // The entry changed since it was last applied (or was never recorded): the file
+                // wins for what it declares; role_mode and the rest stay as they are.
+                let settings = DirectorySettings {
+                    deactivation: d.deactivation,
+                    attribute_map: d.attribute_map.clone(),
+                    ..rec.settings.clone()
+                };
+                let (_, changed) =
+                    engine.update_directory(&rec.directory.id, Some(&d.name), Some(settings))?;
+                let mut cs = idbridge_store::ChangeSet::new();
+                cs.put(DECLARED_SEEDS_TABLE, d.key.clone(), seed.clone());
+                store.commit(cs)?;
+                if changed {
+                    tracing::info!(directory_id = %rec.directory.id, key = %d.key, "declared directory updated from the file");
+                }
+            }
+            (rec.directory.id, false, None)
+        }
         None => {
             let org = resolve_org(&store, &d.organization)?;
             let ty = d.directory_type.trim().to_ascii_lowercase();
@@ -201,6 +248,7 @@ pub fn apply_one(engine: &DirectoryEngine, d: &DeclaredDirectory) -> anyhow::Res
                         d.key.clone(),
                         rec.directory.id.as_bytes().to_vec(),
                     );
+                    cs.put(DECLARED_SEEDS_TABLE, d.key.clone(), seed.clone());
                     Ok(())
                 })?;
             (rec.directory.id, true, generated)
@@ -762,5 +810,55 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"))
             .new_token
             .is_none());
+    }
+
+    #[test]
+    fn a_changed_entry_updates_the_directory_and_an_unchanged_one_keeps_api_changes() {
+        let (_store, engine) = store_with_acme();
+        let mut d = DeclaredDirectory {
+            key: "acme-okta".into(),
+            organization: "acme".into(),
+            name: "Acme Okta".into(),
+            directory_type: "okta scim v2.0".into(),
+            deactivation: Deactivation::DeleteUser,
+            attribute_map: Default::default(),
+            scim_token_env: None,
+            scim_token_file: None,
+            forward: None,
+        };
+        let first = apply_one(&engine, &d).unwrap_or_else(|e| panic!("{e}"));
+        // An admin renames it through the API; the next start with the same file keeps that.
+        engine
+            .update_directory(&first.id, Some("Renamed by an admin"), None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        apply_one(&engine, &d).unwrap_or_else(|e| panic!("{e}"));
+        let rec = engine
+            .get_directory(&first.id)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rec.directory.name, "Renamed by an admin");
+        // The file changes: its values win, on the same directory.
+        d.name = "Acme Okta (prod)".into();
+        d.deactivation = Deactivation::KeepInactive;
+        d.attribute_map
+            .insert("department".into(), "department".into());
+        let again = apply_one(&engine, &d).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((again.id.as_str(), again.created), (first.id.as_str(), false));
+        let rec = engine
+            .get_directory(&first.id)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rec.directory.name, "Acme Okta (prod)");
+        assert_eq!(rec.settings.deactivation, Deactivation::KeepInactive);
+        assert_eq!(
+            rec.settings.attribute_map.get("department").map(String::as_str),
+            Some("department")
+        );
+        // A type change is refused with what to do, and changes nothing.
+        d.directory_type = "azure scim v2.0".into();
+        let err = apply_one(&engine, &d).expect_err("type change");
+        assert!(format!("{err:#}").contains("new key"), "{err:#}");
+        let rec = engine
+            .get_directory(&first.id)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rec.directory.directory_type, "okta scim v2.0");
     }
 }
