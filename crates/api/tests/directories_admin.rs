@@ -387,10 +387,19 @@ async fn patch_renames_and_changes_settings_and_refuses_unknown_keys_at_any_dept
     // Refused, each naming its field, and nothing changes.
     for (body, field) in [
         (json!({"nme": "typo"}), "nme"),
-        (json!({"settings": {"role_mod": "multiple"}}), "settings.role_mod"),
-        (json!({"settings": {"deactivation": "explode"}}), "settings.deactivation"),
+        (
+            json!({"settings": {"role_mod": "multiple"}}),
+            "settings.role_mod",
+        ),
+        (
+            json!({"settings": {"deactivation": "explode"}}),
+            "settings.deactivation",
+        ),
         (json!({"name": "   "}), "name"),
-        (json!({"name": "ok", "settings": {"predefined_attributes": "yes"}}), "settings.predefined_attributes"),
+        (
+            json!({"name": "ok", "settings": {"predefined_attributes": "yes"}}),
+            "settings.predefined_attributes",
+        ),
     ] {
         let (s, v) = api.call("PATCH", &uri, Some(body.clone())).await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {v}");

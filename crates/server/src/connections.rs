@@ -99,9 +99,20 @@ pub fn run(config: &Config, command: ConnectionCommand) -> anyhow::Result<()> {
     })
 }
 
+/// Server-owned table: declared connection `external_id` → SHA-256 of the body the file
+/// declared when it was last applied (a digest: the body may hold an OIDC client secret).
+pub const DECLARED_SEEDS_TABLE: &str = "declared_connection_seeds";
+
 /// Creates the `[[sso.connections]]` of the config that do not exist yet (keyed by
-/// `external_id`, through the same validation as `POST /connections`).
-pub async fn apply_declared(sso: &SsoService, config: &Config) -> anyhow::Result<()> {
+/// `external_id`, through the same validation as `POST /connections`), and applies an entry
+/// that changed since it was last applied to its existing connection (as `PUT
+/// /admin/connections/{id}`: id, state and SP keys kept). An unchanged entry leaves changes
+/// made through the admin API alone.
+pub async fn apply_declared(
+    sso: &SsoService,
+    store: &dyn idbridge_store::Store,
+    config: &Config,
+) -> anyhow::Result<()> {
     for c in &config.sso.connections {
         let org = sso
             .organizations()
@@ -135,11 +146,36 @@ pub async fn apply_declared(sso: &SsoService, config: &Config) -> anyhow::Result
         };
         let input = idbridge_api::sso::connections::parse_new(&body, &sso.oidc_callback_url())
             .map_err(declared)?;
-        let conn = sso
-            .create_connection(input)
-            .await
-            .map_err(|e| declared(e.into()))?;
-        tracing::info!(id = %conn.id, external_id = %c.external_id, "declared connection applied");
+        let seed = idbridge_secrets::sha256_hex(&serde_json::to_string(&body)?);
+        let last = store
+            .get(DECLARED_SEEDS_TABLE, &c.external_id)?
+            .and_then(|b| String::from_utf8(b).ok());
+        let existing = sso.connections().by_external_id(&c.external_id)?;
+        match existing {
+            Some(_) if last.as_deref() == Some(seed.as_str()) => continue,
+            Some(record) => {
+                let id = record.id().to_owned();
+                let conn = sso
+                    .reconfigure_connection(&id, input)
+                    .await
+                    .map_err(|e| declared(e.into()))?;
+                tracing::info!(id = %conn.id, external_id = %c.external_id, "declared connection updated from the file");
+            }
+            None => {
+                let conn = sso
+                    .create_connection(input)
+                    .await
+                    .map_err(|e| declared(e.into()))?;
+                tracing::info!(id = %conn.id, external_id = %c.external_id, "declared connection applied");
+            }
+        }
+        let mut cs = idbridge_store::ChangeSet::new();
+        cs.put(
+            DECLARED_SEEDS_TABLE,
+            c.external_id.clone(),
+            seed.into_bytes(),
+        );
+        store.commit(cs)?;
     }
     Ok(())
 }

@@ -842,14 +842,20 @@ mod tests {
         d.attribute_map
             .insert("department".into(), "department".into());
         let again = apply_one(&engine, &d).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((again.id.as_str(), again.created), (first.id.as_str(), false));
+        assert_eq!(
+            (again.id.as_str(), again.created),
+            (first.id.as_str(), false)
+        );
         let rec = engine
             .get_directory(&first.id)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(rec.directory.name, "Acme Okta (prod)");
         assert_eq!(rec.settings.deactivation, Deactivation::KeepInactive);
         assert_eq!(
-            rec.settings.attribute_map.get("department").map(String::as_str),
+            rec.settings
+                .attribute_map
+                .get("department")
+                .map(String::as_str),
             Some("department")
         );
         // A type change is refused with what to do, and changes nothing.

@@ -162,7 +162,7 @@ async fn serve_async(config: Config) -> anyhow::Result<Stopped> {
     let domain_recheck = idbridge_sso::domains::spawn_domain_recheck(state.sso.clone());
 
     apply_declared(&state, &config).await?;
-    crate::connections::apply_declared(&state.sso, &config).await?;
+    crate::connections::apply_declared(&state.sso, state.store.as_ref(), &config).await?;
     // Then the feeds that name a declared directory by key get its id.
     let config = {
         let engine = state.directory.clone();
