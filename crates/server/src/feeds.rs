@@ -166,7 +166,8 @@ pub struct FeedSupervisor {
     syncer: Arc<Syncer>,
     runners: Arc<LdapRunners>,
     data_dir: PathBuf,
-    sftp: SftpServerSection,
+    /// `[sftp_server]` in force (changed live by `PATCH /admin/settings/sftp_server`).
+    sftp: std::sync::Mutex<SftpServerSection>,
     running: tokio::sync::Mutex<Running>,
 }
 
@@ -183,7 +184,7 @@ impl FeedSupervisor {
             feeds,
             runners,
             data_dir: config.server.data_dir.clone(),
-            sftp: config.sftp_server.clone(),
+            sftp: std::sync::Mutex::new(config.sftp_server.clone()),
             running: tokio::sync::Mutex::default(),
         })
     }
@@ -236,7 +237,7 @@ impl FeedSupervisor {
                 host_key: HostKeyPin::parse(&p.host_key)?,
                 remote_dir: p.remote_dir.clone(),
                 staging_dir: self.data_dir.join("sftp").join("pull").join(id),
-                max_file_bytes: self.sftp.max_file_bytes,
+                max_file_bytes: self.sftp_section().max_file_bytes,
                 timeout: Duration::from_secs(300),
                 remove_remote: p.remove_remote,
             };
@@ -322,24 +323,24 @@ impl FeedSupervisor {
                 }
             }
             None if !desired.accounts.is_empty() => {
+                let sftp = self.sftp_section();
                 let mut cfg = ServerConfig::new(&self.data_dir);
-                cfg.listen = self.sftp.listen;
-                cfg.max_file_bytes = self.sftp.max_file_bytes;
-                cfg.max_files = self.sftp.max_files;
-                cfg.debounce = Duration::from_millis(self.sftp.debounce_ms);
-                cfg.max_connections = self.sftp.max_connections;
-                cfg.max_connections_per_ip = self.sftp.max_connections_per_ip;
+                cfg.listen = sftp.listen;
+                cfg.max_file_bytes = sftp.max_file_bytes;
+                cfg.max_files = sftp.max_files;
+                cfg.debounce = Duration::from_millis(sftp.debounce_ms);
+                cfg.max_connections = sftp.max_connections;
+                cfg.max_connections_per_ip = sftp.max_connections_per_ip;
                 cfg.failed_auth_limit = idbridge_limits::FailureLimit {
-                    max_failures: self.sftp.failed_auth_max,
-                    window_secs: self.sftp.failed_auth_window_secs,
+                    max_failures: sftp.failed_auth_max,
+                    window_secs: sftp.failed_auth_window_secs,
                 };
                 cfg.accounts = desired.accounts;
                 match idbridge_sftp::server::start(cfg, Processor::new(self.engine.clone())).await {
                     Ok(s) => running.server = Some(s),
-                    Err(e) => errors.push(format!(
-                        "starting the SFTP server on {}: {e}",
-                        self.sftp.listen
-                    )),
+                    Err(e) => {
+                        errors.push(format!("starting the SFTP server on {}: {e}", sftp.listen))
+                    }
                 }
             }
             None => {}
@@ -353,6 +354,62 @@ impl FeedSupervisor {
 }
 
 impl FeedSupervisor {
+    fn sftp_section(&self) -> SftpServerSection {
+        self.sftp.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Applies a new `[sftp_server]`: the embedded server (if it runs) is restarted with it —
+    /// open SFTP sessions are closed, clients reconnect — and pull jobs are rescheduled (their
+    /// file size limit). If the server cannot start with the new values (e.g. the port is
+    /// taken), the previous values are put back and started again, and the error is returned.
+    pub async fn set_sftp_server(self: &Arc<Self>, next: SftpServerSection) -> Result<(), String> {
+        let previous = {
+            let mut cur = self.sftp.lock().unwrap_or_else(|p| p.into_inner());
+            if *cur == next {
+                return Ok(());
+            }
+            std::mem::replace(&mut *cur, next)
+        };
+        let had_server = {
+            let mut running = self.running.lock().await;
+            for (id, (_, handle)) in running.pulls.drain() {
+                handle.abort();
+                tracing::debug!(directory_id = %id, "sftp pull stopped for new [sftp_server] settings");
+            }
+            match running.server.take() {
+                Some(server) => {
+                    server.shutdown().await;
+                    tracing::info!("embedded SFTP server stopped for new [sftp_server] settings");
+                    true
+                }
+                None => false,
+            }
+        };
+        let outcome = self.apply_all().await;
+        let started = self.running.lock().await.server.is_some();
+        if started || !had_server {
+            // Errors of other feeds are not this change's: they are logged as at start.
+            if let Err(e) = outcome {
+                tracing::error!(error = %e, "some directory feeds could not be started");
+            }
+            return Ok(());
+        }
+        let why = outcome
+            .err()
+            .unwrap_or_else(|| "the SFTP server did not start".into());
+        *self.sftp.lock().unwrap_or_else(|p| p.into_inner()) = previous;
+        let back = self.apply_all().await;
+        let restored = self.running.lock().await.server.is_some();
+        Err(if restored {
+            format!("{why}; the previous [sftp_server] values are back in force")
+        } else {
+            format!(
+                "{why}; restarting with the previous values failed too: {}",
+                back.err().unwrap_or_default()
+            )
+        })
+    }
+
     /// Stops every runner (at shutdown): LDAP schedulers and SFTP pull jobs are cancelled at
     /// their next await (a store write in progress runs to its end on its blocking thread),
     /// and the embedded SFTP server stops accepting and disconnects its clients.

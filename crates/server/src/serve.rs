@@ -236,6 +236,7 @@ async fn serve_async(config: Config) -> anyhow::Result<Stopped> {
                 conn_caps: conn_caps.clone(),
                 retention_days,
                 webhooks: webhooks.clone(),
+                feeds: supervisor.clone(),
             },
         )));
 

@@ -63,10 +63,11 @@ pub enum Section {
     Sso,
     Dns,
     Idp,
+    SftpServer,
 }
 
 impl Section {
-    pub const ALL: [Section; 8] = [
+    pub const ALL: [Section; 9] = [
         Section::Server,
         Section::Log,
         Section::Limits,
@@ -75,6 +76,7 @@ impl Section {
         Section::Sso,
         Section::Dns,
         Section::Idp,
+        Section::SftpServer,
     ];
 
     pub fn name(self) -> &'static str {
@@ -87,6 +89,7 @@ impl Section {
             Section::Sso => "sso",
             Section::Dns => "dns",
             Section::Idp => "idp",
+            Section::SftpServer => "sftp_server",
         }
     }
 
@@ -135,6 +138,14 @@ impl Section {
             (Section::Dns, "timeout_ms") => (1.0, 60_000.0),
             (Section::Dns, "recheck_interval_secs") => (1.0, 86_400.0),
             (Section::Dns, "verification_period_secs") => (1.0, 366.0 * 86_400.0),
+            (Section::SftpServer, "max_file_bytes") => (1024.0, 1024.0 * 1024.0 * 1024.0 * 1024.0),
+            (Section::SftpServer, "max_files") => (1.0, 10_000.0),
+            (Section::SftpServer, "debounce_ms") => (0.0, 600_000.0),
+            (Section::SftpServer, "max_connections" | "max_connections_per_ip") => {
+                (1.0, 1_000_000.0)
+            }
+            (Section::SftpServer, "failed_auth_max") => (0.0, 1_000_000.0),
+            (Section::SftpServer, "failed_auth_window_secs") => (1.0, 86_400.0),
             _ => return None,
         };
         Some(r)
@@ -151,6 +162,7 @@ impl Section {
             Section::Sso => serde_json::to_value(&config.sso),
             Section::Dns => serde_json::to_value(&config.dns),
             Section::Idp => serde_json::to_value(&config.idp),
+            Section::SftpServer => serde_json::to_value(&config.sftp_server),
         };
         let mut map = match value {
             Ok(Value::Object(m)) => m,
@@ -186,6 +198,7 @@ impl Section {
             }
             Section::Dns => config.dns = parse(values)?,
             Section::Idp => config.idp = parse(values)?,
+            Section::SftpServer => config.sftp_server = parse(values)?,
         }
         Ok(())
     }
@@ -384,10 +397,11 @@ pub struct LiveHandles {
     pub conn_caps: Arc<crate::conn_limits::ConnCaps>,
     pub retention_days: Arc<AtomicU32>,
     pub webhooks: Arc<WebhookWorker>,
+    pub feeds: Arc<crate::feeds::FeedSupervisor>,
 }
 
 impl LiveHandles {
-    fn apply(&self, section: Section, c: &Config) -> Result<(), String> {
+    async fn apply(&self, section: Section, c: &Config) -> Result<(), String> {
         match section {
             Section::Server => {
                 self.http.set(
@@ -415,6 +429,7 @@ impl LiveHandles {
             Section::Idp => self
                 .sso
                 .set_idp_config(c.idp.to_config().map_err(|e| e.to_string())?),
+            Section::SftpServer => self.feeds.set_sftp_server(c.sftp_server.clone()).await?,
         }
         Ok(())
     }
@@ -552,6 +567,7 @@ impl RuntimeSettings {
             .check(section, &current, &patch)
             .map_err(ApiError::Validation)?;
         // Stored first (durable before the answer), then applied.
+        let previous = self.lock().records.get(&section).cloned();
         let record = {
             let this = self.clone();
             tokio::task::spawn_blocking(move || -> anyhow::Result<SettingsRecord> {
@@ -568,19 +584,40 @@ impl RuntimeSettings {
             .map_err(ApiError::internal)?
             .map_err(ApiError::internal)?
         };
-        let applied = self.live.apply(section, &candidate);
+        if let Err(e) = self.live.apply(section, &candidate).await {
+            // Not applicable now (e.g. the SFTP port is taken): the stored record goes back to
+            // what it was, so a restart does not fail on it either; nothing changed.
+            let this = self.clone();
+            let restored = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                match previous {
+                    Some(r) => save(this.store.as_ref(), section, &r),
+                    None => {
+                        let mut cs = ChangeSet::new();
+                        cs.delete(SETTINGS_TABLE, section.name());
+                        this.store.commit(cs)?;
+                        Ok(())
+                    }
+                }
+            })
+            .await
+            .map_err(ApiError::internal)?;
+            if let Err(re) = restored {
+                return Err(ApiError::internal(format!(
+                    "[{name}] could not be applied ({e}) and restoring the stored values failed \
+                     ({re}); check GET /admin/settings/{name}"
+                )));
+            }
+            tracing::warn!(section = %name, error = %e, "settings change refused: could not be applied");
+            return Err(ApiError::BadRequest {
+                code: "not_applied",
+                message: format!("[{name}] could not be applied now: {e}. Nothing was changed."),
+            });
+        }
         let mut snapshot = self.lock();
         snapshot.config = candidate;
         snapshot.records.insert(section, record);
-        match applied {
-            Ok(()) => {
-                tracing::info!(section = %name, "settings changed through the admin API");
-                Ok(self.view(section, &snapshot))
-            }
-            Err(e) => Err(ApiError::internal(format!(
-                "[{name}] was stored but could not be applied now ({e}); it applies at the next start"
-            ))),
-        }
+        tracing::info!(section = %name, "settings changed through the admin API");
+        Ok(self.view(section, &snapshot))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Snapshot> {
