@@ -16,8 +16,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::Write as _;
-use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +25,9 @@ use idbridge_sso::api_keys as auth;
 use idbridge_sso::{SecretBox, SsoConfig};
 use idbridge_store::{SqliteStore, Store};
 use serde_json::{json, Value};
+
+#[path = "common/polis.rs"]
+mod polis;
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -280,37 +281,12 @@ fn base64_decode(s: &str) -> Res<Vec<u8>> {
 }
 
 fn run_polis(logins: usize, idp: &IdpSigner) -> Res<Value> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/polis_login.mjs");
-    let dir = tempfile::tempdir()?;
-    std::fs::write(
-        dir.path().join("idp-key.pem"),
-        idp.keys.key.private_key_to_pem_pkcs8()?,
-    )?;
-    std::fs::write(dir.path().join("idp-cert.pem"), idp.keys.cert.to_pem()?)?;
-    std::fs::write(
-        dir.path().join("params.json"),
-        serde_json::to_vec(&json!({"logins": logins, "idp_entity_id": IDP_ENTITY}))?,
-    )?;
-    let out = Command::new("node")
-        .arg(&script)
-        .arg(dir.path())
-        .output()
-        .map_err(|e| format!("running node (scripts/bench-deps.sh installs it): {e}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        return Err(format!(
-            "Polis harness failed ({}): {}{}",
-            out.status,
-            stdout.trim(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )
-        .into());
-    }
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("POLIS_RESULT "))
-        .ok_or("no POLIS_RESULT line")?;
-    Ok(serde_json::from_str(line)?)
+    Ok(polis::run_polis(
+        logins,
+        &idp.keys.key.private_key_to_pem_pkcs8()?,
+        &idp.keys.cert.to_pem()?,
+        IDP_ENTITY,
+    )?)
 }
 
 #[tokio::main(flavor = "multi_thread")]

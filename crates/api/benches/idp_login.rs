@@ -6,9 +6,16 @@
 //! printed beside `openssl speed rsa2048` sign/s on the same machine (the signing floor: one
 //! RSA signature per login).
 //!
-//! `cargo bench -p idbridge-api --bench idp_login` (IDP_BENCH_LOGINS, IDP_BENCH_CONCURRENCY).
+//! `cargo bench -p idbridge-api --bench idp_login` (IDP_BENCH_LOGINS, IDP_BENCH_CONCURRENCY;
+//! IDP_BENCH_STORE_DIR: the durable store's parent directory, default the system temp dir, on
+//! disk here, so each acknowledged commit waits for its group fdatasync as in production;
+//! IDP_BENCH_STORE=tmpfs for the throwaway store on /dev/shm; IDP_BENCH_POLIS_LOGINS, default
+//! 300, for Ory Polis's own SSO flow rate printed beside ours, same run, `scripts/bench-deps.sh`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "common/polis.rs"]
+mod polis;
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -192,9 +199,30 @@ fn main() {
     ldif.push_str(&ldap_group("staff", &refs));
     slapd.add(&ldif).unwrap();
     let pw_file = slapd.password_file().unwrap();
+    let store_dir = tempfile::Builder::new()
+        .prefix("idp-login-bench-")
+        .tempdir_in(
+            std::env::var_os("IDP_BENCH_STORE_DIR").map_or_else(std::env::temp_dir, Into::into),
+        )
+        .unwrap();
+    let tmpfs = std::env::var("IDP_BENCH_STORE").is_ok_and(|v| v == "tmpfs");
+    let store = if tmpfs {
+        SqliteStore::open_ephemeral().unwrap()
+    } else {
+        SqliteStore::open(store_dir.path()).unwrap()
+    };
+    let store_kind = if tmpfs {
+        "throwaway store on tmpfs (syncs cost nothing)".to_owned()
+    } else {
+        format!(
+            "durable store in {} (group fdatasync per commit batch)",
+            store_dir.path().display()
+        )
+    };
+    println!("uptime before: {}", uptime());
 
     let (app, org, ldap_settings) = rt.block_on(async {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_ephemeral().unwrap());
+        let store: Arc<dyn Store> = Arc::new(store);
         let boot = auth::bootstrap(store.as_ref()).unwrap().unwrap();
         let state = AppState::new(store, ApiConfig::default())
             .with_sso(SsoConfig::default(), Some(SecretBox::generate().unwrap()));
@@ -279,9 +307,10 @@ fn main() {
     let rate = logins as f64 / secs;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "idp_login: {logins} SP-initiated logins (directory mode, slapd) in {secs:.2} s with {concurrency} concurrent browsers: {rate:.1} logins/s ({:.1} per core on {cores} cores)",
+        "idp_login: {logins} SP-initiated logins (directory mode, slapd, {store_kind}) in {secs:.2} s with {concurrency} concurrent browsers: {rate:.1} logins/s ({:.1} per core on {cores} cores)",
         rate / cores as f64
     );
+    println!("uptime after: {}", uptime());
     match openssl_rsa2048_sign_per_sec() {
         Some(floor) => println!(
             "openssl speed rsa2048: {floor:.1} sign/s on one core; idbridge per core = {:.1}% of the signing floor (goal >= 50%)",
@@ -347,5 +376,38 @@ fn main() {
     println!("  stage: LDAP password check alone, new connections each time: {fresh:.0} us");
     println!("  stage: LDAP password check alone, reused connections: {reused:.0} us");
     println!("  stage: one RSA-2048 signature alone: {sign:.0} us");
-    println!("Ory Polis's own SSO flow rate: not measured here (see crates/api/benches/full_login.rs for the SP side beside Polis)");
+    // Ory Polis's own SSO flow on the same machine, same run: authorize -> samlResponse ->
+    // token -> userInfo (SP side; its IdP's signature is untimed), one client, mem engine.
+    let polis_logins = env_or("IDP_BENCH_POLIS_LOGINS", 300);
+    let idp = idbridge_saml::idp::IdpSigningKey::generate(
+        "polis-bench-idp",
+        idbridge_saml::idp::RsaBits::Rsa2048,
+        1,
+    )
+    .unwrap();
+    match polis::run_polis(
+        polis_logins,
+        &idp.private_key_pem().unwrap(),
+        &idp.cert_pem().unwrap(),
+        "https://idp.bench.test",
+    ) {
+        Ok(p) => {
+            let polis = p["logins_per_sec"].as_f64().unwrap_or(0.0);
+            println!(
+                "Ory Polis {} own SSO flow (authorize -> samlResponse -> token -> userInfo, mem engine, in process, nothing durable, 1 client, SP time only): {polis:.1} logins/s over {polis_logins} logins; idbridge IdP logins/s = {:.2}x Polis's",
+                p["version"].as_str().unwrap_or("?"),
+                rate / polis
+            );
+        }
+        Err(e) => println!("Ory Polis's own SSO flow: not measured: {e}"),
+    }
+    println!("uptime at the end: {}", uptime());
+}
+
+/// The load average (other builds share the cores: say so beside every figure).
+fn uptime() -> String {
+    Command::new("uptime")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|e| format!("uptime unavailable: {e}"))
 }

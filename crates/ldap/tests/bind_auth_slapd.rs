@@ -262,3 +262,43 @@ async fn service_account_failures_and_outages_are_not_user_failures() {
     let e = check_password(&s, "alice", ALICE_PW).await.unwrap_err();
     assert!(matches!(e, BindAuthError::Directory(_)), "{e}");
 }
+
+/// The connection-reusing checker (`BindAuthenticator`, what the IdP login page uses) keeps
+/// working when the server restarts between two logins: its pooled connections are dead, the
+/// check is retried once on a fresh one, and the user sees a normal answer (not a directory
+/// error). A wrong password after the restart is still the user's failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reused_connections_survive_a_server_restart() {
+    let mut slapd = Slapd::start().expect("slapd");
+    slapd.add(&seed()).expect("seed");
+    let auth = idbridge_ldap::BindAuthenticator::new(slapd.settings());
+    let lookup = LoginLookup::default();
+    let uuid = entry_uuid(&slapd, "alice");
+    for _ in 0..3 {
+        let u = auth
+            .authenticate(&lookup, "alice", &Password::new(ALICE_PW))
+            .await
+            .unwrap();
+        assert_eq!(u.idp_id, uuid);
+    }
+
+    slapd.restart().expect("slapd restart");
+    let u = auth
+        .authenticate(&lookup, "alice", &Password::new(ALICE_PW))
+        .await
+        .expect("the first login after a restart must reconnect, not fail");
+    assert_eq!(u.idp_id, uuid);
+    let e = auth
+        .authenticate(&lookup, "alice", &Password::new("wrong"))
+        .await
+        .unwrap_err();
+    assert!(e.is_user_failure(), "{e}");
+
+    // Down for good: a directory error, never a user failure.
+    slapd.stop();
+    let e = auth
+        .authenticate(&lookup, "alice", &Password::new(ALICE_PW))
+        .await
+        .unwrap_err();
+    assert!(!e.is_user_failure(), "{e}");
+}

@@ -33,8 +33,9 @@ pub struct Config {
     /// `[limits]`: request-rate and failed-authentication limits of the API and SCIM.
     pub limits: LimitsSection,
     /// `[idp]`: idbridge as an IdP — login session lifetime, attempt limits, failure delay,
-    /// default assertion lifetime, trusted proxies (also `GET|PATCH /admin/idp/settings`).
-    pub idp: idbridge_sso::idp::IdpSettings,
+    /// default assertion lifetime, trusted proxies (also `GET|PATCH /admin/idp/settings`);
+    /// `[[idp.service_providers]]` and `[[idp.oidc_clients]]` (see `crate::idp_declared`).
+    pub idp: crate::idp_declared::IdpSection,
     /// `[dns]`: organization domain verification (resolver, timeouts, re-check cadence).
     pub dns: DnsSection,
 }
@@ -429,7 +430,7 @@ impl Config {
         if let Err((key, message)) = self.sso.validate() {
             return Err(key_err(key, &message));
         }
-        if let Err(idbridge_sso::SsoError::Invalid(issues)) = self.idp.to_config() {
+        if let Err(idbridge_sso::SsoError::Invalid(issues)) = self.idp.settings.to_config() {
             if let Some(i) = issues.first() {
                 return Err(key_err(format!("idp.{}", i.field), &i.code));
             }
@@ -682,7 +683,7 @@ mod tests {
     fn the_idp_section_is_checked_and_names_the_key() {
         let c =
             parse("[idp]\naccount_max_failures = 9\ntrusted_proxies = [\"10.0.0.0/8\"]\n").unwrap();
-        let idp = c.idp.to_config().unwrap();
+        let idp = c.idp.settings.to_config().unwrap();
         assert_eq!(idp.account_failures.max_failures, 9);
         assert_eq!(
             idp.login_ttl.as_secs(),

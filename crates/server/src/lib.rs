@@ -15,6 +15,7 @@ pub mod directories;
 pub mod feeds;
 pub mod forward_cli;
 pub mod idp_cli;
+pub mod idp_declared;
 pub mod keys;
 pub mod ldap;
 pub mod logging;

@@ -148,6 +148,7 @@ async fn serve_async(config: Config) -> anyhow::Result<Stopped> {
     state.sso.set_idp_config(
         config
             .idp
+            .settings
             .to_config()
             .context("the [idp] section of the config file")?,
     );
@@ -176,6 +177,14 @@ async fn serve_async(config: Config) -> anyhow::Result<Stopped> {
         .await
         .context("applying declared directories")??
     };
+    // [[idp.service_providers]] / [[idp.oidc_clients]] (may name a declared directory).
+    crate::idp_declared::apply_declared(
+        &state.sso,
+        &state.directory,
+        state.store.as_ref(),
+        &config.idp,
+    )
+    .await?;
     {
         let (push, engine, cfg) = (
             state.forward.clone(),

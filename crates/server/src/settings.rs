@@ -161,7 +161,7 @@ impl Section {
             Section::Webhooks => serde_json::to_value(&config.webhooks),
             Section::Sso => serde_json::to_value(&config.sso),
             Section::Dns => serde_json::to_value(&config.dns),
-            Section::Idp => serde_json::to_value(&config.idp),
+            Section::Idp => serde_json::to_value(&config.idp.settings),
             Section::SftpServer => serde_json::to_value(&config.sftp_server),
         };
         let mut map = match value {
@@ -197,7 +197,7 @@ impl Section {
                 config.sso.connections = connections;
             }
             Section::Dns => config.dns = parse(values)?,
-            Section::Idp => config.idp = parse(values)?,
+            Section::Idp => config.idp.settings = parse(values)?,
             Section::SftpServer => config.sftp_server = parse(values)?,
         }
         Ok(())
@@ -213,7 +213,9 @@ impl Section {
                 }
             }
             Section::Idp => {
-                if let Err(idbridge_sso::SsoError::Invalid(issues)) = config.idp.to_config() {
+                if let Err(idbridge_sso::SsoError::Invalid(issues)) =
+                    config.idp.settings.to_config()
+                {
                     errors.extend(issues.into_iter().map(|i| FieldError::new(i.field, i.code)));
                 }
             }
@@ -428,7 +430,7 @@ impl LiveHandles {
             Section::Dns => self.sso.dns().set_settings(c.dns.to_settings()),
             Section::Idp => self
                 .sso
-                .set_idp_config(c.idp.to_config().map_err(|e| e.to_string())?),
+                .set_idp_config(c.idp.settings.to_config().map_err(|e| e.to_string())?),
             Section::SftpServer => self.feeds.set_sftp_server(c.sftp_server.clone()).await?,
         }
         Ok(())

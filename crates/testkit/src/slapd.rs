@@ -335,6 +335,34 @@ refint_attributes member uniqueMember
             .collect())
     }
 
+    /// Stops the server (SIGTERM) and starts it again on the same port(s) and data: every
+    /// open connection is closed (the reconnect case).
+    pub fn restart(&mut self) -> Result<(), PeerError> {
+        self.stop();
+        let d = self.dir.path();
+        let _ = std::fs::remove_file(d.join("slapd.pid"));
+        let tls = d.join("cert.pem").exists();
+        let listen = if tls {
+            format!("{}/ {}/", self.url, self.ldaps_url())
+        } else {
+            format!("{}/", self.url)
+        };
+        let out = Command::new(bin("slapd")?)
+            .arg("-f")
+            .arg(d.join("slapd.conf"))
+            .arg("-h")
+            .arg(listen)
+            .output()
+            .map_err(PeerError::io("run slapd"))?;
+        if !out.status.success() {
+            return Err(PeerError::Failed(format!(
+                "slapd restart failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        self.wait_ready()
+    }
+
     /// Hard-stops the server (SIGKILL): the "server died" case.
     pub fn kill(&mut self) {
         self.signal(libc::SIGKILL);

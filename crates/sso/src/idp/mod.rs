@@ -32,6 +32,8 @@ use idbridge_saml::idp::IdpSigningKey;
 use crate::SsoService;
 
 pub use broker::BrokerReturn;
+/// A client secret (never printed, serialized or logged).
+pub use idbridge_oidc::Secret;
 pub use initiated::InitiatedStart;
 pub use login::{
     FinishError, Finished, IdpPage, PasswordLogin, PasswordOutcome, PendingRequest, RelyingParty,
@@ -40,6 +42,7 @@ pub use login::{
 pub use oidc::{OidcAuthorize, OidcAuthorizeOutcome, PendingAuthorization};
 pub use oidc_clients::{
     IssuedClient, NewOidcClient, OidcClient, OidcClientOptions, OidcClientUpdate, OidcClients,
+    MIN_GIVEN_SECRET_LEN,
 };
 pub use service_providers::{
     AuthSource, NewServiceProvider, ServiceProvider, ServiceProviderUpdate, ServiceProviders,

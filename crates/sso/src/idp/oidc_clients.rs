@@ -25,6 +25,8 @@ pub const OIDC_CLIENTS: &str = "idp_oidc_clients";
 const MAX_NAME_LEN: usize = 512;
 const MAX_REDIRECT_URIS: usize = 16;
 const MAX_URI_LEN: usize = 2048;
+/// Shortest client secret given from outside (a generated one is 43 characters).
+pub const MIN_GIVEN_SECRET_LEN: usize = 32;
 
 /// A registered OIDC client: the stored record (the secret sealed) and, with
 /// [`OidcClient::wire`], the admin API's object (never the secret).
@@ -344,6 +346,40 @@ impl SsoService {
             object: r.wire(&self.oidc_issuer(&r.organization_id)),
             client_secret,
         })
+    }
+
+    /// Gives a confidential client a secret chosen outside idbridge (the config file's
+    /// `client_secret_env` / `client_secret_file`), sealed like a generated one. At least
+    /// [`MIN_GIVEN_SECRET_LEN`] characters: a guessable secret would be the client's password.
+    #[tracing::instrument(name = "idp.set_oidc_client_secret", skip(self, secret))]
+    pub async fn set_oidc_client_secret(&self, id: &str, secret: &Secret) -> SsoResult<()> {
+        if secret.expose().chars().count() < MIN_GIVEN_SECRET_LEN {
+            return Err(SsoError::invalid(
+                "client_secret",
+                format!("must_be_at_least_{MIN_GIVEN_SECRET_LEN}_characters"),
+            ));
+        }
+        let old = self.idp.oidc_clients.load(id)?;
+        if old.public {
+            return Err(SsoError::invalid(
+                "client_secret",
+                "public_clients_have_no_secret",
+            ));
+        }
+        let mut next = old.clone();
+        next.secret_sealed = Some(self.secrets()?.seal(
+            &secret_context(&next.organization_id, &next.id),
+            secret.expose().as_bytes(),
+        )?);
+        next.updated_at = Timestamp::now();
+        let mut cs = ChangeSet::new();
+        cs.require_equals(OIDC_CLIENTS, &old.id, Some(to_json(&old)?));
+        cs.put(OIDC_CLIENTS, &next.id, to_json(&next)?);
+        db::commit(&self.store, cs).await.map_err(|e| match e {
+            StoreError::Conflict { .. } => SsoError::concurrent("OIDC client"),
+            other => other.into(),
+        })?;
+        Ok(())
     }
 
     /// The admin object of a client.

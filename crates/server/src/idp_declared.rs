@@ -1,0 +1,346 @@
+//! The config file's `[idp]` section: the IdP settings plus the declared
+//! `[[idp.service_providers]]` and `[[idp.oidc_clients]]`, applied at start through the same
+//! parsers as `POST|PUT /admin/service_providers` and `/admin/oidc_clients`.
+//!
+//! An entry is keyed by its `key`: the first start creates the SP or client, a later start
+//! with the same entry leaves it alone (changes made through the admin API stay), and a start
+//! with a changed entry applies it to the existing one. The server-owned table
+//! [`DECLARED_IDP_TABLE`] remembers, per key, the id it made and a digest of the entry it last
+//! applied (a digest: the entry may name a client secret). A client secret comes only from an
+//! environment variable or a file, never from the file's text, and never reaches a log line.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use idbridge_sso::idp::IdpSettings;
+use idbridge_sso::SsoService;
+use idbridge_store::{ChangeSet, Store};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Server-owned table: `sp/<key>` or `oidc_client/<key>` → [`Applied`].
+pub const DECLARED_IDP_TABLE: &str = "declared_idp_entries";
+
+/// `[idp]`: the settings (`GET|PATCH /admin/idp/settings`) and the declared SPs and clients.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IdpSection {
+    pub settings: IdpSettings,
+    pub service_providers: Vec<DeclaredEntry>,
+    pub oidc_clients: Vec<DeclaredEntry>,
+}
+
+/// One `[[idp.service_providers]]` / `[[idp.oidc_clients]]` entry: the admin API's create body
+/// in TOML, plus `key`, `organization` (id or external_id) and, instead of `directory_id`,
+/// optionally `directory` (the key of a `[[directories]]` entry). The body's own fields are
+/// checked by the admin API's parser when the entry is applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeclaredEntry {
+    pub key: String,
+    pub organization: String,
+    pub directory: Option<String>,
+    /// OIDC clients: the client secret's environment variable or file (first line).
+    pub client_secret_env: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+    /// The rest: the admin API body.
+    pub body: Map<String, Value>,
+}
+
+impl Serialize for IdpSection {
+    /// Only the settings (what `/admin/settings/idp` shows); SPs and clients have their APIs.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.settings.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for IdpSection {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut table = Map::<String, Value>::deserialize(d)?;
+        let mut entries = |name: &str| -> Result<Vec<DeclaredEntry>, D::Error> {
+            match table.remove(name) {
+                None => Ok(Vec::new()),
+                Some(Value::Array(items)) => items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, item)| {
+                        DeclaredEntry::from_value(item, name == "oidc_clients")
+                            .map_err(|m| D::Error::custom(format!("{name}[{i}]: {m}")))
+                    })
+                    .collect(),
+                Some(_) => Err(D::Error::custom(format!(
+                    "{name}: must be an array of tables ([[idp.{name}]])"
+                ))),
+            }
+        };
+        let service_providers = entries("service_providers")?;
+        let oidc_clients = entries("oidc_clients")?;
+        let settings = serde_path_to_error::deserialize(Value::Object(table)).map_err(|e| {
+            let path = e.path().to_string();
+            D::Error::custom(format!("{path}: {}", e.into_inner()))
+        })?;
+        Ok(IdpSection {
+            settings,
+            service_providers,
+            oidc_clients,
+        })
+    }
+}
+
+impl DeclaredEntry {
+    fn from_value(item: Value, client: bool) -> Result<Self, String> {
+        let Value::Object(mut body) = item else {
+            return Err("must be a table".into());
+        };
+        let mut text = |k: &str| -> Result<Option<String>, String> {
+            match body.remove(k) {
+                None => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s)),
+                Some(_) => Err(format!("{k}: must be a string")),
+            }
+        };
+        let key = text("key")?.ok_or("key: required (the entry's stable name)")?;
+        let organization =
+            text("organization")?.ok_or("organization: required (an id or external_id)")?;
+        let directory = text("directory")?;
+        let (client_secret_env, client_secret_file) = if client {
+            (text("client_secret_env")?, text("client_secret_file")?)
+        } else {
+            (None, None)
+        };
+        if key.trim().is_empty() || key.contains('/') {
+            return Err("key: must be non-empty and contain no '/'".into());
+        }
+        for refused in ["organization_id", "client_secret"] {
+            if body.contains_key(refused) {
+                return Err(format!(
+                    "{refused}: not allowed here (use {})",
+                    if refused == "client_secret" {
+                        "client_secret_env or client_secret_file"
+                    } else {
+                        "organization"
+                    }
+                ));
+            }
+        }
+        if directory.is_some() && body.contains_key("directory_id") {
+            return Err("directory: give directory or directory_id, not both".into());
+        }
+        Ok(DeclaredEntry {
+            key,
+            organization,
+            directory,
+            client_secret_env,
+            client_secret_file: client_secret_file.map(PathBuf::from),
+            body,
+        })
+    }
+
+    /// The secret this entry names, if any (never in an error message: only where it lives).
+    fn client_secret(&self) -> anyhow::Result<Option<idbridge_sso::idp::Secret>> {
+        let value = match (&self.client_secret_env, &self.client_secret_file) {
+            (Some(_), Some(_)) => {
+                anyhow::bail!("give client_secret_env or client_secret_file, not both")
+            }
+            (Some(var), None) => std::env::var(var)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .with_context(|| {
+                    format!("client_secret_env: the environment variable {var} is unset or empty")
+                })?,
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .with_context(|| format!("client_secret_file: reading {}", path.display()))?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+            (None, None) => return Ok(None),
+        };
+        Ok(Some(idbridge_sso::idp::Secret::new(value)))
+    }
+}
+
+/// What was applied for one key.
+#[derive(Debug, Serialize, Deserialize)]
+struct Applied {
+    id: String,
+    /// SHA-256 of the applied body (and of the secret, for a client).
+    digest: String,
+}
+
+fn applied(store: &dyn Store, key: &str) -> anyhow::Result<Option<Applied>> {
+    Ok(store
+        .get(DECLARED_IDP_TABLE, key)?
+        .and_then(|b| serde_json::from_slice(&b).ok()))
+}
+
+fn remember(store: &dyn Store, key: &str, id: &str, digest: &str) -> anyhow::Result<()> {
+    let mut cs = ChangeSet::new();
+    cs.put(
+        DECLARED_IDP_TABLE,
+        key.to_owned(),
+        serde_json::to_vec(&Applied {
+            id: id.to_owned(),
+            digest: digest.to_owned(),
+        })?,
+    );
+    store.commit(cs)?;
+    Ok(())
+}
+
+/// The entry's admin API body with `organization_id` and `directory_id` resolved.
+fn resolved_body(
+    sso: &SsoService,
+    directories: &idbridge_directory::DirectoryEngine,
+    e: &DeclaredEntry,
+) -> anyhow::Result<Map<String, Value>> {
+    let org = sso
+        .organizations()
+        .resolve(&e.organization)?
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no organization with id or external_id {:?}",
+                e.organization
+            )
+        })?;
+    let mut body = e.body.clone();
+    body.insert("organization_id".into(), org.id.into());
+    if let Some(key) = &e.directory {
+        let id =
+            crate::directories::resolve_declared(directories, key, crate::directories::LDAP_TYPES)
+                .with_context(|| format!("directory = {key:?}"))?;
+        body.insert("directory_id".into(), id.into());
+    }
+    Ok(body)
+}
+
+/// Creates the declared SPs and OIDC clients that do not exist yet and applies the entries
+/// that changed since they were last applied. Any refused entry stops the start, naming the
+/// entry and the field.
+pub async fn apply_declared(
+    sso: &SsoService,
+    directories: &idbridge_directory::DirectoryEngine,
+    store: &dyn Store,
+    section: &IdpSection,
+) -> anyhow::Result<()> {
+    for e in &section.service_providers {
+        apply_sp(sso, directories, store, e)
+            .await
+            .with_context(|| format!("[[idp.service_providers]] key = {:?}", e.key))?;
+    }
+    for e in &section.oidc_clients {
+        apply_client(sso, directories, store, e)
+            .await
+            .with_context(|| format!("[[idp.oidc_clients]] key = {:?}", e.key))?;
+    }
+    Ok(())
+}
+
+fn api_err(e: idbridge_api::ApiError) -> anyhow::Error {
+    anyhow::anyhow!("{}", e.body())
+}
+
+async fn apply_sp(
+    sso: &SsoService,
+    directories: &idbridge_directory::DirectoryEngine,
+    store: &dyn Store,
+    e: &DeclaredEntry,
+) -> anyhow::Result<()> {
+    let mut body = resolved_body(sso, directories, e)?;
+    let input = idbridge_api::idp::admin::parse_new(&body).map_err(api_err)?;
+    let digest = idbridge_secrets::sha256_hex(&serde_json::to_string(&body)?);
+    let table_key = format!("sp/{}", e.key);
+    let last = applied(store, &table_key)?;
+    let existing = match &last {
+        Some(a) => sso.service_providers().get(&a.id)?,
+        None => None,
+    };
+    let id = match (existing, last) {
+        (Some(_), Some(a)) if a.digest == digest => return Ok(()),
+        (Some(sp), _) => {
+            body.remove("organization_id");
+            let update = idbridge_api::idp::admin::parse_update(&body).map_err(api_err)?;
+            sso.update_service_provider(&sp.id, update)
+                .await
+                .map_err(|e| api_err(e.into()))?;
+            tracing::info!(sp = %sp.id, key = %e.key, "declared service provider updated from the file");
+            sp.id
+        }
+        (None, _) => {
+            let v = sso
+                .create_service_provider(input)
+                .await
+                .map_err(|e| api_err(e.into()))?;
+            let id = v["id"].as_str().unwrap_or_default().to_owned();
+            tracing::info!(sp = %id, key = %e.key, "declared service provider created");
+            id
+        }
+    };
+    remember(store, &table_key, &id, &digest)
+}
+
+async fn apply_client(
+    sso: &SsoService,
+    directories: &idbridge_directory::DirectoryEngine,
+    store: &dyn Store,
+    e: &DeclaredEntry,
+) -> anyhow::Result<()> {
+    let mut body = resolved_body(sso, directories, e)?;
+    let input = idbridge_api::idp::oidc_admin::parse_new(&body).map_err(api_err)?;
+    let secret = e.client_secret()?;
+    match (input.public, &secret) {
+        (true, Some(_)) => anyhow::bail!(
+            "a public client (public = true) has no secret: remove client_secret_env / client_secret_file"
+        ),
+        (false, None) => anyhow::bail!(
+            "a confidential client needs its secret from client_secret_env or client_secret_file (or public = true)"
+        ),
+        _ => {}
+    }
+    let mut digest_input = serde_json::to_string(&body)?;
+    if let Some(s) = &secret {
+        digest_input.push_str(&idbridge_secrets::sha256_hex(s.expose()));
+    }
+    let digest = idbridge_secrets::sha256_hex(&digest_input);
+    let table_key = format!("oidc_client/{}", e.key);
+    let last = applied(store, &table_key)?;
+    let existing = match &last {
+        Some(a) => sso.idp_oidc_clients().get(&a.id)?,
+        None => None,
+    };
+    let id = match (existing, last) {
+        (Some(_), Some(a)) if a.digest == digest => return Ok(()),
+        (Some(c), _) => {
+            body.remove("organization_id");
+            if body
+                .remove("public")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false)
+                != c.public
+            {
+                anyhow::bail!("public cannot change on an existing client: give the entry a new key to register a new client");
+            }
+            let update = idbridge_api::idp::oidc_admin::parse_update(&body).map_err(api_err)?;
+            sso.update_oidc_client(&c.id, update)
+                .await
+                .map_err(|e| api_err(e.into()))?;
+            tracing::info!(client = %c.id, key = %e.key, "declared OIDC client updated from the file");
+            c.id
+        }
+        (None, _) => {
+            let issued = sso
+                .create_oidc_client(input)
+                .await
+                .map_err(|e| api_err(e.into()))?;
+            let id = issued.object["id"].as_str().unwrap_or_default().to_owned();
+            tracing::info!(client = %id, key = %e.key, "declared OIDC client created");
+            id
+        }
+    };
+    if let Some(s) = &secret {
+        sso.set_oidc_client_secret(&id, s)
+            .await
+            .map_err(|e| api_err(e.into()))?;
+    }
+    remember(store, &table_key, &id, &digest)
+}
