@@ -395,7 +395,11 @@ async fn idbridge_is_the_saml_idp_of_another_idbridge() -> anyhow::Result<()> {
     ensure!(feed.iter().all(|e| e["event"] != "idp.login_succeeded"));
     let metrics = a.get("/metrics").send().await?.text().await?;
     ensure!(
-        metrics.contains("idbridge_idp_logins_total{result=\"succeeded\""),
+        metrics
+            .lines()
+            .any(|l| l.starts_with("idbridge_idp_logins_total{")
+                && l.contains("result=\"succeeded\"")
+                && l.contains("protocol=\"saml\"")),
         "metrics: {metrics}"
     );
 

@@ -344,3 +344,83 @@ async fn apply_client(
     }
     remember(store, &table_key, &id, &digest)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use std::path::Path;
+
+    use crate::config::{Config, ConfigError};
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("test.toml"))
+    }
+
+    fn refused(text: &str) -> String {
+        match parse(text) {
+            Err(ConfigError::Key { key, message, .. }) => format!("{key}: {message}"),
+            other => panic!("accepted: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn entries_are_split_from_the_settings() {
+        let c = parse(
+            "[idp]\naccount_max_failures = 9\n[[idp.service_providers]]\nkey = \"a\"\norganization = \"acme\"\nentity_id = \"https://sp\"\nacs_urls = [\"https://sp/acs\"]\ndirectory = \"ldap\"\n[[idp.oidc_clients]]\nkey = \"c\"\norganization = \"acme\"\nredirect_uris = [\"https://rp/cb\"]\nclient_secret_env = \"X\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.idp.settings.account_max_failures, 9);
+        let sp = &c.idp.service_providers[0];
+        assert_eq!((sp.key.as_str(), sp.organization.as_str()), ("a", "acme"));
+        assert_eq!(sp.directory.as_deref(), Some("ldap"));
+        // The body keeps exactly the admin API's fields (checked by its parser at start).
+        let mut keys: Vec<_> = sp.body.keys().cloned().collect();
+        keys.sort();
+        assert_eq!(keys, ["acs_urls", "entity_id"]);
+        let client = &c.idp.oidc_clients[0];
+        assert_eq!(client.client_secret_env.as_deref(), Some("X"));
+        assert!(!client.body.contains_key("client_secret_env"));
+        // GET /admin/settings/idp shows the settings only.
+        let shown = serde_json::to_value(&c.idp).unwrap();
+        assert!(shown.get("service_providers").is_none(), "{shown}");
+        assert_eq!(shown["account_max_failures"], 9);
+    }
+
+    #[test]
+    fn bad_entries_and_unknown_settings_are_named() {
+        for (text, expected) in [
+            ("[idp]\naccount_max_failure = 1\n", "account_max_failure"),
+            (
+                "[[idp.service_providers]]\norganization = \"acme\"\n",
+                "service_providers[0]: key: required",
+            ),
+            (
+                "[[idp.service_providers]]\nkey = \"a\"\n",
+                "service_providers[0]: organization: required",
+            ),
+            (
+                "[[idp.service_providers]]\nkey = \"a/b\"\norganization = \"acme\"\n",
+                "no '/'",
+            ),
+            (
+                "[[idp.service_providers]]\nkey = \"a\"\norganization = \"acme\"\norganization_id = \"org_1\"\n",
+                "organization_id: not allowed here",
+            ),
+            (
+                "[[idp.oidc_clients]]\nkey = \"c\"\norganization = \"acme\"\nclient_secret = \"s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t\"\n",
+                "client_secret: not allowed here",
+            ),
+            (
+                "[[idp.service_providers]]\nkey = \"a\"\norganization = \"acme\"\ndirectory = \"d\"\ndirectory_id = \"directory_1\"\n",
+                "not both",
+            ),
+            ("[idp]\nservice_providers = 3\n", "array of tables"),
+        ] {
+            let got = refused(text);
+            assert!(got.starts_with("idp"), "{text}: {got}");
+            assert!(got.contains(expected), "{text}: {got}");
+            assert!(!got.contains("s3cr3t"), "{got}");
+        }
+    }
+}

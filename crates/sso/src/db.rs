@@ -22,6 +22,20 @@ pub(crate) async fn commit(
         .map_err(|e| StoreError::Backend(format!("commit task failed: {e}")))?
 }
 
+/// Applies `changes` at once (readers see them) WITHOUT waiting for their fdatasync: only for
+/// records whose loss in a crash makes a user start over and that count only once a later
+/// durable commit depends on them. The store has one writer and one write-ahead log, so the
+/// next durable commit syncs these changes too. Each caller says why its rule still holds.
+pub(crate) async fn commit_unsynced(
+    store: &Arc<dyn Store>,
+    changes: ChangeSet,
+) -> Result<CommitReceipt, StoreError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || store.commit_applied(changes).map(|(receipt, _)| receipt))
+        .await
+        .map_err(|e| StoreError::Backend(format!("commit task failed: {e}")))?
+}
+
 /// The record under `table/key`, decoded; undecodable bytes are [`StoreError::Corrupt`].
 pub(crate) fn get_json<T: DeserializeOwned>(
     store: &dyn Store,

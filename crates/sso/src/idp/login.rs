@@ -105,6 +105,16 @@ pub struct IdpLoginSession {
     pub broker_connection_id: Option<String>,
 }
 
+impl PendingRequest {
+    /// `saml` or `oidc`: the `protocol` of events and of the login metrics.
+    pub fn protocol(&self) -> &'static str {
+        match self {
+            PendingRequest::Saml(_) => "saml",
+            PendingRequest::Oidc(_) => "oidc",
+        }
+    }
+}
+
 impl IdpLoginSession {
     /// The SAML request this session waits with, if it is a SAML login.
     pub fn saml(&self) -> Option<&SamlPending> {
@@ -260,6 +270,16 @@ fn refusal_message(e: &IdpError) -> String {
 impl SsoService {
     /// Stores a new IdP login session (with the request's replay-cache entries, in one
     /// commit); or the error page to show.
+    ///
+    /// The commit does not wait for its fdatasync (one sync wait less per login). Why the
+    /// rules still hold: readers (the replay check of the next AuthnRequest, the login form)
+    /// see the commit at once, so replays are refused as before while the server runs. A
+    /// crash before the sync can lose the session and its replay entry; the browser then
+    /// starts over, and a replayed request can start a new login, but at most one assertion
+    /// (or code) is ever issued per request: every login ends in
+    /// [`SsoService::finish_idp_login`], whose durable commit takes the session (single use)
+    /// and, being later in the same write-ahead log, makes this commit durable before any
+    /// answer is sent.
     pub(crate) async fn store_idp_session(
         &self,
         session: &IdpLoginSession,
@@ -277,7 +297,7 @@ impl SsoService {
         for (k, exp) in replay {
             Logins::stage_replay(&mut cs, k, *exp, now);
         }
-        match db::commit(&self.store, cs).await {
+        match db::commit_unsynced(&self.store, cs).await {
             Ok(_) => Ok(()),
             Err(e) if Logins::is_replay(&e) => Err(error(400, refusal_message(&IdpError::Replay))),
             Err(e) => {
@@ -675,7 +695,7 @@ impl SsoService {
             }
             Err(e) => {
                 tracing::error!(reason = e.reason(), error = %e, "directory unavailable for a password check");
-                metrics::counter!("idbridge_idp_logins_total", "result" => "failed", "reason" => "directory_unavailable").increment(1);
+                metrics::counter!("idbridge_idp_logins_total", "result" => "failed", "reason" => "directory_unavailable", "protocol" => session.request.protocol()).increment(1);
                 return login_error(
                     503,
                     "The directory cannot check passwords right now. Try again later.",
@@ -793,7 +813,7 @@ impl SsoService {
         let (sp, pending) = match render {
             Ok(location) => {
                 tracing::info!("IdP login succeeded (OIDC)");
-                metrics::counter!("idbridge_idp_logins_total", "result" => "succeeded", "reason" => "").increment(1);
+                metrics::counter!("idbridge_idp_logins_total", "result" => "succeeded", "reason" => "", "protocol" => "oidc").increment(1);
                 return Ok(Finished::Redirect(location));
             }
             Err(saml) => saml,
@@ -801,7 +821,7 @@ impl SsoService {
         match self.issue_assertion(&sp, pending, subject).await {
             Ok(form) => {
                 tracing::info!(sp = %sp.id, "IdP login succeeded");
-                metrics::counter!("idbridge_idp_logins_total", "result" => "succeeded", "reason" => "").increment(1);
+                metrics::counter!("idbridge_idp_logins_total", "result" => "succeeded", "reason" => "", "protocol" => "saml").increment(1);
                 Ok(Finished::Assertion(form))
             }
             Err(e) => {
@@ -871,7 +891,10 @@ impl SsoService {
         client: &ClientInfo,
         reason: &'static str,
     ) {
-        metrics::counter!("idbridge_idp_logins_total", "result" => "failed", "reason" => reason)
+        // `sp_id` is the relying party's id: an SP's (`sp_…`) or an OIDC client's.
+        let oidc = sp_id.starts_with(idbridge_model::IdPrefix::OidcClient.as_str());
+        let protocol = if oidc { "oidc" } else { "saml" };
+        metrics::counter!("idbridge_idp_logins_total", "result" => "failed", "reason" => reason, "protocol" => protocol)
             .increment(1);
         let mut data = serde_json::json!({
             "organization_id": org_id,
@@ -880,12 +903,10 @@ impl SsoService {
             "ip_address": client.ip_address,
             "user_agent": client.user_agent,
         });
-        // `sp_id` is the relying party's id: an SP's (`sp_…`) or an OIDC client's.
-        if sp_id.starts_with(idbridge_model::IdPrefix::OidcClient.as_str()) {
-            data["protocol"] = "oidc".into();
+        data["protocol"] = protocol.into();
+        if oidc {
             data["client_id"] = sp_id.into();
         } else {
-            data["protocol"] = "saml".into();
             data["service_provider_id"] = sp_id.into();
         }
         let event = Event::new(EventKind::IdpLoginFailed, data);
