@@ -92,6 +92,11 @@ async fn serve_async(config: Config) -> anyhow::Result<Stopped> {
             tracing::warn!(error = %e, "the stored log level is not usable");
         }
     }
+    if config.log.format != file_config.log.format {
+        if let Err(e) = crate::logging::set_format(config.log.format) {
+            tracing::warn!(error = %e, "the stored log format is not usable");
+        }
+    }
     if let Some(boot) = idbridge_sso::api_keys::bootstrap(store.as_ref())? {
         // Printed once, on the first start of a fresh data directory.
         println!("IDBRIDGE_API_KEY={}", boot.api_key);
