@@ -450,16 +450,11 @@ impl Offline {
             .enable_all()
             .build()
             .context("starting the async runtime")?;
-        for org in &config.organizations {
-            runtime
-                .block_on(orgs.upsert_declared(
-                    &org.external_id,
-                    &org.name,
-                    &org.domains,
-                    &org.metadata,
-                ))
-                .map_err(|e| anyhow::anyhow!("declared organization {:?}: {e}", org.external_id))?;
-        }
+        runtime.block_on(crate::declared::apply_organizations(
+            &orgs,
+            store.as_ref(),
+            &config.organizations,
+        ))?;
         drop(runtime);
         let engine = Arc::new(crate::directory_engine(store.clone()));
         for d in &config.directories {

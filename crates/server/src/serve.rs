@@ -166,7 +166,12 @@ async fn serve_async(config: Config) -> anyhow::Result<Stopped> {
     state.sso.dns().set_settings(config.dns.to_settings());
     let domain_recheck = idbridge_sso::domains::spawn_domain_recheck(state.sso.clone());
 
-    apply_declared(&state, &config).await?;
+    crate::declared::apply_organizations(
+        state.sso.organizations(),
+        state.store.as_ref(),
+        &config.organizations,
+    )
+    .await?;
     crate::connections::apply_declared(&state.sso, state.store.as_ref(), &config).await?;
     // Then the feeds that name a declared directory by key get its id.
     let config = {
@@ -290,20 +295,6 @@ async fn serve_async(config: Config) -> anyhow::Result<Stopped> {
         store,
         began: began.get().copied().unwrap_or_else(Instant::now),
     })
-}
-
-/// Creates or updates the organizations declared in the config, keyed by external_id.
-async fn apply_declared(state: &AppState, config: &Config) -> anyhow::Result<()> {
-    for org in &config.organizations {
-        let (applied, changed) = state
-            .sso
-            .organizations()
-            .upsert_declared(&org.external_id, &org.name, &org.domains, &org.metadata)
-            .await
-            .map_err(|e| anyhow::anyhow!("declared organization {:?}: {e}", org.external_id))?;
-        tracing::info!(id = %applied.id, external_id = %org.external_id, changed, "declared organization applied");
-    }
-    Ok(())
 }
 
 /// Purges expired one-time entries and enforces event retention, once a minute.
