@@ -211,8 +211,8 @@ async fn serve_async(config: Config) -> anyhow::Result<Stopped> {
     // stored feed run (LDAP schedulers, the embedded SFTP server, pull jobs), and changed live
     // by the admin API from now on.
     {
-        let (feeds, cfg) = (state.feeds.store.clone(), config.clone());
-        tokio::task::spawn_blocking(move || crate::feeds::seed(&feeds, &cfg))
+        let (feeds, cfg, st) = (state.feeds.store.clone(), config.clone(), store.clone());
+        tokio::task::spawn_blocking(move || crate::feeds::seed(&feeds, st.as_ref(), &cfg))
             .await
             .context("seeding directory feeds")??;
     }
