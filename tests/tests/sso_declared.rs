@@ -86,6 +86,7 @@ async fn declared_connections_are_created_once_and_managed_by_the_cli() -> anyho
 
 fn config_with(name: &str, client_id: &str) -> String {
     config()
+        .replace("name = \"Acme\"\n", &format!("name = \"{name} Inc.\"\n"))
         .replace("name = \"Acme OIDC\"", &format!("name = \"{name}\""))
         .replace(
             "client_id = \"acme-client\"",
@@ -97,7 +98,7 @@ fn config_with(name: &str, client_id: &str) -> String {
 /// /admin/connections/{id}` survives restarts while the file entry stays the same; an edited
 /// entry is applied to the same connection (same id) at the next start.
 #[tokio::test]
-async fn an_edited_entry_updates_its_connection_and_an_unchanged_one_keeps_api_changes(
+async fn edited_entries_update_their_connection_and_organization_and_unchanged_ones_keep_api_changes(
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("idbridge.toml");
@@ -120,8 +121,27 @@ async fn an_edited_entry_updates_its_connection_and_an_unchanged_one_keeps_api_c
     assert_eq!(status, 200, "{text}");
     assert!(!text.contains(SECRET), "{text}");
 
-    // Same file: the admin's change stays.
+    // The declared organization, renamed through the API too.
+    let org_id = list[0]["organization_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let r = server
+        .put(&format!("/organizations/{org_id}"))
+        .json(&serde_json::json!({"name": "Acme (renamed by an admin)"}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200, "{}", r.text().await?);
+
+    // Same file: the admin's changes stay.
     server.restart().await?;
+    let org: Value = server
+        .get(&format!("/organizations/{org_id}"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(org["name"], "Acme (renamed by an admin)", "{org}");
     let v: Value = server.get(&admin).send().await?.json().await?;
     assert_eq!(v["connection"]["name"], "Renamed by an admin", "{v}");
     assert_eq!(v["settings"]["client_id"], "admin-client", "{v}");
@@ -135,6 +155,13 @@ async fn an_edited_entry_updates_its_connection_and_an_unchanged_one_keeps_api_c
     let v: Value = server.get(&admin).send().await?.json().await?;
     assert_eq!(v["connection"]["name"], "Acme OIDC (file v2)", "{v}");
     assert_eq!(v["settings"]["client_id"], "file-client-2", "{v}");
+    let org: Value = server
+        .get(&format!("/organizations/{org_id}"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(org["name"], "Acme OIDC (file v2) Inc.", "{org}");
     assert!(!server.stderr().contains(SECRET));
     Ok(())
 }

@@ -99,10 +99,6 @@ pub fn run(config: &Config, command: ConnectionCommand) -> anyhow::Result<()> {
     })
 }
 
-/// Server-owned table: declared connection `external_id` → SHA-256 of the body the file
-/// declared when it was last applied (a digest: the body may hold an OIDC client secret).
-pub const DECLARED_SEEDS_TABLE: &str = "declared_connection_seeds";
-
 /// Creates the `[[sso.connections]]` of the config that do not exist yet (keyed by
 /// `external_id`, through the same validation as `POST /connections`), and applies an entry
 /// that changed since it was last applied to its existing connection (as `PUT
@@ -146,13 +142,10 @@ pub async fn apply_declared(
         };
         let input = idbridge_api::sso::connections::parse_new(&body, &sso.oidc_callback_url())
             .map_err(declared)?;
-        let seed = idbridge_secrets::sha256_hex(&serde_json::to_string(&body)?);
-        let last = store
-            .get(DECLARED_SEEDS_TABLE, &c.external_id)?
-            .and_then(|b| String::from_utf8(b).ok());
+        let seed = crate::declared::Seed::of("connection", &c.external_id, &body)?;
         let existing = sso.connections().by_external_id(&c.external_id)?;
         match existing {
-            Some(_) if last.as_deref() == Some(seed.as_str()) => continue,
+            Some(_) if !seed.changed(store)? => continue,
             Some(record) => {
                 let id = record.id().to_owned();
                 let conn = sso
@@ -169,13 +162,7 @@ pub async fn apply_declared(
                 tracing::info!(id = %conn.id, external_id = %c.external_id, "declared connection applied");
             }
         }
-        let mut cs = idbridge_store::ChangeSet::new();
-        cs.put(
-            DECLARED_SEEDS_TABLE,
-            c.external_id.clone(),
-            seed.into_bytes(),
-        );
-        store.commit(cs)?;
+        seed.record(store)?;
     }
     Ok(())
 }

@@ -19,11 +19,6 @@ use crate::config::Config;
 /// directory it created; a directory deleted by an admin is created again).
 pub const DECLARED_TABLE: &str = "declared_directories";
 
-/// Server-owned table: declared directory `key` → what the file said last time it was applied
-/// (name and settings, JSON). A file entry that changed is applied to the existing directory
-/// at the next start; one that did not leaves changes made through the admin API alone.
-pub const DECLARED_SEEDS_TABLE: &str = "declared_directory_seeds";
-
 /// `idbridge directory ...`
 #[derive(Debug, Subcommand)]
 pub enum DirectoryCommand {
@@ -134,14 +129,17 @@ impl DeclaredDirectory {
         Ok(())
     }
 
-    /// What this entry declares about an existing directory, as recorded in
-    /// [`DECLARED_SEEDS_TABLE`].
-    fn seed(&self) -> anyhow::Result<Vec<u8>> {
-        Ok(serde_json::to_vec(&serde_json::json!({
-            "name": self.name,
-            "deactivation": self.deactivation,
-            "attribute_map": self.attribute_map,
-        }))?)
+    /// What this entry declares about an existing directory ([`crate::declared`]).
+    fn seed(&self) -> anyhow::Result<crate::declared::Seed> {
+        crate::declared::Seed::of(
+            "directory",
+            &self.key,
+            &serde_json::json!({
+                "name": self.name,
+                "deactivation": self.deactivation,
+                "attribute_map": self.attribute_map,
+            }),
+        )
     }
 
     fn settings(&self) -> DirectorySettings {
@@ -217,8 +215,7 @@ pub fn apply_one(engine: &DirectoryEngine, d: &DeclaredDirectory) -> anyhow::Res
                     rec.directory.directory_type
                 );
             }
-            let last = store.get(DECLARED_SEEDS_TABLE, &d.key)?;
-            if last.as_deref() != Some(seed.as_slice()) {
+            if seed.changed(store.as_ref())? {
                 // The entry changed since it was last applied (or was never recorded): the file
                 // wins for what it declares; role_mode and the rest stay as they are.
                 let settings = DirectorySettings {
@@ -228,9 +225,7 @@ pub fn apply_one(engine: &DirectoryEngine, d: &DeclaredDirectory) -> anyhow::Res
                 };
                 let (_, changed) =
                     engine.update_directory(&rec.directory.id, Some(&d.name), Some(settings))?;
-                let mut cs = idbridge_store::ChangeSet::new();
-                cs.put(DECLARED_SEEDS_TABLE, d.key.clone(), seed.clone());
-                store.commit(cs)?;
+                seed.record(store.as_ref())?;
                 if changed {
                     tracing::info!(directory_id = %rec.directory.id, key = %d.key, "declared directory updated from the file");
                 }
@@ -248,7 +243,7 @@ pub fn apply_one(engine: &DirectoryEngine, d: &DeclaredDirectory) -> anyhow::Res
                         d.key.clone(),
                         rec.directory.id.as_bytes().to_vec(),
                     );
-                    cs.put(DECLARED_SEEDS_TABLE, d.key.clone(), seed.clone());
+                    seed.stage(cs);
                     Ok(())
                 })?;
             (rec.directory.id, true, generated)

@@ -2,11 +2,11 @@
 //!
 //! The settings live in the store (`idbridge_directory::feeds`): the admin API writes them
 //! (`/admin/directories/{id}/feed`) and the config file's `[[ldap_directories]]` and
-//! `[[sftp_directories]]` entries seed them at each start ([`seed`]). **The file wins for the
-//! directories it declares**: an entry in the file is written again at every start (origin
-//! `config`), replacing what the API changed; a directory the file no longer declares loses a
-//! feed that came from the file; feeds written through the API (origin `api`) for directories
-//! the file does not declare are never touched by it.
+//! `[[sftp_directories]]` entries seed them at each start ([`seed`]) by the rule of declared
+//! entries ([`crate::declared`]): an entry is written when its feed is absent or when the entry
+//! changed since it was last applied (origin `config`); an unchanged entry leaves a change made
+//! through the API alone; a directory the file no longer declares loses a feed that came from
+//! the file; feeds written through the API (origin `api`) are never removed by it.
 //!
 //! [`FeedSupervisor`] makes the running server match the table, after every write and at
 //! start: one LDAP scheduler per LDAP feed (restarted when its settings change, stopped when
@@ -31,10 +31,12 @@ use idbridge_ldap::{LdapSource, SecretValue, Syncer};
 use idbridge_sftp::server::{RunningSftpServer, ServerConfig, SftpAccount};
 use idbridge_sftp::settings::{PullSettings, SftpFeed, PRIVATE_KEY_SECRET};
 use idbridge_sftp::{HostKeyPin, Processor, PullConfig};
+use idbridge_store::Store;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::declared::Seed;
 use crate::sftp_cli::SftpServerSection;
 
 /// The feed of an `[[ldap_directories]]` entry.
@@ -65,18 +67,29 @@ pub fn sftp_feed(d: &crate::sftp_cli::SftpDirectoryConfig) -> SftpFeed {
     }
 }
 
-/// Writes the file's feeds into the table (origin `config`; the file wins for what it
-/// declares) and removes file-origin feeds the file no longer declares. Idempotent: an
-/// unchanged entry is not rewritten. Expects `directory` keys resolved.
-pub fn seed(feeds: &FeedStore, config: &Config) -> anyhow::Result<()> {
+/// Writes the file's feeds into the table (origin `config`) by the rule of declared entries
+/// ([`crate::declared`]): a feed the file declares is written when absent or when its entry
+/// changed since it was last applied, and left as it is otherwise (a change made through the
+/// API stays). File-origin feeds the file no longer declares are removed. Expects `directory`
+/// keys resolved.
+pub fn seed(feeds: &FeedStore, store: &dyn Store, config: &Config) -> anyhow::Result<()> {
     let mut declared = HashSet::new();
     let remove = |name: &str| BTreeMap::from([(name.to_owned(), SecretChange::Remove)]);
+    let unchanged = |kind: &str, id: &str, settings: &Value| -> anyhow::Result<(bool, Seed)> {
+        let seed = Seed::of(kind, id, settings)?;
+        Ok((feeds.get(id)?.is_some() && !seed.changed(store)?, seed))
+    };
     for (i, d) in config.ldap_directories.iter().enumerate() {
         let id = d.id();
         if id.is_empty() {
             continue;
         }
         let settings = serde_json::to_value(ldap_feed(d))?;
+        declared.insert(id.to_owned());
+        let (keep, seed) = unchanged("ldap_feed", id, &settings)?;
+        if keep {
+            continue;
+        }
         let (_, changed) = feeds
             .put(
                 id,
@@ -86,8 +99,8 @@ pub fn seed(feeds: &FeedStore, config: &Config) -> anyhow::Result<()> {
                 FeedOrigin::Config,
             )
             .with_context(|| format!("ldap_directories[{i}]"))?;
+        seed.record(store)?;
         tracing::info!(directory_id = %id, changed, "ldap feed from the config file");
-        declared.insert(id.to_owned());
     }
     for (i, d) in config.sftp_directories.iter().enumerate() {
         let id = d.id();
@@ -95,6 +108,11 @@ pub fn seed(feeds: &FeedStore, config: &Config) -> anyhow::Result<()> {
             continue;
         }
         let settings = serde_json::to_value(sftp_feed(d))?;
+        declared.insert(id.to_owned());
+        let (keep, seed) = unchanged("sftp_feed", id, &settings)?;
+        if keep {
+            continue;
+        }
         let (_, changed) = feeds
             .put(
                 id,
@@ -104,8 +122,8 @@ pub fn seed(feeds: &FeedStore, config: &Config) -> anyhow::Result<()> {
                 FeedOrigin::Config,
             )
             .with_context(|| format!("sftp_directories[{i}]"))?;
+        seed.record(store)?;
         tracing::info!(directory_id = %id, changed, "sftp feed from the config file");
-        declared.insert(id.to_owned());
     }
     for rec in feeds.list()? {
         if rec.origin == FeedOrigin::Config && !declared.contains(&rec.directory_id) {
@@ -450,16 +468,11 @@ impl Offline {
             .enable_all()
             .build()
             .context("starting the async runtime")?;
-        for org in &config.organizations {
-            runtime
-                .block_on(orgs.upsert_declared(
-                    &org.external_id,
-                    &org.name,
-                    &org.domains,
-                    &org.metadata,
-                ))
-                .map_err(|e| anyhow::anyhow!("declared organization {:?}: {e}", org.external_id))?;
-        }
+        runtime.block_on(crate::declared::apply_organizations(
+            &orgs,
+            store.as_ref(),
+            &config.organizations,
+        ))?;
         drop(runtime);
         let engine = Arc::new(crate::directory_engine(store.clone()));
         for d in &config.directories {
@@ -476,8 +489,8 @@ impl Offline {
         }
         let mut resolved = config.clone();
         crate::directories::resolve_references(&engine, &mut resolved)?;
-        let feeds = FeedStore::new(store, Some(crate::secret_key(config)?));
-        seed(&feeds, &resolved)?;
+        let feeds = FeedStore::new(store.clone(), Some(crate::secret_key(config)?));
+        seed(&feeds, store.as_ref(), &resolved)?;
         Ok(Offline { engine, feeds })
     }
 
@@ -524,18 +537,21 @@ mod tests {
     }
 
     #[test]
-    fn the_file_seeds_wins_for_what_it_declares_and_leaves_api_feeds_alone() {
+    fn a_declared_feed_is_written_when_its_entry_changes_and_api_changes_stay_otherwise() {
         let store: Arc<dyn Store> =
             Arc::new(SqliteStore::open_ephemeral().unwrap_or_else(|e| panic!("{e}")));
         let feeds = FeedStore::new(
-            store,
+            store.clone(),
             Some(idbridge_sso::SecretBox::generate().unwrap_or_else(|e| panic!("{e}"))),
         );
-        let file = config(&format!(
-            "[[sftp_directories]]\ndirectory_id = \"directory_A\"\nusername = \"a\"\n\
-             authorized_keys = [\"{KEY}\"]\nmax_delete_ratio = 0.5\n"
-        ));
-        // An API feed for another directory, and an API change to the file's directory.
+        let file_with = |ratio: f64| {
+            config(&format!(
+                "[[sftp_directories]]\ndirectory_id = \"directory_A\"\nusername = \"a\"\n\
+                 authorized_keys = [\"{KEY}\"]\nmax_delete_ratio = {ratio}\n"
+            ))
+        };
+        let file = file_with(0.5);
+        // An API feed for another directory.
         let api = json!({"username": "b", "authorized_keys": [KEY]});
         feeds
             .put(
@@ -546,46 +562,60 @@ mod tests {
                 FeedOrigin::Api,
             )
             .unwrap_or_else(|e| panic!("{e}"));
-        seed(&feeds, &file).unwrap_or_else(|e| panic!("{e}"));
+        seed(&feeds, store.as_ref(), &file).unwrap_or_else(|e| panic!("{e}"));
         let a = feeds
             .get("directory_A")
             .ok()
             .flatten()
             .unwrap_or_else(|| panic!("seeded"));
         assert_eq!(a.origin, FeedOrigin::Config);
-        let changed = json!({"username": "a", "authorized_keys": [KEY], "max_delete_ratio": 1.0});
-        feeds
-            .put(
-                "directory_A",
-                FeedKind::Sftp,
-                changed,
-                &BTreeMap::new(),
-                FeedOrigin::Api,
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
-        // The next start: the file's value is back; seeding again changes nothing.
-        seed(&feeds, &file).unwrap_or_else(|e| panic!("{e}"));
-        let again = feeds
-            .get("directory_A")
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| panic!("kept"));
-        assert_eq!(
-            (again.origin, again.settings.clone()),
-            (FeedOrigin::Config, a.settings.clone())
-        );
-        seed(&feeds, &file).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a.settings["max_delete_ratio"], 0.5);
+        // Seeding the same file again rewrites nothing.
+        seed(&feeds, store.as_ref(), &file).unwrap_or_else(|e| panic!("{e}"));
         let same = feeds
             .get("directory_A")
             .ok()
             .flatten()
             .unwrap_or_else(|| panic!("kept"));
         assert_eq!(
-            same.updated_at, again.updated_at,
+            same.updated_at, a.updated_at,
             "an unchanged entry is not rewritten"
         );
+        // An API change to the file's directory survives the next start with the same file.
+        let changed = json!({"username": "a", "authorized_keys": [KEY], "max_delete_ratio": 1.0});
+        feeds
+            .put(
+                "directory_A",
+                FeedKind::Sftp,
+                changed.clone(),
+                &BTreeMap::new(),
+                FeedOrigin::Api,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        seed(&feeds, store.as_ref(), &file).unwrap_or_else(|e| panic!("{e}"));
+        let kept = feeds
+            .get("directory_A")
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("kept"));
+        assert_eq!(
+            kept.settings["max_delete_ratio"], 1.0,
+            "{:?}",
+            kept.settings
+        );
+        // The file entry changes: the file's value is applied.
+        seed(&feeds, store.as_ref(), &file_with(0.25)).unwrap_or_else(|e| panic!("{e}"));
+        let edited = feeds
+            .get("directory_A")
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("kept"));
+        assert_eq!(
+            (edited.origin, edited.settings["max_delete_ratio"].clone()),
+            (FeedOrigin::Config, json!(0.25))
+        );
         // The file stops declaring A: its file feed goes; B (from the API) stays.
-        seed(&feeds, &Config::default()).unwrap_or_else(|e| panic!("{e}"));
+        seed(&feeds, store.as_ref(), &Config::default()).unwrap_or_else(|e| panic!("{e}"));
         assert!(feeds.get("directory_A").ok().flatten().is_none());
         let b = feeds
             .get("directory_B")

@@ -14,8 +14,10 @@
 //! change made through the API is not undone by a restart. `GET` shows each value's source
 //! (`default|file|env|runtime`; a file value equal to the default shows as `default`).
 //!
-//! Keys read only at start (`server.listen`, `server.data_dir`, `server.tls`, ...) are shown
-//! but a PATCH of one is a 422 `restart_required`.
+//! Keys read only at start (`server.listen`, `server.tls`, ...) can be changed
+//! too: the change is stored and used from the next start (`pending_restart` in `GET` until
+//! then); the running server keeps its value. Only `server.data_dir` — where the store, and so
+//! these settings, live — is set by the file alone (a PATCH is a 422 `file_only`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -110,9 +112,37 @@ impl Section {
                 "keep_alive_idle_secs",
                 "shutdown_grace_secs",
             ],
-            Section::Log => &["format"],
             Section::Limits => &["scim_max_patch_members"],
             _ => &[],
+        }
+    }
+
+    /// Keys only the config file sets: the data directory holds the store these settings are
+    /// kept in, so a value stored there could never be read before it is needed.
+    pub fn file_only(self) -> &'static [&'static str] {
+        match self {
+            Section::Server => &["data_dir"],
+            _ => &[],
+        }
+    }
+
+    /// `config` with this section's keys read only at start taken from `in_force`: a PATCH of
+    /// one is stored and used from the next start, while the running server keeps its value.
+    fn keep_start_values(self, config: &mut Config, in_force: &Config) {
+        let restart_only = self.restart_only();
+        if restart_only.is_empty() {
+            return;
+        }
+        let mut values = self.values(config);
+        let current = self.values(in_force);
+        for key in restart_only {
+            if let Some(v) = current.get(*key) {
+                values.insert((*key).to_string(), v.clone());
+            }
+        }
+        if self.replace(config, values).is_err() {
+            // The in-force values were valid when they were put in force.
+            *config = in_force.clone();
         }
     }
 
@@ -308,7 +338,7 @@ pub fn seed(store: &dyn Store, file: &Config) -> anyhow::Result<Seeded> {
         let file_values = section.values(file);
         let mut kept = Map::new();
         for (key, value) in stored.runtime {
-            if !file_values.contains_key(&key) || section.restart_only().contains(&key.as_str()) {
+            if !file_values.contains_key(&key) || section.file_only().contains(&key.as_str()) {
                 continue;
             }
             match stored.seeded.get(&key) {
@@ -414,7 +444,10 @@ impl LiveHandles {
                 self.conn_caps
                     .set(c.server.max_connections, c.server.max_connections_per_ip);
             }
-            Section::Log => crate::logging::set_level(&c.log.level)?,
+            Section::Log => {
+                crate::logging::set_level(&c.log.level)?;
+                crate::logging::set_format(c.log.format)?;
+            }
             Section::Limits => {
                 let l = c.limits.to_api();
                 self.api_limiters.rate.set_limit(l.api_rate);
@@ -481,8 +514,19 @@ impl RuntimeSettings {
         let file = section.values(&self.file);
         let record = snapshot.records.get(&section);
         let mut sources = Map::new();
+        let mut pending = Map::new();
+        for key in section.restart_only() {
+            if let Some(v) = record.and_then(|r| r.runtime.get(*key)) {
+                if values.get(*key) != Some(v) {
+                    pending.insert((*key).to_string(), v.clone());
+                }
+            }
+        }
         for key in values.keys() {
-            let source = if record.is_some_and(|r| r.runtime.contains_key(key)) {
+            let from_runtime = record
+                .and_then(|r| r.runtime.get(key))
+                .is_some_and(|v| values.get(key) == Some(v));
+            let source = if from_runtime {
                 "runtime"
             } else if self.env_keys.contains(&format!("{}.{key}", section.name())) {
                 "env"
@@ -498,6 +542,8 @@ impl RuntimeSettings {
             "values": values,
             "sources": sources,
             "restart_required": section.restart_only(),
+            "pending_restart": pending,
+            "file_only": section.file_only(),
             "updated_at": record.and_then(|r| r.updated_at.clone()),
         })
     }
@@ -524,13 +570,11 @@ impl RuntimeSettings {
                     "[{name}] has no setting `{key}`; its settings are: {}",
                     names.join(", ")
                 )));
-            } else if section.restart_only().contains(&key.as_str()) {
-                errors.push(
-                    FieldError::new(key, "restart_required").with_message(format!(
-                    "{name}.{key} is read only when the server starts: change it in the config \
-                     file (or its IDBRIDGE_* variable) and restart"
-                )),
-                );
+            } else if section.file_only().contains(&key.as_str()) {
+                errors.push(FieldError::new(key, "file_only").with_message(format!(
+                    "{name}.{key} is where the store (and these settings) live, so only the \
+                     config file or its IDBRIDGE_* variable can set it: move the data and restart"
+                )));
             } else if let Some((min, max)) = section.range(key) {
                 match value.as_f64() {
                     Some(n) if (min..=max).contains(&n) => {}
@@ -615,8 +659,10 @@ impl RuntimeSettings {
                 message: format!("[{name}] could not be applied now: {e}. Nothing was changed."),
             });
         }
+        let mut in_force = candidate;
+        section.keep_start_values(&mut in_force, &current);
         let mut snapshot = self.lock();
-        snapshot.config = candidate;
+        snapshot.config = in_force;
         snapshot.records.insert(section, record);
         tracing::info!(section = %name, "settings changed through the admin API");
         Ok(self.view(section, &snapshot))
