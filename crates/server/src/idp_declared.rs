@@ -2,12 +2,13 @@
 //! `[[idp.service_providers]]` and `[[idp.oidc_clients]]`, applied at start through the same
 //! parsers as `POST|PUT /admin/service_providers` and `/admin/oidc_clients`.
 //!
-//! An entry is keyed by its `key`: the first start creates the SP or client, a later start
-//! with the same entry leaves it alone (changes made through the admin API stay), and a start
-//! with a changed entry applies it to the existing one. The server-owned table
-//! [`DECLARED_IDP_TABLE`] remembers, per key, the id it made and a digest of the entry it last
-//! applied (a digest: the entry may name a client secret). A client secret comes only from an
-//! environment variable or a file, never from the file's text, and never reaches a log line.
+//! An entry is keyed by its `key` and follows the rule of every declared entry
+//! ([`crate::declared`]): the first start creates the SP or client, a later start with the
+//! same entry leaves it alone (changes made through the admin API stay), and a start with a
+//! changed entry applies it to the existing one. The server-owned table [`DECLARED_IDP_TABLE`]
+//! remembers, per key, the id the entry made (ids are generated); the digest of the applied
+//! entry is a [`crate::declared::Seed`]. A client secret comes only from an environment
+//! variable or a file, never from the file's text, and never reaches a log line.
 
 use std::path::PathBuf;
 
@@ -18,7 +19,10 @@ use idbridge_store::{ChangeSet, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// Server-owned table: `sp/<key>` or `oidc_client/<key>` → [`Applied`].
+use crate::declared::Seed;
+
+/// Server-owned table: `sp/<key>` or `oidc_client/<key>` → the id of the SP or client the
+/// entry made.
 pub const DECLARED_IDP_TABLE: &str = "declared_idp_entries";
 
 /// `[idp]`: the settings (`GET|PATCH /admin/idp/settings`) and the declared SPs and clients.
@@ -54,35 +58,76 @@ impl Serialize for IdpSection {
 
 impl<'de> Deserialize<'de> for IdpSection {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(SectionVisitor)
+    }
+}
+
+/// Reads `[idp]` key by key, so an unknown key is reported at its own path (`idp.<key>`).
+struct SectionVisitor;
+
+/// Fails inside the value of an unknown key (so the error's path names the key).
+struct UnknownKey(String);
+
+impl<'de> serde::de::DeserializeSeed<'de> for UnknownKey {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, _: D) -> Result<(), D::Error> {
+        Err(serde::de::Error::custom(format!(
+            "unknown field `{}`, expected one of {}, service_providers, oidc_clients",
+            self.0,
+            IdpSettings::FIELDS.join(", ")
+        )))
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for SectionVisitor {
+    type Value = IdpSection;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("the [idp] table")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<IdpSection, A::Error> {
         use serde::de::Error;
-        let mut table = Map::<String, Value>::deserialize(d)?;
-        let mut entries = |name: &str| -> Result<Vec<DeclaredEntry>, D::Error> {
-            match table.remove(name) {
-                None => Ok(Vec::new()),
-                Some(Value::Array(items)) => items
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, item)| {
-                        DeclaredEntry::from_value(item, name == "oidc_clients")
-                            .map_err(|m| D::Error::custom(format!("{name}[{i}]: {m}")))
-                    })
-                    .collect(),
-                Some(_) => Err(D::Error::custom(format!(
-                    "{name}: must be an array of tables ([[idp.{name}]])"
-                ))),
+        let mut settings = Map::new();
+        let mut section = IdpSection::default();
+        while let Some(key) = map.next_key::<String>()? {
+            let client = match key.as_str() {
+                "service_providers" => false,
+                "oidc_clients" => true,
+                k if IdpSettings::FIELDS.contains(&k) => {
+                    settings.insert(key, map.next_value::<Value>()?);
+                    continue;
+                }
+                _ => {
+                    map.next_value_seed(UnknownKey(key))?;
+                    continue;
+                }
+            };
+            let Value::Array(items) = map.next_value::<Value>()? else {
+                return Err(A::Error::custom(format!(
+                    "{key}: must be an array of tables ([[idp.{key}]])"
+                )));
+            };
+            let entries = items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    DeclaredEntry::from_value(item, client)
+                        .map_err(|m| A::Error::custom(format!("{key}[{i}]: {m}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if client {
+                section.oidc_clients = entries;
+            } else {
+                section.service_providers = entries;
             }
-        };
-        let service_providers = entries("service_providers")?;
-        let oidc_clients = entries("oidc_clients")?;
-        let settings = serde_path_to_error::deserialize(Value::Object(table)).map_err(|e| {
-            let path = e.path().to_string();
-            D::Error::custom(format!("{path}: {}", e.into_inner()))
-        })?;
-        Ok(IdpSection {
-            settings,
-            service_providers,
-            oidc_clients,
-        })
+        }
+        section.settings =
+            serde_path_to_error::deserialize(Value::Object(settings)).map_err(|e| {
+                let path = e.path().to_string();
+                A::Error::custom(format!("{path}: {}", e.into_inner()))
+            })?;
+        Ok(section)
     }
 }
 
@@ -160,30 +205,18 @@ impl DeclaredEntry {
     }
 }
 
-/// What was applied for one key.
-#[derive(Debug, Serialize, Deserialize)]
-struct Applied {
-    id: String,
-    /// SHA-256 of the applied body (and of the secret, for a client).
-    digest: String,
-}
-
-fn applied(store: &dyn Store, key: &str) -> anyhow::Result<Option<Applied>> {
+/// The SP or client id an entry made, if any.
+fn made_id(store: &dyn Store, key: &str) -> anyhow::Result<Option<String>> {
     Ok(store
         .get(DECLARED_IDP_TABLE, key)?
-        .and_then(|b| serde_json::from_slice(&b).ok()))
+        .and_then(|b| String::from_utf8(b).ok()))
 }
 
-fn remember(store: &dyn Store, key: &str, id: &str, digest: &str) -> anyhow::Result<()> {
+/// Records the id an entry made and the entry as applied, in one commit.
+fn remember(store: &dyn Store, key: &str, id: &str, seed: &Seed) -> anyhow::Result<()> {
     let mut cs = ChangeSet::new();
-    cs.put(
-        DECLARED_IDP_TABLE,
-        key.to_owned(),
-        serde_json::to_vec(&Applied {
-            id: id.to_owned(),
-            digest: digest.to_owned(),
-        })?,
-    );
+    cs.put(DECLARED_IDP_TABLE, key.to_owned(), id.as_bytes().to_vec());
+    seed.stage(&mut cs);
     store.commit(cs)?;
     Ok(())
 }
@@ -248,16 +281,15 @@ async fn apply_sp(
 ) -> anyhow::Result<()> {
     let mut body = resolved_body(sso, directories, e)?;
     let input = idbridge_api::idp::admin::parse_new(&body).map_err(api_err)?;
-    let digest = idbridge_secrets::sha256_hex(&serde_json::to_string(&body)?);
+    let seed = Seed::of("idp_service_provider", &e.key, &body)?;
     let table_key = format!("sp/{}", e.key);
-    let last = applied(store, &table_key)?;
-    let existing = match &last {
-        Some(a) => sso.service_providers().get(&a.id)?,
+    let existing = match made_id(store, &table_key)? {
+        Some(id) => sso.service_providers().get(&id)?,
         None => None,
     };
-    let id = match (existing, last) {
-        (Some(_), Some(a)) if a.digest == digest => return Ok(()),
-        (Some(sp), _) => {
+    let id = match existing {
+        Some(_) if !seed.changed(store)? => return Ok(()),
+        Some(sp) => {
             body.remove("organization_id");
             let update = idbridge_api::idp::admin::parse_update(&body).map_err(api_err)?;
             sso.update_service_provider(&sp.id, update)
@@ -266,7 +298,7 @@ async fn apply_sp(
             tracing::info!(sp = %sp.id, key = %e.key, "declared service provider updated from the file");
             sp.id
         }
-        (None, _) => {
+        None => {
             let v = sso
                 .create_service_provider(input)
                 .await
@@ -276,7 +308,7 @@ async fn apply_sp(
             id
         }
     };
-    remember(store, &table_key, &id, &digest)
+    remember(store, &table_key, &id, &seed)
 }
 
 async fn apply_client(
@@ -297,20 +329,23 @@ async fn apply_client(
         ),
         _ => {}
     }
-    let mut digest_input = serde_json::to_string(&body)?;
-    if let Some(s) = &secret {
-        digest_input.push_str(&idbridge_secrets::sha256_hex(s.expose()));
-    }
-    let digest = idbridge_secrets::sha256_hex(&digest_input);
+    // The secret counts as part of the entry (only its digest, inside the seed's digest).
+    let secret_digest = secret
+        .as_ref()
+        .map(|s| idbridge_secrets::sha256_hex(s.expose()));
+    let seed = Seed::of(
+        "idp_oidc_client",
+        &e.key,
+        &serde_json::json!({"body": body, "secret": secret_digest}),
+    )?;
     let table_key = format!("oidc_client/{}", e.key);
-    let last = applied(store, &table_key)?;
-    let existing = match &last {
-        Some(a) => sso.idp_oidc_clients().get(&a.id)?,
+    let existing = match made_id(store, &table_key)? {
+        Some(id) => sso.idp_oidc_clients().get(&id)?,
         None => None,
     };
-    let id = match (existing, last) {
-        (Some(_), Some(a)) if a.digest == digest => return Ok(()),
-        (Some(c), _) => {
+    let id = match existing {
+        Some(_) if !seed.changed(store)? => return Ok(()),
+        Some(c) => {
             body.remove("organization_id");
             if body
                 .remove("public")
@@ -327,7 +362,7 @@ async fn apply_client(
             tracing::info!(client = %c.id, key = %e.key, "declared OIDC client updated from the file");
             c.id
         }
-        (None, _) => {
+        None => {
             let issued = sso
                 .create_oidc_client(input)
                 .await
@@ -342,7 +377,7 @@ async fn apply_client(
             .await
             .map_err(|e| api_err(e.into()))?;
     }
-    remember(store, &table_key, &id, &digest)
+    remember(store, &table_key, &id, &seed)
 }
 
 #[cfg(test)]
