@@ -7,6 +7,12 @@
 //! insert-if-vacant, take) and events together, so a change and its events — a whole login,
 //! say — are one commit.
 //!
+//! Typed rows ([`rows`]): tables with columns, a primary key and real secondary indexes,
+//! declared by their owner ([`TableDef`]), created by the owner's versioned migrations
+//! ([`Store::migrate_owner`]) and written inside the same change sets ([`ChangeSet::insert_row`]
+//! and friends) — the relational shape issue 17 moves the directory to. Read with
+//! [`Store::get_row`], [`Store::find_unique`], [`Store::scan_index`].
+//!
 //! Tables belong to the domain: each has exactly one owning module (which declares its name,
 //! its typed record and codec); other crates go through that owner. A backend only ever sees
 //! change sets, reads and the event log — which is all a relational backend needs to implement.
