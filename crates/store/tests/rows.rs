@@ -673,7 +673,7 @@ proptest! {
             }
             let expected = model_apply(&model, op);
             let got = store.commit(cs).map(|_| ()).map_err(conflict);
-            prop_assert_eq!(got.clone().err(), expected.clone().err(), "op {:?}", op);
+            prop_assert_eq!(got.err(), expected.clone().err(), "op {:?}", op);
             if let Ok(next) = expected { model = next; }
             // Every read agrees with the model.
             let rows = store.scan_index(&THINGS, "things_by_dir", &["d".into()], None, 100).unwrap();
