@@ -17,6 +17,8 @@
 //! indexes) plus one membership row and the event: what issue 17's relational shape writes.
 //! After the concurrent runs, a bulk load (IDBRIDGE_BENCH_BULK users, default 100,000, in
 //! change sets of 1,000, one writer, durable) of each user shape prints users/s.
+//! IDBRIDGE_BENCH_WRITERS picks the writer counts (default 1,16,64), IDBRIDGE_BENCH_NO_TMPFS=1
+//! skips the tmpfs rows, IDBRIDGE_BENCH_BULK=0 the bulk load.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -349,15 +351,22 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
+    // IDBRIDGE_BENCH_WRITERS: the writer counts of the disk runs (default 1,16,64).
+    let writer_counts: Vec<usize> = std::env::var("IDBRIDGE_BENCH_WRITERS")
+        .unwrap_or_else(|_| "1,16,64".to_owned())
+        .split(',')
+        .filter_map(|w| w.trim().parse().ok())
+        .collect();
     println!("idbridge-store commit benchmark (SQLite; durable before the ack; shapes: see the file's docs)");
     for &shape in &shapes {
-        for writers in [1, 16, 64] {
+        for &writers in &writer_counts {
             run(shape, writers, secs, false);
         }
     }
     // The same code on tmpfs (syncs are free): the store's own CPU ceiling, for comparison.
     println!("for comparison, on tmpfs (not durable; shows the cost of the store itself):");
-    for &shape in &shapes {
+    let tmpfs = std::env::var_os("IDBRIDGE_BENCH_NO_TMPFS").is_none();
+    for &shape in shapes.iter().filter(|_| tmpfs) {
         for writers in [1, 64] {
             run(shape, writers, secs, true);
         }
