@@ -148,13 +148,106 @@ fn render_key(key: &[&RowValue]) -> String {
         .join("/")
 }
 
+/// Which statement a row write runs (the cache key beside the table).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum WriteKind {
+    Insert,
+    Upsert,
+    Update,
+    Delete,
+}
+
+thread_local! {
+    /// Each table's write statements, built once per thread (the writer thread): building
+    /// them per write cost more CPU than the B-tree work they do.
+    static WRITE_SQL: std::cell::RefCell<std::collections::HashMap<(usize, WriteKind), std::rc::Rc<str>>> =
+        std::cell::RefCell::default();
+}
+
+fn write_sql(table: &'static TableDef, kind: WriteKind) -> std::rc::Rc<str> {
+    let key = (std::ptr::from_ref(table) as usize, kind);
+    WRITE_SQL.with(|cache| {
+        std::rc::Rc::clone(
+            cache
+                .borrow_mut()
+                .entry(key)
+                .or_insert_with(|| build_write_sql(table, kind).into()),
+        )
+    })
+}
+
+/// The SQL of a row write. Parameters: `?1..?n` are the columns in declared order (Delete:
+/// the key columns); an update's version slot carries the expected version (NULL: any).
+fn build_write_sql(table: &TableDef, kind: WriteKind) -> String {
+    let q = quoted(table.name);
+    let cols = table.columns.iter().map(|c| c.name).collect::<Vec<_>>();
+    let placeholders = (1..=cols.len())
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let non_key: Vec<&str> = cols
+        .iter()
+        .copied()
+        .filter(|c| !table.primary_key.contains(c))
+        .collect();
+    let set_clause = |source: &dyn Fn(usize, &str) -> String| -> String {
+        non_key
+            .iter()
+            .map(|c| match Some(*c) == table.version_column {
+                true => format!("{} = {q}.{} + 1", quoted(c), quoted(c)),
+                false => {
+                    let i = cols.iter().position(|x| x == c).unwrap_or(0);
+                    format!("{} = {}", quoted(c), source(i, c))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match kind {
+        WriteKind::Delete => format!("DELETE FROM {q} WHERE {}", key_match(table.primary_key, 1)),
+        WriteKind::Insert => format!(
+            "INSERT INTO {q} ({}) VALUES ({placeholders})",
+            quoted_list(&cols)
+        ),
+        WriteKind::Upsert if non_key.is_empty() => format!(
+            "INSERT INTO {q} ({}) VALUES ({placeholders}) ON CONFLICT ({}) DO NOTHING",
+            quoted_list(&cols),
+            quoted_list(table.primary_key)
+        ),
+        WriteKind::Upsert => format!(
+            "INSERT INTO {q} ({}) VALUES ({placeholders}) ON CONFLICT ({}) DO UPDATE SET {}",
+            quoted_list(&cols),
+            quoted_list(table.primary_key),
+            set_clause(&|_, c| format!("excluded.{}", quoted(c)))
+        ),
+        WriteKind::Update => {
+            let mut where_clause = table
+                .key_positions()
+                .iter()
+                .map(|&i| format!("{} = ?{}", quoted(cols[i]), i + 1))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            if let Some(v) = table.version_position() {
+                where_clause.push_str(&format!(
+                    " AND (?{n} IS NULL OR {} = ?{n})",
+                    quoted(cols[v]),
+                    n = v + 1
+                ));
+            }
+            format!(
+                "UPDATE {q} SET {} WHERE {where_clause}",
+                set_clause(&|i, _| format!("?{}", i + 1))
+            )
+        }
+    }
+}
+
 /// Applies one row write inside the caller's savepoint.
 pub(crate) fn apply_row(conn: &Connection, w: &RowWrite) -> Result<()> {
     let table = w.table;
-    let q = quoted(table.name);
     if w.op == RowOp::Delete {
         table.check_key(&w.values)?;
-        let sql = format!("DELETE FROM {q} WHERE {}", key_match(table.primary_key, 1));
+        let sql = write_sql(table, WriteKind::Delete);
         return conn
             .prepare_cached(&sql)
             .and_then(|mut s| s.execute(rusqlite::params_from_iter(w.values.iter().map(to_sql))))
@@ -165,9 +258,8 @@ pub(crate) fn apply_row(conn: &Connection, w: &RowWrite) -> Result<()> {
     let key_pos = table.key_positions();
     let key: Vec<&RowValue> = key_pos.iter().map(|&i| &w.values[i]).collect();
     let version_pos = table.version_position();
-    let cols = table.columns.iter().map(|c| c.name).collect::<Vec<_>>();
     // The store's version: 1 for a new row (an update's is set in SQL).
-    let values: Vec<ToSqlOutput<'_>> = w
+    let mut values: Vec<ToSqlOutput<'_>> = w
         .values
         .iter()
         .enumerate()
@@ -176,45 +268,13 @@ pub(crate) fn apply_row(conn: &Connection, w: &RowWrite) -> Result<()> {
             false => to_sql(v),
         })
         .collect();
-    let placeholders = (1..=cols.len())
-        .map(|i| format!("?{i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let non_key: Vec<&str> = cols
-        .iter()
-        .copied()
-        .filter(|c| !table.primary_key.contains(c))
-        .collect();
-    let set_clause = |source: &dyn Fn(&str) -> String| -> String {
-        non_key
-            .iter()
-            .map(|c| match Some(*c) == table.version_column {
-                true => format!("{} = {q}.{} + 1", quoted(c), quoted(c)),
-                false => format!("{} = {}", quoted(c), source(c)),
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     match w.op {
         RowOp::Insert | RowOp::Upsert => {
-            let mut sql = format!(
-                "INSERT INTO {q} ({}) VALUES ({placeholders})",
-                quoted_list(&cols)
-            );
-            if w.op == RowOp::Upsert {
-                if non_key.is_empty() {
-                    sql.push_str(&format!(
-                        " ON CONFLICT ({}) DO NOTHING",
-                        quoted_list(table.primary_key)
-                    ));
-                } else {
-                    sql.push_str(&format!(
-                        " ON CONFLICT ({}) DO UPDATE SET {}",
-                        quoted_list(table.primary_key),
-                        set_clause(&|c| format!("excluded.{}", quoted(c)))
-                    ));
-                }
-            }
+            let kind = match w.op {
+                RowOp::Insert => WriteKind::Insert,
+                _ => WriteKind::Upsert,
+            };
+            let sql = write_sql(table, kind);
             conn.prepare_cached(&sql)
                 .and_then(|mut s| s.execute(rusqlite::params_from_iter(values)))
                 .map(|_| ())
@@ -227,7 +287,7 @@ pub(crate) fn apply_row(conn: &Connection, w: &RowWrite) -> Result<()> {
                     table.name
                 )));
             }
-            if non_key.is_empty() {
+            if table.columns.len() == table.primary_key.len() {
                 // Nothing but the key: an update only checks that the row is there.
                 return match read_version(conn, table, &key)? {
                     Some(_) => Ok(()),
@@ -238,33 +298,16 @@ pub(crate) fn apply_row(conn: &Connection, w: &RowWrite) -> Result<()> {
                     )),
                 };
             }
-            let sets = set_clause(&|c| {
-                let i = cols.iter().position(|x| x == &c).unwrap_or(0);
-                format!("?{}", i + 1)
-            });
-            let mut where_clause = key_pos
-                .iter()
-                .map(|&i| format!("{} = ?{}", quoted(cols[i]), i + 1))
-                .collect::<Vec<_>>()
-                .join(" AND ");
-            // The version slot carries the expected version (NULL: any), so every parameter
-            // is referenced.
-            let mut args = values;
             if let Some(v) = version_pos {
-                args[v] = match expect_version {
+                values[v] = match expect_version {
                     Some(expected) => int_arg(expected),
                     None => ToSqlOutput::Borrowed(ValueRef::Null),
                 };
-                where_clause.push_str(&format!(
-                    " AND (?{n} IS NULL OR {} = ?{n})",
-                    quoted(cols[v]),
-                    n = v + 1
-                ));
             }
-            let sql = format!("UPDATE {q} SET {sets} WHERE {where_clause}");
+            let sql = write_sql(table, WriteKind::Update);
             let changed = conn
                 .prepare_cached(&sql)
-                .and_then(|mut s| s.execute(rusqlite::params_from_iter(args)))
+                .and_then(|mut s| s.execute(rusqlite::params_from_iter(values)))
                 .map_err(|e| row_write_error(table, &key, e))?;
             if changed == 0 {
                 let kind = match read_version(conn, table, &key)? {
