@@ -6,6 +6,7 @@
 //! cookies. The flow itself (sessions, verification, profiles, codes, tokens) is
 //! `idbridge_sso::login`. Browser-facing routes are public; the connection API needs an API key.
 
+pub mod certificates;
 pub mod connection_update;
 pub mod connections;
 pub mod flow;
@@ -28,6 +29,7 @@ use crate::AppState;
 pub fn protected_routes() -> Router<AppState> {
     connections::routes()
         .merge(connection_update::routes())
+        .merge(certificates::routes())
         .merge(logout::routes())
 }
 

@@ -261,6 +261,7 @@ impl SsoService {
             clock_skew_secs: input.clock_skew_secs,
             attribute_map: input.attribute_map,
             renewal_notified: Vec::new(),
+            idp_cert_added_at: Default::default(),
         })))
     }
 
