@@ -67,3 +67,24 @@ async fn python_sdk_connection_certificates() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `authentication.sso_timed_out` (and `sso_failed`) with logins that live 2 seconds.
+#[tokio::test]
+async fn node_sdk_sso_timed_out() -> anyhow::Result<()> {
+    let server = TestServer::builder()
+        .env("IDBRIDGE_SSO_REDIRECT_URIS", CALLBACK)
+        .config_toml("[sso]\nlogin_ttl_secs = 2\n")
+        .start()
+        .await?;
+    let mut env = server.peer_env();
+    env.push(("IDBRIDGE_SSO_CALLBACK".into(), CALLBACK.into()));
+    let report = run_node_test("sso_timeout.test.mjs", env).await?;
+    if report.ran() {
+        assert!(
+            report.passed >= 1 && report.failed == 0,
+            "expected the node test to pass:\n{}",
+            report.output
+        );
+    }
+    Ok(())
+}

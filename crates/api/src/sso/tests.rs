@@ -2511,3 +2511,71 @@ async fn sp_certificates_are_generated_listed_and_deleted() {
     v.update(data.as_bytes()).unwrap();
     assert!(v.verify(&signature).unwrap(), "signed with the new SP key");
 }
+
+#[tokio::test]
+async fn abandoned_logins_time_out_once_finished_ones_never() {
+    let env = Env::new();
+    let org = env.org("Acme").await;
+    let c = env.saml_conn(&org, json!({})).await;
+    let id = c["id"].as_str().unwrap().to_string();
+    let ttl_ms = i64::try_from(env.state.sso.config().login_ttl.as_millis()).unwrap();
+    let later = || chrono::Utc::now().timestamp_millis() + ttl_ms + 1_000;
+    let timed_out = || {
+        env.store
+            .events_after(0, 1000)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == "authentication.sso_timed_out")
+            .collect::<Vec<_>>()
+    };
+
+    // One login abandoned at the IdP, one that succeeds, one that fails (forged response).
+    let abandoned = env
+        .get(
+            &env.authorize_url(&format!("&connection={id}&state=gone")),
+            None,
+        )
+        .await;
+    assert_eq!(abandoned.status, StatusCode::FOUND, "{}", abandoned.text);
+    let ok = env.login(&id, "", "ada@acme.example.com").await;
+    assert!(ok.param("code").is_some(), "{:?}", ok.location);
+    let (_, relay, cookie) = env.authorize_at_idp(&id, "", "bob@acme.example.com").await;
+    let bad = env
+        .post_acs(
+            &id,
+            &b64("<samlp:Response xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\"/>"),
+            Some(&relay),
+            Some(&cookie),
+        )
+        .await;
+    assert!(bad.param("error").is_some(), "{:?}", bad.location);
+    assert!(env.event_kinds().contains(&"authentication.sso_failed".to_string()));
+
+    // Nothing is due yet; once the lifetime has passed, exactly the abandoned one is
+    // announced, once — also by a second node (or a restart) over the same store.
+    let now = chrono::Utc::now().timestamp_millis();
+    assert_eq!(env.state.sso.sweep_timed_out_logins(now).await.unwrap(), 0);
+    assert!(timed_out().is_empty());
+    assert_eq!(env.state.sso.sweep_timed_out_logins(later()).await.unwrap(), 1);
+    assert_eq!(env.state.sso.sweep_timed_out_logins(later()).await.unwrap(), 0);
+    let other = AppState::new(env.store.clone(), ApiConfig::default())
+        .with_sso(SsoConfig::default(), Some(SecretBox::generate().unwrap()));
+    assert_eq!(other.sso.sweep_timed_out_logins(later()).await.unwrap(), 0);
+    let events = timed_out();
+    assert_eq!(events.len(), 1);
+    let body: Value = serde_json::from_slice(&events[0].body).unwrap();
+    let data = &body["data"];
+    // Every field the spec's EventSchema requires for authentication.sso_timed_out.
+    assert_eq!(data["type"], "sso");
+    assert_eq!(data["status"], "timed_out");
+    for key in ["ip_address", "user_agent", "user_id", "email"] {
+        assert!(data.get(key).is_some(), "{key} missing: {data}");
+    }
+    assert_eq!(data["sso"]["connection_id"], id.as_str());
+    assert_eq!(data["sso"]["organization_id"], org.as_str());
+    assert!(data["sso"].get("session_id").is_some());
+    assert_eq!(data["error"]["code"], "sso_timed_out");
+    assert!(data["error"]["message"].is_string());
+
+    assert_eq!(env.state.sso.sweep_timed_out_logins(later()).await.unwrap(), 0);
+}
