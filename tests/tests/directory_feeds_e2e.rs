@@ -760,3 +760,97 @@ async fn sftp_mass_deletion_is_reviewed_and_confirmed_through_the_api_and_the_cl
     );
     Ok(())
 }
+
+/// `[sftp_server]` is live too (`PATCH /admin/settings/sftp_server`): moving the embedded
+/// server to another port takes effect at once (the old port closes, the new one serves the
+/// same accounts); a port that cannot be bound is refused with `not_applied`, and nothing
+/// changes — neither the running server nor what a restart would use.
+#[tokio::test]
+async fn the_embedded_sftp_server_moves_ports_live_and_a_bad_port_changes_nothing(
+) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let (key_a, pub_a) = keygen(tmp.path(), "a");
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work)?;
+    let port = free_port()?;
+    let mut server = TestServer::builder()
+        .config_toml(format!(
+            "[sftp_server]\nlisten = \"127.0.0.1:{port}\"\ndebounce_ms = 200\n"
+        ))
+        .start()
+        .await?;
+    let org = create_org(&server).await?;
+    let hr = create_directory(&server, &org, "sftp").await?;
+    capture(
+        server
+            .put(&format!("/admin/directories/{hr}/feed"))
+            .json(&json!({"username": "acme-hr", "authorized_keys": [pub_a]})),
+    )
+    .await?
+    .expect_json(200)?;
+    let out = sftp(port, "acme-hr", &key_a, &work, "ls\n");
+    ensure!(out.status.success(), "{}", text(&out));
+
+    let section = "/admin/settings/sftp_server";
+    let before = capture(server.get(section))
+        .await?
+        .expect_json(200)?
+        .clone();
+    ensure!(
+        before["values"]["listen"] == format!("127.0.0.1:{port}").as_str()
+            || before.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{before}"
+    );
+
+    // A taken port: refused, the server keeps serving on the old one, GET unchanged.
+    let blocker = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let taken = blocker.local_addr()?.port();
+    let r = capture(
+        server
+            .request(reqwest::Method::PATCH, section)
+            .json(&json!({"listen": format!("127.0.0.1:{taken}")})),
+    )
+    .await?;
+    ensure!(
+        r.status == 400 && r.text.contains("not_applied"),
+        "{} {}",
+        r.status,
+        r.text
+    );
+    let out = sftp(port, "acme-hr", &key_a, &work, "ls\n");
+    ensure!(
+        out.status.success(),
+        "old port after a refused change: {}",
+        text(&out)
+    );
+    let after = capture(server.get(section))
+        .await?
+        .expect_json(200)?
+        .clone();
+    ensure!(after == before, "{before}\n{after}");
+    drop(blocker);
+
+    // A free port: the server moves at once.
+    let new_port = free_port()?;
+    capture(
+        server
+            .request(reqwest::Method::PATCH, section)
+            .json(&json!({"listen": format!("127.0.0.1:{new_port}"), "max_files": 5})),
+    )
+    .await?
+    .expect_json(200)?;
+    let out = sftp(new_port, "acme-hr", &key_a, &work, "ls\n");
+    ensure!(out.status.success(), "new port: {}", text(&out));
+    let out = sftp(port, "acme-hr", &key_a, &work, "ls\n");
+    ensure!(
+        !out.status.success(),
+        "the old port still serves: {}",
+        text(&out)
+    );
+
+    // Kept across a restart.
+    server.restart().await?;
+    let out = sftp(new_port, "acme-hr", &key_a, &work, "ls\n");
+    ensure!(out.status.success(), "after restart: {}", text(&out));
+    Ok(())
+}

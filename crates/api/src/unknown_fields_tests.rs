@@ -127,6 +127,16 @@ async fn every_json_body_refuses_an_unknown_field_by_name_and_changes_nothing() 
             json!({"organization_id": org, "name": "Two", "type": "generic scim v2.0"}),
         ),
         (
+            "PATCH",
+            format!("/admin/directories/{dir}"),
+            json!({"name": "Renamed"}),
+        ),
+        (
+            "PATCH",
+            format!("/admin/directories/{dir}"),
+            json!({"settings": {"deactivation": "keep_inactive"}}),
+        ),
+        (
             "POST",
             format!("/admin/directories/{dir}/scim_token"),
             json!({}),

@@ -88,13 +88,11 @@ async fn create_idp(
     f.finish()?;
     let value = value.unwrap_or_default();
     if let Err(code) = check_idp_certificate(&value) {
-        return Err(ApiError::Validation(vec![FieldError::new("value", code)
-            .with_message(explain_certificate_problem(code))]));
+        return Err(ApiError::Validation(vec![
+            FieldError::new("value", code).with_message(explain_certificate_problem(code))
+        ]));
     }
-    let cert = state
-        .sso
-        .add_idp_signing_certificate(&id, &value)
-        .await?;
+    let cert = state.sso.add_idp_signing_certificate(&id, &value).await?;
     Ok((StatusCode::CREATED, Json(cert)))
 }
 

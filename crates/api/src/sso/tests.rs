@@ -2287,7 +2287,11 @@ async fn idp_initiated_logout_requests_need_the_idp_signature_and_are_single_use
 }
 
 /// A PEM certificate for `key`, valid from `from_days` to `to_days` from now.
-fn cert_for(key: &openssl::pkey::PKey<openssl::pkey::Private>, from_days: i64, to_days: i64) -> String {
+fn cert_for(
+    key: &openssl::pkey::PKey<openssl::pkey::Private>,
+    from_days: i64,
+    to_days: i64,
+) -> String {
     use openssl::asn1::Asn1Time;
     let mut b = openssl::x509::X509Builder::new().unwrap();
     let mut name = openssl::x509::X509NameBuilder::new().unwrap();
@@ -2346,8 +2350,15 @@ async fn idp_signing_certificates_are_imported_validated_and_deleted() {
         (json!(weak), "unsupported_certificate_key"),
         (json!(42), "invalid_type"),
     ] {
-        let r = env.api("POST", &path, Some(json!({ "value": value }))).await;
-        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{code}: {}", r.text);
+        let r = env
+            .api("POST", &path, Some(json!({ "value": value })))
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{code}: {}",
+            r.text
+        );
         assert_eq!(r.body["code"], "invalid_request_parameters");
         assert_eq!(r.body["errors"][0]["field"], "value", "{}", r.text);
         if code != "invalid_type" {
@@ -2375,7 +2386,10 @@ async fn idp_signing_certificates_are_imported_validated_and_deleted() {
         )
         .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
-    assert_eq!(env.api("GET", &path, None).await.body["data"], list.body["data"]);
+    assert_eq!(
+        env.api("GET", &path, None).await.body["data"],
+        list.body["data"]
+    );
 
     // The IdP rotates: its new certificate is imported ahead, then responses signed with the
     // new key verify; after the old one is deleted, the old key's responses are refused.
@@ -2383,7 +2397,9 @@ async fn idp_signing_certificates_are_imported_validated_and_deleted() {
     let new_pem = env.cert_pem();
     let before = env.login(&id, "", "ada@acme.example.com").await;
     assert!(before.param("code").is_none(), "{:?}", before.location);
-    let created = env.api("POST", &path, Some(json!({ "value": new_pem }))).await;
+    let created = env
+        .api("POST", &path, Some(json!({ "value": new_pem })))
+        .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
     assert_eq!(created.body["object"], "saml_idp_signing_certificate");
     let new_id = created.body["id"].as_str().unwrap().to_string();
@@ -2398,13 +2414,9 @@ async fn idp_signing_certificates_are_imported_validated_and_deleted() {
     let done = env.login(&id, "", "ada@acme.example.com").await;
     assert!(done.param("code").is_some(), "{:?}", done.location);
 
-    let gone = env
-        .api("DELETE", &format!("{path}/{first_id}"), None)
-        .await;
+    let gone = env.api("DELETE", &format!("{path}/{first_id}"), None).await;
     assert_eq!(gone.status, StatusCode::NO_CONTENT, "{}", gone.text);
-    let unknown = env
-        .api("DELETE", &format!("{path}/{first_id}"), None)
-        .await;
+    let unknown = env.api("DELETE", &format!("{path}/{first_id}"), None).await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     let last = env.api("DELETE", &format!("{path}/{new_id}"), None).await;
     assert_eq!(last.status, StatusCode::BAD_REQUEST, "{}", last.text);
@@ -2421,14 +2433,20 @@ async fn idp_signing_certificates_are_imported_validated_and_deleted() {
         .api(
             "POST",
             "/connections",
-            Some(json!({"organization_id": org, "connection_type": "OktaOIDC", "oidc_options": {
-                "issuer": "https://op.example.com", "client_id": "abc", "client_secret": "s"}})),
+            Some(
+                json!({"organization_id": org, "connection_type": "OktaOIDC", "oidc_options": {
+                "issuer": "https://op.example.com", "client_id": "abc", "client_secret": "s"}}),
+            ),
         )
         .await;
     assert_eq!(oidc.status, StatusCode::CREATED, "{}", oidc.text);
     let oid = oidc.body["id"].as_str().unwrap();
     let r = env
-        .api("GET", &format!("/connections/{oid}/saml_idp_signing_certs"), None)
+        .api(
+            "GET",
+            &format!("/connections/{oid}/saml_idp_signing_certs"),
+            None,
+        )
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
     assert_eq!(r.body["code"], "not_a_saml_connection");
@@ -2446,13 +2464,19 @@ async fn sp_certificates_are_generated_listed_and_deleted() {
     let list = env.api("GET", &enc, None).await;
     assert_eq!(list.status, StatusCode::OK, "{}", list.text);
     assert_eq!(list.body["data"].as_array().unwrap().len(), 1);
-    assert_eq!(list.body["data"][0]["object"], "saml_sp_encryption_certificate");
+    assert_eq!(
+        list.body["data"][0]["object"],
+        "saml_sp_encryption_certificate"
+    );
     let first_enc = list.body["data"][0]["id"].as_str().unwrap().to_string();
     let r = env.api("POST", &enc, Some(json!({"value": "x"}))).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
     let added = env.api("POST", &enc, None).await;
     assert_eq!(added.status, StatusCode::CREATED, "{}", added.text);
-    assert!(added.body["value"].as_str().unwrap().starts_with("-----BEGIN CERTIFICATE-----"));
+    assert!(added.body["value"]
+        .as_str()
+        .unwrap()
+        .starts_with("-----BEGIN CERTIFICATE-----"));
     let second_enc = added.body["id"].as_str().unwrap().to_string();
     let full = env.api("POST", &enc, None).await;
     assert_eq!(full.status, StatusCode::CONFLICT, "{}", full.text);
@@ -2466,11 +2490,21 @@ async fn sp_certificates_are_generated_listed_and_deleted() {
     assert_eq!(ids, [first_enc.as_str(), second_enc.as_str()]);
     // Both are published in the SP metadata; after a delete only the other one.
     let md = env.get(&format!("/sso/saml/metadata/{id}"), None).await;
-    assert_eq!(md.text.matches("use=\"encryption\"").count(), 2, "{}", md.text);
+    assert_eq!(
+        md.text.matches("use=\"encryption\"").count(),
+        2,
+        "{}",
+        md.text
+    );
     let del = env.api("DELETE", &format!("{enc}/{first_enc}"), None).await;
     assert_eq!(del.status, StatusCode::NO_CONTENT, "{}", del.text);
     let md = env.get(&format!("/sso/saml/metadata/{id}"), None).await;
-    assert_eq!(md.text.matches("use=\"encryption\"").count(), 1, "{}", md.text);
+    assert_eq!(
+        md.text.matches("use=\"encryption\"").count(),
+        1,
+        "{}",
+        md.text
+    );
     let del = env.api("DELETE", &format!("{enc}/{first_enc}"), None).await;
     assert_eq!(del.status, StatusCode::NOT_FOUND);
 
@@ -2487,12 +2521,19 @@ async fn sp_certificates_are_generated_listed_and_deleted() {
     assert_eq!(del.status, StatusCode::NOT_FOUND);
     let del = env.api("DELETE", &format!("{sig}/{cur_id}"), None).await;
     assert_eq!(del.status, StatusCode::NO_CONTENT, "{}", del.text);
-    assert_eq!(env.api("GET", &sig, None).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        env.api("GET", &sig, None).await.status,
+        StatusCode::NOT_FOUND
+    );
     let unsigned = env
         .get(&env.authorize_url(&format!("&connection={id}")), None)
         .await;
     assert_eq!(unsigned.status, StatusCode::FOUND, "{}", unsigned.text);
-    assert!(unsigned.param("Signature").is_none(), "{:?}", unsigned.location);
+    assert!(
+        unsigned.param("Signature").is_none(),
+        "{:?}",
+        unsigned.location
+    );
     let new = env.api("POST", &sig, None).await;
     assert_eq!(new.status, StatusCode::CREATED, "{}", new.text);
     assert_ne!(new.body["id"], cur.body["id"]);
@@ -2506,8 +2547,7 @@ async fn sp_certificates_are_generated_listed_and_deleted() {
         openssl::x509::X509::from_pem(new.body["value"].as_str().unwrap().as_bytes()).unwrap();
     assert_eq!(published.to_der().unwrap(), new_cert.to_der().unwrap());
     let key = new_cert.public_key().unwrap();
-    let mut v =
-        openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &key).unwrap();
+    let mut v = openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &key).unwrap();
     v.update(data.as_bytes()).unwrap();
     assert!(v.verify(&signature).unwrap(), "signed with the new SP key");
 }
@@ -2549,15 +2589,23 @@ async fn abandoned_logins_time_out_once_finished_ones_never() {
         )
         .await;
     assert!(bad.param("error").is_some(), "{:?}", bad.location);
-    assert!(env.event_kinds().contains(&"authentication.sso_failed".to_string()));
+    assert!(env
+        .event_kinds()
+        .contains(&"authentication.sso_failed".to_string()));
 
     // Nothing is due yet; once the lifetime has passed, exactly the abandoned one is
     // announced, once — also by a second node (or a restart) over the same store.
     let now = chrono::Utc::now().timestamp_millis();
     assert_eq!(env.state.sso.sweep_timed_out_logins(now).await.unwrap(), 0);
     assert!(timed_out().is_empty());
-    assert_eq!(env.state.sso.sweep_timed_out_logins(later()).await.unwrap(), 1);
-    assert_eq!(env.state.sso.sweep_timed_out_logins(later()).await.unwrap(), 0);
+    assert_eq!(
+        env.state.sso.sweep_timed_out_logins(later()).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        env.state.sso.sweep_timed_out_logins(later()).await.unwrap(),
+        0
+    );
     let other = AppState::new(env.store.clone(), ApiConfig::default())
         .with_sso(SsoConfig::default(), Some(SecretBox::generate().unwrap()));
     assert_eq!(other.sso.sweep_timed_out_logins(later()).await.unwrap(), 0);
@@ -2577,5 +2625,125 @@ async fn abandoned_logins_time_out_once_finished_ones_never() {
     assert_eq!(data["error"]["code"], "sso_timed_out");
     assert!(data["error"]["message"].is_string());
 
-    assert_eq!(env.state.sso.sweep_timed_out_logins(later()).await.unwrap(), 0);
+    assert_eq!(
+        env.state.sso.sweep_timed_out_logins(later()).await.unwrap(),
+        0
+    );
+}
+
+/// `PUT /admin/connections/{id}` replaces the declaration: a new IdP key and name apply at
+/// once, while the id, organization and SP keys (what the IdP trusts) stay; the protocol,
+/// organization and external id cannot change, unknown fields are refused, and a refused
+/// request changes nothing.
+#[tokio::test]
+async fn reconfigure_replaces_the_declaration_and_keeps_id_and_sp_keys() {
+    let mut env = Env::new();
+    let org = env.org("Acme").await;
+    let r = env
+        .api(
+            "POST",
+            "/connections",
+            Some(json!({"organization_id": org, "external_id": "acme-sso",
+                "saml_options": {"idp_metadata_xml": metadata_xml(&env.idp)}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let uri = format!("/admin/connections/{id}");
+    assert!(env
+        .login(&id, "", "a@acme.example.com")
+        .await
+        .param("code")
+        .is_some());
+    let before = env.api("GET", &uri, None).await;
+
+    // Refused, each by name, and nothing changes.
+    let other = env.org("Other").await;
+    for (body, field) in [
+        (
+            json!({"saml_options": {"idp_metadata_xml": metadata_xml(&env.idp)}, "colour": 1}),
+            "colour",
+        ),
+        (
+            json!({"organization_id": other, "saml_options": {"idp_metadata_xml": metadata_xml(&env.idp)}}),
+            "organization_id",
+        ),
+        (
+            json!({"external_id": "another", "saml_options": {"idp_metadata_xml": metadata_xml(&env.idp)}}),
+            "external_id",
+        ),
+        (
+            json!({"connection_type": "GenericOIDC", "oidc_options": {"issuer": "https://op.example.com", "client_id": "c", "client_secret": "s"}}),
+            "oidc_options",
+        ),
+        (
+            json!({"saml_options": {"idp_metadata_xml": "<garbage/>"}}),
+            "saml_options.idp_metadata_xml",
+        ),
+    ] {
+        let r = env.api("PUT", &uri, Some(body.clone())).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            r.text
+        );
+        assert!(r.text.contains(field), "{body}: {}", r.text);
+    }
+    let unchanged = env.api("GET", &uri, None).await;
+    assert_eq!(before.body, unchanged.body);
+
+    // The IdP moved to a new key: the new declaration applies at once, the SP keys stay.
+    let old_idp = std::mem::replace(&mut env.idp, IdpSigner::generate(IDP_ENTITY).unwrap());
+    let r = env
+        .api(
+            "PUT",
+            &uri,
+            Some(
+                json!({"name": "Acme (new IdP key)", "connection_type": "OktaSAML",
+                "saml_options": {"idp_metadata_xml": metadata_xml(&env.idp)}}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let c = &r.body["connection"];
+    assert_eq!(c["id"], id.as_str());
+    assert_eq!(c["name"], "Acme (new IdP key)");
+    assert_eq!(c["connection_type"], "OktaSAML");
+    assert_eq!(c["organization_id"], org.as_str());
+    assert_eq!(c["state"], "active", "the state is kept");
+    for k in [
+        "sp_signing_certs",
+        "sp_encryption_certs",
+        "sp_entity_id",
+        "acs_url",
+    ] {
+        assert_eq!(
+            r.body["settings"][k], before.body["settings"][k],
+            "{k} must not change"
+        );
+    }
+    assert!(env
+        .login(&id, "", "a@acme.example.com")
+        .await
+        .param("code")
+        .is_some());
+    // The old IdP key is no longer trusted.
+    env.idp = old_idp;
+    assert_eq!(
+        env.login(&id, "", "a@acme.example.com")
+            .await
+            .param("error")
+            .as_deref(),
+        Some("server_error")
+    );
+    // Unknown connection: 404.
+    let r = env
+        .api(
+            "PUT",
+            "/admin/connections/conn_01J00000000000000000000000",
+            Some(json!({"saml_options": {"idp_metadata_xml": "x"}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
 }

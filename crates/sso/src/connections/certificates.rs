@@ -16,8 +16,8 @@ use openssl::asn1::{Asn1Time, Asn1TimeRef};
 use openssl::x509::X509;
 use serde::Serialize;
 
-use super::keys::{generate_sp_pair, SP_ENCRYPTION, SP_SIGNING};
 use super::keys::MAX_SP_KEYS;
+use super::keys::{generate_sp_pair, SP_ENCRYPTION, SP_SIGNING};
 use super::{ConnectionRecord, Connections, ProtocolSettings, SamlConnection};
 use crate::db;
 use crate::error::{SsoError, SsoResult};
@@ -163,7 +163,9 @@ pub fn check_idp_certificate(pem: &str) -> Result<X509, &'static str> {
 /// What a [`check_idp_certificate`] code means and what to do.
 pub fn explain_certificate_problem(code: &str) -> &'static str {
     match code {
-        "certificate_too_large" => "The certificate is larger than 16 KiB; send one PEM certificate.",
+        "certificate_too_large" => {
+            "The certificate is larger than 16 KiB; send one PEM certificate."
+        }
         "not_a_pem_certificate" => {
             "`value` must be one PEM certificate starting with -----BEGIN CERTIFICATE-----."
         }
@@ -238,7 +240,8 @@ impl SsoService {
         let (record, mut saml) = self.saml_record(conn_id)?;
         check_idp_certificate(pem).map_err(|code| SsoError::invalid("value", code))?;
         let pem = pem.trim().to_string() + "\n";
-        let id = certificate_id(&pem).ok_or_else(|| SsoError::invalid("value", "invalid_certificate"))?;
+        let id = certificate_id(&pem)
+            .ok_or_else(|| SsoError::invalid("value", "invalid_certificate"))?;
         if saml
             .idp_signing_certs
             .iter()
@@ -279,10 +282,16 @@ impl SsoService {
             CertificateKind::SpEncryption => (&mut saml.sp_encryption_keys, SP_ENCRYPTION),
             CertificateKind::SpSigning => (&mut saml.sp_signing_keys, SP_SIGNING),
             CertificateKind::IdpSigning => {
-                return Err(SsoError::internal("IdP certificates are imported, not generated"))
+                return Err(SsoError::internal(
+                    "IdP certificates are imported, not generated",
+                ))
             }
         };
-        let limit = if kind == CertificateKind::SpSigning { 1 } else { MAX_SP_KEYS };
+        let limit = if kind == CertificateKind::SpSigning {
+            1
+        } else {
+            MAX_SP_KEYS
+        };
         if list.len() >= limit {
             return Err(SsoError::Conflict {
                 code: "certificate_limit_reached",

@@ -13,6 +13,7 @@ pub mod certificates;
 pub mod create;
 pub mod keys;
 pub mod metadata;
+pub mod reconfigure;
 pub mod update;
 
 use std::sync::Arc;
