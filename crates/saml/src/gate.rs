@@ -180,6 +180,28 @@ pub fn check_authn_request(
     Ok((id, sig))
 }
 
+/// Gate a POST-binding `samlp:LogoutRequest` / `samlp:LogoutResponse` (the caller checked the
+/// root's name): unique IDs, no assertion inside, a signature only on the root and only a
+/// well-formed one under the algorithm allow-list. Returns its ID and the signature, if any.
+pub fn check_logout_message(
+    root: &Element,
+    allow_sha1: bool,
+) -> Result<(String, Option<&Element>), GateViolation> {
+    let id = element_id(root, "logout message")?;
+    check_unique_ids(root)?;
+    let mut assertion = false;
+    root.walk(&mut |e, _| assertion |= is_assertion_like(e));
+    if assertion {
+        return Err(GateViolation::NestedAssertion);
+    }
+    check_signature_positions(root, &[root])?;
+    let sig = single_signature(root)?;
+    if let Some(sig) = sig {
+        check_signature(sig, &id, allow_sha1)?;
+    }
+    Ok((id, sig))
+}
+
 /// Gate a standalone `saml:Assertion` (a decrypted one). Returns its ID and whether it is signed.
 pub fn check_assertion(root: &Element, allow_sha1: bool) -> Result<(String, bool), GateViolation> {
     if !root.is(NS_ASSERTION, "Assertion") {

@@ -46,7 +46,10 @@ pub fn public_routes() -> Router<AppState> {
         .route("/sso/token", post(flow::token))
         .route("/sso/profile", get(flow::profile))
         .route("/sso/logout", get(logout::logout))
-        .route("/sso/saml/slo/{conn_id}", get(logout::saml_slo))
+        .route(
+            "/sso/saml/slo/{conn_id}",
+            get(logout::saml_slo).post(logout::saml_slo_post),
+        )
 }
 
 /// Prefix of the per-login cookie; the suffix is the login's relay key, so parallel logins in

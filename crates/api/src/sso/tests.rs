@@ -2172,6 +2172,9 @@ async fn idp_initiated_logout_requests_need_the_idp_signature_and_are_single_use
     let subject = "<saml:NameID>eve@sloreq.example.com</saml:NameID><samlp:SessionIndex>_session1</samlp:SessionIndex>";
     let idp_key = env.idp.keys.key.clone();
     let attacker = IdpSigner::generate(IDP_ENTITY).unwrap();
+    // Past by more than the connection's clock skew.
+    let past = (chrono::Utc::now() - chrono::Duration::minutes(10)).format("%Y-%m-%dT%H:%M:%SZ");
+    let future = (chrono::Utc::now() + chrono::Duration::minutes(5)).format("%Y-%m-%dT%H:%M:%SZ");
     for (what, uri) in [
         (
             "unsigned",
@@ -2225,17 +2228,42 @@ async fn idp_initiated_logout_requests_need_the_idp_signature_and_are_single_use
                 Some(&idp_key),
             ),
         ),
+        (
+            "NotOnOrAfter passed",
+            idp_logout_message(
+                &id,
+                "LogoutRequest",
+                IDP_ENTITY,
+                &dest,
+                &format!(" NotOnOrAfter=\"{past}\""),
+                subject,
+                Some(&idp_key),
+            ),
+        ),
+        (
+            "NotOnOrAfter unreadable",
+            idp_logout_message(
+                &id,
+                "LogoutRequest",
+                IDP_ENTITY,
+                &dest,
+                " NotOnOrAfter=\"soon\"",
+                subject,
+                Some(&idp_key),
+            ),
+        ),
     ] {
         let r = env.get(&uri, None).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{what}: {}", r.text);
         assert_eq!(r.body["error"], "invalid_logout_message", "{what}");
     }
+    // A NotOnOrAfter still ahead is fine.
     let good = idp_logout_message(
         &id,
         "LogoutRequest",
         IDP_ENTITY,
         &dest,
-        "",
+        &format!(" NotOnOrAfter=\"{future}\""),
         subject,
         Some(&idp_key),
     );
@@ -2746,4 +2774,137 @@ async fn reconfigure_replaces_the_declaration_and_keeps_id_and_sp_keys() {
         )
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+}
+
+/// An HTTP-POST logout message: `<samlp:{root}>` with an enveloped signature by `signer`
+/// (after the Issuer, as the schema orders it), or unsigned; `tamper` edits it after signing.
+fn idp_logout_post(
+    root: &str,
+    destination: &str,
+    extra_attrs: &str,
+    children: &str,
+    signer: Option<&IdpSigner>,
+    tamper: Option<(&str, &str)>,
+) -> String {
+    let id = format!("_idp{}", &idbridge_saml::sp::new_id().unwrap()[1..]);
+    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
+    let signature = match signer {
+        Some(s) => s.template(&id).unwrap(),
+        None => String::new(),
+    };
+    let xml = format!(
+        "<samlp:{root} xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" ID=\"{id}\" Version=\"2.0\" IssueInstant=\"{now}\" Destination=\"{destination}\"{extra_attrs}><saml:Issuer>{IDP_ENTITY}</saml:Issuer>{signature}{children}</samlp:{root}>"
+    );
+    let mut xml = match signer {
+        Some(s) => s.sign_template(&xml).unwrap(),
+        None => xml,
+    };
+    if let Some((from, to)) = tamper {
+        assert!(xml.contains(from));
+        xml = xml.replace(from, to);
+    }
+    b64(&xml)
+}
+
+#[tokio::test]
+async fn logout_messages_over_http_post_need_the_idps_xml_signature() {
+    let env = Env::new();
+    let org = env.org("SloPost").await;
+    let c = env.saml_conn(&org, json!({"idp_slo_url": IDP_SLO})).await;
+    let id = c["id"].as_str().unwrap().to_string();
+    let dest = format!("http://127.0.0.1:8080/sso/saml/slo/{id}");
+    let post = |param: &'static str, message: String| {
+        let body = format!("{param}={}&RelayState=rs-1", urlencode(&message));
+        Request::builder()
+            .method("POST")
+            .uri(format!("/sso/saml/slo/{id}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let subject = "<saml:NameID>eve@slopost.example.com</saml:NameID><samlp:SessionIndex>_s1</samlp:SessionIndex>";
+    let attacker = IdpSigner::generate(IDP_ENTITY).unwrap();
+    let past = (chrono::Utc::now() - chrono::Duration::minutes(10)).format("%Y-%m-%dT%H:%M:%SZ");
+    let future = (chrono::Utc::now() + chrono::Duration::minutes(5)).format("%Y-%m-%dT%H:%M:%SZ");
+    for (what, message) in [
+        ("unsigned", idp_logout_post("LogoutRequest", &dest, "", subject, None, None)),
+        (
+            "forged",
+            idp_logout_post("LogoutRequest", &dest, "", subject, Some(&attacker), None),
+        ),
+        (
+            "tampered after signing",
+            idp_logout_post(
+                "LogoutRequest",
+                &dest,
+                "",
+                subject,
+                Some(&env.idp),
+                Some(("eve@slopost", "mallory@slopost")),
+            ),
+        ),
+        (
+            "wrong destination",
+            idp_logout_post(
+                "LogoutRequest",
+                "https://elsewhere.example/slo",
+                "",
+                subject,
+                Some(&env.idp),
+                None,
+            ),
+        ),
+        (
+            "NotOnOrAfter passed",
+            idp_logout_post(
+                "LogoutRequest",
+                &dest,
+                &format!(" NotOnOrAfter=\"{past}\""),
+                subject,
+                Some(&env.idp),
+                None,
+            ),
+        ),
+    ] {
+        let r = env.send(post("SAMLRequest", message)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{what}: {}", r.text);
+        assert_eq!(r.body["error"], "invalid_logout_message", "{what}");
+    }
+    // A LogoutRequest sent as a SAMLResponse field is not a response.
+    let good = idp_logout_post(
+        "LogoutRequest",
+        &dest,
+        &format!(" NotOnOrAfter=\"{future}\""),
+        subject,
+        Some(&env.idp),
+        None,
+    );
+    let r = env.send(post("SAMLResponse", good.clone())).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    // Signed by the IdP: answered with our signed LogoutResponse on the IdP's SLO; once.
+    let r = env.send(post("SAMLRequest", good.clone())).await;
+    assert_eq!(r.status, StatusCode::FOUND, "{}", r.text);
+    assert!(r
+        .location
+        .as_deref()
+        .unwrap()
+        .starts_with(&format!("{IDP_SLO}?SAMLResponse=")));
+    let again = env.send(post("SAMLRequest", good)).await;
+    assert_eq!(again.status, StatusCode::BAD_REQUEST, "replay: {}", again.text);
+
+    // Our LogoutRequest answered by a POSTed, XML-signed LogoutResponse: accepted once.
+    let request_id = started_logout(&env, &id, "eve@slopost.example.com").await;
+    let irt = format!(" InResponseTo=\"{request_id}\"");
+    let forged = idp_logout_post("LogoutResponse", &dest, &irt, SUCCESS, Some(&attacker), None);
+    let r = env.send(post("SAMLResponse", forged)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    let answer = idp_logout_post("LogoutResponse", &dest, &irt, SUCCESS, Some(&env.idp), None);
+    let r = env.send(post("SAMLResponse", answer.clone())).await;
+    assert!(
+        r.status == StatusCode::FOUND || r.status == StatusCode::OK,
+        "{}",
+        r.text
+    );
+    let again = env.send(post("SAMLResponse", answer)).await;
+    assert_eq!(again.status, StatusCode::BAD_REQUEST, "replay: {}", again.text);
 }

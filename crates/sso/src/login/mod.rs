@@ -23,7 +23,7 @@ mod token;
 
 pub(crate) use authorize::LoginStart;
 pub use authorize::{Authorization, AuthorizeError, AuthorizeRequest};
-pub use logout::{LogoutAuthorization, LogoutError, SamlSubject, SloOutcome};
+pub use logout::{LogoutAuthorization, LogoutError, SamlSubject, SloBinding, SloOutcome};
 pub use oidc::OidcCallback;
 pub use saml::AcsRequest;
 pub use token::{pkce_matches, TokenGrant, TokenRequest};
