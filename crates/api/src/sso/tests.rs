@@ -2827,7 +2827,10 @@ async fn logout_messages_over_http_post_need_the_idps_xml_signature() {
     let past = (chrono::Utc::now() - chrono::Duration::minutes(10)).format("%Y-%m-%dT%H:%M:%SZ");
     let future = (chrono::Utc::now() + chrono::Duration::minutes(5)).format("%Y-%m-%dT%H:%M:%SZ");
     for (what, message) in [
-        ("unsigned", idp_logout_post("LogoutRequest", &dest, "", subject, None, None)),
+        (
+            "unsigned",
+            idp_logout_post("LogoutRequest", &dest, "", subject, None, None),
+        ),
         (
             "forged",
             idp_logout_post("LogoutRequest", &dest, "", subject, Some(&attacker), None),
@@ -2890,12 +2893,24 @@ async fn logout_messages_over_http_post_need_the_idps_xml_signature() {
         .unwrap()
         .starts_with(&format!("{IDP_SLO}?SAMLResponse=")));
     let again = env.send(post("SAMLRequest", good)).await;
-    assert_eq!(again.status, StatusCode::BAD_REQUEST, "replay: {}", again.text);
+    assert_eq!(
+        again.status,
+        StatusCode::BAD_REQUEST,
+        "replay: {}",
+        again.text
+    );
 
     // Our LogoutRequest answered by a POSTed, XML-signed LogoutResponse: accepted once.
     let request_id = started_logout(&env, &id, "eve@slopost.example.com").await;
     let irt = format!(" InResponseTo=\"{request_id}\"");
-    let forged = idp_logout_post("LogoutResponse", &dest, &irt, SUCCESS, Some(&attacker), None);
+    let forged = idp_logout_post(
+        "LogoutResponse",
+        &dest,
+        &irt,
+        SUCCESS,
+        Some(&attacker),
+        None,
+    );
     let r = env.send(post("SAMLResponse", forged)).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
     let answer = idp_logout_post("LogoutResponse", &dest, &irt, SUCCESS, Some(&env.idp), None);
@@ -2906,5 +2921,10 @@ async fn logout_messages_over_http_post_need_the_idps_xml_signature() {
         r.text
     );
     let again = env.send(post("SAMLResponse", answer)).await;
-    assert_eq!(again.status, StatusCode::BAD_REQUEST, "replay: {}", again.text);
+    assert_eq!(
+        again.status,
+        StatusCode::BAD_REQUEST,
+        "replay: {}",
+        again.text
+    );
 }
