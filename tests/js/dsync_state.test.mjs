@@ -1,6 +1,7 @@
 // dsync.activated / dsync.deactivated: a SCIM directory links on its first change
 // (dsync.activated), is unlinked by hand with POST /admin/directories/{id}/deactivate
-// (dsync.deactivated), and links again on the next change. Read through the official Node SDK
+// (dsync.deactivated) — its SCIM token is then refused (SCIM 401, nothing written) — and after
+// POST /admin/directories/{id}/activate links again on the next change. Read through the official Node SDK
 // (getDirectory, events.listEvents); the events are validated against @workos/openapi-spec.
 // Run by tests/tests/dsync_state_sdk.rs.
 import { test } from 'node:test';
@@ -48,15 +49,37 @@ test('a directory links, is deactivated by hand, and links again; events match t
   const scim = BASE + new URL(created.json.scim.endpoint).pathname.replace(/\/$/, '');
   const token = created.json.scim.bearer_token;
 
-  // Not linked yet: deactivating changes nothing.
-  const early = await api('POST', `/admin/directories/${dirId}/deactivate`);
-  assert.equal(early.status, 200, early.text);
-  assert.equal(early.json.event_id, null);
-
   const push = async (name) => {
     const r = await api('POST', `${scim}/Users`, scimUser(name), token, 'application/scim+json');
     assert.equal(r.status, 201, r.text);
   };
+  // A deactivated directory's own token gets a SCIM 401 saying so; a wrong token the usual one.
+  const refused = async (name) => {
+    const r = await api('POST', `${scim}/Users`, scimUser(name), token, 'application/scim+json');
+    assert.equal(r.status, 401, r.text);
+    assert.deepEqual(r.json.schemas, ['urn:ietf:params:scim:api:messages:2.0:Error']);
+    assert.equal(r.json.status, '401');
+    assert.match(r.json.detail, /deactivated/);
+    const wrong = await api('POST', `${scim}/Users`, scimUser(name), `${token}x`, 'application/scim+json');
+    assert.equal(wrong.status, 401);
+    assert.doesNotMatch(wrong.json.detail, /deactivated/, 'only the token holder learns the state');
+    const list = await api('GET', `${scim}/Users?filter=${encodeURIComponent(`userName eq "${name}-${TAG}@example.com"`)}`, undefined, token, 'application/scim+json');
+    assert.equal(list.status, 401, 'reads are refused too');
+  };
+  const activate = async (changed) => {
+    const r = await api('POST', `/admin/directories/${dirId}/activate`);
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.changed, changed);
+  };
+
+  // Not linked yet: deactivating emits nothing, but still stops the token.
+  const early = await api('POST', `/admin/directories/${dirId}/deactivate`);
+  assert.equal(early.status, 200, early.text);
+  assert.equal(early.json.event_id, null);
+  await refused('early');
+  await activate(true);
+  await activate(false);
+  assert.equal((await api('POST', `/admin/directories/${dirId}/activate`, { now: true })).status, 422);
   await push('first');
   assert.equal((await workos.directorySync.getDirectory(dirId)).state, 'active');
 
@@ -70,6 +93,10 @@ test('a directory links, is deactivated by hand, and links again; events match t
   assert.equal(bad.status, 422);
   assert.equal((await api('POST', '/admin/directories/directory_01ARZ3NDEKTSV4RRFFQ69G5FAV/deactivate')).status, 404);
 
+  await refused('late');
+  const users = await workos.directorySync.listUsers({ directory: dirId });
+  assert.deepEqual(users.data.map((u) => u.email), [`first-${TAG}@example.com`], 'nothing was written');
+  await activate(true);
   await push('second');
   assert.equal((await workos.directorySync.getDirectory(dirId)).state, 'active');
 

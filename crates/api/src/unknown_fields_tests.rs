@@ -159,6 +159,26 @@ async fn every_json_body_refuses_an_unknown_field_by_name_and_changes_nothing() 
         ),
         (
             "POST",
+            format!("/admin/directories/{dir}/activate"),
+            json!({}),
+        ),
+        (
+            "POST",
+            format!("/connections/{conn}/saml_idp_signing_certs"),
+            json!({"value": "-----BEGIN CERTIFICATE-----"}),
+        ),
+        (
+            "POST",
+            format!("/connections/{conn}/saml_sp_encryption_certs"),
+            json!({}),
+        ),
+        (
+            "POST",
+            format!("/connections/{conn}/saml_sp_signing_cert"),
+            json!({}),
+        ),
+        (
+            "POST",
             format!("/admin/directories/{dir}/sync"),
             json!({"kind": "full"}),
         ),

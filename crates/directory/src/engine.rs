@@ -19,7 +19,7 @@ use subtle::ConstantTimeEq;
 use crate::error::{Constraint, EngineError, Result};
 use crate::layout;
 use crate::organizations::Organizations;
-use crate::types::{Counts, DirectoryRecord, DirectorySettings, Page, PageRequest};
+use crate::types::{Counts, DirectoryRecord, DirectorySettings, Page, PageRequest, ScimAuth};
 
 /// Default largest number of writes (puts + deletes + events) the engine puts in one commit.
 /// Runs that need more (big snapshots, deleting a big directory) are split; see those methods
@@ -288,6 +288,14 @@ impl DirectoryEngine {
     /// [`Self::finish`] up to the applied commit; the caller waits for the sync.
     pub(crate) fn finish_applied(&self, mut tx: Tx) -> Result<(Vec<Event>, u64, PendingSync)> {
         let contact = tx.contact || tx.cs.has_writes();
+        if tx.rec.deactivated && tx.cs.has_writes() {
+            // Read under the directory lock, like the deactivation that set it: a change in
+            // flight when the directory was deactivated writes nothing.
+            return Err(EngineError::Invalid(
+                "the directory is deactivated; activate it (POST /admin/directories/{id}/activate) to accept changes"
+                    .into(),
+            ));
+        }
         if contact && tx.rec.directory.state != DirectoryState::Linked {
             self.stage_activation(&mut tx)?;
         }
@@ -342,28 +350,61 @@ impl DirectoryEngine {
         let mut rec: DirectoryRecord = self
             .get_json(layout::DIRECTORIES, dir_id)?
             .ok_or_else(|| EngineError::not_found("directory", dir_id))?;
-        match rec.directory.state {
-            DirectoryState::Linked => {}
+        let linked = match rec.directory.state {
+            DirectoryState::Linked => true,
             DirectoryState::Deleting => {
                 return Err(EngineError::Invalid(
                     "the directory is being deleted; finish the deletion instead".into(),
                 ))
             }
-            _ => return Ok(None),
+            _ => false,
+        };
+        if !linked && rec.deactivated {
+            return Ok(None);
         }
         let before = to_bytes(&rec)?;
-        rec.directory.state = DirectoryState::Unlinked;
+        rec.deactivated = true;
         rec.directory.updated_at = Timestamp::now();
-        let event = Event::new(
-            EventKind::DsyncDeactivated,
-            self.activation_data(&rec.directory)?,
-        );
         let mut cs = ChangeSet::new();
         cs.require_equals(layout::DIRECTORIES, dir_id, Some(before));
-        cs.put(layout::DIRECTORIES, dir_id, to_bytes(&rec)?)
-            .append_event(&event, Some(&rec.directory.organization_id));
+        let event = if linked {
+            rec.directory.state = DirectoryState::Unlinked;
+            let event = Event::new(
+                EventKind::DsyncDeactivated,
+                self.activation_data(&rec.directory)?,
+            );
+            cs.append_event(&event, Some(&rec.directory.organization_id));
+            Some(event)
+        } else {
+            None
+        };
+        cs.put(layout::DIRECTORIES, dir_id, to_bytes(&rec)?);
         self.store.commit(cs)?;
-        Ok(Some(event))
+        Ok(event)
+    }
+
+    /// Lifts a deactivation: the SCIM token works again, and the next change the source
+    /// delivers links the directory (`dsync.activated`). Returns false when it was not
+    /// deactivated (nothing changed).
+    pub fn activate_directory(&self, dir_id: &str) -> Result<bool> {
+        let _span =
+            tracing::info_span!("dsync.activate_directory", directory_id = dir_id).entered();
+        let lock = self.dir_lock(dir_id);
+        let _g = Self::guard(&lock);
+        let mut rec: DirectoryRecord = self
+            .get_json(layout::DIRECTORIES, dir_id)?
+            .ok_or_else(|| EngineError::not_found("directory", dir_id))?;
+        if !rec.deactivated {
+            return Ok(false);
+        }
+        let before = to_bytes(&rec)?;
+        rec.deactivated = false;
+        rec.directory.updated_at = Timestamp::now();
+        let mut cs = ChangeSet::new();
+        cs.require_equals(layout::DIRECTORIES, dir_id, Some(before));
+        cs.put(layout::DIRECTORIES, dir_id, to_bytes(&rec)?);
+        self.store.commit(cs)?;
+        Ok(true)
     }
 
     /// Renames a directory and/or replaces its settings (admin API `PATCH`, config seeds). One
@@ -509,6 +550,7 @@ impl DirectoryEngine {
             },
             settings,
             scim_token_digest: token.as_deref().map(sha256_hex),
+            deactivated: false,
         };
         let mut cs = ChangeSet::new();
         self.orgs.stage_exists(&mut cs, organization_id);
@@ -678,18 +720,30 @@ impl DirectoryEngine {
         dir_id: &str,
         presented: &str,
     ) -> Result<Option<DirectoryRecord>> {
+        Ok(match self.scim_auth(dir_id, presented)? {
+            ScimAuth::Accepted(rec) => Some(*rec),
+            ScimAuth::Refused | ScimAuth::Deactivated => None,
+        })
+    }
+
+    /// Checks a SCIM bearer token, telling a deactivated directory's right token apart (only
+    /// a caller holding the token learns that the directory is deactivated).
+    pub fn scim_auth(&self, dir_id: &str, presented: &str) -> Result<ScimAuth> {
         let Some(rec) = self.get_json::<DirectoryRecord>(layout::DIRECTORIES, dir_id)? else {
-            return Ok(None);
+            return Ok(ScimAuth::Refused);
         };
         let Some(stored) = rec.scim_token_digest.as_deref() else {
-            return Ok(None);
+            return Ok(ScimAuth::Refused);
         };
         let presented = sha256_hex(presented);
         let ok: bool = presented.as_bytes().ct_eq(stored.as_bytes()).into();
         if !ok || rec.directory.state == DirectoryState::Deleting {
-            return Ok(None);
+            return Ok(ScimAuth::Refused);
         }
-        Ok(Some(rec))
+        if rec.deactivated {
+            return Ok(ScimAuth::Deactivated);
+        }
+        Ok(ScimAuth::Accepted(Box::new(rec)))
     }
 
     /// Deletes a directory and everything in it, emitting exactly one `dsync.deleted` (no

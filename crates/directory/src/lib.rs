@@ -39,6 +39,6 @@ pub use snapshot::{SnapshotSource, UserRecord};
 pub use types::{
     AttributeMap, ChangeKind, Counts, Cursor, Deactivation, DeltaChange, DeltaOutcome,
     DirectoryRecord, DirectorySettings, GroupChange, GroupInput, GroupWrite, MembershipChange,
-    Order, Page, PageRequest, Snapshot, SnapshotOutcome, SnapshotPolicy, StoredGroup, StoredUser,
-    UserChange, UserInput,
+    Order, Page, PageRequest, ScimAuth, Snapshot, SnapshotOutcome, SnapshotPolicy, StoredGroup,
+    StoredUser, UserChange, UserInput,
 };

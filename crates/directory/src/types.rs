@@ -63,6 +63,21 @@ pub struct DirectoryRecord {
     /// SHA-256 hex of the SCIM bearer token (SCIM directories only); the token itself is
     /// never stored.
     pub scim_token_digest: Option<String>,
+    /// Deactivated by an administrator (`POST /admin/directories/{id}/deactivate`): its SCIM
+    /// token is refused until `.../activate`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deactivated: bool,
+}
+
+/// What a presented SCIM bearer token gets.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScimAuth {
+    /// The directory's token: go on.
+    Accepted(Box<DirectoryRecord>),
+    /// Not this directory's token (or no such directory, or one being deleted).
+    Refused,
+    /// The right token of a deactivated directory.
+    Deactivated,
 }
 
 /// Per-directory counters for `metadata`, updated in the same commit as each change.

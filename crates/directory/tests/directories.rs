@@ -168,3 +168,58 @@ fn create_directory_needs_an_organization() {
         }
     ));
 }
+
+#[test]
+fn a_deactivated_directory_refuses_its_token_and_every_change_until_activated() {
+    use idbridge_directory::ScimAuth;
+    let fx = Fx::new();
+    let (dir, token) = fx.scim_dir(DirectorySettings::default());
+    fx.engine
+        .upsert_user(&dir, None, user("u-0", "u0@foo-corp.com", "U"), None)
+        .unwrap();
+    assert!(matches!(
+        fx.engine.scim_auth(&dir, &token).unwrap(),
+        ScimAuth::Accepted(_)
+    ));
+
+    let seq = fx.last_seq();
+    assert!(fx.engine.deactivate_directory(&dir).unwrap().is_some());
+    let rows = fx.rows();
+    assert_eq!(
+        fx.engine.scim_auth(&dir, &token).unwrap(),
+        ScimAuth::Deactivated
+    );
+    assert!(fx.engine.authenticate_scim(&dir, &token).unwrap().is_none());
+    assert_eq!(
+        fx.engine.scim_auth(&dir, "wrong").unwrap(),
+        ScimAuth::Refused,
+        "a wrong token learns nothing"
+    );
+    // A change that got past the token check before the deactivation writes nothing.
+    assert!(matches!(
+        fx.engine
+            .upsert_user(&dir, None, user("u-1", "u1@foo-corp.com", "U"), None),
+        Err(EngineError::Invalid(_))
+    ));
+    assert_eq!(fx.rows(), rows, "nothing written");
+    assert!(fx.engine.deactivate_directory(&dir).unwrap().is_none());
+
+    assert!(fx.engine.activate_directory(&dir).unwrap());
+    assert!(!fx.engine.activate_directory(&dir).unwrap());
+    assert!(matches!(
+        fx.engine.scim_auth(&dir, &token).unwrap(),
+        ScimAuth::Accepted(_)
+    ));
+    fx.engine
+        .upsert_user(&dir, None, user("u-1", "u1@foo-corp.com", "U"), None)
+        .unwrap();
+    let kinds: Vec<String> = fx
+        .events_after(seq)
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["dsync.deactivated", "dsync.activated", "dsync.user.created"]
+    );
+}

@@ -759,3 +759,99 @@ async fn reconcile_reports_and_repairs_drift() {
     assert_eq!(again.drift(), 0, "{again:?}");
     no_twins(&target).await;
 }
+
+/// A target that refuses one user for good (a SCIM 400 on every create of it): the forwarder
+/// gives up on that user, reports it once as `dsync.forward_failed` with what the target said,
+/// and goes on with the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_refusing_a_user_for_good_reports_dsync_forward_failed() {
+    let source = Side::new(source_settings(Deactivation::KeepInactive));
+    let target = Target::start(target_settings(Deactivation::KeepInactive)).await;
+    let proxy = FaultProxy::start(&target.base).await;
+    let secrets = SecretBox::generate().expect("key");
+    let fwd = Forwarder::start(&source, &secrets);
+    let endpoint = proxy.endpoint_for(&target);
+    fwd.set(&source, &endpoint, &target.side.token, test_options());
+    let seq0 = source.store.last_event_seq().expect("seq");
+    proxy.add(Rule {
+        method: Some(Method::POST),
+        path: "/Users",
+        fault: Fault::Status {
+            code: 400,
+            retry_after: None,
+        },
+        count: 1_000,
+    });
+    let victim = add_user(&source, person("u-refused", "Refused", "R", None));
+    eventually(WAIT, || async {
+        let st = fwd.status(&source);
+        match st.parked_objects.iter().find(|p| p.id == victim) {
+            Some(_) => Ok(()),
+            None => Err(format!("{st:?}")),
+        }
+    })
+    .await;
+    let refused_calls = 1_000 - proxy.rules_left();
+    assert!(refused_calls >= 1, "the target was asked");
+
+    // The event joins the forwarder's next commit (the status shows the parking first).
+    let forward_failed = || {
+        source
+            .store
+            .events_after(seq0, 10_000)
+            .expect("events")
+            .iter()
+            .filter(|e| e.kind == FORWARD_FAILED_EVENT)
+            .map(|e| serde_json::from_slice(&e.body).expect("json"))
+            .collect::<Vec<Value>>()
+    };
+    eventually(WAIT, || async {
+        let n = forward_failed().len();
+        (n > 0)
+            .then_some(())
+            .ok_or_else(|| "no event yet".to_owned())
+    })
+    .await;
+    let failed = forward_failed();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    let e = &failed[0];
+    assert_eq!(e["event"], "dsync.forward_failed");
+    assert!(e["id"].as_str().unwrap().starts_with("event_"));
+    let d = &e["data"];
+    assert_eq!(d["object"], "directory_forward_failure");
+    assert_eq!(d["directory_id"], source.dir.as_str());
+    assert_eq!(d["endpoint"], endpoint.as_str());
+    assert_eq!(d["object_type"], "directory_user");
+    assert_eq!(d["object_id"], victim.as_str());
+    assert_eq!(d["idp_id"], "u-refused");
+    assert_eq!(d["status"], 400);
+    assert!(d["code"].is_string() && d["code"] != "", "{d}");
+    assert!(d["reason"].as_str().unwrap().contains("injected"), "{d}");
+    assert!(d["organization_id"].is_string(), "{d}");
+
+    // Parked, not hammered: at most a couple of backed-off retries in 2 s, and still one
+    // event (one per new reason). Then the next user goes through (the proxy's rule still
+    // refuses every POST, so it is lifted first).
+    let left = proxy.rules_left();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        left - proxy.rules_left() <= 2,
+        "retried in a loop: {}",
+        left - proxy.rules_left()
+    );
+    assert_eq!(forward_failed().len(), 1, "one event per reason");
+    proxy.clear();
+    add_user(&source, person("u-next", "Next", "N", None));
+    eventually(WAIT, || async {
+        let forwarded = target
+            .side
+            .engine
+            .find_user_by_idp_id(&target.side.dir, "u-next")
+            .ok()
+            .flatten()
+            .is_some();
+        forwarded.then_some(()).ok_or_else(|| "not yet".to_owned())
+    })
+    .await;
+    assert_eq!(forward_failed().len(), 1, "reported once");
+}

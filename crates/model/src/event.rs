@@ -13,6 +13,7 @@ pub enum EventKind {
     AuthenticationSsoStarted,
     AuthenticationSsoSucceeded,
     AuthenticationSsoFailed,
+    AuthenticationSsoTimedOut,
     ConnectionActivated,
     ConnectionDeactivated,
     ConnectionDeleted,
@@ -51,10 +52,11 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, for catalogues and tests.
-    pub const ALL: [EventKind; 31] = [
+    pub const ALL: [EventKind; 32] = [
         EventKind::AuthenticationSsoStarted,
         EventKind::AuthenticationSsoSucceeded,
         EventKind::AuthenticationSsoFailed,
+        EventKind::AuthenticationSsoTimedOut,
         EventKind::ConnectionActivated,
         EventKind::ConnectionDeactivated,
         EventKind::ConnectionDeleted,
@@ -91,6 +93,7 @@ impl EventKind {
             EventKind::AuthenticationSsoStarted => "authentication.sso_started",
             EventKind::AuthenticationSsoSucceeded => "authentication.sso_succeeded",
             EventKind::AuthenticationSsoFailed => "authentication.sso_failed",
+            EventKind::AuthenticationSsoTimedOut => "authentication.sso_timed_out",
             EventKind::ConnectionActivated => "connection.activated",
             EventKind::ConnectionDeactivated => "connection.deactivated",
             EventKind::ConnectionDeleted => "connection.deleted",

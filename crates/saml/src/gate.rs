@@ -165,7 +165,18 @@ pub fn check_authn_request(
             expected: "samlp:AuthnRequest",
         });
     }
-    let id = element_id(root, "AuthnRequest")?;
+    check_protocol_message(root, "AuthnRequest", allow_sha1)
+}
+
+/// The gate of a protocol message that carries no assertion (AuthnRequest, logout messages):
+/// unique IDs, no assertion inside, a signature only on the root and only a well-formed one
+/// under the algorithm allow-list. Returns its ID and the signature, if any.
+fn check_protocol_message<'a>(
+    root: &'a Element,
+    what: &'static str,
+    allow_sha1: bool,
+) -> Result<(String, Option<&'a Element>), GateViolation> {
+    let id = element_id(root, what)?;
     check_unique_ids(root)?;
     let mut assertion = false;
     root.walk(&mut |e, _| assertion |= is_assertion_like(e));
@@ -178,6 +189,15 @@ pub fn check_authn_request(
         check_signature(sig, &id, allow_sha1)?;
     }
     Ok((id, sig))
+}
+
+/// Gate a POST-binding `samlp:LogoutRequest` / `samlp:LogoutResponse` (the caller checked the
+/// root's name) like an AuthnRequest. Returns its ID and the signature, if any.
+pub fn check_logout_message(
+    root: &Element,
+    allow_sha1: bool,
+) -> Result<(String, Option<&Element>), GateViolation> {
+    check_protocol_message(root, "logout message", allow_sha1)
 }
 
 /// Gate a standalone `saml:Assertion` (a decrypted one). Returns its ID and whether it is signed.

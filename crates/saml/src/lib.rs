@@ -32,7 +32,7 @@ pub use attributes::{map_profile, AttributeMap, SamlConnectionType};
 pub use error::{DecryptError, GateViolation, PolicyViolation, SamlError, SignatureError};
 pub use idp::IdpSigner;
 pub use settings::{IdpSettings, SpKeyPair, SpSettings};
-pub use slo::{verify_slo_redirect, SloContext, SloMessage, SloViolation};
+pub use slo::{verify_slo_post, verify_slo_redirect, SloContext, SloMessage, SloViolation};
 pub use sp::{
     build_authn_request, build_logout_request, decode_redirect_binding, sp_metadata_xml,
     AuthnRedirect, LogoutRedirect, LogoutSubject,

@@ -1,10 +1,12 @@
-//! Single logout messages from the IdP on our SingleLogoutService (HTTP-Redirect binding): a
-//! LogoutResponse answering our LogoutRequest, or an IdP-initiated LogoutRequest.
+//! Single logout messages from the IdP on our SingleLogoutService (HTTP-Redirect and HTTP-POST
+//! bindings): a LogoutResponse answering our LogoutRequest, or an IdP-initiated LogoutRequest.
 //!
-//! Accepted only when the query string carries a signature (SigAlg + Signature over the
-//! octets as received) that verifies with one of the connection's IdP signing certificates —
-//! never a key from the message — under the same algorithm allow-list as everything else
-//! (saml-security.md). Then: Issuer is the IdP, Destination is our SLO URL, IssueInstant is in
+//! Accepted only when signed with one of the connection's IdP signing certificates — never a
+//! key from the message — under the same algorithm allow-list as everything else
+//! (saml-security.md): on the Redirect binding the query signature (SigAlg + Signature over
+//! the octets as received), on the POST binding an enveloped XML signature on the root
+//! ([`verify_slo_post`]: same gate and xmlsec verification as SAML responses, fields read from
+//! the verified bytes only). A LogoutRequest past its NotOnOrAfter is refused. Then: Issuer is the IdP, Destination is our SLO URL, IssueInstant is in
 //! the window, a LogoutResponse has an InResponseTo (the caller checks it is a request we sent,
 //! single use) and a status; a LogoutRequest has an ID (the caller puts it in the replay cache)
 //! and a NameID. Outgoing messages are signed the same way ([`signed_redirect`]).
@@ -55,6 +57,8 @@ pub enum SloViolation {
     IssueInstant,
     #[error("Version must be 2.0")]
     Version,
+    #[error("the LogoutRequest's NotOnOrAfter is unreadable or has passed")]
+    Expired,
     #[error("required {0} is missing")]
     Missing(&'static str),
 }
@@ -195,6 +199,59 @@ pub fn verify_slo_redirect(
     )?;
     let xml_text = crate::sp::decode_redirect_binding(&msg_b64)?;
     let root = xml::parse(&xml_text, &Limits::MESSAGE)?;
+    check_message(&root, is_response, relay_state, ctx)
+}
+
+/// Verifies an HTTP-POST logout message: `param` is the form field it came in
+/// (`SAMLRequest` / `SAMLResponse`), `b64` its value. The message must carry an enveloped XML
+/// signature on its root, which passes the same structural gate and algorithm allow-list as a
+/// SAML response and verifies (xmlsec) with the connection's IdP certificates only; every
+/// field is then read from the verified bytes, under the same rules as the Redirect binding.
+pub fn verify_slo_post(
+    param: &str,
+    b64: &str,
+    relay_state: Option<&str>,
+    ctx: &SloContext<'_>,
+) -> Result<SloMessage, SloViolation> {
+    if b64.len() > MAX_SLO_QUERY {
+        return Err(SloViolation::TooLarge);
+    }
+    let (is_response, expected) = match param {
+        "SAMLResponse" => (true, "LogoutResponse"),
+        "SAMLRequest" => (false, "LogoutRequest"),
+        _ => return Err(SloViolation::NoMessage),
+    };
+    let xml_text = crate::verify::decode_post_binding(b64)?;
+    let tree = xml::parse(&xml_text, &Limits::MESSAGE)?;
+    if !tree.is(NS_PROTOCOL, expected) {
+        return Err(SloViolation::WrongRoot(expected));
+    }
+    let (id, signature) = crate::gate::check_logout_message(&tree, ctx.idp.allow_sha1)?;
+    if signature.is_none() {
+        return Err(SloViolation::Unsigned);
+    }
+    let certs = ctx
+        .idp
+        .signing_certs
+        .iter()
+        .map(|c| c.to_der().map(samael::crypto::CertificateDer::from))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| SloViolation::BadSignature)?;
+    let predigest = crate::verify::verify_signatures(&xml_text, &certs, ctx.idp.allow_sha1)
+        .map_err(|_| SloViolation::BadSignature)?;
+    let verified = crate::verify::parse_verified(&predigest, NS_PROTOCOL, expected, &id)
+        .map_err(|_| SloViolation::BadSignature)?;
+    let relay_state = crate::verify::check_relay_state(relay_state)?;
+    check_message(&verified, is_response, relay_state, ctx)
+}
+
+/// The rules both bindings apply to the (verified) message.
+fn check_message(
+    root: &Element,
+    is_response: bool,
+    relay_state: Option<String>,
+    ctx: &SloContext<'_>,
+) -> Result<SloMessage, SloViolation> {
     let expected = if is_response {
         "LogoutResponse"
     } else {
@@ -206,7 +263,7 @@ pub fn verify_slo_redirect(
     if root.attr("Version") != Some("2.0") {
         return Err(SloViolation::Version);
     }
-    if text_of(&root, NS_ASSERTION, "Issuer").as_deref() != Some(ctx.idp.entity_id.as_str()) {
+    if text_of(root, NS_ASSERTION, "Issuer").as_deref() != Some(ctx.idp.entity_id.as_str()) {
         return Err(SloViolation::WrongIssuer);
     }
     if root.attr("Destination").map(str::trim) != Some(ctx.slo_url) {
@@ -247,8 +304,15 @@ pub fn verify_slo_redirect(
             relay_state,
         })
     } else {
+        // SAML core 3.7.1: a LogoutRequest is void from NotOnOrAfter on (skew allowed).
+        if let Some(raw) = root.attr("NotOnOrAfter") {
+            let until = parse_time(raw.trim()).ok_or(SloViolation::Expired)?;
+            if ctx.now - skew >= until {
+                return Err(SloViolation::Expired);
+            }
+        }
         let name_id =
-            text_of(&root, NS_ASSERTION, "NameID").ok_or(SloViolation::Missing("NameID"))?;
+            text_of(root, NS_ASSERTION, "NameID").ok_or(SloViolation::Missing("NameID"))?;
         let session_indexes = root
             .children_named(NS_PROTOCOL, "SessionIndex")
             .map(|e| e.text().trim().to_owned())

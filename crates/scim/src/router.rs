@@ -24,7 +24,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::{header, Method, StatusCode};
 use idbridge_directory::{
     ChangeKind, Constraint, Cursor, DirectoryEngine, EngineError, GroupInput, MemberEdit, Order,
-    PageRequest, StoredGroup, StoredUser, UserInput,
+    PageRequest, ScimAuth, StoredGroup, StoredUser, UserInput,
 };
 use idbridge_limits::{FailureLimit, FailureLimiter, RateLimit, RateLimiter, RetryAfter};
 use idbridge_model::{new_id, DirectoryUserEmail, IdPrefix, Timestamp};
@@ -293,12 +293,18 @@ async fn serve_in_span(
             return error_response(e);
         }
     };
-    match svc.engine.authenticate_scim(&dir, &token) {
-        Ok(Some(_)) => {}
-        Ok(None) => {
+    match svc.engine.scim_auth(&dir, &token) {
+        Ok(ScimAuth::Accepted(_)) => {}
+        Ok(ScimAuth::Refused) => {
             svc.failed_auth.failed(&client);
             return error_response(ScimError::unauthorized(
                 "the bearer token is not valid for this directory",
+            ));
+        }
+        // The right token: no guessing to throttle, and the caller may know why.
+        Ok(ScimAuth::Deactivated) => {
+            return error_response(ScimError::unauthorized(
+                "the directory is deactivated; an administrator can activate it with POST /admin/directories/{id}/activate",
             ));
         }
         Err(e) => return error_response(engine_error(e)),

@@ -140,6 +140,9 @@ pub struct SsoSection {
     pub default_redirect_uri: Option<String>,
     pub code_ttl_secs: u64,
     pub access_token_ttl_secs: u64,
+    /// How long a started login may take (authorize → IdP → ACS/callback); an unfinished one
+    /// is announced with `authentication.sso_timed_out` after this.
+    pub login_ttl_secs: u64,
     /// Connections created at start-up when absent (keyed by `external_id`).
     pub connections: Vec<DeclaredConnection>,
 }
@@ -166,6 +169,7 @@ impl Default for SsoSection {
             default_redirect_uri: None,
             code_ttl_secs: 600,
             access_token_ttl_secs: 600,
+            login_ttl_secs: 900,
             connections: Vec::new(),
         }
     }
@@ -179,7 +183,7 @@ impl SsoSection {
             default_redirect_uri: self.default_redirect_uri.clone(),
             code_ttl: std::time::Duration::from_secs(self.code_ttl_secs),
             access_token_ttl: std::time::Duration::from_secs(self.access_token_ttl_secs),
-            ..idbridge_sso::SsoConfig::default()
+            login_ttl: std::time::Duration::from_secs(self.login_ttl_secs),
         }
     }
 
@@ -215,6 +219,7 @@ impl SsoSection {
         for (key, v) in [
             ("sso.code_ttl_secs", self.code_ttl_secs),
             ("sso.access_token_ttl_secs", self.access_token_ttl_secs),
+            ("sso.login_ttl_secs", self.login_ttl_secs),
         ] {
             if !(1..=3600).contains(&v) {
                 return Err((key.into(), "must be between 1 and 3600".into()));

@@ -162,6 +162,8 @@ async fn serve_async(config: Config) -> anyhow::Result<Stopped> {
         state.sso.clone(),
         Duration::from_secs(3600),
     );
+    // Started logins whose session expired unfinished: authentication.sso_timed_out.
+    idbridge_sso::login::timeout::spawn_timeout_sweeper(state.sso.clone());
 
     // Organization domains: DNS settings from [dns], and the re-check of pending domains.
     state.sso.dns().set_settings(config.dns.to_settings());

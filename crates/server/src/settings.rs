@@ -164,7 +164,9 @@ impl Section {
             (Section::Webhooks, "max_backoff_ms") => (1.0, 86_400_000.0),
             (Section::Webhooks, "connect_timeout_ms" | "request_timeout_ms") => (1.0, 600_000.0),
             (Section::Webhooks, "batch_size") => (1.0, 10_000.0),
-            (Section::Sso, "code_ttl_secs" | "access_token_ttl_secs") => (1.0, 3600.0),
+            (Section::Sso, "code_ttl_secs" | "access_token_ttl_secs" | "login_ttl_secs") => {
+                (1.0, 3600.0)
+            }
             (Section::Dns, "timeout_ms") => (1.0, 60_000.0),
             (Section::Dns, "recheck_interval_secs") => (1.0, 86_400.0),
             (Section::Dns, "verification_period_secs") => (1.0, 366.0 * 86_400.0),

@@ -72,7 +72,7 @@ fn with_clear_cookie(state: &AppState, outcome: LoginOutcome) -> Response {
     resp
 }
 
-fn form_field(body: &Bytes, name: &str) -> Option<String> {
+pub(crate) fn form_field(body: &Bytes, name: &str) -> Option<String> {
     url::form_urlencoded::parse(body)
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())

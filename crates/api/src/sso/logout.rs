@@ -6,7 +6,7 @@ use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use idbridge_sso::login::{LogoutAuthorization, LogoutError, SloOutcome};
+use idbridge_sso::login::{LogoutAuthorization, LogoutError, SloBinding, SloOutcome};
 use serde_json::json;
 
 use crate::body::{Fields, JsonObject, Query};
@@ -64,11 +64,40 @@ pub async fn saml_slo(
     Path(conn_id): Path<String>,
     uri: Uri,
 ) -> Response {
-    match state
-        .sso
-        .saml_slo(&conn_id, uri.query().unwrap_or(""))
-        .await
-    {
+    slo_reply(
+        state
+            .sso
+            .saml_slo(&conn_id, uri.query().unwrap_or(""))
+            .await,
+    )
+}
+
+/// `POST /sso/saml/slo/{connection}`: the HTTP-POST binding (a form with `SAMLRequest` or
+/// `SAMLResponse`, enveloped XML signature).
+pub async fn saml_slo_post(
+    State(state): State<AppState>,
+    Path(conn_id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let request = super::flow::form_field(&body, "SAMLRequest");
+    let response = super::flow::form_field(&body, "SAMLResponse");
+    let relay_state = super::flow::form_field(&body, "RelayState");
+    let (param, message) = match (&request, &response) {
+        (Some(m), None) => ("SAMLRequest", m.as_str()),
+        (None, Some(m)) => ("SAMLResponse", m.as_str()),
+        // Neither or both: nothing that can be verified.
+        _ => ("", ""),
+    };
+    let binding = SloBinding::Post {
+        param,
+        message,
+        relay_state: relay_state.as_deref(),
+    };
+    slo_reply(state.sso.saml_slo_message(&conn_id, binding).await)
+}
+
+fn slo_reply(outcome: SloOutcome) -> Response {
+    match outcome {
         SloOutcome::Redirect(location) | SloOutcome::RespondToIdp(location) => {
             super::found(&location, None)
         }

@@ -6,6 +6,7 @@
 //! cookies. The flow itself (sessions, verification, profiles, codes, tokens) is
 //! `idbridge_sso::login`. Browser-facing routes are public; the connection API needs an API key.
 
+pub mod certificates;
 pub mod connection_update;
 pub mod connections;
 pub mod flow;
@@ -28,6 +29,7 @@ use crate::AppState;
 pub fn protected_routes() -> Router<AppState> {
     connections::routes()
         .merge(connection_update::routes())
+        .merge(certificates::routes())
         .merge(logout::routes())
 }
 
@@ -44,7 +46,10 @@ pub fn public_routes() -> Router<AppState> {
         .route("/sso/token", post(flow::token))
         .route("/sso/profile", get(flow::profile))
         .route("/sso/logout", get(logout::logout))
-        .route("/sso/saml/slo/{conn_id}", get(logout::saml_slo))
+        .route(
+            "/sso/saml/slo/{conn_id}",
+            get(logout::saml_slo).post(logout::saml_slo_post),
+        )
 }
 
 /// Prefix of the per-login cookie; the suffix is the login's relay key, so parallel logins in

@@ -2172,6 +2172,9 @@ async fn idp_initiated_logout_requests_need_the_idp_signature_and_are_single_use
     let subject = "<saml:NameID>eve@sloreq.example.com</saml:NameID><samlp:SessionIndex>_session1</samlp:SessionIndex>";
     let idp_key = env.idp.keys.key.clone();
     let attacker = IdpSigner::generate(IDP_ENTITY).unwrap();
+    // Past by more than the connection's clock skew.
+    let past = (chrono::Utc::now() - chrono::Duration::minutes(10)).format("%Y-%m-%dT%H:%M:%SZ");
+    let future = (chrono::Utc::now() + chrono::Duration::minutes(5)).format("%Y-%m-%dT%H:%M:%SZ");
     for (what, uri) in [
         (
             "unsigned",
@@ -2225,17 +2228,42 @@ async fn idp_initiated_logout_requests_need_the_idp_signature_and_are_single_use
                 Some(&idp_key),
             ),
         ),
+        (
+            "NotOnOrAfter passed",
+            idp_logout_message(
+                &id,
+                "LogoutRequest",
+                IDP_ENTITY,
+                &dest,
+                &format!(" NotOnOrAfter=\"{past}\""),
+                subject,
+                Some(&idp_key),
+            ),
+        ),
+        (
+            "NotOnOrAfter unreadable",
+            idp_logout_message(
+                &id,
+                "LogoutRequest",
+                IDP_ENTITY,
+                &dest,
+                " NotOnOrAfter=\"soon\"",
+                subject,
+                Some(&idp_key),
+            ),
+        ),
     ] {
         let r = env.get(&uri, None).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{what}: {}", r.text);
         assert_eq!(r.body["error"], "invalid_logout_message", "{what}");
     }
+    // A NotOnOrAfter still ahead is fine.
     let good = idp_logout_message(
         &id,
         "LogoutRequest",
         IDP_ENTITY,
         &dest,
-        "",
+        &format!(" NotOnOrAfter=\"{future}\""),
         subject,
         Some(&idp_key),
     );
@@ -2284,6 +2312,351 @@ async fn idp_initiated_logout_requests_need_the_idp_signature_and_are_single_use
     let plain_id = plain["id"].as_str().unwrap();
     let r = env.get(&good.replace(&id, plain_id), None).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+/// A PEM certificate for `key`, valid from `from_days` to `to_days` from now.
+fn cert_for(
+    key: &openssl::pkey::PKey<openssl::pkey::Private>,
+    from_days: i64,
+    to_days: i64,
+) -> String {
+    use openssl::asn1::Asn1Time;
+    let mut b = openssl::x509::X509Builder::new().unwrap();
+    let mut name = openssl::x509::X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "test idp").unwrap();
+    let name = name.build();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(key).unwrap();
+    let now = chrono::Utc::now().timestamp();
+    b.set_not_before(&Asn1Time::from_unix(now + from_days * 86_400).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::from_unix(now + to_days * 86_400).unwrap())
+        .unwrap();
+    b.sign(key, openssl::hash::MessageDigest::sha256()).unwrap();
+    String::from_utf8(b.build().to_pem().unwrap()).unwrap()
+}
+
+fn rsa_key(bits: u32) -> openssl::pkey::PKey<openssl::pkey::Private> {
+    openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(bits).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn idp_signing_certificates_are_imported_validated_and_deleted() {
+    let mut env = Env::new();
+    let org = env.org("Acme").await;
+    let c = env.saml_conn(&org, json!({})).await;
+    let id = c["id"].as_str().unwrap().to_string();
+    let path = format!("/connections/{id}/saml_idp_signing_certs");
+    let first_pem = env.cert_pem();
+
+    let list = env.api("GET", &path, None).await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.text);
+    assert_eq!(list.body["object"], "list");
+    let data = list.body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1);
+    let first = &data[0];
+    assert_eq!(first["object"], "saml_idp_signing_certificate");
+    assert_eq!(first["value"].as_str().unwrap().trim(), first_pem.trim());
+    assert!(first["id"].as_str().unwrap().starts_with("cert_"));
+    let not_after = first["not_after"].as_str().unwrap();
+    assert!(not_after > first["not_before"].as_str().unwrap());
+    assert!(not_after > chrono::Utc::now().to_rfc3339().as_str());
+    let first_id = first["id"].as_str().unwrap().to_string();
+
+    // Bad input: each a 422 naming `value`, each changing nothing.
+    let not_pem = "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA";
+    let garbage = "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n";
+    let key_pem = String::from_utf8(rsa_key(2048).private_key_to_pem_pkcs8().unwrap()).unwrap();
+    let expired = cert_for(&rsa_key(2048), -10, -1);
+    let weak = cert_for(&rsa_key(1024), -1, 30);
+    for (value, code) in [
+        (json!(not_pem), "not_a_pem_certificate"),
+        (json!(key_pem), "not_a_pem_certificate"),
+        (json!(garbage), "invalid_certificate"),
+        (json!(expired), "certificate_expired"),
+        (json!(weak), "unsupported_certificate_key"),
+        (json!(42), "invalid_type"),
+    ] {
+        let r = env
+            .api("POST", &path, Some(json!({ "value": value })))
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{code}: {}",
+            r.text
+        );
+        assert_eq!(r.body["code"], "invalid_request_parameters");
+        assert_eq!(r.body["errors"][0]["field"], "value", "{}", r.text);
+        if code != "invalid_type" {
+            assert_eq!(r.body["errors"][0]["code"], code, "{}", r.text);
+            assert!(r.body["errors"][0]["message"].is_string(), "{}", r.text);
+        }
+    }
+    let r = env.api("POST", &path, Some(json!({}))).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = env
+        .api("POST", &path, Some(json!({"value": first_pem, "pem": "x"})))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.body["errors"][0]["field"], "pem", "{}", r.text);
+    let dup = env
+        .api("POST", &path, Some(json!({ "value": first_pem })))
+        .await;
+    assert_eq!(dup.status, StatusCode::CONFLICT, "{}", dup.text);
+    assert_eq!(dup.body["code"], "certificate_already_exists");
+    let missing = env
+        .api(
+            "POST",
+            "/connections/conn_01ARZ3NDEKTSV4RRFFQ69G5FAV/saml_idp_signing_certs",
+            Some(json!({ "value": first_pem })),
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        env.api("GET", &path, None).await.body["data"],
+        list.body["data"]
+    );
+
+    // The IdP rotates: its new certificate is imported ahead, then responses signed with the
+    // new key verify; after the old one is deleted, the old key's responses are refused.
+    let old_signer = std::mem::replace(&mut env.idp, IdpSigner::generate(IDP_ENTITY).unwrap());
+    let new_pem = env.cert_pem();
+    let before = env.login(&id, "", "ada@acme.example.com").await;
+    assert!(before.param("code").is_none(), "{:?}", before.location);
+    let created = env
+        .api("POST", &path, Some(json!({ "value": new_pem })))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    assert_eq!(created.body["object"], "saml_idp_signing_certificate");
+    let new_id = created.body["id"].as_str().unwrap().to_string();
+    let list = env.api("GET", &path, None).await;
+    let ids: Vec<&str> = list.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [first_id.as_str(), new_id.as_str()], "oldest first");
+    let done = env.login(&id, "", "ada@acme.example.com").await;
+    assert!(done.param("code").is_some(), "{:?}", done.location);
+
+    let gone = env.api("DELETE", &format!("{path}/{first_id}"), None).await;
+    assert_eq!(gone.status, StatusCode::NO_CONTENT, "{}", gone.text);
+    let unknown = env.api("DELETE", &format!("{path}/{first_id}"), None).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    let last = env.api("DELETE", &format!("{path}/{new_id}"), None).await;
+    assert_eq!(last.status, StatusCode::BAD_REQUEST, "{}", last.text);
+    assert_eq!(last.body["code"], "last_certificate");
+    let new_signer = std::mem::replace(&mut env.idp, old_signer);
+    let refused = env.login(&id, "", "ada@acme.example.com").await;
+    assert!(refused.param("code").is_none(), "{:?}", refused.location);
+    env.idp = new_signer;
+    let ok = env.login(&id, "", "ada@acme.example.com").await;
+    assert!(ok.param("code").is_some(), "{:?}", ok.location);
+
+    // OIDC connections have none.
+    let oidc = env
+        .api(
+            "POST",
+            "/connections",
+            Some(
+                json!({"organization_id": org, "connection_type": "OktaOIDC", "oidc_options": {
+                "issuer": "https://op.example.com", "client_id": "abc", "client_secret": "s"}}),
+            ),
+        )
+        .await;
+    assert_eq!(oidc.status, StatusCode::CREATED, "{}", oidc.text);
+    let oid = oidc.body["id"].as_str().unwrap();
+    let r = env
+        .api(
+            "GET",
+            &format!("/connections/{oid}/saml_idp_signing_certs"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert_eq!(r.body["code"], "not_a_saml_connection");
+}
+
+#[tokio::test]
+async fn sp_certificates_are_generated_listed_and_deleted() {
+    let env = Env::new();
+    let org = env.org("Acme").await;
+    let c = env.saml_conn(&org, json!({"sign_requests": true})).await;
+    let id = c["id"].as_str().unwrap().to_string();
+
+    // Encryption: one from creation; a second one beside it; a third is a 409.
+    let enc = format!("/connections/{id}/saml_sp_encryption_certs");
+    let list = env.api("GET", &enc, None).await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.text);
+    assert_eq!(list.body["data"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        list.body["data"][0]["object"],
+        "saml_sp_encryption_certificate"
+    );
+    let first_enc = list.body["data"][0]["id"].as_str().unwrap().to_string();
+    let r = env.api("POST", &enc, Some(json!({"value": "x"}))).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    let added = env.api("POST", &enc, None).await;
+    assert_eq!(added.status, StatusCode::CREATED, "{}", added.text);
+    assert!(added.body["value"]
+        .as_str()
+        .unwrap()
+        .starts_with("-----BEGIN CERTIFICATE-----"));
+    let second_enc = added.body["id"].as_str().unwrap().to_string();
+    let full = env.api("POST", &enc, None).await;
+    assert_eq!(full.status, StatusCode::CONFLICT, "{}", full.text);
+    let list = env.api("GET", &enc, None).await;
+    let ids: Vec<&str> = list.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [first_enc.as_str(), second_enc.as_str()]);
+    // Both are published in the SP metadata; after a delete only the other one.
+    let md = env.get(&format!("/sso/saml/metadata/{id}"), None).await;
+    assert_eq!(
+        md.text.matches("use=\"encryption\"").count(),
+        2,
+        "{}",
+        md.text
+    );
+    let del = env.api("DELETE", &format!("{enc}/{first_enc}"), None).await;
+    assert_eq!(del.status, StatusCode::NO_CONTENT, "{}", del.text);
+    let md = env.get(&format!("/sso/saml/metadata/{id}"), None).await;
+    assert_eq!(
+        md.text.matches("use=\"encryption\"").count(),
+        1,
+        "{}",
+        md.text
+    );
+    let del = env.api("DELETE", &format!("{enc}/{first_enc}"), None).await;
+    assert_eq!(del.status, StatusCode::NOT_FOUND);
+
+    // Signing: one at a time; delete → requests unsigned and GET is a 404; create → signed
+    // with the new key, which the metadata publishes.
+    let sig = format!("/connections/{id}/saml_sp_signing_cert");
+    let cur = env.api("GET", &sig, None).await;
+    assert_eq!(cur.status, StatusCode::OK, "{}", cur.text);
+    assert_eq!(cur.body["object"], "saml_sp_signing_certificate");
+    let cur_id = cur.body["id"].as_str().unwrap().to_string();
+    let again = env.api("POST", &sig, None).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text);
+    let del = env.api("DELETE", &format!("{sig}/cert_NOPE"), None).await;
+    assert_eq!(del.status, StatusCode::NOT_FOUND);
+    let del = env.api("DELETE", &format!("{sig}/{cur_id}"), None).await;
+    assert_eq!(del.status, StatusCode::NO_CONTENT, "{}", del.text);
+    assert_eq!(
+        env.api("GET", &sig, None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let unsigned = env
+        .get(&env.authorize_url(&format!("&connection={id}")), None)
+        .await;
+    assert_eq!(unsigned.status, StatusCode::FOUND, "{}", unsigned.text);
+    assert!(
+        unsigned.param("Signature").is_none(),
+        "{:?}",
+        unsigned.location
+    );
+    let new = env.api("POST", &sig, None).await;
+    assert_eq!(new.status, StatusCode::CREATED, "{}", new.text);
+    assert_ne!(new.body["id"], cur.body["id"]);
+    assert_eq!(env.api("GET", &sig, None).await.body, new.body);
+    let signed = env
+        .get(&env.authorize_url(&format!("&connection={id}")), None)
+        .await;
+    let (data, signature) = redirect_signature(signed.location.as_deref().unwrap());
+    let (published, _) = sp_signing_cert(&env, &id).await;
+    let new_cert =
+        openssl::x509::X509::from_pem(new.body["value"].as_str().unwrap().as_bytes()).unwrap();
+    assert_eq!(published.to_der().unwrap(), new_cert.to_der().unwrap());
+    let key = new_cert.public_key().unwrap();
+    let mut v = openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &key).unwrap();
+    v.update(data.as_bytes()).unwrap();
+    assert!(v.verify(&signature).unwrap(), "signed with the new SP key");
+}
+
+#[tokio::test]
+async fn abandoned_logins_time_out_once_finished_ones_never() {
+    let env = Env::new();
+    let org = env.org("Acme").await;
+    let c = env.saml_conn(&org, json!({})).await;
+    let id = c["id"].as_str().unwrap().to_string();
+    let ttl_ms = i64::try_from(env.state.sso.config().login_ttl.as_millis()).unwrap();
+    let later = || chrono::Utc::now().timestamp_millis() + ttl_ms + 1_000;
+    let timed_out = || {
+        env.store
+            .events_after(0, 1000)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == "authentication.sso_timed_out")
+            .collect::<Vec<_>>()
+    };
+
+    // One login abandoned at the IdP, one that succeeds, one that fails (forged response).
+    let abandoned = env
+        .get(
+            &env.authorize_url(&format!("&connection={id}&state=gone")),
+            None,
+        )
+        .await;
+    assert_eq!(abandoned.status, StatusCode::FOUND, "{}", abandoned.text);
+    let ok = env.login(&id, "", "ada@acme.example.com").await;
+    assert!(ok.param("code").is_some(), "{:?}", ok.location);
+    let (_, relay, cookie) = env.authorize_at_idp(&id, "", "bob@acme.example.com").await;
+    let bad = env
+        .post_acs(
+            &id,
+            &b64("<samlp:Response xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\"/>"),
+            Some(&relay),
+            Some(&cookie),
+        )
+        .await;
+    assert!(bad.param("error").is_some(), "{:?}", bad.location);
+    assert!(env
+        .event_kinds()
+        .contains(&"authentication.sso_failed".to_string()));
+
+    // Nothing is due yet; once the lifetime has passed, exactly the abandoned one is
+    // announced, once — also by a second node (or a restart) over the same store.
+    let now = chrono::Utc::now().timestamp_millis();
+    assert_eq!(env.state.sso.sweep_timed_out_logins(now).await.unwrap(), 0);
+    assert!(timed_out().is_empty());
+    assert_eq!(
+        env.state.sso.sweep_timed_out_logins(later()).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        env.state.sso.sweep_timed_out_logins(later()).await.unwrap(),
+        0
+    );
+    let other = AppState::new(env.store.clone(), ApiConfig::default())
+        .with_sso(SsoConfig::default(), Some(SecretBox::generate().unwrap()));
+    assert_eq!(other.sso.sweep_timed_out_logins(later()).await.unwrap(), 0);
+    let events = timed_out();
+    assert_eq!(events.len(), 1);
+    let body: Value = serde_json::from_slice(&events[0].body).unwrap();
+    let data = &body["data"];
+    // Every field the spec's EventSchema requires for authentication.sso_timed_out.
+    assert_eq!(data["type"], "sso");
+    assert_eq!(data["status"], "timed_out");
+    for key in ["ip_address", "user_agent", "user_id", "email"] {
+        assert!(data.get(key).is_some(), "{key} missing: {data}");
+    }
+    assert_eq!(data["sso"]["connection_id"], id.as_str());
+    assert_eq!(data["sso"]["organization_id"], org.as_str());
+    assert!(data["sso"].get("session_id").is_some());
+    assert_eq!(data["error"]["code"], "sso_timed_out");
+    assert!(data["error"]["message"].is_string());
+
+    assert_eq!(
+        env.state.sso.sweep_timed_out_logins(later()).await.unwrap(),
+        0
+    );
 }
 
 /// `PUT /admin/connections/{id}` replaces the declaration: a new IdP key and name apply at
@@ -2401,4 +2774,157 @@ async fn reconfigure_replaces_the_declaration_and_keeps_id_and_sp_keys() {
         )
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+}
+
+/// An HTTP-POST logout message: `<samlp:{root}>` with an enveloped signature by `signer`
+/// (after the Issuer, as the schema orders it), or unsigned; `tamper` edits it after signing.
+fn idp_logout_post(
+    root: &str,
+    destination: &str,
+    extra_attrs: &str,
+    children: &str,
+    signer: Option<&IdpSigner>,
+    tamper: Option<(&str, &str)>,
+) -> String {
+    let id = format!("_idp{}", &idbridge_saml::sp::new_id().unwrap()[1..]);
+    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
+    let signature = match signer {
+        Some(s) => s.template(&id).unwrap(),
+        None => String::new(),
+    };
+    let xml = format!(
+        "<samlp:{root} xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" ID=\"{id}\" Version=\"2.0\" IssueInstant=\"{now}\" Destination=\"{destination}\"{extra_attrs}><saml:Issuer>{IDP_ENTITY}</saml:Issuer>{signature}{children}</samlp:{root}>"
+    );
+    let mut xml = match signer {
+        Some(s) => s.sign_template(&xml).unwrap(),
+        None => xml,
+    };
+    if let Some((from, to)) = tamper {
+        assert!(xml.contains(from));
+        xml = xml.replace(from, to);
+    }
+    b64(&xml)
+}
+
+#[tokio::test]
+async fn logout_messages_over_http_post_need_the_idps_xml_signature() {
+    let env = Env::new();
+    let org = env.org("SloPost").await;
+    let c = env.saml_conn(&org, json!({"idp_slo_url": IDP_SLO})).await;
+    let id = c["id"].as_str().unwrap().to_string();
+    let dest = format!("http://127.0.0.1:8080/sso/saml/slo/{id}");
+    let post = |param: &'static str, message: String| {
+        let body = format!("{param}={}&RelayState=rs-1", urlencode(&message));
+        Request::builder()
+            .method("POST")
+            .uri(format!("/sso/saml/slo/{id}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let subject = "<saml:NameID>eve@slopost.example.com</saml:NameID><samlp:SessionIndex>_s1</samlp:SessionIndex>";
+    let attacker = IdpSigner::generate(IDP_ENTITY).unwrap();
+    let past = (chrono::Utc::now() - chrono::Duration::minutes(10)).format("%Y-%m-%dT%H:%M:%SZ");
+    let future = (chrono::Utc::now() + chrono::Duration::minutes(5)).format("%Y-%m-%dT%H:%M:%SZ");
+    for (what, message) in [
+        (
+            "unsigned",
+            idp_logout_post("LogoutRequest", &dest, "", subject, None, None),
+        ),
+        (
+            "forged",
+            idp_logout_post("LogoutRequest", &dest, "", subject, Some(&attacker), None),
+        ),
+        (
+            "tampered after signing",
+            idp_logout_post(
+                "LogoutRequest",
+                &dest,
+                "",
+                subject,
+                Some(&env.idp),
+                Some(("eve@slopost", "mallory@slopost")),
+            ),
+        ),
+        (
+            "wrong destination",
+            idp_logout_post(
+                "LogoutRequest",
+                "https://elsewhere.example/slo",
+                "",
+                subject,
+                Some(&env.idp),
+                None,
+            ),
+        ),
+        (
+            "NotOnOrAfter passed",
+            idp_logout_post(
+                "LogoutRequest",
+                &dest,
+                &format!(" NotOnOrAfter=\"{past}\""),
+                subject,
+                Some(&env.idp),
+                None,
+            ),
+        ),
+    ] {
+        let r = env.send(post("SAMLRequest", message)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{what}: {}", r.text);
+        assert_eq!(r.body["error"], "invalid_logout_message", "{what}");
+    }
+    // A LogoutRequest sent as a SAMLResponse field is not a response.
+    let good = idp_logout_post(
+        "LogoutRequest",
+        &dest,
+        &format!(" NotOnOrAfter=\"{future}\""),
+        subject,
+        Some(&env.idp),
+        None,
+    );
+    let r = env.send(post("SAMLResponse", good.clone())).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    // Signed by the IdP: answered with our signed LogoutResponse on the IdP's SLO; once.
+    let r = env.send(post("SAMLRequest", good.clone())).await;
+    assert_eq!(r.status, StatusCode::FOUND, "{}", r.text);
+    assert!(r
+        .location
+        .as_deref()
+        .unwrap()
+        .starts_with(&format!("{IDP_SLO}?SAMLResponse=")));
+    let again = env.send(post("SAMLRequest", good)).await;
+    assert_eq!(
+        again.status,
+        StatusCode::BAD_REQUEST,
+        "replay: {}",
+        again.text
+    );
+
+    // Our LogoutRequest answered by a POSTed, XML-signed LogoutResponse: accepted once.
+    let request_id = started_logout(&env, &id, "eve@slopost.example.com").await;
+    let irt = format!(" InResponseTo=\"{request_id}\"");
+    let forged = idp_logout_post(
+        "LogoutResponse",
+        &dest,
+        &irt,
+        SUCCESS,
+        Some(&attacker),
+        None,
+    );
+    let r = env.send(post("SAMLResponse", forged)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    let answer = idp_logout_post("LogoutResponse", &dest, &irt, SUCCESS, Some(&env.idp), None);
+    let r = env.send(post("SAMLResponse", answer.clone())).await;
+    assert!(
+        r.status == StatusCode::FOUND || r.status == StatusCode::OK,
+        "{}",
+        r.text
+    );
+    let again = env.send(post("SAMLResponse", answer)).await;
+    assert_eq!(
+        again.status,
+        StatusCode::BAD_REQUEST,
+        "replay: {}",
+        again.text
+    );
 }

@@ -311,6 +311,11 @@ impl FaultProxy {
         self.state.lock().expect("lock").rules.push_back(rule);
     }
 
+    /// Drops every rule not used up yet (the target answers normally again).
+    pub fn clear(&self) {
+        self.state.lock().expect("lock").rules.clear();
+    }
+
     pub fn rules_left(&self) -> usize {
         self.state
             .lock()

@@ -276,6 +276,7 @@ impl SsoService {
             clock_skew_secs: input.clock_skew_secs,
             attribute_map: input.attribute_map,
             renewal_notified,
+            idp_cert_added_at: Default::default(),
         })))
     }
 

@@ -5,12 +5,10 @@
 use idbridge_model::Timestamp;
 use idbridge_oidc::Secret;
 use idbridge_saml::{IdpSettings, SpKeyPair, SpSettings};
-use idbridge_store::StoreError;
 use openssl::x509::X509;
 use serde_json::Value;
 
-use super::{Connections, OidcConnection, ProtocolSettings, SamlConnection, StoredKeyPair};
-use crate::db;
+use super::{OidcConnection, ProtocolSettings, SamlConnection, StoredKeyPair};
 use crate::error::{SsoError, SsoResult};
 use crate::{SecretBox, SsoService};
 
@@ -20,8 +18,8 @@ pub const SP_CERT_DAYS: u32 = 3650;
 /// Keys kept per purpose: the current one and the previous one during a rollover.
 pub const MAX_SP_KEYS: usize = 2;
 
-const SP_SIGNING: &str = "sp_signing_key";
-const SP_ENCRYPTION: &str = "sp_encryption_key";
+pub(crate) const SP_SIGNING: &str = "sp_signing_key";
+pub(crate) const SP_ENCRYPTION: &str = "sp_encryption_key";
 const OIDC_CLIENT_SECRET: &str = "oidc_client_secret";
 const PKCE: &str = "pkce";
 
@@ -81,6 +79,20 @@ pub(crate) async fn generate_sp_pairs(
         seal_pair(secrets, conn_id, SP_SIGNING, &s)?,
         seal_pair(secrets, conn_id, SP_ENCRYPTION, &e)?,
     ))
+}
+
+/// One fresh SP key pair for `purpose` (`SP_SIGNING` / `SP_ENCRYPTION`), sealed.
+pub(crate) async fn generate_sp_pair(
+    secrets: &SecretBox,
+    conn_id: &str,
+    purpose: &str,
+) -> SsoResult<StoredKeyPair> {
+    let cn = format!("idbridge SP {conn_id}");
+    let pair = tokio::task::spawn_blocking(move || SpKeyPair::generate(&cn, SP_CERT_DAYS))
+        .await
+        .map_err(SsoError::internal)?
+        .map_err(SsoError::internal)?;
+    seal_pair(secrets, conn_id, purpose, &pair)
 }
 
 /// A tiny EC key used only to satisfy `SpKeyPair` when rendering metadata (never signs).
@@ -220,18 +232,7 @@ impl SsoService {
         next.sp_signing_keys.truncate(MAX_SP_KEYS);
         next.sp_encryption_keys.insert(0, encryption);
         next.sp_encryption_keys.truncate(MAX_SP_KEYS);
-        let mut record = old.clone();
-        record.protocol = ProtocolSettings::Saml(next);
-        record.connection.updated_at = Timestamp::now();
-        let mut cs = idbridge_store::ChangeSet::new();
-        Connections::stage_replace(&mut cs, &old, &record)?;
-        match db::commit(&self.store, cs).await {
-            Ok(_) => {}
-            Err(e @ StoreError::Conflict { .. }) if Connections::is_record_conflict(&e) => {
-                return Err(SsoError::concurrent("connection"))
-            }
-            Err(e) => return Err(e.into()),
-        }
+        let record = self.replace_saml(&old, next).await?;
         self.admin_view(&record)
     }
 }

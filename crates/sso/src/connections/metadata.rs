@@ -130,9 +130,16 @@ impl SsoService {
                             next.idp_slo_url = slo;
                         }
                         let mut a: Vec<_> = certs.iter().filter_map(|c| fingerprint(c)).collect();
+                        // Certificates imported through the API are not the metadata's:
+                        // they neither count as a change nor are dropped by one.
+                        let imported = |c: &String| {
+                            super::certificates::certificate_id(c)
+                                .is_some_and(|id| saml.idp_cert_added_at.contains_key(&id))
+                        };
                         let mut b: Vec<_> = saml
                             .idp_signing_certs
                             .iter()
+                            .filter(|c| !imported(c))
                             .filter_map(|c| fingerprint(c))
                             .collect();
                         a.sort();
@@ -144,6 +151,11 @@ impl SsoService {
                             }
                             next.idp_wants_signed_requests = idp.wants_signed_requests;
                             next.idp_signing_certs = certs.clone();
+                            for c in saml.idp_signing_certs.iter().filter(|c| imported(c)) {
+                                if !a.contains(&fingerprint(c).unwrap_or_default()) {
+                                    next.idp_signing_certs.push(c.clone());
+                                }
+                            }
                             if let Some(first) = certs.first() {
                                 events.push((
                                     EventKind::ConnectionSamlCertificateRenewed,

@@ -5,10 +5,11 @@
 //! and client secrets are sealed ([`keys`]) before they reach the store and never leave through
 //! the wire object. The other concerns live beside this file: [`create`] (typed input → record),
 //! [`keys`] (sealing, SP settings, rotation), [`metadata`] (IdP metadata fetching and the
-//! refresh worker), [`admin`] (the secret-free admin view) and [`update`] (PATCH: name,
-//! external id, active/inactive).
+//! refresh worker), [`admin`] (the secret-free admin view), [`update`] (PATCH: name,
+//! external id, active/inactive) and [`certificates`] (the SAML certificate sub-resources).
 
 pub mod admin;
+pub mod certificates;
 pub mod create;
 pub mod keys;
 pub mod metadata;
@@ -83,6 +84,11 @@ pub struct SamlConnection {
     /// `connection.saml_certificate_renewal_required` (announced once each).
     #[serde(default)]
     pub renewal_notified: Vec<String>,
+    /// When each IdP signing certificate imported through
+    /// `POST /connections/{id}/saml_idp_signing_certs` was added, by certificate id; a
+    /// metadata refresh keeps these.
+    #[serde(default)]
+    pub idp_cert_added_at: certificates::ImportTimes,
 }
 
 /// An SP key pair with the private key sealed. `Debug` shows only the creation time.

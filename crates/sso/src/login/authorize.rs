@@ -235,7 +235,19 @@ impl SsoService {
         let session_id = random_token(32);
         let ttl = self.config().login_ttl;
         let mut cs = ChangeSet::new();
-        Logins::stage_session(&mut cs, &session_id, &session, now_ms() + ttl_ms(ttl))?;
+        let expires_at_ms = now_ms() + ttl_ms(ttl);
+        Logins::stage_session(&mut cs, &session_id, &session, expires_at_ms)?;
+        super::timeout::stage_deadline(
+            &mut cs,
+            &session_id,
+            &super::timeout::LoginDeadline {
+                expires_at_ms,
+                connection_id: conn_id.clone(),
+                organization_id: org_id.clone(),
+                ip_address: start.client.ip_address.clone(),
+                user_agent: start.client.user_agent.clone(),
+            },
+        )?;
         let event = Event::new(
             EventKind::AuthenticationSsoStarted,
             auth_event_data(

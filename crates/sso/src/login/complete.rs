@@ -268,6 +268,7 @@ impl SsoService {
         let mut cs = ChangeSet::new();
         if let Some(sid) = &dest.session_id {
             Logins::stage_take_session(&mut cs, sid, now);
+            super::timeout::stage_clear_deadline(&mut cs, sid);
         }
         for (key, expires) in &dest.replay {
             Logins::stage_replay(&mut cs, key, *expires, now);
@@ -355,6 +356,7 @@ impl SsoService {
         let mut cs = ChangeSet::new();
         if let Some(sid) = &dest.session_id {
             Logins::stage_take_session(&mut cs, sid, now_ms());
+            super::timeout::stage_clear_deadline(&mut cs, sid);
         }
         cs.append_event(&event, org_id);
         let committed = match db::commit(&self.store, cs).await {

@@ -236,12 +236,33 @@ pub enum SloOutcome {
     Refused,
 }
 
+/// A logout message as it arrived on our SingleLogoutService.
+#[derive(Debug, Clone, Copy)]
+pub enum SloBinding<'a> {
+    /// HTTP-Redirect: the raw query string (after `?`, still URL-encoded).
+    Redirect(&'a str),
+    /// HTTP-POST: the form field name (`SAMLRequest` / `SAMLResponse`), its value and the
+    /// RelayState, if any.
+    Post {
+        param: &'a str,
+        message: &'a str,
+        relay_state: Option<&'a str>,
+    },
+}
+
 impl SsoService {
     /// `GET /sso/saml/slo/{connection}`: a LogoutResponse to our LogoutRequest, or an
     /// IdP-initiated LogoutRequest, both only when signed by the connection's IdP.
     #[tracing::instrument(name = "sso.saml_slo", skip(self, raw_query))]
     pub async fn saml_slo(&self, conn_id: &str, raw_query: &str) -> SloOutcome {
-        match self.saml_slo_inner(conn_id, raw_query).await {
+        self.saml_slo_message(conn_id, SloBinding::Redirect(raw_query))
+            .await
+    }
+
+    /// Our SingleLogoutService over either binding (`GET` Redirect, `POST` form).
+    #[tracing::instrument(name = "sso.saml_slo_message", skip(self, binding))]
+    pub async fn saml_slo_message(&self, conn_id: &str, binding: SloBinding<'_>) -> SloOutcome {
+        match self.saml_slo_inner(conn_id, binding).await {
             Ok(outcome) => outcome,
             Err(why) => {
                 tracing::warn!(reason = %why, "SAML logout message refused");
@@ -250,7 +271,11 @@ impl SsoService {
         }
     }
 
-    async fn saml_slo_inner(&self, conn_id: &str, raw_query: &str) -> Result<SloOutcome, String> {
+    async fn saml_slo_inner(
+        &self,
+        conn_id: &str,
+        binding: SloBinding<'_>,
+    ) -> Result<SloOutcome, String> {
         let record = self
             .connections
             .get(conn_id)
@@ -270,8 +295,15 @@ impl SsoService {
             clock_skew: std::time::Duration::from_secs(saml.clock_skew_secs),
             max_age: SLO_MAX_AGE,
         };
-        let message =
-            idbridge_saml::verify_slo_redirect(raw_query, &ctx).map_err(|e| e.to_string())?;
+        let message = match binding {
+            SloBinding::Redirect(raw_query) => idbridge_saml::verify_slo_redirect(raw_query, &ctx),
+            SloBinding::Post {
+                param,
+                message,
+                relay_state,
+            } => idbridge_saml::verify_slo_post(param, message, relay_state, &ctx),
+        }
+        .map_err(|e| e.to_string())?;
         let now = now_ms();
         match message {
             idbridge_saml::SloMessage::Response {

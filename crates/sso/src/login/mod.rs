@@ -6,7 +6,8 @@
 //! `authentication.sso_started` event; a finished login takes the session and writes the SAML
 //! replay entries, the stable profile id, the code, the `authentication.sso_succeeded` event
 //! and the connection's activation together (a failed one takes the session with its
-//! `authentication.sso_failed` event); the token exchange takes the code and stores the token.
+//! `authentication.sso_failed` event); a login that does neither before its session expires is
+//! announced by [`timeout`]'s sweeper (`authentication.sso_timed_out`); the token exchange takes the code and stores the token.
 //! Codes, tokens and sessions are stored only as SHA-256 digests.
 //!
 //! HTTP belongs to the caller: this module decides where the browser goes ([`LoginReply`]) and
@@ -17,11 +18,12 @@ mod complete;
 pub mod logout;
 mod oidc;
 pub(crate) mod saml;
+pub mod timeout;
 mod token;
 
 pub(crate) use authorize::LoginStart;
 pub use authorize::{Authorization, AuthorizeError, AuthorizeRequest};
-pub use logout::{LogoutAuthorization, LogoutError, SamlSubject, SloOutcome};
+pub use logout::{LogoutAuthorization, LogoutError, SamlSubject, SloBinding, SloOutcome};
 pub use oidc::OidcCallback;
 pub use saml::AcsRequest;
 pub use token::{pkce_matches, TokenGrant, TokenRequest};
