@@ -867,3 +867,250 @@ async fn a_portal_link_reaches_only_its_organization() {
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(count(&a), 1);
 }
+
+impl Env {
+    async fn scim_status(&self, dir: &str, token: &str) -> StatusCode {
+        let req = Request::builder()
+            .method("GET")
+            .uri(format!("/scim/v2/{dir}/Users"))
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        self.app.clone().oneshot(req).await.unwrap().status()
+    }
+}
+
+/// The value of the read-only field with this id on a page.
+fn field_value(page: &str, id: &str) -> Option<String> {
+    let at = page.find(&format!("id=\"{id}\""))?;
+    let rest = &page[at..];
+    let v = rest.find("value=\"")? + "value=\"".len();
+    Some(rest[v..v + rest[v..].find('"')?].to_string())
+}
+
+#[tokio::test]
+async fn scim_token_rotation_is_shown_once_and_needs_csrf_and_a_session() {
+    let env = Env::new();
+    let org = env.org("Acme").await;
+    let (s, v) = env
+        .api(
+            "POST",
+            "/admin/directories",
+            json!({"organization_id": org, "name": "Okta", "type": "okta scim v2.0"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let dir = v["directory"]["id"].as_str().unwrap().to_string();
+    let first = v["scim"]["bearer_token"].as_str().unwrap().to_string();
+    let (cookie, csrf) = env.sign_in().await;
+    let path = format!("/console/directories/{dir}");
+    let page = env.send("GET", &path, Some(&cookie), None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(
+        field_value(&page.text, "scim_endpoint").as_deref(),
+        Some(format!("http://127.0.0.1:8080/scim/v2/{dir}").as_str())
+    );
+    assert!(field_value(&page.text, "scim_token").is_none());
+    assert!(!page.text.contains(&first));
+
+    // Refused without a session, without / with a wrong CSRF token, with an unknown field:
+    // the old token still works after each.
+    let rotate = format!("{path}/scim-token");
+    let r = env.send("POST", &rotate, None, Some("")).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert!(r.location().ends_with("/console/login"));
+    for body in ["".to_string(), "csrf=wrong".to_string()] {
+        let r = env.send("POST", &rotate, Some(&cookie), Some(&body)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{body}");
+    }
+    let r = env
+        .send(
+            "POST",
+            &rotate,
+            Some(&cookie),
+            Some(&format!("csrf={csrf}&token=mine")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text.contains("token"), "{}", r.text);
+    assert_eq!(env.scim_status(&dir, &first).await, StatusCode::OK);
+
+    // Rotated: the new token on this answer only; it works and the old one does not.
+    let r = env
+        .send(
+            "POST",
+            &rotate,
+            Some(&cookie),
+            Some(&format!("csrf={csrf}")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_page_headers(&r, "rotated");
+    let token = field_value(&r.text, "scim_token").expect("the new token is shown");
+    assert!(token.len() >= 32 && token != first);
+    assert_eq!(env.scim_status(&dir, &token).await, StatusCode::OK);
+    assert_eq!(
+        env.scim_status(&dir, &first).await,
+        StatusCode::UNAUTHORIZED
+    );
+    // Never again: the page, its search and paging views do not carry it.
+    for p in [path.clone(), format!("{path}?search=a&table=users")] {
+        let again = env.send("GET", &p, Some(&cookie), None).await;
+        assert_eq!(again.status, StatusCode::OK);
+        assert!(!again.text.contains(&token), "{p} shows the token again");
+        assert!(field_value(&again.text, "scim_token").is_none());
+    }
+}
+
+/// `(state, authorize path)` of a test sign-in started by the operator.
+async fn start_test_sign_in(env: &Env, cookie: &str, csrf: &str, conn: &str) -> (String, String) {
+    let r = env
+        .send(
+            "POST",
+            &format!("/console/connections/{conn}/test-sign-in"),
+            Some(cookie),
+            Some(&format!("csrf={csrf}")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let location = r.location().to_string();
+    assert!(location.starts_with("/sso/authorize?"), "{location}");
+    let q: Vec<(String, String)> =
+        serde_urlencoded::from_str(location.split_once('?').unwrap().1).unwrap();
+    let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    assert_eq!(
+        get("redirect_uri").as_deref(),
+        Some("http://127.0.0.1:8080/console/test-sign-in/callback")
+    );
+    assert_eq!(get("connection").as_deref(), Some(conn));
+    assert_eq!(get("code_challenge_method").as_deref(), Some("S256"));
+    assert!(get("code_challenge").is_some());
+    (get("state").unwrap(), location)
+}
+
+#[tokio::test]
+async fn test_sign_in_is_bound_to_the_operator_session_and_used_once() {
+    let env = Env::new();
+    let org = env.org("Acme").await;
+    let (cookie, csrf) = env.sign_in().await;
+    let conn = create_connection(&env, &cookie, &csrf, &org).await;
+    let page = env
+        .send(
+            "GET",
+            &format!("/console/connections/{conn}"),
+            Some(&cookie),
+            None,
+        )
+        .await;
+    assert!(page.text.contains("Test sign-in"));
+
+    // The form needs a session, the CSRF token and no unknown field.
+    let start = format!("/console/connections/{conn}/test-sign-in");
+    let r = env.send("POST", &start, None, Some("")).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert!(r.location().ends_with("/console/login"));
+    for body in ["", "csrf=wrong"] {
+        let r = env.send("POST", &start, Some(&cookie), Some(body)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{body}");
+    }
+    let r = env
+        .send(
+            "POST",
+            &start,
+            Some(&cookie),
+            Some(&format!("csrf={csrf}&redirect_uri=https://evil.example")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = env
+        .send(
+            "POST",
+            "/console/connections/conn_01EHQMYV6MBK39QC5PZXHY59C3/test-sign-in",
+            Some(&cookie),
+            Some(&format!("csrf={csrf}")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+
+    // The console's callback is accepted by /sso/authorize (not in the allow-list) and the
+    // login goes to the IdP; without a code_challenge it is refused.
+    let (state, authorize) = start_test_sign_in(&env, &cookie, &csrf, &conn).await;
+    let r = env.send("GET", &authorize, None, None).await;
+    assert_eq!(r.status, StatusCode::FOUND, "{}", r.text);
+    assert!(
+        r.location().starts_with("https://idp.example/sso?"),
+        "{}",
+        r.location()
+    );
+    let bare = authorize
+        .split('&')
+        .filter(|p| !p.starts_with("code_challenge"))
+        .collect::<Vec<_>>()
+        .join("&");
+    let r = env.send("GET", &bare, None, None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert!(r.text.contains("code_challenge"), "{}", r.text);
+
+    // An unknown or missing state is refused; nothing is shown.
+    for q in ["state=forged&code=abc", "code=abc", ""] {
+        let r = env
+            .send(
+                "GET",
+                &format!("/console/test-sign-in/callback?{q}"),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{q}");
+        assert_page_headers(&r, "callback");
+    }
+    // The IdP's answer (here an error) lands on the callback without a console cookie, once.
+    let cb = format!(
+        "/console/test-sign-in/callback?state={state}&error=access_denied&error_description=The+user+cancelled"
+    );
+    let r = env.send("GET", &cb, None, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_page_headers(&r, "callback");
+    let at = r.text.find("url=").expect("a refresh to the result") + 4;
+    let result = r.text[at..at + r.text[at..].find('"').unwrap()].to_string();
+    assert!(
+        result.starts_with("/console/test-sign-in/results/"),
+        "{result}"
+    );
+    assert!(
+        !result.contains(&state),
+        "the state is not in the result URL"
+    );
+    let again = env.send("GET", &cb, None, None).await;
+    assert_eq!(again.status, StatusCode::BAD_REQUEST, "used once");
+
+    // The result: this session sees it; no session → sign in; another session → 404.
+    let r = env.send("GET", &result, Some(&cookie), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.text.contains("The sign-in failed") && r.text.contains("access_denied"));
+    assert!(r.text.contains("The user cancelled"));
+    let r = env.send("GET", &result, None, None).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let (other, _) = env.sign_in().await;
+    let r = env.send("GET", &result, Some(&other), None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(!r.text.contains("access_denied"));
+
+    // A code the console did not get from a login is refused by the exchange (shown as an
+    // error, never as a profile).
+    let (state, _) = start_test_sign_in(&env, &cookie, &csrf, &conn).await;
+    let r = env
+        .send(
+            "GET",
+            &format!("/console/test-sign-in/callback?state={state}&code=not-a-code"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let at = r.text.find("url=").unwrap() + 4;
+    let result = r.text[at..at + r.text[at..].find('"').unwrap()].to_string();
+    let r = env.send("GET", &result, Some(&cookie), None).await;
+    assert!(r.text.contains("invalid_grant"), "{}", r.text);
+    assert!(!r.text.contains("Profile id"));
+}

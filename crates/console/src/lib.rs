@@ -21,6 +21,7 @@ pub mod web;
 mod login;
 mod pages;
 mod portal_pages;
+mod test_sign_in;
 
 use std::sync::Arc;
 
@@ -184,6 +185,11 @@ pub fn router(console: Arc<Console>) -> Router {
     let portal = portal_pages::routes(console.clone());
     let open = Router::new()
         .route("/console/login", get(login::form).post(login::submit))
+        // The IdP's redirect chain carries no console cookie; the callback checks its state.
+        .route(
+            idbridge_sso::login::CONSOLE_TEST_CALLBACK_PATH,
+            get(test_sign_in::callback),
+        )
         .route("/console/static/console.css", get(css))
         .route("/console/static/favicon.svg", get(favicon));
     Router::new()

@@ -12,7 +12,8 @@ use idbridge_model::PageRequest;
 use maud::html;
 
 use super::{page, pager, store_error, PageQuery};
-use crate::web;
+use crate::login::Empty;
+use crate::web::{self, CsrfForm};
 use crate::{Console, Operator};
 
 const PATH: &str = "/console/directories";
@@ -90,6 +91,49 @@ pub(crate) async fn detail(
     Path(id): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> Response {
+    render_detail(&c, &op, &id, &q, None)
+}
+
+/// `POST /console/directories/{id}/scim-token`: a new SCIM bearer token (the old one stops
+/// working at once), shown on this one answer only; the store keeps only its digest.
+pub(crate) async fn rotate_scim_token(
+    State(c): State<Arc<Console>>,
+    Extension(op): Extension<Operator>,
+    Path(id): Path<String>,
+    CsrfForm(Empty {}): CsrfForm<Empty>,
+) -> Response {
+    let directory = c.directory.clone();
+    let dir_id = id.clone();
+    let rotated = tokio::task::spawn_blocking(move || directory.rotate_scim_token(&dir_id)).await;
+    match rotated {
+        Ok(Ok(token)) => {
+            tracing::info!(operator = %op.username, directory = %id, "console: SCIM token rotated");
+            render_detail(&c, &op, &id, &PageQuery::default(), Some(&token))
+        }
+        Ok(Err(EngineError::NotFound { .. })) => {
+            super::not_found(&c, &op, &format!("Directory {id}"))
+        }
+        Ok(Err(e)) => engine_error(&e),
+        Err(e) => {
+            tracing::error!(error = %e, "console: SCIM token rotation task failed");
+            web::bare_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Directory error",
+                "The token could not be rotated; the server's log says why.",
+            )
+        }
+    }
+}
+
+/// The directory's page; `new_token` is a SCIM token just rotated, shown this once.
+fn render_detail(
+    c: &Console,
+    op: &Operator,
+    id: &str,
+    q: &PageQuery,
+    new_token: Option<&str>,
+) -> Response {
+    let (c, op, id) = (c, op, id.to_string());
     let rec = match c.directory.get_directory(&id) {
         Ok(r) => r,
         Err(EngineError::NotFound { .. }) => {
@@ -142,9 +186,10 @@ pub(crate) async fn detail(
         .cloned();
     let d = &rec.directory;
     let path = format!("{PATH}/{id}");
+    let scim = rec.scim_token_digest.is_some();
     page(
-        &c,
-        &op,
+        c,
+        op,
         PATH,
         &d.name,
         html! {
@@ -155,6 +200,24 @@ pub(crate) async fn detail(
                 dt { "Users" } dd { (d.metadata.users.active) " active, " (d.metadata.users.inactive) " inactive" }
                 dt { "Groups" } dd { (d.metadata.groups) }
                 dt { "Organization" } dd { a href=(c.url(&format!("/console/organizations/{}", d.organization_id))) { code { (d.organization_id) } } }
+            }
+            @if scim {
+                section class="card" aria-labelledby="scim" {
+                    h2 id="scim" { "SCIM" }
+                    (web::copy_field("SCIM endpoint (base URL)", "scim_endpoint", &idbridge_scim::router::endpoint_url(&c.settings.public_url, &id)))
+                    @if let Some(token) = new_token {
+                        div class="secret" role="status" {
+                            (web::copy_field("New bearer token", "scim_token", token))
+                            p { "Copy it into your identity provider now: it is shown only this once. The old token no longer works." }
+                        }
+                    } @else {
+                        p { "The bearer token is shown only when it is made. Rotate it to get a new one; the old token stops working at once." }
+                    }
+                    form method="post" action=(c.url(&format!("{path}/scim-token"))) {
+                        (web::csrf_input(&op.csrf))
+                        button type="submit" { "Rotate token" }
+                    }
+                }
             }
             @if let Some(st) = &ldap_state {
                 section class="card" aria-labelledby="last-run" {
