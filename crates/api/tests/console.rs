@@ -75,6 +75,11 @@ impl Env {
     }
 
     fn with_url(public_url: &str) -> Env {
+        Env::build(public_url, |_| {})
+    }
+
+    /// An environment whose state `prepare` sees before the router is built (LDAP runners).
+    fn build(public_url: &str, prepare: impl FnOnce(&AppState)) -> Env {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open_ephemeral().unwrap());
         let boot = auth::bootstrap(store.as_ref()).unwrap().unwrap();
         operators::add(store.as_ref(), USER, PASSWORD).unwrap();
@@ -86,6 +91,7 @@ impl Env {
             idbridge_sso::SsoConfig::default(),
             Some(idbridge_sso::SecretBox::generate().unwrap()),
         );
+        prepare(&state);
         let app = router(state);
         Env {
             app,
@@ -1113,4 +1119,174 @@ async fn test_sign_in_is_bound_to_the_operator_session_and_used_once() {
     let r = env.send("GET", &result, Some(&cookie), None).await;
     assert!(r.text.contains("invalid_grant"), "{}", r.text);
     assert!(!r.text.contains("Profile id"));
+}
+
+#[tokio::test]
+async fn ldap_sync_now_runs_against_slapd_with_progress_and_the_deletion_needs_confirming() {
+    use idbridge_ldap::{Flavor, LdapSettings, LdapSource, PendingGuard, StateStore, Syncer};
+    use idbridge_testkit::slapd::{ldap_person, Slapd, LDAP_ADMIN_DN, LDAP_SUFFIX};
+
+    let slapd = Slapd::start().expect("slapd (scripts/test-deps.sh installs it)");
+    let mut ldif = String::new();
+    for i in 0..30 {
+        ldif.push_str(&ldap_person(
+            &format!("user{i}"),
+            "Given",
+            &format!("Sn{i}"),
+        ));
+    }
+    slapd.add(&ldif).unwrap();
+    // The runners are installed once the directory exists (they are shared with the router).
+    let mut handles = None;
+    let env = Env::build("http://127.0.0.1:8080", |state| {
+        handles = Some((state.ldap.clone(), state.directory.clone()));
+    });
+    let (runners, engine) = handles.unwrap();
+    let org = env.org("Acme").await;
+    let (s, v) = env
+        .api(
+            "POST",
+            "/admin/directories",
+            json!({"organization_id": org, "name": "Corp LDAP", "type": "ldap"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let dir = v["directory"]["id"].as_str().unwrap().to_string();
+    let (cookie, csrf) = env.sign_in().await;
+    let path = format!("/console/directories/{dir}");
+    let sync = format!("{path}/sync");
+
+    // Not configured yet: a clear 409 on the page, nothing run.
+    let r = env
+        .send("POST", &sync, Some(&cookie), Some(&format!("csrf={csrf}")))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert!(r.text.contains("has no LDAP feed"), "{}", r.text);
+
+    let mut settings = LdapSettings::new(
+        slapd.url(),
+        Flavor::Openldap,
+        format!("ou=People,{LDAP_SUFFIX}"),
+    );
+    settings.allow_plain = true;
+    settings.bind_dn = Some(LDAP_ADMIN_DN.into());
+    settings.bind_password_file = Some(slapd.password_file().unwrap());
+    runners.install(
+        Arc::new(Syncer::new(engine)),
+        [LdapSource {
+            directory_id: dir.clone(),
+            settings,
+        }],
+    );
+
+    // The form needs a session, the CSRF token, and no unknown field; none of these runs.
+    let r = env.send("POST", &sync, None, Some("")).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert!(r.location().ends_with("/console/login"));
+    for body in ["", "csrf=wrong"] {
+        let r = env.send("POST", &sync, Some(&cookie), Some(body)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{body}");
+    }
+    let r = env
+        .send(
+            "POST",
+            &sync,
+            Some(&cookie),
+            Some(&format!("csrf={csrf}&kind=delta")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let states = StateStore::new(env.store.clone());
+    assert_eq!(states.load(&dir).unwrap().runs, 0);
+    // Not an LDAP directory → 404.
+    let (_, scim) = env
+        .api(
+            "POST",
+            "/admin/directories",
+            json!({"organization_id": org, "name": "Okta", "type": "okta scim v2.0"}),
+        )
+        .await;
+    let scim_id = scim["directory"]["id"].as_str().unwrap();
+    let r = env
+        .send(
+            "POST",
+            &format!("/console/directories/{scim_id}/sync"),
+            Some(&cookie),
+            Some(&format!("csrf={csrf}")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+
+    // Sync now: the page reloads itself while the run goes, then shows its summary.
+    let r = env
+        .send("POST", &sync, Some(&cookie), Some(&format!("csrf={csrf}")))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let mut saw_running = false;
+    let page = loop {
+        let p = env.send("GET", &path, Some(&cookie), None).await;
+        assert_eq!(p.status, StatusCode::OK);
+        let running = p.text.contains("Sync running");
+        assert_eq!(
+            running,
+            p.text.contains("http-equiv=\"refresh\""),
+            "the page refreshes itself exactly while a run goes"
+        );
+        assert_eq!(running, !p.text.contains(">Sync now<"));
+        saw_running |= running;
+        if !running {
+            break p;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(saw_running, "the page showed the run in progress");
+    let st = states.load(&dir).unwrap();
+    assert_eq!(st.runs, 1, "{st:?}");
+    assert!(page.text.contains("applied"), "{}", page.text);
+    assert!(page.text.contains("30 users, "), "{}", page.text);
+    assert!(page.text.contains("30 created"), "{}", page.text);
+
+    // The mass-deletion guard stopped a run: the page says so and the operator confirms.
+    states
+        .update(&dir, |st| {
+            st.pending_guard = Some(PendingGuard {
+                would_delete: 27,
+                total: 30,
+                threshold: 0.2,
+                at: chrono::Utc::now(),
+                sample: vec!["directory_user_01HZZZZZZZZZZZZZZZZZZZZZZZ".into()],
+            })
+        })
+        .unwrap();
+    let p = env.send("GET", &path, Some(&cookie), None).await;
+    assert!(p.text.contains("would delete 27 of 30"), "{}", p.text);
+    let confirm = format!("{sync}/confirm");
+    for body in ["", "csrf=wrong"] {
+        let r = env.send("POST", &confirm, Some(&cookie), Some(body)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{body}");
+    }
+    let r = env
+        .send(
+            "POST",
+            &confirm,
+            Some(&cookie),
+            Some(&format!("csrf={csrf}&all=yes")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(!states.load(&dir).unwrap().deletion_confirmed);
+    let r = env
+        .send(
+            "POST",
+            &confirm,
+            Some(&cookie),
+            Some(&format!("csrf={csrf}")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    assert!(states.load(&dir).unwrap().deletion_confirmed);
+    let p = env.send("GET", &path, Some(&cookie), None).await;
+    assert!(p
+        .text
+        .contains("Confirmed: the next full sync deletes them"));
 }

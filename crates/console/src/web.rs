@@ -146,12 +146,25 @@ pub fn bare_error(status: StatusCode, title: &str, message: &str) -> Response {
 /// The HTML skeleton of every page. `nav` is the console's navigation (with the logout form)
 /// or the portal's header.
 pub fn layout(c: &Console, title: &str, nav: Markup, content: Markup) -> Markup {
+    layout_refreshing(c, title, nav, content, None)
+}
+
+/// [`layout`] of a page that reloads itself every `refresh_secs` (live progress without
+/// script: the CSP allows none).
+pub fn layout_refreshing(
+    c: &Console,
+    title: &str,
+    nav: Markup,
+    content: Markup,
+    refresh_secs: Option<u32>,
+) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
+                @if let Some(secs) = refresh_secs { meta http-equiv="refresh" content=(secs); }
                 title { (title) " · idbridge" }
                 link rel="stylesheet" href=(c.url("/console/static/console.css"));
                 // Served here, so the browser's own /favicon.ico request is not a 404.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use idbridge_directory::EngineError;
 use idbridge_model::PageRequest;
@@ -125,6 +125,94 @@ pub(crate) async fn rotate_scim_token(
     }
 }
 
+/// `POST /console/directories/{id}/sync`: starts a full LDAP sync in the background; the page
+/// then reloads itself with the progress until the run is done.
+pub(crate) async fn sync_now(
+    State(c): State<Arc<Console>>,
+    Extension(op): Extension<Operator>,
+    Path(id): Path<String>,
+    CsrfForm(Empty {}): CsrfForm<Empty>,
+) -> Response {
+    let is_ldap = match c.directory.get_directory(&id) {
+        Ok(rec) => rec.directory.directory_type == idbridge_ldap::DIRECTORY_TYPE,
+        Err(EngineError::NotFound { .. }) => false,
+        Err(e) => return engine_error(&e),
+    };
+    if !is_ldap {
+        return super::not_found(&c, &op, &format!("LDAP directory {id}"));
+    }
+    let started = match &c.ldap {
+        Some(ldap) => ldap.start(&id),
+        None => Err("This server runs no LDAP scheduler.".to_string()),
+    };
+    match started {
+        Ok(()) => {
+            tracing::info!(operator = %op.username, directory = %id, "console: ldap sync started");
+            web::redirect(&c, &format!("{PATH}/{id}"))
+        }
+        Err(why) => with_message(&c, &op, &id, &why),
+    }
+}
+
+/// The directory's page with an error message above it (409: the action could not run).
+fn with_message(c: &Console, op: &Operator, id: &str, message: &str) -> Response {
+    let mut res = render_detail_with(c, op, id, &PageQuery::default(), None, Some(message));
+    if res.status() == StatusCode::OK {
+        *res.status_mut() = StatusCode::CONFLICT;
+    }
+    res
+}
+
+/// `POST /console/directories/{id}/sync/confirm`: the operator confirms the deletion the
+/// mass-deletion guard stopped; the next full run applies it.
+pub(crate) async fn confirm_deletion(
+    State(c): State<Arc<Console>>,
+    Extension(op): Extension<Operator>,
+    Path(id): Path<String>,
+    CsrfForm(Empty {}): CsrfForm<Empty>,
+) -> Response {
+    match c.directory.get_directory(&id) {
+        Ok(rec) if rec.directory.directory_type == idbridge_ldap::DIRECTORY_TYPE => {}
+        Ok(_) | Err(EngineError::NotFound { .. }) => {
+            return super::not_found(&c, &op, &format!("LDAP directory {id}"))
+        }
+        Err(e) => return engine_error(&e),
+    }
+    let states = idbridge_ldap::state::StateStore::new(c.store.clone());
+    let dir_id = id.clone();
+    let confirmed = tokio::task::spawn_blocking(move || states.confirm_deletion(&dir_id)).await;
+    match confirmed {
+        Ok(Ok(Some(st))) => {
+            tracing::warn!(operator = %op.username, directory = %id, pending = ?st.pending_guard, "console: guarded ldap deletion confirmed");
+            web::redirect(&c, &format!("{PATH}/{id}"))
+        }
+        Ok(Ok(None)) => with_message(
+            &c,
+            &op,
+            &id,
+            "No sync of this directory is waiting for a deletion confirmation.",
+        ),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "console: cannot confirm the ldap deletion");
+            with_message(
+                &c,
+                &op,
+                &id,
+                "The confirmation could not be stored; try again.",
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "console: confirmation task failed");
+            with_message(
+                &c,
+                &op,
+                &id,
+                "The confirmation could not be stored; try again.",
+            )
+        }
+    }
+}
+
 /// The directory's page; `new_token` is a SCIM token just rotated, shown this once.
 fn render_detail(
     c: &Console,
@@ -132,6 +220,17 @@ fn render_detail(
     id: &str,
     q: &PageQuery,
     new_token: Option<&str>,
+) -> Response {
+    render_detail_with(c, op, id, q, new_token, None)
+}
+
+fn render_detail_with(
+    c: &Console,
+    op: &Operator,
+    id: &str,
+    q: &PageQuery,
+    new_token: Option<&str>,
+    message: Option<&str>,
 ) -> Response {
     let (c, op, id) = (c, op, id.to_string());
     let rec = match c.directory.get_directory(&id) {
@@ -187,12 +286,12 @@ fn render_detail(
     let d = &rec.directory;
     let path = format!("{PATH}/{id}");
     let scim = rec.scim_token_digest.is_some();
-    page(
-        c,
-        op,
-        PATH,
-        &d.name,
-        html! {
+    let running = match (&ldap_state, &c.ldap) {
+        (Some(_), Some(l)) => l.progress(&id),
+        _ => None,
+    };
+    let content = html! {
+            @if let Some(m) = message { p class="error" role="alert" { (m) } }
             dl class="facts" {
                 dt { "Id" } dd { code { (d.id) } }
                 dt { "Type" } dd { (d.directory_type) }
@@ -235,6 +334,39 @@ fn render_detail(
                     } @else { p { "No run yet." } }
                     @if let Some(err) = &st.last_error { p class="error" { "Last error: " (err) } }
                     p { (st.runs) " runs, " (st.failures) " failed." }
+                    @if let Some(p) = &running {
+                        p class="notice" role="status" id="sync-progress" {
+                            "Sync running: "
+                            @if p.phase.is_empty() { "connecting" } @else { (p.phase) " " (p.done) @if let Some(t) = p.total { " of " (t) } }
+                            ". This page reloads itself until it is done."
+                        }
+                    } @else {
+                        form method="post" action=(c.url(&format!("{path}/sync"))) {
+                            (web::csrf_input(&op.csrf))
+                            button type="submit" { "Sync now" }
+                        }
+                    }
+                    @if let Some(g) = &st.pending_guard {
+                        div class="secret" {
+                            h3 { "Deletion waiting for confirmation" }
+                            p {
+                                "The last full sync would delete " (g.would_delete) " of " (g.total)
+                                " users (more than the " (format!("{:.0}", g.threshold * 100.0)) " % allowed), so nothing was deleted."
+                            }
+                            @if !g.sample.is_empty() {
+                                p { "Among them: " @for (i, u) in g.sample.iter().enumerate() { @if i > 0 { ", " } code { (u) } } }
+                            }
+                            @if st.deletion_confirmed {
+                                p class="notice" { "Confirmed: the next full sync deletes them." }
+                            } @else {
+                                p { "If the directory really lost these users, confirm: the next full sync deletes them. Otherwise fix the LDAP settings (base DN, filter) first." }
+                                form method="post" action=(c.url(&format!("{path}/sync/confirm"))) {
+                                    (web::csrf_input(&op.csrf))
+                                    button type="submit" { "Confirm the deletion" }
+                                }
+                            }
+                        }
+                    }
                 }
             }
             section class="card" aria-labelledby="users" {
@@ -279,6 +411,7 @@ fn render_detail(
                 }
                 (pager(&c, &path, Some("groups"), None, groups.before.as_deref(), groups.after.as_deref()))
             }
-        },
-    )
+    };
+    let refresh = running.as_ref().map(|_| 2);
+    web::layout_refreshing(c, &d.name, super::nav(c, op, PATH), content, refresh).into_response()
 }

@@ -56,6 +56,14 @@ pub(crate) fn routes() -> Router<Arc<Console>> {
         .route("/console/directories", get(directories::list))
         .route("/console/directories/{id}", get(directories::detail))
         .route(
+            "/console/directories/{id}/sync",
+            post(directories::sync_now),
+        )
+        .route(
+            "/console/directories/{id}/sync/confirm",
+            post(directories::confirm_deletion),
+        )
+        .route(
             "/console/directories/{id}/scim-token",
             post(directories::rotate_scim_token),
         )
