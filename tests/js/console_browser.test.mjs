@@ -235,6 +235,7 @@ async function samlifyIdp(name, user) {
   const state = { signWith: keys };
   const server = createServer((req, res) => {
     const url = new URL(req.url, 'http://127.0.0.1');
+    if (url.pathname === '/favicon.ico') { res.writeHead(204); res.end(); return; }
     if (url.pathname !== '/sso') { res.writeHead(404); res.end(); return; }
     const xml = inflate(Buffer.from(url.searchParams.get('SAMLRequest'), 'base64')).toString('utf8');
     const reqId = /\sID="([^"]+)"/.exec(xml)[1];
@@ -278,7 +279,7 @@ async function signIn(page) {
 }
 
 test('operator: "Test sign-in" runs a real login through a samlify IdP and shows the profile, never a token', { skip: skip || (!existsSync(SAMLIFY_SCRIPT) && 'samlify_idp.js missing') }, async () => {
-  const user = `ada-${TAG}@test-sign-in.example.com`;
+  const user = `ada-${TAG}@tsi-${TAG}.example.com`;
   const idp = await samlifyIdp(`test-sign-in-${TAG}`, user);
   try {
     await withBrowser(async (browser) => {

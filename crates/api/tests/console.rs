@@ -968,6 +968,12 @@ async fn scim_token_rotation_is_shown_once_and_needs_csrf_and_a_session() {
     }
 }
 
+/// Where a page's `<meta http-equiv="refresh">` sends the browser.
+fn refresh_target(page: &str) -> String {
+    let at = page.find("url=").expect("a refresh") + 4;
+    page[at..at + page[at..].find('"').unwrap()].to_string()
+}
+
 /// `(state, authorize path)` of a test sign-in started by the operator.
 async fn start_test_sign_in(env: &Env, cookie: &str, csrf: &str, conn: &str) -> (String, String) {
     let r = env
@@ -978,8 +984,9 @@ async fn start_test_sign_in(env: &Env, cookie: &str, csrf: &str, conn: &str) -> 
             Some(&format!("csrf={csrf}")),
         )
         .await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
-    let location = r.location().to_string();
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_page_headers(&r, "test sign-in start");
+    let location = refresh_target(&r.text).replace("&amp;", "&");
     assert!(location.starts_with("/sso/authorize?"), "{location}");
     let q: Vec<(String, String)> =
         serde_urlencoded::from_str(location.split_once('?').unwrap().1).unwrap();
@@ -1077,8 +1084,7 @@ async fn test_sign_in_is_bound_to_the_operator_session_and_used_once() {
     let r = env.send("GET", &cb, None, None).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_page_headers(&r, "callback");
-    let at = r.text.find("url=").expect("a refresh to the result") + 4;
-    let result = r.text[at..at + r.text[at..].find('"').unwrap()].to_string();
+    let result = refresh_target(&r.text);
     assert!(
         result.starts_with("/console/test-sign-in/results/"),
         "{result}"
@@ -1114,8 +1120,7 @@ async fn test_sign_in_is_bound_to_the_operator_session_and_used_once() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK);
-    let at = r.text.find("url=").unwrap() + 4;
-    let result = r.text[at..at + r.text[at..].find('"').unwrap()].to_string();
+    let result = refresh_target(&r.text);
     let r = env.send("GET", &result, Some(&cookie), None).await;
     assert!(r.text.contains("invalid_grant"), "{}", r.text);
     assert!(!r.text.contains("Profile id"));

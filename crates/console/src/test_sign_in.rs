@@ -18,13 +18,13 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Extension;
 use idbridge_secrets::{random_token, sha256_hex};
 use idbridge_sso::login::{pkce_challenge, TokenRequest, CONSOLE_TEST_CALLBACK_PATH};
 use idbridge_sso::SsoError;
 use idbridge_store::{ChangeSet, StoreError};
-use maud::{html, DOCTYPE};
+use maud::html;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -123,7 +123,13 @@ pub(crate) async fn start(
         ("connection", &id),
     ])
     .unwrap_or_default();
-    web::redirect(&c, &format!("/sso/authorize?{query}"))
+    // Not a redirect: after this form, CSP form-action would block the chain to the IdP.
+    web::refresh_page(
+        &c,
+        "Opening the identity provider",
+        &c.url(&format!("/sso/authorize?{query}")),
+        "Continue to the identity provider",
+    )
 }
 
 /// What the login sends back to the callback.
@@ -222,23 +228,9 @@ pub(crate) async fn callback(
         return store_error(&e);
     }
     let result = c.url(&format!("/console/test-sign-in/results/{digest}"));
-    // A same-origin refresh (no script: the CSP allows none) so the browser sends the
-    // SameSite=Strict session cookie to the result page.
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                meta http-equiv="refresh" content=(format!("0; url={result}"));
-                title { "Test sign-in finished · idbridge" }
-                link rel="stylesheet" href=(c.url("/console/static/console.css"));
-                link rel="icon" href=(c.url("/console/static/favicon.svg"));
-            }
-            body { main id="main" { h1 { "Test sign-in finished" } p { a href=(result) { "See the result" } } } }
-        }
-    }
-    .into_response()
+    // The result page needs the SameSite=Strict session cookie, which the IdP's cross-site
+    // redirect chain did not carry: a refresh from this page is same-site.
+    web::refresh_page(&c, "Test sign-in finished", &result, "See the result")
 }
 
 /// `GET /console/test-sign-in/results/{id}`: the profile (or error) of a test sign-in started

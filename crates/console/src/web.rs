@@ -181,6 +181,28 @@ pub fn layout_refreshing(
     }
 }
 
+/// A page that sends the browser on to `url` at once by a refresh (no script). Used where a
+/// redirect cannot go: after a form, CSP `form-action 'self'` blocks a redirect chain that
+/// leaves this origin; and a refresh is a same-site navigation, so SameSite=Strict cookies
+/// are sent.
+pub fn refresh_page(c: &Console, title: &str, url: &str, link_text: &str) -> Response {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta http-equiv="refresh" content=(format!("0; url={url}"));
+                title { (title) " · idbridge" }
+                link rel="stylesheet" href=(c.url("/console/static/console.css"));
+                link rel="icon" href=(c.url("/console/static/favicon.svg"));
+            }
+            body { main id="main" { h1 { (title) } p { a href=(url) { (link_text) } } } }
+        }
+    }
+    .into_response()
+}
+
 /// A see-other redirect to a path of this server (behind `public_url`).
 pub fn redirect(c: &Console, path: &str) -> Response {
     (StatusCode::SEE_OTHER, [(header::LOCATION, c.url(path))]).into_response()
