@@ -92,6 +92,14 @@ async function shoot(page, name) {
   await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
   const { scroll, width } = await page.evaluate(() => ({ scroll: document.documentElement.scrollWidth, width: window.innerWidth }));
   assert.ok(scroll <= width, `${name}: ${scroll}px wide in a ${width}px viewport (sideways scrolling)`);
+  // No table cell is broken over lines (ids, dates, emails): wide tables scroll in their box.
+  const broken = await page.evaluate(() => [...document.querySelectorAll('.table-wrap td')].filter((td) => {
+    const range = document.createRange();
+    range.selectNodeContents(td);
+    const tops = [...range.getClientRects()].map((r) => r.top).sort((a, b) => a - b);
+    return tops.some((t, i) => i > 0 && t - tops[i - 1] > 8);
+  }).map((td) => td.innerText.slice(0, 40)));
+  assert.deepEqual(broken, [], `${name}: table cells broken over lines`);
   assert.deepEqual(page.errors, [], `${name}: console errors`);
   // Every input, select and textarea has a label.
   const unlabelled = await page.evaluate(() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
