@@ -232,11 +232,11 @@ fn render_detail_with(
     new_token: Option<&str>,
     message: Option<&str>,
 ) -> Response {
-    let (c, op, id) = (c, op, id.to_string());
+    let id = id.to_string();
     let rec = match c.directory.get_directory(&id) {
         Ok(r) => r,
         Err(EngineError::NotFound { .. }) => {
-            return super::not_found(&c, &op, &format!("Directory {id}"))
+            return super::not_found(c, op, &format!("Directory {id}"))
         }
         Err(e) => return engine_error(&e),
     };
@@ -394,7 +394,7 @@ fn render_detail_with(
                         }
                     }
                 }
-                (pager(&c, &path, Some("users"), q.search.as_deref(), users.before.as_deref(), users.after.as_deref()))
+                (pager(c, &path, Some("users"), q.search.as_deref(), users.before.as_deref(), users.after.as_deref()))
             }
             section class="card" aria-labelledby="groups" {
                 h2 id="groups" { "Groups" }
@@ -409,7 +409,7 @@ fn render_detail_with(
                         }
                     }
                 }
-                (pager(&c, &path, Some("groups"), None, groups.before.as_deref(), groups.after.as_deref()))
+                (pager(c, &path, Some("groups"), None, groups.before.as_deref(), groups.after.as_deref()))
             }
     };
     let refresh = running.as_ref().map(|_| 2);
