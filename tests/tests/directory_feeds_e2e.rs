@@ -760,3 +760,217 @@ async fn sftp_mass_deletion_is_reviewed_and_confirmed_through_the_api_and_the_cl
     );
     Ok(())
 }
+
+/// `[sftp_server]` is live too (`PATCH /admin/settings/sftp_server`): moving the embedded
+/// server to another port takes effect at once (the old port closes, the new one serves the
+/// same accounts); a port that cannot be bound is refused with `not_applied`, and nothing
+/// changes — neither the running server nor what a restart would use.
+#[tokio::test]
+async fn the_embedded_sftp_server_moves_ports_live_and_a_bad_port_changes_nothing(
+) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let (key_a, pub_a) = keygen(tmp.path(), "a");
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work)?;
+    let port = free_port()?;
+    let mut server = TestServer::builder()
+        .config_toml(format!(
+            "[sftp_server]\nlisten = \"127.0.0.1:{port}\"\ndebounce_ms = 200\n"
+        ))
+        .start()
+        .await?;
+    let org = create_org(&server).await?;
+    let hr = create_directory(&server, &org, "sftp").await?;
+    capture(
+        server
+            .put(&format!("/admin/directories/{hr}/feed"))
+            .json(&json!({"username": "acme-hr", "authorized_keys": [pub_a]})),
+    )
+    .await?
+    .expect_json(200)?;
+    let out = sftp(port, "acme-hr", &key_a, &work, "ls\n");
+    ensure!(out.status.success(), "{}", text(&out));
+
+    let section = "/admin/settings/sftp_server";
+    let before = capture(server.get(section))
+        .await?
+        .expect_json(200)?
+        .clone();
+    ensure!(
+        before["values"]["listen"] == format!("127.0.0.1:{port}").as_str()
+            || before.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{before}"
+    );
+
+    // A taken port: refused, the server keeps serving on the old one, GET unchanged.
+    let blocker = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let taken = blocker.local_addr()?.port();
+    let r = capture(
+        server
+            .request(reqwest::Method::PATCH, section)
+            .json(&json!({"listen": format!("127.0.0.1:{taken}")})),
+    )
+    .await?;
+    ensure!(
+        r.status == 400 && r.text.contains("not_applied"),
+        "{} {}",
+        r.status,
+        r.text
+    );
+    let out = sftp(port, "acme-hr", &key_a, &work, "ls\n");
+    ensure!(
+        out.status.success(),
+        "old port after a refused change: {}",
+        text(&out)
+    );
+    let after = capture(server.get(section))
+        .await?
+        .expect_json(200)?
+        .clone();
+    ensure!(after == before, "{before}\n{after}");
+    drop(blocker);
+
+    // A free port: the server moves at once.
+    let new_port = free_port()?;
+    capture(
+        server
+            .request(reqwest::Method::PATCH, section)
+            .json(&json!({"listen": format!("127.0.0.1:{new_port}"), "max_files": 5})),
+    )
+    .await?
+    .expect_json(200)?;
+    let out = sftp(new_port, "acme-hr", &key_a, &work, "ls\n");
+    ensure!(out.status.success(), "new port: {}", text(&out));
+    let out = sftp(port, "acme-hr", &key_a, &work, "ls\n");
+    ensure!(
+        !out.status.success(),
+        "the old port still serves: {}",
+        text(&out)
+    );
+
+    // Kept across a restart.
+    server.restart().await?;
+    let out = sftp(new_port, "acme-hr", &key_a, &work, "ls\n");
+    ensure!(out.status.success(), "after restart: {}", text(&out));
+    Ok(())
+}
+
+/// Waits until the directory has more than `before` deliveries; returns the newest.
+async fn next_delivery(server: &TestServer, dir: &str, before: usize) -> anyhow::Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = deliveries(server, dir).await?;
+        if list.len() > before {
+            return Ok(list[0].clone());
+        }
+        if Instant::now() > deadline {
+            bail!("no new delivery for {dir} (had {before})");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An SFTP pull configured, changed and removed through the admin API while the server runs,
+/// against a real OpenSSH sshd as the customer's server: the private key is write-only, the
+/// host key is pinned (a wrong pin pulls nothing), a new remote folder is used by the next
+/// pull, and a removed feed stops pulling.
+#[tokio::test]
+async fn sftp_pull_configured_live_through_the_admin_api() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let base = tmp.path().join("sshd");
+    std::fs::create_dir_all(&base)?;
+    let (host_key, host_pub) = keygen(&base, "ssh_host_ed25519_key");
+    let (other_host, other_pub) = keygen(&base, "other_host_key");
+    drop(other_host);
+    let (client_key, client_pub) = keygen(tmp.path(), "client");
+    let authorized = base.join("authorized_keys");
+    std::fs::write(&authorized, format!("{client_pub}\n"))?;
+    let outbox = tmp.path().join("outbox");
+    let outbox2 = tmp.path().join("outbox2");
+    for (dir, n) in [(&outbox, 3), (&outbox2, 2)] {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("users.csv"), users_csv(n))?;
+    }
+    let sshd = idbridge_testkit::Sshd::start(&base, &host_key, &authorized)?;
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let private_pem = std::fs::read_to_string(&client_key)?;
+
+    let server = TestServer::builder().start().await?;
+    let org = create_org(&server).await?;
+    let hr = create_directory(&server, &org, "sftp").await?;
+    let feed = format!("/admin/directories/{hr}/feed");
+    let pull = |remote: &Path, pin: &str| {
+        json!({"pull": {"host": "127.0.0.1", "port": sshd.port, "username": user,
+            "private_key": private_pem, "host_key": pin,
+            "remote_dir": remote.display().to_string(), "interval_secs": 1},
+            "max_delete_ratio": 1.0})
+    };
+
+    // A wrong host key pin: stored, but nothing is pulled.
+    capture(server.put(&feed).json(&pull(&outbox, &other_pub)))
+        .await?
+        .expect_json(200)?;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    ensure!(
+        deliveries(&server, &hr).await?.is_empty(),
+        "pulled through a wrong pin"
+    );
+
+    // The right pin: the next pull applies the outbox.
+    capture(server.put(&feed).json(&pull(&outbox, &host_pub)))
+        .await?
+        .expect_json(200)?;
+    let d = next_delivery(&server, &hr, 0).await?;
+    ensure!(d["status"] == "applied", "{d}");
+    let users = users_by_email(&server, &format!("directory={hr}")).await?;
+    ensure!(users.len() == 3, "{users:?}");
+    // The key is write-only.
+    let r = capture(server.get(&feed)).await?;
+    let v = r.expect_json(200)?;
+    ensure!(
+        v["settings"]["pull"]["private_key"]["set"] == true
+            || v.to_string().contains("\"set\":true"),
+        "{v}"
+    );
+    ensure!(
+        !r.text.contains("PRIVATE KEY"),
+        "the private key was shown: {}",
+        r.text
+    );
+
+    // Another remote folder, changed live: the next pull uses it.
+    let before = deliveries(&server, &hr).await?.len();
+    capture(
+        server
+            .request(reqwest::Method::PATCH, &feed)
+            .json(&json!({"pull": {"remote_dir": outbox2.display().to_string()}})),
+    )
+    .await?
+    .expect_json(200)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let users = users_by_email(&server, &format!("directory={hr}")).await?;
+        if users.len() == 2 {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the new remote_dir was not pulled: {users:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    ensure!(deliveries(&server, &hr).await?.len() > before);
+
+    // Removed: no more pulls even when the outbox changes.
+    let r = capture(server.delete(&feed)).await?;
+    ensure!(r.status == 204, "{} {}", r.status, r.text);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let settled = deliveries(&server, &hr).await?.len();
+    std::fs::write(outbox2.join("users.csv"), users_csv(5))?;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    ensure!(
+        deliveries(&server, &hr).await?.len() == settled,
+        "pulled after the feed was removed"
+    );
+    Ok(())
+}

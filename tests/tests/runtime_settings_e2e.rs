@@ -89,8 +89,12 @@ fn error_fields(body: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// DEBUG lines, in JSON (`"level":"DEBUG"`) or text (` DEBUG `) format.
 fn debug_lines(stderr: &str) -> usize {
-    stderr.matches("\"level\":\"DEBUG\"").count()
+    stderr
+        .lines()
+        .filter(|l| l.contains("\"level\":\"DEBUG\"") || l.contains(" DEBUG "))
+        .count()
 }
 
 #[tokio::test]
@@ -123,14 +127,14 @@ async fn settings_change_live_survive_a_restart_and_yield_to_a_changed_file() ->
     let (status, body) = patch(
         &server,
         "/admin/settings/server",
-        json!({"max_body_bytes": 16_384, "max_body_byts": 1, "listen": "127.0.0.1:1", "request_timeout_secs": 0}),
+        json!({"max_body_bytes": 16_384, "max_body_byts": 1, "data_dir": "/tmp/elsewhere", "request_timeout_secs": 0}),
     )
     .await?;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     let fields = error_fields(&body);
     for expected in [
         ("max_body_byts", "unknown_field"),
-        ("listen", "restart_required"),
+        ("data_dir", "file_only"),
         ("request_timeout_secs", "out_of_range"),
     ] {
         assert!(
@@ -187,12 +191,37 @@ async fn settings_change_live_survive_a_restart_and_yield_to_a_changed_file() ->
     .await?;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(error_fields(&body)[0].0, "level");
+    // The output format switches at once: the lines after the change are text.
+    let before_switch = server.stderr().len();
     let (status, body) = patch(&server, "/admin/settings/log", json!({"format": "text"})).await?;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert_eq!(
-        error_fields(&body)[0],
-        ("format".to_string(), "restart_required".to_string())
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["values"]["format"], "text", "{body}");
+    server.get("/organizations").send().await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after_switch = server.stderr()[before_switch..].to_string();
+    let text_lines: Vec<&str> = after_switch
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert!(
+        !text_lines.is_empty() && text_lines.iter().all(|l| !l.trim_start().starts_with('{')),
+        "expected text lines after the switch: {after_switch}"
     );
+    // A key read only at start: stored, pending until the next start; the running server
+    // keeps its value.
+    let (status, body) = patch(
+        &server,
+        "/admin/settings/server",
+        json!({"shutdown_grace_secs": 7}),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_ne!(body["values"]["shutdown_grace_secs"], 7, "{body}");
+    assert_eq!(body["pending_restart"]["shutdown_grace_secs"], 7, "{body}");
+    assert_ne!(body["sources"]["shutdown_grace_secs"], "runtime", "{body}");
+    let (status, body) = patch(&server, "/admin/settings/log", json!({"format": "yaml"})).await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(error_fields(&body)[0].0, "format");
     let (status, body) = patch(&server, "/admin/settings/log", json!({"level": "debug"})).await?;
     assert_eq!(status, StatusCode::OK, "{body}");
     server.get("/organizations").send().await?;
@@ -265,8 +294,30 @@ async fn settings_change_live_survive_a_restart_and_yield_to_a_changed_file() ->
     .await?;
     assert_eq!(status, StatusCode::OK, "{body}");
 
-    // Restart: every runtime value is kept, and in force.
+    // Restart: every runtime value is kept, and in force (the log format: text lines from the
+    // first; the pending key now in force).
     server.restart().await?;
+    let log = section(&server, "log").await?;
+    assert_eq!(log["values"]["format"], "text", "{log}");
+    assert_eq!(log["sources"]["format"], "runtime", "{log}");
+    let stderr = server.stderr();
+    let since_restart = stderr
+        .rsplit("----- harness: starting")
+        .next()
+        .unwrap_or_default();
+    let lines: Vec<&str> = since_restart
+        .lines()
+        .skip(1)
+        .filter(|l| l.contains("/readyz"))
+        .collect();
+    assert!(
+        !lines.is_empty() && lines.iter().all(|l| !l.trim_start().starts_with('{')),
+        "expected text log lines after the restart: {since_restart}"
+    );
+    let s = section(&server, "server").await?;
+    assert_eq!(s["values"]["shutdown_grace_secs"], 7, "{s}");
+    assert_eq!(s["sources"]["shutdown_grace_secs"], "runtime", "{s}");
+    assert_eq!(s["pending_restart"], json!({}), "{s}");
     let s = section(&server, "server").await?;
     assert_eq!(s["values"]["max_body_bytes"], 16_384);
     assert_eq!(s["sources"]["max_body_bytes"], "runtime");

@@ -61,7 +61,9 @@ pub fn routes() -> Router<AppState> {
         )
         .route(
             "/admin/directories/{id}",
-            get(get_directory).delete(delete_directory),
+            get(get_directory)
+                .patch(patch_directory)
+                .delete(delete_directory),
         )
         .route("/admin/directories/{id}/scim_token", post(rotate_token))
         .route(
@@ -165,19 +167,134 @@ pub fn parse_create(
     }
     let settings = match settings {
         None => Some(DirectorySettings::default()),
-        Some(s) => match serde_json::from_value::<DirectorySettings>(Value::Object(s)) {
-            Ok(s) => Some(s),
-            Err(_) => {
-                f.error("settings", "invalid_settings");
-                None
-            }
-        },
+        Some(s) => merge_settings(&mut f, DirectorySettings::default(), &s),
     };
     f.finish()?;
     match (org, name, ty, settings) {
         (Some(o), Some(n), Some(t), Some(s)) => Ok((o, n, t, s)),
         _ => Err(ApiError::internal("validated fields missing")),
     }
+}
+
+/// The keys of a directory's `settings` object (`DirectorySettings`).
+const SETTINGS_FIELDS: [&str; 4] = [
+    "deactivation",
+    "attribute_map",
+    "role_mode",
+    "predefined_attributes",
+];
+
+/// `base` with the keys of `given` replaced; an unknown key or a value of the wrong shape is a
+/// field error naming `settings.<key>` (never dropped).
+fn merge_settings(
+    f: &mut Fields<'_>,
+    base: DirectorySettings,
+    given: &Map<String, Value>,
+) -> Option<DirectorySettings> {
+    let mut merged = match serde_json::to_value(&base) {
+        Ok(Value::Object(m)) => m,
+        _ => {
+            f.error("settings", "invalid_settings");
+            return None;
+        }
+    };
+    let mut ok = true;
+    for (k, v) in given {
+        if !SETTINGS_FIELDS.contains(&k.as_str()) {
+            f.error(&format!("settings.{k}"), "unknown_field");
+            ok = false;
+            continue;
+        }
+        // Each key alone over the defaults, so the error names the key that is wrong.
+        let mut probe = Map::new();
+        probe.insert(k.clone(), v.clone());
+        if serde_json::from_value::<DirectorySettings>(Value::Object(probe)).is_err() {
+            f.error(&format!("settings.{k}"), "invalid_value");
+            ok = false;
+            continue;
+        }
+        merged.insert(k.clone(), v.clone());
+    }
+    if !ok {
+        return None;
+    }
+    match serde_json::from_value::<DirectorySettings>(Value::Object(merged)) {
+        Ok(s) => Some(s),
+        Err(_) => {
+            f.error("settings", "invalid_settings");
+            None
+        }
+    }
+}
+
+/// A validated `PATCH /admin/directories/{id}` body.
+pub struct DirectoryPatch {
+    pub name: Option<String>,
+    /// The keys given, checked; merged over the current settings when applied.
+    pub settings: Option<Map<String, Value>>,
+}
+
+/// Validates a `PATCH /admin/directories/{id}` body: `name` and/or some `settings` keys.
+pub fn parse_patch(body: &Map<String, Value>) -> ApiResult<DirectoryPatch> {
+    let mut f = Fields::new(body);
+    f.deny_unknown(&["name", "settings"]);
+    let name = f.opt_string("name");
+    if name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+        f.error("name", "must_not_be_blank");
+    }
+    let settings = f.opt_object("settings").cloned();
+    if let Some(s) = &settings {
+        merge_settings(&mut f, DirectorySettings::default(), s);
+    }
+    f.finish()?;
+    Ok(DirectoryPatch { name, settings })
+}
+
+/// Applies a validated patch through the engine; a changed `role_mode` recomputes the roles
+/// of the directory's users (as `PUT .../roles` does). A new `attribute_map` or
+/// `deactivation` applies to the changes the source delivers from then on (an LDAP or SFTP full
+/// run refreshes every user). Returns the record after it.
+pub fn apply_patch(
+    engine: &DirectoryEngine,
+    id: &str,
+    patch: DirectoryPatch,
+) -> ApiResult<DirectoryRecord> {
+    let current = engine.get_directory(id).map_err(engine_error)?;
+    let settings = match &patch.settings {
+        None => None,
+        Some(given) => {
+            let body = Map::new();
+            let mut f = Fields::new(&body);
+            let merged = merge_settings(&mut f, current.settings.clone(), given);
+            f.finish()?;
+            merged
+        }
+    };
+    let role_mode_before = current.settings.role_mode;
+    let (rec, changed) = engine
+        .update_directory(id, patch.name.as_deref(), settings)
+        .map_err(engine_error)?;
+    if changed && rec.settings.role_mode != role_mode_before {
+        engine.recompute_roles(id).map_err(engine_error)?;
+    }
+    Ok(rec)
+}
+
+async fn patch_directory(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<Value>> {
+    check_id(IdPrefix::Directory, "Directory", &id)?;
+    let patch = parse_patch(&body)?;
+    let span = tracing::info_span!("admin.patch_directory", directory_id = %id);
+    let st = state.clone();
+    blocking(&state, move |engine| {
+        let rec = apply_patch(engine, &id, patch)?;
+        Ok(Json(admin_view(&st, engine, rec)?))
+    })
+    .instrument(span)
+    .await
 }
 
 async fn create_directory(
@@ -373,6 +490,11 @@ pub fn parse_roles(
             f.error(&format!("roles[{i}]"), "must_be_object");
             continue;
         };
+        for k in obj.keys() {
+            if !["slug", "name", "priority", "default", "is_default"].contains(&k.as_str()) {
+                f.error(&format!("roles[{i}].{k}"), "unknown_field");
+            }
+        }
         let slug = obj.get("slug").and_then(Value::as_str).map(str::trim);
         let Some(slug) = slug.filter(|s| !s.is_empty()) else {
             f.error(&format!("roles[{i}].slug"), "required");
@@ -521,6 +643,19 @@ pub fn parse_role_mappings(body: &Map<String, Value>, org: &str) -> ApiResult<Ve
     };
     let mut out = Vec::new();
     for (i, item) in list.iter().enumerate() {
+        match item.as_object() {
+            Some(obj) => {
+                for k in obj.keys() {
+                    if !["idp_group", "role_slug"].contains(&k.as_str()) {
+                        f.error(&format!("role_mappings[{i}].{k}"), "unknown_field");
+                    }
+                }
+            }
+            None => {
+                f.error(&format!("role_mappings[{i}]"), "must_be_object");
+                continue;
+            }
+        }
         let get = |k: &str| {
             item.get(k)
                 .and_then(Value::as_str)

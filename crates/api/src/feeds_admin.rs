@@ -106,6 +106,10 @@ fn feed_error(e: FeedError) -> ApiError {
             code: "no_secret_key",
             message: e.to_string(),
         },
+        FeedError::UsernameTaken { .. } => ApiError::Conflict {
+            code: "username_taken",
+            message: e.to_string(),
+        },
         other => ApiError::internal(other),
     }
 }
@@ -214,8 +218,6 @@ fn take_secret(kind: FeedKind, body: &mut Map<String, Value>) -> ApiResult<Secre
 /// Validates a full feed body for a directory of `kind` against what is stored; returns the
 /// settings to store and the secret change.
 fn parse_feed(
-    state: &AppState,
-    id: &str,
     kind: FeedKind,
     mut body: Map<String, Value>,
     old: Option<&FeedRecord>,
@@ -247,23 +249,8 @@ fn parse_feed(
                 idbridge_sftp::pull::parse_private_key(pem)
                     .map_err(|e| invalid("pull.private_key", e.to_string()))?;
             }
-            // One username per account on the one server.
-            if let Some(user) = &feed.username {
-                for other in state.feeds.store.list().map_err(feed_error)? {
-                    if other.directory_id != id
-                        && other.kind == FeedKind::Sftp
-                        && other.settings.get("username").and_then(Value::as_str) == Some(user)
-                    {
-                        return Err(ApiError::Conflict {
-                            code: "username_taken",
-                            message: format!(
-                                "SFTP username {user:?} is already the account of directory {}",
-                                other.directory_id
-                            ),
-                        });
-                    }
-                }
-            }
+            // One username per account on the one server: the feed table refuses a taken
+            // one in the write's own commit (`username_taken`).
             let settings = serde_json::to_value(&feed).map_err(ApiError::internal)?;
             Ok((settings, secret))
         }
@@ -359,7 +346,7 @@ async fn write(
             } else {
                 body
             };
-            let (settings, secret) = parse_feed(&st, &id, kind, body, old.as_ref())?;
+            let (settings, secret) = parse_feed(kind, body, old.as_ref())?;
             let (_, _, name) = secret_slot(kind);
             let secrets = BTreeMap::from([(name.to_owned(), secret)]);
             let (rec, changed) = st

@@ -91,6 +91,17 @@ async fn every_json_body_refuses_an_unknown_field_by_name_and_changes_nothing() 
         .as_str()
         .expect("directory id")
         .to_string();
+    let oidc = json!({"connection_type": "GenericOIDC", "oidc_options":
+        {"issuer": "https://op.example.com", "client_id": "c", "client_secret_env": "UNUSED_SECRET"}});
+    let mut create_conn = oidc.clone();
+    create_conn["organization_id"] = json!(org);
+    let conn = h
+        .call("POST", "/connections", Some(create_conn), &[])
+        .await
+        .json()["id"]
+        .as_str()
+        .expect("connection id")
+        .to_string();
 
     let before = snapshot(&h, &org, &dir).await;
     let cases: Vec<(&str, String, Value)> = vec![
@@ -125,6 +136,16 @@ async fn every_json_body_refuses_an_unknown_field_by_name_and_changes_nothing() 
             "POST",
             "/admin/directories".into(),
             json!({"organization_id": org, "name": "Two", "type": "generic scim v2.0"}),
+        ),
+        (
+            "PATCH",
+            format!("/admin/directories/{dir}"),
+            json!({"name": "Renamed"}),
+        ),
+        (
+            "PATCH",
+            format!("/admin/directories/{dir}"),
+            json!({"settings": {"deactivation": "keep_inactive"}}),
         ),
         (
             "POST",
@@ -180,6 +201,7 @@ async fn every_json_body_refuses_an_unknown_field_by_name_and_changes_nothing() 
         ("POST", "/admin/oidc_clients".into(), json!({})),
         ("POST", "/admin/service_providers".into(), json!({})),
         ("POST", "/connections".into(), json!({})),
+        ("PUT", format!("/admin/connections/{conn}"), oidc.clone()),
     ];
     let mut failures = Vec::new();
     for (method, path, body) in &cases {

@@ -356,3 +356,128 @@ async fn bad_create_requests_are_workos_errors() {
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn patch_renames_and_changes_settings_and_refuses_unknown_keys_at_any_depth() {
+    let api = Api::new();
+    let org = api.org().await;
+    // An unknown key inside `settings` is refused on create too, by its full name.
+    let (s, v) = api
+        .call(
+            "POST",
+            "/admin/directories",
+            Some(json!({"organization_id": org, "name": "HR", "type": "sftp",
+                "settings": {"deactivation": "keep_inactive", "colour": "blue"}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(v.to_string().contains("settings.colour"), "{v}");
+    let (s, v) = api
+        .call(
+            "POST",
+            "/admin/directories",
+            Some(json!({"organization_id": org, "name": "HR", "type": "sftp"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let dir = v["directory"]["id"].as_str().unwrap().to_owned();
+    let uri = format!("/admin/directories/{dir}");
+    let (_, before) = api.call("GET", &uri, None).await;
+
+    // Refused, each naming its field, and nothing changes.
+    for (body, field) in [
+        (json!({"nme": "typo"}), "nme"),
+        (
+            json!({"settings": {"role_mod": "multiple"}}),
+            "settings.role_mod",
+        ),
+        (
+            json!({"settings": {"deactivation": "explode"}}),
+            "settings.deactivation",
+        ),
+        (json!({"name": "   "}), "name"),
+        (
+            json!({"name": "ok", "settings": {"predefined_attributes": "yes"}}),
+            "settings.predefined_attributes",
+        ),
+    ] {
+        let (s, v) = api.call("PATCH", &uri, Some(body.clone())).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {v}");
+        assert!(v.to_string().contains(field), "{body}: {v}");
+    }
+    let (_, after) = api.call("GET", &uri, None).await;
+    assert_eq!(before, after);
+
+    // A partial settings change keeps the other keys.
+    let (s, v) = api
+        .call(
+            "PATCH",
+            &uri,
+            Some(json!({"name": "HR (Workday)", "settings": {"deactivation": "keep_inactive"}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["name"], "HR (Workday)");
+    assert_eq!(v["settings"]["deactivation"], "keep_inactive");
+    assert_eq!(v["settings"]["role_mode"], before["settings"]["role_mode"]);
+    assert_eq!(
+        v["settings"]["predefined_attributes"],
+        before["settings"]["predefined_attributes"]
+    );
+    let (_, got) = api.call("GET", &uri, None).await;
+    assert_eq!(got["name"], "HR (Workday)");
+    assert_eq!(got["settings"]["deactivation"], "keep_inactive");
+
+    // Unknown directory: WorkOS's 404.
+    let (s, _) = api
+        .call(
+            "PATCH",
+            "/admin/directories/directory_01J00000000000000000000000",
+            Some(json!({"name": "x"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn unknown_keys_inside_roles_and_role_mappings_are_refused_by_name() {
+    let api = Api::new();
+    let org = api.org().await;
+    let roles = format!("/admin/organizations/{org}/roles");
+    let maps = format!("/admin/organizations/{org}/role_mappings");
+    let (_, roles_before) = api.call("GET", &roles, None).await;
+    let (s, v) = api
+        .call(
+            "PUT",
+            &roles,
+            Some(json!({"roles": [{"slug": "member"}, {"slug": "admin", "permissions": ["all"]}]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(v.to_string().contains("roles[1].permissions"), "{v}");
+    let (_, roles_after) = api.call("GET", &roles, None).await;
+    assert_eq!(roles_before, roles_after);
+
+    let (s, v) = api
+        .call(
+            "PUT",
+            &roles,
+            Some(json!({"roles": [{"slug": "member"}, {"slug": "admin"}]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, maps_before) = api.call("GET", &maps, None).await;
+    for (body, field) in [
+        (
+            json!({"role_mappings": [{"idp_group": "Admins", "role_slug": "admin", "priority": 1}]}),
+            "role_mappings[0].priority",
+        ),
+        (json!({"role_mappings": ["Admins"]}), "role_mappings[0]"),
+    ] {
+        let (s, v) = api.call("PUT", &maps, Some(body.clone())).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {v}");
+        assert!(v.to_string().contains(field), "{body}: {v}");
+    }
+    let (_, maps_after) = api.call("GET", &maps, None).await;
+    assert_eq!(maps_before, maps_after);
+}

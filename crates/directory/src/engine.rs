@@ -366,6 +366,57 @@ impl DirectoryEngine {
         Ok(Some(event))
     }
 
+    /// Renames a directory and/or replaces its settings (admin API `PATCH`, config seeds). One
+    /// commit, conditional on the record read, so a concurrent change is a conflict rather
+    /// than lost. Returns the record and whether anything changed (nothing is written
+    /// otherwise). WorkOS has no event for this; the callers recompute roles when
+    /// `role_mode` changed.
+    pub fn update_directory(
+        &self,
+        dir_id: &str,
+        name: Option<&str>,
+        settings: Option<DirectorySettings>,
+    ) -> Result<(DirectoryRecord, bool)> {
+        let _span = tracing::info_span!("dsync.update_directory", directory_id = dir_id).entered();
+        if name.is_some_and(|n| n.trim().is_empty()) {
+            return Err(EngineError::Invalid("directory name is empty".into()));
+        }
+        let lock = self.dir_lock(dir_id);
+        let _g = Self::guard(&lock);
+        let mut rec: DirectoryRecord = self
+            .get_json(layout::DIRECTORIES, dir_id)?
+            .ok_or_else(|| EngineError::not_found("directory", dir_id))?;
+        if rec.directory.state == DirectoryState::Deleting {
+            return Err(EngineError::Invalid(
+                "the directory is being deleted; finish the deletion instead".into(),
+            ));
+        }
+        let before = to_bytes(&rec)?;
+        let mut changed = false;
+        if let Some(n) = name {
+            if rec.directory.name != n {
+                rec.directory.name = n.to_owned();
+                changed = true;
+            }
+        }
+        if let Some(s) = settings {
+            if rec.settings != s {
+                rec.settings = s;
+                changed = true;
+            }
+        }
+        if changed {
+            rec.directory.updated_at = Timestamp::now();
+            let mut cs = ChangeSet::new();
+            cs.require_equals(layout::DIRECTORIES, dir_id, Some(before));
+            cs.put(layout::DIRECTORIES, dir_id, to_bytes(&rec)?);
+            self.store.commit(cs)?;
+            tracing::info!(directory_id = %dir_id, "directory updated");
+        }
+        self.fill_metadata(&mut rec)?;
+        Ok((rec, changed))
+    }
+
     /// workos-api.md §4.3: the directory with `domains` (from its organization) instead of
     /// `domain`, and the state in the events vocabulary.
     fn activation_data(&self, d: &Directory) -> Result<Value> {

@@ -10,7 +10,8 @@
 //! can say that one is set without being able to show it.
 //!
 //! Where a record came from is kept in `origin`: the config file seeds records at each start
-//! (`config`, and the file wins for the directories it declares), the admin API writes `api`.
+//! (`config`, when an entry is new or changed), the admin API writes `api`. SFTP usernames are
+//! unique across feeds ([`SFTP_USERNAMES_TABLE`], kept in each write's own commit).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,6 +24,10 @@ use serde_json::Value;
 
 /// Directory id → [`FeedRecord`] (JSON).
 pub const FEEDS_TABLE: &str = "directory.feeds";
+
+/// SFTP username → directory id: one account per username on the one embedded server, kept
+/// unique by the commit that writes the feed (two concurrent writes cannot both take a name).
+pub const SFTP_USERNAMES_TABLE: &str = "directory.feed_sftp_usernames";
 
 /// Which feed a record configures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,7 +43,7 @@ pub enum FeedKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FeedOrigin {
-    /// The config file (re-applied at each start: the file wins for what it declares).
+    /// The config file (applied at a start when its entry is new or changed).
     Config,
     /// The admin API.
     Api,
@@ -105,6 +110,22 @@ pub enum FeedError {
     /// A stored record does not parse.
     #[error("corrupt feed record of directory {0}: {1}")]
     Corrupt(String, String),
+    /// The SFTP username is another directory's account.
+    #[error("SFTP username {username:?} is already the account of directory {directory_id}; choose another username")]
+    UsernameTaken {
+        /// The name asked for.
+        username: String,
+        /// The directory whose account it is.
+        directory_id: String,
+    },
+}
+
+/// The SFTP account name a record holds (push accounts only).
+fn sftp_username(kind: FeedKind, settings: &Value) -> Option<&str> {
+    match kind {
+        FeedKind::Sftp => settings.get("username").and_then(Value::as_str),
+        FeedKind::Ldap => None,
+    }
 }
 
 /// The context a secret is sealed under: a sealed value moved to another directory or another
@@ -231,18 +252,70 @@ impl FeedStore {
             updated_at: Timestamp::now(),
         };
         let mut cs = ChangeSet::new();
+        let old_user = old
+            .as_ref()
+            .and_then(|(r, _)| sftp_username(r.kind, &r.settings))
+            .map(str::to_owned);
+        let new_user = sftp_username(rec.kind, &rec.settings).map(str::to_owned);
+        if let Some(user) = &new_user {
+            self.stage_take_username(&mut cs, directory_id, user)?;
+        }
+        if let Some(user) = old_user.filter(|u| Some(u) != new_user.as_ref()) {
+            cs.delete(SFTP_USERNAMES_TABLE, user);
+        }
         cs.require_equals(FEEDS_TABLE, directory_id, old.map(|(_, b)| b));
         cs.put_json(FEEDS_TABLE, directory_id, &rec)?;
         self.commit(directory_id, cs)?;
         Ok((rec, true))
     }
 
+    /// Stages `directory_id` as the holder of SFTP `username`: refused when another directory
+    /// holds it (in the index, or in a record written before the index existed), and
+    /// conditional on the index so a concurrent write of the same name fails its commit.
+    fn stage_take_username(
+        &self,
+        cs: &mut ChangeSet,
+        directory_id: &str,
+        username: &str,
+    ) -> Result<(), FeedError> {
+        let taken = |other: String| FeedError::UsernameTaken {
+            username: username.to_owned(),
+            directory_id: other,
+        };
+        match self.store.get(SFTP_USERNAMES_TABLE, username)? {
+            Some(holder) if holder == directory_id.as_bytes() => return Ok(()),
+            Some(holder) => return Err(taken(String::from_utf8_lossy(&holder).into_owned())),
+            None => {}
+        }
+        for other in self.list()? {
+            if other.directory_id != directory_id
+                && sftp_username(other.kind, &other.settings) == Some(username)
+            {
+                return Err(taken(other.directory_id));
+            }
+        }
+        cs.require_absent(SFTP_USERNAMES_TABLE, username);
+        cs.put(
+            SFTP_USERNAMES_TABLE,
+            username,
+            directory_id.as_bytes().to_vec(),
+        );
+        Ok(())
+    }
+
     /// Removes a directory's record; `false` when there was none.
     pub fn delete(&self, directory_id: &str) -> Result<bool, FeedError> {
-        let Some((_, bytes)) = self.load(directory_id)? else {
+        let Some((rec, bytes)) = self.load(directory_id)? else {
             return Ok(false);
         };
         let mut cs = ChangeSet::new();
+        if let Some(user) = sftp_username(rec.kind, &rec.settings) {
+            if self.store.get(SFTP_USERNAMES_TABLE, user)?.as_deref()
+                == Some(directory_id.as_bytes())
+            {
+                cs.delete(SFTP_USERNAMES_TABLE, user);
+            }
+        }
         cs.require_equals(FEEDS_TABLE, directory_id, Some(bytes));
         cs.delete(FEEDS_TABLE, directory_id);
         self.commit(directory_id, cs)?;
@@ -252,6 +325,17 @@ impl FeedStore {
     fn commit(&self, directory_id: &str, cs: ChangeSet) -> Result<(), FeedError> {
         match self.store.commit(cs) {
             Ok(_) => Ok(()),
+            Err(StoreError::Conflict { table, key, .. }) if table == SFTP_USERNAMES_TABLE => {
+                let holder = self
+                    .store
+                    .get(SFTP_USERNAMES_TABLE, &key)?
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default();
+                Err(FeedError::UsernameTaken {
+                    username: key,
+                    directory_id: holder,
+                })
+            }
             Err(StoreError::Conflict { .. }) => Err(FeedError::Conflict(directory_id.to_owned())),
             Err(e) => Err(e.into()),
         }
@@ -389,5 +473,87 @@ mod tests {
             .get("directory_A")
             .unwrap_or_else(|e| panic!("{e}"))
             .is_none());
+    }
+
+    fn account(user: &str) -> Value {
+        json!({"username": user, "authorized_keys": ["ssh-ed25519 AAAA"]})
+    }
+
+    fn put_sftp(f: &FeedStore, dir: &str, user: &str) -> Result<(FeedRecord, bool), FeedError> {
+        f.put(
+            dir,
+            FeedKind::Sftp,
+            account(user),
+            &BTreeMap::new(),
+            FeedOrigin::Api,
+        )
+    }
+
+    #[test]
+    fn an_sftp_username_belongs_to_one_directory_at_a_time() {
+        let (store, f) = feeds();
+        put_sftp(&f, "directory_A", "acme-hr").unwrap_or_else(|e| panic!("{e}"));
+        let err = put_sftp(&f, "directory_B", "acme-hr").expect_err("taken");
+        assert!(
+            matches!(&err, FeedError::UsernameTaken { directory_id, .. } if directory_id == "directory_A"),
+            "{err}"
+        );
+        assert!(f
+            .get("directory_B")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_none());
+        // A renames its account: the old name is free, the new one taken.
+        put_sftp(&f, "directory_A", "acme-people").unwrap_or_else(|e| panic!("{e}"));
+        put_sftp(&f, "directory_B", "acme-hr").unwrap_or_else(|e| panic!("{e}"));
+        assert!(put_sftp(&f, "directory_C", "acme-people").is_err());
+        // Deleting A frees its name.
+        assert!(f.delete("directory_A").unwrap_or_else(|e| panic!("{e}")));
+        put_sftp(&f, "directory_C", "acme-people").unwrap_or_else(|e| panic!("{e}"));
+        // A record written before the index existed still holds its name.
+        let legacy = FeedRecord {
+            directory_id: "directory_L".into(),
+            kind: FeedKind::Sftp,
+            settings: account("legacy"),
+            secrets: BTreeMap::new(),
+            origin: FeedOrigin::Config,
+            updated_at: Timestamp::now(),
+        };
+        let mut cs = ChangeSet::new();
+        cs.put_json(FEEDS_TABLE, "directory_L", &legacy)
+            .unwrap_or_else(|e| panic!("{e}"));
+        store.commit(cs).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            put_sftp(&f, "directory_D", "legacy"),
+            Err(FeedError::UsernameTaken { .. })
+        ));
+    }
+
+    #[test]
+    fn concurrent_writes_of_one_username_let_exactly_one_directory_have_it() {
+        for round in 0..20 {
+            let (_store, f) = feeds();
+            let user = format!("race-{round}");
+            let handles: Vec<_> = (0..4)
+                .map(|i| {
+                    let f = f.clone();
+                    let user = user.clone();
+                    std::thread::spawn(move || {
+                        put_sftp(&f, &format!("directory_{i}"), &user).is_ok()
+                    })
+                })
+                .collect();
+            let won = handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or(false))
+                .filter(|ok| *ok)
+                .count();
+            let holders = f
+                .list()
+                .unwrap_or_else(|e| panic!("{e}"))
+                .into_iter()
+                .filter(|r| sftp_username(r.kind, &r.settings) == Some(user.as_str()))
+                .count();
+            assert_eq!((won, holders), (1, 1), "round {round}");
+        }
     }
 }

@@ -100,8 +100,15 @@ pub fn run(config: &Config, command: ConnectionCommand) -> anyhow::Result<()> {
 }
 
 /// Creates the `[[sso.connections]]` of the config that do not exist yet (keyed by
-/// `external_id`, through the same validation as `POST /connections`).
-pub async fn apply_declared(sso: &SsoService, config: &Config) -> anyhow::Result<()> {
+/// `external_id`, through the same validation as `POST /connections`), and applies an entry
+/// that changed since it was last applied to its existing connection (as `PUT
+/// /admin/connections/{id}`: id, state and SP keys kept). An unchanged entry leaves changes
+/// made through the admin API alone.
+pub async fn apply_declared(
+    sso: &SsoService,
+    store: &dyn idbridge_store::Store,
+    config: &Config,
+) -> anyhow::Result<()> {
     for c in &config.sso.connections {
         let org = sso
             .organizations()
@@ -135,11 +142,27 @@ pub async fn apply_declared(sso: &SsoService, config: &Config) -> anyhow::Result
         };
         let input = idbridge_api::sso::connections::parse_new(&body, &sso.oidc_callback_url())
             .map_err(declared)?;
-        let conn = sso
-            .create_connection(input)
-            .await
-            .map_err(|e| declared(e.into()))?;
-        tracing::info!(id = %conn.id, external_id = %c.external_id, "declared connection applied");
+        let seed = crate::declared::Seed::of("connection", &c.external_id, &body)?;
+        let existing = sso.connections().by_external_id(&c.external_id)?;
+        match existing {
+            Some(_) if !seed.changed(store)? => continue,
+            Some(record) => {
+                let id = record.id().to_owned();
+                let conn = sso
+                    .reconfigure_connection(&id, input)
+                    .await
+                    .map_err(|e| declared(e.into()))?;
+                tracing::info!(id = %conn.id, external_id = %c.external_id, "declared connection updated from the file");
+            }
+            None => {
+                let conn = sso
+                    .create_connection(input)
+                    .await
+                    .map_err(|e| declared(e.into()))?;
+                tracing::info!(id = %conn.id, external_id = %c.external_id, "declared connection applied");
+            }
+        }
+        seed.record(store)?;
     }
     Ok(())
 }

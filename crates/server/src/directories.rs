@@ -129,6 +129,19 @@ impl DeclaredDirectory {
         Ok(())
     }
 
+    /// What this entry declares about an existing directory ([`crate::declared`]).
+    fn seed(&self) -> anyhow::Result<crate::declared::Seed> {
+        crate::declared::Seed::of(
+            "directory",
+            &self.key,
+            &serde_json::json!({
+                "name": self.name,
+                "deactivation": self.deactivation,
+                "attribute_map": self.attribute_map,
+            }),
+        )
+    }
+
     fn settings(&self) -> DirectorySettings {
         DirectorySettings {
             deactivation: self.deactivation,
@@ -171,8 +184,9 @@ pub struct Applied {
     pub new_token: Option<String>,
 }
 
-/// Creates the declared directory if its key is unknown (or its directory was deleted), and
-/// (re)sets the configured token. Idempotent.
+/// Creates the declared directory if its key is unknown (or its directory was deleted), applies
+/// a changed entry's name and settings to the existing one, and (re)sets the configured token.
+/// Idempotent.
 pub fn apply_one(engine: &DirectoryEngine, d: &DeclaredDirectory) -> anyhow::Result<Applied> {
     let _span = tracing::info_span!("declared_directory", key = %d.key).entered();
     let store = engine.store().clone();
@@ -188,8 +202,36 @@ pub fn apply_one(engine: &DirectoryEngine, d: &DeclaredDirectory) -> anyhow::Res
         },
         None => None,
     };
+    let seed = d.seed()?;
     let (id, created, generated) = match existing {
-        Some(rec) => (rec.directory.id, false, None),
+        Some(rec) => {
+            let ty = d.directory_type.trim().to_ascii_lowercase();
+            if rec.directory.directory_type != ty {
+                anyhow::bail!(
+                    "the file says type {ty:?} but directory {} was created as {:?}; a \
+                     directory's type cannot change: give the entry a new key (a new directory) \
+                     or restore the type",
+                    rec.directory.id,
+                    rec.directory.directory_type
+                );
+            }
+            if seed.changed(store.as_ref())? {
+                // The entry changed since it was last applied (or was never recorded): the file
+                // wins for what it declares; role_mode and the rest stay as they are.
+                let settings = DirectorySettings {
+                    deactivation: d.deactivation,
+                    attribute_map: d.attribute_map.clone(),
+                    ..rec.settings.clone()
+                };
+                let (_, changed) =
+                    engine.update_directory(&rec.directory.id, Some(&d.name), Some(settings))?;
+                seed.record(store.as_ref())?;
+                if changed {
+                    tracing::info!(directory_id = %rec.directory.id, key = %d.key, "declared directory updated from the file");
+                }
+            }
+            (rec.directory.id, false, None)
+        }
         None => {
             let org = resolve_org(&store, &d.organization)?;
             let ty = d.directory_type.trim().to_ascii_lowercase();
@@ -201,6 +243,7 @@ pub fn apply_one(engine: &DirectoryEngine, d: &DeclaredDirectory) -> anyhow::Res
                         d.key.clone(),
                         rec.directory.id.as_bytes().to_vec(),
                     );
+                    seed.stage(cs);
                     Ok(())
                 })?;
             (rec.directory.id, true, generated)
@@ -762,5 +805,61 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"))
             .new_token
             .is_none());
+    }
+
+    #[test]
+    fn a_changed_entry_updates_the_directory_and_an_unchanged_one_keeps_api_changes() {
+        let (_store, engine) = store_with_acme();
+        let mut d = DeclaredDirectory {
+            key: "acme-okta".into(),
+            organization: "acme".into(),
+            name: "Acme Okta".into(),
+            directory_type: "okta scim v2.0".into(),
+            deactivation: Deactivation::DeleteUser,
+            attribute_map: Default::default(),
+            scim_token_env: None,
+            scim_token_file: None,
+            forward: None,
+        };
+        let first = apply_one(&engine, &d).unwrap_or_else(|e| panic!("{e}"));
+        // An admin renames it through the API; the next start with the same file keeps that.
+        engine
+            .update_directory(&first.id, Some("Renamed by an admin"), None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        apply_one(&engine, &d).unwrap_or_else(|e| panic!("{e}"));
+        let rec = engine
+            .get_directory(&first.id)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rec.directory.name, "Renamed by an admin");
+        // The file changes: its values win, on the same directory.
+        d.name = "Acme Okta (prod)".into();
+        d.deactivation = Deactivation::KeepInactive;
+        d.attribute_map
+            .insert("department".into(), "department".into());
+        let again = apply_one(&engine, &d).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (again.id.as_str(), again.created),
+            (first.id.as_str(), false)
+        );
+        let rec = engine
+            .get_directory(&first.id)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rec.directory.name, "Acme Okta (prod)");
+        assert_eq!(rec.settings.deactivation, Deactivation::KeepInactive);
+        assert_eq!(
+            rec.settings
+                .attribute_map
+                .get("department")
+                .map(String::as_str),
+            Some("department")
+        );
+        // A type change is refused with what to do, and changes nothing.
+        d.directory_type = "azure scim v2.0".into();
+        let err = apply_one(&engine, &d).expect_err("type change");
+        assert!(format!("{err:#}").contains("new key"), "{err:#}");
+        let rec = engine
+            .get_directory(&first.id)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rec.directory.directory_type, "okta scim v2.0");
     }
 }

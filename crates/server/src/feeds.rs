@@ -2,11 +2,11 @@
 //!
 //! The settings live in the store (`idbridge_directory::feeds`): the admin API writes them
 //! (`/admin/directories/{id}/feed`) and the config file's `[[ldap_directories]]` and
-//! `[[sftp_directories]]` entries seed them at each start ([`seed`]). **The file wins for the
-//! directories it declares**: an entry in the file is written again at every start (origin
-//! `config`), replacing what the API changed; a directory the file no longer declares loses a
-//! feed that came from the file; feeds written through the API (origin `api`) for directories
-//! the file does not declare are never touched by it.
+//! `[[sftp_directories]]` entries seed them at each start ([`seed`]) by the rule of declared
+//! entries ([`crate::declared`]): an entry is written when its feed is absent or when the entry
+//! changed since it was last applied (origin `config`); an unchanged entry leaves a change made
+//! through the API alone; a directory the file no longer declares loses a feed that came from
+//! the file; feeds written through the API (origin `api`) are never removed by it.
 //!
 //! [`FeedSupervisor`] makes the running server match the table, after every write and at
 //! start: one LDAP scheduler per LDAP feed (restarted when its settings change, stopped when
@@ -31,10 +31,12 @@ use idbridge_ldap::{LdapSource, SecretValue, Syncer};
 use idbridge_sftp::server::{RunningSftpServer, ServerConfig, SftpAccount};
 use idbridge_sftp::settings::{PullSettings, SftpFeed, PRIVATE_KEY_SECRET};
 use idbridge_sftp::{HostKeyPin, Processor, PullConfig};
+use idbridge_store::Store;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::declared::Seed;
 use crate::sftp_cli::SftpServerSection;
 
 /// The feed of an `[[ldap_directories]]` entry.
@@ -65,18 +67,29 @@ pub fn sftp_feed(d: &crate::sftp_cli::SftpDirectoryConfig) -> SftpFeed {
     }
 }
 
-/// Writes the file's feeds into the table (origin `config`; the file wins for what it
-/// declares) and removes file-origin feeds the file no longer declares. Idempotent: an
-/// unchanged entry is not rewritten. Expects `directory` keys resolved.
-pub fn seed(feeds: &FeedStore, config: &Config) -> anyhow::Result<()> {
+/// Writes the file's feeds into the table (origin `config`) by the rule of declared entries
+/// ([`crate::declared`]): a feed the file declares is written when absent or when its entry
+/// changed since it was last applied, and left as it is otherwise (a change made through the
+/// API stays). File-origin feeds the file no longer declares are removed. Expects `directory`
+/// keys resolved.
+pub fn seed(feeds: &FeedStore, store: &dyn Store, config: &Config) -> anyhow::Result<()> {
     let mut declared = HashSet::new();
     let remove = |name: &str| BTreeMap::from([(name.to_owned(), SecretChange::Remove)]);
+    let unchanged = |kind: &str, id: &str, settings: &Value| -> anyhow::Result<(bool, Seed)> {
+        let seed = Seed::of(kind, id, settings)?;
+        Ok((feeds.get(id)?.is_some() && !seed.changed(store)?, seed))
+    };
     for (i, d) in config.ldap_directories.iter().enumerate() {
         let id = d.id();
         if id.is_empty() {
             continue;
         }
         let settings = serde_json::to_value(ldap_feed(d))?;
+        declared.insert(id.to_owned());
+        let (keep, seed) = unchanged("ldap_feed", id, &settings)?;
+        if keep {
+            continue;
+        }
         let (_, changed) = feeds
             .put(
                 id,
@@ -86,8 +99,8 @@ pub fn seed(feeds: &FeedStore, config: &Config) -> anyhow::Result<()> {
                 FeedOrigin::Config,
             )
             .with_context(|| format!("ldap_directories[{i}]"))?;
+        seed.record(store)?;
         tracing::info!(directory_id = %id, changed, "ldap feed from the config file");
-        declared.insert(id.to_owned());
     }
     for (i, d) in config.sftp_directories.iter().enumerate() {
         let id = d.id();
@@ -95,6 +108,11 @@ pub fn seed(feeds: &FeedStore, config: &Config) -> anyhow::Result<()> {
             continue;
         }
         let settings = serde_json::to_value(sftp_feed(d))?;
+        declared.insert(id.to_owned());
+        let (keep, seed) = unchanged("sftp_feed", id, &settings)?;
+        if keep {
+            continue;
+        }
         let (_, changed) = feeds
             .put(
                 id,
@@ -104,8 +122,8 @@ pub fn seed(feeds: &FeedStore, config: &Config) -> anyhow::Result<()> {
                 FeedOrigin::Config,
             )
             .with_context(|| format!("sftp_directories[{i}]"))?;
+        seed.record(store)?;
         tracing::info!(directory_id = %id, changed, "sftp feed from the config file");
-        declared.insert(id.to_owned());
     }
     for rec in feeds.list()? {
         if rec.origin == FeedOrigin::Config && !declared.contains(&rec.directory_id) {
@@ -166,7 +184,8 @@ pub struct FeedSupervisor {
     syncer: Arc<Syncer>,
     runners: Arc<LdapRunners>,
     data_dir: PathBuf,
-    sftp: SftpServerSection,
+    /// `[sftp_server]` in force (changed live by `PATCH /admin/settings/sftp_server`).
+    sftp: std::sync::Mutex<SftpServerSection>,
     running: tokio::sync::Mutex<Running>,
 }
 
@@ -183,7 +202,7 @@ impl FeedSupervisor {
             feeds,
             runners,
             data_dir: config.server.data_dir.clone(),
-            sftp: config.sftp_server.clone(),
+            sftp: std::sync::Mutex::new(config.sftp_server.clone()),
             running: tokio::sync::Mutex::default(),
         })
     }
@@ -236,7 +255,7 @@ impl FeedSupervisor {
                 host_key: HostKeyPin::parse(&p.host_key)?,
                 remote_dir: p.remote_dir.clone(),
                 staging_dir: self.data_dir.join("sftp").join("pull").join(id),
-                max_file_bytes: self.sftp.max_file_bytes,
+                max_file_bytes: self.sftp_section().max_file_bytes,
                 timeout: Duration::from_secs(300),
                 remove_remote: p.remove_remote,
             };
@@ -322,24 +341,24 @@ impl FeedSupervisor {
                 }
             }
             None if !desired.accounts.is_empty() => {
+                let sftp = self.sftp_section();
                 let mut cfg = ServerConfig::new(&self.data_dir);
-                cfg.listen = self.sftp.listen;
-                cfg.max_file_bytes = self.sftp.max_file_bytes;
-                cfg.max_files = self.sftp.max_files;
-                cfg.debounce = Duration::from_millis(self.sftp.debounce_ms);
-                cfg.max_connections = self.sftp.max_connections;
-                cfg.max_connections_per_ip = self.sftp.max_connections_per_ip;
+                cfg.listen = sftp.listen;
+                cfg.max_file_bytes = sftp.max_file_bytes;
+                cfg.max_files = sftp.max_files;
+                cfg.debounce = Duration::from_millis(sftp.debounce_ms);
+                cfg.max_connections = sftp.max_connections;
+                cfg.max_connections_per_ip = sftp.max_connections_per_ip;
                 cfg.failed_auth_limit = idbridge_limits::FailureLimit {
-                    max_failures: self.sftp.failed_auth_max,
-                    window_secs: self.sftp.failed_auth_window_secs,
+                    max_failures: sftp.failed_auth_max,
+                    window_secs: sftp.failed_auth_window_secs,
                 };
                 cfg.accounts = desired.accounts;
                 match idbridge_sftp::server::start(cfg, Processor::new(self.engine.clone())).await {
                     Ok(s) => running.server = Some(s),
-                    Err(e) => errors.push(format!(
-                        "starting the SFTP server on {}: {e}",
-                        self.sftp.listen
-                    )),
+                    Err(e) => {
+                        errors.push(format!("starting the SFTP server on {}: {e}", sftp.listen))
+                    }
                 }
             }
             None => {}
@@ -353,6 +372,62 @@ impl FeedSupervisor {
 }
 
 impl FeedSupervisor {
+    fn sftp_section(&self) -> SftpServerSection {
+        self.sftp.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Applies a new `[sftp_server]`: the embedded server (if it runs) is restarted with it —
+    /// open SFTP sessions are closed, clients reconnect — and pull jobs are rescheduled (their
+    /// file size limit). If the server cannot start with the new values (e.g. the port is
+    /// taken), the previous values are put back and started again, and the error is returned.
+    pub async fn set_sftp_server(self: &Arc<Self>, next: SftpServerSection) -> Result<(), String> {
+        let previous = {
+            let mut cur = self.sftp.lock().unwrap_or_else(|p| p.into_inner());
+            if *cur == next {
+                return Ok(());
+            }
+            std::mem::replace(&mut *cur, next)
+        };
+        let had_server = {
+            let mut running = self.running.lock().await;
+            for (id, (_, handle)) in running.pulls.drain() {
+                handle.abort();
+                tracing::debug!(directory_id = %id, "sftp pull stopped for new [sftp_server] settings");
+            }
+            match running.server.take() {
+                Some(server) => {
+                    server.shutdown().await;
+                    tracing::info!("embedded SFTP server stopped for new [sftp_server] settings");
+                    true
+                }
+                None => false,
+            }
+        };
+        let outcome = self.apply_all().await;
+        let started = self.running.lock().await.server.is_some();
+        if started || !had_server {
+            // Errors of other feeds are not this change's: they are logged as at start.
+            if let Err(e) = outcome {
+                tracing::error!(error = %e, "some directory feeds could not be started");
+            }
+            return Ok(());
+        }
+        let why = outcome
+            .err()
+            .unwrap_or_else(|| "the SFTP server did not start".into());
+        *self.sftp.lock().unwrap_or_else(|p| p.into_inner()) = previous;
+        let back = self.apply_all().await;
+        let restored = self.running.lock().await.server.is_some();
+        Err(if restored {
+            format!("{why}; the previous [sftp_server] values are back in force")
+        } else {
+            format!(
+                "{why}; restarting with the previous values failed too: {}",
+                back.err().unwrap_or_default()
+            )
+        })
+    }
+
     /// Stops every runner (at shutdown): LDAP schedulers and SFTP pull jobs are cancelled at
     /// their next await (a store write in progress runs to its end on its blocking thread),
     /// and the embedded SFTP server stops accepting and disconnects its clients.
@@ -393,16 +468,11 @@ impl Offline {
             .enable_all()
             .build()
             .context("starting the async runtime")?;
-        for org in &config.organizations {
-            runtime
-                .block_on(orgs.upsert_declared(
-                    &org.external_id,
-                    &org.name,
-                    &org.domains,
-                    &org.metadata,
-                ))
-                .map_err(|e| anyhow::anyhow!("declared organization {:?}: {e}", org.external_id))?;
-        }
+        runtime.block_on(crate::declared::apply_organizations(
+            &orgs,
+            store.as_ref(),
+            &config.organizations,
+        ))?;
         drop(runtime);
         let engine = Arc::new(crate::directory_engine(store.clone()));
         for d in &config.directories {
@@ -419,8 +489,8 @@ impl Offline {
         }
         let mut resolved = config.clone();
         crate::directories::resolve_references(&engine, &mut resolved)?;
-        let feeds = FeedStore::new(store, Some(crate::secret_key(config)?));
-        seed(&feeds, &resolved)?;
+        let feeds = FeedStore::new(store.clone(), Some(crate::secret_key(config)?));
+        seed(&feeds, store.as_ref(), &resolved)?;
         Ok(Offline { engine, feeds })
     }
 
@@ -467,18 +537,21 @@ mod tests {
     }
 
     #[test]
-    fn the_file_seeds_wins_for_what_it_declares_and_leaves_api_feeds_alone() {
+    fn a_declared_feed_is_written_when_its_entry_changes_and_api_changes_stay_otherwise() {
         let store: Arc<dyn Store> =
             Arc::new(SqliteStore::open_ephemeral().unwrap_or_else(|e| panic!("{e}")));
         let feeds = FeedStore::new(
-            store,
+            store.clone(),
             Some(idbridge_sso::SecretBox::generate().unwrap_or_else(|e| panic!("{e}"))),
         );
-        let file = config(&format!(
-            "[[sftp_directories]]\ndirectory_id = \"directory_A\"\nusername = \"a\"\n\
-             authorized_keys = [\"{KEY}\"]\nmax_delete_ratio = 0.5\n"
-        ));
-        // An API feed for another directory, and an API change to the file's directory.
+        let file_with = |ratio: f64| {
+            config(&format!(
+                "[[sftp_directories]]\ndirectory_id = \"directory_A\"\nusername = \"a\"\n\
+                 authorized_keys = [\"{KEY}\"]\nmax_delete_ratio = {ratio}\n"
+            ))
+        };
+        let file = file_with(0.5);
+        // An API feed for another directory.
         let api = json!({"username": "b", "authorized_keys": [KEY]});
         feeds
             .put(
@@ -489,46 +562,60 @@ mod tests {
                 FeedOrigin::Api,
             )
             .unwrap_or_else(|e| panic!("{e}"));
-        seed(&feeds, &file).unwrap_or_else(|e| panic!("{e}"));
+        seed(&feeds, store.as_ref(), &file).unwrap_or_else(|e| panic!("{e}"));
         let a = feeds
             .get("directory_A")
             .ok()
             .flatten()
             .unwrap_or_else(|| panic!("seeded"));
         assert_eq!(a.origin, FeedOrigin::Config);
-        let changed = json!({"username": "a", "authorized_keys": [KEY], "max_delete_ratio": 1.0});
-        feeds
-            .put(
-                "directory_A",
-                FeedKind::Sftp,
-                changed,
-                &BTreeMap::new(),
-                FeedOrigin::Api,
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
-        // The next start: the file's value is back; seeding again changes nothing.
-        seed(&feeds, &file).unwrap_or_else(|e| panic!("{e}"));
-        let again = feeds
-            .get("directory_A")
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| panic!("kept"));
-        assert_eq!(
-            (again.origin, again.settings.clone()),
-            (FeedOrigin::Config, a.settings.clone())
-        );
-        seed(&feeds, &file).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a.settings["max_delete_ratio"], 0.5);
+        // Seeding the same file again rewrites nothing.
+        seed(&feeds, store.as_ref(), &file).unwrap_or_else(|e| panic!("{e}"));
         let same = feeds
             .get("directory_A")
             .ok()
             .flatten()
             .unwrap_or_else(|| panic!("kept"));
         assert_eq!(
-            same.updated_at, again.updated_at,
+            same.updated_at, a.updated_at,
             "an unchanged entry is not rewritten"
         );
+        // An API change to the file's directory survives the next start with the same file.
+        let changed = json!({"username": "a", "authorized_keys": [KEY], "max_delete_ratio": 1.0});
+        feeds
+            .put(
+                "directory_A",
+                FeedKind::Sftp,
+                changed.clone(),
+                &BTreeMap::new(),
+                FeedOrigin::Api,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        seed(&feeds, store.as_ref(), &file).unwrap_or_else(|e| panic!("{e}"));
+        let kept = feeds
+            .get("directory_A")
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("kept"));
+        assert_eq!(
+            kept.settings["max_delete_ratio"], 1.0,
+            "{:?}",
+            kept.settings
+        );
+        // The file entry changes: the file's value is applied.
+        seed(&feeds, store.as_ref(), &file_with(0.25)).unwrap_or_else(|e| panic!("{e}"));
+        let edited = feeds
+            .get("directory_A")
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("kept"));
+        assert_eq!(
+            (edited.origin, edited.settings["max_delete_ratio"].clone()),
+            (FeedOrigin::Config, json!(0.25))
+        );
         // The file stops declaring A: its file feed goes; B (from the API) stays.
-        seed(&feeds, &Config::default()).unwrap_or_else(|e| panic!("{e}"));
+        seed(&feeds, store.as_ref(), &Config::default()).unwrap_or_else(|e| panic!("{e}"));
         assert!(feeds.get("directory_A").ok().flatten().is_none());
         let b = feeds
             .get("directory_B")

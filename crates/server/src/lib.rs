@@ -11,6 +11,7 @@ pub mod config;
 pub mod conn_limits;
 pub mod connections;
 pub mod console_users;
+pub mod declared;
 pub mod directories;
 pub mod feeds;
 pub mod forward_cli;

@@ -92,6 +92,11 @@ async fn serve_async(config: Config) -> anyhow::Result<Stopped> {
             tracing::warn!(error = %e, "the stored log level is not usable");
         }
     }
+    if config.log.format != file_config.log.format {
+        if let Err(e) = crate::logging::set_format(config.log.format) {
+            tracing::warn!(error = %e, "the stored log format is not usable");
+        }
+    }
     if let Some(boot) = idbridge_sso::api_keys::bootstrap(store.as_ref())? {
         // Printed once, on the first start of a fresh data directory.
         println!("IDBRIDGE_API_KEY={}", boot.api_key);
@@ -161,8 +166,13 @@ async fn serve_async(config: Config) -> anyhow::Result<Stopped> {
     state.sso.dns().set_settings(config.dns.to_settings());
     let domain_recheck = idbridge_sso::domains::spawn_domain_recheck(state.sso.clone());
 
-    apply_declared(&state, &config).await?;
-    crate::connections::apply_declared(&state.sso, &config).await?;
+    crate::declared::apply_organizations(
+        state.sso.organizations(),
+        state.store.as_ref(),
+        &config.organizations,
+    )
+    .await?;
+    crate::connections::apply_declared(&state.sso, state.store.as_ref(), &config).await?;
     // Then the feeds that name a declared directory by key get its id.
     let config = {
         let engine = state.directory.clone();
@@ -201,8 +211,8 @@ async fn serve_async(config: Config) -> anyhow::Result<Stopped> {
     // stored feed run (LDAP schedulers, the embedded SFTP server, pull jobs), and changed live
     // by the admin API from now on.
     {
-        let (feeds, cfg) = (state.feeds.store.clone(), config.clone());
-        tokio::task::spawn_blocking(move || crate::feeds::seed(&feeds, &cfg))
+        let (feeds, cfg, st) = (state.feeds.store.clone(), config.clone(), store.clone());
+        tokio::task::spawn_blocking(move || crate::feeds::seed(&feeds, st.as_ref(), &cfg))
             .await
             .context("seeding directory feeds")??;
     }
@@ -236,6 +246,7 @@ async fn serve_async(config: Config) -> anyhow::Result<Stopped> {
                 conn_caps: conn_caps.clone(),
                 retention_days,
                 webhooks: webhooks.clone(),
+                feeds: supervisor.clone(),
             },
         )));
 
@@ -284,20 +295,6 @@ async fn serve_async(config: Config) -> anyhow::Result<Stopped> {
         store,
         began: began.get().copied().unwrap_or_else(Instant::now),
     })
-}
-
-/// Creates or updates the organizations declared in the config, keyed by external_id.
-async fn apply_declared(state: &AppState, config: &Config) -> anyhow::Result<()> {
-    for org in &config.organizations {
-        let (applied, changed) = state
-            .sso
-            .organizations()
-            .upsert_declared(&org.external_id, &org.name, &org.domains, &org.metadata)
-            .await
-            .map_err(|e| anyhow::anyhow!("declared organization {:?}: {e}", org.external_id))?;
-        tracing::info!(id = %applied.id, external_id = %org.external_id, changed, "declared organization applied");
-    }
-    Ok(())
 }
 
 /// Purges expired one-time entries and enforces event retention, once a minute.

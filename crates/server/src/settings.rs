@@ -14,8 +14,10 @@
 //! change made through the API is not undone by a restart. `GET` shows each value's source
 //! (`default|file|env|runtime`; a file value equal to the default shows as `default`).
 //!
-//! Keys read only at start (`server.listen`, `server.data_dir`, `server.tls`, ...) are shown
-//! but a PATCH of one is a 422 `restart_required`.
+//! Keys read only at start (`server.listen`, `server.tls`, ...) can be changed
+//! too: the change is stored and used from the next start (`pending_restart` in `GET` until
+//! then); the running server keeps its value. Only `server.data_dir` — where the store, and so
+//! these settings, live — is set by the file alone (a PATCH is a 422 `file_only`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -63,10 +65,11 @@ pub enum Section {
     Sso,
     Dns,
     Idp,
+    SftpServer,
 }
 
 impl Section {
-    pub const ALL: [Section; 8] = [
+    pub const ALL: [Section; 9] = [
         Section::Server,
         Section::Log,
         Section::Limits,
@@ -75,6 +78,7 @@ impl Section {
         Section::Sso,
         Section::Dns,
         Section::Idp,
+        Section::SftpServer,
     ];
 
     pub fn name(self) -> &'static str {
@@ -87,6 +91,7 @@ impl Section {
             Section::Sso => "sso",
             Section::Dns => "dns",
             Section::Idp => "idp",
+            Section::SftpServer => "sftp_server",
         }
     }
 
@@ -107,9 +112,37 @@ impl Section {
                 "keep_alive_idle_secs",
                 "shutdown_grace_secs",
             ],
-            Section::Log => &["format"],
             Section::Limits => &["scim_max_patch_members"],
             _ => &[],
+        }
+    }
+
+    /// Keys only the config file sets: the data directory holds the store these settings are
+    /// kept in, so a value stored there could never be read before it is needed.
+    pub fn file_only(self) -> &'static [&'static str] {
+        match self {
+            Section::Server => &["data_dir"],
+            _ => &[],
+        }
+    }
+
+    /// `config` with this section's keys read only at start taken from `in_force`: a PATCH of
+    /// one is stored and used from the next start, while the running server keeps its value.
+    fn keep_start_values(self, config: &mut Config, in_force: &Config) {
+        let restart_only = self.restart_only();
+        if restart_only.is_empty() {
+            return;
+        }
+        let mut values = self.values(config);
+        let current = self.values(in_force);
+        for key in restart_only {
+            if let Some(v) = current.get(*key) {
+                values.insert((*key).to_string(), v.clone());
+            }
+        }
+        if self.replace(config, values).is_err() {
+            // The in-force values were valid when they were put in force.
+            *config = in_force.clone();
         }
     }
 
@@ -135,6 +168,14 @@ impl Section {
             (Section::Dns, "timeout_ms") => (1.0, 60_000.0),
             (Section::Dns, "recheck_interval_secs") => (1.0, 86_400.0),
             (Section::Dns, "verification_period_secs") => (1.0, 366.0 * 86_400.0),
+            (Section::SftpServer, "max_file_bytes") => (1024.0, 1024.0 * 1024.0 * 1024.0 * 1024.0),
+            (Section::SftpServer, "max_files") => (1.0, 10_000.0),
+            (Section::SftpServer, "debounce_ms") => (0.0, 600_000.0),
+            (Section::SftpServer, "max_connections" | "max_connections_per_ip") => {
+                (1.0, 1_000_000.0)
+            }
+            (Section::SftpServer, "failed_auth_max") => (0.0, 1_000_000.0),
+            (Section::SftpServer, "failed_auth_window_secs") => (1.0, 86_400.0),
             _ => return None,
         };
         Some(r)
@@ -151,6 +192,7 @@ impl Section {
             Section::Sso => serde_json::to_value(&config.sso),
             Section::Dns => serde_json::to_value(&config.dns),
             Section::Idp => serde_json::to_value(&config.idp),
+            Section::SftpServer => serde_json::to_value(&config.sftp_server),
         };
         let mut map = match value {
             Ok(Value::Object(m)) => m,
@@ -186,6 +228,7 @@ impl Section {
             }
             Section::Dns => config.dns = parse(values)?,
             Section::Idp => config.idp = parse(values)?,
+            Section::SftpServer => config.sftp_server = parse(values)?,
         }
         Ok(())
     }
@@ -293,7 +336,7 @@ pub fn seed(store: &dyn Store, file: &Config) -> anyhow::Result<Seeded> {
         let file_values = section.values(file);
         let mut kept = Map::new();
         for (key, value) in stored.runtime {
-            if !file_values.contains_key(&key) || section.restart_only().contains(&key.as_str()) {
+            if !file_values.contains_key(&key) || section.file_only().contains(&key.as_str()) {
                 continue;
             }
             match stored.seeded.get(&key) {
@@ -384,10 +427,11 @@ pub struct LiveHandles {
     pub conn_caps: Arc<crate::conn_limits::ConnCaps>,
     pub retention_days: Arc<AtomicU32>,
     pub webhooks: Arc<WebhookWorker>,
+    pub feeds: Arc<crate::feeds::FeedSupervisor>,
 }
 
 impl LiveHandles {
-    fn apply(&self, section: Section, c: &Config) -> Result<(), String> {
+    async fn apply(&self, section: Section, c: &Config) -> Result<(), String> {
         match section {
             Section::Server => {
                 self.http.set(
@@ -398,7 +442,10 @@ impl LiveHandles {
                 self.conn_caps
                     .set(c.server.max_connections, c.server.max_connections_per_ip);
             }
-            Section::Log => crate::logging::set_level(&c.log.level)?,
+            Section::Log => {
+                crate::logging::set_level(&c.log.level)?;
+                crate::logging::set_format(c.log.format)?;
+            }
             Section::Limits => {
                 let l = c.limits.to_api();
                 self.api_limiters.rate.set_limit(l.api_rate);
@@ -415,6 +462,7 @@ impl LiveHandles {
             Section::Idp => self
                 .sso
                 .set_idp_config(c.idp.to_config().map_err(|e| e.to_string())?),
+            Section::SftpServer => self.feeds.set_sftp_server(c.sftp_server.clone()).await?,
         }
         Ok(())
     }
@@ -464,8 +512,19 @@ impl RuntimeSettings {
         let file = section.values(&self.file);
         let record = snapshot.records.get(&section);
         let mut sources = Map::new();
+        let mut pending = Map::new();
+        for key in section.restart_only() {
+            if let Some(v) = record.and_then(|r| r.runtime.get(*key)) {
+                if values.get(*key) != Some(v) {
+                    pending.insert((*key).to_string(), v.clone());
+                }
+            }
+        }
         for key in values.keys() {
-            let source = if record.is_some_and(|r| r.runtime.contains_key(key)) {
+            let from_runtime = record
+                .and_then(|r| r.runtime.get(key))
+                .is_some_and(|v| values.get(key) == Some(v));
+            let source = if from_runtime {
                 "runtime"
             } else if self.env_keys.contains(&format!("{}.{key}", section.name())) {
                 "env"
@@ -481,6 +540,8 @@ impl RuntimeSettings {
             "values": values,
             "sources": sources,
             "restart_required": section.restart_only(),
+            "pending_restart": pending,
+            "file_only": section.file_only(),
             "updated_at": record.and_then(|r| r.updated_at.clone()),
         })
     }
@@ -507,13 +568,11 @@ impl RuntimeSettings {
                     "[{name}] has no setting `{key}`; its settings are: {}",
                     names.join(", ")
                 )));
-            } else if section.restart_only().contains(&key.as_str()) {
-                errors.push(
-                    FieldError::new(key, "restart_required").with_message(format!(
-                    "{name}.{key} is read only when the server starts: change it in the config \
-                     file (or its IDBRIDGE_* variable) and restart"
-                )),
-                );
+            } else if section.file_only().contains(&key.as_str()) {
+                errors.push(FieldError::new(key, "file_only").with_message(format!(
+                    "{name}.{key} is where the store (and these settings) live, so only the \
+                     config file or its IDBRIDGE_* variable can set it: move the data and restart"
+                )));
             } else if let Some((min, max)) = section.range(key) {
                 match value.as_f64() {
                     Some(n) if (min..=max).contains(&n) => {}
@@ -552,6 +611,7 @@ impl RuntimeSettings {
             .check(section, &current, &patch)
             .map_err(ApiError::Validation)?;
         // Stored first (durable before the answer), then applied.
+        let previous = self.lock().records.get(&section).cloned();
         let record = {
             let this = self.clone();
             tokio::task::spawn_blocking(move || -> anyhow::Result<SettingsRecord> {
@@ -568,19 +628,42 @@ impl RuntimeSettings {
             .map_err(ApiError::internal)?
             .map_err(ApiError::internal)?
         };
-        let applied = self.live.apply(section, &candidate);
-        let mut snapshot = self.lock();
-        snapshot.config = candidate;
-        snapshot.records.insert(section, record);
-        match applied {
-            Ok(()) => {
-                tracing::info!(section = %name, "settings changed through the admin API");
-                Ok(self.view(section, &snapshot))
+        if let Err(e) = self.live.apply(section, &candidate).await {
+            // Not applicable now (e.g. the SFTP port is taken): the stored record goes back to
+            // what it was, so a restart does not fail on it either; nothing changed.
+            let this = self.clone();
+            let restored = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                match previous {
+                    Some(r) => save(this.store.as_ref(), section, &r),
+                    None => {
+                        let mut cs = ChangeSet::new();
+                        cs.delete(SETTINGS_TABLE, section.name());
+                        this.store.commit(cs)?;
+                        Ok(())
+                    }
+                }
+            })
+            .await
+            .map_err(ApiError::internal)?;
+            if let Err(re) = restored {
+                return Err(ApiError::internal(format!(
+                    "[{name}] could not be applied ({e}) and restoring the stored values failed \
+                     ({re}); check GET /admin/settings/{name}"
+                )));
             }
-            Err(e) => Err(ApiError::internal(format!(
-                "[{name}] was stored but could not be applied now ({e}); it applies at the next start"
-            ))),
+            tracing::warn!(section = %name, error = %e, "settings change refused: could not be applied");
+            return Err(ApiError::BadRequest {
+                code: "not_applied",
+                message: format!("[{name}] could not be applied now: {e}. Nothing was changed."),
+            });
         }
+        let mut in_force = candidate;
+        section.keep_start_values(&mut in_force, &current);
+        let mut snapshot = self.lock();
+        snapshot.config = in_force;
+        snapshot.records.insert(section, record);
+        tracing::info!(section = %name, "settings changed through the admin API");
+        Ok(self.view(section, &snapshot))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Snapshot> {

@@ -42,7 +42,7 @@ use serde::Deserialize;
 use crate::config::Config;
 
 /// `[sftp_server]`: the embedded server (started only when a push directory is configured).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SftpServerSection {
     pub listen: SocketAddr,

@@ -32,6 +32,8 @@ pub enum TlsError {
         key: PathBuf,
         message: String,
     },
+    #[error("the TLS certificate {path} is not valid now ({why}); put a current certificate in place (the one presented now stays)")]
+    NotValidNow { path: PathBuf, why: String },
     #[error("building the TLS configuration: {0}")]
     Config(String),
 }
@@ -65,6 +67,11 @@ impl ReloadableCert {
     pub fn load(cert_path: &Path, key_path: &Path) -> Result<Arc<Self>, TlsError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let first = load_pair(cert_path, key_path, &provider)?;
+        // At start an expired certificate is served (refusing to start would also take the
+        // admin API away), but said loudly; a reload refuses one.
+        if let Err(e) = check_validity(&first, cert_path) {
+            tracing::error!(error = %e, "serving a TLS certificate that is not valid now");
+        }
         Ok(Arc::new(ReloadableCert {
             cert_path: cert_path.to_path_buf(),
             key_path: key_path.to_path_buf(),
@@ -90,7 +97,9 @@ impl ReloadableCert {
     /// Logs and counts the outcome (`idbridge_tls_reloads_total{outcome}`). Returns the new
     /// certificate's SHA-256 fingerprint.
     pub fn reload(&self) -> Result<String, TlsError> {
-        match load_pair(&self.cert_path, &self.key_path, &self.provider) {
+        let loaded = load_pair(&self.cert_path, &self.key_path, &self.provider)
+            .and_then(|pair| check_validity(&pair, &self.cert_path).map(|()| pair));
+        match loaded {
             Ok(pair) => {
                 let new = fingerprint(&pair);
                 let old = {
@@ -178,6 +187,36 @@ fn load_pair(
     Ok(pair)
 }
 
+/// Refuses an end-entity certificate that has expired or is not valid yet: presenting it would
+/// fail every client's handshake.
+fn check_validity(pair: &CertifiedKey, path: &Path) -> Result<(), TlsError> {
+    let not_valid = |why: String| TlsError::NotValidNow {
+        path: path.to_path_buf(),
+        why,
+    };
+    let Some(der) = pair.cert.first() else {
+        return Err(TlsError::NoCert {
+            path: path.to_path_buf(),
+        });
+    };
+    let cert = openssl::x509::X509::from_der(der).map_err(|e| TlsError::Cert {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let now =
+        openssl::asn1::Asn1Time::days_from_now(0).map_err(|e| TlsError::Config(e.to_string()))?;
+    if cert.not_after() < now {
+        return Err(not_valid(format!("it expired on {}", cert.not_after())));
+    }
+    if cert.not_before() > now {
+        return Err(not_valid(format!(
+            "it is valid only from {}",
+            cert.not_before()
+        )));
+    }
+    Ok(())
+}
+
 /// SHA-256 of a pair's end-entity certificate, lowercase hex.
 pub fn fingerprint(pair: &CertifiedKey) -> String {
     pair.cert
@@ -246,5 +285,25 @@ mod tests {
         assert!(resolver.server_config().is_ok());
         // Loading a bad pair at start is an error too.
         assert!(ReloadableCert::load(&cert, &key).is_err());
+
+        // An expired certificate with its own key, and one not valid yet: refused, B stays.
+        for (from, to) in [((2020, 1, 1), (2021, 1, 1)), ((2090, 1, 1), (2091, 1, 1))] {
+            let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+                .unwrap_or_else(|e| panic!("{e}"));
+            params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
+            params.not_after = rcgen::date_time_ymd(to.0, to.1, to.2);
+            let kp = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+            let c = params.self_signed(&kp).unwrap_or_else(|e| panic!("{e}"));
+            std::fs::write(&cert, c.pem()).unwrap_or_else(|e| panic!("{e}"));
+            std::fs::write(&key, kp.serialize_pem()).unwrap_or_else(|e| panic!("{e}"));
+            let err = resolver
+                .reload()
+                .err()
+                .unwrap_or_else(|| panic!("accepted a certificate valid {from:?}..{to:?}"));
+            assert!(matches!(err, TlsError::NotValidNow { .. }), "{err}");
+            assert_eq!(resolver.current_fingerprint(), sha(&b));
+            // At start it is served (with an error logged), so the admin API stays reachable.
+            assert!(ReloadableCert::load(&cert, &key).is_ok());
+        }
     }
 }

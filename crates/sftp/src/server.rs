@@ -231,7 +231,8 @@ impl RunningSftpServer {
     }
 
     /// Replaces the accounts while the server runs: new accounts can log in at once, removed
-    /// ones and removed keys are refused at the next login (sessions already open go on), and
+    /// ones and removed keys are refused at the next login, and a session already open with one
+    /// is refused at its next request (its unfinished uploads removed), and
     /// an account whose directory is unchanged keeps its upload state. All or nothing: a bad
     /// account changes nothing.
     pub fn set_accounts(&self, accounts: Vec<SftpAccount>) -> Result<(), ServerError> {
@@ -527,6 +528,7 @@ impl russh::server::Server for SshServer {
             shared: self.shared.clone(),
             peer,
             account: None,
+            key: None,
             username: String::new(),
             channels: HashMap::new(),
         }
@@ -537,6 +539,8 @@ struct SshSession {
     shared: Arc<Shared>,
     peer: Option<SocketAddr>,
     account: Option<Arc<Account>>,
+    /// The key this session logged in with (re-checked at every SFTP request).
+    key: Option<PublicKey>,
     username: String,
     channels: HashMap<ChannelId, Channel<Msg>>,
 }
@@ -590,6 +594,7 @@ impl russh::server::Handler for SshSession {
         }
         if self.key_allowed(user, key.public_key) {
             self.account = lock(&self.shared.accounts).get(user).cloned();
+            self.key = Some(key.public_key.clone());
             self.username = user.to_owned();
             tracing::info!(user, peer = ?self.peer, key = %key.public_key.fingerprint(HashAlg::Sha256), "SFTP login");
             Ok(Auth::Accept)
@@ -628,7 +633,7 @@ impl russh::server::Handler for SshSession {
         name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let (Some(acc), "sftp") = (self.account.clone(), name) else {
+        let (Some(acc), Some(key), "sftp") = (self.account.clone(), self.key.clone(), name) else {
             session.channel_failure(channel_id)?;
             return Ok(());
         };
@@ -640,6 +645,7 @@ impl russh::server::Handler for SshSession {
         let sftp = SftpSession {
             shared: self.shared.clone(),
             account: acc,
+            key,
             user: self.username.clone(),
             handles: HashMap::new(),
             next_handle: 0,
@@ -685,6 +691,9 @@ enum OpenHandle {
 struct SftpSession {
     shared: Arc<Shared>,
     account: Arc<Account>,
+    /// The key the session logged in with: when an admin removes it (or the account), the
+    /// session's next request is refused and its unfinished uploads are removed.
+    key: PublicKey,
     user: String,
     handles: HashMap<String, OpenHandle>,
     next_handle: u64,
@@ -736,6 +745,71 @@ fn attrs_of(m: &std::fs::Metadata) -> Option<FileAttributes> {
 }
 
 impl SftpSession {
+    /// Whether the login behind this session has been taken away since: the account removed
+    /// or given to another directory, or the session's key removed.
+    fn revoked(&self) -> bool {
+        match lock(&self.shared.accounts).get(&self.user) {
+            Some(a) => {
+                !Arc::ptr_eq(a, &self.account)
+                    || !lock(&a.keys)
+                        .iter()
+                        .any(|k| k.key_data() == self.key.key_data())
+            }
+            None => true,
+        }
+    }
+
+    /// Refuses every request of a revoked session (see [`SftpSession::revoked`]); its
+    /// unfinished uploads are removed first, as when a connection drops, so no partial file is
+    /// ever processed as a delivery.
+    fn ensure_live(&mut self) -> Result<(), StatusReply> {
+        if !self.revoked() {
+            return Ok(());
+        }
+        self.abort_uploads("its key or account was removed");
+        crate::metrics::refused("revoked");
+        Err(denied(
+            "access revoked: this account or key was removed by an administrator; \
+             reconnect with a key that is still authorized",
+        ))
+    }
+
+    /// Closes and removes every upload still open (not closed by the client): it is
+    /// incomplete and must never become a delivery.
+    fn abort_uploads(&mut self, why: &str) {
+        let mut writers = 0;
+        let open: Vec<String> = self.handles.keys().cloned().collect();
+        for name in open {
+            if !matches!(
+                self.handles.get(&name),
+                Some(OpenHandle::File { writable: true, .. })
+            ) {
+                continue;
+            }
+            if let Some(OpenHandle::File { file, path, .. }) = self.handles.remove(&name) {
+                drop(file);
+                writers += 1;
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::warn!(path = %path.display(), error = %e, "could not remove an unfinished upload");
+                } else {
+                    tracing::warn!(user = %self.user, path = %path.display(), why, "removed an unfinished upload");
+                }
+            }
+        }
+        if writers > 0 && tokio::runtime::Handle::try_current().is_ok() {
+            {
+                let mut act = lock(&self.account.activity);
+                act.open_writers = act.open_writers.saturating_sub(writers);
+                act.generation += 1;
+            }
+            schedule(
+                self.shared.clone(),
+                self.account.clone(),
+                self.shared.debounce,
+            );
+        }
+    }
+
     fn resolve(&self, path: &str) -> Result<jail::Resolved, StatusReply> {
         jail::resolve(&self.account.inbox, path).map_err(from_jail)
     }
@@ -779,35 +853,7 @@ impl Drop for SftpSession {
     fn drop(&mut self) {
         // An upload whose connection dropped before CLOSE is incomplete: it must never be
         // processed as a delivery (a file cut at a row boundary would look valid), so remove it.
-        let mut writers = 0;
-        for (_, h) in self.handles.drain() {
-            if let OpenHandle::File {
-                file,
-                writable: true,
-                path,
-            } = h
-            {
-                drop(file);
-                writers += 1;
-                if let Err(e) = std::fs::remove_file(&path) {
-                    tracing::warn!(path = %path.display(), error = %e, "could not remove an interrupted upload");
-                } else {
-                    tracing::warn!(user = %self.user, path = %path.display(), "removed an upload interrupted before close");
-                }
-            }
-        }
-        if writers > 0 && tokio::runtime::Handle::try_current().is_ok() {
-            {
-                let mut act = lock(&self.account.activity);
-                act.open_writers = act.open_writers.saturating_sub(writers);
-                act.generation += 1;
-            }
-            schedule(
-                self.shared.clone(),
-                self.account.clone(),
-                self.shared.debounce,
-            );
-        }
+        self.abort_uploads("the connection ended before close");
     }
 }
 
@@ -831,6 +877,7 @@ impl russh_sftp::server::Handler for SftpSession {
     }
 
     async fn realpath(&mut self, id: u32, path: String) -> Result<Name, Self::Error> {
+        self.ensure_live()?;
         let r = self.resolve(&path)?;
         Ok(Name {
             id,
@@ -839,6 +886,7 @@ impl russh_sftp::server::Handler for SftpSession {
     }
 
     async fn opendir(&mut self, id: u32, path: String) -> Result<Handle, Self::Error> {
+        self.ensure_live()?;
         let r = self.resolve(&path)?;
         let m = std::fs::symlink_metadata(&r.path).map_err(from_io)?;
         if !m.is_dir() {
@@ -852,6 +900,7 @@ impl russh_sftp::server::Handler for SftpSession {
     }
 
     async fn readdir(&mut self, id: u32, handle: String) -> Result<Name, Self::Error> {
+        self.ensure_live()?;
         let Some(OpenHandle::Dir { path, done }) = self.handles.get_mut(&handle) else {
             return Err(StatusCode::Failure.with_message("bad handle"));
         };
@@ -880,6 +929,7 @@ impl russh_sftp::server::Handler for SftpSession {
         pflags: OpenFlags,
         _attrs: FileAttributes,
     ) -> Result<Handle, Self::Error> {
+        self.ensure_live()?;
         let r = self.resolve(&filename)?;
         let write = pflags.intersects(
             OpenFlags::WRITE | OpenFlags::APPEND | OpenFlags::CREATE | OpenFlags::TRUNCATE,
@@ -956,6 +1006,7 @@ impl russh_sftp::server::Handler for SftpSession {
         offset: u64,
         len: u32,
     ) -> Result<Data, Self::Error> {
+        self.ensure_live()?;
         let Some(OpenHandle::File { file, .. }) = self.handles.get(&handle) else {
             return Err(StatusCode::Failure.with_message("bad handle"));
         };
@@ -975,6 +1026,7 @@ impl russh_sftp::server::Handler for SftpSession {
         offset: u64,
         data: Vec<u8>,
     ) -> Result<Status, Self::Error> {
+        self.ensure_live()?;
         let Some(OpenHandle::File {
             file,
             writable: true,
@@ -1010,10 +1062,12 @@ impl russh_sftp::server::Handler for SftpSession {
     }
 
     async fn lstat(&mut self, id: u32, path: String) -> Result<Attrs, Self::Error> {
+        self.ensure_live()?;
         self.stat(id, path).await
     }
 
     async fn stat(&mut self, id: u32, path: String) -> Result<Attrs, Self::Error> {
+        self.ensure_live()?;
         let r = self.resolve(&path)?;
         let m = std::fs::symlink_metadata(&r.path).map_err(from_io)?;
         let attrs = attrs_of(&m).ok_or_else(|| denied("not a regular file"))?;
@@ -1021,6 +1075,7 @@ impl russh_sftp::server::Handler for SftpSession {
     }
 
     async fn fstat(&mut self, id: u32, handle: String) -> Result<Attrs, Self::Error> {
+        self.ensure_live()?;
         let m = match self.handles.get(&handle) {
             Some(OpenHandle::File { file, .. }) => file.metadata().map_err(from_io)?,
             Some(OpenHandle::Dir { path, .. }) => {
@@ -1040,6 +1095,7 @@ impl russh_sftp::server::Handler for SftpSession {
         path: String,
         _attrs: FileAttributes,
     ) -> Result<Status, Self::Error> {
+        self.ensure_live()?;
         self.resolve(&path)?;
         Ok(ok(id))
     }
@@ -1050,6 +1106,7 @@ impl russh_sftp::server::Handler for SftpSession {
         handle: String,
         _attrs: FileAttributes,
     ) -> Result<Status, Self::Error> {
+        self.ensure_live()?;
         if !self.handles.contains_key(&handle) {
             return Err(StatusCode::Failure.with_message("bad handle"));
         }
@@ -1057,6 +1114,7 @@ impl russh_sftp::server::Handler for SftpSession {
     }
 
     async fn remove(&mut self, id: u32, filename: String) -> Result<Status, Self::Error> {
+        self.ensure_live()?;
         let r = self.resolve(&filename)?;
         if r.place != Place::Upload {
             return Err(denied("read-only"));
@@ -1075,6 +1133,7 @@ impl russh_sftp::server::Handler for SftpSession {
         oldpath: String,
         newpath: String,
     ) -> Result<Status, Self::Error> {
+        self.ensure_live()?;
         let from = self.resolve(&oldpath)?;
         let to = self.resolve(&newpath)?;
         if from.place != Place::Upload || to.place != Place::Upload {
@@ -1107,10 +1166,12 @@ impl russh_sftp::server::Handler for SftpSession {
         _path: String,
         _attrs: FileAttributes,
     ) -> Result<Status, Self::Error> {
+        self.ensure_live()?;
         Err(denied("folders cannot be created"))
     }
 
     async fn rmdir(&mut self, _id: u32, _path: String) -> Result<Status, Self::Error> {
+        self.ensure_live()?;
         Err(denied("folders cannot be removed"))
     }
 
@@ -1120,11 +1181,13 @@ impl russh_sftp::server::Handler for SftpSession {
         _linkpath: String,
         _targetpath: String,
     ) -> Result<Status, Self::Error> {
+        self.ensure_live()?;
         crate::metrics::refused("symlink");
         Err(denied("symlinks are not allowed"))
     }
 
     async fn readlink(&mut self, _id: u32, _path: String) -> Result<Name, Self::Error> {
+        self.ensure_live()?;
         Err(denied("symlinks are not allowed"))
     }
 }

@@ -6,70 +6,12 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use idbridge_sftp::{pull_once, DeliveryStatus, HostKeyPin, PullConfig, PullError};
-
-struct Sshd {
-    child: Child,
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        // Our own child (the unshare wrapper exec's into sshd): stop it by pid.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_sshd(dir: &Path, host_key: &Path, authorized: &Path, port: u16) -> Sshd {
-    let sshd = require("sshd");
-    require("unshare");
-    let conf = dir.join("sshd_config");
-    std::fs::write(
-        &conf,
-        format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\n\
-             AuthorizedKeysFile {}\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n\
-             KbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
-             PermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\nLogLevel ERROR\n",
-            host_key.display(),
-            dir.join("sshd.pid").display(),
-            authorized.display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new("unshare")
-        .args(["-m", "sh", "-c"])
-        .arg(format!(
-            "mount -t tmpfs tmpfs /run && mkdir -p /run/sshd && exec {} -D -e -f {}",
-            sshd.display(),
-            conf.display()
-        ))
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start sshd");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "sshd did not start on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Sshd { child }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_from_private_sshd_with_pinned_host_key() {
@@ -87,8 +29,8 @@ async fn pull_from_private_sshd_with_pinned_host_key() {
     write(&remote.join("users.csv"), USERS_V1);
     write(&remote.join("groups.csv"), GROUPS_V1);
     write(&remote.join("user_groups.csv"), USER_GROUPS_V1);
-    let port = free_port();
-    let _sshd = start_sshd(&base, &host_key, &authorized, port);
+    let sshd = idbridge_testkit::Sshd::start(&base, &host_key, &authorized).unwrap();
+    let port = sshd.port;
 
     let cfg = PullConfig {
         directory_id: dir_id.clone(),

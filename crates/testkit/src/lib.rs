@@ -1,9 +1,10 @@
-//! Real third-party peers for the test suites (OpenLDAP slapd, Samba AD DC), shared by the crates' own tests and the
+//! Real third-party peers for the test suites (OpenLDAP slapd, Samba AD DC, OpenSSH sshd), shared by the crates' own tests and the
 //! end-to-end crate so each peer is started one way only. A peer binary that is missing is an
 //! error naming the install script, never a silent skip.
 
 pub mod samba;
 pub mod slapd;
+pub mod sshd;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::process::{Command, Stdio};
 
 pub use samba::SambaDc;
 pub use slapd::{Slapd, SlapdTls, SyncProv};
+pub use sshd::Sshd;
 
 /// Why a peer could not be used.
 #[derive(Debug, thiserror::Error)]

@@ -26,7 +26,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/connections", get(list).post(create))
         .route("/connections/{id}", get(get_one).delete(delete))
-        .route("/admin/connections/{id}", get(admin_view))
+        .route("/admin/connections/{id}", get(admin_view).put(reconfigure))
         .route(
             "/admin/connections/{id}/rotate_sp_keys",
             post(rotate_sp_keys),
@@ -598,6 +598,25 @@ async fn admin_view(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
+    Ok(Json(state.sso.connection_admin_view(&id)?))
+}
+
+/// `PUT /admin/connections/{id}`: the `POST /connections` body replaces the connection's
+/// declaration (`organization_id` may be left out; it and `external_id` cannot change). The
+/// answer is the admin view, as `GET`.
+async fn reconfigure(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonObject(mut body): JsonObject,
+) -> ApiResult<Json<Value>> {
+    let record = state.sso.connections().load(&id)?;
+    if !body.contains_key("organization_id") {
+        if let Some(org) = record.organization_id() {
+            body.insert("organization_id".into(), org.into());
+        }
+    }
+    let input = parse_new(&body, &state.sso.oidc_callback_url())?;
+    state.sso.reconfigure_connection(&id, input).await?;
     Ok(Json(state.sso.connection_admin_view(&id)?))
 }
 

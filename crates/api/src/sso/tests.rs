@@ -2285,3 +2285,120 @@ async fn idp_initiated_logout_requests_need_the_idp_signature_and_are_single_use
     let r = env.get(&good.replace(&id, plain_id), None).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }
+
+/// `PUT /admin/connections/{id}` replaces the declaration: a new IdP key and name apply at
+/// once, while the id, organization and SP keys (what the IdP trusts) stay; the protocol,
+/// organization and external id cannot change, unknown fields are refused, and a refused
+/// request changes nothing.
+#[tokio::test]
+async fn reconfigure_replaces_the_declaration_and_keeps_id_and_sp_keys() {
+    let mut env = Env::new();
+    let org = env.org("Acme").await;
+    let r = env
+        .api(
+            "POST",
+            "/connections",
+            Some(json!({"organization_id": org, "external_id": "acme-sso",
+                "saml_options": {"idp_metadata_xml": metadata_xml(&env.idp)}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let uri = format!("/admin/connections/{id}");
+    assert!(env
+        .login(&id, "", "a@acme.example.com")
+        .await
+        .param("code")
+        .is_some());
+    let before = env.api("GET", &uri, None).await;
+
+    // Refused, each by name, and nothing changes.
+    let other = env.org("Other").await;
+    for (body, field) in [
+        (
+            json!({"saml_options": {"idp_metadata_xml": metadata_xml(&env.idp)}, "colour": 1}),
+            "colour",
+        ),
+        (
+            json!({"organization_id": other, "saml_options": {"idp_metadata_xml": metadata_xml(&env.idp)}}),
+            "organization_id",
+        ),
+        (
+            json!({"external_id": "another", "saml_options": {"idp_metadata_xml": metadata_xml(&env.idp)}}),
+            "external_id",
+        ),
+        (
+            json!({"connection_type": "GenericOIDC", "oidc_options": {"issuer": "https://op.example.com", "client_id": "c", "client_secret": "s"}}),
+            "oidc_options",
+        ),
+        (
+            json!({"saml_options": {"idp_metadata_xml": "<garbage/>"}}),
+            "saml_options.idp_metadata_xml",
+        ),
+    ] {
+        let r = env.api("PUT", &uri, Some(body.clone())).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            r.text
+        );
+        assert!(r.text.contains(field), "{body}: {}", r.text);
+    }
+    let unchanged = env.api("GET", &uri, None).await;
+    assert_eq!(before.body, unchanged.body);
+
+    // The IdP moved to a new key: the new declaration applies at once, the SP keys stay.
+    let old_idp = std::mem::replace(&mut env.idp, IdpSigner::generate(IDP_ENTITY).unwrap());
+    let r = env
+        .api(
+            "PUT",
+            &uri,
+            Some(
+                json!({"name": "Acme (new IdP key)", "connection_type": "OktaSAML",
+                "saml_options": {"idp_metadata_xml": metadata_xml(&env.idp)}}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let c = &r.body["connection"];
+    assert_eq!(c["id"], id.as_str());
+    assert_eq!(c["name"], "Acme (new IdP key)");
+    assert_eq!(c["connection_type"], "OktaSAML");
+    assert_eq!(c["organization_id"], org.as_str());
+    assert_eq!(c["state"], "active", "the state is kept");
+    for k in [
+        "sp_signing_certs",
+        "sp_encryption_certs",
+        "sp_entity_id",
+        "acs_url",
+    ] {
+        assert_eq!(
+            r.body["settings"][k], before.body["settings"][k],
+            "{k} must not change"
+        );
+    }
+    assert!(env
+        .login(&id, "", "a@acme.example.com")
+        .await
+        .param("code")
+        .is_some());
+    // The old IdP key is no longer trusted.
+    env.idp = old_idp;
+    assert_eq!(
+        env.login(&id, "", "a@acme.example.com")
+            .await
+            .param("error")
+            .as_deref(),
+        Some("server_error")
+    );
+    // Unknown connection: 404.
+    let r = env
+        .api(
+            "PUT",
+            "/admin/connections/conn_01J00000000000000000000000",
+            Some(json!({"saml_options": {"idp_metadata_xml": "x"}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+}

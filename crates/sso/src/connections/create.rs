@@ -118,7 +118,10 @@ impl SsoService {
         let (protocol, type_name) = match input.protocol {
             NewProtocol::Saml(saml) => {
                 let name = saml_type_name(saml.connection_type).to_owned();
-                (self.saml_settings(&conn_id, saml, &mut issues).await?, name)
+                let settings = self
+                    .saml_settings(&conn_id, saml, None, &mut issues)
+                    .await?;
+                (settings, name)
             }
             NewProtocol::Oidc(oidc) => {
                 let name = oidc.connection_type.as_str().to_owned();
@@ -170,12 +173,14 @@ impl SsoService {
         Ok(with_domains(record.connection, Some(&org)))
     }
 
-    /// SAML settings of a new connection; `None` (with `issues`) when the IdP settings are
-    /// unusable.
-    async fn saml_settings(
+    /// SAML settings of a connection; `None` (with `issues`) when the IdP settings are
+    /// unusable. `existing` is a reconfigured connection's settings, whose SP keys (what the
+    /// IdP trusts) and renewal notices are kept; a new connection gets new keys.
+    pub(super) async fn saml_settings(
         &self,
         conn_id: &str,
         input: NewSaml,
+        existing: Option<&SamlConnection>,
         issues: &mut Vec<FieldIssue>,
     ) -> SsoResult<Option<ProtocolSettings>> {
         let public_url = self.public_url();
@@ -242,7 +247,17 @@ impl SsoService {
         if !issues.is_empty() {
             return Ok(None);
         }
-        let (signing, encryption) = generate_sp_pairs(self.secrets()?, conn_id).await?;
+        let (signing, encryption, renewal_notified) = match existing {
+            Some(e) => (
+                e.sp_signing_keys.clone(),
+                e.sp_encryption_keys.clone(),
+                e.renewal_notified.clone(),
+            ),
+            None => {
+                let (s, e) = generate_sp_pairs(self.secrets()?, conn_id).await?;
+                (vec![s], vec![e], Vec::new())
+            }
+        };
         Ok(Some(ProtocolSettings::Saml(SamlConnection {
             idp_metadata_url: input.idp_metadata_url,
             idp_entity_id: entity_id,
@@ -254,17 +269,21 @@ impl SsoService {
                 .sp_entity_id
                 .unwrap_or_else(|| format!("{public_url}/sso/saml/{conn_id}")),
             acs_url,
-            sp_signing_keys: vec![signing],
-            sp_encryption_keys: vec![encryption],
+            sp_signing_keys: signing,
+            sp_encryption_keys: encryption,
             sign_requests: input.sign_requests,
             allow_idp_initiated: input.allow_idp_initiated,
             clock_skew_secs: input.clock_skew_secs,
             attribute_map: input.attribute_map,
-            renewal_notified: Vec::new(),
+            renewal_notified,
         })))
     }
 
-    fn oidc_settings(&self, conn_id: &str, input: NewOidc) -> SsoResult<Option<ProtocolSettings>> {
+    pub(super) fn oidc_settings(
+        &self,
+        conn_id: &str,
+        input: NewOidc,
+    ) -> SsoResult<Option<ProtocolSettings>> {
         let (sealed, env) = match input.client_secret {
             OidcSecretInput::Value(s) => (
                 Some(seal_client_secret(self.secrets()?, conn_id, &s)?),

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod create;
 pub mod keys;
 pub mod metadata;
+pub mod reconfigure;
 pub mod update;
 
 use std::sync::Arc;
