@@ -875,6 +875,32 @@ async fn a_portal_link_reaches_only_its_organization() {
 }
 
 impl Env {
+    /// A console form at `path` refuses a request without a session (to the sign-in page),
+    /// without or with a wrong CSRF token (403), and with the unknown field `extra` (422
+    /// naming it).
+    async fn assert_form_guarded(&self, path: &str, cookie: &str, csrf: &str, extra: &str) {
+        let r = self.send("POST", path, None, Some("")).await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{path} without a session");
+        assert!(r.location().ends_with("/console/login"));
+        for body in ["", "csrf=wrong"] {
+            let r = self.send("POST", path, Some(cookie), Some(body)).await;
+            assert_eq!(r.status, StatusCode::FORBIDDEN, "{path} with {body:?}");
+        }
+        let body = format!("csrf={csrf}&{extra}=x");
+        let r = self.send("POST", path, Some(cookie), Some(&body)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{path}: {}",
+            r.text
+        );
+        assert!(
+            r.text.contains(extra),
+            "{path}: the 422 names {extra}: {}",
+            r.text
+        );
+    }
+
     async fn scim_status(&self, dir: &str, token: &str) -> StatusCode {
         let req = Request::builder()
             .method("GET")
@@ -922,23 +948,8 @@ async fn scim_token_rotation_is_shown_once_and_needs_csrf_and_a_session() {
     // Refused without a session, without / with a wrong CSRF token, with an unknown field:
     // the old token still works after each.
     let rotate = format!("{path}/scim-token");
-    let r = env.send("POST", &rotate, None, Some("")).await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER);
-    assert!(r.location().ends_with("/console/login"));
-    for body in ["".to_string(), "csrf=wrong".to_string()] {
-        let r = env.send("POST", &rotate, Some(&cookie), Some(&body)).await;
-        assert_eq!(r.status, StatusCode::FORBIDDEN, "{body}");
-    }
-    let r = env
-        .send(
-            "POST",
-            &rotate,
-            Some(&cookie),
-            Some(&format!("csrf={csrf}&token=mine")),
-        )
+    env.assert_form_guarded(&rotate, &cookie, &csrf, "token")
         .await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(r.text.contains("token"), "{}", r.text);
     assert_eq!(env.scim_status(&dir, &first).await, StatusCode::OK);
 
     // Rotated: the new token on this answer only; it works and the old one does not.
@@ -1019,22 +1030,8 @@ async fn test_sign_in_is_bound_to_the_operator_session_and_used_once() {
 
     // The form needs a session, the CSRF token and no unknown field.
     let start = format!("/console/connections/{conn}/test-sign-in");
-    let r = env.send("POST", &start, None, Some("")).await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER);
-    assert!(r.location().ends_with("/console/login"));
-    for body in ["", "csrf=wrong"] {
-        let r = env.send("POST", &start, Some(&cookie), Some(body)).await;
-        assert_eq!(r.status, StatusCode::FORBIDDEN, "{body}");
-    }
-    let r = env
-        .send(
-            "POST",
-            &start,
-            Some(&cookie),
-            Some(&format!("csrf={csrf}&redirect_uri=https://evil.example")),
-        )
+    env.assert_form_guarded(&start, &cookie, &csrf, "redirect_uri")
         .await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     let r = env
         .send(
             "POST",
@@ -1185,22 +1182,7 @@ async fn ldap_sync_now_runs_against_slapd_with_progress_and_the_deletion_needs_c
     );
 
     // The form needs a session, the CSRF token, and no unknown field; none of these runs.
-    let r = env.send("POST", &sync, None, Some("")).await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER);
-    assert!(r.location().ends_with("/console/login"));
-    for body in ["", "csrf=wrong"] {
-        let r = env.send("POST", &sync, Some(&cookie), Some(body)).await;
-        assert_eq!(r.status, StatusCode::FORBIDDEN, "{body}");
-    }
-    let r = env
-        .send(
-            "POST",
-            &sync,
-            Some(&cookie),
-            Some(&format!("csrf={csrf}&kind=delta")),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    env.assert_form_guarded(&sync, &cookie, &csrf, "kind").await;
     let states = StateStore::new(env.store.clone());
     assert_eq!(states.load(&dir).unwrap().runs, 0);
     // Not an LDAP directory → 404.
@@ -1266,19 +1248,8 @@ async fn ldap_sync_now_runs_against_slapd_with_progress_and_the_deletion_needs_c
     let p = env.send("GET", &path, Some(&cookie), None).await;
     assert!(p.text.contains("would delete 27 of 30"), "{}", p.text);
     let confirm = format!("{sync}/confirm");
-    for body in ["", "csrf=wrong"] {
-        let r = env.send("POST", &confirm, Some(&cookie), Some(body)).await;
-        assert_eq!(r.status, StatusCode::FORBIDDEN, "{body}");
-    }
-    let r = env
-        .send(
-            "POST",
-            &confirm,
-            Some(&cookie),
-            Some(&format!("csrf={csrf}&all=yes")),
-        )
+    env.assert_form_guarded(&confirm, &cookie, &csrf, "all")
         .await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(!states.load(&dir).unwrap().deletion_confirmed);
     let r = env
         .send(

@@ -149,14 +149,15 @@ pub fn layout(c: &Console, title: &str, nav: Markup, content: Markup) -> Markup 
     layout_refreshing(c, title, nav, content, None)
 }
 
-/// [`layout`] of a page that reloads itself every `refresh_secs` (live progress without
-/// script: the CSP allows none).
+/// [`layout`] of a page that reloads itself or moves on by itself: `refresh` is the
+/// `<meta http-equiv="refresh">` content, e.g. `"2"` (live progress) or `"0; url=…"` (the
+/// CSP allows no script).
 pub fn layout_refreshing(
     c: &Console,
     title: &str,
     nav: Markup,
     content: Markup,
-    refresh_secs: Option<u32>,
+    refresh: Option<&str>,
 ) -> Markup {
     html! {
         (DOCTYPE)
@@ -164,7 +165,7 @@ pub fn layout_refreshing(
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
-                @if let Some(secs) = refresh_secs { meta http-equiv="refresh" content=(secs); }
+                @if let Some(r) = refresh { meta http-equiv="refresh" content=(r); }
                 title { (title) " · idbridge" }
                 link rel="stylesheet" href=(c.url("/console/static/console.css"));
                 // Served here, so the browser's own /favicon.ico request is not a 404.
@@ -186,20 +187,13 @@ pub fn layout_refreshing(
 /// leaves this origin; and a refresh is a same-site navigation, so SameSite=Strict cookies
 /// are sent.
 pub fn refresh_page(c: &Console, title: &str, url: &str, link_text: &str) -> Response {
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                meta http-equiv="refresh" content=(format!("0; url={url}"));
-                title { (title) " · idbridge" }
-                link rel="stylesheet" href=(c.url("/console/static/console.css"));
-                link rel="icon" href=(c.url("/console/static/favicon.svg"));
-            }
-            body { main id="main" { h1 { (title) } p { a href=(url) { (link_text) } } } }
-        }
-    }
+    layout_refreshing(
+        c,
+        title,
+        html! {},
+        html! { p { a href=(url) { (link_text) } } },
+        Some(&format!("0; url={url}")),
+    )
     .into_response()
 }
 

@@ -412,6 +412,6 @@ fn render_detail_with(
                 (pager(c, &path, Some("groups"), None, groups.before.as_deref(), groups.after.as_deref()))
             }
     };
-    let refresh = running.as_ref().map(|_| 2);
+    let refresh = running.as_ref().map(|_| "2");
     web::layout_refreshing(c, &d.name, super::nav(c, op, PATH), content, refresh).into_response()
 }
