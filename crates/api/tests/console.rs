@@ -1266,3 +1266,66 @@ async fn ldap_sync_now_runs_against_slapd_with_progress_and_the_deletion_needs_c
         .text
         .contains("Confirmed: the next full sync deletes them"));
 }
+
+#[tokio::test]
+async fn user_search_finds_matches_and_pages_on() {
+    let env = Env::new();
+    let org = env.org("Acme").await;
+    let (_, v) = env
+        .api(
+            "POST",
+            "/admin/directories",
+            json!({"organization_id": org, "name": "Okta", "type": "okta scim v2.0"}),
+        )
+        .await;
+    let dir = v["directory"]["id"].as_str().unwrap().to_string();
+    let token = v["scim"]["bearer_token"].as_str().unwrap().to_string();
+    for (user, given) in [("grace", "Grace"), ("ada", "Ada"), ("alan", "Alan")] {
+        let req = Request::builder()
+            .method("POST")
+            .uri(format!("/scim/v2/{dir}/Users"))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/scim+json")
+            .body(Body::from(
+                json!({
+                    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                    "userName": format!("{user}@acme.example"),
+                    "name": {"givenName": given, "familyName": "Tester"},
+                    "emails": [{"value": format!("{user}@acme.example"), "primary": true}],
+                    "active": true
+                })
+                .to_string(),
+            ))
+            .unwrap();
+        let status = env.app.clone().oneshot(req).await.unwrap().status();
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let (cookie, _) = env.sign_in().await;
+    let path = format!("/console/directories/{dir}");
+    let all = env.send("GET", &path, Some(&cookie), None).await;
+    for u in ["grace@", "ada@", "alan@"] {
+        assert!(all.text.contains(u), "{u} listed");
+    }
+    let r = env
+        .send(
+            "GET",
+            &format!("{path}?table=users&search=GRACE"),
+            Some(&cookie),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.text.contains("grace@acme.example"));
+    assert!(!r.text.contains("ada@acme.example") && !r.text.contains("alan@acme.example"));
+    // The whole directory was read: no "search on" link.
+    assert!(!r.text.contains("searches on"));
+    let r = env
+        .send(
+            "GET",
+            &format!("{path}?table=users&search=nobody"),
+            Some(&cookie),
+            None,
+        )
+        .await;
+    assert!(r.text.contains("No user."));
+}

@@ -85,6 +85,68 @@ fn contains(hay: Option<&str>, needle: &str) -> bool {
     hay.is_some_and(|h| h.to_lowercase().contains(needle))
 }
 
+/// Users one search request reads at most: no index serves a substring search, so a search
+/// walks the directory in slices and one page view stays fast however big the directory is;
+/// "Older →" goes on from where the slice stopped.
+const SEARCH_SCAN: usize = 5_000;
+const SEARCH_CHUNK: usize = 1_000;
+
+/// One slice of a search: up to a page of matches among at most [`SEARCH_SCAN`] users after
+/// the cursor, newest first; `after` is where the next slice starts. Also how many were read.
+fn search_users(
+    c: &Console,
+    dir_id: &str,
+    q: &PageQuery,
+    needle: &str,
+) -> Result<(idbridge_model::Page<idbridge_directory::StoredUser>, usize), EngineError> {
+    let mut cursor = match q.request("users").cursor {
+        after @ idbridge_model::Cursor::After(_) => after,
+        _ => idbridge_model::Cursor::None,
+    };
+    let (mut found, mut scanned, mut last) = (Vec::new(), 0, None);
+    let mut exhausted = false;
+    'slices: while scanned < SEARCH_SCAN {
+        let chunk = c.directory.list_users(
+            dir_id,
+            None,
+            &PageRequest {
+                limit: SEARCH_CHUNK,
+                order: idbridge_model::Order::Desc,
+                cursor: cursor.clone(),
+            },
+        )?;
+        let more = chunk.after.clone();
+        for su in chunk.data {
+            scanned += 1;
+            last = Some(su.user.id.clone());
+            let u = &su.user;
+            if contains(u.email.as_deref(), needle)
+                || contains(u.first_name.as_deref(), needle)
+                || contains(u.last_name.as_deref(), needle)
+                || contains(Some(&u.idp_id), needle)
+            {
+                found.push(su);
+                if found.len() == super::PAGE_SIZE {
+                    break 'slices;
+                }
+            }
+        }
+        match more {
+            Some(a) => cursor = idbridge_model::Cursor::After(a),
+            None => {
+                exhausted = true;
+                break;
+            }
+        }
+    }
+    let page = idbridge_model::Page {
+        data: found,
+        before: None,
+        after: if exhausted { None } else { last },
+    };
+    Ok((page, scanned))
+}
+
 pub(crate) async fn detail(
     State(c): State<Arc<Console>>,
     Extension(op): Extension<Operator>,
@@ -241,17 +303,12 @@ fn render_detail_with(
         Err(e) => return engine_error(&e),
     };
     let search = q.search();
-    let users = match &search {
-        None => c.directory.list_users(&id, None, &q.request("users")),
-        Some(s) => c
-            .directory
-            .list_users_where(&id, None, &q.request("users"), |u| {
-                let u = &u.user;
-                contains(u.email.as_deref(), s)
-                    || contains(u.first_name.as_deref(), s)
-                    || contains(u.last_name.as_deref(), s)
-                    || contains(Some(&u.idp_id), s)
-            }),
+    let (users, scanned) = match &search {
+        None => (c.directory.list_users(&id, None, &q.request("users")), None),
+        Some(s) => match search_users(c, &id, q, s) {
+            Ok((page, scanned)) => (Ok(page), Some(scanned)),
+            Err(e) => (Err(e), None),
+        },
     };
     let users = match users {
         Ok(p) => p,
@@ -390,9 +447,12 @@ fn render_detail_with(
                                     td { code { (u.idp_id) } }
                                 }
                             }
-                            @if users.data.is_empty() { tr { td colspan="4" { "No user." } } }
+                            @if users.data.is_empty() { tr { td colspan="4" { "No user." @if users.after.is_some() { " (in this slice)" } } } }
                         }
                     }
+                }
+                @if let (Some(n), Some(_)) = (scanned, &users.after) {
+                    p { "This search read " (n) " users; “Older →” searches on." }
                 }
                 (pager(c, &path, Some("users"), q.search.as_deref(), users.before.as_deref(), users.after.as_deref()))
             }
