@@ -120,6 +120,10 @@ impl Store for StagedStore {
         if !changes.expiring_puts.is_empty() || !changes.expiring_deletes.is_empty() {
             return Err(unsupported("an expiring entry"));
         }
+        // Typed rows are not staged (yet): refused rather than dropped from the final commit.
+        if !changes.rows.is_empty() {
+            return Err(unsupported("a typed row write"));
+        }
         let mut s = self.lock();
         let mut carried = Vec::new();
         for c in &changes.conditions {
@@ -353,6 +357,30 @@ mod tests {
         assert_eq!(
             keys(inner.scan("t", "a", None, 10).unwrap()),
             ["a1", "a2", "a4", "a5"]
+        );
+    }
+
+    #[test]
+    fn a_typed_row_write_is_refused_not_dropped() {
+        static T: idbridge_store::TableDef = idbridge_store::TableDef {
+            name: "staged_rows",
+            columns: &[idbridge_store::Column::text("id")],
+            primary_key: &["id"],
+            indexes: &[],
+            version_column: None,
+            without_rowid: true,
+        };
+        let inner: Arc<dyn Store> = Arc::new(SqliteStore::open_ephemeral().unwrap());
+        let staged = StagedStore::new(inner);
+        let mut cs = ChangeSet::new();
+        cs.put("t", "k", b"v".to_vec())
+            .insert_row(&T, vec!["a".into()]);
+        let e = staged.commit(cs).unwrap_err().to_string();
+        assert!(e.contains("typed row"), "{e}");
+        assert_eq!(
+            staged.ops(),
+            0,
+            "nothing of the refused change set is staged"
         );
     }
 

@@ -245,7 +245,17 @@ fn stats(work: &Path) -> Result<(u64, String), String> {
             idbridge_store::ExportRecord::Event(e) => {
                 ("events".to_owned(), e.id.len(), e.body.len())
             }
-            idbridge_store::ExportRecord::EventSeq { .. } => return Ok(()),
+            idbridge_store::ExportRecord::Row { table, values } => {
+                let bytes = values.iter().map(|v| match v {
+                    idbridge_store::RowValue::Text(s) => s.len(),
+                    idbridge_store::RowValue::Blob(b) => b.len(),
+                    _ => 8,
+                });
+                (format!("{table} (rows)"), 0, bytes.sum())
+            }
+            idbridge_store::ExportRecord::EventSeq { .. }
+            | idbridge_store::ExportRecord::OwnerMigration { .. }
+            | idbridge_store::ExportRecord::RowTable { .. } => return Ok(()),
         };
         let t = tables.entry(name).or_default();
         t.0 += 1;

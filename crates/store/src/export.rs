@@ -59,6 +59,33 @@ pub enum ExportRecord {
     },
     /// An event of the log, with its seq.
     Event(StoredEvent),
+    /// An owner migration that was applied (typed-row tables; see [`crate::rows`]).
+    OwnerMigration {
+        /// The owner (`directory.users`, ...).
+        owner: String,
+        /// Its migration version.
+        version: i64,
+        /// What the migration did.
+        description: String,
+        /// When it ran, Unix milliseconds.
+        applied_at_ms: i64,
+    },
+    /// A typed-row table and the DDL (table + indexes) that makes it; comes before its rows.
+    RowTable {
+        /// Table name.
+        table: String,
+        /// Owning module.
+        owner: String,
+        /// `CREATE TABLE IF NOT EXISTS ...; CREATE INDEX IF NOT EXISTS ...;`
+        create_sql: String,
+    },
+    /// A row of a typed-row table: every column in declared order.
+    Row {
+        /// Table name.
+        table: String,
+        /// Column values.
+        values: Vec<crate::rows::RowValue>,
+    },
     /// The highest event seq ever assigned. Needed because retention may have removed the
     /// newest events' predecessors, or all events; an import must never hand out a seq again.
     EventSeq {
@@ -137,7 +164,60 @@ mod wire {
         EventSeq {
             last_seq: u64,
         },
+        OwnerMigration {
+            owner: String,
+            version: i64,
+            description: String,
+            applied_at_ms: i64,
+        },
+        RowTable {
+            table: String,
+            owner: String,
+            create_sql: String,
+        },
+        /// Values: null, an integer, a string, or `{"b64": "..."}` for bytes.
+        Row {
+            table: String,
+            values: Vec<serde_json::Value>,
+        },
     }
+}
+
+fn value_to_wire(v: crate::rows::RowValue) -> serde_json::Value {
+    use crate::rows::RowValue;
+    match v {
+        RowValue::Null => serde_json::Value::Null,
+        RowValue::Integer(i) => serde_json::Value::from(i),
+        RowValue::Text(s) => serde_json::Value::String(s),
+        RowValue::Blob(b) => serde_json::json!({
+            "b64": base64::engine::general_purpose::STANDARD.encode(b)
+        }),
+    }
+}
+
+fn value_from_wire(v: serde_json::Value) -> Result<crate::rows::RowValue, String> {
+    use crate::rows::RowValue;
+    Ok(match v {
+        serde_json::Value::Null => RowValue::Null,
+        serde_json::Value::String(s) => RowValue::Text(s),
+        serde_json::Value::Number(n) => RowValue::Integer(
+            n.as_i64()
+                .ok_or_else(|| format!("row value {n} is not a 64-bit integer"))?,
+        ),
+        serde_json::Value::Object(mut o) if o.len() == 1 => match o.remove("b64") {
+            Some(serde_json::Value::String(text)) => RowValue::Blob(
+                base64::engine::general_purpose::STANDARD
+                    .decode(text.as_bytes())
+                    .map_err(|e| format!("row value b64 is not base64: {e}"))?,
+            ),
+            _ => return Err("a row value object must be {\"b64\": \"...\"}".to_owned()),
+        },
+        other => {
+            return Err(format!(
+                "row value {other} is not null, an integer, text or {{\"b64\": ...}}"
+            ))
+        }
+    })
 }
 
 impl From<ExportRecord> for wire::Record {
@@ -180,6 +260,30 @@ impl From<ExportRecord> for wire::Record {
                 }
             }
             ExportRecord::EventSeq { last_seq } => wire::Record::EventSeq { last_seq },
+            ExportRecord::OwnerMigration {
+                owner,
+                version,
+                description,
+                applied_at_ms,
+            } => wire::Record::OwnerMigration {
+                owner,
+                version,
+                description,
+                applied_at_ms,
+            },
+            ExportRecord::RowTable {
+                table,
+                owner,
+                create_sql,
+            } => wire::Record::RowTable {
+                table,
+                owner,
+                create_sql,
+            },
+            ExportRecord::Row { table, values } => wire::Record::Row {
+                table,
+                values: values.into_iter().map(value_to_wire).collect(),
+            },
         }
     }
 }
@@ -228,6 +332,33 @@ impl TryFrom<wire::Record> for ExportRecord {
                 body: decode_payload("body", body, body_b64)?,
             }),
             wire::Record::EventSeq { last_seq } => ExportRecord::EventSeq { last_seq },
+            wire::Record::OwnerMigration {
+                owner,
+                version,
+                description,
+                applied_at_ms,
+            } => ExportRecord::OwnerMigration {
+                owner,
+                version,
+                description,
+                applied_at_ms,
+            },
+            wire::Record::RowTable {
+                table,
+                owner,
+                create_sql,
+            } => ExportRecord::RowTable {
+                table,
+                owner,
+                create_sql,
+            },
+            wire::Record::Row { table, values } => ExportRecord::Row {
+                table,
+                values: values
+                    .into_iter()
+                    .map(value_from_wire)
+                    .collect::<Result<_, _>>()?,
+            },
         })
     }
 }
@@ -294,6 +425,32 @@ mod tests {
         let (line, back) = round_trip(&record);
         assert!(line.contains(r#""body":{"id":"event_01"}"#), "{line}");
         assert_eq!(back, record);
+    }
+
+    #[test]
+    fn row_records_round_trip_every_value_kind() {
+        use crate::rows::RowValue;
+        let record = ExportRecord::Row {
+            table: "directory_users".into(),
+            values: vec![
+                RowValue::Text("directory_user_1".into()),
+                RowValue::Null,
+                RowValue::Integer(-7),
+                RowValue::Blob(vec![0, 0xff, 0x7b]),
+            ],
+        };
+        let (line, back) = round_trip(&record);
+        assert!(
+            line.contains(r#""values":["directory_user_1",null,-7,{"b64":"AP97"}]"#),
+            "{line}"
+        );
+        assert_eq!(back, record);
+        let bad = r#"{"row":{"table":"t","values":[1.5]}}"#;
+        assert!(serde_json::from_str::<ExportRecord>(bad).is_err());
+        let bad = r#"{"row":{"table":"t","values":[{"b64":"AA==","x":1}]}}"#;
+        assert!(serde_json::from_str::<ExportRecord>(bad).is_err());
+        let bad = r#"{"row":{"table":"t","values":[[1]]}}"#;
+        assert!(serde_json::from_str::<ExportRecord>(bad).is_err());
     }
 
     #[test]

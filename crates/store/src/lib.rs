@@ -7,6 +7,12 @@
 //! insert-if-vacant, take) and events together, so a change and its events — a whole login,
 //! say — are one commit.
 //!
+//! Typed rows ([`rows`]): tables with columns, a primary key and real secondary indexes,
+//! declared by their owner ([`TableDef`]), created by the owner's versioned migrations
+//! ([`Store::migrate_owner`]) and written inside the same change sets ([`ChangeSet::insert_row`]
+//! and friends) — the relational shape issue 17 moves the directory to. Read with
+//! [`Store::get_row`], [`Store::find_unique`], [`Store::scan_index`].
+//!
 //! Tables belong to the domain: each has exactly one owning module (which declares its name,
 //! its typed record and codec); other crates go through that owner. A backend only ever sees
 //! change sets, reads and the event log — which is all a relational backend needs to implement.
@@ -32,6 +38,7 @@ mod error;
 mod export;
 mod migrate;
 mod page;
+pub mod rows;
 mod sled_reader;
 mod sqlite;
 mod types;
@@ -41,6 +48,10 @@ pub use error::{ConflictKind, Result, StoreError, EVENT_LOG};
 pub use export::ExportRecord;
 pub use migrate::{holds_sled_store, migrate_sled_dir, SledMigration};
 pub use page::page;
+pub use rows::{
+    Column, ColumnType, IndexDef, OwnerMigration, OwnerSchema, Row, RowOp, RowValue, RowWrite,
+    TableDef,
+};
 pub use sqlite::{
     backup_sqlite_file, list_backups, BackupFile, BackupSummary, SqliteOptions, SqliteStore,
     SQLITE_FILE_NAME,
@@ -70,6 +81,10 @@ fn ephemeral_dir(kind: &str) -> std::path::PathBuf {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     ))
+}
+
+fn no_rows(what: &str) -> StoreError {
+    StoreError::Backend(format!("this store backend has no typed rows ({what})"))
 }
 
 /// The storage interface every backend implements (SQLite; PostgreSQL later).
@@ -226,6 +241,57 @@ pub trait Store: Send + Sync + 'static {
     /// Loads a dump into an empty store ([`StoreError::Conflict`] otherwise); returns the number
     /// of records loaded. Not atomic: on error, discard the target store and retry.
     fn import(&self, records: &mut dyn Iterator<Item = Result<ExportRecord>>) -> Result<u64>;
+
+    /// Runs the pending migrations of `schema`'s owner (each in its own transaction, recorded
+    /// once; a second call does nothing) and returns the owner's schema version. Owners call
+    /// it before touching their tables.
+    fn migrate_owner(&self, schema: &rows::OwnerSchema) -> Result<i64> {
+        Err(no_rows(schema.owner))
+    }
+
+    /// The row of `table` with primary key `key` (values in primary-key order).
+    fn get_row(&self, table: &rows::TableDef, key: &[rows::RowValue]) -> Result<Option<Row>> {
+        let _ = key;
+        Err(no_rows(table.name))
+    }
+
+    /// The row whose unique index `index` holds `values` (one per index term).
+    fn find_unique(
+        &self,
+        table: &rows::TableDef,
+        index: &str,
+        values: &[rows::RowValue],
+    ) -> Result<Option<Row>> {
+        let _ = (index, values);
+        Err(no_rows(table.name))
+    }
+
+    /// Rows in the order of index `index` ([`rows::PRIMARY`] for the primary key), whose
+    /// first terms equal `prefix`; the order is the index terms then the primary-key columns
+    /// not among them. `after` continues a page: the values of that order's columns that
+    /// follow the prefix, taken from the last row of the previous page. At most `limit`.
+    fn scan_index(
+        &self,
+        table: &rows::TableDef,
+        index: &str,
+        prefix: &[rows::RowValue],
+        after: Option<&[rows::RowValue]>,
+        limit: usize,
+    ) -> Result<Vec<Row>> {
+        let _ = (index, prefix, after, limit);
+        Err(no_rows(table.name))
+    }
+
+    /// Number of rows whose first terms of index `index` equal `prefix`.
+    fn count_index(
+        &self,
+        table: &rows::TableDef,
+        index: &str,
+        prefix: &[rows::RowValue],
+    ) -> Result<u64> {
+        let _ = (index, prefix);
+        Err(no_rows(table.name))
+    }
 
     /// Counters: commits, fdatasyncs (the seam for the durability test), flushes, group sizes.
     fn stats(&self) -> StoreStats;

@@ -5,6 +5,7 @@ use serde::Serialize;
 use idbridge_model::Event;
 
 use crate::error::{ConflictKind, Result, StoreError};
+use crate::rows::{RowOp, RowValue, RowWrite, TableDef};
 
 /// Write `value` under `key` in `table` (replacing any previous value).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,8 +223,9 @@ pub struct CommitReceipt {
 /// One atomic, durable write. Applied all-or-nothing; events appended in order.
 ///
 /// Order inside the transaction: conditions are checked first, then deletes, then puts, then
-/// events; so a delete and a put of the same key leave the put's value. Expiring entries
-/// follow the same order (expiring deletes, then expiring puts).
+/// row writes (in the order listed), then events; so a delete and a put of the same key leave
+/// the put's value. Expiring entries follow the same order (expiring deletes, then expiring
+/// puts).
 ///
 /// Several owners may contribute to one change set (each stages its own tables), so a change
 /// that spans them is still one atomic commit.
@@ -241,6 +243,9 @@ pub struct ChangeSet {
     pub events: Vec<NewEvent>,
     /// Preconditions; if any fails the commit returns [`StoreError::Conflict`] and writes nothing.
     pub conditions: Vec<Condition>,
+    /// Typed row writes, applied in order (see [`crate::rows`]); a unique violation, an absent
+    /// row or a version mismatch fails the change set like a failed condition.
+    pub rows: Vec<RowWrite>,
 }
 
 impl ChangeSet {
@@ -410,6 +415,36 @@ impl ChangeSet {
         self
     }
 
+    /// Adds a row ([`RowOp::Insert`]): `values` in `table`'s column order.
+    pub fn insert_row(&mut self, table: &'static TableDef, values: Vec<RowValue>) -> &mut Self {
+        self.row(table, RowOp::Insert, values)
+    }
+
+    /// Adds or replaces a row by primary key ([`RowOp::Upsert`]).
+    pub fn upsert_row(&mut self, table: &'static TableDef, values: Vec<RowValue>) -> &mut Self {
+        self.row(table, RowOp::Upsert, values)
+    }
+
+    /// Replaces an existing row ([`RowOp::Update`]), checking its version when given.
+    pub fn update_row(
+        &mut self,
+        table: &'static TableDef,
+        values: Vec<RowValue>,
+        expect_version: Option<i64>,
+    ) -> &mut Self {
+        self.row(table, RowOp::Update { expect_version }, values)
+    }
+
+    /// Removes the row with primary key `key` ([`RowOp::Delete`]; no error if absent).
+    pub fn delete_row(&mut self, table: &'static TableDef, key: Vec<RowValue>) -> &mut Self {
+        self.row(table, RowOp::Delete, key)
+    }
+
+    fn row(&mut self, table: &'static TableDef, op: RowOp, values: Vec<RowValue>) -> &mut Self {
+        self.rows.push(RowWrite { table, op, values });
+        self
+    }
+
     /// Appends everything from `other` (lets the domain layer build one commit from parts).
     pub fn extend(&mut self, other: ChangeSet) -> &mut Self {
         self.puts.extend(other.puts);
@@ -418,6 +453,7 @@ impl ChangeSet {
         self.expiring_deletes.extend(other.expiring_deletes);
         self.events.extend(other.events);
         self.conditions.extend(other.conditions);
+        self.rows.extend(other.rows);
         self
     }
 
@@ -432,7 +468,8 @@ impl ChangeSet {
             && self.deletes.is_empty()
             && self.expiring_puts.is_empty()
             && self.expiring_deletes.is_empty()
-            && self.events.is_empty())
+            && self.events.is_empty()
+            && self.rows.is_empty())
     }
 }
 

@@ -96,19 +96,45 @@ mod sqlite {
 
     #[test]
     fn an_old_file_is_migrated_at_open() {
-        // A file as the first schema left it, with a pending migration recorded as not run:
-        // drop the record of the newest migration and its effect, reopen, and it is back.
+        // A file as schema version 1 left it (the release before typed rows): drop the
+        // record of the later migrations and their effect, reopen, and they are back.
         let dir = tempfile::tempdir().expect("tempdir");
         let path = open_at(dir.path()).path().to_path_buf();
         let conn = rusqlite::Connection::open(&path).expect("sqlite3");
-        conn.execute_batch("DELETE FROM schema_version; DROP TABLE events; DROP TABLE meta;")
-            .expect("downgrade");
+        conn.execute_batch(
+            "DELETE FROM schema_version WHERE version >= 2; \
+             DROP TABLE owner_migrations; DROP TABLE row_tables;",
+        )
+        .expect("downgrade");
+        let v: i64 = conn
+            .query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))
+            .expect("version");
+        assert_eq!(v, 1);
         drop(conn);
         let s = open_at(dir.path());
         assert_eq!(
             s.schema_version().expect("version"),
             SqliteStore::current_schema_version()
         );
+        // The typed-row bookkeeping is there again: an owner can migrate its tables.
+        static T: idbridge_store::TableDef = idbridge_store::TableDef {
+            name: "old_file_rows",
+            columns: &[idbridge_store::Column::text("id")],
+            primary_key: &["id"],
+            indexes: &[],
+            version_column: None,
+            without_rowid: true,
+        };
+        static OWNER: idbridge_store::OwnerSchema = idbridge_store::OwnerSchema {
+            owner: "tests.old_file",
+            migrations: &[idbridge_store::OwnerMigration {
+                version: 1,
+                description: "one table",
+                create: &[&T],
+                sql: "",
+            }],
+        };
+        assert_eq!(s.migrate_owner(&OWNER).expect("owner migration"), 1);
         let mut cs = ChangeSet::new();
         cs.event(event("event_1", 1));
         assert_eq!(s.commit(cs).expect("commit").event_seqs, vec![1]);

@@ -26,7 +26,41 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use idbridge_store::{ChangeSet, NewEvent, SqliteStore, Store};
+use idbridge_store::rows::PRIMARY;
+use idbridge_store::{
+    ChangeSet, Column, IndexDef, NewEvent, OwnerMigration, OwnerSchema, SqliteStore, Store,
+    TableDef,
+};
+
+/// Each commit also writes one typed row (with a unique index): rows are as durable as
+/// key-value entries and events.
+static ROWS: TableDef = TableDef {
+    name: "crash_users",
+    columns: &[
+        Column::text("id"),
+        Column::text("email"),
+        Column::integer("version"),
+    ],
+    primary_key: &["id"],
+    indexes: &[IndexDef {
+        name: "crash_users_by_email",
+        terms: &["email"],
+        unique: true,
+        partial: None,
+    }],
+    version_column: Some("version"),
+    without_rowid: false,
+};
+
+static ROWS_SCHEMA: OwnerSchema = OwnerSchema {
+    owner: "tests.crash",
+    migrations: &[OwnerMigration {
+        version: 1,
+        description: "crash_users",
+        create: &[&ROWS],
+        sql: "",
+    }],
+};
 use rand::Rng;
 
 const CHILD_DIR: &str = "IDBRIDGE_STORE_CRASH_DIR";
@@ -57,7 +91,13 @@ impl Backend {
 
     fn open(self, dir: &Path) -> Result<Arc<dyn Store>, String> {
         Ok(match self {
-            Backend::Sqlite => Arc::new(SqliteStore::open(dir).map_err(|e| e.to_string())?),
+            Backend::Sqlite => {
+                let store = SqliteStore::open(dir).map_err(|e| e.to_string())?;
+                store
+                    .migrate_owner(&ROWS_SCHEMA)
+                    .map_err(|e| e.to_string())?;
+                Arc::new(store)
+            }
         })
     }
 }
@@ -166,6 +206,10 @@ fn child(dir: &Path) -> Result<(), String> {
                     cs.put_json("users", key.clone(), &user)
                         .map_err(|e| e.to_string())?
                         .put("users_by_email", email_of(&key), key.clone().into_bytes())
+                        .insert_row(
+                            &ROWS,
+                            vec![key.as_str().into(), email_of(&key).into(), 0i64.into()],
+                        )
                         .event(NewEvent {
                             id: event_id_of(&key),
                             kind: "dsync.user.created".into(),
@@ -291,6 +335,16 @@ fn verify(backend: Backend, dir: &Path, acks: &[Ack]) -> TestResult {
                 if index.as_deref() != Some(key.as_bytes()) {
                     return Err(format!("index entry of {key} lost"));
                 }
+                let row = s
+                    .find_unique(&ROWS, "crash_users_by_email", &[email_of(key).into()])
+                    .map_err(err)?;
+                if row
+                    .and_then(|r| r.values[0].as_text().map(str::to_owned))
+                    .as_deref()
+                    != Some(key.as_str())
+                {
+                    return Err(format!("typed row of {key} lost"));
+                }
                 let stored_seq = s.event_seq(&event_id_of(key)).map_err(err)?;
                 if stored_seq != Some(*seq) {
                     return Err(format!(
@@ -318,8 +372,11 @@ fn verify(backend: Backend, dir: &Path, acks: &[Ack]) -> TestResult {
     // All-or-nothing: one user row and one index row per event, and each event's user exists.
     let users = s.count_prefix("users", "").map_err(err)?;
     let index = s.count_prefix("users_by_email", "").map_err(err)?;
-    if users != last || index != last {
-        return Err(format!("{users} users, {index} index rows, {last} events"));
+    let rows = s.count_index(&ROWS, PRIMARY, &[]).map_err(err)?;
+    if users != last || index != last || rows != last {
+        return Err(format!(
+            "{users} users, {index} index rows, {rows} typed rows, {last} events"
+        ));
     }
     for e in &events {
         let key = e.id.strip_prefix("event_").ok_or("bad event id")?;

@@ -61,6 +61,9 @@ fn counts(lines: &[String]) -> BTreeMap<String, u64> {
             ExportRecord::Expiring { table, .. } => format!("expiring {table}"),
             ExportRecord::Event(_) => "event".to_owned(),
             ExportRecord::EventSeq { .. } => "event_seq".to_owned(),
+            ExportRecord::OwnerMigration { owner, .. } => format!("owner_migration {owner}"),
+            ExportRecord::RowTable { table, .. } => format!("row_table {table}"),
+            ExportRecord::Row { table, .. } => format!("row {table}"),
         };
         *counts.entry(kind).or_insert(0) += 1;
     }

@@ -13,6 +13,7 @@
 //! * The schema is versioned; migrations run at open ([`schema`]).
 
 mod backup;
+mod rows;
 mod schema;
 mod wal;
 mod writer;
@@ -33,6 +34,7 @@ use crate::codec::prefix_end;
 use crate::durability::{DurabilityProbe, GroupCommit};
 use crate::error::{Result, StoreError};
 use crate::export::{check_import_seq, ExportRecord};
+use crate::rows::{OwnerSchema, Row, RowValue, TableDef};
 use crate::types::{ChangeSet, CommitReceipt, PendingSync, StoreStats, StoredEvent};
 use crate::Store;
 
@@ -413,7 +415,7 @@ impl SqliteStore {
                 |r| r.get(0),
             )
             .map_err(sql_err("checking emptiness"))?;
-        Ok(events == 0 && schema::last_seq(conn)? == 0)
+        Ok(events == 0 && schema::last_seq(conn)? == 0 && !rows::any_row(conn)?)
     }
 }
 
@@ -811,6 +813,77 @@ impl Store for SqliteStore {
         Ok(count)
     }
 
+    fn migrate_owner(&self, owner_schema: &OwnerSchema) -> Result<i64> {
+        let _span =
+            tracing::info_span!("store.migrate_owner", owner = owner_schema.owner).entered();
+        let owner = owner_schema.owner;
+        let mut last = 0;
+        for m in owner_schema.migrations {
+            if m.version <= last {
+                return Err(StoreError::Backend(format!(
+                    "the migrations of {owner} must have increasing versions ({} after {last})",
+                    m.version
+                )));
+            }
+            last = m.version;
+            for t in m.create {
+                t.validate()?;
+            }
+        }
+        let current = self.with_reader(|conn| rows::owner_version(conn, owner))?;
+        for m in owner_schema
+            .migrations
+            .iter()
+            .filter(|m| m.version > current)
+        {
+            // 'static: the writer thread runs it.
+            let m: &'static crate::rows::OwnerMigration = m;
+            let applied = self.exclusive(move |w| {
+                w.write_tx(|conn| {
+                    let ran = rows::apply_owner_migration(conn, owner, m)?;
+                    Ok((ran, ran))
+                })
+            })?;
+            if applied {
+                tracing::info!(
+                    owner,
+                    version = m.version,
+                    description = m.description,
+                    "owner tables migrated"
+                );
+            }
+        }
+        self.with_reader(|conn| rows::owner_version(conn, owner))
+    }
+
+    fn get_row(&self, table: &TableDef, key: &[RowValue]) -> Result<Option<Row>> {
+        self.with_reader(|conn| rows::get_row(conn, table, key))
+    }
+
+    fn find_unique(
+        &self,
+        table: &TableDef,
+        index: &str,
+        values: &[RowValue],
+    ) -> Result<Option<Row>> {
+        self.with_reader(|conn| rows::find_unique(conn, table, index, values))
+    }
+
+    fn scan_index(
+        &self,
+        table: &TableDef,
+        index: &str,
+        prefix: &[RowValue],
+        after: Option<&[RowValue]>,
+        limit: usize,
+    ) -> Result<Vec<Row>> {
+        self.with_reader(|conn| rows::scan_index(conn, table, index, prefix, after, limit))
+    }
+
+    fn count_index(&self, table: &TableDef, index: &str, prefix: &[RowValue]) -> Result<u64> {
+        self.with_reader(|conn| rows::count_index(conn, table, index, prefix))
+    }
+
     fn stats(&self) -> StoreStats {
         let mut stats = StoreStats::default();
         self.shared.fill_stats(&mut stats);
@@ -832,6 +905,27 @@ fn export_snapshot(
     conn: &Connection,
     sink: &mut dyn FnMut(ExportRecord) -> Result<()>,
 ) -> Result<()> {
+    for (owner, version, description, applied_at_ms) in rows::owner_migrations(conn)? {
+        sink(ExportRecord::OwnerMigration {
+            owner,
+            version,
+            description,
+            applied_at_ms,
+        })?;
+    }
+    for (table, owner, create_sql) in rows::row_tables(conn)? {
+        sink(ExportRecord::RowTable {
+            table: table.clone(),
+            owner,
+            create_sql,
+        })?;
+        rows::for_each_raw_row(conn, &table, &mut |values| {
+            sink(ExportRecord::Row {
+                table: table.clone(),
+                values,
+            })
+        })?;
+    }
     for name in schema::store_tables(conn)? {
         let q = quoted(&name);
         if let Some(table) = name.strip_prefix(TABLE_PREFIX) {
@@ -939,6 +1033,18 @@ fn import_chunk(conn: &Connection, shared: &Shared, chunk: Vec<ExportRecord>) ->
                 }
                 max_seq = max_seq.max(e.seq);
             }
+            ExportRecord::OwnerMigration {
+                owner,
+                version,
+                description,
+                applied_at_ms,
+            } => rows::record_owner_migration(conn, &owner, version, &description, applied_at_ms)?,
+            ExportRecord::RowTable {
+                table,
+                owner,
+                create_sql,
+            } => rows::import_row_table(conn, &table, &owner, &create_sql)?,
+            ExportRecord::Row { table, values } => rows::insert_raw_row(conn, &table, &values)?,
             ExportRecord::EventSeq { last_seq } => {
                 if last_seq > schema::last_seq(conn)? {
                     schema::set_last_seq(conn, last_seq)?;

@@ -27,10 +27,11 @@ struct Migration {
 }
 
 /// Every migration in order. Append only: a released version's SQL never changes.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "event log, meta counters",
-    sql: "
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "event log, meta counters",
+        sql: "
         CREATE TABLE meta (
             name TEXT PRIMARY KEY NOT NULL,
             value INTEGER NOT NULL
@@ -46,7 +47,26 @@ const MIGRATIONS: &[Migration] = &[Migration {
         CREATE UNIQUE INDEX events_by_id ON events (id);
         CREATE INDEX events_by_created_at ON events (created_at_ms);
     ",
-}];
+    },
+    Migration {
+        version: 2,
+        description: "typed-row tables: per-owner migrations and the list of row tables",
+        sql: "
+        CREATE TABLE owner_migrations (
+            owner TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            description TEXT NOT NULL,
+            applied_at_ms INTEGER NOT NULL,
+            PRIMARY KEY (owner, version)
+        ) WITHOUT ROWID;
+        CREATE TABLE row_tables (
+            name TEXT PRIMARY KEY NOT NULL,
+            owner TEXT NOT NULL,
+            create_sql TEXT NOT NULL
+        ) WITHOUT ROWID;
+    ",
+    },
+];
 
 /// The schema version this build writes.
 pub(crate) fn current_version() -> i64 {
@@ -121,7 +141,7 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
     Ok(())
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

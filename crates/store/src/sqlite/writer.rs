@@ -402,6 +402,9 @@ fn apply(
         .and_then(|mut s| s.execute(params![p.key, p.value]))
         .map_err(sql_err("put"))?;
     }
+    for row in &cs.rows {
+        super::rows::apply_row(conn, row)?;
+    }
     for d in &cs.expiring_deletes {
         let name = sql_name(true, &d.table);
         if exists(conn, shared, &name)? {
