@@ -14,6 +14,9 @@ import { randomBytes, generateKeyPairSync } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createServer } from 'node:http';
+import { inflateRawSync as inflate } from 'node:zlib';
+import { resolve } from 'node:path';
 
 import { chromium } from 'playwright-core';
 import { WorkOS } from '@workos-inc/node';
@@ -37,6 +40,7 @@ const PEERS = process.env.IDBRIDGE_PEERS_DIR || '/var/cache/idbridge-peers';
 const SAMLIFY = join(PEERS, 'samlify', 'node_modules', 'samlify');
 const HAVE_SAMLIFY = existsSync(SAMLIFY);
 const TAG = randomBytes(3).toString('hex');
+const SAMLIFY_SCRIPT = join(resolve(process.cwd(), '..', '..'), 'crates', 'saml', 'tests', 'peers', 'samlify_idp.js');
 const skip = (!HAVE_CHROMIUM && 'chromium not installed') || (!HAVE_SAMLIFY && 'samlify not installed');
 
 const workos = new WorkOS(API_KEY, { apiHostname: '127.0.0.1', https: false, port: PORT, maxRetries: 0 });
@@ -88,6 +92,14 @@ async function shoot(page, name) {
   await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
   const { scroll, width } = await page.evaluate(() => ({ scroll: document.documentElement.scrollWidth, width: window.innerWidth }));
   assert.ok(scroll <= width, `${name}: ${scroll}px wide in a ${width}px viewport (sideways scrolling)`);
+  // No table cell is broken over lines (ids, dates, emails): wide tables scroll in their box.
+  const broken = await page.evaluate(() => [...document.querySelectorAll('.table-wrap td')].filter((td) => {
+    const range = document.createRange();
+    range.selectNodeContents(td);
+    const tops = [...range.getClientRects()].map((r) => r.top).sort((a, b) => a - b);
+    return tops.some((t, i) => i > 0 && t - tops[i - 1] > 8);
+  }).map((td) => td.innerText.slice(0, 40)));
+  assert.deepEqual(broken, [], `${name}: table cells broken over lines`);
   assert.deepEqual(page.errors, [], `${name}: console errors`);
   // Every input, select and textarea has a label.
   const unlabelled = await page.evaluate(() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
@@ -207,4 +219,122 @@ test('Admin Portal: adminPortal.generateLink → SAML setup in the browser → s
     again.errors = again.errors.filter((e) => !/410/.test(e));
     await shoot(again, 'portal-link-used-desktop');
   });
+});
+
+/** A throwaway key pair made by openssl for this run. */
+function keyPair(cn) {
+  const dir = mkdtempSync(join(tmpdir(), 'idbridge-console-js-'));
+  try {
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-sha256', '-days', '30',
+      '-subj', `/CN=${cn}`, '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { stdio: 'ignore' });
+    return { key: readFileSync(join(dir, 'key.pem'), 'utf8'), cert: readFileSync(join(dir, 'cert.pem'), 'utf8') };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * A samlify IdP on loopback: GET /sso takes our AuthnRequest (HTTP-Redirect) and shows a
+ * "Continue" form that posts a samlify-signed response for `user` to the request's ACS, the
+ * way a real IdP's login page does. `signWith` (another key) makes a response we must refuse.
+ */
+async function samlifyIdp(name, user) {
+  const keys = keyPair(name);
+  const state = { signWith: keys };
+  const server = createServer((req, res) => {
+    const url = new URL(req.url, 'http://127.0.0.1');
+    if (url.pathname === '/favicon.ico') { res.writeHead(204); res.end(); return; }
+    if (url.pathname !== '/sso') { res.writeHead(404); res.end(); return; }
+    const xml = inflate(Buffer.from(url.searchParams.get('SAMLRequest'), 'base64')).toString('utf8');
+    const reqId = /\sID="([^"]+)"/.exec(xml)[1];
+    const acs = /AssertionConsumerServiceURL="([^"]+)"/.exec(xml)[1];
+    const sp = /<(?:saml2?:)?Issuer[^>]*>([^<]+)</.exec(xml)[1];
+    const response = execFileSync('node', [SAMLIFY_SCRIPT], {
+      input: JSON.stringify({
+        idp: entityID, idpKey: state.signWith.key, idpCert: state.signWith.cert, encrypt: false, sp, acs,
+        signAssertion: true, signMessage: false, spCert: keys.cert, reqId, user,
+        attributes: { id: [`samlify-${user}`], email: [user], firstName: ['Ada'], lastName: ['Lovelace'], groups: ['Engineering'] },
+      }),
+      env: { ...process.env, NODE_PATH: join(PEERS, 'samlify', 'node_modules') },
+      encoding: 'utf8',
+    }).trim();
+    const esc = (v) => String(v).replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;');
+    res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' });
+    res.end(`<!doctype html><title>samlify IdP</title><form method="post" action="${esc(acs)}">` +
+      `<input type="hidden" name="SAMLResponse" value="${esc(response)}">` +
+      `<input type="hidden" name="RelayState" value="${esc(url.searchParams.get('RelayState') || '')}">` +
+      `<p>Signed in as ${esc(user)}</p><button type="submit">Continue</button></form>`);
+  });
+  await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
+  const base = `http://127.0.0.1:${server.address().port}`;
+  const entityID = `${base}/metadata`;
+  const saml = createRequire(import.meta.url)(SAMLIFY);
+  const metadata = saml.IdentityProvider({
+    entityID,
+    signingCert: keys.cert,
+    nameIDFormat: ['urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress'],
+    singleSignOnService: [{ Binding: 'urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect', Location: `${base}/sso` }],
+  }).getMetadata();
+  return { metadata, state, close: () => new Promise((ok) => server.close(ok)) };
+}
+
+/** Signs the operator in (the first test covers the form itself). */
+async function signIn(page) {
+  await page.goto(`${BASE}/console/login`);
+  await page.getByLabel('Username').fill(USER);
+  await page.getByLabel('Password').fill(PASSWORD);
+  await Promise.all([page.waitForURL(/\/console\/organizations$/), page.getByRole('button', { name: 'Sign in' }).click()]);
+}
+
+test('operator: "Test sign-in" runs a real login through a samlify IdP and shows the profile, never a token', { skip: skip || (!existsSync(SAMLIFY_SCRIPT) && 'samlify_idp.js missing') }, async () => {
+  const user = `ada-${TAG}@tsi-${TAG}.example.com`;
+  const idp = await samlifyIdp(`test-sign-in-${TAG}`, user);
+  try {
+    await withBrowser(async (browser) => {
+      const context = await browser.newContext(DESKTOP);
+      const page = await openPage(context);
+      await signIn(page);
+      await page.getByLabel('Name', { exact: true }).fill(`Test Sign-in Org ${TAG}`);
+      await page.getByLabel('Domains').fill(`tsi-${TAG}.example.com`);
+      await Promise.all([page.waitForURL(/\/console\/organizations\/org_/), page.getByRole('button', { name: 'Create organization' }).click()]);
+      await page.getByLabel('Identity provider').selectOption('GenericSAML');
+      await page.getByLabel('Or paste the IdP metadata XML').fill(idp.metadata);
+      await Promise.all([page.waitForURL(/\/console\/connections\/conn_/), page.getByRole('button', { name: 'Create connection' }).click()]);
+      const connPage = page.url();
+      // The IdP's login page, then back in the console with the profile.
+      await Promise.all([page.waitForURL(/127\.0\.0\.1:\d+\/sso\?/), page.getByRole('button', { name: 'Test sign-in' }).click()]);
+      await Promise.all([page.waitForURL(/\/console\/test-sign-in\/results\/[0-9a-f]{64}$/), page.getByRole('button', { name: 'Continue' }).click()]);
+      const main = await page.locator('main').innerText();
+      assert.match(main, /The sign-in worked/);
+      assert.match(main, new RegExp(user.replace(/[.]/g, '\\.')));
+      assert.match(main, /Lovelace/);
+      assert.match(main, /prof_/);
+      const html = await page.content();
+      for (const secret of ['SAMLResponse', 'Assertion', 'access_token', 'code=', 'BEGIN CERTIFICATE']) {
+        assert.ok(!html.includes(secret), `the result page shows no ${secret}`);
+      }
+      assert.ok(!page.url().includes('code='), 'the code is not in the result URL');
+      await shoot(page, 'console-test-sign-in-desktop');
+      const resultUrl = page.url();
+      await page.setViewportSize({ width: 390, height: 844 });
+      await shoot(page, 'console-test-sign-in-phone');
+      // Another operator session (a new browser context) cannot read this result.
+      const other = await openPage(await browser.newContext(DESKTOP));
+      await signIn(other);
+      const resp = await other.goto(resultUrl);
+      assert.equal(resp.status(), 404);
+      other.errors = [];
+      // A response signed by a key the connection does not trust: the console shows why.
+      idp.state.signWith = keyPair(`rogue-${TAG}`);
+      await page.setViewportSize({ width: 1280, height: 900 });
+      await page.goto(connPage);
+      await Promise.all([page.waitForURL(/127\.0\.0\.1:\d+\/sso\?/), page.getByRole('button', { name: 'Test sign-in' }).click()]);
+      await Promise.all([page.waitForURL(/\/console\/test-sign-in\/results\//), page.getByRole('button', { name: 'Continue' }).click()]);
+      assert.match(await page.locator('main').innerText(), /The sign-in failed/);
+      assert.ok(!(await page.locator('main').innerText()).includes('Lovelace'));
+      await shoot(page, 'console-test-sign-in-failed-desktop');
+    });
+  } finally {
+    await idp.close();
+  }
 });

@@ -37,7 +37,7 @@ async fn console_and_portal_in_chromium() -> anyhow::Result<()> {
     eprintln!("{}", report.output);
     if report.ran() && std::path::Path::new("/usr/bin/chromium").exists() {
         ensure!(
-            report.passed >= 2 && report.failed == 0,
+            report.passed >= 3 && report.failed == 0,
             "chromium: {} passed, {} failed:\n{}",
             report.passed,
             report.failed,
@@ -47,6 +47,8 @@ async fn console_and_portal_in_chromium() -> anyhow::Result<()> {
             "console-organizations-desktop",
             "console-connection-phone",
             "portal-connection-phone",
+            "console-test-sign-in-desktop",
+            "console-test-sign-in-phone",
         ] {
             ensure!(
                 artifacts.join(format!("{shot}.png")).is_file(),

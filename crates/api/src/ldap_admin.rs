@@ -20,7 +20,7 @@ use std::sync::{Arc, RwLock};
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use idbridge_ldap::{LdapSource, NoProgress, StateStore, SyncError, SyncKind, Syncer};
+use idbridge_ldap::{LdapSource, NoProgress, Progress, StateStore, SyncError, SyncKind, Syncer};
 use idbridge_model::{parse_id, IdPrefix};
 use serde_json::Value;
 use tracing::Instrument;
@@ -86,6 +86,87 @@ impl std::fmt::Debug for LdapRunners {
         f.debug_struct("LdapRunners")
             .field("sources", &ids)
             .finish()
+    }
+}
+
+/// Progress of a run the console started, as the syncer reports it.
+#[derive(Default)]
+struct LiveProgress(std::sync::Mutex<idbridge_console::SyncProgress>);
+
+impl Progress for LiveProgress {
+    fn phase(&self, name: &str, total: Option<u64>) {
+        if let Ok(mut p) = self.0.lock() {
+            *p = idbridge_console::SyncProgress {
+                phase: name.to_string(),
+                done: 0,
+                total,
+            };
+        }
+    }
+
+    fn inc(&self, n: u64) {
+        if let Ok(mut p) = self.0.lock() {
+            p.done += n;
+        }
+    }
+}
+
+/// The console's "sync now": the same runners and syncer as `POST .../sync`, run in the
+/// background with live progress (the run's record lands in the sync state as usual).
+pub struct ConsoleSyncs {
+    runners: Arc<LdapRunners>,
+    live: Arc<std::sync::Mutex<HashMap<String, Arc<LiveProgress>>>>,
+}
+
+impl ConsoleSyncs {
+    pub fn new(runners: Arc<LdapRunners>) -> Self {
+        ConsoleSyncs {
+            runners,
+            live: Arc::default(),
+        }
+    }
+}
+
+impl idbridge_console::LdapSyncs for ConsoleSyncs {
+    fn start(&self, directory_id: &str) -> Result<(), String> {
+        let Some((syncer, src)) = self.runners.get(directory_id) else {
+            return Err(
+                "This directory has no LDAP feed, so there is nothing to sync: set one \
+                        with PUT /admin/directories/{id}/feed or an [[ldap_directories]] entry."
+                    .into(),
+            );
+        };
+        let progress = Arc::new(LiveProgress::default());
+        {
+            let mut live = self.live.lock().map_err(|_| "sync state unavailable")?;
+            if live.contains_key(directory_id) {
+                return Err("A sync of this directory is already running.".into());
+            }
+            live.insert(directory_id.to_string(), progress.clone());
+        }
+        let live = self.live.clone();
+        let id = directory_id.to_string();
+        let span = tracing::info_span!("console.ldap_run_sync", directory_id = %id);
+        tokio::spawn(
+            async move {
+                match syncer.run(&src, SyncKind::Full, progress).await {
+                    Ok(rec) => tracing::info!(ok = rec.ok, "console ldap sync finished"),
+                    Err(e) => tracing::warn!(error = %e, "console ldap sync failed"),
+                }
+                if let Ok(mut live) = live.lock() {
+                    live.remove(&id);
+                }
+            }
+            .instrument(span),
+        );
+        Ok(())
+    }
+
+    fn progress(&self, directory_id: &str) -> Option<idbridge_console::SyncProgress> {
+        let live = self.live.lock().ok()?;
+        let p = live.get(directory_id)?;
+        let snapshot = p.0.lock().ok()?.clone();
+        Some(snapshot)
     }
 }
 

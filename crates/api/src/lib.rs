@@ -288,12 +288,15 @@ pub fn router(state: AppState) -> Router {
             },
         ));
     // The operator console and the Admin Portal pages: their own sessions, not API keys.
-    let console = Arc::new(idbridge_console::Console::new(
-        state.store.clone(),
-        state.sso.clone(),
-        state.directory.clone(),
-        idbridge_console::ConsoleSettings::new(&state.config.public_url),
-    ));
+    let console = Arc::new(
+        idbridge_console::Console::new(
+            state.store.clone(),
+            state.sso.clone(),
+            state.directory.clone(),
+            idbridge_console::ConsoleSettings::new(&state.config.public_url),
+        )
+        .with_ldap(Arc::new(ldap_admin::ConsoleSyncs::new(state.ldap.clone()))),
+    );
     let app = Router::new()
         .merge(protected)
         .merge(open)

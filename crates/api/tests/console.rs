@@ -75,6 +75,11 @@ impl Env {
     }
 
     fn with_url(public_url: &str) -> Env {
+        Env::build(public_url, |_| {})
+    }
+
+    /// An environment whose state `prepare` sees before the router is built (LDAP runners).
+    fn build(public_url: &str, prepare: impl FnOnce(&AppState)) -> Env {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open_ephemeral().unwrap());
         let boot = auth::bootstrap(store.as_ref()).unwrap().unwrap();
         operators::add(store.as_ref(), USER, PASSWORD).unwrap();
@@ -86,6 +91,7 @@ impl Env {
             idbridge_sso::SsoConfig::default(),
             Some(idbridge_sso::SecretBox::generate().unwrap()),
         );
+        prepare(&state);
         let app = router(state);
         Env {
             app,
@@ -866,4 +872,460 @@ async fn a_portal_link_reaches_only_its_organization() {
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(count(&a), 1);
+}
+
+impl Env {
+    /// A console form at `path` refuses a request without a session (to the sign-in page),
+    /// without or with a wrong CSRF token (403), and with the unknown field `extra` (422
+    /// naming it).
+    async fn assert_form_guarded(&self, path: &str, cookie: &str, csrf: &str, extra: &str) {
+        let r = self.send("POST", path, None, Some("")).await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{path} without a session");
+        assert!(r.location().ends_with("/console/login"));
+        for body in ["", "csrf=wrong"] {
+            let r = self.send("POST", path, Some(cookie), Some(body)).await;
+            assert_eq!(r.status, StatusCode::FORBIDDEN, "{path} with {body:?}");
+        }
+        let body = format!("csrf={csrf}&{extra}=x");
+        let r = self.send("POST", path, Some(cookie), Some(&body)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{path}: {}",
+            r.text
+        );
+        assert!(
+            r.text.contains(extra),
+            "{path}: the 422 names {extra}: {}",
+            r.text
+        );
+    }
+
+    async fn scim_status(&self, dir: &str, token: &str) -> StatusCode {
+        let req = Request::builder()
+            .method("GET")
+            .uri(format!("/scim/v2/{dir}/Users"))
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        self.app.clone().oneshot(req).await.unwrap().status()
+    }
+}
+
+/// The value of the read-only field with this id on a page.
+fn field_value(page: &str, id: &str) -> Option<String> {
+    let at = page.find(&format!("id=\"{id}\""))?;
+    let rest = &page[at..];
+    let v = rest.find("value=\"")? + "value=\"".len();
+    Some(rest[v..v + rest[v..].find('"')?].to_string())
+}
+
+#[tokio::test]
+async fn scim_token_rotation_is_shown_once_and_needs_csrf_and_a_session() {
+    let env = Env::new();
+    let org = env.org("Acme").await;
+    let (s, v) = env
+        .api(
+            "POST",
+            "/admin/directories",
+            json!({"organization_id": org, "name": "Okta", "type": "okta scim v2.0"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let dir = v["directory"]["id"].as_str().unwrap().to_string();
+    let first = v["scim"]["bearer_token"].as_str().unwrap().to_string();
+    let (cookie, csrf) = env.sign_in().await;
+    let path = format!("/console/directories/{dir}");
+    let page = env.send("GET", &path, Some(&cookie), None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(
+        field_value(&page.text, "scim_endpoint").as_deref(),
+        Some(format!("http://127.0.0.1:8080/scim/v2/{dir}").as_str())
+    );
+    assert!(field_value(&page.text, "scim_token").is_none());
+    assert!(!page.text.contains(&first));
+
+    // Refused without a session, without / with a wrong CSRF token, with an unknown field:
+    // the old token still works after each.
+    let rotate = format!("{path}/scim-token");
+    env.assert_form_guarded(&rotate, &cookie, &csrf, "token")
+        .await;
+    assert_eq!(env.scim_status(&dir, &first).await, StatusCode::OK);
+
+    // Rotated: the new token on this answer only; it works and the old one does not.
+    let r = env
+        .send(
+            "POST",
+            &rotate,
+            Some(&cookie),
+            Some(&format!("csrf={csrf}")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_page_headers(&r, "rotated");
+    let token = field_value(&r.text, "scim_token").expect("the new token is shown");
+    assert!(token.len() >= 32 && token != first);
+    assert_eq!(env.scim_status(&dir, &token).await, StatusCode::OK);
+    assert_eq!(
+        env.scim_status(&dir, &first).await,
+        StatusCode::UNAUTHORIZED
+    );
+    // Never again: the page, its search and paging views do not carry it.
+    for p in [path.clone(), format!("{path}?search=a&table=users")] {
+        let again = env.send("GET", &p, Some(&cookie), None).await;
+        assert_eq!(again.status, StatusCode::OK);
+        assert!(!again.text.contains(&token), "{p} shows the token again");
+        assert!(field_value(&again.text, "scim_token").is_none());
+    }
+}
+
+/// Where a page's `<meta http-equiv="refresh">` sends the browser.
+fn refresh_target(page: &str) -> String {
+    let at = page.find("url=").expect("a refresh") + 4;
+    page[at..at + page[at..].find('"').unwrap()].to_string()
+}
+
+/// `(state, authorize path)` of a test sign-in started by the operator.
+async fn start_test_sign_in(env: &Env, cookie: &str, csrf: &str, conn: &str) -> (String, String) {
+    let r = env
+        .send(
+            "POST",
+            &format!("/console/connections/{conn}/test-sign-in"),
+            Some(cookie),
+            Some(&format!("csrf={csrf}")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_page_headers(&r, "test sign-in start");
+    let location = refresh_target(&r.text).replace("&amp;", "&");
+    assert!(location.starts_with("/sso/authorize?"), "{location}");
+    let q: Vec<(String, String)> =
+        serde_urlencoded::from_str(location.split_once('?').unwrap().1).unwrap();
+    let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    assert_eq!(
+        get("redirect_uri").as_deref(),
+        Some("http://127.0.0.1:8080/console/test-sign-in/callback")
+    );
+    assert_eq!(get("connection").as_deref(), Some(conn));
+    assert_eq!(get("code_challenge_method").as_deref(), Some("S256"));
+    assert!(get("code_challenge").is_some());
+    (get("state").unwrap(), location)
+}
+
+#[tokio::test]
+async fn test_sign_in_is_bound_to_the_operator_session_and_used_once() {
+    let env = Env::new();
+    let org = env.org("Acme").await;
+    let (cookie, csrf) = env.sign_in().await;
+    let conn = create_connection(&env, &cookie, &csrf, &org).await;
+    let page = env
+        .send(
+            "GET",
+            &format!("/console/connections/{conn}"),
+            Some(&cookie),
+            None,
+        )
+        .await;
+    assert!(page.text.contains("Test sign-in"));
+
+    // The form needs a session, the CSRF token and no unknown field.
+    let start = format!("/console/connections/{conn}/test-sign-in");
+    env.assert_form_guarded(&start, &cookie, &csrf, "redirect_uri")
+        .await;
+    let r = env
+        .send(
+            "POST",
+            "/console/connections/conn_01EHQMYV6MBK39QC5PZXHY59C3/test-sign-in",
+            Some(&cookie),
+            Some(&format!("csrf={csrf}")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+
+    // The console's callback is accepted by /sso/authorize (not in the allow-list) and the
+    // login goes to the IdP; without a code_challenge it is refused.
+    let (state, authorize) = start_test_sign_in(&env, &cookie, &csrf, &conn).await;
+    let r = env.send("GET", &authorize, None, None).await;
+    assert_eq!(r.status, StatusCode::FOUND, "{}", r.text);
+    assert!(
+        r.location().starts_with("https://idp.example/sso?"),
+        "{}",
+        r.location()
+    );
+    let bare = authorize
+        .split('&')
+        .filter(|p| !p.starts_with("code_challenge"))
+        .collect::<Vec<_>>()
+        .join("&");
+    let r = env.send("GET", &bare, None, None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert!(r.text.contains("code_challenge"), "{}", r.text);
+
+    // An unknown or missing state is refused; nothing is shown.
+    for q in ["state=forged&code=abc", "code=abc", ""] {
+        let r = env
+            .send(
+                "GET",
+                &format!("/console/test-sign-in/callback?{q}"),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{q}");
+        assert_page_headers(&r, "callback");
+    }
+    // The IdP's answer (here an error) lands on the callback without a console cookie, once.
+    let cb = format!(
+        "/console/test-sign-in/callback?state={state}&error=access_denied&error_description=The+user+cancelled"
+    );
+    let r = env.send("GET", &cb, None, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_page_headers(&r, "callback");
+    let result = refresh_target(&r.text);
+    assert!(
+        result.starts_with("/console/test-sign-in/results/"),
+        "{result}"
+    );
+    assert!(
+        !result.contains(&state),
+        "the state is not in the result URL"
+    );
+    let again = env.send("GET", &cb, None, None).await;
+    assert_eq!(again.status, StatusCode::BAD_REQUEST, "used once");
+
+    // The result: this session sees it; no session → sign in; another session → 404.
+    let r = env.send("GET", &result, Some(&cookie), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.text.contains("The sign-in failed") && r.text.contains("access_denied"));
+    assert!(r.text.contains("The user cancelled"));
+    let r = env.send("GET", &result, None, None).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let (other, _) = env.sign_in().await;
+    let r = env.send("GET", &result, Some(&other), None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(!r.text.contains("access_denied"));
+
+    // A code the console did not get from a login is refused by the exchange (shown as an
+    // error, never as a profile).
+    let (state, _) = start_test_sign_in(&env, &cookie, &csrf, &conn).await;
+    let r = env
+        .send(
+            "GET",
+            &format!("/console/test-sign-in/callback?state={state}&code=not-a-code"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let result = refresh_target(&r.text);
+    let r = env.send("GET", &result, Some(&cookie), None).await;
+    assert!(r.text.contains("invalid_grant"), "{}", r.text);
+    assert!(!r.text.contains("Profile id"));
+}
+
+#[tokio::test]
+async fn ldap_sync_now_runs_against_slapd_with_progress_and_the_deletion_needs_confirming() {
+    use idbridge_ldap::{Flavor, LdapSettings, LdapSource, PendingGuard, StateStore, Syncer};
+    use idbridge_testkit::slapd::{ldap_person, Slapd, LDAP_ADMIN_DN, LDAP_SUFFIX};
+
+    let slapd = Slapd::start().expect("slapd (scripts/test-deps.sh installs it)");
+    let mut ldif = String::new();
+    for i in 0..30 {
+        ldif.push_str(&ldap_person(
+            &format!("user{i}"),
+            "Given",
+            &format!("Sn{i}"),
+        ));
+    }
+    slapd.add(&ldif).unwrap();
+    // The runners are installed once the directory exists (they are shared with the router).
+    let mut handles = None;
+    let env = Env::build("http://127.0.0.1:8080", |state| {
+        handles = Some((state.ldap.clone(), state.directory.clone()));
+    });
+    let (runners, engine) = handles.unwrap();
+    let org = env.org("Acme").await;
+    let (s, v) = env
+        .api(
+            "POST",
+            "/admin/directories",
+            json!({"organization_id": org, "name": "Corp LDAP", "type": "ldap"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let dir = v["directory"]["id"].as_str().unwrap().to_string();
+    let (cookie, csrf) = env.sign_in().await;
+    let path = format!("/console/directories/{dir}");
+    let sync = format!("{path}/sync");
+
+    // Not configured yet: a clear 409 on the page, nothing run.
+    let r = env
+        .send("POST", &sync, Some(&cookie), Some(&format!("csrf={csrf}")))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert!(r.text.contains("has no LDAP feed"), "{}", r.text);
+
+    let mut settings = LdapSettings::new(
+        slapd.url(),
+        Flavor::Openldap,
+        format!("ou=People,{LDAP_SUFFIX}"),
+    );
+    settings.allow_plain = true;
+    settings.bind_dn = Some(LDAP_ADMIN_DN.into());
+    settings.bind_password_file = Some(slapd.password_file().unwrap());
+    runners.install(
+        Arc::new(Syncer::new(engine)),
+        [LdapSource {
+            directory_id: dir.clone(),
+            settings,
+        }],
+    );
+
+    // The form needs a session, the CSRF token, and no unknown field; none of these runs.
+    env.assert_form_guarded(&sync, &cookie, &csrf, "kind").await;
+    let states = StateStore::new(env.store.clone());
+    assert_eq!(states.load(&dir).unwrap().runs, 0);
+    // Not an LDAP directory → 404.
+    let (_, scim) = env
+        .api(
+            "POST",
+            "/admin/directories",
+            json!({"organization_id": org, "name": "Okta", "type": "okta scim v2.0"}),
+        )
+        .await;
+    let scim_id = scim["directory"]["id"].as_str().unwrap();
+    let r = env
+        .send(
+            "POST",
+            &format!("/console/directories/{scim_id}/sync"),
+            Some(&cookie),
+            Some(&format!("csrf={csrf}")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+
+    // Sync now: the page reloads itself while the run goes, then shows its summary.
+    let r = env
+        .send("POST", &sync, Some(&cookie), Some(&format!("csrf={csrf}")))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let mut saw_running = false;
+    let page = loop {
+        let p = env.send("GET", &path, Some(&cookie), None).await;
+        assert_eq!(p.status, StatusCode::OK);
+        let running = p.text.contains("Sync running");
+        assert_eq!(
+            running,
+            p.text.contains("http-equiv=\"refresh\""),
+            "the page refreshes itself exactly while a run goes"
+        );
+        assert_eq!(running, !p.text.contains(">Sync now<"));
+        saw_running |= running;
+        if !running {
+            break p;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(saw_running, "the page showed the run in progress");
+    let st = states.load(&dir).unwrap();
+    assert_eq!(st.runs, 1, "{st:?}");
+    assert!(page.text.contains("applied"), "{}", page.text);
+    assert!(page.text.contains("30 users, "), "{}", page.text);
+    assert!(page.text.contains("30 created"), "{}", page.text);
+
+    // The mass-deletion guard stopped a run: the page says so and the operator confirms.
+    states
+        .update(&dir, |st| {
+            st.pending_guard = Some(PendingGuard {
+                would_delete: 27,
+                total: 30,
+                threshold: 0.2,
+                at: chrono::Utc::now(),
+                sample: vec!["directory_user_01HZZZZZZZZZZZZZZZZZZZZZZZ".into()],
+            })
+        })
+        .unwrap();
+    let p = env.send("GET", &path, Some(&cookie), None).await;
+    assert!(p.text.contains("would delete 27 of 30"), "{}", p.text);
+    let confirm = format!("{sync}/confirm");
+    env.assert_form_guarded(&confirm, &cookie, &csrf, "all")
+        .await;
+    assert!(!states.load(&dir).unwrap().deletion_confirmed);
+    let r = env
+        .send(
+            "POST",
+            &confirm,
+            Some(&cookie),
+            Some(&format!("csrf={csrf}")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    assert!(states.load(&dir).unwrap().deletion_confirmed);
+    let p = env.send("GET", &path, Some(&cookie), None).await;
+    assert!(p
+        .text
+        .contains("Confirmed: the next full sync deletes them"));
+}
+
+#[tokio::test]
+async fn user_search_finds_matches_and_pages_on() {
+    let env = Env::new();
+    let org = env.org("Acme").await;
+    let (_, v) = env
+        .api(
+            "POST",
+            "/admin/directories",
+            json!({"organization_id": org, "name": "Okta", "type": "okta scim v2.0"}),
+        )
+        .await;
+    let dir = v["directory"]["id"].as_str().unwrap().to_string();
+    let token = v["scim"]["bearer_token"].as_str().unwrap().to_string();
+    for (user, given) in [("grace", "Grace"), ("ada", "Ada"), ("alan", "Alan")] {
+        let req = Request::builder()
+            .method("POST")
+            .uri(format!("/scim/v2/{dir}/Users"))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/scim+json")
+            .body(Body::from(
+                json!({
+                    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                    "userName": format!("{user}@acme.example"),
+                    "name": {"givenName": given, "familyName": "Tester"},
+                    "emails": [{"value": format!("{user}@acme.example"), "primary": true}],
+                    "active": true
+                })
+                .to_string(),
+            ))
+            .unwrap();
+        let status = env.app.clone().oneshot(req).await.unwrap().status();
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let (cookie, _) = env.sign_in().await;
+    let path = format!("/console/directories/{dir}");
+    let all = env.send("GET", &path, Some(&cookie), None).await;
+    for u in ["grace@", "ada@", "alan@"] {
+        assert!(all.text.contains(u), "{u} listed");
+    }
+    let r = env
+        .send(
+            "GET",
+            &format!("{path}?table=users&search=GRACE"),
+            Some(&cookie),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.text.contains("grace@acme.example"));
+    assert!(!r.text.contains("ada@acme.example") && !r.text.contains("alan@acme.example"));
+    // The whole directory was read: no "search on" link.
+    assert!(!r.text.contains("searches on"));
+    let r = env
+        .send(
+            "GET",
+            &format!("{path}?table=users&search=nobody"),
+            Some(&cookie),
+            None,
+        )
+        .await;
+    assert!(r.text.contains("No user."));
 }

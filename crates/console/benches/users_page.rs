@@ -165,7 +165,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             format!("/console/directories/{dir_id}?table=users&after={mid}"),
         ),
         (
-            "search matching 1 user (oldest)",
+            "search matching 1 user (newest)",
+            format!(
+                "/console/directories/{dir_id}?table=users&search=user{:06}%40",
+                users - 1
+            ),
+        ),
+        // A search reads at most one slice (5,000 users) per view; the oldest user is found
+        // by following "Older →" through the slices.
+        (
+            "search, one slice without a match",
             format!("/console/directories/{dir_id}?table=users&search=user000000%40"),
         ),
     ];

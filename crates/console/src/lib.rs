@@ -21,6 +21,7 @@ pub mod web;
 mod login;
 mod pages;
 mod portal_pages;
+mod test_sign_in;
 
 use std::sync::Arc;
 
@@ -74,11 +75,32 @@ impl ConsoleSettings {
     }
 }
 
+/// Live progress of an LDAP sync run the console started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncProgress {
+    /// `users`, `groups` or `apply` (empty before the first phase).
+    pub phase: String,
+    pub done: u64,
+    pub total: Option<u64>,
+}
+
+/// The server's LDAP schedulers as the console drives them; crates/api implements it over the
+/// same runners `POST /admin/directories/{id}/sync` uses, so a console run and a scheduled one
+/// of a directory never overlap.
+pub trait LdapSyncs: Send + Sync {
+    /// Starts one full run in the background; `Err` says why it cannot start and what to do.
+    fn start(&self, directory_id: &str) -> Result<(), String>;
+    /// The progress of the run the console started, while it runs.
+    fn progress(&self, directory_id: &str) -> Option<SyncProgress>;
+}
+
 /// The console's services and state.
 pub struct Console {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) sso: Arc<SsoService>,
     pub(crate) directory: Arc<DirectoryEngine>,
+    /// The LDAP schedulers ("sync now"); `None` when the server runs none.
+    pub(crate) ldap: Option<Arc<dyn LdapSyncs>>,
     pub(crate) settings: ConsoleSettings,
     /// The path of `public_url` (`""` or `/prefix`), put before every link.
     pub(crate) base_path: String,
@@ -113,12 +135,19 @@ impl Console {
             store,
             sso,
             directory,
+            ldap: None,
             account_limiter: FailureLimiter::new(settings.account_failures),
             address_limiter: FailureLimiter::new(settings.address_failures),
             settings,
             base_path,
             secure_cookies,
         }
+    }
+
+    /// With the server's LDAP schedulers, for "sync now".
+    pub fn with_ldap(mut self, ldap: Arc<dyn LdapSyncs>) -> Self {
+        self.ldap = Some(ldap);
+        self
     }
 
     /// `path` of this server as the browser must ask for it (behind `public_url`).
@@ -184,6 +213,11 @@ pub fn router(console: Arc<Console>) -> Router {
     let portal = portal_pages::routes(console.clone());
     let open = Router::new()
         .route("/console/login", get(login::form).post(login::submit))
+        // The IdP's redirect chain carries no console cookie; the callback checks its state.
+        .route(
+            idbridge_sso::login::CONSOLE_TEST_CALLBACK_PATH,
+            get(test_sign_in::callback),
+        )
         .route("/console/static/console.css", get(css))
         .route("/console/static/favicon.svg", get(favicon));
     Router::new()

@@ -146,12 +146,26 @@ pub fn bare_error(status: StatusCode, title: &str, message: &str) -> Response {
 /// The HTML skeleton of every page. `nav` is the console's navigation (with the logout form)
 /// or the portal's header.
 pub fn layout(c: &Console, title: &str, nav: Markup, content: Markup) -> Markup {
+    layout_refreshing(c, title, nav, content, None)
+}
+
+/// [`layout`] of a page that reloads itself or moves on by itself: `refresh` is the
+/// `<meta http-equiv="refresh">` content, e.g. `"2"` (live progress) or `"0; url=…"` (the
+/// CSP allows no script).
+pub fn layout_refreshing(
+    c: &Console,
+    title: &str,
+    nav: Markup,
+    content: Markup,
+    refresh: Option<&str>,
+) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
+                @if let Some(r) = refresh { meta http-equiv="refresh" content=(r); }
                 title { (title) " · idbridge" }
                 link rel="stylesheet" href=(c.url("/console/static/console.css"));
                 // Served here, so the browser's own /favicon.ico request is not a 404.
@@ -166,6 +180,21 @@ pub fn layout(c: &Console, title: &str, nav: Markup, content: Markup) -> Markup 
             }
         }
     }
+}
+
+/// A page that sends the browser on to `url` at once by a refresh (no script). Used where a
+/// redirect cannot go: after a form, CSP `form-action 'self'` blocks a redirect chain that
+/// leaves this origin; and a refresh is a same-site navigation, so SameSite=Strict cookies
+/// are sent.
+pub fn refresh_page(c: &Console, title: &str, url: &str, link_text: &str) -> Response {
+    layout_refreshing(
+        c,
+        title,
+        html! {},
+        html! { p { a href=(url) { (link_text) } } },
+        Some(&format!("0; url={url}")),
+    )
+    .into_response()
 }
 
 /// A see-other redirect to a path of this server (behind `public_url`).

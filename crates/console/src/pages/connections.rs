@@ -123,7 +123,7 @@ pub(crate) async fn create(
     }
 }
 
-fn text<'a>(v: &'a Value, key: &str) -> &'a str {
+pub(crate) fn text<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or("")
 }
 
@@ -210,6 +210,14 @@ pub(crate) async fn detail(
                 dt { "Organization" } dd { a href=(c.url(&format!("/console/organizations/{org_id}"))) { (org_id) } }
             }
             (settings_view(&view))
+            section class="card" aria-labelledby="test" {
+                h2 id="test" { "Test sign-in" }
+                p { "Sign in through this connection yourself: you go to the identity provider, and come back here to see the profile an app would get." }
+                form method="post" action=(c.url(&format!("/console/connections/{id}/test-sign-in"))) {
+                    (web::csrf_input(&op.csrf))
+                    button type="submit" { "Test sign-in" }
+                }
+            }
         },
     )
 }

@@ -45,8 +45,28 @@ pub(crate) fn routes() -> Router<Arc<Console>> {
             post(connections::create),
         )
         .route("/console/connections/{id}", get(connections::detail))
+        .route(
+            "/console/connections/{id}/test-sign-in",
+            post(crate::test_sign_in::start),
+        )
+        .route(
+            "/console/test-sign-in/results/{id}",
+            get(crate::test_sign_in::result),
+        )
         .route("/console/directories", get(directories::list))
         .route("/console/directories/{id}", get(directories::detail))
+        .route(
+            "/console/directories/{id}/sync",
+            post(directories::sync_now),
+        )
+        .route(
+            "/console/directories/{id}/sync/confirm",
+            post(directories::confirm_deletion),
+        )
+        .route(
+            "/console/directories/{id}/scim-token",
+            post(directories::rotate_scim_token),
+        )
         .route("/console/events", get(events::list))
         .route("/console/health", get(health::show))
         .route("/console/logout", post(crate::login::logout))

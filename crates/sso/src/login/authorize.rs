@@ -302,7 +302,19 @@ impl SsoService {
                 "redirect_uri is required.",
             ));
         };
-        if !redirect_uri::is_allowed(&self.config().redirect_uris, uri) {
+        let console_test = uri
+            == format!(
+                "{}{}",
+                self.settings.public_url,
+                super::CONSOLE_TEST_CALLBACK_PATH
+            );
+        if console_test && req.code_challenge.is_none() {
+            return Err(rejected(
+                "invalid_request",
+                "A login to the console's test callback needs a code_challenge.",
+            ));
+        }
+        if !console_test && !redirect_uri::is_allowed(&self.config().redirect_uris, uri) {
             return Err(rejected(
                 "invalid_redirect_uri",
                 "redirect_uri is not in the allow-list of this environment.",

@@ -26,7 +26,7 @@ pub use authorize::{Authorization, AuthorizeError, AuthorizeRequest};
 pub use logout::{LogoutAuthorization, LogoutError, SamlSubject, SloBinding, SloOutcome};
 pub use oidc::OidcCallback;
 pub use saml::AcsRequest;
-pub use token::{pkce_matches, TokenGrant, TokenRequest};
+pub use token::{pkce_challenge, pkce_matches, TokenGrant, TokenRequest};
 
 use std::sync::Arc;
 
@@ -48,6 +48,12 @@ pub const TOKENS: &str = "sso_access_tokens";
 pub const SAML_REPLAY: &str = "saml_replay";
 /// `<connection id>/<sha256 hex of idp_id>` → `prof_…`: the stable profile id.
 pub const PROFILE_IDS: &str = "sso_profile_ids";
+
+/// The operator console's "test sign-in" callback, under `public_url`. It is an allowed
+/// redirect URI without being in the allow-list, so an operator can try a connection before
+/// any app is set up; a login to it must carry a PKCE `code_challenge`, and only the console
+/// (which holds the verifier) can exchange the code.
+pub const CONSOLE_TEST_CALLBACK_PATH: &str = "/console/test-sign-in/callback";
 
 /// The client's address and user agent, for authentication events.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -62,13 +62,17 @@ fn oauth(error: &'static str, description: &str) -> SsoError {
     }
 }
 
+/// PKCE S256 challenge of a verifier: `BASE64URL(SHA256(verifier))`.
+pub fn pkce_challenge(verifier: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
 /// PKCE S256: `BASE64URL(SHA256(verifier)) == challenge`, compared in constant time.
 pub fn pkce_matches(verifier: &str, challenge: &str) -> bool {
     if !(43..=128).contains(&verifier.len()) {
         return false;
     }
-    let computed = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(Sha256::digest(verifier.as_bytes()));
+    let computed = pkce_challenge(verifier);
     bool::from(computed.as_bytes().ct_eq(challenge.as_bytes()))
 }
 
