@@ -1,6 +1,7 @@
 //! The engine handle, its transaction helper and directory lifecycle (create, tokens, delete).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use idbridge_model::tag::DirectoryTag;
@@ -41,6 +42,8 @@ pub struct DirectoryEngine {
     pub(crate) orgs: Arc<dyn Organizations>,
     pub(crate) max_ops: usize,
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Set once the engine's typed tables are migrated (see `memberships.rs`).
+    pub(crate) tables_ready: AtomicBool,
 }
 
 impl std::fmt::Debug for DirectoryEngine {
@@ -134,19 +137,30 @@ impl Tx {
     }
 
     pub fn ops(&self) -> usize {
-        self.cs.puts.len() + self.cs.deletes.len() + self.cs.events.len()
+        self.cs.puts.len() + self.cs.deletes.len() + self.cs.rows.len() + self.cs.events.len()
     }
 }
 
 impl DirectoryEngine {
-    /// An engine over `store`, reading organizations through `orgs` (their owner).
+    /// An engine over `store`, reading organizations through `orgs` (their owner). Its typed
+    /// tables are migrated the first time it needs them; [`DirectoryEngine::open`] does it
+    /// at once (the server: at start, not inside the first request).
     pub fn new(store: Arc<dyn Store>, orgs: Arc<dyn Organizations>) -> Self {
         DirectoryEngine {
             store,
             orgs,
             max_ops: MAX_COMMIT_OPS,
             locks: Mutex::new(HashMap::new()),
+            tables_ready: AtomicBool::new(false),
         }
+    }
+
+    /// [`DirectoryEngine::new`], then creates or migrates the engine's typed tables and moves
+    /// data an earlier build kept in key-value tables (see `memberships.rs`).
+    pub fn open(store: Arc<dyn Store>, orgs: Arc<dyn Organizations>) -> Result<Self> {
+        let engine = Self::new(store, orgs);
+        engine.ensure_tables()?;
+        Ok(engine)
     }
 
     /// Sets the commit-size limit (minimum 1); lower it to keep big runs' commits small, or
@@ -215,16 +229,6 @@ impl DirectoryEngine {
                 None => return Ok(()),
             }
         }
-    }
-
-    /// Every key (after the prefix) under `prefix`.
-    pub(crate) fn scan_suffixes(&self, table: &str, prefix: &str) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        self.for_each_row(table, prefix, |k, _| {
-            out.push(k.strip_prefix(prefix).unwrap_or(k).to_owned());
-            Ok(())
-        })?;
-        Ok(out)
     }
 
     /// Starts a commit for a directory that must exist and not be being deleted.

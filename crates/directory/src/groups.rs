@@ -9,6 +9,7 @@ use crate::attributes::previous_attributes;
 use crate::engine::{created_at_of, from_bytes, to_bytes, to_value, DirectoryEngine, Tx};
 use crate::error::{Constraint, EngineError, Result};
 use crate::layout;
+use crate::memberships;
 use crate::roles::RoleCtx;
 use crate::types::{
     ChangeKind, GroupChange, GroupInput, GroupWrite, MembershipChange, StoredGroup, StoredUser,
@@ -308,7 +309,7 @@ impl DirectoryEngine {
             }
             // A rename or idp_id change moves the roles of the members who stay.
             if identity_changed {
-                for uid in self.scan_suffixes(layout::MEMBERS, &layout::members_of(&gid))? {
+                for uid in self.member_ids(&gid)? {
                     if !staged.removed.contains(&uid) && seen.insert(uid.clone()) {
                         self.stage_role_refresh(&mut tx, &roles, &uid, Some(&group), None)?;
                     }
@@ -375,11 +376,9 @@ impl DirectoryEngine {
             tx.cs
                 .delete(layout::group_key_table(index), layout::key(&dir_id, value));
         }
-        let members = self.scan_suffixes(layout::MEMBERS, &layout::members_of(&gid))?;
+        let members = self.member_ids(&gid)?;
         for uid in &members {
-            tx.cs
-                .delete(layout::MEMBERS, layout::member_g(&gid, uid))
-                .delete(layout::MEMBERS, layout::member_u(uid, &gid));
+            memberships::unlink(&mut tx.cs, &gid, uid);
         }
         tx.counts.groups = tx.counts.groups.saturating_sub(1);
         tx.emit(EventKind::DsyncGroupDeleted, to_value(&old.0.group)?);
@@ -401,7 +400,7 @@ impl DirectoryEngine {
             return Ok(());
         };
         let mut refs = Vec::new();
-        for gid in self.scan_suffixes(layout::MEMBERS, &layout::groups_of(user_id))? {
+        for gid in self.group_ids_of(user_id)? {
             if Some(gid.as_str()) == left || joined.is_some_and(|g| g.group.id == gid) {
                 continue;
             }
@@ -487,10 +486,7 @@ impl DirectoryEngine {
     ) -> Result<StagedMembers> {
         let dir_id = tx.dir_id().to_owned();
         let group_id = group.group.id.as_str();
-        let current: BTreeSet<String> = self
-            .scan_suffixes(layout::MEMBERS, &layout::members_of(group_id))?
-            .into_iter()
-            .collect();
+        let current: BTreeSet<String> = self.member_ids(group_id)?.into_iter().collect();
         let (mut added, removed): (Vec<String>, Vec<String>) = match edit {
             MemberEdit::Set(users) => {
                 let given: BTreeSet<String> = users.into_iter().collect();
@@ -528,11 +524,7 @@ impl DirectoryEngine {
             // A member whose user record vanished is still unlinked, just without an event.
             match self.load_user(&dir_id, uid)? {
                 Some((u, _)) => loaded.push((u, false)),
-                None => {
-                    tx.cs
-                        .delete(layout::MEMBERS, layout::member_g(group_id, uid))
-                        .delete(layout::MEMBERS, layout::member_u(uid, group_id));
-                }
+                None => memberships::unlink(&mut tx.cs, group_id, uid),
             }
         }
         for (u, add) in &loaded {
@@ -545,7 +537,7 @@ impl DirectoryEngine {
         })
     }
 
-    /// Links or unlinks one membership (both key directions) with its event.
+    /// Links or unlinks one membership with its event.
     pub(crate) fn stage_membership(
         &self,
         tx: &mut Tx,
@@ -555,13 +547,9 @@ impl DirectoryEngine {
     ) -> Result<()> {
         let (gid, uid) = (&group.group.id, &user.user.id);
         if add {
-            tx.cs
-                .put(layout::MEMBERS, layout::member_g(gid, uid), Vec::new())
-                .put(layout::MEMBERS, layout::member_u(uid, gid), Vec::new());
+            memberships::link(&mut tx.cs, gid, uid);
         } else {
-            tx.cs
-                .delete(layout::MEMBERS, layout::member_g(gid, uid))
-                .delete(layout::MEMBERS, layout::member_u(uid, gid));
+            memberships::unlink(&mut tx.cs, gid, uid);
         }
         /// `data` of `dsync.group.user_added` / `user_removed`.
         #[derive(serde::Serialize)]

@@ -19,11 +19,14 @@
 //! | `dsync.group_dir` | `<group id>` | directory id (UTF-8) |
 //! | `dsync.groups_by_idp` | `<directory id>/<idp_id>` | group id (unique per directory) |
 //! | `dsync.group_key.<index>` | `<directory id>/<value>` | group id |
-//! | `dsync.members` | `g/<group id>/<user id>` and `u/<user id>/<group id>` | empty (both directions) |
 //! | `dsync.deleting_from` | `<directory id>` | `DirectoryState` before a chunked delete began |
 //! | `dsync.roles` | `<organization id>` | `Vec<idbridge_model::Role>` |
 //! | `dsync.role_mappings` | `<organization id>` | `Vec<idbridge_model::RoleMapping>` |
 //! | `dsync.role_modes` | `<organization id>` | `idbridge_model::RoleMode` (absent: each directory's `role_mode` setting; single for SSO) |
+//!
+//! Memberships are typed rows, `directory_memberships(group_id, user_id)` (see the
+//! `memberships` module, which owns the table and moves pairs an earlier build kept in
+//! `dsync.members`).
 //!
 //! Organizations are not the engine's: it reads them through [`crate::Organizations`].
 
@@ -52,8 +55,6 @@ pub const GROUPS: &str = "dsync.groups";
 pub const GROUP_DIR: &str = "dsync.group_dir";
 /// `<directory>/<idp_id>` → group id.
 pub const GROUPS_BY_IDP: &str = "dsync.groups_by_idp";
-/// Memberships, both directions.
-pub const MEMBERS: &str = "dsync.members";
 /// `<directory id>` → the state before a chunked deletion started (only while deleting).
 pub const DELETING_FROM: &str = "dsync.deleting_from";
 /// Roles per organization.
@@ -84,26 +85,6 @@ pub fn key(a: &str, b: &str) -> String {
 /// Prefix of every key that belongs to `id` in a `<id>/...` table.
 pub fn prefix(id: &str) -> String {
     format!("{id}/")
-}
-
-/// Membership seen from the group.
-pub fn member_g(group: &str, user: &str) -> String {
-    format!("g/{group}/{user}")
-}
-
-/// Membership seen from the user.
-pub fn member_u(user: &str, group: &str) -> String {
-    format!("u/{user}/{group}")
-}
-
-/// Prefix of a group's members.
-pub fn members_of(group: &str) -> String {
-    format!("g/{group}/")
-}
-
-/// Prefix of a user's groups.
-pub fn groups_of(user: &str) -> String {
-    format!("u/{user}/")
 }
 
 /// The domain constraint a table stands for, used to explain a failed commit condition.

@@ -21,6 +21,7 @@ pub mod feeds;
 mod groups;
 mod interner;
 mod layout;
+mod memberships;
 mod organizations;
 mod parked;
 mod read;
@@ -28,6 +29,7 @@ mod roles;
 mod snapshot;
 mod source_state;
 mod staged;
+mod staged_rows;
 mod types;
 mod users;
 

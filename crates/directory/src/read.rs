@@ -85,7 +85,7 @@ impl DirectoryEngine {
     /// The groups of a user of directory `dir`, in group id order.
     fn groups_in(&self, dir: &str, user_id: &str) -> Result<Vec<StoredGroup>> {
         let mut out = Vec::new();
-        for gid in self.scan_suffixes(layout::MEMBERS, &layout::groups_of(user_id))? {
+        for gid in self.group_ids_of(user_id)? {
             if let Some((g, _)) = self.load_group(dir, &gid)? {
                 out.push(g);
             }
@@ -97,7 +97,7 @@ impl DirectoryEngine {
     /// page through big groups).
     pub fn group_members(&self, group_id: &str) -> Result<Vec<String>> {
         self.group_dir(group_id)?;
-        self.scan_suffixes(layout::MEMBERS, &layout::members_of(group_id))
+        self.member_ids(group_id)
     }
 
     /// A user by idp_id.
@@ -181,30 +181,30 @@ impl DirectoryEngine {
         self.get_raw(layout::DIRECTORIES, dir_id)?
             .ok_or_else(|| EngineError::not_found("directory", dir_id))?;
         let mut data = Vec::new();
-        let rows = match group_id {
+        let (before, after) = match group_id {
             None => {
                 let rows = self.page_rows(layout::USERS, &layout::prefix(dir_id), page)?;
                 for (id, bytes) in &rows.data {
                     data.push(from_bytes(layout::USERS, id, bytes)?);
                 }
-                rows
+                (rows.before, rows.after)
             }
             Some(gid) => {
                 self.load_group(dir_id, gid)?
                     .ok_or_else(|| EngineError::not_found("directory_group", gid))?;
-                let rows = self.page_rows(layout::MEMBERS, &layout::members_of(gid), page)?;
-                for (uid, _) in &rows.data {
+                let rows = self.page_member_ids(gid, page)?;
+                for uid in &rows.data {
                     if let Some((u, _)) = self.load_user(dir_id, uid)? {
                         data.push(u);
                     }
                 }
-                rows
+                (rows.before, rows.after)
             }
         };
         Ok(Page {
             data,
-            before: rows.before,
-            after: rows.after,
+            before,
+            after,
         })
     }
 
@@ -218,38 +218,36 @@ impl DirectoryEngine {
         self.get_raw(layout::DIRECTORIES, dir_id)?
             .ok_or_else(|| EngineError::not_found("directory", dir_id))?;
         let mut data = Vec::new();
-        let rows = match user_id {
+        let (before, after) = match user_id {
             None => {
                 let rows = self.page_rows(layout::GROUPS, &layout::prefix(dir_id), page)?;
                 for (id, bytes) in &rows.data {
                     data.push(from_bytes(layout::GROUPS, id, bytes)?);
                 }
-                rows
+                (rows.before, rows.after)
             }
             Some(uid) => {
                 self.load_user(dir_id, uid)?
                     .ok_or_else(|| EngineError::not_found("directory_user", uid))?;
-                let rows = self.page_rows(layout::MEMBERS, &layout::groups_of(uid), page)?;
-                for (gid, _) in &rows.data {
+                let rows = self.page_group_ids_of(uid, page)?;
+                for gid in &rows.data {
                     if let Some((g, _)) = self.load_group(dir_id, gid)? {
                         data.push(g);
                     }
                 }
-                rows
+                (rows.before, rows.after)
             }
         };
         Ok(Page {
             data,
-            before: rows.before,
-            after: rows.after,
+            before,
+            after,
         })
     }
 
     /// Whether the user is a member of the group.
     pub fn is_member(&self, group_id: &str, user_id: &str) -> Result<bool> {
-        Ok(self
-            .get_raw(layout::MEMBERS, &layout::member_g(group_id, user_id))?
-            .is_some())
+        self.has_member(group_id, user_id)
     }
 
     /// Directories in id order, WorkOS-paged, keeping those `filter` accepts (the REST list's

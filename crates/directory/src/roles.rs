@@ -165,7 +165,7 @@ impl DirectoryEngine {
     /// The idp_ids and names of a user's groups, as stored (for role resolution).
     pub(crate) fn group_refs_of(&self, dir_id: &str, user_id: &str) -> Result<Vec<String>> {
         let mut refs = Vec::new();
-        for gid in self.scan_suffixes(layout::MEMBERS, &layout::groups_of(user_id))? {
+        for gid in self.group_ids_of(user_id)? {
             if let Some(g) = self.load_group(dir_id, &gid)? {
                 refs.push(g.0.group.idp_id);
                 refs.push(g.0.group.name);

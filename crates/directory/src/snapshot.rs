@@ -614,16 +614,11 @@ impl DirectoryEngine {
 
     /// The ulids of a stored group's members (malformed rows skipped).
     fn stored_member_ulids(&self, g: &StoredGroup) -> Result<Vec<u128>> {
-        let members = layout::members_of(&g.group.id);
-        let mut out = Vec::new();
-        self.for_each_key(layout::MEMBERS, &members, |key, _| {
-            let uid = key.strip_prefix(&members).unwrap_or(key);
-            if let Ok(ulid) = ulid_of(uid) {
-                out.push(ulid);
-            }
-            Ok(())
-        })?;
-        Ok(out)
+        Ok(self
+            .member_ids(&g.group.id)?
+            .iter()
+            .filter_map(|uid| ulid_of(uid).ok())
+            .collect())
     }
 
     /// The body of a snapshot run, under the directory lock; `ahead` is the stored side when
@@ -1083,7 +1078,7 @@ impl DirectoryEngine {
         };
         let mut left = 0;
         if !matches!(kind, ChangeKind::Deleted) {
-            for group_id in self.scan_suffixes(layout::MEMBERS, &layout::groups_of(user_id))? {
+            for group_id in self.group_ids_of(user_id)? {
                 let change = self.remove_group_members(dir_id, &group_id, vec![user_id.into()])?;
                 left += change.removed.len() as u64;
                 events += change.events.len();
@@ -1122,9 +1117,12 @@ impl DirectoryEngine {
         .entered();
         let lock = self.dir_lock(dir_id);
         let _held = Self::guard(&lock);
+        self.ensure_tables()?;
         let staged = Arc::new(StagedStore::new(self.store.clone()));
         let run =
             DirectoryEngine::new(staged.clone(), self.orgs.clone()).with_commit_limit(self.max_ops);
+        run.tables_ready
+            .store(true, std::sync::atomic::Ordering::Release);
         let mut out = DeltaOutcome::default();
         for change in changes {
             run.apply_delta_change(dir_id, change, &mut out)?;

@@ -16,9 +16,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use idbridge_store::{
-    ChangeSet, CommitReceipt, Condition, ExportRecord, NewEvent, PendingSync, Store, StoreError,
-    StoreStats, StoredEvent,
+    ChangeSet, CommitReceipt, Condition, ExportRecord, NewEvent, OwnerSchema, PendingSync, Row,
+    RowValue, Store, StoreError, StoreStats, StoredEvent, TableDef,
 };
+
+use crate::staged_rows::RowOverlay;
 
 type Key = (String, String);
 
@@ -29,6 +31,8 @@ struct Staged {
     /// Conditions on rows the run had not written when they were checked.
     conditions: Vec<Condition>,
     events: Vec<NewEvent>,
+    /// Typed row writes (see `staged_rows`).
+    rows: RowOverlay,
 }
 
 /// See the module docs. Expiring tables are not part of a directory run and are refused.
@@ -58,14 +62,15 @@ impl StagedStore {
     /// Writes + events staged so far (the engine's commit-size measure).
     pub(crate) fn ops(&self) -> usize {
         let s = self.lock();
-        s.writes.len() + s.events.len()
+        s.writes.len() + s.events.len() + s.rows.ops()
     }
 
     /// Takes everything staged as one change set (and starts empty again).
     pub(crate) fn take(&self) -> ChangeSet {
-        let s = std::mem::take(&mut *self.lock());
+        let mut s = std::mem::take(&mut *self.lock());
         let mut cs = ChangeSet::new();
         cs.conditions = s.conditions;
+        cs.rows = s.rows.take();
         for ((table, key), value) in s.writes {
             match value {
                 Some(v) => cs.put(table, key, v),
@@ -120,10 +125,6 @@ impl Store for StagedStore {
         if !changes.expiring_puts.is_empty() || !changes.expiring_deletes.is_empty() {
             return Err(unsupported("an expiring entry"));
         }
-        // Typed rows are not staged (yet): refused rather than dropped from the final commit.
-        if !changes.rows.is_empty() {
-            return Err(unsupported("a typed row write"));
-        }
         let mut s = self.lock();
         let mut carried = Vec::new();
         for c in &changes.conditions {
@@ -141,6 +142,8 @@ impl Store for StagedStore {
                 return Err(c.conflict());
             }
         }
+        // Rows last among the checks: when they pass, the whole change set is staged.
+        s.rows.stage(self.inner.as_ref(), changes.rows)?;
         s.conditions.extend(carried);
         for d in changes.deletes {
             s.writes.insert((d.table, d.key), None);
@@ -283,12 +286,82 @@ impl Store for StagedStore {
     fn stats(&self) -> StoreStats {
         self.inner.stats()
     }
+
+    fn migrate_owner(&self, schema: &OwnerSchema) -> idbridge_store::Result<i64> {
+        self.inner.migrate_owner(schema)
+    }
+
+    fn get_row(&self, table: &TableDef, key: &[RowValue]) -> idbridge_store::Result<Option<Row>> {
+        self.lock().rows.get_row(self.inner.as_ref(), table, key)
+    }
+
+    fn find_unique(
+        &self,
+        table: &TableDef,
+        index: &str,
+        values: &[RowValue],
+    ) -> idbridge_store::Result<Option<Row>> {
+        self.lock()
+            .rows
+            .find_unique(self.inner.as_ref(), table, index, values)
+    }
+
+    fn scan_index(
+        &self,
+        table: &TableDef,
+        index: &str,
+        prefix: &[RowValue],
+        after: Option<&[RowValue]>,
+        limit: usize,
+    ) -> idbridge_store::Result<Vec<Row>> {
+        let s = self.lock();
+        s.rows.scan(
+            self.inner.as_ref(),
+            table,
+            index,
+            prefix,
+            after,
+            limit,
+            false,
+        )
+    }
+
+    fn scan_index_rev(
+        &self,
+        table: &TableDef,
+        index: &str,
+        prefix: &[RowValue],
+        before: Option<&[RowValue]>,
+        limit: usize,
+    ) -> idbridge_store::Result<Vec<Row>> {
+        let s = self.lock();
+        s.rows.scan(
+            self.inner.as_ref(),
+            table,
+            index,
+            prefix,
+            before,
+            limit,
+            true,
+        )
+    }
+
+    fn count_index(
+        &self,
+        table: &TableDef,
+        index: &str,
+        prefix: &[RowValue],
+    ) -> idbridge_store::Result<u64> {
+        self.lock()
+            .rows
+            .count(self.inner.as_ref(), table, index, prefix)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use idbridge_store::SqliteStore;
+    use idbridge_store::{ConflictKind, SqliteStore};
 
     fn put(store: &dyn Store, k: &str, v: &str) {
         let mut cs = ChangeSet::new();
@@ -360,28 +433,202 @@ mod tests {
         );
     }
 
+    static T: TableDef = TableDef {
+        name: "staged_rows",
+        columns: &[
+            idbridge_store::Column::text("g"),
+            idbridge_store::Column::text("u"),
+            idbridge_store::Column::text("email").nullable(),
+            idbridge_store::Column::integer("version"),
+        ],
+        primary_key: &["g", "u"],
+        indexes: &[
+            idbridge_store::IndexDef {
+                name: "staged_rows_by_u",
+                terms: &["u", "g"],
+                unique: false,
+                partial: None,
+            },
+            idbridge_store::IndexDef {
+                name: "staged_rows_by_email",
+                terms: &["lower(email)"],
+                unique: true,
+                partial: Some("email IS NOT NULL"),
+            },
+        ],
+        version_column: Some("version"),
+        without_rowid: true,
+    };
+    static SCHEMA: OwnerSchema = OwnerSchema {
+        owner: "staged_test",
+        migrations: &[idbridge_store::OwnerMigration {
+            version: 1,
+            description: "test",
+            create: &[&T],
+            sql: "",
+        }],
+    };
+
+    fn row(g: &str, u: &str, email: Option<&str>) -> Vec<RowValue> {
+        vec![g.into(), u.into(), email.into(), 0.into()]
+    }
+
+    fn pairs(rows: Vec<Row>) -> Vec<String> {
+        rows.into_iter()
+            .map(|r| {
+                format!(
+                    "{}{}",
+                    r.values[0].as_text().unwrap(),
+                    r.values[1].as_text().unwrap()
+                )
+            })
+            .collect()
+    }
+
+    /// Every page of `index` under `prefix`, forwards and backwards, at each page size.
+    fn walk(store: &dyn Store, index: &str, prefix: &[RowValue], rev: bool) -> Vec<Vec<String>> {
+        (1..6)
+            .map(|limit| {
+                let mut seen = Vec::new();
+                let mut bound: Option<Vec<RowValue>> = None;
+                loop {
+                    let page = match rev {
+                        false => store.scan_index(&T, index, prefix, bound.as_deref(), limit),
+                        true => store.scan_index_rev(&T, index, prefix, bound.as_deref(), limit),
+                    }
+                    .unwrap();
+                    let Some(last) = page.last() else { break };
+                    // The order columns after the prefix (primary: g, u; by_u: u, g).
+                    let order: Vec<RowValue> = match index {
+                        "primary" => vec![last.values[0].clone(), last.values[1].clone()],
+                        _ => vec![last.values[1].clone(), last.values[0].clone()],
+                    };
+                    bound = Some(order[prefix.len()..].to_vec());
+                    seen.extend(pairs(page));
+                }
+                seen
+            })
+            .collect()
+    }
+
     #[test]
-    fn a_typed_row_write_is_refused_not_dropped() {
-        static T: idbridge_store::TableDef = idbridge_store::TableDef {
-            name: "staged_rows",
-            columns: &[idbridge_store::Column::text("id")],
-            primary_key: &["id"],
-            indexes: &[],
-            version_column: None,
-            without_rowid: true,
-        };
+    fn typed_rows_are_staged_read_back_merged_and_committed_in_one_change_set() {
         let inner: Arc<dyn Store> = Arc::new(SqliteStore::open_ephemeral().unwrap());
-        let staged = StagedStore::new(inner);
+        inner.migrate_owner(&SCHEMA).unwrap();
         let mut cs = ChangeSet::new();
-        cs.put("t", "k", b"v".to_vec())
-            .insert_row(&T, vec!["a".into()]);
-        let e = staged.commit(cs).unwrap_err().to_string();
-        assert!(e.contains("typed row"), "{e}");
+        for (g, u, e) in [
+            ("a", "1", Some("X@a")),
+            ("a", "3", None),
+            ("a", "5", None),
+            ("b", "1", None),
+        ] {
+            cs.insert_row(&T, row(g, u, e));
+        }
+        inner.commit(cs).unwrap();
+        let staged = StagedStore::new(inner.clone());
+        let mut cs = ChangeSet::new();
+        cs.upsert_row(&T, row("a", "2", Some("y@a")))
+            .upsert_row(&T, row("a", "4", None))
+            .delete_row(&T, vec!["a".into(), "3".into()])
+            .update_row(&T, row("a", "1", None), Some(1));
+        staged.commit(cs).unwrap();
+
+        // Reads merge the staged rows with the store's (staged wins; deleted rows are gone).
         assert_eq!(
-            staged.ops(),
-            0,
-            "nothing of the refused change set is staged"
+            staged
+                .get_row(&T, &["a".into(), "1".into()])
+                .unwrap()
+                .unwrap()
+                .values,
+            vec!["a".into(), "1".into(), RowValue::Null, 2.into()],
+            "an update bumps the version"
         );
+        assert!(staged
+            .get_row(&T, &["a".into(), "3".into()])
+            .unwrap()
+            .is_none());
+        assert!(inner
+            .get_row(&T, &["a".into(), "3".into()])
+            .unwrap()
+            .is_some());
+        for pages in walk(&staged, "primary", &["a".into()], false) {
+            assert_eq!(pages, ["a1", "a2", "a4", "a5"]);
+        }
+        for pages in walk(&staged, "primary", &["a".into()], true) {
+            assert_eq!(pages, ["a5", "a4", "a2", "a1"]);
+        }
+        for pages in walk(&staged, "staged_rows_by_u", &["1".into()], false) {
+            assert_eq!(pages, ["a1", "b1"]);
+        }
+        for pages in walk(&staged, "primary", &[], false) {
+            assert_eq!(pages, ["a1", "a2", "a4", "a5", "b1"]);
+        }
+        assert_eq!(staged.count_index(&T, "primary", &["a".into()]).unwrap(), 4);
+        assert_eq!(
+            staged
+                .count_index(&T, "staged_rows_by_u", &["1".into()])
+                .unwrap(),
+            2
+        );
+        // The unique email index: the stored X@a was cleared by the staged update; y@a is staged.
+        let by_email = |e: &str| {
+            staged
+                .find_unique(&T, "staged_rows_by_email", &[e.into()])
+                .unwrap()
+        };
+        assert!(by_email("x@a").is_none());
+        assert_eq!(pairs(by_email("y@a").into_iter().collect()), ["a2"]);
+
+        // Conflicts are checked against staged and stored rows, and stage nothing.
+        let ops = staged.ops();
+        for (cs, kind) in [
+            (
+                ChangeSet::new().insert_row(&T, row("a", "2", None)).clone(),
+                ConflictKind::Exists,
+            ),
+            (
+                ChangeSet::new().insert_row(&T, row("a", "5", None)).clone(),
+                ConflictKind::Exists,
+            ),
+            (
+                ChangeSet::new()
+                    .update_row(&T, row("a", "3", None), None)
+                    .clone(),
+                ConflictKind::Missing,
+            ),
+            (
+                ChangeSet::new()
+                    .update_row(&T, row("a", "1", None), Some(1))
+                    .clone(),
+                ConflictKind::Changed,
+            ),
+        ] {
+            let mut cs = cs;
+            cs.put("t", "k", b"v".to_vec());
+            let e = staged.commit(cs).unwrap_err();
+            assert_eq!(e.conflict_on().map(|c| c.1), Some(kind), "{e}");
+            assert_eq!(
+                staged.ops(),
+                ops,
+                "nothing of a refused change set is staged"
+            );
+        }
+
+        let cs = staged.take();
+        assert_eq!(cs.rows.len(), 4, "the row writes, in order");
+        inner.commit(cs).unwrap();
+        for pages in walk(inner.as_ref(), "primary", &["a".into()], false) {
+            assert_eq!(pages, ["a1", "a2", "a4", "a5"]);
+        }
+        assert_eq!(
+            inner
+                .get_row(&T, &["a".into(), "1".into()])
+                .unwrap()
+                .unwrap()
+                .version(&T),
+            2
+        );
+        assert_eq!(staged.ops(), 0);
     }
 
     #[test]

@@ -162,9 +162,8 @@ impl DirectoryEngine {
         cs.delete(layout::USERS, layout::key(dir_id, uid))
             .delete(layout::USER_DIR, uid.clone())
             .delete(layout::USER_FINGERPRINTS, layout::key(dir_id, uid));
-        for gid in self.scan_suffixes(layout::MEMBERS, &layout::groups_of(uid))? {
-            cs.delete(layout::MEMBERS, layout::member_u(uid, &gid))
-                .delete(layout::MEMBERS, layout::member_g(&gid, uid));
+        for gid in self.group_ids_of(uid)? {
+            crate::memberships::unlink(cs, &gid, uid);
         }
         Ok(())
     }

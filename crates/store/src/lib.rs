@@ -47,7 +47,7 @@ pub use durability::DurabilityProbe;
 pub use error::{ConflictKind, Result, StoreError, EVENT_LOG};
 pub use export::ExportRecord;
 pub use migrate::{holds_sled_store, migrate_sled_dir, SledMigration};
-pub use page::page;
+pub use page::{page, page_index};
 pub use rows::{
     Column, ColumnType, IndexDef, OwnerMigration, OwnerSchema, Row, RowOp, RowValue, RowWrite,
     TableDef,
@@ -279,6 +279,21 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Row>> {
         let _ = (index, prefix, after, limit);
+        Err(no_rows(table.name))
+    }
+
+    /// [`Store::scan_index`] backwards: rows under `prefix` in DESCENDING index order, only
+    /// those before `before` (the order columns after the prefix, as for `after`). WorkOS
+    /// lists are newest first by default; this pages them without reading the whole range.
+    fn scan_index_rev(
+        &self,
+        table: &rows::TableDef,
+        index: &str,
+        prefix: &[rows::RowValue],
+        before: Option<&[rows::RowValue]>,
+        limit: usize,
+    ) -> Result<Vec<Row>> {
+        let _ = (index, prefix, before, limit);
         Err(no_rows(table.name))
     }
 

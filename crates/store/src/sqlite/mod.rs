@@ -880,6 +880,17 @@ impl Store for SqliteStore {
         self.with_reader(|conn| rows::scan_index(conn, table, index, prefix, after, limit))
     }
 
+    fn scan_index_rev(
+        &self,
+        table: &TableDef,
+        index: &str,
+        prefix: &[RowValue],
+        before: Option<&[RowValue]>,
+        limit: usize,
+    ) -> Result<Vec<Row>> {
+        self.with_reader(|conn| rows::scan_index_rev(conn, table, index, prefix, before, limit))
+    }
+
     fn count_index(&self, table: &TableDef, index: &str, prefix: &[RowValue]) -> Result<u64> {
         self.with_reader(|conn| rows::count_index(conn, table, index, prefix))
     }

@@ -472,6 +472,7 @@ fn range_clause<'a>(
     index: &str,
     prefix: &'a [RowValue],
     after: Option<&'a [RowValue]>,
+    descending: bool,
 ) -> Result<(String, String, Vec<ToSqlOutput<'a>>)> {
     let (terms, partial, _) = order_terms(table, index)?;
     let rest = terms.len().saturating_sub(prefix.len());
@@ -500,12 +501,25 @@ fn range_clause<'a>(
                 format!("?{}", args.len())
             })
             .collect();
-        parts.push(format!("({}) > ({})", cols.join(", "), marks.join(", ")));
+        let cmp = if descending { "<" } else { ">" };
+        parts.push(format!(
+            "({}) {cmp} ({})",
+            cols.join(", "),
+            marks.join(", ")
+        ));
     }
     if let Some(p) = partial {
         parts.push(format!("({p})"));
     }
-    Ok((parts.join(" AND "), terms.join(", "), args))
+    let order = match descending {
+        true => terms
+            .iter()
+            .map(|t| format!("{t} DESC"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        false => terms.join(", "),
+    };
+    Ok((parts.join(" AND "), order, args))
 }
 
 /// Rows in `index` order under `prefix`, after `after`, at most `limit`.
@@ -517,10 +531,34 @@ pub(crate) fn scan_index(
     after: Option<&[RowValue]>,
     limit: usize,
 ) -> Result<Vec<Row>> {
+    scan_range(conn, table, index, prefix, after, limit, false)
+}
+
+/// Rows in descending `index` order under `prefix`, before `before`, at most `limit`.
+pub(crate) fn scan_index_rev(
+    conn: &Connection,
+    table: &TableDef,
+    index: &str,
+    prefix: &[RowValue],
+    before: Option<&[RowValue]>,
+    limit: usize,
+) -> Result<Vec<Row>> {
+    scan_range(conn, table, index, prefix, before, limit, true)
+}
+
+fn scan_range(
+    conn: &Connection,
+    table: &TableDef,
+    index: &str,
+    prefix: &[RowValue],
+    bound: Option<&[RowValue]>,
+    limit: usize,
+    descending: bool,
+) -> Result<Vec<Row>> {
     if limit == 0 {
         return Ok(Vec::new());
     }
-    let (clause, order, mut args) = range_clause(table, index, prefix, after)?;
+    let (clause, order, mut args) = range_clause(table, index, prefix, bound, descending)?;
     let lim = i64::try_from(limit).unwrap_or(i64::MAX);
     args.push(int_arg(lim));
     let sql = format!(
@@ -539,7 +577,7 @@ pub(crate) fn count_index(
     index: &str,
     prefix: &[RowValue],
 ) -> Result<u64> {
-    let (clause, _, args) = range_clause(table, index, prefix, None)?;
+    let (clause, _, args) = range_clause(table, index, prefix, None, false)?;
     let sql = format!("SELECT count(*) FROM {} WHERE {clause}", quoted(table.name));
     let n: i64 = conn
         .prepare_cached(&sql)
