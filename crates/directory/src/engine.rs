@@ -233,6 +233,8 @@ impl DirectoryEngine {
 
     /// Starts a commit for a directory that must exist and not be being deleted.
     pub(crate) fn begin(&self, dir_id: &str) -> Result<Tx> {
+        // Every write starts here: the typed tables it may write must exist.
+        self.ensure_tables()?;
         let rec: DirectoryRecord = self
             .get_json(layout::DIRECTORIES, dir_id)?
             .ok_or_else(|| EngineError::not_found("directory", dir_id))?;
