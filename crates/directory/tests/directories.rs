@@ -43,7 +43,7 @@ fn delete_directory_emits_one_event_and_leaves_nothing() {
         .into_iter()
         .filter(|((_, k), _)| !k.contains(&dir))
         .filter(|((t, _), _)| {
-            t != "dsync.user_dir" && t != "dsync.group_dir" && t != "dsync.members"
+            t != "dsync.user_dir" && t != "dsync.group_dir" && t != "directory_memberships"
         })
         .collect();
 

@@ -371,7 +371,7 @@ fn chunked_snapshot_matches_and_is_idempotent() {
     small.delete_directory(&dir).unwrap();
     assert_eq!(fx.kinds_after(seq), ["dsync.deleted"]);
     assert!(fx.rows().keys().all(|(t, k)| !k.contains(&dir)
-        && !t.starts_with("dsync.members")
+        && t != "directory_memberships"
         && !t.starts_with("dsync.user")
         && !t.starts_with("dsync.group")));
 }

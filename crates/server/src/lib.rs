@@ -53,6 +53,17 @@ pub fn directory_engine(store: Arc<dyn Store>) -> idbridge_directory::DirectoryE
     idbridge_directory::DirectoryEngine::new(store, orgs)
 }
 
+/// Creates or migrates the directory engine's typed tables, moving data an earlier build kept
+/// as key-value entries (memberships): run at start, so no request pays for it.
+pub fn migrate_directory_tables(store: &Arc<dyn Store>) -> anyhow::Result<()> {
+    let orgs = Arc::new(idbridge_sso::organizations::Organizations::new(
+        store.clone(),
+    ));
+    idbridge_directory::DirectoryEngine::open(store.clone(), orgs)
+        .context("migrating the directory tables")?;
+    Ok(())
+}
+
 /// The key that seals connection secrets: `IDBRIDGE_SECRET_KEY` (or the file named by
 /// `IDBRIDGE_SECRET_KEY_FILE`, a mounted Secret), else the data directory's key file
 /// (created on first use).

@@ -79,6 +79,7 @@ async fn serve_async(config: Config) -> anyhow::Result<Stopped> {
     };
     let secret_key = crate::secret_key(&config)?;
     let store = crate::open_store(&config)?;
+    crate::migrate_directory_tables(&store)?;
     // An operator-provided key (a Kubernetes Secret) replaces the first-start random one.
     crate::keys::provision_from_env(store.as_ref())?;
     // Runtime settings (crate::settings): the file's values, except those changed through the

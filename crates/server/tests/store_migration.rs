@@ -230,13 +230,121 @@ fn serve_migrates_a_sled_data_dir_at_start_and_keeps_the_old_files() {
     // Every entry of the fixture is in SQLite. Not compared here (the test above compares
     // everything, before the server runs): events, which retention drops once they are older
     // than 30 days, and the webhook delivery cursor, which the running delivery worker moves.
-    let after = export(&SqliteStore::open(&data).unwrap());
-    for line in fixture_export()
+    // Memberships moved to rows at start: compared as facts.
+    let after = facts(&export(&SqliteStore::open(&data).unwrap()));
+    for fact in facts(&fixture_export())
         .iter()
         .filter(|l| !l.starts_with("{\"event\":") && !l.contains("\"table\":\"webhook_delivery\""))
     {
-        assert!(after.contains(line), "lost in migration: {line}");
+        assert!(after.contains(fact), "lost in migration: {fact}");
     }
+}
+
+/// An export as comparable facts: a membership is `member <group> <user>` whether the
+/// key-value layout (two `dsync.members` keys) or a `directory_memberships` row holds it; the
+/// row-table bookkeeping records (DDL, owner migrations) are left out; every other record is
+/// its line. Sorted and deduplicated.
+fn facts(lines: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = lines
+        .iter()
+        .filter_map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            if v.get("row_table").is_some() || v.get("owner_migration").is_some() {
+                return None;
+            }
+            if let Some(row) = v
+                .get("row")
+                .filter(|r| r["table"] == "directory_memberships")
+            {
+                let vals = row["values"].as_array().unwrap();
+                return Some(format!(
+                    "member {} {}",
+                    vals[0].as_str().unwrap(),
+                    vals[1].as_str().unwrap()
+                ));
+            }
+            let entry = v.get("entry").filter(|e| e["table"] == "dsync.members");
+            if let Some(key) = entry.and_then(|e| e["key"].as_str()) {
+                let (dir, rest) = key.split_at(2);
+                let (a, b) = rest.split_once('/').unwrap();
+                return Some(match dir {
+                    "g/" => format!("member {a} {b}"),
+                    _ => format!("member {b} {a}"),
+                });
+            }
+            Some(line.clone())
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Moves memberships of the store in `data` to rows as the server does at start, and checks
+/// the move against full exports before and after, and an export/import round trip.
+/// Returns the number of memberships.
+fn memberships_move_with_nothing_lost(data: &Path) -> usize {
+    let config =
+        idbridge::config::Config::from_file(&write_config(data.parent().unwrap(), data, 1))
+            .unwrap();
+    let store = idbridge::open_store(&config).unwrap();
+    let before = export(store.as_ref());
+    let legacy = before
+        .iter()
+        .filter(|l| l.contains("\"table\":\"dsync.members\""))
+        .count();
+    assert!(legacy > 0, "the fixture holds memberships");
+    idbridge::migrate_directory_tables(&store).unwrap();
+    let after = export(store.as_ref());
+    assert!(
+        !after
+            .iter()
+            .any(|l| l.contains("\"table\":\"dsync.members\"")),
+        "no key-value membership is left"
+    );
+    let rows = after
+        .iter()
+        .filter(|l| l.starts_with("{\"row\":") && l.contains("directory_memberships"))
+        .count();
+    assert_eq!(rows * 2, legacy, "one row per pair of keys");
+    assert_eq!(
+        facts(&before),
+        facts(&after),
+        "the export changed beyond the layout"
+    );
+    // A second start has nothing to move and changes nothing.
+    idbridge::migrate_directory_tables(&store).unwrap();
+    assert_eq!(export(store.as_ref()), after);
+    // Export/import still round-trip the new layout.
+    let copy = SqliteStore::open_ephemeral().unwrap();
+    let mut records = after
+        .iter()
+        .map(|l| Ok(serde_json::from_str::<idbridge_store::ExportRecord>(l).unwrap()));
+    copy.import(&mut records).unwrap();
+    assert_eq!(export(&copy), after);
+    rows
+}
+
+#[test]
+fn the_sled_fixture_memberships_move_to_rows_with_nothing_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    sled_fixture(&data);
+    assert!(memberships_move_with_nothing_lost(&data) > 0);
+}
+
+#[test]
+fn the_sqlite_upgrade_fixture_memberships_move_to_rows_with_nothing_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/upgrade-sqlite/data");
+    std::fs::copy(
+        fixture.join("idbridge.sqlite3"),
+        data.join("idbridge.sqlite3"),
+    )
+    .unwrap();
+    assert!(memberships_move_with_nothing_lost(&data) > 0);
 }
 
 #[test]

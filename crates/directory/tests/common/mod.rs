@@ -83,13 +83,21 @@ impl Fx {
             .collect()
     }
 
-    /// Every table row (not events), for "unchanged" / "nothing left" checks.
+    /// Every table row (not events), for "unchanged" / "nothing left" checks: key-value
+    /// entries as (table, key) → value, typed rows as (table, values as JSON) → empty.
     pub fn rows(&self) -> BTreeMap<(String, String), Vec<u8>> {
         let mut out = BTreeMap::new();
         self.store
             .export(&mut |r| {
-                if let ExportRecord::Entry { table, key, value } = r {
-                    out.insert((table, key), value);
+                match r {
+                    ExportRecord::Entry { table, key, value } => {
+                        out.insert((table, key), value);
+                    }
+                    ExportRecord::Row { table, values } => {
+                        let values = values.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>();
+                        out.insert((table, values.join("/")), Vec::new());
+                    }
+                    _ => {}
                 }
                 Ok(())
             })
