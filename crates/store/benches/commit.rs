@@ -15,6 +15,9 @@
 //! membership keys and the event. `user-row` is the same user as ONE typed row (unique
 //! (directory, idp_id), (directory, userName), (directory, lower(email)) and (directory, id)
 //! indexes) plus one membership row and the event: what issue 17's relational shape writes.
+//! `user-row-dirpk` and `user-row-idpk` are the same row in five B-trees instead of six
+//! (WITHOUT ROWID with primary key (directory, id) plus a unique id index, or primary key
+//! (id) plus the (directory, id) index): the layouts the bulk-load finding asks to compare.
 //! After the concurrent runs, a bulk load (IDBRIDGE_BENCH_BULK users, default 100,000, in
 //! change sets of 1,000, one writer, durable) of each user shape prints users/s.
 //! IDBRIDGE_BENCH_WRITERS picks the writer counts (default 1,16,64), IDBRIDGE_BENCH_NO_TMPFS=1
@@ -77,6 +80,79 @@ static USERS: TableDef = TableDef {
     without_rowid: false,
 };
 
+/// Layout variant `user-row-dirpk`: WITHOUT ROWID, primary key (directory_id, id) (a
+/// directory's users in id order ARE the table), a unique index on id alone for lookups by
+/// id: five B-trees per user instead of six.
+static USERS_DIRPK: TableDef = TableDef {
+    name: "bench_directory_users_dirpk",
+    columns: USERS.columns,
+    primary_key: &["directory_id", "id"],
+    indexes: &[
+        IndexDef {
+            name: "bench_users_dirpk_by_id",
+            terms: &["id"],
+            unique: true,
+            partial: None,
+        },
+        IndexDef {
+            name: "bench_users_dirpk_by_idp",
+            terms: &["directory_id", "idp_id"],
+            unique: true,
+            partial: None,
+        },
+        IndexDef {
+            name: "bench_users_dirpk_by_email",
+            terms: &["directory_id", "lower(email)"],
+            unique: false,
+            partial: None,
+        },
+        IndexDef {
+            name: "bench_users_dirpk_by_username",
+            terms: &["directory_id", "username"],
+            unique: true,
+            partial: Some("username IS NOT NULL"),
+        },
+    ],
+    version_column: Some("version"),
+    without_rowid: true,
+};
+
+/// Layout variant `user-row-idpk`: WITHOUT ROWID, primary key (id), the (directory_id, id)
+/// index for pages: also five B-trees.
+static USERS_IDPK: TableDef = TableDef {
+    name: "bench_directory_users_idpk",
+    columns: USERS.columns,
+    primary_key: &["id"],
+    indexes: &[
+        IndexDef {
+            name: "bench_users_idpk_by_idp",
+            terms: &["directory_id", "idp_id"],
+            unique: true,
+            partial: None,
+        },
+        IndexDef {
+            name: "bench_users_idpk_by_email",
+            terms: &["directory_id", "lower(email)"],
+            unique: false,
+            partial: None,
+        },
+        IndexDef {
+            name: "bench_users_idpk_by_username",
+            terms: &["directory_id", "username"],
+            unique: true,
+            partial: Some("username IS NOT NULL"),
+        },
+        IndexDef {
+            name: "bench_users_idpk_by_directory",
+            terms: &["directory_id", "id"],
+            unique: false,
+            partial: None,
+        },
+    ],
+    version_column: Some("version"),
+    without_rowid: true,
+};
+
 /// Memberships as compact pairs.
 static MEMBERSHIPS: TableDef = TableDef {
     name: "bench_directory_memberships",
@@ -97,7 +173,7 @@ static BENCH_SCHEMA: OwnerSchema = OwnerSchema {
     migrations: &[OwnerMigration {
         version: 1,
         description: "bench users and memberships",
-        create: &[&USERS, &MEMBERSHIPS],
+        create: &[&USERS, &USERS_DIRPK, &USERS_IDPK, &MEMBERSHIPS],
         sql: "",
     }],
 };
@@ -107,6 +183,8 @@ enum Shape {
     Kv,
     UserKv,
     UserRow,
+    UserRowDirPk,
+    UserRowIdPk,
 }
 
 impl Shape {
@@ -115,6 +193,8 @@ impl Shape {
             Shape::Kv => "kv",
             Shape::UserKv => "user-kv",
             Shape::UserRow => "user-row",
+            Shape::UserRowDirPk => "user-row-dirpk",
+            Shape::UserRowIdPk => "user-row-idpk",
         }
     }
 }
@@ -161,9 +241,14 @@ fn stage_user(cs: &mut ChangeSet, shape: Shape, writer: usize, n: u64, pad: &str
                 .put("dsync.members", format!("g/{group}/{id}"), Vec::new())
                 .put("dsync.members", format!("u/{id}/{group}"), Vec::new());
         }
-        Shape::UserRow => {
+        Shape::UserRow | Shape::UserRowDirPk | Shape::UserRowIdPk => {
+            let table = match shape {
+                Shape::UserRowDirPk => &USERS_DIRPK,
+                Shape::UserRowIdPk => &USERS_IDPK,
+                _ => &USERS,
+            };
             cs.insert_row(
-                &USERS,
+                table,
                 vec![
                     RowValue::from(id.as_str()),
                     dir.as_str().into(),
@@ -334,14 +419,21 @@ fn main() {
         .split(',')
         .map(str::trim)
     {
-        match [Shape::Kv, Shape::UserKv, Shape::UserRow]
-            .into_iter()
-            .find(|s| s.name() == name)
+        match [
+            Shape::Kv,
+            Shape::UserKv,
+            Shape::UserRow,
+            Shape::UserRowDirPk,
+            Shape::UserRowIdPk,
+        ]
+        .into_iter()
+        .find(|s| s.name() == name)
         {
             Some(s) => shapes.push(s),
             None => {
                 eprintln!(
-                    "IDBRIDGE_BENCH_SHAPES: unknown shape {name:?} (known: kv, user-kv, user-row)"
+                    "IDBRIDGE_BENCH_SHAPES: unknown shape {name:?} (known: kv, user-kv, user-row, \
+                     user-row-dirpk, user-row-idpk)"
                 );
                 std::process::exit(2);
             }

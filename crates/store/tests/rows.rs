@@ -403,6 +403,93 @@ fn pairs_without_rowid_and_idempotent_deletes() {
 }
 
 #[test]
+fn reverse_scans_and_workos_pages_over_an_index() {
+    let store = open();
+    let mut cs = ChangeSet::new();
+    for u in ["u1", "u2", "u3", "u4", "u5"] {
+        cs.insert_row(&PAIRS, vec!["g1".into(), u.into()]);
+    }
+    cs.insert_row(&PAIRS, vec!["g0".into(), "u9".into()])
+        .insert_row(&PAIRS, vec!["g2".into(), "u0".into()])
+        .insert_row(&THINGS, thing("t1", "d", "i1", Some("B@x"), None))
+        .insert_row(&THINGS, thing("t2", "d", "i2", Some("a@x"), None))
+        .insert_row(&THINGS, thing("t3", "d", "i3", Some("b@x"), None));
+    store.commit(cs).unwrap();
+    let users = |rows: Vec<idbridge_store::Row>| -> Vec<String> {
+        rows.iter().map(|r| text(&r.values[1]).to_owned()).collect()
+    };
+    let g1 = ["g1".into()];
+    assert_eq!(
+        users(
+            store
+                .scan_index_rev(&PAIRS, PRIMARY, &g1, None, 10)
+                .unwrap()
+        ),
+        ["u5", "u4", "u3", "u2", "u1"],
+        "descending, only the prefix"
+    );
+    assert_eq!(
+        users(
+            store
+                .scan_index_rev(&PAIRS, PRIMARY, &g1, Some(&["u4".into()]), 2)
+                .unwrap()
+        ),
+        ["u3", "u2"],
+        "before the bound, limited"
+    );
+    // An expression index in reverse: lower(email) desc, then the primary key desc.
+    let ids: Vec<String> = store
+        .scan_index_rev(&THINGS, "things_by_email", &["d".into()], None, 10)
+        .unwrap()
+        .iter()
+        .map(|r| text(&r.values[0]).to_owned())
+        .collect();
+    assert_eq!(ids, ["t3", "t1", "t2"]);
+
+    // WorkOS pages over the pairs of g1, both orders, both cursors.
+    let page = |order, cursor| {
+        idbridge_store::page_index(
+            &store,
+            &PAIRS,
+            PRIMARY,
+            &g1,
+            &idbridge_model::PageRequest {
+                limit: 2,
+                order,
+                cursor,
+            },
+            |id, _| Ok(Some(id.to_owned())),
+        )
+        .unwrap()
+    };
+    use idbridge_model::{Cursor, Order};
+    let p = page(Order::Desc, Cursor::None);
+    assert_eq!(
+        (p.data.as_slice(), p.before, p.after.as_deref()),
+        (&["u5".to_owned(), "u4".to_owned()][..], None, Some("u4"))
+    );
+    let p = page(Order::Desc, Cursor::After("u4".into()));
+    assert_eq!(
+        (p.data.as_slice(), p.before.as_deref(), p.after.as_deref()),
+        (
+            &["u3".to_owned(), "u2".to_owned()][..],
+            Some("u3"),
+            Some("u2")
+        )
+    );
+    let p = page(Order::Desc, Cursor::Before("u3".into()));
+    assert_eq!(
+        (p.data.as_slice(), p.before, p.after.as_deref()),
+        (&["u5".to_owned(), "u4".to_owned()][..], None, Some("u4"))
+    );
+    let p = page(Order::Asc, Cursor::After("u4".into()));
+    assert_eq!(
+        (p.data.as_slice(), p.before.as_deref(), p.after),
+        (&["u5".to_owned()][..], Some("u5"), None)
+    );
+}
+
+#[test]
 fn bad_rows_and_unmigrated_tables_are_clear_errors() {
     static LATER: TableDef = TableDef {
         name: "later",
