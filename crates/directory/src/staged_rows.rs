@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use idbridge_store::rows::PRIMARY;
+use idbridge_store::rows::{key_text, PRIMARY};
 use idbridge_store::{ConflictKind, Row, RowOp, RowValue, RowWrite, Store, StoreError, TableDef};
 
 type Result<T> = idbridge_store::Result<T>;
@@ -40,18 +40,6 @@ fn key_of(table: &TableDef, values: &[RowValue]) -> Vec<RowValue> {
         .filter_map(|k| table.column_index(k))
         .filter_map(|i| values.get(i).cloned())
         .collect()
-}
-
-fn render(key: &[RowValue]) -> String {
-    key.iter()
-        .map(|v| match v {
-            RowValue::Null => "NULL".to_owned(),
-            RowValue::Integer(i) => i.to_string(),
-            RowValue::Text(s) => s.clone(),
-            RowValue::Blob(b) => format!("<{} bytes>", b.len()),
-        })
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 /// The value of an index term (a column or `lower(column)`) on a row.
@@ -157,7 +145,7 @@ impl RowOverlay {
                     .and_then(RowValue::as_integer)
                     .unwrap_or(0)
             };
-            let conflict = |kind| StoreError::conflict(table.name, &render(&key), kind);
+            let conflict = |kind| StoreError::conflict(table.name, &key_text(&key), kind);
             let new = match w.op {
                 RowOp::Delete => None,
                 RowOp::Insert if current.is_some() => return Err(conflict(ConflictKind::Exists)),

@@ -316,6 +316,20 @@ impl RowValue {
     }
 }
 
+/// A key as text for messages and conflict keys: values joined by `/` (NULL, numbers, text,
+/// `<n bytes>` for blobs).
+pub fn key_text<'a>(key: impl IntoIterator<Item = &'a RowValue>) -> String {
+    key.into_iter()
+        .map(|v| match v {
+            RowValue::Null => "NULL".to_owned(),
+            RowValue::Integer(i) => i.to_string(),
+            RowValue::Text(s) => s.clone(),
+            RowValue::Blob(b) => format!("<{} bytes>", b.len()),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 impl From<&str> for RowValue {
     fn from(s: &str) -> Self {
         RowValue::Text(s.to_owned())

@@ -137,15 +137,7 @@ fn write_error(table: &TableDef, key: &[&RowValue], e: rusqlite::Error) -> Store
 }
 
 fn render_key(key: &[&RowValue]) -> String {
-    key.iter()
-        .map(|v| match v {
-            RowValue::Null => "NULL".to_owned(),
-            RowValue::Integer(i) => i.to_string(),
-            RowValue::Text(s) => s.clone(),
-            RowValue::Blob(b) => format!("<{} bytes>", b.len()),
-        })
-        .collect::<Vec<_>>()
-        .join("/")
+    crate::rows::key_text(key.iter().copied())
 }
 
 /// Which statement a row write runs (the cache key beside the table).
