@@ -1,6 +1,8 @@
 //! Memberships as `directory_memberships` rows: pages over a group's members and a user's
 //! groups in both orders, and the move of key-value pairs an earlier build wrote.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::*;

@@ -169,11 +169,14 @@ impl PageSource for IndexSource<'_> {
     }
 }
 
+/// Decodes and filters one `(id, value)` item of a page.
+type ItemFn<'a, V, T> = dyn FnMut(&str, &V) -> Result<Option<T>> + 'a;
+
 /// The WorkOS paging rules over any source (see the module docs).
 fn page_from<T, S: PageSource>(
     source: &S,
     req: &PageRequest,
-    item: &mut dyn FnMut(&str, &S::Value) -> Result<Option<T>>,
+    item: &mut ItemFn<'_, S::Value, T>,
 ) -> Result<Page<T>> {
     let limit = req.limit.max(1);
     // `forward_asc`: the scan direction, in id order; `start`: the cursor id.
@@ -235,7 +238,7 @@ fn collect<T, S: PageSource>(
     asc: bool,
     mut bound: Option<String>,
     want: usize,
-    item: &mut dyn FnMut(&str, &S::Value) -> Result<Option<T>>,
+    item: &mut ItemFn<'_, S::Value, T>,
 ) -> Result<Vec<(String, T)>> {
     let mut out = Vec::new();
     let mut batch = want;
