@@ -521,6 +521,7 @@ mod tests {
             ("a", "3", None),
             ("a", "5", None),
             ("b", "1", None),
+            ("b", "2", Some("w@a")),
         ] {
             cs.insert_row(&T, row(g, u, e));
         }
@@ -561,7 +562,7 @@ mod tests {
             assert_eq!(pages, ["a1", "b1"]);
         }
         for pages in walk(&staged, "primary", &[], false) {
-            assert_eq!(pages, ["a1", "a2", "a4", "a5", "b1"]);
+            assert_eq!(pages, ["a1", "a2", "a4", "a5", "b1", "b2"]);
         }
         assert_eq!(staged.count_index(&T, "primary", &["a".into()]).unwrap(), 4);
         assert_eq!(
@@ -601,6 +602,27 @@ mod tests {
                     .update_row(&T, row("a", "1", None), Some(1))
                     .clone(),
                 ConflictKind::Changed,
+            ),
+            // A unique value held by a staged row, by a stored row, by two rows of one
+            // change set.
+            (
+                ChangeSet::new()
+                    .upsert_row(&T, row("c", "1", Some("Y@A")))
+                    .clone(),
+                ConflictKind::Exists,
+            ),
+            (
+                ChangeSet::new()
+                    .upsert_row(&T, row("c", "1", Some("W@a")))
+                    .clone(),
+                ConflictKind::Exists,
+            ),
+            (
+                ChangeSet::new()
+                    .upsert_row(&T, row("c", "2", Some("z@a")))
+                    .upsert_row(&T, row("c", "3", Some("Z@a")))
+                    .clone(),
+                ConflictKind::Exists,
             ),
         ] {
             let mut cs = cs;

@@ -3,11 +3,10 @@
 //! replayed in order into the run's one change set, where the real commit re-checks them.
 //!
 //! Checked while staging: primary-key conflicts (insert of a taken key, update of an absent
-//! row) and expected versions, against the overlay or, for rows the run has not touched, the
-//! real store. Secondary unique indexes are checked by the real commit only (a violation fails
-//! the whole run with nothing written). Reads through an index evaluate its terms on staged
-//! rows; the terms the row API allows are a column or `lower(column)`, and the partial
-//! condition `column IS NOT NULL`.
+//! row), expected versions and unique index values, against the overlay or, for rows the run
+//! has not touched, the real store (the real commit re-checks all of it). Reads through an
+//! index evaluate its terms on staged rows; the terms the row API allows are a column or
+//! `lower(column)`, and the partial condition `column IS NOT NULL`.
 
 use std::collections::BTreeMap;
 
@@ -168,10 +167,72 @@ impl RowOverlay {
                     Some(row)
                 }
             };
+            if let Some(row) = &new {
+                self.check_unique(inner, &pending, table, &key, row)?;
+            }
             pending.insert(slot, (table, new));
         }
         self.rows.extend(pending);
         self.writes.extend(writes);
+        Ok(())
+    }
+
+    /// `Exists` if another row (staged in this change set, staged earlier in the run, or
+    /// stored and not replaced by the run) holds one of `row`'s unique index values.
+    fn check_unique(
+        &self,
+        inner: &dyn Store,
+        pending: &OverlayMap,
+        table: &'static TableDef,
+        key: &[RowValue],
+        row: &[RowValue],
+    ) -> Result<()> {
+        for def in table.indexes.iter().filter(|d| d.unique) {
+            if !eval_partial(table, row, def.partial)? {
+                continue;
+            }
+            let values = def
+                .terms
+                .iter()
+                .map(|t| eval_term(table, row, t))
+                .collect::<Result<Vec<_>>>()?;
+            let taken = |other: &[RowValue]| -> Result<bool> {
+                Ok(eval_partial(table, other, def.partial)?
+                    && def
+                        .terms
+                        .iter()
+                        .map(|t| eval_term(table, other, t))
+                        .collect::<Result<Vec<_>>>()?
+                        == values)
+            };
+            let mut holder = None;
+            for ((name, k), (_, r)) in pending.iter().chain(self.rows.iter()) {
+                if *name == table.name && k.as_slice() != key && holder.is_none() {
+                    if let Some(other) = r {
+                        if taken(other)? {
+                            holder = Some(k.clone());
+                        }
+                    }
+                }
+            }
+            if holder.is_none() {
+                if let Some(stored) = inner.find_unique(table, def.name, &values)? {
+                    let k = key_of(table, &stored.values);
+                    let replaced = pending.contains_key(&(table.name, k.clone()))
+                        || self.rows.contains_key(&(table.name, k.clone()));
+                    if k.as_slice() != key && !replaced {
+                        holder = Some(k);
+                    }
+                }
+            }
+            if holder.is_some() {
+                return Err(StoreError::conflict(
+                    table.name,
+                    &format!("{} ({})", key_text(key), def.name),
+                    ConflictKind::Exists,
+                ));
+            }
+        }
         Ok(())
     }
 
