@@ -13,7 +13,7 @@
 //! * The schema is versioned; migrations run at open ([`schema`]).
 
 mod backup;
-mod rows;
+pub(crate) mod rows;
 mod schema;
 mod wal;
 mod writer;
