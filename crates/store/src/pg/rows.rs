@@ -642,7 +642,7 @@ pub(crate) fn for_each_raw_row(
     // Pages by physical row id inside the export's snapshot (stable there): bounded memory
     // without a server-side cursor, and without knowing the table's key.
     let sql = format!(
-        "SELECT ctid::text, * FROM {} WHERE ctid > $1::tid ORDER BY ctid LIMIT 5000",
+        "SELECT ctid::text, * FROM {} WHERE ctid > $1::text::tid ORDER BY ctid LIMIT 5000",
         quoted(name)
     );
     let mut after = "(0,0)".to_owned();
