@@ -191,6 +191,10 @@ impl PgStore {
     /// Connects to `url` (`postgresql://user:pw@host:port/db` or `host=... dbname=...`),
     /// migrates the schema and returns the store. The database must exist.
     pub fn open(url: &str, options: PgOptions) -> Result<Self> {
+        pool::off_runtime(|| Self::open_here(url, options))
+    }
+
+    fn open_here(url: &str, options: PgOptions) -> Result<Self> {
         let mut config: postgres::Config = url.parse().map_err(|e| {
             StoreError::Backend(format!(
                 "[store] url is not a PostgreSQL connection string ({e}): use \
@@ -222,6 +226,7 @@ impl PgStore {
         let mut conn = store.pool.connect()?;
         store.migrate(&mut conn)?;
         let last = store.read_last_seq(&mut conn)?;
+        drop(conn);
         tracing::info!(last_event_seq = last, "store opened (PostgreSQL)");
         Ok(store)
     }
@@ -858,7 +863,7 @@ impl Store for PgStore {
 
     fn export(&self, sink: &mut dyn FnMut(ExportRecord) -> Result<()>) -> Result<()> {
         let _span = tracing::info_span!("store.export", backend = "postgres").entered();
-        self.pool.with(|c| {
+        self.pool.with_local(|c| {
             // One snapshot: consistent without stopping writers; committed = durable.
             c.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 .map_err(pg_err("export"))?;

@@ -84,6 +84,23 @@ impl Conn {
     }
 }
 
+/// Runs blocking client code where it may block: the sync `postgres` client drives each
+/// call with its own small runtime (`block_on`), which panics on a tokio worker thread. On a
+/// multi-thread runtime's worker: `block_in_place`; on a current-thread runtime: a scoped
+/// thread; outside any runtime: here.
+pub(crate) fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        Ok(_) => std::thread::scope(|s| match s.spawn(f).join() {
+            Ok(out) => out,
+            Err(panicked) => std::panic::resume_unwind(panicked),
+        }),
+        Err(_) => f(),
+    }
+}
+
 struct State {
     idle: Vec<Conn>,
     open: usize,
@@ -130,8 +147,28 @@ impl Pool {
     }
 
     /// Runs `f` on a connection of the pool (waiting for a free one when all `size` are in
-    /// use); the connection goes back afterwards unless it broke.
-    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut Conn) -> Result<T>) -> Result<T> {
+    /// use); the connection goes back afterwards unless it broke. Safe to call from async
+    /// code (see [`off_runtime`]).
+    pub(crate) fn with<T: Send>(
+        &self,
+        f: impl FnOnce(&mut Conn) -> Result<T> + Send,
+    ) -> Result<T> {
+        off_runtime(|| self.with_here(f))
+    }
+
+    /// [`Pool::with`] for a closure that cannot move to another thread (export's sink): on a
+    /// current-thread runtime's own thread it would panic, so only the CLI and blocking
+    /// threads call it.
+    pub(crate) fn with_local<T>(&self, f: impl FnOnce(&mut Conn) -> Result<T>) -> Result<T> {
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| self.with_here(f))
+            }
+            _ => self.with_here(f),
+        }
+    }
+
+    fn with_here<T>(&self, f: impl FnOnce(&mut Conn) -> Result<T>) -> Result<T> {
         let mut conn = self.checkout()?;
         let out = f(&mut conn);
         self.release(Some(conn));
@@ -180,5 +217,21 @@ impl Pool {
     /// Connections open now (idle or in use).
     pub(crate) fn open_connections(&self) -> usize {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).open
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // Closing a client blocks on its runtime: not on an async worker thread.
+        let idle = std::mem::take(
+            &mut self
+                .state
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner())
+                .idle,
+        );
+        if !idle.is_empty() {
+            off_runtime(move || drop(idle));
+        }
     }
 }
