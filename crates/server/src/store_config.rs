@@ -196,7 +196,10 @@ mod tests {
             redact_password("host=db password=s3cret dbname=idb"),
             "host=db password=*** dbname=idb"
         );
-        assert_eq!(redact_password("postgresql://db/idb"), "postgresql://db/idb");
+        assert_eq!(
+            redact_password("postgresql://db/idb"),
+            "postgresql://db/idb"
+        );
     }
 
     #[test]

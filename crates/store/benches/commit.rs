@@ -224,7 +224,12 @@ impl Target<'_> {
 
 fn uptime() -> String {
     std::fs::read_to_string("/proc/loadavg")
-        .map(|l| format!("load average {}", l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")))
+        .map(|l| {
+            format!(
+                "load average {}",
+                l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+            )
+        })
         .unwrap_or_default()
 }
 
@@ -370,10 +375,7 @@ fn main() {
         .split(',')
         .map(|b| b.trim().to_owned())
         .collect();
-    if let Some(unknown) = backends
-        .iter()
-        .find(|b| *b != "sqlite" && *b != "postgres")
-    {
+    if let Some(unknown) = backends.iter().find(|b| *b != "sqlite" && *b != "postgres") {
         eprintln!("IDBRIDGE_BENCH_BACKENDS: unknown backend {unknown:?} (known: sqlite, postgres)");
         std::process::exit(2);
     }

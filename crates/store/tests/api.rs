@@ -317,7 +317,10 @@ mod postgres {
             PgOptions::default(),
         )
         .expect_err("nobody listens");
-        assert!(err.to_string().contains("connecting to PostgreSQL"), "{err}");
+        assert!(
+            err.to_string().contains("connecting to PostgreSQL"),
+            "{err}"
+        );
     }
 
     /// The visibility rule: a reader following the log by cursor never skips an event that
@@ -332,7 +335,11 @@ mod postgres {
         let per_writer = 60;
         let writers: Vec<_> = (0..8)
             .map(|w| {
-                let s = if w % 2 == 0 { Arc::clone(&a) } else { Arc::clone(&b) };
+                let s = if w % 2 == 0 {
+                    Arc::clone(&a)
+                } else {
+                    Arc::clone(&b)
+                };
                 std::thread::spawn(move || {
                     for n in 0..per_writer {
                         let mut cs = ChangeSet::new();
@@ -369,7 +376,10 @@ mod postgres {
         done.store(true, Ordering::SeqCst);
         let (cursor, pages) = reader.join().expect("reader");
         assert_eq!(cursor, 8 * per_writer);
-        assert!(pages > 10, "the reader polled while writers ran ({pages} pages)");
+        assert!(
+            pages > 10,
+            "the reader polled while writers ran ({pages} pages)"
+        );
         assert_eq!(a.last_event_seq().expect("last"), 8 * per_writer);
     }
 
@@ -384,7 +394,11 @@ mod postgres {
             let key = format!("assertion-{round}");
             let handles: Vec<_> = (0..6)
                 .map(|i| {
-                    let s = if i % 2 == 0 { Arc::clone(&a) } else { Arc::clone(&b) };
+                    let s = if i % 2 == 0 {
+                        Arc::clone(&a)
+                    } else {
+                        Arc::clone(&b)
+                    };
                     let key = key.clone();
                     std::thread::spawn(move || {
                         s.insert_expiring_if_absent("replay", &key, vec![1], i64::MAX)
@@ -401,7 +415,11 @@ mod postgres {
         }
         let handles: Vec<_> = (0..4)
             .map(|i| {
-                let s = if i % 2 == 0 { Arc::clone(&a) } else { Arc::clone(&b) };
+                let s = if i % 2 == 0 {
+                    Arc::clone(&a)
+                } else {
+                    Arc::clone(&b)
+                };
                 std::thread::spawn(move || {
                     for _ in 0..20 {
                         loop {
@@ -411,8 +429,11 @@ mod postgres {
                                 .map(|v| std::str::from_utf8(v).expect("utf8").parse().expect("n"))
                                 .unwrap_or(0);
                             let mut cs = ChangeSet::new();
-                            cs.require_equals("c", "n", current)
-                                .put("c", "n", (n + 1).to_string().into_bytes());
+                            cs.require_equals("c", "n", current).put(
+                                "c",
+                                "n",
+                                (n + 1).to_string().into_bytes(),
+                            );
                             match s.commit(cs) {
                                 Ok(_) => break,
                                 Err(StoreError::Conflict { .. }) => continue,
@@ -468,7 +489,9 @@ mod postgres {
 /// `idbridge export` from SQLite imports into PostgreSQL and back, byte for byte.
 #[test]
 fn an_export_moves_between_sqlite_and_postgres_both_ways() {
-    use idbridge_store::{ChangeSet, ExportRecord, NewEvent, PgOptions, PgStore, SqliteStore, Store};
+    use idbridge_store::{
+        ChangeSet, ExportRecord, NewEvent, PgOptions, PgStore, SqliteStore, Store,
+    };
     let sqlite = SqliteStore::open_ephemeral().expect("sqlite");
     let mut cs = ChangeSet::new();
     cs.put("users", "u1", br#"{"name":"A"}"#.to_vec())
@@ -506,14 +529,19 @@ fn an_export_moves_between_sqlite_and_postgres_both_ways() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = pg.database_for(dir.path()).expect("database");
     let pgs = PgStore::open(&url, PgOptions::default()).expect("open");
-    pgs.import(&mut parse(&from_sqlite).into_iter()).expect("import into PG");
+    pgs.import(&mut parse(&from_sqlite).into_iter())
+        .expect("import into PG");
     let mut from_pg = dump(&pgs);
     let mut sorted_sqlite = from_sqlite.clone();
     sorted_sqlite.sort();
     from_pg.sort();
-    assert_eq!(from_pg, sorted_sqlite, "PostgreSQL holds what SQLite exported");
+    assert_eq!(
+        from_pg, sorted_sqlite,
+        "PostgreSQL holds what SQLite exported"
+    );
     assert_eq!(pgs.last_event_seq().expect("last"), 3);
     let back = SqliteStore::open_ephemeral().expect("sqlite");
-    back.import(&mut parse(&dump(&pgs)).into_iter()).expect("import back");
+    back.import(&mut parse(&dump(&pgs)).into_iter())
+        .expect("import back");
     assert_eq!(dump(&back), from_sqlite, "and back into SQLite unchanged");
 }

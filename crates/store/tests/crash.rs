@@ -113,8 +113,7 @@ impl Backend {
                     Ok(url) => url,
                     Err(_) => self.url(dir)?.ok_or("no url")?,
                 };
-                let store =
-                    PgStore::open(&url, PgOptions::default()).map_err(|e| e.to_string())?;
+                let store = PgStore::open(&url, PgOptions::default()).map_err(|e| e.to_string())?;
                 store
                     .migrate_owner(&ROWS_SCHEMA)
                     .map_err(|e| e.to_string())?;
@@ -542,10 +541,12 @@ fn postgres_server_kill9_loses_no_acknowledged_write() -> TestResult {
             return Err(format!("round {round}: the writer acknowledged nothing"));
         }
         acked.extend(new);
-        pg.restart().map_err(|e| format!("round {round}: restart: {e}"))?;
+        pg.restart()
+            .map_err(|e| format!("round {round}: restart: {e}"))?;
         let store = PgStore::open(&url, PgOptions::default())
             .map_err(|e| format!("round {round}: reopen after the restart: {e}"))?;
-        verify_store(&store, &acked).map_err(|e| format!("round {round} (server killed after {delay:?}): {e}"))?;
+        verify_store(&store, &acked)
+            .map_err(|e| format!("round {round} (server killed after {delay:?}): {e}"))?;
     }
     let commits = acked
         .iter()

@@ -89,8 +89,8 @@ mod sqlite {
 
     use idbridge_store::rows::PRIMARY;
     use idbridge_store::{
-        ChangeSet, Column, ConflictKind, ExportRecord, NewEvent, OwnerMigration, OwnerSchema, RowValue,
-        SqliteStore, Store, StoreError, TableDef,
+        ChangeSet, Column, ConflictKind, ExportRecord, NewEvent, OwnerMigration, OwnerSchema,
+        RowValue, SqliteStore, Store, StoreError, TableDef,
     };
     use proptest::prelude::*;
 
@@ -115,8 +115,8 @@ mod postgres {
 
     use idbridge_store::rows::PRIMARY;
     use idbridge_store::{
-        ChangeSet, Column, ConflictKind, ExportRecord, NewEvent, OwnerMigration, OwnerSchema, PgOptions,
-        PgStore, RowValue, Store, StoreError, TableDef,
+        ChangeSet, Column, ConflictKind, ExportRecord, NewEvent, OwnerMigration, OwnerSchema,
+        PgOptions, PgStore, RowValue, Store, StoreError, TableDef,
     };
     use idbridge_testkit::Postgres;
     use proptest::prelude::*;
@@ -195,7 +195,13 @@ fn row_tables_move_between_sqlite_and_postgres_both_ways() {
         .unwrap();
     assert_eq!(row.version(&THINGS), 2);
     let by_email = pgs
-        .scan_index(&THINGS, "things_by_email", &["d".into(), "a@x.test".into()], None, 10)
+        .scan_index(
+            &THINGS,
+            "things_by_email",
+            &["d".into(), "a@x.test".into()],
+            None,
+            10,
+        )
         .unwrap();
     assert_eq!(by_email.len(), 1);
     let mut a = dump(&pgs);

@@ -99,7 +99,9 @@ pub struct Postgres {
 
 impl std::fmt::Debug for Postgres {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Postgres").field("port", &self.port).finish()
+        f.debug_struct("Postgres")
+            .field("port", &self.port)
+            .finish()
     }
 }
 
@@ -165,10 +167,7 @@ impl Postgres {
                         std::thread::park();
                     }
                 });
-                let pg = rx
-                    .recv()
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r)?;
+                let pg = rx.recv().map_err(|e| e.to_string()).and_then(|r| r)?;
                 *AT_EXIT.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some((pg.child_pid(), pg.data.parent().map(Path::to_path_buf)));
                 extern "C" fn stop_shared() {
@@ -207,7 +206,11 @@ impl Postgres {
         let log = std::fs::File::create(&self.log).map_err(PeerError::io("postgres log"))?;
         chown(&self.log, self.user)?;
         let log2 = log.try_clone().map_err(PeerError::io("postgres log"))?;
-        let socket_dir = self.data.parent().map(Path::to_path_buf).unwrap_or_default();
+        let socket_dir = self
+            .data
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
         let child = command(&self.bin.join("postgres"), self.user, true)
             .arg("-D")
             .arg(&self.data)
@@ -268,8 +271,26 @@ impl Postgres {
     /// Runs SQL with the real `psql` in database `db`; its output (unaligned, tuples only).
     pub fn psql(&self, db: &str, sql: &str) -> Result<String, PeerError> {
         let out = Command::new(self.bin.join("psql"))
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
-            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", db, "-c", sql])
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+            ])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-c",
+                sql,
+            ])
             .stdin(Stdio::null())
             .output()
             .map_err(PeerError::io("running psql"))?;

@@ -110,6 +110,10 @@ fn serve_on_postgres_keeps_organizations_and_scim_users_across_a_restart() {
     emails.sort();
     assert_eq!(emails, ["u0@acme.test", "u1@acme.test", "u2@acme.test"]);
     let (_, settings) = call(&server, "GET", "/admin/settings/store", Some(&key), None);
-    assert_eq!(settings["values"]["pool_size"], Value::from(4), "{settings}");
+    assert_eq!(
+        settings["values"]["pool_size"],
+        Value::from(4),
+        "{settings}"
+    );
     std::thread::sleep(Duration::from_millis(10));
 }

@@ -611,9 +611,8 @@ impl PgStore {
                 }
                 _ => range.clause(),
             };
-            let sql = format!(
-                "SELECT key, value FROM {KV} WHERE {clause} ORDER BY key {order} LIMIT $4"
-            );
+            let sql =
+                format!("SELECT key, value FROM {KV} WHERE {clause} ORDER BY key {order} LIMIT $4");
             let rows = self.pool.with(|c| {
                 c.query(&sql, &[&table, &lower, &upper, &to_i64(page as u64)])
                     .map_err(pg_err("scan"))
@@ -965,7 +964,8 @@ impl Store for PgStore {
         index: &str,
         values: &[RowValue],
     ) -> Result<Option<Row>> {
-        self.pool.with(|c| rows::find_unique(c, table, index, values))
+        self.pool
+            .with(|c| rows::find_unique(c, table, index, values))
     }
 
     fn scan_index(
@@ -1032,7 +1032,9 @@ fn export_snapshot(c: &mut Conn, sink: &mut dyn FnMut(ExportRecord) -> Result<()
         );
         let mut last: (String, Vec<u8>) = (String::new(), Vec::new());
         loop {
-            let rows = c.query(&sql, &[&last.0, &last.1]).map_err(pg_err("export"))?;
+            let rows = c
+                .query(&sql, &[&last.0, &last.1])
+                .map_err(pg_err("export"))?;
             for r in &rows {
                 let table: String = r.get(0);
                 let key_bytes: Vec<u8> = r.get(1);

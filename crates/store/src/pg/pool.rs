@@ -149,10 +149,7 @@ impl Pool {
     /// Runs `f` on a connection of the pool (waiting for a free one when all `size` are in
     /// use); the connection goes back afterwards unless it broke. Safe to call from async
     /// code (see [`off_runtime`]).
-    pub(crate) fn with<T: Send>(
-        &self,
-        f: impl FnOnce(&mut Conn) -> Result<T> + Send,
-    ) -> Result<T> {
+    pub(crate) fn with<T: Send>(&self, f: impl FnOnce(&mut Conn) -> Result<T> + Send) -> Result<T> {
         off_runtime(|| self.with_here(f))
     }
 
@@ -223,13 +220,8 @@ impl Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         // Closing a client blocks on its runtime: not on an async worker thread.
-        let idle = std::mem::take(
-            &mut self
-                .state
-                .get_mut()
-                .unwrap_or_else(|p| p.into_inner())
-                .idle,
-        );
+        let idle =
+            std::mem::take(&mut self.state.get_mut().unwrap_or_else(|p| p.into_inner()).idle);
         if !idle.is_empty() {
             off_runtime(move || drop(idle));
         }

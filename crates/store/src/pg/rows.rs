@@ -13,7 +13,9 @@ use postgres::types::{IsNull, ToSql, Type};
 use super::pool::Conn;
 use super::{describe, pg_err};
 use crate::error::{ConflictKind, Result, StoreError};
-use crate::rows::{ColumnType, OwnerMigration, OwnerSchema, Row, RowOp, RowValue, RowWrite, TableDef, PRIMARY};
+use crate::rows::{
+    ColumnType, OwnerMigration, OwnerSchema, Row, RowOp, RowValue, RowWrite, TableDef, PRIMARY,
+};
 use crate::sqlite::rows::create_sql;
 
 fn quoted(name: &str) -> String {
@@ -21,7 +23,11 @@ fn quoted(name: &str) -> String {
 }
 
 fn quoted_list(names: &[&str]) -> String {
-    names.iter().map(|n| quoted(n)).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|n| quoted(n))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A row value as a statement parameter.
@@ -474,7 +480,11 @@ fn range_clause<'a>(
     let mut args: Vec<Param<'a>> = Vec::new();
     for (t, v) in terms.iter().zip(prefix) {
         args.push(Param(v));
-        parts.push(format!("{t} = ${}{}", args.len(), cast(v, term_type(table, t))));
+        parts.push(format!(
+            "{t} = ${}{}",
+            args.len(),
+            cast(v, term_type(table, t))
+        ));
     }
     if let Some(after) = after {
         let cols = &terms[prefix.len()..prefix.len() + after.len()];
@@ -615,7 +625,10 @@ pub(crate) fn row_tables(c: &mut Conn) -> Result<Vec<(String, String, String)>> 
             &[],
         )
         .map_err(pg_err("listing row tables"))?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
 }
 
 /// Every applied owner migration: (owner, version, description, applied_at_ms).
@@ -710,7 +723,12 @@ pub(crate) fn any_row(c: &mut Conn) -> Result<bool> {
 /// Recreates an exported row table from its (SQLite-text) DDL; anything but a CREATE of that
 /// table and its indexes is refused before it runs.
 pub(crate) fn import_row_table(c: &mut Conn, table: &str, owner: &str, sqlite: &str) -> Result<()> {
-    run_ddl(c, table, sqlite, &format!("import: creating row table {table}"))?;
+    run_ddl(
+        c,
+        table,
+        sqlite,
+        &format!("import: creating row table {table}"),
+    )?;
     c.execute(
         "INSERT INTO row_tables (name, owner, create_sql) VALUES ($1, $2, $3) \
          ON CONFLICT (name) DO NOTHING",
