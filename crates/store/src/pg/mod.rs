@@ -243,7 +243,7 @@ impl PgStore {
 
     /// The schema version of the database.
     pub fn schema_version(&self) -> Result<i64> {
-        self.pool.with(|c| schema_version(c))
+        self.pool.with(schema_version)
     }
 
     /// Connections open now.
