@@ -40,7 +40,7 @@ use postgres::types::ToSql;
 use self::pool::{Conn, Pool};
 use crate::codec::prefix_end;
 use crate::error::{ConflictKind, Result, StoreError, EVENT_LOG};
-use crate::export::{check_import_seq, ExportRecord};
+use crate::export::{import_in_chunks, ExportRecord};
 use crate::rows::{OwnerSchema, Row, RowValue, TableDef};
 use crate::types::{ChangeSet, CommitReceipt, PendingSync, StoreStats, StoredEvent};
 use crate::Store;
@@ -877,11 +877,7 @@ impl Store for PgStore {
         if !self.pool.with(Self::is_empty_store)? {
             return Err(StoreError::NotEmpty);
         }
-        let mut count = 0u64;
-        let mut prev_seq: Option<u64> = None;
-        let mut declared_last = 0u64;
-        let mut chunk: Vec<ExportRecord> = Vec::with_capacity(CHUNK);
-        let flush = |chunk: Vec<ExportRecord>| -> Result<()> {
+        import_in_chunks(records, CHUNK, &mut |chunk| {
             self.pool.with(|c| {
                 c.batch("BEGIN").map_err(pg_err("import"))?;
                 match import_chunk(c, chunk) {
@@ -892,36 +888,13 @@ impl Store for PgStore {
                     }
                 }
             })
-        };
-        for record in records {
-            let record = record?;
-            match &record {
-                ExportRecord::Event(event) => {
-                    check_import_seq(prev_seq, event)?;
-                    prev_seq = Some(event.seq);
-                }
-                ExportRecord::EventSeq { last_seq } => {
-                    declared_last = declared_last.max(*last_seq);
-                }
-                _ => {}
-            }
-            chunk.push(record);
-            count += 1;
-            if chunk.len() == CHUNK {
-                flush(std::mem::take(&mut chunk))?;
-            }
-        }
-        let last = declared_last.max(prev_seq.unwrap_or(0));
-        chunk.push(ExportRecord::EventSeq { last_seq: last });
-        flush(chunk)?;
-        tracing::info!(records = count, last_event_seq = last, "import finished");
-        Ok(count)
+        })
     }
 
     fn migrate_owner(&self, owner_schema: &OwnerSchema) -> Result<i64> {
         let _span =
             tracing::info_span!("store.migrate_owner", owner = owner_schema.owner).entered();
-        rows::check_owner_schema(owner_schema)?;
+        owner_schema.check()?;
         let owner = owner_schema.owner;
         let current = self.pool.with(|c| rows::owner_version(c, owner))?;
         for m in owner_schema

@@ -14,7 +14,7 @@ use super::pool::Conn;
 use super::{describe, pg_err};
 use crate::error::{ConflictKind, Result, StoreError};
 use crate::rows::{
-    ColumnType, OwnerMigration, OwnerSchema, Row, RowOp, RowValue, RowWrite, TableDef, PRIMARY,
+    render_key, ColumnType, OwnerMigration, Row, RowOp, RowValue, RowWrite, TableDef, PRIMARY,
 };
 use crate::sqlite::rows::create_sql;
 
@@ -131,18 +131,6 @@ fn run_ddl(c: &mut Conn, table: &str, sqlite: &str, context: &str) -> Result<()>
             .map_err(|e| StoreError::Backend(format!("{context}: {}", describe(&e))))?;
     }
     Ok(())
-}
-
-fn render_key(key: &[&RowValue]) -> String {
-    key.iter()
-        .map(|v| match v {
-            RowValue::Null => "NULL".to_owned(),
-            RowValue::Integer(i) => i.to_string(),
-            RowValue::Text(s) => s.clone(),
-            RowValue::Blob(b) => format!("<{} bytes>", b.len()),
-        })
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 /// A row write's error: unique violations are conflicts, a missing table names the migration.
@@ -541,24 +529,6 @@ pub(crate) fn count_index(
     Ok(rows
         .first()
         .map_or(0, |r| u64::try_from(r.get::<_, i64>(0)).unwrap_or(0)))
-}
-
-/// Checks an owner's migrations before any runs (increasing versions, valid tables).
-pub(crate) fn check_owner_schema(schema: &OwnerSchema) -> Result<()> {
-    let mut last = 0;
-    for m in schema.migrations {
-        if m.version <= last {
-            return Err(StoreError::Backend(format!(
-                "the migrations of {} must have increasing versions ({} after {last})",
-                schema.owner, m.version
-            )));
-        }
-        last = m.version;
-        for t in m.create {
-            t.validate()?;
-        }
-    }
-    Ok(())
 }
 
 /// The owner's applied schema version (0 when none).
