@@ -1,6 +1,5 @@
 // Connection PATCH (rename, partial attribute_maps / saml_options, state active/inactive),
-// deleteConnection, and the
-// connection.activated|deactivated|deleted events, through the official WorkOS Node SDK
+// deleteConnection, and the connection.activated|deactivated|deleted events, through the official WorkOS Node SDK
 // (@workos-inc/node 11) against a real `idbridge serve`. Node 11 has no updateConnection, so the
 // PATCH itself is a raw call; every read goes through the SDK, and every raw response and event
 // the spec documents is validated against @workos/openapi-spec. Run by

@@ -1821,6 +1821,10 @@ async fn single_logout_sends_a_signed_logout_request_once() {
         md.contains(&format!("<md:SingleLogoutService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect\" Location=\"http://127.0.0.1:8080/sso/saml/slo/{id}\"/>")),
         "{md}"
     );
+    assert!(
+        md.contains(&format!("<md:SingleLogoutService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\" Location=\"http://127.0.0.1:8080/sso/saml/slo/{id}\"/>")),
+        "the POST endpoint is published beside Redirect: {md}"
+    );
     let profile_id = profile_id_after_login(&env, &id, "ada@slo.example.com").await;
 
     let auth = env
