@@ -149,7 +149,9 @@ fn parse_saml(f: &mut Fields<'_>, o: &Map<String, Value>) -> SamlOptionsPatch {
         idp_entity_id: opt_str(f, o, p, "idp_entity_id"),
         idp_sso_url: opt_str(f, o, p, "idp_sso_url"),
         idp_slo_url: patch_str(f, o, p, "idp_slo_url"),
-        idp_signing_certs: o.get("idp_signing_certs").and_then(|v| parse_idp_certs(f, v)),
+        idp_signing_certs: o
+            .get("idp_signing_certs")
+            .and_then(|v| parse_idp_certs(f, v)),
         sp_entity_id: patch_str(f, o, p, "sp_entity_id"),
         // `null` is the default ACS URL: the only one there is.
         acs_url: match patch_str(f, o, p, "acs_url") {
@@ -174,7 +176,10 @@ fn parse_saml(f: &mut Fields<'_>, o: &Map<String, Value>) -> SamlOptionsPatch {
         ],
     );
     if out.idp_metadata_xml.is_some() && matches!(out.idp_metadata_url, Patch::Set(_)) {
-        f.error("saml_options.idp_metadata_xml", "exclusive_with_idp_metadata_url");
+        f.error(
+            "saml_options.idp_metadata_xml",
+            "exclusive_with_idp_metadata_url",
+        );
     }
     out
 }

@@ -142,7 +142,12 @@ fn apply_attribute_maps_to_claims(f: &mut Fields<'_>, claims: &mut ClaimMap) {
 }
 
 /// Every key of `obj` not in `known` is a field error naming it (`{prefix}.{key}`).
-pub(super) fn refuse_unknown(f: &mut Fields<'_>, obj: &Map<String, Value>, prefix: &str, known: &[&str]) {
+pub(super) fn refuse_unknown(
+    f: &mut Fields<'_>,
+    obj: &Map<String, Value>,
+    prefix: &str,
+    known: &[&str],
+) {
     for k in obj.keys() {
         if !known.contains(&k.as_str()) {
             let field = if prefix.is_empty() {

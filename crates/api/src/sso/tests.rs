@@ -1144,6 +1144,7 @@ async fn profile_roles_come_from_org_role_mappings() {
     .map(|(slug, prio, default)| idbridge_model::Role {
         slug: slug.into(),
         name: slug.into(),
+        description: None,
         priority: prio,
         is_default: default,
         created_at: ts,
@@ -2969,7 +2970,10 @@ async fn patch_merges_attribute_maps_and_saml_options() {
             json!({"attribute_maps": {"standard_attributes": {"nickname": "n"}}}),
             "attribute_maps.standard_attributes.nickname",
         ),
-        (json!({"attribute_maps": {"extra": {}}}), "attribute_maps.extra"),
+        (
+            json!({"attribute_maps": {"extra": {}}}),
+            "attribute_maps.extra",
+        ),
         (
             json!({"attribute_maps": {"custom_attributes": {"team": 5}}}),
             "attribute_maps.custom_attributes.team",
@@ -2978,10 +2982,7 @@ async fn patch_merges_attribute_maps_and_saml_options() {
             json!({"attribute_maps": {"standard_attributes": {"email": 7}}}),
             "attribute_maps.standard_attributes.email",
         ),
-        (
-            json!({"oidc_options": {"client_id": "x"}}),
-            "oidc_options",
-        ),
+        (json!({"oidc_options": {"client_id": "x"}}), "oidc_options"),
         (
             json!({"saml_options": {}, "oidc_options": {}}),
             "oidc_options",
@@ -3060,7 +3061,8 @@ async fn patch_merges_attribute_maps_and_saml_options() {
         );
     }
     assert!(
-        !env.event_kinds().contains(&"connection.deactivated".to_string()),
+        !env.event_kinds()
+            .contains(&"connection.deactivated".to_string()),
         "a refused PATCH announces nothing"
     );
 
@@ -3087,7 +3089,10 @@ async fn patch_merges_attribute_maps_and_saml_options() {
     let view = env.api("GET", &admin, None).await;
     let map = &view.body["settings"]["attribute_map"];
     assert_eq!(map["first_name"][0], "lastName", "{}", view.text);
-    assert_eq!(map["first_name"][1], "firstName", "the preset stays a fallback");
+    assert_eq!(
+        map["first_name"][1], "firstName",
+        "the preset stays a fallback"
+    );
     // A null puts the type's default back.
     let r = env
         .api(
@@ -3128,7 +3133,10 @@ async fn patch_merges_attribute_maps_and_saml_options() {
         assert_eq!(s[k], before.body["settings"][k], "{k} must not change");
     }
     let go = env
-        .get(&env.authorize_url(&format!("&connection={id}&state=s")), None)
+        .get(
+            &env.authorize_url(&format!("&connection={id}&state=s")),
+            None,
+        )
         .await;
     assert!(
         go.location
@@ -3156,8 +3164,10 @@ async fn patch_merges_attribute_maps_and_saml_options() {
         .api(
             "PATCH",
             &uri,
-            Some(json!({"saml_options": {"sp_entity_id": null, "idp_slo_url": null,
-                "idp_sso_url": IDP_SSO, "idp_signing_certs": [new_cert]}})),
+            Some(
+                json!({"saml_options": {"sp_entity_id": null, "idp_slo_url": null,
+                "idp_sso_url": IDP_SSO, "idp_signing_certs": [new_cert]}}),
+            ),
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
@@ -3235,7 +3245,10 @@ async fn patch_merges_oidc_options() {
             json!({"oidc_options": {"discovery_endpoint": "nope"}}),
             "oidc_options.discovery_endpoint",
         ),
-        (json!({"oidc_options": {"client_id": null}}), "oidc_options.client_id"),
+        (
+            json!({"oidc_options": {"client_id": null}}),
+            "oidc_options.client_id",
+        ),
         (
             json!({"oidc_options": {"client_secret": "a", "client_secret_env": "B"}}),
             "oidc_options.client_secret_env",
@@ -3244,7 +3257,10 @@ async fn patch_merges_oidc_options() {
             json!({"oidc_options": {"claim_map": {"shoe_size": "s"}}}),
             "oidc_options.claim_map.shoe_size",
         ),
-        (json!({"saml_options": {"idp_sso_url": IDP_SSO}}), "saml_options"),
+        (
+            json!({"saml_options": {"idp_sso_url": IDP_SSO}}),
+            "saml_options",
+        ),
     ] {
         let r = env.api("PATCH", &uri, Some(body.clone())).await;
         assert_eq!(
@@ -3281,7 +3297,11 @@ async fn patch_merges_oidc_options() {
     assert_eq!(s["claim_map"]["custom"]["team"], "dept");
     // Scopes back to the type's default.
     let r = env
-        .api("PATCH", &uri, Some(json!({"oidc_options": {"scopes": null}})))
+        .api(
+            "PATCH",
+            &uri,
+            Some(json!({"oidc_options": {"scopes": null}})),
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let view = env.api("GET", &admin, None).await;

@@ -251,9 +251,13 @@ impl SsoService {
             idp_entity_id: p
                 .idp_entity_id
                 .or_else(|| (!reimport).then(|| cur.idp_entity_id.clone())),
-            idp_sso_url: p
-                .idp_sso_url
-                .or_else(|| if reimport { None } else { cur.idp_sso_url.clone() }),
+            idp_sso_url: p.idp_sso_url.or_else(|| {
+                if reimport {
+                    None
+                } else {
+                    cur.idp_sso_url.clone()
+                }
+            }),
             idp_slo_url: match p.idp_slo_url {
                 Patch::Set(u) => Some(u),
                 Patch::Reset => None,
