@@ -8,15 +8,14 @@ use axum::extract::{Path, State};
 use axum::routing::patch;
 use axum::{Json, Router};
 use idbridge_model::Connection;
-use idbridge_sso::connections::create::OidcSecretInput;
 use idbridge_sso::connections::patch::{OidcOptionsPatch, Patch, ProtocolPatch, SamlOptionsPatch};
 use idbridge_sso::connections::update::{ConnectionChanges, RequestedState};
 use serde_json::{Map, Value};
 
 use super::connections::{
     check_urls, opt_str, parse_clock_skew, parse_idp_certs, parse_scopes, read_attribute_maps,
-    read_claim_map, refuse_sp_key_pairs, refuse_unknown, refuse_unsupported_oidc_options,
-    SAML_OPTION_FIELDS,
+    read_claim_map, read_client_secret, refuse_sp_key_pairs, refuse_unknown,
+    refuse_unsupported_oidc_options, SAML_OPTION_FIELDS,
 };
 use crate::body::{Fields, JsonObject};
 use crate::error::ApiResult;
@@ -219,21 +218,7 @@ fn parse_oidc(f: &mut Fields<'_>, o: &Map<String, Value>, callback_url: &str) ->
             "must_be_the_default_redirect_uri",
         );
     }
-    let client_secret = match (
-        opt_str(f, o, p, "client_secret"),
-        opt_str(f, o, p, "client_secret_env"),
-    ) {
-        (Some(_), Some(_)) => {
-            f.error(
-                "oidc_options.client_secret_env",
-                "exclusive_with_client_secret",
-            );
-            None
-        }
-        (Some(s), None) => Some(OidcSecretInput::Value(s)),
-        (None, Some(var)) => Some(OidcSecretInput::Env(var)),
-        (None, None) => None,
-    };
+    let client_secret = read_client_secret(f, o).flatten();
     OidcOptionsPatch {
         issuer,
         discovery_url,

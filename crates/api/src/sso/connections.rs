@@ -351,8 +351,6 @@ fn parse_oidc(
         );
     }
     let client_id = opt_str(f, o, p, "client_id");
-    let secret = opt_str(f, o, p, "client_secret");
-    let secret_env = opt_str(f, o, p, "client_secret_env");
     if issuer.is_none() && discovery_url.is_none() {
         f.error("oidc_options.discovery_endpoint", "required");
     }
@@ -367,20 +365,13 @@ fn parse_oidc(
     if client_id.is_none() {
         f.error("oidc_options.client_id", "required");
     }
-    let client_secret = match (secret, secret_env) {
-        (None, None) => {
+    let client_secret = match read_client_secret(f, o) {
+        Some(None) => {
             f.error("oidc_options.client_secret", "required");
             None
         }
-        (Some(_), Some(_)) => {
-            f.error(
-                "oidc_options.client_secret_env",
-                "exclusive_with_client_secret",
-            );
-            None
-        }
-        (Some(s), None) => Some(OidcSecretInput::Value(s)),
-        (None, Some(var)) => Some(OidcSecretInput::Env(var)),
+        Some(secret) => secret,
+        None => None,
     };
     let scopes = o
         .get("scopes")
@@ -479,6 +470,30 @@ pub(super) fn refuse_unsupported_oidc_options(f: &mut Fields<'_>, o: &Map<String
         .copied()
         .collect();
     refuse_unknown(f, o, "oidc_options", &known);
+}
+
+/// `oidc_options.client_secret` or `.client_secret_env`: `Some(None)` when neither is given,
+/// `None` (reported) when both are.
+pub(super) fn read_client_secret(
+    f: &mut Fields<'_>,
+    o: &Map<String, Value>,
+) -> Option<Option<OidcSecretInput>> {
+    let p = "oidc_options";
+    match (
+        opt_str(f, o, p, "client_secret"),
+        opt_str(f, o, p, "client_secret_env"),
+    ) {
+        (Some(_), Some(_)) => {
+            f.error(
+                "oidc_options.client_secret_env",
+                "exclusive_with_client_secret",
+            );
+            None
+        }
+        (Some(s), None) => Some(Some(OidcSecretInput::Value(s))),
+        (None, Some(var)) => Some(Some(OidcSecretInput::Env(var))),
+        (None, None) => Some(None),
+    }
 }
 
 /// SP key pairs are generated here, never uploaded.
