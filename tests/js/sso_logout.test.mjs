@@ -262,6 +262,15 @@ test('HTTP-POST binding: samlify posts its signed LogoutRequest and LogoutRespon
   assert.equal(done.status, 302, await done.text());
   assert.equal(done.headers.get('location'), CALLBACK);
   assert.equal((await postSaml(endpoint, 'SAMLResponse', answer.samlResponse)).status, 400, 'replayed');
+
+  // The logins above announced authentication.sso_succeeded, per the spec's EventSchema.
+  const { org } = await setup();
+  const page = await api('GET', `/events?events=authentication.sso_succeeded&organization_id=${org.id}&limit=100`);
+  assert.equal(page.status, 200, page.text);
+  validate('/events', 'get', 200, page.json);
+  const emails = page.json.data.map((e) => e.data.email);
+  assert.ok(emails.includes(email) && emails.includes(email2), JSON.stringify(emails));
+  assert.ok(page.json.data.every((e) => e.data.sso.connection_id === conn.id));
 });
 
 test('logout errors: unknown profile 404, connection without SLO 400 connection_invalid, bad token 404 — raw bodies per the spec', async () => {
