@@ -1390,6 +1390,58 @@ async fn metadata_url_refresh_picks_up_new_certs_and_announces_expiry() {
         .filter(|k| *k == "connection.saml_certificate_renewal_required")
         .count();
     assert_eq!(n, 1);
+    // Both payloads as `/events` serves them, against @workos/openapi-spec's EventSchema.
+    let page = env
+        .api(
+            "GET",
+            "/events?events=connection.saml_certificate_renewed,connection.saml_certificate_renewal_required&limit=100",
+            None,
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    assert_eq!(
+        page.body["data"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        page.text
+    );
+    matches_workos_spec("/events", "get", 200, &page.text);
+}
+
+/// Validates a raw body with tests/js/openapi_check.mjs (the validator the SDK tests use). Needs
+/// Node and tests/js/node_modules (`scripts/test-deps.sh`); `IDBRIDGE_SKIP_PEERS=1` turns their
+/// absence into a skip, as for the SDK tests.
+fn matches_workos_spec(path: &str, method: &str, status: u16, body: &str) {
+    use std::io::Write as _;
+    let js = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/js");
+    if !js.join("node_modules/@workos/openapi-spec").exists()
+        && std::env::var("IDBRIDGE_SKIP_PEERS").as_deref() == Ok("1")
+    {
+        eprintln!("skipped: no tests/js/node_modules (IDBRIDGE_SKIP_PEERS=1)");
+        return;
+    }
+    let mut child = std::process::Command::new("node")
+        .arg(js.join("openapi_check.mjs"))
+        .args([path, method, &status.to_string()])
+        .current_dir(&js)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("node (scripts/test-deps.sh installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{method} {path} {status} does not match the spec:\n{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[tokio::test]
