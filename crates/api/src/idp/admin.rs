@@ -43,7 +43,7 @@ const SOURCE_FIELDS: [&str; 6] = [
     "signing_certs",
     "encryption_cert",
 ];
-const OPTION_FIELDS: [&str; 10] = [
+const OPTION_FIELDS: [&str; 11] = [
     "name",
     "name_id_format",
     "released_attributes",
@@ -54,6 +54,7 @@ const OPTION_FIELDS: [&str; 10] = [
     "auth_source",
     "assertion_validity_secs",
     "allow_idp_initiated",
+    "slo_url",
 ];
 
 pub(super) fn string_list(f: &mut Fields<'_>, field: &str) -> Option<Vec<String>> {
@@ -187,6 +188,11 @@ fn parse_options(f: &mut Fields<'_>) -> SpOptions {
             }
         },
     };
+    let slo_url = if f.present("slo_url") {
+        Some(f.opt_string("slo_url"))
+    } else {
+        None
+    };
     SpOptions {
         name: f.opt_string("name"),
         name_id_format: f.opt_string("name_id_format"),
@@ -198,6 +204,7 @@ fn parse_options(f: &mut Fields<'_>) -> SpOptions {
         auth_source: parse_auth_source(f),
         assertion_validity_secs: validity,
         allow_idp_initiated: f.opt_bool("allow_idp_initiated"),
+        slo_url,
     }
 }
 

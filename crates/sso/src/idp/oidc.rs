@@ -275,6 +275,7 @@ impl SsoService {
                 csrf,
                 message: None,
                 login: request.login_hint.clone(),
+                offer_remember: !self.idp_config().remember_browser_ttl.is_zero(),
             },
             session: secret,
             ttl: self.idp_config().login_ttl,

@@ -87,6 +87,10 @@ pub struct ServiceProvider {
     /// (IdP-initiated login). Off unless the admin turns it on.
     #[serde(default)]
     pub allow_idp_initiated: bool,
+    /// The SP's SingleLogoutService (HTTP-Redirect): where idbridge answers its
+    /// LogoutRequests. From its metadata, or set by the admin.
+    #[serde(default)]
+    pub slo_url: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -103,6 +107,7 @@ impl ServiceProvider {
                     "entity_id": idp.entity_id,
                     "metadata_url": idp.metadata_url,
                     "sso_url": idp.sso_url,
+                    "slo_url": idp.slo_url,
                 }),
             );
         }
@@ -168,6 +173,8 @@ pub struct SpOptions {
     pub auth_source: Option<Option<AuthSource>>,
     pub assertion_validity_secs: Option<u64>,
     pub allow_idp_initiated: Option<bool>,
+    /// `Some(None)` removes it.
+    pub slo_url: Option<Option<String>>,
 }
 
 /// `POST /admin/service_providers`.
@@ -195,6 +202,7 @@ struct SourceSettings {
     metadata_url: Option<String>,
     authn_requests_signed: bool,
     name_id_formats: Vec<String>,
+    slo_url: Option<String>,
 }
 
 fn pem(cert: &X509) -> SsoResult<String> {
@@ -247,6 +255,7 @@ fn from_metadata(xml: &str, field: &str, url: Option<String>) -> SsoResult<Sourc
         metadata_url: url,
         authn_requests_signed: m.authn_requests_signed,
         name_id_formats: m.name_id_formats.clone(),
+        slo_url: m.slo_urls.first().cloned(),
     })
 }
 
@@ -308,6 +317,7 @@ fn explicit(
         metadata_url: None,
         authn_requests_signed: false,
         name_id_formats: Vec::new(),
+        slo_url: None,
     })
 }
 
@@ -528,6 +538,13 @@ impl SsoService {
         if let Some(b) = o.allow_idp_initiated {
             r.allow_idp_initiated = b;
         }
+        match &o.slo_url {
+            Some(Some(u)) if !valid_acs_url(u) => {
+                issues.push(FieldIssue::new("slo_url", "invalid_url"));
+            }
+            Some(u) => r.slo_url = u.clone(),
+            None => {}
+        }
         let source = match (&o.directory_id, &o.auth_source) {
             (Some(_), Some(_)) => {
                 issues.push(FieldIssue::new(
@@ -608,6 +625,7 @@ impl SsoService {
             auth_source: None,
             assertion_validity_secs: self.idp_config().default_assertion_validity_secs,
             allow_idp_initiated: false,
+            slo_url: s.slo_url,
             created_at: now,
             updated_at: now,
         };
@@ -657,6 +675,7 @@ impl SsoService {
             next.signing_certs = s.signing_certs;
             next.encryption_cert = s.encryption_cert;
             next.metadata_url = s.metadata_url;
+            next.slo_url = s.slo_url;
         }
         self.apply_options(&mut next, &update.options)?;
         next.updated_at = Timestamp::now();
