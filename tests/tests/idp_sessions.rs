@@ -107,6 +107,10 @@ async fn world() -> anyhow::Result<World> {
     for uid in ["alice", "bob", "carol"] {
         tree.push_str(&person(uid, "People", &format!("{uid}-pw-1")));
     }
+    // Enough users that disabling one stays under the sync's mass-deletion guard (10%).
+    for i in 0..10 {
+        tree.push_str(&person(&format!("user{i}"), "People", "x-pw-1"));
+    }
     tree.push_str(&person("pat", "Partners", "pat-pw-1"));
     slapd.add(&tree)?;
     let pw = slapd.password_file()?;
