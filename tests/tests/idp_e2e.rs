@@ -455,7 +455,9 @@ async fn idbridge_is_the_saml_idp_of_another_idbridge() -> anyhow::Result<()> {
 
 /// The login page in headless Chromium (tests/js/idp_browser.test.mjs): a keyboard-only login
 /// and a phone-sized one, each a full SP-initiated login from B ending on the app's redirect
-/// URI with a code; screenshots are kept in target/test-artifacts/.
+/// URI with a code; then with "remember this browser" ticked, after which a second login of the
+/// same browser ends on the app without the login page; screenshots are kept in
+/// target/test-artifacts/.
 #[tokio::test]
 async fn the_login_page_in_chromium() -> anyhow::Result<()> {
     // The app: a loopback listener the browser test runs itself (Chromium refuses port 9 and
@@ -474,11 +476,24 @@ async fn the_login_page_in_chromium() -> anyhow::Result<()> {
     let artifacts = idbridge_tests::repo_root()
         .join("target")
         .join("test-artifacts");
+    // "Remember this browser" on: the third login ticks it, the fourth skips the password.
+    let r =
+        w.a.request(reqwest::Method::PATCH, "/admin/idp/settings")
+            .json(&json!({"remember_browser_ttl_secs": 600}))
+            .send()
+            .await?;
+    ensure!(r.status() == 200, "{}", r.text().await?);
     let mut env = w.b.peer_env();
     env.extend([
         (
             "IDBRIDGE_AUTHORIZE_URLS".to_owned(),
-            json!([authorize("browser-1"), authorize("browser-2")]).to_string(),
+            json!([
+                authorize("browser-1"),
+                authorize("browser-2"),
+                authorize("browser-3"),
+                authorize("browser-4")
+            ])
+            .to_string(),
         ),
         ("IDBRIDGE_SSO_CALLBACK".to_owned(), app_callback.clone()),
         ("IDBRIDGE_APP_PORT".to_owned(), app_port.to_string()),
@@ -493,13 +508,14 @@ async fn the_login_page_in_chromium() -> anyhow::Result<()> {
     eprintln!("{}", report.output);
     if report.ran() && std::path::Path::new("/usr/bin/chromium").exists() {
         ensure!(
-            report.passed >= 2 && report.failed == 0,
+            report.passed >= 3 && report.failed == 0,
             "chromium: {} passed, {} failed:\n{}",
             report.passed,
             report.failed,
             report.output
         );
         ensure!(artifacts.join("idp-login-desktop.png").is_file());
+        ensure!(artifacts.join("idp-remembered-second-login.png").is_file());
     }
     Ok(())
 }
