@@ -1072,10 +1072,30 @@ async fn independent_service_providers_accept_the_running_idp() -> anyhow::Resul
         let md = samlify_sp(&cfg("metadata"))
             .await?
             .map_err(anyhow::Error::msg)?;
+        // Custom attributes: a standard name, an unknown user field or a non-string source is
+        // a 422 naming it.
+        for (bad, field) in [
+            (json!({"email": "username"}), "custom_attributes.email"),
+            (json!({"secret": "password"}), "custom_attributes.secret"),
+            (json!({"n": 1}), "custom_attributes.n"),
+        ] {
+            let r = a
+                .post("/admin/service_providers")
+                .json(
+                    &json!({"organization_id": org_a, "metadata_xml": md["metadata"],
+                    "directory_id": dir_id, "custom_attributes": bad}),
+                )
+                .send()
+                .await?;
+            ensure!(r.status() == 422, "bad custom attributes accepted: {bad}");
+            let refusal = r.text().await?;
+            ensure!(refusal.contains(field), "{field} not named: {refusal}");
+        }
         let r = a
             .post("/admin/service_providers")
             .json(&json!({"organization_id": org_a, "metadata_xml": md["metadata"], "directory_id": dir_id,
-                "name": format!("samlify {encrypted}"), "encrypt_assertions": encrypted, "sign_response": encrypted}))
+                "name": format!("samlify {encrypted}"), "encrypt_assertions": encrypted, "sign_response": encrypted,
+                "custom_attributes": {"uid": "username", "commonName": "raw_attributes.cn", "title": "job_title"}}))
             .send()
             .await?;
         let status = r.status();
@@ -1123,6 +1143,10 @@ async fn independent_service_providers_accept_the_running_idp() -> anyhow::Resul
         let mut groups: Vec<String> = serde_json::from_value(at["groups"].clone())?;
         groups.sort();
         ensure!(groups == ["admins", "engineering"], "{extract}");
+        // The custom attributes, read by samlify; alice has no job title: left out.
+        ensure!(at["uid"] == "alice", "{extract}");
+        ensure!(at["commonName"] == "Alice Archer", "{extract}");
+        ensure!(at.get("title").is_none(), "{extract}");
         if encrypted {
             use base64::Engine as _;
             let xml = base64::engine::general_purpose::STANDARD.decode(&second.saml_response)?;

@@ -43,7 +43,7 @@ const SOURCE_FIELDS: [&str; 6] = [
     "signing_certs",
     "encryption_cert",
 ];
-const OPTION_FIELDS: [&str; 11] = [
+const OPTION_FIELDS: [&str; 12] = [
     "name",
     "name_id_format",
     "released_attributes",
@@ -55,6 +55,7 @@ const OPTION_FIELDS: [&str; 11] = [
     "assertion_validity_secs",
     "allow_idp_initiated",
     "slo_url",
+    "custom_attributes",
 ];
 
 pub(super) fn string_list(f: &mut Fields<'_>, field: &str) -> Option<Vec<String>> {
@@ -205,6 +206,32 @@ fn parse_options(f: &mut Fields<'_>) -> SpOptions {
         assertion_validity_secs: validity,
         allow_idp_initiated: f.opt_bool("allow_idp_initiated"),
         slo_url,
+        custom_attributes: custom_attributes(f),
+    }
+}
+
+/// `custom_attributes`: an object of attribute name → user field (strings); `null` = none.
+pub(super) fn custom_attributes(
+    f: &mut Fields<'_>,
+) -> Option<std::collections::BTreeMap<String, String>> {
+    match f.raw("custom_attributes")? {
+        Value::Null => Some(Default::default()),
+        Value::Object(o) => {
+            let mut out = std::collections::BTreeMap::new();
+            for (k, v) in o {
+                match v.as_str() {
+                    Some(s) => {
+                        out.insert(k.clone(), s.to_owned());
+                    }
+                    None => f.error(&format!("custom_attributes.{k}"), "must_be_string"),
+                }
+            }
+            Some(out)
+        }
+        _ => {
+            f.error("custom_attributes", "must_be_object");
+            None
+        }
     }
 }
 

@@ -28,7 +28,7 @@ use idbridge_saml::idp::response::name_id_format;
 use idbridge_saml::idp::{
     build_login_response, build_status_response, post_form, status, AcceptedRequest,
     AssertionEncryption, IdpError, LoginResponse, NameId, PostField, PostForm, ReceivedRequest,
-    RequestContext, ResponseOptions, SpErrorResponse, UserAttributes,
+    RequestContext, ResponseOptions, SamlAttribute, SpErrorResponse, UserAttributes,
 };
 use idbridge_secrets::{random_token, sha256_hex};
 use idbridge_store::{ChangeSet, ConflictKind, StoreError};
@@ -1022,7 +1022,10 @@ impl SsoService {
             } else {
                 Vec::new()
             },
-            custom: Vec::new(),
+            custom: user
+                .custom_attributes(&sp.custom_attributes)
+                .map(|(name, values)| SamlAttribute::new(name, values.to_vec()))
+                .collect(),
         };
         let mut attributes = attrs.to_saml().map_err(crate::SsoError::internal)?;
         if !sp.releases("id") {

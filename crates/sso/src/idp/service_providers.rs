@@ -9,6 +9,7 @@
 //! metadata (XML or a URL; WorkOS hands out an SP metadata URL) or from explicit fields. SAML
 //! SPs hold no secrets: certificates are public.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use idbridge_model::{new_id, parse_id, IdPrefix, Page, PageRequest, Timestamp};
@@ -91,6 +92,10 @@ pub struct ServiceProvider {
     /// LogoutRequests. From its metadata, or set by the admin.
     #[serde(default)]
     pub slo_url: Option<String>,
+    /// Extra assertion attributes: attribute name → the directory user field it is taken from
+    /// (see [`super::source::valid_user_field`]); left out when the user has no value.
+    #[serde(default)]
+    pub custom_attributes: BTreeMap<String, String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -175,6 +180,8 @@ pub struct SpOptions {
     pub allow_idp_initiated: Option<bool>,
     /// `Some(None)` removes it.
     pub slo_url: Option<Option<String>>,
+    /// Replaces the whole map.
+    pub custom_attributes: Option<BTreeMap<String, String>>,
 }
 
 /// `POST /admin/service_providers`.
@@ -319,6 +326,33 @@ fn explicit(
         name_id_formats: Vec::new(),
         slo_url: None,
     })
+}
+
+/// Most custom attributes per SP or client.
+pub const MAX_CUSTOM_ATTRIBUTES: usize = 32;
+
+/// The problems of a custom-attribute map (`custom_attributes.<name>` fields): names must be
+/// non-empty, at most 256 characters, not one of `reserved` (the standard attributes or
+/// claims); every source must be a known user field.
+pub fn check_custom_attributes(
+    map: &BTreeMap<String, String>,
+    reserved: &[&str],
+) -> Vec<FieldIssue> {
+    let mut issues = Vec::new();
+    if map.len() > MAX_CUSTOM_ATTRIBUTES {
+        issues.push(FieldIssue::new("custom_attributes", "too_many"));
+    }
+    for (name, field) in map {
+        let at = format!("custom_attributes.{name}");
+        if name.trim().is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
+            issues.push(FieldIssue::new(at, "invalid_name"));
+        } else if reserved.contains(&name.as_str()) {
+            issues.push(FieldIssue::new(at, "reserved_name"));
+        } else if !super::source::valid_user_field(field) {
+            issues.push(FieldIssue::new(at, "unknown_user_field"));
+        }
+    }
+    issues
 }
 
 /// A NameID format given by its short name or URN, as the URN.
@@ -538,6 +572,13 @@ impl SsoService {
         if let Some(b) = o.allow_idp_initiated {
             r.allow_idp_initiated = b;
         }
+        if let Some(map) = &o.custom_attributes {
+            let before = issues.len();
+            issues.extend(check_custom_attributes(map, &RELEASABLE_ATTRIBUTES));
+            if issues.len() == before {
+                r.custom_attributes = map.clone();
+            }
+        }
         match &o.slo_url {
             Some(Some(u)) if !valid_acs_url(u) => {
                 issues.push(FieldIssue::new("slo_url", "invalid_url"));
@@ -626,6 +667,7 @@ impl SsoService {
             assertion_validity_secs: self.idp_config().default_assertion_validity_secs,
             allow_idp_initiated: false,
             slo_url: s.slo_url,
+            custom_attributes: BTreeMap::new(),
             created_at: now,
             updated_at: now,
         };
