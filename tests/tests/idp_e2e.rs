@@ -595,9 +595,23 @@ async fn idbridge_is_the_oidc_provider_of_openid_client_and_another_idbridge() -
         body.contains("grant_types"),
         "unknown field not named: {body}"
     );
+    // Custom claims: a standard claim's name or an unknown user field is a 422 naming it.
     let r = a
         .post("/admin/oidc_clients")
-        .json(&json!({"organization_id": org_a, "name": "openid-client", "redirect_uris": [rp_redirect], "directory_id": dir_id}))
+        .json(&json!({"organization_id": org_a, "redirect_uris": [rp_redirect], "directory_id": dir_id,
+            "custom_claims": {"sub": "username", "x": "password"}}))
+        .send()
+        .await?;
+    ensure!(r.status() == 422);
+    let body = r.text().await?;
+    ensure!(
+        body.contains("custom_claims.sub") && body.contains("custom_claims.x"),
+        "{body}"
+    );
+    let r = a
+        .post("/admin/oidc_clients")
+        .json(&json!({"organization_id": org_a, "name": "openid-client", "redirect_uris": [rp_redirect], "directory_id": dir_id,
+            "custom_claims": {"uid": "username", "cn": "raw_attributes.cn"}}))
         .send()
         .await?;
     ensure!(r.status() == 201, "{}", r.text().await?);
@@ -650,6 +664,9 @@ async fn idbridge_is_the_oidc_provider_of_openid_client_and_another_idbridge() -
         let mut groups: Vec<String> = serde_json::from_value(c["groups"].clone())?;
         groups.sort();
         ensure!(groups == ["admins", "engineering"], "{out}");
+        // The configured custom claims, in the ID token openid-client validated and in userinfo.
+        ensure!(c["uid"] == "alice" && c["cn"] == "Alice Archer", "{out}");
+        ensure!(out["userinfo"]["uid"] == "alice", "{out}");
         ensure!(out["userinfo"]["email"] == "alice@example.test", "{out}");
         ensure!(out["replay"] == "invalid_grant", "code replay: {out}");
     }

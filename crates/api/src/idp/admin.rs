@@ -206,15 +206,17 @@ fn parse_options(f: &mut Fields<'_>) -> SpOptions {
         assertion_validity_secs: validity,
         allow_idp_initiated: f.opt_bool("allow_idp_initiated"),
         slo_url,
-        custom_attributes: custom_attributes(f),
+        custom_attributes: custom_map(f, "custom_attributes"),
     }
 }
 
-/// `custom_attributes`: an object of attribute name → user field (strings); `null` = none.
-pub(super) fn custom_attributes(
+/// `custom_attributes` / `custom_claims`: an object of name → user field (strings); `null` =
+/// none.
+pub(super) fn custom_map(
     f: &mut Fields<'_>,
+    field: &str,
 ) -> Option<std::collections::BTreeMap<String, String>> {
-    match f.raw("custom_attributes")? {
+    match f.raw(field)? {
         Value::Null => Some(Default::default()),
         Value::Object(o) => {
             let mut out = std::collections::BTreeMap::new();
@@ -223,13 +225,13 @@ pub(super) fn custom_attributes(
                     Some(s) => {
                         out.insert(k.clone(), s.to_owned());
                     }
-                    None => f.error(&format!("custom_attributes.{k}"), "must_be_string"),
+                    None => f.error(&format!("{field}.{k}"), "must_be_string"),
                 }
             }
             Some(out)
         }
         _ => {
-            f.error("custom_attributes", "must_be_object");
+            f.error(field, "must_be_object");
             None
         }
     }

@@ -310,6 +310,10 @@ impl SsoService {
             family_name: subject.last_name.clone(),
             name,
             groups: subject.groups.clone(),
+            extra: subject
+                .custom_attributes(&client.custom_claims)
+                .map(|(k, v)| (k.to_owned(), v.to_vec()))
+                .collect(),
         };
         let now = Utc::now();
         let request = pending.request();
