@@ -59,4 +59,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQ"
     printf '%s\n' "$want" >"$stamp"
 fi
+# pysaml2 (the suite's peer IdP, with xmlsec1 and openssl): the SAML login through the image.
+"$REPO/scripts/test-deps.d/saml.sh" >/dev/null
 log "appliance dependencies present"

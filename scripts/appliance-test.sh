@@ -3,7 +3,8 @@
 # two root filesystems and an image (~5-10 min on 2 cores after the release build).
 #   1. image: scripts/image.sh, then `podman run` of it on a fresh volume: /healthz, the
 #      image's own healthcheck, the first-start API key from the container's log, an
-#      organization + SCIM directory + user through the WorkOS Python SDK; stop; a NEW
+#      organization + SCIM directory + user through the WorkOS Python SDK, a SAML login
+#      (pysaml2 signs, the container verifies, the SDK reads the profile); stop; a NEW
 #      container on the same volume finds them (and prints no second API key).
 #   2. Debian package: scripts/deb.sh (revisions 1 and 2), installed into a clean mmdebstrap
 #      chroot with `apt install ./idbridge_*.deb`: --version, systemd-analyze verify, upgrade,
@@ -46,7 +47,7 @@ cleanup_image() {
 }
 trap cleanup_image EXIT
 image_test() {
-    local t0 version image port url key client_id logs health
+    local t0 version image port url callback key client_id logs health
     t0=$(date +%s)
     "$REPO/scripts/image.sh" "$BIN" >/dev/null
     log "image built in $(($(date +%s) - t0)) s"
@@ -83,6 +84,7 @@ image_test() {
     vol="idbridge-appliance-test-$$"
     port="$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
     url="http://127.0.0.1:$port"
+    callback="http://127.0.0.1:9/callback"
     c1="idbridge-at1-$$"
     c2="idbridge-at2-$$"
     state="$(mktemp)"
@@ -92,7 +94,7 @@ image_test() {
         # timers, and this sandbox has no systemd; `podman healthcheck run` still runs it.
         "${PODMAN[@]}" run -d --name "$1" "${PODMAN_RUN_LIMITS[@]}" --health-interval disable \
             -p "127.0.0.1:$port:8080" -v "$vol:/var/lib/idbridge" \
-            -e "IDBRIDGE_PUBLIC_URL=$url" "$image" >/dev/null
+            -e "IDBRIDGE_PUBLIC_URL=$url" -e "IDBRIDGE_SSO_REDIRECT_URIS=$callback" "$image" >/dev/null
     }
     wait_healthy() {
         local i
@@ -133,6 +135,10 @@ image_test() {
     log "first-start API key read from the container log (…${key: -4}), client id $client_id"
     IDBRIDGE_URL="$url" IDBRIDGE_API_KEY="$key" IDBRIDGE_CLIENT_ID="$client_id" \
         "$PY" "$REPO/deploy/tests/container_data.py" write "$state" >&2
+    # A SAML login: the image's libxml2 + xmlsec verify a signature (ICU's data is stubbed).
+    IDBRIDGE_URL="$url" IDBRIDGE_API_KEY="$key" IDBRIDGE_CLIENT_ID="$client_id" \
+        IDBRIDGE_SSO_CALLBACK="$callback" \
+        "$PY" "$REPO/deploy/tests/container_data.py" saml "$state" >&2
 
     t0=$(date +%s%N)
     "${PODMAN[@]}" stop -t 30 "$c1" >/dev/null
@@ -261,7 +267,7 @@ dockerfile_test() {
     ctx="$(mktemp -d "$APPLIANCE_DIR/dockerfile.XXXXXX")"
     mkdir -p "$ctx/config" "$ctx/deploy/image" "$ctx/target/release"
     cp "$REPO/config/idbridge.example.toml" "$ctx/config/"
-    cp "$REPO/deploy/image/rootfs-hook.sh" "$ctx/deploy/image/"
+    cp "$REPO/deploy/image/rootfs-hook.sh" "$REPO/deploy/image/icudata-stub.c" "$ctx/deploy/image/"
     cp "$BIN" "$ctx/target/release/idbridge"
     # The Rust stage needs rust:1-bookworm from a registry: the binary at hand stands in.
     "$PY" - "$REPO/deploy/Dockerfile" "$ctx/Dockerfile" <<'PYEOF'

@@ -62,9 +62,19 @@ if [ -n "${IDBRIDGE_KEEP_LIBS:-}" ]; then
         done
     done
 fi
-# glibc's iconv modules: libxml2 decodes UTF-8, UTF-16 and ISO-8859-1 itself (and the other
-# encodings through ICU); SAML and SCIM documents are UTF-8.
-rm -rf "$root/usr/lib/x86_64-linux-gnu/gconv"
+# ICU's data (31 MB, libicudata): replaced by a library with no data items (icudata-stub.c
+# beside this script says why that is safe). glibc's iconv modules (8 MB) stay: libxml2 decodes
+# UTF-8, UTF-16 and ISO-8859-1 itself and asks iconv, before ICU, for any other encoding.
+# Needs a C compiler and nm (binutils) where the hook runs.
+for data in "$root"/usr/lib/x86_64-linux-gnu/libicudata.so.*.*; do
+    [ -f "$data" ] || continue
+    entry="$(nm -D --defined-only "$data" | awk '$3 ~ /^icudt[0-9]+_dat$/ {print $3}')"
+    soname="$(basename "$data" | sed 's/^\(libicudata\.so\.[0-9]*\).*/\1/')"
+    [ -n "$entry" ] || { echo "rootfs-hook: no icudtNN_dat symbol in $data" >&2; exit 1; }
+    ${CC:-cc} -O2 -ffreestanding -nostdlib -shared -fPIC -Wl,-soname,"$soname" \
+        -DICUDATA_ENTRY="$entry" -o "$data.stub" "$(dirname "$0")/icudata-stub.c"
+    mv -f "$data.stub" "$data"
+done
 
 # A rebuilt linker cache for the libraries that remain.
 ldconfig -r "$root" 2>/dev/null || true

@@ -7,17 +7,31 @@
   container_data.py check STATE_FILE   in a new container on the same volume: the SDK finds the
                                        same organization, directory and user, and the SCIM
                                        token handed out before still works.
+  container_data.py saml STATE_FILE    a SAML login through the container: a connection made
+                                       with the SDK, pysaml2 (the peer IdP of the test suite)
+                                       signs the response, the container verifies it (libxml2 +
+                                       xmlsec in the image, ICU's data stubbed) and the SDK's
+                                       get_profile_and_token returns the profile; a response
+                                       signed by another key is refused.
 
-Needs IDBRIDGE_URL, IDBRIDGE_API_KEY and IDBRIDGE_CLIENT_ID.
+Needs IDBRIDGE_URL, IDBRIDGE_API_KEY and IDBRIDGE_CLIENT_ID; `saml` also IDBRIDGE_SSO_CALLBACK
+(a redirect URI the container allows) and pysaml2 in $IDBRIDGE_PEERS_DIR/pysaml2-venv
+(scripts/test-deps.d/saml.sh).
 """
 
+import base64
 import json
 import os
+import re
 import secrets
+import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.request
-from urllib.parse import urlparse
+import zlib
+from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlparse
 
 from workos import WorkOSClient
 
@@ -115,7 +129,106 @@ def check(state_file):
     )
 
 
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+def browser(method, url, body=None, headers=None):
+    """One request as a browser makes it, redirects not followed: (status, headers, text)."""
+    opener = urllib.request.build_opener(NoRedirect)
+    req = urllib.request.Request(url, data=body.encode() if body else None, method=method)
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    try:
+        with opener.open(req, timeout=30) as resp:
+            return resp.status, resp.headers, resp.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read().decode("utf-8", "replace")
+
+
+def throwaway_key_pair(directory, name):
+    key, cert = Path(directory, f"{name}.key"), Path(directory, f"{name}.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "2",
+         "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    return {"key": key.read_text(), "cert": cert.read_text()}
+
+
+def saml(state_file):
+    from workos.sso._resource import CreateProtocolOptionsSAML
+    from workos.sso.models.create_connection_saml_options import CreateConnectionSAMLOptions
+
+    callback = os.environ["IDBRIDGE_SSO_CALLBACK"]
+    peers = Path(os.environ.get("IDBRIDGE_PEERS_DIR", "/var/cache/idbridge-peers"))
+    pysaml2 = peers / "pysaml2-venv" / "bin" / "python"
+    idp_script = Path(__file__).resolve().parents[2] / "crates/saml/tests/peers/pysaml2_idp.py"
+    with open(state_file) as f:
+        state = json.load(f)
+    idp_entity, idp_sso = "https://idp.appliance.example/metadata", "https://idp.appliance.example/sso"
+    with tempfile.TemporaryDirectory() as d:
+        keys, other = throwaway_key_pair(d, "idp"), throwaway_key_pair(d, "forger")
+    workos = client()
+    conn = workos.sso.create_connection(
+        organization_id=state["organization_id"],
+        name="Appliance SAML",
+        connection_type="GenericSAML",
+        protocol_options=CreateProtocolOptionsSAML(
+            saml_options=CreateConnectionSAMLOptions(
+                idp_entity_id=idp_entity, idp_sso_url=idp_sso, idp_signing_certs=[keys["cert"]]
+            )
+        ),
+    )
+    status, _, sp_metadata = browser("GET", f"{BASE_URL}/sso/saml/metadata/{conn.id}")
+    assert status == 200, status
+
+    def login(signing_keys, email):
+        url = workos.sso.get_authorization_url(connection=conn.id, redirect_uri=callback, state="st")
+        status, headers, text = browser("GET", url)
+        assert status == 302, (status, text)
+        location = urlparse(headers["Location"])
+        assert f"{location.scheme}://{location.netloc}{location.path}" == idp_sso, location
+        query = parse_qs(location.query)
+        request = zlib.decompress(base64.b64decode(query["SAMLRequest"][0]), -15).decode()
+        request_id = re.search(r'\sID="([^"]+)"', request).group(1)
+        cookie = headers["Set-Cookie"].split(";")[0]
+        cfg = {
+            "idp": idp_entity, "idpKey": signing_keys["key"], "idpCert": signing_keys["cert"],
+            "spMetadata": sp_metadata, "encrypt": False,
+            "sp": f"{BASE_URL}/sso/saml/{conn.id}", "acs": f"{BASE_URL}/sso/saml/acs/{conn.id}",
+            "reqId": request_id, "user": email, "signMessage": True, "signAssertion": True,
+            "attributes": {"id": [f"appliance-{email}"], "email": [email],
+                           "firstName": ["Grace"], "lastName": ["Hopper"], "groups": ["Navy"]},
+        }
+        out = subprocess.run([str(pysaml2), str(idp_script)], input=json.dumps(cfg),
+                             capture_output=True, text=True, check=True)
+        return browser(
+            "POST", f"{BASE_URL}/sso/saml/acs/{conn.id}",
+            body=urlencode({"SAMLResponse": out.stdout.strip(), "RelayState": query["RelayState"][0]}),
+            headers={"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie},
+        )
+
+    email = "grace@appliance.example"
+    status, headers, text = login(keys, email)
+    assert status == 302, (status, text)
+    back = urlparse(headers["Location"])
+    q = parse_qs(back.query)
+    assert "code" in q and "error" not in q, q
+    profile = workos.sso.get_profile_and_token(code=q["code"][0]).profile
+    assert (profile.email, profile.first_name, profile.connection_id) == (email, "Grace", conn.id), profile
+    # The same flow signed by a key the connection does not trust: refused, no code.
+    status, headers, text = login(other, "mallory@appliance.example")
+    location = headers.get("Location") or ""
+    refused = status >= 400 or (status == 302 and "error=" in location and "code=" not in location)
+    assert refused, (status, location, text[:300])
+    print(f"SAML login through the container: profile {profile.id} ({profile.email}); a forged "
+          f"response was refused ({status})")
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] not in ("write", "check"):
+    commands = {"write": write, "check": check, "saml": saml}
+    if len(sys.argv) != 3 or sys.argv[1] not in commands:
         sys.exit(__doc__)
-    {"write": write, "check": check}[sys.argv[1]](sys.argv[2])
+    commands[sys.argv[1]](sys.argv[2])

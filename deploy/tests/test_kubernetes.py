@@ -87,9 +87,12 @@ def check_appliance_properties(docs):
     api_key = env["IDBRIDGE_API_KEY"]["valueFrom"]["secretKeyRef"]
     assert api_key["key"] == "api-key"
     assert api_key["name"] == env["IDBRIDGE_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["name"]
-    # The drain deadline fits in the pod's termination grace period.
+    # The unready-but-serving delay and the drain deadline fit in the pod's termination grace
+    # period (a pod killed before its store is closed replays the WAL at the next start).
+    delay = int(env["IDBRIDGE_SHUTDOWN_DELAY_SECS"]["value"])
     grace = int(env["IDBRIDGE_SHUTDOWN_GRACE_SECS"]["value"])
-    assert 0 < grace < pod.get("terminationGracePeriodSeconds", 30)
+    assert delay > 0 and grace > 0
+    assert delay + grace < pod.get("terminationGracePeriodSeconds", 30)
     assert any("secretRef" in e for e in c["envFrom"]), "SCIM tokens come from a Secret"
     # The config file comes from a ConfigMap that is rendered alongside.
     cm_names = {d["metadata"]["name"] for d in by_kind(docs, "ConfigMap")}

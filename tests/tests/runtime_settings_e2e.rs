@@ -212,13 +212,13 @@ async fn settings_change_live_survive_a_restart_and_yield_to_a_changed_file() ->
     let (status, body) = patch(
         &server,
         "/admin/settings/server",
-        json!({"shutdown_grace_secs": 7}),
+        json!({"keep_alive_idle_secs": 7}),
     )
     .await?;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_ne!(body["values"]["shutdown_grace_secs"], 7, "{body}");
-    assert_eq!(body["pending_restart"]["shutdown_grace_secs"], 7, "{body}");
-    assert_ne!(body["sources"]["shutdown_grace_secs"], "runtime", "{body}");
+    assert_ne!(body["values"]["keep_alive_idle_secs"], 7, "{body}");
+    assert_eq!(body["pending_restart"]["keep_alive_idle_secs"], 7, "{body}");
+    assert_ne!(body["sources"]["keep_alive_idle_secs"], "runtime", "{body}");
     let (status, body) = patch(&server, "/admin/settings/log", json!({"format": "yaml"})).await?;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(error_fields(&body)[0].0, "format");
@@ -315,8 +315,8 @@ async fn settings_change_live_survive_a_restart_and_yield_to_a_changed_file() ->
         "expected text log lines after the restart: {since_restart}"
     );
     let s = section(&server, "server").await?;
-    assert_eq!(s["values"]["shutdown_grace_secs"], 7, "{s}");
-    assert_eq!(s["sources"]["shutdown_grace_secs"], "runtime", "{s}");
+    assert_eq!(s["values"]["keep_alive_idle_secs"], 7, "{s}");
+    assert_eq!(s["sources"]["keep_alive_idle_secs"], "runtime", "{s}");
     assert_eq!(s["pending_restart"], json!({}), "{s}");
     let s = section(&server, "server").await?;
     assert_eq!(s["values"]["max_body_bytes"], 16_384);

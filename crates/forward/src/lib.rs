@@ -24,4 +24,4 @@ pub use config::{Backoff, DeliveryConfig};
 pub use error::{DeliveryError, ForwardError};
 pub use records::{DeliveryState, DeliveryStates};
 pub use sign::{sign, signature_header};
-pub use worker::{spawn, DeliveryClient, SIGNATURE_HEADER};
+pub use worker::{spawn, DeliveryClient, DeliveryWorker, SIGNATURE_HEADER};

@@ -14,6 +14,7 @@ use idbridge_store::{Store, StoreError, StoredEvent};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use reqwest::header::{HeaderValue, CONTENT_TYPE};
+use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tracing::Instrument;
 
@@ -92,20 +93,54 @@ fn classify(err: reqwest::Error) -> DeliveryError {
     }
 }
 
-/// Starts the delivery worker on the current tokio runtime and returns the scheduler's handle.
-/// Aborting that handle stops every endpoint task too. The store's cursors make a restart
+/// Starts the delivery worker on the current tokio runtime. The store's cursors make a restart
 /// resume exactly where each endpoint stood.
 pub fn spawn(
     store: Arc<dyn Store>,
     config: DeliveryConfig,
-) -> Result<JoinHandle<()>, ForwardError> {
+) -> Result<DeliveryWorker, ForwardError> {
     let client = DeliveryClient::new(&config)?;
+    let (stop, stopping) = watch::channel(false);
     let worker = Worker {
         store,
         client,
         config: Arc::new(config),
+        stopping,
     };
-    Ok(tokio::spawn(worker.schedule()))
+    Ok(DeliveryWorker {
+        task: tokio::spawn(worker.schedule()),
+        stop,
+    })
+}
+
+/// The running delivery worker.
+pub struct DeliveryWorker {
+    task: JoinHandle<()>,
+    stop: watch::Sender<bool>,
+}
+
+impl DeliveryWorker {
+    /// Stops at once, even mid-delivery: a POST the receiver already got is sent again after
+    /// the restart (its cursor was not moved), which receivers absorb by the event id.
+    pub fn abort(self) {
+        self.task.abort();
+    }
+
+    /// The graceful stop (server shutdown): each endpoint finishes the delivery in flight and
+    /// records its answer and cursor, then stops instead of starting another one or waiting out
+    /// a retry delay. Whatever still runs after `within` is aborted, as [`Self::abort`] does.
+    /// Returns whether every endpoint stopped on its own.
+    pub async fn stop(self, within: Duration) -> bool {
+        let _ = self.stop.send(true);
+        let mut task = self.task;
+        match tokio::time::timeout(within, &mut task).await {
+            Ok(_) => true,
+            Err(_) => {
+                task.abort();
+                false
+            }
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -113,6 +148,18 @@ struct Worker {
     store: Arc<dyn Store>,
     client: DeliveryClient,
     config: Arc<DeliveryConfig>,
+    /// Turns true when the worker is asked to stop ([`DeliveryWorker::stop`]).
+    stopping: watch::Receiver<bool>,
+}
+
+/// How one event's delivery ended.
+enum Delivery {
+    /// A 2xx, and the cursor moved past the event durably.
+    Acknowledged,
+    /// The endpoint was deleted meanwhile: its task ends.
+    EndpointDeleted,
+    /// The worker is stopping: the event stays unacknowledged, to be sent after the restart.
+    Stopped,
 }
 
 impl Worker {
@@ -123,6 +170,11 @@ impl Worker {
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut running: HashMap<String, (WebhookEndpoint, AbortHandle)> = HashMap::new();
         loop {
+            if self.is_stopping() {
+                // Each endpoint task sees the same signal and ends after its delivery in flight.
+                while tasks.join_next().await.is_some() {}
+                return;
+            }
             while tasks.try_join_next().is_some() {}
             match self.load_endpoints().await {
                 Ok(endpoints) => {
@@ -149,7 +201,20 @@ impl Worker {
                 }
                 Err(e) => tracing::warn!(error = %e, "reading webhook endpoints failed"),
             }
-            tokio::time::sleep(self.config.poll_interval()).await;
+            self.pause(self.config.poll_interval()).await;
+        }
+    }
+
+    fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
+    /// Sleeps for `delay`, or less when the worker is asked to stop meanwhile.
+    async fn pause(&self, delay: Duration) {
+        let mut stopping = self.stopping.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stopping.wait_for(|stop| *stop) => {}
         }
     }
 
@@ -231,16 +296,24 @@ impl Worker {
         let backoff = self.config.backoff();
         let id = endpoint.id.clone();
         let mut state = loop {
+            if self.is_stopping() {
+                return;
+            }
             match self.load_state(&id).await {
                 Ok(s) => break s,
                 Err(e) => {
                     tracing::warn!(error = %e, "loading webhook delivery state failed; retrying");
-                    tokio::time::sleep(backoff.max.min(Duration::from_secs(5))).await;
+                    self.pause(backoff.max.min(Duration::from_secs(5))).await;
                 }
             }
         };
         let batch_size = self.config.batch_size;
         loop {
+            if self.is_stopping() {
+                // Skips since the last persisted delivery, kept so a restart does not walk them.
+                let _ = self.persist(&id, &state).await;
+                return;
+            }
             let cursor = state.cursor;
             let read = self
                 .blocking(move |store| {
@@ -254,13 +327,13 @@ impl Worker {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(error = %e, "reading the event log failed; retrying");
-                    tokio::time::sleep(self.config.poll_interval()).await;
+                    self.pause(self.config.poll_interval()).await;
                     continue;
                 }
             };
             record_lag(&id, last_seq, state.cursor);
             if batch.is_empty() {
-                tokio::time::sleep(self.config.poll_interval()).await;
+                self.pause(self.config.poll_interval()).await;
                 continue;
             }
             if let Some(first) = batch.first() {
@@ -282,12 +355,19 @@ impl Worker {
                     skipped = true;
                     continue;
                 }
-                if !self
+                if self.is_stopping() {
+                    break;
+                }
+                match self
                     .deliver_until_acked(&endpoint, event, &mut state, &mut rng)
                     .await
                 {
-                    tracing::info!("webhook endpoint deleted; delivery stopped");
-                    return;
+                    Delivery::Acknowledged => {}
+                    Delivery::EndpointDeleted => {
+                        tracing::info!("webhook endpoint deleted; delivery stopped");
+                        return;
+                    }
+                    Delivery::Stopped => break,
                 }
                 skipped = false;
                 record_lag(&id, last_seq, state.cursor);
@@ -301,15 +381,15 @@ impl Worker {
         }
     }
 
-    /// Delivers one event, retrying until a 2xx, then durably moves the cursor past it.
-    /// Returns false when the endpoint was deleted meanwhile.
+    /// Delivers one event, retrying until a 2xx, then durably moves the cursor past it. A stop
+    /// request ends the retries, never an attempt in flight.
     async fn deliver_until_acked(
         &self,
         endpoint: &WebhookEndpoint,
         event: &StoredEvent,
         state: &mut DeliveryState,
         rng: &mut StdRng,
-    ) -> bool {
+    ) -> Delivery {
         let backoff = self.config.backoff();
         let mut attempt: u32 = 0;
         loop {
@@ -343,7 +423,11 @@ impl Worker {
                     // Seconds since the epoch, so alerts can say "no success for N minutes".
                     metrics::gauge!("idbridge_webhook_last_success_timestamp_seconds", "endpoint" => endpoint.id.clone())
                         .set(now.as_millis() as f64 / 1000.0);
-                    return self.persist_until_done(&endpoint.id, state, rng).await;
+                    return if self.persist_until_done(&endpoint.id, state, rng).await {
+                        Delivery::Acknowledged
+                    } else {
+                        Delivery::EndpointDeleted
+                    };
                 }
                 Err(err) => {
                     state.consecutive_failures = state.consecutive_failures.saturating_add(1);
@@ -364,12 +448,15 @@ impl Worker {
                     // the admin view stale; it must not hold up the retry.
                     match self.persist(&endpoint.id, state).await {
                         Ok(true) => {}
-                        Ok(false) => return false,
+                        Ok(false) => return Delivery::EndpointDeleted,
                         Err(e) => {
                             tracing::warn!(error = %e, "recording the webhook failure failed")
                         }
                     }
-                    tokio::time::sleep(delay).await;
+                    self.pause(delay).await;
+                    if self.is_stopping() {
+                        return Delivery::Stopped;
+                    }
                 }
             }
         }

@@ -258,6 +258,10 @@ pub struct ServerConfig {
     /// On SIGTERM/SIGINT: stop accepting, give in-flight requests this long to finish, then
     /// close what is left, stop the background workers and close the store (exit 0).
     pub shutdown_grace_secs: u64,
+    /// On SIGTERM/SIGINT, before that: `/readyz` answers 503 while the listener keeps serving
+    /// for this long, so a load balancer or Kubernetes takes the node out of rotation before
+    /// its connections are refused (0: stop accepting at once).
+    pub shutdown_delay_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -276,6 +280,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             max_connections_per_ip: 256,
             shutdown_grace_secs: 10,
+            shutdown_delay_secs: 0,
         }
     }
 }
@@ -426,6 +431,12 @@ impl Config {
                 "must be at most 3600",
             ));
         }
+        if self.server.shutdown_delay_secs > 300 {
+            return Err(key_err(
+                "server.shutdown_delay_secs".into(),
+                "must be at most 300",
+            ));
+        }
         if self.events.retention_days == 0 {
             return Err(key_err(
                 "events.retention_days".into(),
@@ -547,6 +558,15 @@ impl Config {
                         return Err(bad("must be at most 3600".into()));
                     }
                     self.server.shutdown_grace_secs = secs
+                }
+                "IDBRIDGE_SHUTDOWN_DELAY_SECS" => {
+                    let secs: u64 = value
+                        .parse()
+                        .map_err(|e| bad(format!("not a number: {e}")))?;
+                    if secs > 300 {
+                        return Err(bad("must be at most 300".into()));
+                    }
+                    self.server.shutdown_delay_secs = secs
                 }
                 "IDBRIDGE_STORE_CACHE_MB" => {
                     self.server.store_cache_mb = value

@@ -1,15 +1,18 @@
 //! `idbridge serve`: wires the store, the API and the background workers, and listens.
 //!
 //! Signals: `SIGHUP` reloads the HTTPS certificate (`crate::tls`). `SIGTERM`/`SIGINT` shut down
-//! gracefully: `/readyz` turns 503 `draining`, the listener closes (new connections are
-//! refused), in-flight requests get `server.shutdown_grace_secs` to finish (then the rest are
-//! closed), the background workers are stopped (LDAP schedulers, SFTP pulls and server, SCIM
-//! push, webhooks, timers; a store write in progress always completes, as each is one
-//! transaction on a blocking thread), and the store is closed, which checkpoints its WAL into
-//! the database file so the next start has nothing to replay. A second signal while draining
-//! closes the remaining connections at once.
+//! gracefully: `/readyz` turns 503 `draining` at once; the listener keeps serving for
+//! `server.shutdown_delay_secs` (so a load balancer sees the 503 and stops sending before
+//! connections are refused), then closes (new connections are refused); in-flight requests get
+//! `server.shutdown_grace_secs` to finish (then the rest are closed); the background workers
+//! are stopped (webhook deliveries in flight finish and are recorded within what is left of
+//! the grace period; LDAP schedulers, SFTP pulls and server, SCIM push and timers stop; a store
+//! write in progress always completes, as each is one transaction on a blocking thread); and
+//! the store is closed, which checkpoints its WAL into the database file so the next start has
+//! nothing to replay. A second signal cuts the delay short; one while draining closes the
+//! remaining connections at once.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -27,11 +30,10 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let stopped = runtime.block_on(serve_async(config))?;
     // Whatever still runs (timers, aborted workers) is dropped here; blocking work in flight
     // (a store transaction) gets what is left of the grace period, at least a second.
-    let deadline = stopped.began + grace;
+    let deadline = stopped.began + stopped.grace;
     runtime.shutdown_timeout(
         deadline
             .saturating_duration_since(Instant::now())
@@ -48,8 +50,40 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
 /// What is left to close once the HTTP server has drained.
 struct Stopped {
     store: Arc<dyn Store>,
-    /// When the shutdown signal arrived (the grace period counts from here).
+    /// When the listener closed (the grace period counts from here).
     began: Instant,
+    grace: Duration,
+}
+
+/// `server.shutdown_delay_secs` and `server.shutdown_grace_secs`, read when the stop signal
+/// arrives: `PATCH /admin/settings/server` changes them while the server runs.
+pub struct ShutdownTimes {
+    delay_secs: AtomicU64,
+    grace_secs: AtomicU64,
+}
+
+impl ShutdownTimes {
+    pub fn new(server: &crate::config::ServerConfig) -> Self {
+        ShutdownTimes {
+            delay_secs: AtomicU64::new(server.shutdown_delay_secs),
+            grace_secs: AtomicU64::new(server.shutdown_grace_secs),
+        }
+    }
+
+    pub fn set(&self, server: &crate::config::ServerConfig) {
+        self.delay_secs
+            .store(server.shutdown_delay_secs, Ordering::Relaxed);
+        self.grace_secs
+            .store(server.shutdown_grace_secs, Ordering::Relaxed);
+    }
+
+    fn delay(&self) -> Duration {
+        Duration::from_secs(self.delay_secs.load(Ordering::Relaxed))
+    }
+
+    fn grace(&self) -> Duration {
+        Duration::from_secs(self.grace_secs.load(Ordering::Relaxed))
+    }
 }
 
 /// Drops the last handle of the store: its threads stop and SQLite checkpoints the WAL into
@@ -241,6 +275,7 @@ async fn serve_async(config: Config) -> anyhow::Result<Stopped> {
     // Slow and greedy clients: connection counts, header and idle timers (conn_limits.rs).
     let limits = crate::conn_limits::ConnLimits::from_config(&config.server);
     let conn_caps = Arc::new(crate::conn_limits::ConnCaps::new(&limits));
+    let shutdown_times = Arc::new(ShutdownTimes::new(&config.server));
     // `/admin/settings`: changes are stored and applied to these from now on.
     state
         .settings
@@ -258,6 +293,7 @@ async fn serve_async(config: Config) -> anyhow::Result<Stopped> {
                 retention_days,
                 webhooks: webhooks.clone(),
                 feeds: supervisor.clone(),
+                shutdown: shutdown_times.clone(),
             },
         )));
 
@@ -270,7 +306,7 @@ async fn serve_async(config: Config) -> anyhow::Result<Stopped> {
         handle.clone(),
         state.draining.clone(),
         tls_cert.clone(),
-        Duration::from_secs(config.server.shutdown_grace_secs),
+        shutdown_times.clone(),
         began.clone(),
     ));
     state.ready.store(true, Ordering::Relaxed);
@@ -297,14 +333,29 @@ async fn serve_async(config: Config) -> anyhow::Result<Stopped> {
     }
     .with_context(|| format!("serving on {addr}"))?;
     tracing::info!("HTTP connections drained; stopping the background workers");
+    let (began, grace) = began
+        .get()
+        .copied()
+        .unwrap_or_else(|| (Instant::now(), shutdown_times.grace()));
     supervisor.stop_all().await;
-    webhooks.abort();
+    // Deliveries in flight get what is left of the grace period (half a second at least) to be
+    // answered and recorded, so the restart does not send them again.
+    let left = (began + grace)
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(500));
+    if !webhooks.stop(left).await {
+        tracing::warn!(
+            "webhook deliveries still in flight at the end of the grace period were cut; \
+             they are sent again after the restart"
+        );
+    }
     for task in [scim_push, housekeeping, domain_recheck] {
         task.abort();
     }
     Ok(Stopped {
         store,
-        began: began.get().copied().unwrap_or_else(Instant::now),
+        began,
+        grace,
     })
 }
 
@@ -373,8 +424,8 @@ async fn on_signals(
     handle: axum_server::Handle,
     draining: Arc<std::sync::atomic::AtomicBool>,
     tls: Option<Arc<crate::tls::ReloadableCert>>,
-    grace: Duration,
-    began: Arc<OnceLock<Instant>>,
+    times: Arc<ShutdownTimes>,
+    began: Arc<OnceLock<(Instant, Duration)>>,
 ) {
     let first = loop {
         tokio::select! {
@@ -394,8 +445,24 @@ async fn on_signals(
             }
         }
     };
-    let _ = began.set(Instant::now());
     draining.store(true, Ordering::Relaxed);
+    let delay = times.delay();
+    if !delay.is_zero() {
+        tracing::info!(
+            signal = first,
+            delay_secs = delay.as_secs(),
+            "stop requested: /readyz is 503; still serving until load balancers stop sending"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            second = signals.stop() => tracing::warn!(
+                signal = second,
+                "second stop signal: not waiting for load balancers any longer"
+            ),
+        }
+    }
+    let grace = times.grace();
+    let _ = began.set((Instant::now(), grace));
     tracing::info!(
         signal = first,
         grace_secs = grace.as_secs(),

@@ -110,7 +110,6 @@ impl Section {
                 "tls",
                 "header_read_timeout_secs",
                 "keep_alive_idle_secs",
-                "shutdown_grace_secs",
             ],
             Section::Limits => &["scim_max_patch_members"],
             _ => &[],
@@ -287,6 +286,8 @@ pub fn env_keys<I: IntoIterator<Item = (String, String)>>(vars: I) -> BTreeSet<S
             | "IDBRIDGE_KEEP_ALIVE_IDLE_SECS"
             | "IDBRIDGE_MAX_CONNECTIONS"
             | "IDBRIDGE_MAX_CONNECTIONS_PER_IP"
+            | "IDBRIDGE_SHUTDOWN_GRACE_SECS"
+            | "IDBRIDGE_SHUTDOWN_DELAY_SECS"
             | "IDBRIDGE_STORE_CACHE_MB" => format!(
                 "server.{}",
                 var.trim_start_matches("IDBRIDGE_").to_ascii_lowercase()
@@ -390,7 +391,7 @@ pub fn seed(store: &dyn Store, file: &Config) -> anyhow::Result<Seeded> {
 /// cursors, so a restart loses nothing; a delivery in flight may be sent again).
 pub struct WebhookWorker {
     store: Arc<dyn Store>,
-    handle: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    handle: Mutex<Option<idbridge_forward::DeliveryWorker>>,
 }
 
 impl WebhookWorker {
@@ -405,10 +406,13 @@ impl WebhookWorker {
         })
     }
 
-    /// Stops the worker (at shutdown).
-    pub fn abort(&self) {
-        if let Some(task) = self.handle.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            task.abort();
+    /// Stops the worker at shutdown: deliveries in flight finish and are recorded (within
+    /// `within`, then the rest is aborted and sent again after the restart).
+    pub async fn stop(&self, within: std::time::Duration) -> bool {
+        let worker = self.handle.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match worker {
+            Some(worker) => worker.stop(within).await,
+            None => true,
         }
     }
 
@@ -432,6 +436,7 @@ pub struct LiveHandles {
     pub retention_days: Arc<AtomicU32>,
     pub webhooks: Arc<WebhookWorker>,
     pub feeds: Arc<crate::feeds::FeedSupervisor>,
+    pub shutdown: Arc<crate::serve::ShutdownTimes>,
 }
 
 impl LiveHandles {
@@ -445,6 +450,7 @@ impl LiveHandles {
                 );
                 self.conn_caps
                     .set(c.server.max_connections, c.server.max_connections_per_ip);
+                self.shutdown.set(&c.server);
             }
             Section::Log => {
                 crate::logging::set_level(&c.log.level)?;
