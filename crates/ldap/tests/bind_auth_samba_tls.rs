@@ -9,7 +9,6 @@
 
 mod common;
 
-use base64::Engine as _;
 use common::{check_password, pki};
 use idbridge_ldap::bind_auth::BindAuthError;
 use idbridge_ldap::{Flavor, LdapSettings};
@@ -19,15 +18,7 @@ use idbridge_testkit::{SambaDc, SlapdTls};
 const PW: &str = "Passw0rd!Tls-Test7";
 
 fn user(cn: &str, ou: &str) -> String {
-    let quoted: Vec<u8> = format!("\"{PW}\"")
-        .encode_utf16()
-        .flat_map(|u| u.to_le_bytes())
-        .collect();
-    format!(
-        "dn: CN={cn},{ou}\nobjectClass: user\nsAMAccountName: {cn}\nuserPrincipalName: {cn}@example.test\n\
-         userAccountControl: 512\nunicodePwd:: {}\n\n",
-        base64::engine::general_purpose::STANDARD.encode(quoted)
-    )
+    common::ad_user_with_password(cn, ou, 512, PW, "")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
