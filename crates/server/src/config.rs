@@ -38,6 +38,9 @@ pub struct Config {
     pub idp: crate::idp_declared::IdpSection,
     /// `[dns]`: organization domain verification (resolver, timeouts, re-check cadence).
     pub dns: DnsSection,
+    /// `[store]`: the store backend (SQLite in the data dir, or PostgreSQL; see
+    /// `crate::store_config`).
+    pub store: crate::store_config::StoreSection,
 }
 
 /// `[dns]`: see `idbridge_sso::dns::DnsSettings`; also read and changed at `/admin/dns`.
@@ -394,6 +397,9 @@ impl Config {
             key,
             message: message.to_string(),
         };
+        if let Err((key, message)) = self.store.validate() {
+            return Err(key_err(key, &message));
+        }
         if let Some(url) = &self.server.public_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(key_err(

@@ -23,6 +23,7 @@ pub mod logging;
 pub mod serve;
 pub mod settings;
 pub mod sftp_cli;
+pub mod store_config;
 pub mod tls;
 
 use std::path::Path;
@@ -62,10 +63,13 @@ pub fn secret_key(config: &Config) -> anyhow::Result<idbridge_sso::SecretBox> {
         .context("loading the secret key for connection secrets")
 }
 
-/// Opens the store in the configured data directory (SQLite, `<data>/idbridge.sqlite3`),
-/// creating it on first use. A sled store found there (an older release's) is migrated
+/// Opens the configured store: PostgreSQL when `[store] backend = "postgres"`, else SQLite
+/// in the data directory (`<data>/idbridge.sqlite3`), creating it on first use. A sled store found there (an older release's) is migrated
 /// first: see [`migrate_sled_store`].
 pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    if config.store.backend == store_config::StoreBackend::Postgres {
+        return config.store.open_postgres();
+    }
     let dir = &config.server.data_dir;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;

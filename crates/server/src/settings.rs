@@ -66,10 +66,11 @@ pub enum Section {
     Dns,
     Idp,
     SftpServer,
+    Store,
 }
 
 impl Section {
-    pub const ALL: [Section; 9] = [
+    pub const ALL: [Section; 10] = [
         Section::Server,
         Section::Log,
         Section::Limits,
@@ -79,6 +80,7 @@ impl Section {
         Section::Dns,
         Section::Idp,
         Section::SftpServer,
+        Section::Store,
     ];
 
     pub fn name(self) -> &'static str {
@@ -92,6 +94,7 @@ impl Section {
             Section::Dns => "dns",
             Section::Idp => "idp",
             Section::SftpServer => "sftp_server",
+            Section::Store => "store",
         }
     }
 
@@ -112,6 +115,7 @@ impl Section {
                 "keep_alive_idle_secs",
             ],
             Section::Limits => &["scim_max_patch_members"],
+            Section::Store => &["backend", "url", "url_env", "url_file", "pool_size"],
             _ => &[],
         }
     }
@@ -121,6 +125,8 @@ impl Section {
     pub fn file_only(self) -> &'static [&'static str] {
         match self {
             Section::Server => &["data_dir"],
+            // Where the store (holding these settings) is: like data_dir.
+            Section::Store => &["backend", "url", "url_env", "url_file"],
             _ => &[],
         }
     }
@@ -177,6 +183,7 @@ impl Section {
             }
             (Section::SftpServer, "failed_auth_max") => (0.0, 1_000_000.0),
             (Section::SftpServer, "failed_auth_window_secs") => (1.0, 86_400.0),
+            (Section::Store, "pool_size") => (1.0, 1000.0),
             _ => return None,
         };
         Some(r)
@@ -194,6 +201,8 @@ impl Section {
             Section::Dns => serde_json::to_value(&config.dns),
             Section::Idp => serde_json::to_value(&config.idp.settings),
             Section::SftpServer => serde_json::to_value(&config.sftp_server),
+            // A password inside `url` is never shown (nor stored in the settings record).
+            Section::Store => serde_json::to_value(config.store.redacted()),
         };
         let mut map = match value {
             Ok(Value::Object(m)) => m,
@@ -230,6 +239,15 @@ impl Section {
             Section::Dns => config.dns = parse(values)?,
             Section::Idp => config.idp.settings = parse(values)?,
             Section::SftpServer => config.sftp_server = parse(values)?,
+            Section::Store => {
+                // The url keys are file-only: keep the real (unredacted) values.
+                let mut store: crate::store_config::StoreSection = parse(values)?;
+                store.url = config.store.url.clone();
+                store.url_env = config.store.url_env.clone();
+                store.url_file = config.store.url_file.clone();
+                store.backend = config.store.backend;
+                config.store = store;
+            }
         }
         Ok(())
     }
@@ -473,6 +491,8 @@ impl LiveHandles {
                 .sso
                 .set_idp_config(c.idp.settings.to_config().map_err(|e| e.to_string())?),
             Section::SftpServer => self.feeds.set_sftp_server(c.sftp_server.clone()).await?,
+            // Read at start only (every key is restart-only).
+            Section::Store => {}
         }
         Ok(())
     }

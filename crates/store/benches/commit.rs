@@ -1,7 +1,11 @@
 //! Durable commits per second at 1, 16 and 64 concurrent writers.
 //!
 //! `cargo bench -p idbridge-store --bench commit` (IDBRIDGE_BENCH_SECS sets the time per
-//! point, default 3; IDBRIDGE_BENCH_BACKENDS=sqlite picks backends). Each commit is what
+//! point, default 3; IDBRIDGE_BENCH_BACKENDS=sqlite,postgres picks backends, default both).
+//! PostgreSQL runs on testkit's private server (Debian's postgresql, data dir on the same
+//! disk, fsync and synchronous_commit on), one fresh database per point, a pool as large as
+//! the writer count; its commits are durable when COMMIT returns (PostgreSQL's own group
+//! commit). The load average is printed before and after: other builds share the cores. Each commit is what
 //! a directory change costs: one ~600-byte user, one index entry, one event, and the store
 //! returns only after the data is on disk (SQLite: the group-commit round that fdatasyncs the
 //! WAL), shared by concurrent writers. (sled, retired, gave 1,247 / 5,473 / 11,466 at 1 / 16 /
@@ -200,6 +204,52 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[idx.min(sorted.len() - 1)]
 }
 
+/// Where a run's store lives.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    SqliteDisk,
+    SqliteTmpfs,
+    Postgres(&'a idbridge_testkit::Postgres),
+}
+
+impl Target<'_> {
+    fn label(self) -> &'static str {
+        match self {
+            Target::SqliteDisk => "sqlite disk ",
+            Target::SqliteTmpfs => "sqlite tmpfs",
+            Target::Postgres(_) => "postgres    ",
+        }
+    }
+}
+
+fn uptime() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| {
+            format!(
+                "load average {}",
+                l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+            )
+        })
+        .unwrap_or_default()
+}
+
+fn open_target(target: Target<'_>, writers: usize) -> (tempfile::TempDir, Arc<dyn Store>) {
+    let Target::Postgres(pg) = target else {
+        return open_store(matches!(target, Target::SqliteTmpfs));
+    };
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let name = format!("bench_{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    let dir = tempfile::tempdir().unwrap();
+    let url = pg.database(&name).unwrap();
+    let options = idbridge_store::PgOptions {
+        pool_size: writers.max(1),
+        ..idbridge_store::PgOptions::default()
+    };
+    let store = idbridge_store::PgStore::open(&url, options).unwrap();
+    store.migrate_owner(&BENCH_SCHEMA).unwrap();
+    (dir, Arc::new(store))
+}
+
 fn open_store(on_tmpfs: bool) -> (tempfile::TempDir, Arc<dyn Store>) {
     let dir = match tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")) {
         Ok(d) => d,
@@ -232,8 +282,8 @@ fn open_store(on_tmpfs: bool) -> (tempfile::TempDir, Arc<dyn Store>) {
     (dir, store)
 }
 
-fn run(shape: Shape, writers: usize, secs: f64, on_tmpfs: bool) {
-    let (_dir, store) = open_store(on_tmpfs);
+fn run(shape: Shape, writers: usize, secs: f64, target: Target<'_>) {
+    let (_dir, store) = open_target(target, writers);
     // ~600 bytes of user JSON in total.
     let pad: Arc<str> = "x".repeat(500).into();
     let stop = Arc::new(AtomicBool::new(false));
@@ -278,7 +328,7 @@ fn run(shape: Shape, writers: usize, secs: f64, on_tmpfs: bool) {
         "{:<8} {} writers {writers:>3}: {:>8.0} durable commits/s  ({commits} in {elapsed:.2}s; {syncs} syncs, \
          {:.1} commits/sync, max group {}; latency p50 {:.2?} p99 {:.2?}; writer busy {:.0}%; {} checkpoints)",
         shape.name(),
-        if on_tmpfs { "tmpfs" } else { "disk " },
+        target.label(),
         commits as f64 / elapsed,
         commits as f64 / syncs.max(1) as f64,
         after.max_group_size,
@@ -290,8 +340,8 @@ fn run(shape: Shape, writers: usize, secs: f64, on_tmpfs: bool) {
 }
 
 /// One writer loads `users` users in change sets of 1,000 (each durable): users/s.
-fn bulk(shape: Shape, users: u64) {
-    let (_dir, store) = open_store(false);
+fn bulk(shape: Shape, users: u64, target: Target<'_>) {
+    let (_dir, store) = open_target(target, 1);
     let pad = "x".repeat(500);
     let started = Instant::now();
     let mut n = 0;
@@ -308,8 +358,9 @@ fn bulk(shape: Shape, users: u64) {
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "bulk {:<8} {users} users (+1 membership +1 event each) in change sets of 1000: {:>8.0} users/s ({secs:.2}s)",
+        "bulk {:<8} {} {users} users (+1 membership +1 event each) in change sets of 1000: {:>8.0} users/s ({secs:.2}s)",
         shape.name(),
+        target.label(),
         users as f64 / secs
     );
 }
@@ -319,14 +370,25 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3.0);
-    if let Some(unknown) = std::env::var("IDBRIDGE_BENCH_BACKENDS")
-        .unwrap_or_else(|_| "sqlite".to_owned())
+    let backends: Vec<String> = std::env::var("IDBRIDGE_BENCH_BACKENDS")
+        .unwrap_or_else(|_| "sqlite,postgres".to_owned())
         .split(',')
-        .map(str::trim)
-        .find(|b| *b != "sqlite")
-    {
-        eprintln!("IDBRIDGE_BENCH_BACKENDS: unknown backend {unknown:?} (known: sqlite)");
+        .map(|b| b.trim().to_owned())
+        .collect();
+    if let Some(unknown) = backends.iter().find(|b| *b != "sqlite" && *b != "postgres") {
+        eprintln!("IDBRIDGE_BENCH_BACKENDS: unknown backend {unknown:?} (known: sqlite, postgres)");
         std::process::exit(2);
+    }
+    let pg = backends
+        .iter()
+        .any(|b| b == "postgres")
+        .then(|| idbridge_testkit::Postgres::start().unwrap());
+    let mut targets = Vec::new();
+    if backends.iter().any(|b| b == "sqlite") {
+        targets.push(Target::SqliteDisk);
+    }
+    if let Some(pg) = &pg {
+        targets.push(Target::Postgres(pg));
     }
     let mut shapes = Vec::new();
     for name in std::env::var("IDBRIDGE_BENCH_SHAPES")
@@ -357,23 +419,33 @@ fn main() {
         .split(',')
         .filter_map(|w| w.trim().parse().ok())
         .collect();
-    println!("idbridge-store commit benchmark (SQLite; durable before the ack; shapes: see the file's docs)");
+    println!(
+        "idbridge-store commit benchmark ({}; durable before the ack; shapes: see the file's docs); {}",
+        backends.join(", "),
+        uptime()
+    );
     for &shape in &shapes {
-        for &writers in &writer_counts {
-            run(shape, writers, secs, false);
+        for &target in &targets {
+            for &writers in &writer_counts {
+                run(shape, writers, secs, target);
+            }
         }
     }
     // The same code on tmpfs (syncs are free): the store's own CPU ceiling, for comparison.
     println!("for comparison, on tmpfs (not durable; shows the cost of the store itself):");
-    let tmpfs = std::env::var_os("IDBRIDGE_BENCH_NO_TMPFS").is_none();
+    let tmpfs = std::env::var_os("IDBRIDGE_BENCH_NO_TMPFS").is_none()
+        && backends.iter().any(|b| b == "sqlite");
     for &shape in shapes.iter().filter(|_| tmpfs) {
         for writers in [1, 64] {
-            run(shape, writers, secs, true);
+            run(shape, writers, secs, Target::SqliteTmpfs);
         }
     }
     if bulk_users > 0 {
         for &shape in shapes.iter().filter(|s| **s != Shape::Kv) {
-            bulk(shape, bulk_users);
+            for &target in &targets {
+                bulk(shape, bulk_users, target);
+            }
         }
     }
+    println!("done; {}", uptime());
 }

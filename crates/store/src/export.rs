@@ -33,6 +33,43 @@ pub(crate) fn check_import_seq(
     Ok(())
 }
 
+/// The import loop every backend shares: checks the event seqs, hands `flush` the records in
+/// chunks of `chunk_size` (one transaction each), and ends with the highest seq ever assigned
+/// (an `EventSeq` record) so no seq is handed out again. Returns the records read.
+pub(crate) fn import_in_chunks(
+    records: &mut dyn Iterator<Item = crate::error::Result<ExportRecord>>,
+    chunk_size: usize,
+    flush: &mut dyn FnMut(Vec<ExportRecord>) -> crate::error::Result<()>,
+) -> crate::error::Result<u64> {
+    let mut count = 0u64;
+    let mut prev_seq: Option<u64> = None;
+    let mut declared_last = 0u64;
+    let mut chunk: Vec<ExportRecord> = Vec::with_capacity(chunk_size);
+    for record in records {
+        let record = record?;
+        match &record {
+            ExportRecord::Event(event) => {
+                check_import_seq(prev_seq, event)?;
+                prev_seq = Some(event.seq);
+            }
+            ExportRecord::EventSeq { last_seq } => {
+                declared_last = declared_last.max(*last_seq);
+            }
+            _ => {}
+        }
+        chunk.push(record);
+        count += 1;
+        if chunk.len() == chunk_size {
+            flush(std::mem::take(&mut chunk))?;
+        }
+    }
+    let last = declared_last.max(prev_seq.unwrap_or(0));
+    chunk.push(ExportRecord::EventSeq { last_seq: last });
+    flush(chunk)?;
+    tracing::info!(records = count, last_event_seq = last, "import finished");
+    Ok(count)
+}
+
 /// One record of an export.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(into = "wire::Record", try_from = "wire::Record")]

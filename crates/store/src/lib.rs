@@ -17,7 +17,10 @@
 //! its typed record and codec); other crates go through that owner. A backend only ever sees
 //! change sets, reads and the event log — which is all a relational backend needs to implement.
 //!
-//! Backend: [`SqliteStore`] (one SQLite file, WAL, one writer thread with group commit).
+//! Backends: [`SqliteStore`] (one SQLite file, WAL, one writer thread with group commit), the
+//! embedded default; [`PgStore`] (PostgreSQL, shared by several nodes; see its module docs for
+//! how it keeps the same semantics: advisory key locks for conditions, a counter row for
+//! gap-free event seqs visible in commit order).
 //! Releases before it wrote sled; sled is no longer a backend: [`migrate_sled_dir`] reads a
 //! sled data directory (upstream `sled` 0.34.7, the only use of the crate) and moves it to
 //! SQLite.
@@ -38,6 +41,7 @@ mod error;
 mod export;
 mod migrate;
 mod page;
+mod pg;
 pub mod rows;
 mod sled_reader;
 mod sqlite;
@@ -48,6 +52,7 @@ pub use error::{ConflictKind, Result, StoreError, EVENT_LOG};
 pub use export::ExportRecord;
 pub use migrate::{holds_sled_store, migrate_sled_dir, SledMigration};
 pub use page::page;
+pub use pg::{PgOptions, PgStore};
 pub use rows::{
     Column, ColumnType, IndexDef, OwnerMigration, OwnerSchema, Row, RowOp, RowValue, RowWrite,
     TableDef,

@@ -429,3 +429,36 @@ pub struct OwnerSchema {
     /// Its migrations in version order.
     pub migrations: &'static [OwnerMigration],
 }
+
+impl OwnerSchema {
+    /// Checks the migrations before any runs: increasing versions, valid table declarations.
+    pub(crate) fn check(&self) -> Result<()> {
+        let mut last = 0;
+        for m in self.migrations {
+            if m.version <= last {
+                return Err(StoreError::Backend(format!(
+                    "the migrations of {} must have increasing versions ({} after {last})",
+                    self.owner, m.version
+                )));
+            }
+            last = m.version;
+            for t in m.create {
+                t.validate()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A row key as conflicts name it (`a/b`, NULL, `<n bytes>`).
+pub(crate) fn render_key(key: &[&RowValue]) -> String {
+    key.iter()
+        .map(|v| match v {
+            RowValue::Null => "NULL".to_owned(),
+            RowValue::Integer(i) => i.to_string(),
+            RowValue::Text(s) => s.clone(),
+            RowValue::Blob(b) => format!("<{} bytes>", b.len()),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}

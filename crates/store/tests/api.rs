@@ -1,6 +1,6 @@
 //! Behaviour of every `Store` method, on each backend: the shared suite (tests/suite/api.rs)
-//! runs once per backend module below (SQLite; PostgreSQL will be the second); backend-specific
-//! tests follow it.
+//! runs once per backend module below (SQLite, then PostgreSQL on a private server started by
+//! testkit's `Postgres`); backend-specific tests follow it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -15,6 +15,7 @@ mod sqlite {
     };
 
     type Backend = SqliteStore;
+    const COUNTS_SYNCS: bool = true;
 
     fn open_at(dir: &Path) -> Backend {
         SqliteStore::open(dir).expect("open")
@@ -254,4 +255,293 @@ mod sqlite {
         let s = open_at(dir.path());
         assert_eq!(s.get("files", "big").expect("get"), Some(big));
     }
+}
+
+mod postgres {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use idbridge_store::{
+        ChangeSet, Condition, ConflictKind, ExportRecord, NewEvent, PgOptions, PgStore, Store,
+        StoreError, EVENT_LOG,
+    };
+    use idbridge_testkit::Postgres;
+
+    type Backend = PgStore;
+    const COUNTS_SYNCS: bool = false;
+
+    /// The test's dir names its database on the process's shared server: reopening "the
+    /// store in this dir" reopens the same data.
+    fn open_at(dir: &Path) -> Backend {
+        let pg = Postgres::shared().expect("postgres");
+        let url = pg.database_for(dir).expect("database");
+        PgStore::open(&url, PgOptions::default()).expect("open")
+    }
+
+    include!("suite/api.rs");
+
+    #[test]
+    fn a_database_from_a_newer_build_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = open_at(dir.path());
+        assert_eq!(
+            s.schema_version().expect("version"),
+            PgStore::current_schema_version()
+        );
+        drop(s);
+        let pg = Postgres::shared().expect("postgres");
+        let url = pg.database_for(dir.path()).expect("database");
+        let db = url.rsplit("dbname=").next().expect("dbname").to_owned();
+        pg.psql(
+            &db,
+            "INSERT INTO schema_version (version, applied_at_ms) VALUES (999, 0)",
+        )
+        .expect("insert");
+        let err = PgStore::open(&url, PgOptions::default()).expect_err("newer schema");
+        let text = err.to_string();
+        assert!(text.contains("schema version 999"), "{text}");
+    }
+
+    #[test]
+    fn a_bad_url_and_an_unreachable_server_are_clear_errors() {
+        let err = PgStore::open("postgresql://[::1", PgOptions::default()).expect_err("bad url");
+        assert!(err.to_string().contains("[store] url"), "{err}");
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let err = PgStore::open(
+            &format!("host=127.0.0.1 port={port} user=postgres dbname=x"),
+            PgOptions::default(),
+        )
+        .expect_err("nobody listens");
+        assert!(
+            err.to_string().contains("connecting to PostgreSQL"),
+            "{err}"
+        );
+    }
+
+    /// The visibility rule: a reader following the log by cursor never skips an event that
+    /// commits later with a lower seq. 8 writers on 2 handles (two "nodes") append while a
+    /// reader polls; every page must start right after the cursor.
+    #[test]
+    fn a_reader_following_the_log_never_skips_a_seq_under_concurrent_writers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = Arc::new(open_at(dir.path()));
+        let b = Arc::new(open_at(dir.path()));
+        let done = Arc::new(AtomicBool::new(false));
+        let per_writer = 60;
+        let writers: Vec<_> = (0..8)
+            .map(|w| {
+                let s = if w % 2 == 0 {
+                    Arc::clone(&a)
+                } else {
+                    Arc::clone(&b)
+                };
+                std::thread::spawn(move || {
+                    for n in 0..per_writer {
+                        let mut cs = ChangeSet::new();
+                        cs.put("t", format!("{w}-{n}"), vec![1; 100])
+                            .event(event(&format!("event_{w}_{n}"), 0));
+                        s.commit(cs).expect("commit");
+                    }
+                })
+            })
+            .collect();
+        let reader = {
+            let s = Arc::clone(&b);
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || {
+                let mut cursor = 0u64;
+                let mut pages = 0;
+                loop {
+                    let finished = done.load(Ordering::SeqCst);
+                    let page = s.events_after(cursor, 7).expect("events");
+                    for e in &page {
+                        assert_eq!(e.seq, cursor + 1, "skipped past seq {}", cursor + 1);
+                        cursor = e.seq;
+                    }
+                    pages += 1;
+                    if finished && page.is_empty() {
+                        return (cursor, pages);
+                    }
+                }
+            })
+        };
+        for w in writers {
+            w.join().expect("writer");
+        }
+        done.store(true, Ordering::SeqCst);
+        let (cursor, pages) = reader.join().expect("reader");
+        assert_eq!(cursor, 8 * per_writer);
+        assert!(
+            pages > 10,
+            "the reader polled while writers ran ({pages} pages)"
+        );
+        assert_eq!(a.last_event_seq().expect("last"), 8 * per_writer);
+    }
+
+    /// Conditions hold across nodes: two handles (two pools) racing on one replay key, and
+    /// optimistic updates of one counter from both.
+    #[test]
+    fn conditions_are_exclusive_across_two_handles_on_one_database() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = Arc::new(open_at(dir.path()));
+        let b = Arc::new(open_at(dir.path()));
+        for round in 0..20 {
+            let key = format!("assertion-{round}");
+            let handles: Vec<_> = (0..6)
+                .map(|i| {
+                    let s = if i % 2 == 0 {
+                        Arc::clone(&a)
+                    } else {
+                        Arc::clone(&b)
+                    };
+                    let key = key.clone();
+                    std::thread::spawn(move || {
+                        s.insert_expiring_if_absent("replay", &key, vec![1], i64::MAX)
+                            .expect("insert")
+                    })
+                })
+                .collect();
+            let wins = handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .filter(|w| *w)
+                .count();
+            assert_eq!(wins, 1, "round {round}");
+        }
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let s = if i % 2 == 0 {
+                    Arc::clone(&a)
+                } else {
+                    Arc::clone(&b)
+                };
+                std::thread::spawn(move || {
+                    for _ in 0..20 {
+                        loop {
+                            let current = s.get("c", "n").expect("get");
+                            let n: u64 = current
+                                .as_deref()
+                                .map(|v| std::str::from_utf8(v).expect("utf8").parse().expect("n"))
+                                .unwrap_or(0);
+                            let mut cs = ChangeSet::new();
+                            cs.require_equals("c", "n", current).put(
+                                "c",
+                                "n",
+                                (n + 1).to_string().into_bytes(),
+                            );
+                            match s.commit(cs) {
+                                Ok(_) => break,
+                                Err(StoreError::Conflict { .. }) => continue,
+                                Err(e) => panic!("{e}"),
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("thread");
+        }
+        assert_eq!(a.get("c", "n").expect("get"), Some(b"80".to_vec()));
+    }
+
+    #[test]
+    fn the_pool_never_opens_more_connections_than_its_size() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pg = Postgres::shared().expect("postgres");
+        let url = pg.database_for(dir.path()).expect("database");
+        let s = Arc::new(
+            PgStore::open(
+                &url,
+                PgOptions {
+                    pool_size: 3,
+                    ..PgOptions::default()
+                },
+            )
+            .expect("open"),
+        );
+        let handles: Vec<_> = (0..12)
+            .map(|t| {
+                let s = Arc::clone(&s);
+                std::thread::spawn(move || {
+                    for n in 0..20 {
+                        let mut cs = ChangeSet::new();
+                        cs.put("t", format!("{t}-{n}"), vec![0]);
+                        s.commit(cs).expect("commit");
+                        assert!(s.open_connections() <= 3);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("thread");
+        }
+        assert_eq!(s.count_prefix("t", "").expect("count"), 240);
+        assert!(s.open_connections() <= 3);
+    }
+}
+
+/// `idbridge export` from SQLite imports into PostgreSQL and back, byte for byte.
+#[test]
+fn an_export_moves_between_sqlite_and_postgres_both_ways() {
+    use idbridge_store::{
+        ChangeSet, ExportRecord, NewEvent, PgOptions, PgStore, SqliteStore, Store,
+    };
+    let sqlite = SqliteStore::open_ephemeral().expect("sqlite");
+    let mut cs = ChangeSet::new();
+    cs.put("users", "u1", br#"{"name":"A"}"#.to_vec())
+        .put("users", "u2", vec![0, 159, 146, 150])
+        .put("orgs", "o1", b"x".to_vec())
+        .put_expiring("codes", "c1", b"code".to_vec(), 4_000_000_000_000);
+    for n in 1..=3 {
+        cs.event(NewEvent {
+            id: format!("event_{n}"),
+            kind: "dsync.user.created".into(),
+            organization_id: (n != 2).then(|| "org_1".to_owned()),
+            created_at_ms: n,
+            body: format!(r#"{{"n":{n}}}"#).into_bytes(),
+        });
+    }
+    sqlite.commit(cs).expect("commit");
+    sqlite.compact_events_before(2).expect("compact");
+    let dump = |s: &dyn Store| {
+        let mut lines = Vec::new();
+        s.export(&mut |r| {
+            lines.push(serde_json::to_string(&r).expect("json"));
+            Ok(())
+        })
+        .expect("export");
+        lines
+    };
+    let parse = |lines: &[String]| -> Vec<idbridge_store::Result<ExportRecord>> {
+        lines
+            .iter()
+            .map(|l| Ok(serde_json::from_str::<ExportRecord>(l).expect("parse")))
+            .collect()
+    };
+    let from_sqlite = dump(&sqlite);
+    let pg = idbridge_testkit::Postgres::shared().expect("postgres");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = pg.database_for(dir.path()).expect("database");
+    let pgs = PgStore::open(&url, PgOptions::default()).expect("open");
+    pgs.import(&mut parse(&from_sqlite).into_iter())
+        .expect("import into PG");
+    let mut from_pg = dump(&pgs);
+    let mut sorted_sqlite = from_sqlite.clone();
+    sorted_sqlite.sort();
+    from_pg.sort();
+    assert_eq!(
+        from_pg, sorted_sqlite,
+        "PostgreSQL holds what SQLite exported"
+    );
+    assert_eq!(pgs.last_event_seq().expect("last"), 3);
+    let back = SqliteStore::open_ephemeral().expect("sqlite");
+    back.import(&mut parse(&dump(&pgs)).into_iter())
+        .expect("import back");
+    assert_eq!(dump(&back), from_sqlite, "and back into SQLite unchanged");
 }

@@ -4,12 +4,17 @@
 //! `IDBRIDGE_STORE_CRASH_DIR` set, and that child commits from several threads and prints
 //! `ACK <key> <seq>` (or `CODE <key>`) on stdout once each write returned.
 //!
-//! Each test runs on every backend (`..._sqlite`; the child learns which from
-//! `IDBRIDGE_STORE_CRASH_BACKEND`).
+//! Each test runs on every backend it applies to (`..._sqlite`, `..._postgres`; the child
+//! learns which from `IDBRIDGE_STORE_CRASH_BACKEND`, and PostgreSQL's connection string from
+//! `IDBRIDGE_STORE_CRASH_PG_URL`). PostgreSQL runs on testkit's private server with fsync on.
 //!
 //! * `kill9_loses_no_acknowledged_write`: ≥ 20 rounds of SIGKILL at a random 50–400 ms, then
 //!   reopen: every acknowledged record is there and the event log is 1..=last with no gaps,
 //!   one event per user row (atomicity).
+//! * `postgres_server_kill9_loses_no_acknowledged_write` (PostgreSQL only): the writer child
+//!   commits to a private server while the SERVER is killed with SIGKILL and restarted (crash
+//!   recovery from its WAL), several rounds: every acknowledged write survives, the log stays
+//!   gap-free and atomic.
 //! * `strace_sees_fdatasync_before_every_ack`: a single-threaded child under
 //!   `strace -f -e trace=fdatasync,fsync,write`: at least one completed sync of the durable
 //!   file (SQLite: the WAL, by a group-commit leader) between any two
@@ -28,9 +33,10 @@ use std::time::{Duration, Instant};
 
 use idbridge_store::rows::PRIMARY;
 use idbridge_store::{
-    ChangeSet, Column, IndexDef, NewEvent, OwnerMigration, OwnerSchema, SqliteStore, Store,
-    TableDef,
+    ChangeSet, Column, IndexDef, NewEvent, OwnerMigration, OwnerSchema, PgOptions, PgStore,
+    SqliteStore, Store, TableDef,
 };
+use idbridge_testkit::Postgres;
 
 /// Each commit also writes one typed row (with a unique index): rows are as durable as
 /// key-value entries and events.
@@ -68,23 +74,27 @@ const CHILD_ROUND: &str = "IDBRIDGE_STORE_CRASH_ROUND";
 const CHILD_THREADS: &str = "IDBRIDGE_STORE_CRASH_THREADS";
 const CHILD_COMMITS: &str = "IDBRIDGE_STORE_CRASH_COMMITS";
 const CHILD_BACKEND: &str = "IDBRIDGE_STORE_CRASH_BACKEND";
+const CHILD_PG_URL: &str = "IDBRIDGE_STORE_CRASH_PG_URL";
 
 /// The backends under test.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Backend {
     Sqlite,
+    Postgres,
 }
 
 impl Backend {
     fn name(self) -> &'static str {
         match self {
             Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
         }
     }
 
     fn from_env() -> Result<Self, String> {
         match std::env::var(CHILD_BACKEND).as_deref() {
             Ok("sqlite") => Ok(Backend::Sqlite),
+            Ok("postgres") => Ok(Backend::Postgres),
             other => Err(format!("{CHILD_BACKEND} is {other:?}")),
         }
     }
@@ -98,7 +108,29 @@ impl Backend {
                     .map_err(|e| e.to_string())?;
                 Arc::new(store)
             }
+            Backend::Postgres => {
+                let url = match std::env::var(CHILD_PG_URL) {
+                    Ok(url) => url,
+                    Err(_) => self.url(dir)?.ok_or("no url")?,
+                };
+                let store = PgStore::open(&url, PgOptions::default()).map_err(|e| e.to_string())?;
+                store
+                    .migrate_owner(&ROWS_SCHEMA)
+                    .map_err(|e| e.to_string())?;
+                Arc::new(store)
+            }
         })
+    }
+
+    /// PostgreSQL: the database of `dir` on the shared server (None for SQLite).
+    fn url(self, dir: &Path) -> Result<Option<String>, String> {
+        match self {
+            Backend::Sqlite => Ok(None),
+            Backend::Postgres => {
+                let pg = Postgres::shared().map_err(|e| e.to_string())?;
+                pg.database_for(dir).map(Some).map_err(|e| e.to_string())
+            }
+        }
     }
 }
 
@@ -117,10 +149,17 @@ fn main() -> ExitCode {
     }
     // Honour a name filter like libtest does (`cargo test --test crash -- kill9`).
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let tests: [NamedTest; 2] = [
+    let tests: [NamedTest; 4] = [
         ("kill9_loses_no_acknowledged_write_sqlite", || {
             kill9_loses_no_acknowledged_write(Backend::Sqlite)
         }),
+        ("kill9_loses_no_acknowledged_write_postgres", || {
+            kill9_loses_no_acknowledged_write(Backend::Postgres)
+        }),
+        (
+            "postgres_server_kill9_loses_no_acknowledged_write",
+            postgres_server_kill9_loses_no_acknowledged_write,
+        ),
         ("strace_sees_fdatasync_before_every_ack_sqlite", || {
             strace_sees_fdatasync_before_every_ack(Backend::Sqlite)
         }),
@@ -320,6 +359,11 @@ fn verify(backend: Backend, dir: &Path, acks: &[Ack]) -> TestResult {
     let s = backend
         .open(dir)
         .map_err(|e| format!("reopen failed: {e}"))?;
+    verify_store(&*s, acks)
+}
+
+/// Checks every acknowledged write and the shape of the log in `s`.
+fn verify_store(s: &dyn Store, acks: &[Ack]) -> TestResult {
     let err = |e: idbridge_store::StoreError| e.to_string();
     for ack in acks {
         match ack {
@@ -395,8 +439,13 @@ fn kill9_loses_no_acknowledged_write(backend: Backend) -> TestResult {
     let mut rng = rand::thread_rng();
     let mut acked: Vec<Ack> = Vec::new();
     let mut rounds_with_acks = 0;
+    let pg_url = backend.url(&dir)?;
     for round in 0..rounds {
-        let mut child = Command::new(&exe)
+        let mut cmd = Command::new(&exe);
+        if let Some(url) = &pg_url {
+            cmd.env(CHILD_PG_URL, url);
+        }
+        let mut child = cmd
             .env(CHILD_DIR, &dir)
             .env(CHILD_BACKEND, backend.name())
             .env(CHILD_ROUND, round.to_string())
@@ -443,6 +492,67 @@ fn kill9_loses_no_acknowledged_write(backend: Backend) -> TestResult {
             "writer made too little progress: {commits} commits, {rounds_with_acks}/{rounds} rounds"
         ));
     }
+    Ok(())
+}
+
+/// Kills the PostgreSQL SERVER (SIGKILL) under a writer child, restarts it, checks every
+/// acknowledged write; the writer sees its connection fail and exits.
+fn postgres_server_kill9_loses_no_acknowledged_write() -> TestResult {
+    let mut pg = Postgres::start().map_err(|e| e.to_string())?;
+    let url = pg.database("crash").map_err(|e| e.to_string())?;
+    let work = work_dir()?;
+    let dir = work.path().join("unused");
+    let rounds = env_num("IDBRIDGE_PG_CRASH_ROUNDS", 4);
+    let exe = exe()?;
+    let mut rng = rand::thread_rng();
+    let mut acked: Vec<Ack> = Vec::new();
+    for round in 0..rounds {
+        let mut child = Command::new(&exe)
+            .env(CHILD_DIR, &dir)
+            .env(CHILD_BACKEND, "postgres")
+            .env(CHILD_PG_URL, &url)
+            .env(CHILD_ROUND, round.to_string())
+            .env(CHILD_THREADS, "4")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("spawn: {e}"))?;
+        let mut stdout = child.stdout.take().ok_or("no stdout")?;
+        let reader = std::thread::spawn(move || {
+            let mut buf = String::new();
+            let _ = stdout.read_to_string(&mut buf);
+            buf
+        });
+        let delay = Duration::from_millis(rng.gen_range(300..=900));
+        std::thread::sleep(delay);
+        pg.kill9();
+        // The writer's commits now fail; it exits (or is killed if it hangs).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().map_err(|e| e.to_string())?.is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = reader.join().map_err(|_| "reader panicked")?;
+        let new = parse_acks(&out)?;
+        if new.is_empty() {
+            return Err(format!("round {round}: the writer acknowledged nothing"));
+        }
+        acked.extend(new);
+        pg.restart()
+            .map_err(|e| format!("round {round}: restart: {e}"))?;
+        let store = PgStore::open(&url, PgOptions::default())
+            .map_err(|e| format!("round {round}: reopen after the restart: {e}"))?;
+        verify_store(&store, &acked)
+            .map_err(|e| format!("round {round} (server killed after {delay:?}): {e}"))?;
+    }
+    let commits = acked
+        .iter()
+        .filter(|a| matches!(a, Ack::Commit { .. }))
+        .count();
+    println!("  {rounds} server kills, {commits} acknowledged commits, all present");
     Ok(())
 }
 
@@ -527,6 +637,8 @@ fn strace_sees_fdatasync_before_every_ack(backend: Backend) -> TestResult {
                     && tid != writer_tid.as_deref()
                     && tid != checkpoint_tid.as_deref()
             }
+            // The server syncs its WAL, not this process: nothing to see here.
+            Backend::Postgres => false,
         }
     };
     // A sync split by another thread's line resumes as `<... fdatasync resumed>`: pair it
@@ -596,6 +708,7 @@ fn strace_sees_fdatasync_before_every_ack(backend: Backend) -> TestResult {
     let codes = commits.div_ceil(5);
     let agrees = match backend {
         Backend::Sqlite => syncs >= stats_fdatasyncs && stats_fdatasyncs >= commits + codes,
+        Backend::Postgres => false,
     };
     if syncs < commits + codes || !agrees {
         return Err(format!(

@@ -1,7 +1,8 @@
-//! Real third-party peers for the test suites (OpenLDAP slapd, Samba AD DC, OpenSSH sshd), shared by the crates' own tests and the
+//! Real third-party peers for the test suites (OpenLDAP slapd, Samba AD DC, OpenSSH sshd, PostgreSQL), shared by the crates' own tests and the
 //! end-to-end crate so each peer is started one way only. A peer binary that is missing is an
 //! error naming the install script, never a silent skip.
 
+pub mod postgres;
 pub mod samba;
 pub mod slapd;
 pub mod sshd;
@@ -10,6 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+pub use postgres::Postgres;
 pub use samba::SambaDc;
 pub use slapd::{Slapd, SlapdTls, SyncProv};
 pub use sshd::Sshd;

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod harness;
+mod postgres;
 mod secrets;
 mod shutdown;
 mod tls_reload;

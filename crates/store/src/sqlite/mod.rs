@@ -13,7 +13,7 @@
 //! * The schema is versioned; migrations run at open ([`schema`]).
 
 mod backup;
-mod rows;
+pub(crate) mod rows;
 mod schema;
 mod wal;
 mod writer;
@@ -33,7 +33,7 @@ use self::writer::{CommitReply, Job, Shared, Writer};
 use crate::codec::prefix_end;
 use crate::durability::{DurabilityProbe, GroupCommit};
 use crate::error::{Result, StoreError};
-use crate::export::{check_import_seq, ExportRecord};
+use crate::export::{import_in_chunks, ExportRecord};
 use crate::rows::{OwnerSchema, Row, RowValue, TableDef};
 use crate::types::{ChangeSet, CommitReceipt, PendingSync, StoreStats, StoredEvent};
 use crate::Store;
@@ -775,11 +775,7 @@ impl Store for SqliteStore {
         if !empty {
             return Err(StoreError::NotEmpty);
         }
-        let mut count = 0u64;
-        let mut prev_seq: Option<u64> = None;
-        let mut declared_last = 0u64;
-        let mut chunk: Vec<ExportRecord> = Vec::with_capacity(CHUNK);
-        let flush = |chunk: Vec<ExportRecord>| -> Result<()> {
+        import_in_chunks(records, CHUNK, &mut |chunk| {
             self.exclusive(move |w| {
                 let shared = Arc::clone(&w.shared);
                 w.write_tx(move |conn| {
@@ -787,49 +783,14 @@ impl Store for SqliteStore {
                     Ok(((), true))
                 })
             })
-        };
-        for record in records {
-            let record = record?;
-            match &record {
-                ExportRecord::Event(event) => {
-                    check_import_seq(prev_seq, event)?;
-                    prev_seq = Some(event.seq);
-                }
-                ExportRecord::EventSeq { last_seq } => {
-                    declared_last = declared_last.max(*last_seq);
-                }
-                _ => {}
-            }
-            chunk.push(record);
-            count += 1;
-            if chunk.len() == CHUNK {
-                flush(std::mem::take(&mut chunk))?;
-            }
-        }
-        let last = declared_last.max(prev_seq.unwrap_or(0));
-        chunk.push(ExportRecord::EventSeq { last_seq: last });
-        flush(chunk)?;
-        tracing::info!(records = count, last_event_seq = last, "import finished");
-        Ok(count)
+        })
     }
 
     fn migrate_owner(&self, owner_schema: &OwnerSchema) -> Result<i64> {
         let _span =
             tracing::info_span!("store.migrate_owner", owner = owner_schema.owner).entered();
         let owner = owner_schema.owner;
-        let mut last = 0;
-        for m in owner_schema.migrations {
-            if m.version <= last {
-                return Err(StoreError::Backend(format!(
-                    "the migrations of {owner} must have increasing versions ({} after {last})",
-                    m.version
-                )));
-            }
-            last = m.version;
-            for t in m.create {
-                t.validate()?;
-            }
-        }
+        owner_schema.check()?;
         let current = self.with_reader(|conn| rows::owner_version(conn, owner))?;
         for m in owner_schema
             .migrations

@@ -11,7 +11,7 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 
 use super::schema::{now_ms, quoted};
 use crate::error::{ConflictKind, Result, StoreError};
-use crate::rows::{OwnerMigration, Row, RowOp, RowValue, RowWrite, TableDef, PRIMARY};
+use crate::rows::{render_key, OwnerMigration, Row, RowOp, RowValue, RowWrite, TableDef, PRIMARY};
 
 fn sql_err(context: &str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
     move |e| StoreError::backend(context, e)
@@ -134,18 +134,6 @@ fn write_error(table: &TableDef, key: &[&RowValue], e: rusqlite::Error) -> Store
         }
     }
     StoreError::backend(&format!("writing a row of {}", table.name), e)
-}
-
-fn render_key(key: &[&RowValue]) -> String {
-    key.iter()
-        .map(|v| match v {
-            RowValue::Null => "NULL".to_owned(),
-            RowValue::Integer(i) => i.to_string(),
-            RowValue::Text(s) => s.clone(),
-            RowValue::Blob(b) => format!("<{} bytes>", b.len()),
-        })
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 /// Which statement a row write runs (the cache key beside the table).

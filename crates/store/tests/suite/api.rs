@@ -1,5 +1,7 @@
 // The backend-independent behaviour of every `Store` method. Included by tests/api.rs once
-// per backend, inside a module that defines `Backend` and `open_at(dir) -> Backend`.
+// per backend, inside a module that defines `Backend`, `open_at(dir) -> Backend` and
+// `COUNTS_SYNCS` (whether the backend's stats count its own fdatasyncs: SQLite's group commit
+// does; on PostgreSQL the server syncs its WAL and the store cannot see it).
 
 fn open() -> (tempfile::TempDir, Backend) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -58,7 +60,7 @@ fn commit_writes_entities_and_events_and_numbers_them() {
     assert_eq!(s.event_seq("event_9").expect("seq"), None);
     let stats = s.stats();
     assert_eq!(stats.commits, 2);
-    assert!(stats.fdatasyncs >= 2, "{stats:?}");
+    assert!(!COUNTS_SYNCS || stats.fdatasyncs >= 2, "{stats:?}");
 }
 
 #[test]
@@ -131,11 +133,13 @@ fn failed_conditions_write_nothing() {
     assert_eq!(s.last_event_seq().expect("last"), 1);
     assert_eq!(s.events_after(0, 100).expect("events").len(), 1);
     assert_eq!(s.stats().conflicts, failing.len() as u64);
-    assert_eq!(
-        s.stats().fdatasyncs,
-        fdatasyncs_before,
-        "no sync for rejected writes"
-    );
+    if COUNTS_SYNCS {
+        assert_eq!(
+            s.stats().fdatasyncs,
+            fdatasyncs_before,
+            "no sync for rejected writes"
+        );
+    }
 
     // The next successful commit continues the log without a gap.
     let mut ok = ChangeSet::new();
@@ -792,14 +796,16 @@ fn concurrent_commits_get_gap_free_seqs_in_commit_order_and_share_syncs() {
     }
     let stats = s.stats();
     assert_eq!(stats.commits, total);
-    assert!(
-        stats.fdatasyncs >= 1 && stats.fdatasyncs <= stats.flushes,
-        "{stats:?}"
-    );
-    assert!(
-        stats.max_group_size > 1 && stats.fdatasyncs < total,
-        "16 writers should share syncs: {stats:?}"
-    );
+    if COUNTS_SYNCS {
+        assert!(
+            stats.fdatasyncs >= 1 && stats.fdatasyncs <= stats.flushes,
+            "{stats:?}"
+        );
+        assert!(
+            stats.max_group_size > 1 && stats.fdatasyncs < total,
+            "16 writers should share syncs: {stats:?}"
+        );
+    }
 }
 
 #[test]
