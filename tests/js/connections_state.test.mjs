@@ -1,5 +1,5 @@
-// Connection PATCH (rename, state active/inactive), deleteConnection, and the
-// connection.activated|deactivated|deleted events, through the official WorkOS Node SDK
+// Connection PATCH (rename, partial attribute_maps / saml_options, state active/inactive),
+// deleteConnection, and the connection.activated|deactivated|deleted events, through the official WorkOS Node SDK
 // (@workos-inc/node 11) against a real `idbridge serve`. Node 11 has no updateConnection, so the
 // PATCH itself is a raw call; every read goes through the SDK, and every raw response and event
 // the spec documents is validated against @workos/openapi-spec. Run by
@@ -89,14 +89,55 @@ test('PATCH /connections/{id} renames; the SDK reads the new name; bad bodies ar
   assert.equal(got.name, `renamed ${TAG}`);
   validate('/connections/{id}', 'get', 200, (await api('GET', `/connections/${conn.id}`)).json);
 
-  const bad = await api('PATCH', `/connections/${conn.id}`, { state: 'paused', colour: 'red', saml_options: {}, name: 'x' });
+  const bad = await api('PATCH', `/connections/${conn.id}`, { state: 'paused', colour: 'red', saml_options: { foo: 1 }, name: 'x' });
   assert.equal(bad.status, 422, bad.text);
-  assert.deepEqual(bad.json.errors.map((e) => e.field).sort(), ['colour', 'saml_options', 'state']);
+  assert.deepEqual(bad.json.errors.map((e) => e.field).sort(), ['colour', 'saml_options.foo', 'state']);
   const typed = await api('PATCH', `/connections/${conn.id}`, { connection_type: 'OktaSAML' });
   assert.equal(typed.status, 422);
   assert.equal((await workos.sso.getConnection(conn.id)).name, `renamed ${TAG}`);
   const missing = await api('PATCH', '/connections/conn_01ARZ3NDEKTSV4RRFFQ69G5FAV', { name: 'x' });
   assert.equal(missing.status, 404);
+});
+
+test('PATCH merges attribute_maps and saml_options (only what is sent changes; null resets)', async () => {
+  const admin = async () => (await api('GET', `/admin/connections/${conn.id}`)).json.settings;
+  const before = await admin();
+  // Refused by name, nothing half-applied (the valid name beside it is not applied either).
+  for (const [body, field] of [
+    [{ name: 'half', attribute_maps: { standard_attributes: { shoe: 'x' } } }, 'attribute_maps.standard_attributes.shoe'],
+    [{ name: 'half', saml_options: { idp_sso_url: 'not a url' } }, 'saml_options.idp_sso_url'],
+    [{ name: 'half', saml_options: { idp_signing_certs: ['garbage'] } }, 'saml_options.idp_signing_certs[0]'],
+    [{ name: 'half', oidc_options: { client_id: 'c' } }, 'oidc_options'],
+  ]) {
+    const r = await api('PATCH', `/connections/${conn.id}`, body);
+    assert.equal(r.status, 422, r.text);
+    assert.ok(r.json.errors.some((e) => e.field === field), r.text);
+  }
+  assert.deepEqual(await admin(), before);
+  assert.equal((await workos.sso.getConnection(conn.id)).name, `renamed ${TAG}`);
+
+  const r = await api('PATCH', `/connections/${conn.id}`, {
+    attribute_maps: { standard_attributes: { email: 'mail', groups: null }, custom_attributes: { team: 'dept' } },
+    saml_options: { idp_metadata_url: null, acs_url: null, sp_entity_id: null, idp_sso_url: 'https://idp2.example.test/sso' },
+  });
+  assert.equal(r.status, 200, r.text);
+  validate('/connections/{id}', 'get', 200, r.json);
+  const got = await workos.sso.getConnection(conn.id);
+  assert.equal(got.id, conn.id);
+  assert.equal(got.name, `renamed ${TAG}`, 'the name was not sent: kept');
+  const after = await admin();
+  assert.equal(after.attribute_map.email[0], 'mail');
+  assert.deepEqual(after.attribute_map.custom, { team: 'dept' });
+  assert.equal(after.idp_sso_url, 'https://idp2.example.test/sso');
+  for (const k of ['idp_entity_id', 'idp_signing_certs', 'sp_signing_certs', 'sp_encryption_certs', 'sp_entity_id', 'acs_url']) {
+    assert.deepEqual(after[k], before[k], `${k} must not change`);
+  }
+  const target = await authorize(conn);
+  assert.equal(target.origin + target.pathname, 'https://idp2.example.test/sso');
+  // Back, for the tests below.
+  const back = await api('PATCH', `/connections/${conn.id}`, { saml_options: { idp_sso_url: IDP_SSO }, attribute_maps: { standard_attributes: { email: null } } });
+  assert.equal(back.status, 200, back.text);
+  assert.equal((await admin()).attribute_map.email[0], 'email', 'null: the type\'s default again');
 });
 
 test('state inactive: connection.deactivated, and /sso/authorize starts no login', async () => {

@@ -3,7 +3,8 @@
 // on the app's redirect URI with a code. Driven by tests/tests/idp_e2e.rs, which starts slapd,
 // both servers and hands over the authorize URL and a user's credentials. The login is done
 // with the keyboard only (autofocus, Tab, Enter), and again on a phone-sized screen after a
-// wrong password; screenshots of the login page are kept in $IDBRIDGE_ARTIFACTS.
+// wrong password; screenshots of the login page are kept in $IDBRIDGE_ARTIFACTS. With
+// "remember this browser" ticked, a second login from the same browser skips the login page.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync } from 'node:fs';
@@ -96,5 +97,31 @@ test('on a phone: no sideways scrolling, one message for a wrong password, then 
       page.tap('button[type=submit]'),
     ]);
     assertCode(page.url());
+  });
+});
+
+test('remember this browser: the second login skips the password page', { skip: !HAVE_CHROMIUM && 'chromium not installed' }, async () => {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  await withBrowser({ viewport: { width: 1280, height: 800 } }, async (page) => {
+    await page.goto(AUTHORIZE[2]);
+    await page.waitForSelector('input[name=remember]');
+    await page.fill('#login', LOGIN);
+    await page.fill('#password', PASSWORD);
+    await page.check('#remember');
+    await page.screenshot({ path: join(ARTIFACTS, 'idp-login-remember.png'), fullPage: true });
+    await Promise.all([
+      page.waitForURL((u) => u.toString().startsWith(CALLBACK), { timeout: 15000 }),
+      page.click('button[type=submit]'),
+    ]);
+    assertCode(page.url());
+    // The same browser again: every page it passes through is recorded; none is the login page.
+    const seen = [];
+    page.on('framenavigated', (f) => { if (f === page.mainFrame()) seen.push(f.url()); });
+    await page.goto(AUTHORIZE[3]);
+    await page.waitForURL((u) => u.toString().startsWith(CALLBACK), { timeout: 15000 });
+    assertCode(page.url());
+    assert.equal(await page.locator('input[name=password]').count(), 0);
+    assert.ok(seen.some((u) => /\/idp\/org_[^/]+\/saml\/sso/.test(u)), `went through the IdP: ${seen}`);
+    await page.screenshot({ path: join(ARTIFACTS, 'idp-remembered-second-login.png'), fullPage: true });
   });
 });

@@ -3,7 +3,9 @@
 // /sso/logout, with samlify as the SAML IdP in both directions: samlify verifies our signed
 // LogoutRequest against our SP metadata and answers with a signed LogoutResponse that we
 // accept once; samlify's IdP-initiated LogoutRequest gets our signed LogoutResponse, which
-// samlify verifies. Forged, unsigned and replayed messages are refused. Raw responses are
+// samlify verifies. The same both ways over HTTP-POST (samlify posts to the POST
+// SingleLogoutService our SP metadata publishes). Forged, unsigned, altered and replayed messages
+// are refused. Raw responses are
 // validated against @workos/openapi-spec. Run by tests/tests/sso_logout_sdk.rs; samlify comes
 // from $IDBRIDGE_PEERS_DIR/samlify (scripts/test-deps.d/saml.sh).
 import { test } from 'node:test';
@@ -100,6 +102,7 @@ async function setup() {
   const md = await fetch(`${BASE}/sso/saml/metadata/${conn.id}`);
   const spMetadata = await md.text();
   assert.ok(spMetadata.includes(`<md:SingleLogoutService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="${BASE}/sso/saml/slo/${conn.id}"/>`), spMetadata);
+  assert.ok(spMetadata.includes(`<md:SingleLogoutService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" Location="${BASE}/sso/saml/slo/${conn.id}"/>`), spMetadata);
   assert.ok(spMetadata.includes('<md:KeyDescriptor use="signing">'));
   fixture = { org, keys, conn, spMetadata };
   return fixture;
@@ -200,6 +203,74 @@ test('IdP-initiated: samlify LogoutRequest → our signed LogoutResponse, verifi
   assert.equal(r.status, 400);
   const body = await r.json();
   assert.equal(body.error, 'invalid_logout_message');
+});
+
+/** POSTs a SAML message the way the IdP's auto-submitting form would. */
+async function postSaml(endpoint, field, value) {
+  return fetch(endpoint, {
+    method: 'POST', redirect: 'manual',
+    headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ [field]: value }).toString(),
+  });
+}
+
+/** The base64 XML of a POST-binding message, edited: the signature removed, or one text changed after signing. */
+function editPosted(b64, edit) {
+  return Buffer.from(edit(Buffer.from(b64, 'base64').toString('utf8')), 'utf8').toString('base64');
+}
+const stripSignature = (xml) => xml.replace(/<ds:Signature[\s\S]*?<\/ds:Signature>/, '');
+
+test('HTTP-POST binding: samlify posts its signed LogoutRequest and LogoutResponse to the SP metadata\'s POST endpoint; unsigned, altered, foreign and replayed ones are refused', { skip: !HAVE_SAMLIFY && 'samlify not installed' }, async () => {
+  const { keys, conn, spMetadata } = await setup();
+  const endpoint = `${BASE}/sso/saml/slo/${conn.id}`;
+
+  // IdP-initiated over POST: samlify finds our POST SingleLogoutService in the SP metadata.
+  const email = `post-idp-${TAG}@example.com`;
+  await login(keys, conn, email);
+  const req = JSON.parse(samlify(SLO_SCRIPT, { mode: 'create-request', binding: 'post', ...idpConfig(keys), spMetadata, nameId: email, sessionIndex: '_samlify_session' }));
+  assert.equal(req.endpoint, endpoint);
+  assert.match(Buffer.from(req.samlRequest, 'base64').toString('utf8'), /<ds:Signature/);
+  const unsigned = await postSaml(endpoint, 'SAMLRequest', editPosted(req.samlRequest, stripSignature));
+  assert.equal(unsigned.status, 400, 'an unsigned POSTed LogoutRequest');
+  assert.equal((await unsigned.json()).error, 'invalid_logout_message');
+  const altered = await postSaml(endpoint, 'SAMLRequest', editPosted(req.samlRequest, (x) => x.replace(email, `other-${email}`)));
+  assert.equal(altered.status, 400, 'a LogoutRequest changed after signing');
+  const attacker = opensslKeys('post-attacker');
+  const forged = JSON.parse(samlify(SLO_SCRIPT, { mode: 'create-request', binding: 'post', ...idpConfig(attacker), spMetadata, nameId: email, sessionIndex: '_x' }));
+  assert.equal((await postSaml(endpoint, 'SAMLRequest', forged.samlRequest)).status, 400, 'signed by a key the connection does not trust');
+  const res = await postSaml(endpoint, 'SAMLRequest', req.samlRequest);
+  assert.equal(res.status, 302, await res.text());
+  const back = res.headers.get('location');
+  assert.ok(back.startsWith(`${IDP_SLO}?SAMLResponse=`), back);
+  const verified = JSON.parse(samlify(SLO_SCRIPT, { mode: 'verify-response', ...idpConfig(keys), spMetadata, ...redirectParts(back) }));
+  assert.equal(verified.issuer, `${BASE}/sso/saml/${conn.id}`);
+  assert.equal((await postSaml(endpoint, 'SAMLRequest', req.samlRequest)).status, 400, 'replayed');
+
+  // SP-initiated, answered over POST: our signed LogoutRequest out, samlify's POSTed LogoutResponse in.
+  const email2 = `post-sp-${TAG}@example.com`;
+  const profile = await login(keys, conn, email2);
+  const { data } = await workos.post('/sso/logout/authorize', { profile_id: profile.id });
+  const out = await fetch(data.logout_url, { redirect: 'manual' });
+  assert.equal(out.status, 302, await out.text());
+  const answer = JSON.parse(samlify(SLO_SCRIPT, { mode: 'answer-request', binding: 'post', ...idpConfig(keys), spMetadata, ...redirectParts(out.headers.get('location')) }));
+  assert.equal(answer.nameId, email2);
+  assert.equal(answer.endpoint, endpoint);
+  assert.equal((await postSaml(endpoint, 'SAMLResponse', editPosted(answer.samlResponse, stripSignature))).status, 400, 'unsigned LogoutResponse');
+  assert.equal((await postSaml(endpoint, 'SAMLResponse', editPosted(answer.samlResponse, (x) => x.replace(/IssueInstant="[^"]+"/, 'IssueInstant="2020-01-01T00:00:00.000Z"')))).status, 400, 'altered LogoutResponse');
+  assert.equal((await postSaml(endpoint, 'SAMLRequest', answer.samlResponse)).status, 400, 'a response in the request field');
+  const done = await postSaml(endpoint, 'SAMLResponse', answer.samlResponse);
+  assert.equal(done.status, 302, await done.text());
+  assert.equal(done.headers.get('location'), CALLBACK);
+  assert.equal((await postSaml(endpoint, 'SAMLResponse', answer.samlResponse)).status, 400, 'replayed');
+
+  // The logins above announced authentication.sso_succeeded, per the spec's EventSchema.
+  const { org } = await setup();
+  const page = await api('GET', `/events?events=authentication.sso_succeeded&organization_id=${org.id}&limit=100`);
+  assert.equal(page.status, 200, page.text);
+  validate('/events', 'get', 200, page.json);
+  const emails = page.json.data.map((e) => e.data.email);
+  assert.ok(emails.includes(email) && emails.includes(email2), JSON.stringify(emails));
+  assert.ok(page.json.data.every((e) => e.data.sso.connection_id === conn.id));
 });
 
 test('logout errors: unknown profile 404, connection without SLO 400 connection_invalid, bad token 404 — raw bodies per the spec', async () => {

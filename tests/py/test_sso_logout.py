@@ -2,7 +2,8 @@
 sso.get_logout_url against a running idbridge, after a SAML login signed by pysaml2. Our
 LogoutRequest goes to the IdP's SingleLogoutService signed with the connection's SP key (checked
 here with `cryptography` against the certificate in our SP metadata); bad input gets the SDK's
-errors. Run by tests/tests/sso_logout_sdk.rs; pysaml2 comes from $IDBRIDGE_PEERS_DIR (without it
+errors. pysaml2's own XML-signed LogoutRequest over HTTP-POST is answered once; unsigned,
+altered, foreign and replayed ones are refused. Run by tests/tests/sso_logout_sdk.rs; pysaml2 comes from $IDBRIDGE_PEERS_DIR (without it
 the login tests are skipped).
 """
 
@@ -150,3 +151,62 @@ def test_logout_errors_through_the_sdk(client):
     assert bad.status_code == 404
     assert json.loads(bad.text)["message"]
     validate("/sso/logout", "get", 404, bad.text)
+
+
+PYSAML2_SLO = Path(__file__).resolve().parents[2] / "crates" / "saml" / "tests" / "peers" / "pysaml2_slo.py"
+
+
+def pysaml2_logout_request(keys: dict, conn_id: str, sp_metadata: str, name_id: str) -> str:
+    """pysaml2's signed IdP-initiated LogoutRequest for the HTTP-POST binding (base64 XML)."""
+    from test_sso import PYSAML2
+
+    cfg = {"idp": IDP_ENTITY, "idpKey": keys["key"], "idpCert": keys["cert"], "spMetadata": sp_metadata,
+           "sp": f"{BASE_URL}/sso/saml/{conn_id}", "destination": f"{BASE_URL}/sso/saml/slo/{conn_id}",
+           "nameId": name_id, "sessionIndex": "_py_session"}
+    out = subprocess.run([str(PYSAML2), str(PYSAML2_SLO)], input=json.dumps(cfg),
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)["samlRequest"]
+
+
+def post_form(url: str, field: str, value: str):
+    from urllib.parse import urlencode
+
+    return fetch("POST", url, body=urlencode({field: value}),
+                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+
+
+@needs_pysaml2
+def test_idp_initiated_logout_over_http_post_from_pysaml2(client, idp_keys):
+    """pysaml2 posts its XML-signed LogoutRequest to the HTTP-POST SingleLogoutService our SP
+    metadata publishes; we answer (signed, on HTTP-Redirect) once. Unsigned, altered,
+    foreign-key and replayed requests are refused."""
+    _, conn_id = saml_connection(client, idp_keys, IDP_SLO)
+    endpoint = f"{BASE_URL}/sso/saml/slo/{conn_id}"
+    md = fetch("GET", f"{BASE_URL}/sso/saml/metadata/{conn_id}").text
+    assert (f'<md:SingleLogoutService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" '
+            f'Location="{endpoint}"/>') in md, md
+    email = f"py-post-{TAG}@example.com"
+    signed = pysaml2_logout_request(idp_keys, conn_id, md, email)
+    xml = base64.b64decode(signed).decode()
+    assert re.search(r"<(\w+:)?Signature[ >]", xml), xml
+
+    unsigned = re.sub(r"<(\w+:)?Signature[ >].*?</\1Signature>", "", xml, flags=re.S)
+    assert not re.search(r"<(\w+:)?Signature[ >]", unsigned)
+    r = post_form(endpoint, "SAMLRequest", base64.b64encode(unsigned.encode()).decode())
+    assert r.status_code == 400, r.text
+    assert json.loads(r.text)["error"] == "invalid_logout_message"
+    altered = xml.replace(email, f"x{email}")
+    r = post_form(endpoint, "SAMLRequest", base64.b64encode(altered.encode()).decode())
+    assert r.status_code == 400, "changed after signing"
+    with tempfile.TemporaryDirectory() as d:
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "2",
+                        "-subj", "/CN=attacker", "-keyout", f"{d}/k.pem", "-out", f"{d}/c.pem"],
+                       check=True, capture_output=True)
+        attacker = {"key": Path(d, "k.pem").read_text(), "cert": Path(d, "c.pem").read_text()}
+    forged = pysaml2_logout_request(attacker, conn_id, md, email)
+    assert post_form(endpoint, "SAMLRequest", forged).status_code == 400, "signed by an untrusted key"
+
+    r = post_form(endpoint, "SAMLRequest", signed)
+    assert r.status_code == 302, r.text
+    assert r.headers["location"].startswith(f"{IDP_SLO}?SAMLResponse="), r.headers["location"]
+    assert post_form(endpoint, "SAMLRequest", signed).status_code == 400, "replayed"

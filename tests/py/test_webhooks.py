@@ -104,6 +104,18 @@ def test_deliveries_verify_with_the_python_sdk(client: WorkOSClient) -> None:
             client.webhooks.verify_event(
                 event_body=body, event_signature=sig, secret="whsec_wrong"
             )
+        # verify_header: the same check without parsing the event.
+        client.webhooks.verify_header(event_body=body, event_signature=sig, secret=endpoint.secret)
+        with pytest.raises(ValueError):
+            client.webhooks.verify_header(event_body=body, event_signature=sig, secret="whsec_wrong")
+
+        # list_webhook_endpoints and update_webhook_endpoint through the SDK.
+        listed = client.webhooks.list_webhook_endpoints(limit=100)
+        assert endpoint.id in [e.id for e in listed.data]
+        disabled = client.webhooks.update_webhook_endpoint(endpoint.id, status="disabled")
+        assert str(getattr(disabled.status, "value", disabled.status)) == "disabled"
+        again = [e for e in client.webhooks.list_webhook_endpoints(limit=100).data if e.id == endpoint.id]
+        assert str(getattr(again[0].status, "value", again[0].status)) == "disabled"
         client.webhooks.delete_webhook_endpoint(endpoint.id)
     finally:
         receiver.server.shutdown()

@@ -1,4 +1,4 @@
-//! Connection PATCH (rename, `state` active/inactive), `/sso/authorize?domain_hint=`, deletion
+//! Connection PATCH (rename, partial `attribute_maps` / `saml_options`, `state` active/inactive), `/sso/authorize?domain_hint=`, deletion
 //! and the `connection.*` events, and the SAML certificate sub-resources (Python only: neither the
 //! Node SDK nor the OpenAPI spec has them),
 //! through the official WorkOS SDKs (Node 11, Python 10.8) against a real `idbridge serve`.
@@ -9,8 +9,8 @@ use idbridge_tests::{run_node_test, run_python_test, TestServer};
 
 /// The app's callback: allow-listed, never contacted (the tests stop at the redirect).
 const CALLBACK: &str = "http://127.0.0.1:9/callback";
-const NODE_TESTS: u32 = 7;
-const PYTHON_TESTS: u32 = 1;
+const NODE_TESTS: u32 = 8;
+const PYTHON_TESTS: u32 = 2;
 const PYTHON_CERT_TESTS: u32 = 1;
 
 async fn server() -> anyhow::Result<(TestServer, Vec<(String, String)>)> {

@@ -455,7 +455,9 @@ async fn idbridge_is_the_saml_idp_of_another_idbridge() -> anyhow::Result<()> {
 
 /// The login page in headless Chromium (tests/js/idp_browser.test.mjs): a keyboard-only login
 /// and a phone-sized one, each a full SP-initiated login from B ending on the app's redirect
-/// URI with a code; screenshots are kept in target/test-artifacts/.
+/// URI with a code; then with "remember this browser" ticked, after which a second login of the
+/// same browser ends on the app without the login page; screenshots are kept in
+/// target/test-artifacts/.
 #[tokio::test]
 async fn the_login_page_in_chromium() -> anyhow::Result<()> {
     // The app: a loopback listener the browser test runs itself (Chromium refuses port 9 and
@@ -474,11 +476,24 @@ async fn the_login_page_in_chromium() -> anyhow::Result<()> {
     let artifacts = idbridge_tests::repo_root()
         .join("target")
         .join("test-artifacts");
+    // "Remember this browser" on: the third login ticks it, the fourth skips the password.
+    let r =
+        w.a.request(reqwest::Method::PATCH, "/admin/idp/settings")
+            .json(&json!({"remember_browser_ttl_secs": 600}))
+            .send()
+            .await?;
+    ensure!(r.status() == 200, "{}", r.text().await?);
     let mut env = w.b.peer_env();
     env.extend([
         (
             "IDBRIDGE_AUTHORIZE_URLS".to_owned(),
-            json!([authorize("browser-1"), authorize("browser-2")]).to_string(),
+            json!([
+                authorize("browser-1"),
+                authorize("browser-2"),
+                authorize("browser-3"),
+                authorize("browser-4")
+            ])
+            .to_string(),
         ),
         ("IDBRIDGE_SSO_CALLBACK".to_owned(), app_callback.clone()),
         ("IDBRIDGE_APP_PORT".to_owned(), app_port.to_string()),
@@ -493,13 +508,14 @@ async fn the_login_page_in_chromium() -> anyhow::Result<()> {
     eprintln!("{}", report.output);
     if report.ran() && std::path::Path::new("/usr/bin/chromium").exists() {
         ensure!(
-            report.passed >= 2 && report.failed == 0,
+            report.passed >= 3 && report.failed == 0,
             "chromium: {} passed, {} failed:\n{}",
             report.passed,
             report.failed,
             report.output
         );
         ensure!(artifacts.join("idp-login-desktop.png").is_file());
+        ensure!(artifacts.join("idp-remembered-second-login.png").is_file());
     }
     Ok(())
 }
@@ -579,9 +595,23 @@ async fn idbridge_is_the_oidc_provider_of_openid_client_and_another_idbridge() -
         body.contains("grant_types"),
         "unknown field not named: {body}"
     );
+    // Custom claims: a standard claim's name or an unknown user field is a 422 naming it.
     let r = a
         .post("/admin/oidc_clients")
-        .json(&json!({"organization_id": org_a, "name": "openid-client", "redirect_uris": [rp_redirect], "directory_id": dir_id}))
+        .json(&json!({"organization_id": org_a, "redirect_uris": [rp_redirect], "directory_id": dir_id,
+            "custom_claims": {"sub": "username", "x": "password"}}))
+        .send()
+        .await?;
+    ensure!(r.status() == 422);
+    let body = r.text().await?;
+    ensure!(
+        body.contains("custom_claims.sub") && body.contains("custom_claims.x"),
+        "{body}"
+    );
+    let r = a
+        .post("/admin/oidc_clients")
+        .json(&json!({"organization_id": org_a, "name": "openid-client", "redirect_uris": [rp_redirect], "directory_id": dir_id,
+            "custom_claims": {"uid": "username", "cn": "raw_attributes.cn"}}))
         .send()
         .await?;
     ensure!(r.status() == 201, "{}", r.text().await?);
@@ -634,6 +664,9 @@ async fn idbridge_is_the_oidc_provider_of_openid_client_and_another_idbridge() -
         let mut groups: Vec<String> = serde_json::from_value(c["groups"].clone())?;
         groups.sort();
         ensure!(groups == ["admins", "engineering"], "{out}");
+        // The configured custom claims, in the ID token openid-client validated and in userinfo.
+        ensure!(c["uid"] == "alice" && c["cn"] == "Alice Archer", "{out}");
+        ensure!(out["userinfo"]["uid"] == "alice", "{out}");
         ensure!(out["userinfo"]["email"] == "alice@example.test", "{out}");
         ensure!(out["replay"] == "invalid_grant", "code replay: {out}");
     }
@@ -1056,10 +1089,30 @@ async fn independent_service_providers_accept_the_running_idp() -> anyhow::Resul
         let md = samlify_sp(&cfg("metadata"))
             .await?
             .map_err(anyhow::Error::msg)?;
+        // Custom attributes: a standard name, an unknown user field or a non-string source is
+        // a 422 naming it.
+        for (bad, field) in [
+            (json!({"email": "username"}), "custom_attributes.email"),
+            (json!({"secret": "password"}), "custom_attributes.secret"),
+            (json!({"n": 1}), "custom_attributes.n"),
+        ] {
+            let r = a
+                .post("/admin/service_providers")
+                .json(
+                    &json!({"organization_id": org_a, "metadata_xml": md["metadata"],
+                    "directory_id": dir_id, "custom_attributes": bad}),
+                )
+                .send()
+                .await?;
+            ensure!(r.status() == 422, "bad custom attributes accepted: {bad}");
+            let refusal = r.text().await?;
+            ensure!(refusal.contains(field), "{field} not named: {refusal}");
+        }
         let r = a
             .post("/admin/service_providers")
             .json(&json!({"organization_id": org_a, "metadata_xml": md["metadata"], "directory_id": dir_id,
-                "name": format!("samlify {encrypted}"), "encrypt_assertions": encrypted, "sign_response": encrypted}))
+                "name": format!("samlify {encrypted}"), "encrypt_assertions": encrypted, "sign_response": encrypted,
+                "custom_attributes": {"uid": "username", "commonName": "raw_attributes.cn", "title": "job_title"}}))
             .send()
             .await?;
         let status = r.status();
@@ -1107,6 +1160,10 @@ async fn independent_service_providers_accept_the_running_idp() -> anyhow::Resul
         let mut groups: Vec<String> = serde_json::from_value(at["groups"].clone())?;
         groups.sort();
         ensure!(groups == ["admins", "engineering"], "{extract}");
+        // The custom attributes, read by samlify; alice has no job title: left out.
+        ensure!(at["uid"] == "alice", "{extract}");
+        ensure!(at["commonName"] == "Alice Archer", "{extract}");
+        ensure!(at.get("title").is_none(), "{extract}");
         if encrypted {
             use base64::Engine as _;
             let xml = base64::engine::general_purpose::STANDARD.decode(&second.saml_response)?;

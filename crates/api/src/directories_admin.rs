@@ -455,7 +455,7 @@ async fn get_roles(
     blocking(&state, move |engine| Ok(Json(roles_body(engine, &org)?))).await
 }
 
-/// Parses `{"roles": [{"slug", "name"?, "priority"?, "default"?}], "mode"?}`; `created_at` of a
+/// Parses `{"roles": [{"slug", "name"?, "description"?, "priority"?, "default"?}], "mode"?}`; `created_at` of a
 /// slug that already existed is kept.
 pub fn parse_roles(
     body: &Map<String, Value>,
@@ -491,7 +491,16 @@ pub fn parse_roles(
             continue;
         };
         for k in obj.keys() {
-            if !["slug", "name", "priority", "default", "is_default"].contains(&k.as_str()) {
+            if ![
+                "slug",
+                "name",
+                "description",
+                "priority",
+                "default",
+                "is_default",
+            ]
+            .contains(&k.as_str())
+            {
                 f.error(&format!("roles[{i}].{k}"), "unknown_field");
             }
         }
@@ -529,13 +538,22 @@ pub fn parse_roles(
                 continue;
             }
         };
-        let created_at = existing
-            .iter()
-            .find(|r| r.slug == slug)
-            .map_or(now, |r| r.created_at);
+        let before = existing.iter().find(|r| r.slug == slug);
+        let created_at = before.map_or(now, |r| r.created_at);
+        // Kept unless given: the WorkOS roles API sets it too.
+        let description = match obj.get("description") {
+            None => before.and_then(|r| r.description.clone()),
+            Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => {
+                f.error(&format!("roles[{i}].description"), "must_be_string");
+                continue;
+            }
+        };
         roles.push(Role {
             slug: slug.to_owned(),
             name,
+            description,
             priority,
             is_default: default,
             created_at,

@@ -26,6 +26,7 @@ async fn snapshot(h: &Harness, org: &str, dir: &str) -> Vec<Value> {
         format!("/admin/directories/{dir}"),
         format!("/admin/organizations/{org}/roles"),
         format!("/admin/organizations/{org}/role_mappings"),
+        format!("/authorization/organizations/{org}/roles"),
         "/admin/dns".to_string(),
         "/admin/idp/settings".to_string(),
         "/admin/oidc_clients".to_string(),
@@ -222,6 +223,21 @@ async fn every_json_body_refuses_an_unknown_field_by_name_and_changes_nothing() 
         ("POST", "/admin/service_providers".into(), json!({})),
         ("POST", "/connections".into(), json!({})),
         ("PUT", format!("/admin/connections/{conn}"), oidc.clone()),
+        (
+            "PATCH",
+            format!("/connections/{conn}"),
+            json!({"saml_options": {"idp_sso_url": "https://idp.example.test/sso"}}),
+        ),
+        (
+            "POST",
+            format!("/authorization/organizations/{org}/roles"),
+            json!({"name": "Billing"}),
+        ),
+        (
+            "PATCH",
+            format!("/authorization/organizations/{org}/roles/member"),
+            json!({"name": "Members"}),
+        ),
     ];
     let mut failures = Vec::new();
     for (method, path, body) in &cases {

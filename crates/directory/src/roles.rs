@@ -2,11 +2,13 @@
 
 use std::collections::HashSet;
 
-use idbridge_model::{resolve_roles, Role, RoleMapping, RoleMode, RoleRef};
-use idbridge_store::ChangeSet;
+use idbridge_model::{
+    resolve_roles, Event, OrganizationRoleEvent, Role, RoleMapping, RoleMode, RoleRef,
+};
+use idbridge_store::{ChangeSet, StoreError};
 
-use crate::engine::{to_bytes, DirectoryEngine};
-use crate::error::{EngineError, Result};
+use crate::engine::{from_bytes, to_bytes, DirectoryEngine};
+use crate::error::{Constraint, EngineError, Result};
 use crate::layout;
 
 /// The roles an organization has configured, loaded once per operation.
@@ -71,25 +73,54 @@ impl DirectoryEngine {
     /// is the default. Users' roles are recomputed on their next change, or at once with
     /// [`DirectoryEngine::recompute_roles`].
     pub fn set_roles(&self, organization_id: &str, roles: Vec<Role>) -> Result<()> {
-        let mut seen = HashSet::new();
-        for r in &roles {
-            if r.slug.trim().is_empty() {
-                return Err(EngineError::Invalid("role slug is empty".into()));
-            }
-            if !seen.insert(r.slug.as_str()) {
-                return Err(EngineError::Invalid(format!(
-                    "duplicate role slug {:?}",
-                    r.slug
-                )));
-            }
-        }
-        if roles.iter().filter(|r| r.is_default).count() > 1 {
-            return Err(EngineError::Invalid("more than one default role".into()));
-        }
+        check_roles(&roles)?;
         let mut cs = ChangeSet::new();
         cs.put(layout::ROLES, organization_id, to_bytes(&roles)?);
         self.store.commit(cs)?;
         Ok(())
+    }
+
+    /// One change of an organization's roles through the WorkOS roles API: `edit` changes the
+    /// list (or refuses, `Ok(Err(..))`, changing nothing) and names its
+    /// `organization_role.*` event, committed with the change. The write is conditional on
+    /// the roles `edit` saw (a concurrent change is a conflict, never lost); mappings naming a
+    /// role that is gone are dropped in the same commit.
+    pub fn edit_roles<T, E>(
+        &self,
+        organization_id: &str,
+        edit: impl FnOnce(&mut Vec<Role>) -> std::result::Result<(T, Event<OrganizationRoleEvent>), E>,
+    ) -> Result<std::result::Result<T, E>> {
+        let raw = self.get_raw(layout::ROLES, organization_id)?;
+        let mut roles: Vec<Role> = match &raw {
+            Some(bytes) => from_bytes(layout::ROLES, organization_id, bytes)?,
+            None => Vec::new(),
+        };
+        let (out, event) = match edit(&mut roles) {
+            Ok(done) => done,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        check_roles(&roles)?;
+        let mut cs = ChangeSet::new();
+        cs.require_equals(layout::ROLES, organization_id, raw);
+        cs.put(layout::ROLES, organization_id, to_bytes(&roles)?);
+        let mappings = self.role_mappings(organization_id)?;
+        let kept: Vec<RoleMapping> = mappings
+            .iter()
+            .filter(|m| roles.iter().any(|r| r.slug == m.role_slug))
+            .cloned()
+            .collect();
+        if kept.len() != mappings.len() {
+            cs.put(layout::ROLE_MAPPINGS, organization_id, to_bytes(&kept)?);
+        }
+        cs.append_event(&event, Some(organization_id));
+        match self.store.commit(cs) {
+            Ok(_) => Ok(Ok(out)),
+            Err(StoreError::Conflict { .. }) => Err(EngineError::Conflict {
+                constraint: Constraint::ConcurrentUpdate,
+                detail: "the organization's roles changed at the same time; retry".into(),
+            }),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// An organization's roles.
@@ -173,4 +204,24 @@ impl DirectoryEngine {
         }
         Ok(refs)
     }
+}
+
+/// Slugs must be unique and non-empty; at most one role is the default.
+fn check_roles(roles: &[Role]) -> Result<()> {
+    let mut seen = HashSet::new();
+    for r in roles {
+        if r.slug.trim().is_empty() {
+            return Err(EngineError::Invalid("role slug is empty".into()));
+        }
+        if !seen.insert(r.slug.as_str()) {
+            return Err(EngineError::Invalid(format!(
+                "duplicate role slug {:?}",
+                r.slug
+            )));
+        }
+    }
+    if roles.iter().filter(|r| r.is_default).count() > 1 {
+        return Err(EngineError::Invalid("more than one default role".into()));
+    }
+    Ok(())
 }

@@ -114,6 +114,7 @@ fn set_roles(s: &Side, admin_group: &str) {
     let role = |slug: &str, priority: u32, default: bool| Role {
         slug: slug.into(),
         name: slug.into(),
+        description: None,
         priority,
         is_default: default,
         created_at: now,

@@ -8,7 +8,6 @@
 
 mod common;
 
-use base64::Engine as _;
 use common::check_password;
 use idbridge_ldap::bind_auth::BindAuthError;
 use idbridge_ldap::{Flavor, LdapSettings};
@@ -17,18 +16,9 @@ use idbridge_testkit::SambaDc;
 
 const PW: &str = "Passw0rd!Bind-Test9";
 
-/// An AD user with a password (`unicodePwd`: the quoted password in UTF-16LE), loaded offline.
+/// An AD user with the test password.
 fn user(cn: &str, ou: &str, uac: u32, extra: &str) -> String {
-    let quoted: Vec<u8> = format!("\"{PW}\"")
-        .encode_utf16()
-        .flat_map(|u| u.to_le_bytes())
-        .collect();
-    format!(
-        "dn: CN={cn},{ou}\nobjectClass: user\nsAMAccountName: {cn}\nuserPrincipalName: {cn}@example.test\n\
-         mail: {cn}.mail@example.test\ngivenName: {cn}\nsn: Tester\nuserAccountControl: {uac}\n\
-         unicodePwd:: {}\n{extra}\n",
-        base64::engine::general_purpose::STANDARD.encode(quoted)
-    )
+    common::ad_user_with_password(cn, ou, uac, PW, extra)
 }
 
 fn settings(dc: &SambaDc, ou: &str) -> LdapSettings {

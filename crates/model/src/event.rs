@@ -27,6 +27,9 @@ pub enum EventKind {
     OrganizationDomainVerified,
     OrganizationDomainVerificationFailed,
     OrganizationDomainDeleted,
+    OrganizationRoleCreated,
+    OrganizationRoleUpdated,
+    OrganizationRoleDeleted,
     DsyncActivated,
     DsyncDeactivated,
     DsyncDeleted,
@@ -52,7 +55,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, for catalogues and tests.
-    pub const ALL: [EventKind; 32] = [
+    pub const ALL: [EventKind; 35] = [
         EventKind::AuthenticationSsoStarted,
         EventKind::AuthenticationSsoSucceeded,
         EventKind::AuthenticationSsoFailed,
@@ -70,6 +73,9 @@ impl EventKind {
         EventKind::OrganizationDomainVerified,
         EventKind::OrganizationDomainVerificationFailed,
         EventKind::OrganizationDomainDeleted,
+        EventKind::OrganizationRoleCreated,
+        EventKind::OrganizationRoleUpdated,
+        EventKind::OrganizationRoleDeleted,
         EventKind::DsyncActivated,
         EventKind::DsyncDeactivated,
         EventKind::DsyncDeleted,
@@ -111,6 +117,9 @@ impl EventKind {
                 "organization_domain.verification_failed"
             }
             EventKind::OrganizationDomainDeleted => "organization_domain.deleted",
+            EventKind::OrganizationRoleCreated => "organization_role.created",
+            EventKind::OrganizationRoleUpdated => "organization_role.updated",
+            EventKind::OrganizationRoleDeleted => "organization_role.deleted",
             EventKind::DsyncActivated => "dsync.activated",
             EventKind::DsyncDeactivated => "dsync.deactivated",
             EventKind::DsyncDeleted => "dsync.deleted",

@@ -31,5 +31,7 @@ pub use list::{
 };
 pub use organization::{DomainState, Organization, OrganizationDomain, VerificationStrategy};
 pub use profile::Profile;
-pub use role::{resolve_roles, Role, RoleMapping, RoleMode, RoleObject, RoleRef};
+pub use role::{
+    resolve_roles, OrganizationRoleEvent, Role, RoleMapping, RoleMode, RoleObject, RoleRef,
+};
 pub use time::Timestamp;

@@ -16,6 +16,9 @@ pub struct RoleRef {
 pub struct Role {
     pub slug: String,
     pub name: String,
+    /// Set through the WorkOS roles API (`description`); records written before it have none.
+    #[serde(default)]
+    pub description: Option<String>,
     pub priority: u32,
     pub is_default: bool,
     pub created_at: Timestamp,
@@ -57,8 +60,39 @@ impl RoleObject {
             id: role_id(organization_id, &role.slug, role.created_at),
             slug: role.slug.clone(),
             name: role.name.clone(),
-            description: None,
+            description: role.description.clone(),
             role_type: "OrganizationRole".into(),
+            resource_type_slug: "organization".into(),
+            permissions: Vec::new(),
+            created_at: role.created_at,
+            updated_at: role.updated_at,
+        }
+    }
+}
+
+/// The `data` of `organization_role.created|updated|deleted` (OpenAPI `EventSchema`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrganizationRoleEvent {
+    pub object: crate::tag::OrganizationRoleTag,
+    pub organization_id: String,
+    pub slug: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub resource_type_slug: String,
+    pub permissions: Vec<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl OrganizationRoleEvent {
+    /// The event data of `role`, one of `organization_id`'s roles.
+    pub fn of(organization_id: &str, role: &Role) -> Self {
+        OrganizationRoleEvent {
+            object: crate::tag::OrganizationRoleTag,
+            organization_id: organization_id.to_owned(),
+            slug: role.slug.clone(),
+            name: role.name.clone(),
+            description: role.description.clone(),
             resource_type_slug: "organization".into(),
             permissions: Vec::new(),
             created_at: role.created_at,
@@ -123,6 +157,7 @@ mod tests {
         Role {
             slug: slug.into(),
             name: slug.into(),
+            description: None,
             priority,
             is_default,
             created_at: Timestamp::from_millis(0),

@@ -47,3 +47,4 @@ object_tag!(ProfileTag, "profile");
 object_tag!(EventTag, "event");
 object_tag!(ListTag, "list");
 object_tag!(RoleTag, "role");
+object_tag!(OrganizationRoleTag, "organization_role");

@@ -178,10 +178,13 @@ pub fn sp_metadata_xml(sp: &SpSettings) -> Result<String, SamlError> {
         key_descriptor(&mut out, "encryption", &k.cert)?;
     }
     if let Some(slo) = &sp.slo_url {
-        out.push_str(&format!(
-            "<md:SingleLogoutService Binding=\"{BINDING_REDIRECT}\" Location=\"{}\"/>",
-            escape(slo)
-        ));
+        // One endpoint takes both bindings: GET for HTTP-Redirect, POST for HTTP-POST.
+        for binding in [BINDING_REDIRECT, BINDING_POST] {
+            out.push_str(&format!(
+                "<md:SingleLogoutService Binding=\"{binding}\" Location=\"{}\"/>",
+                escape(slo)
+            ));
+        }
     }
     out.push_str(
         "<md:NameIDFormat>urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified</md:NameIDFormat>",

@@ -142,6 +142,7 @@ fn metadata_single_logout_service_both_ways() {
     sp.slo_url = Some("https://sp.idbridge.test/sso/saml/slo/conn_1".into());
     let md = sp_metadata_xml(&sp).unwrap();
     assert!(md.contains("<md:SingleLogoutService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect\" Location=\"https://sp.idbridge.test/sso/saml/slo/conn_1\"/>"), "{md}");
+    assert!(md.contains("<md:SingleLogoutService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\" Location=\"https://sp.idbridge.test/sso/saml/slo/conn_1\"/>"), "{md}");
     assert!(md.contains("<md:KeyDescriptor use=\"signing\">"));
     // Schema order: SingleLogoutService before NameIDFormat and the ACS.
     assert!(md.find("SingleLogoutService") < md.find("NameIDFormat"));

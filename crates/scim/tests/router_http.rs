@@ -1125,6 +1125,7 @@ async fn group_membership_drives_roles() {
     let role = |slug: &str, priority: u32, is_default: bool| Role {
         slug: slug.into(),
         name: slug.into(),
+        description: None,
         priority,
         is_default,
         created_at: now,

@@ -18,6 +18,8 @@ pub const AD_ADMIN: &str = "Administrator@example.test";
 pub const AD_PASSWORD: &str = "Passw0rd!Idb-Test1";
 /// Where the DC listens.
 pub const AD_URL: &str = "ldap://127.0.0.1:389";
+/// The DC's LDAPS URL (served when started with [`SambaDc::start_with_tls`]).
+pub const AD_LDAPS_URL: &str = "ldaps://127.0.0.1:636";
 
 const HINT: &str = "install the Samba AD test peer with scripts/test-deps.sh \
      (snippet scripts/test-deps.d/ldap.sh: samba samba-ad-dc samba-ad-provision ldb-tools ldap-utils)";
@@ -33,6 +35,16 @@ impl SambaDc {
     /// through the running DC took 130 s here; ldbadd through the same dsdb modules ~10 s),
     /// then starts the DC and waits until it answers an LDAP bind.
     pub fn start(ldif: &str) -> Result<SambaDc, PeerError> {
+        Self::start_with_tls(ldif, None)
+    }
+
+    /// [`SambaDc::start`], serving LDAPS (636) and StartTLS (389) with `tls`'s server
+    /// certificate and key (instead of the self-signed one Samba would make for its host
+    /// name, which a client connecting to 127.0.0.1 cannot verify).
+    pub fn start_with_tls(
+        ldif: &str,
+        tls: Option<&crate::slapd::SlapdTls>,
+    ) -> Result<SambaDc, PeerError> {
         let samba = find_bin("samba", HINT)?;
         let ldbadd = find_bin("ldbadd", HINT)?;
         let tool = find_bin("samba-tool", HINT)?;
@@ -88,9 +100,34 @@ impl SambaDc {
                     run.display(),
                     d.display()
                 ));
+                if tls.is_some() {
+                    let t = d.join("tls");
+                    patched.push_str(&format!(
+                        "\ttls enabled = yes\n\ttls keyfile = {}\n\ttls certfile = {}\n\
+                         \ttls cafile = {}\n",
+                        t.join("key.pem").display(),
+                        t.join("cert.pem").display(),
+                        t.join("ca.pem").display()
+                    ));
+                }
             }
         }
         std::fs::write(&conf, patched).map_err(PeerError::io("write smb.conf"))?;
+        if let Some(t) = tls {
+            let dir = d.join("tls");
+            std::fs::create_dir_all(&dir).map_err(PeerError::io("tls dir"))?;
+            for (file, pem) in [
+                ("ca.pem", &t.ca_pem),
+                ("cert.pem", &t.cert_pem),
+                ("key.pem", &t.key_pem),
+            ] {
+                std::fs::write(dir.join(file), pem).map_err(PeerError::io("tls file"))?;
+            }
+            // Samba refuses a key file others can read.
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(dir.join("key.pem"), std::fs::Permissions::from_mode(0o600))
+                .map_err(PeerError::io("tls key mode"))?;
+        }
         let t1 = Instant::now();
         let ldif_path = d.join("seed.ldif");
         std::fs::write(&ldif_path, ldif).map_err(PeerError::io("seed ldif"))?;

@@ -43,7 +43,7 @@ const SOURCE_FIELDS: [&str; 6] = [
     "signing_certs",
     "encryption_cert",
 ];
-const OPTION_FIELDS: [&str; 10] = [
+const OPTION_FIELDS: [&str; 12] = [
     "name",
     "name_id_format",
     "released_attributes",
@@ -54,6 +54,8 @@ const OPTION_FIELDS: [&str; 10] = [
     "auth_source",
     "assertion_validity_secs",
     "allow_idp_initiated",
+    "slo_url",
+    "custom_attributes",
 ];
 
 pub(super) fn string_list(f: &mut Fields<'_>, field: &str) -> Option<Vec<String>> {
@@ -187,6 +189,11 @@ fn parse_options(f: &mut Fields<'_>) -> SpOptions {
             }
         },
     };
+    let slo_url = if f.present("slo_url") {
+        Some(f.opt_string("slo_url"))
+    } else {
+        None
+    };
     SpOptions {
         name: f.opt_string("name"),
         name_id_format: f.opt_string("name_id_format"),
@@ -198,6 +205,35 @@ fn parse_options(f: &mut Fields<'_>) -> SpOptions {
         auth_source: parse_auth_source(f),
         assertion_validity_secs: validity,
         allow_idp_initiated: f.opt_bool("allow_idp_initiated"),
+        slo_url,
+        custom_attributes: custom_map(f, "custom_attributes"),
+    }
+}
+
+/// `custom_attributes` / `custom_claims`: an object of name → user field (strings); `null` =
+/// none.
+pub(super) fn custom_map(
+    f: &mut Fields<'_>,
+    field: &str,
+) -> Option<std::collections::BTreeMap<String, String>> {
+    match f.raw(field)? {
+        Value::Null => Some(Default::default()),
+        Value::Object(o) => {
+            let mut out = std::collections::BTreeMap::new();
+            for (k, v) in o {
+                match v.as_str() {
+                    Some(s) => {
+                        out.insert(k.clone(), s.to_owned());
+                    }
+                    None => f.error(&format!("{field}.{k}"), "must_be_string"),
+                }
+            }
+            Some(out)
+        }
+        _ => {
+            f.error(field, "must_be_object");
+            None
+        }
     }
 }
 

@@ -24,12 +24,13 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-const OPTION_FIELDS: [&str; 5] = [
+const OPTION_FIELDS: [&str; 6] = [
     "name",
     "redirect_uris",
     "require_pkce",
     "groups_without_scope",
     "directory_id",
+    "custom_claims",
 ];
 
 fn unknown_fields(f: &mut Fields<'_>, body: &Map<String, Value>, extra: &[&str]) {
@@ -52,6 +53,7 @@ fn parse_options(f: &mut Fields<'_>) -> OidcClientOptions {
         require_pkce: f.opt_bool("require_pkce"),
         groups_without_scope: f.opt_bool("groups_without_scope"),
         directory_id,
+        custom_claims: super::admin::custom_map(f, "custom_claims"),
     }
 }
 

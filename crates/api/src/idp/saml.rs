@@ -9,7 +9,13 @@
 //!   signed assertion to the registered ACS, or the page again with one message;
 //! - `GET /idp/{org}/saml/start?sp=…&RelayState=…`: IdP-initiated login (SPs that allow it);
 //! - `GET /idp/{org}/broker/return`: where a broker-mode login's upstream SSO login ends (with
-//!   a code, or an OAuth error); answers the assertion or a SAML error Response.
+//!   a code, or an OAuth error); answers the assertion or a SAML error Response;
+//! - `GET|POST /idp/{org}/saml/slo`: SAML single logout of idbridge's own browser session (a
+//!   registered SP's signed LogoutRequest; answered with a signed LogoutResponse);
+//! - `GET|POST /idp/{org}/logout`: the browser ends its own idbridge session.
+//!
+//! The "remember this browser" session (`idbridge_browser_session`, see
+//! `idbridge_sso::idp::sessions`) lets a later login from the same browser skip the password.
 //!
 //! Pages are served with a strict CSP (nothing loads, the one style block by its hash), no
 //! caching, no framing, no referrer.
@@ -26,8 +32,8 @@ use base64::Engine as _;
 use idbridge_ldap::Password;
 use idbridge_saml::idp::PostForm;
 use idbridge_sso::idp::{
-    BrokerReturn, IdpPage, InitiatedStart, PasswordLogin, PasswordOutcome, SsoBinding, SsoOutcome,
-    SsoRequest,
+    BrokerReturn, IdpPage, InitiatedStart, PasswordLogin, PasswordOutcome, RememberCookie,
+    SloBinding, SloOutcome, SsoBinding, SsoOutcome, SsoRequest,
 };
 use sha2::{Digest, Sha256};
 
@@ -43,12 +49,17 @@ pub fn routes() -> Router<AppState> {
         .route("/idp/{org_id}/login", post(login))
         .route("/idp/{org_id}/saml/start", get(initiated_start))
         .route("/idp/{org_id}/broker/return", get(broker_return))
+        .route("/idp/{org_id}/saml/slo", get(slo_redirect).post(slo_post))
+        .route("/idp/{org_id}/logout", get(logout_page).post(logout))
 }
+
+/// The "remember this browser" session's cookie (opaque; only its digest is stored).
+const BROWSER_COOKIE: &str = "idbridge_browser_session";
 
 /// Prefix of the IdP login cookie; the suffix is the login's key.
 const COOKIE_PREFIX: &str = "idbridge_idp_";
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;padding:1rem;background:#f4f5f7;color:#111}main{max-width:24rem;margin:10vh auto;background:#fff;padding:1.5rem;border-radius:8px;box-shadow:0 1px 4px #0002}h1{font-size:1.3rem;margin:0 0 1rem}label{display:block;margin:.8rem 0 .3rem;font-weight:600}input{width:100%;box-sizing:border-box;padding:.6rem;font-size:1rem;border:1px solid #888;border-radius:4px}input:focus,button:focus{outline:3px solid #2563eb;outline-offset:1px}button{margin-top:1.2rem;width:100%;padding:.7rem;font-size:1rem;background:#1d4ed8;color:#fff;border:0;border-radius:4px;cursor:pointer}p.error{color:#a00;background:#fee;padding:.6rem;border-radius:4px}";
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;padding:1rem;background:#f4f5f7;color:#111}main{max-width:24rem;margin:10vh auto;background:#fff;padding:1.5rem;border-radius:8px;box-shadow:0 1px 4px #0002}h1{font-size:1.3rem;margin:0 0 1rem}label{display:block;margin:.8rem 0 .3rem;font-weight:600}input{width:100%;box-sizing:border-box;padding:.6rem;font-size:1rem;border:1px solid #888;border-radius:4px}input:focus,button:focus{outline:3px solid #2563eb;outline-offset:1px}button{margin-top:1.2rem;width:100%;padding:.7rem;font-size:1rem;background:#1d4ed8;color:#fff;border:0;border-radius:4px;cursor:pointer}p.error{color:#a00;background:#fee;padding:.6rem;border-radius:4px}label.remember{display:flex;align-items:center;gap:.5rem;font-weight:400}label.remember input{width:auto;margin:0}";
 
 fn style_hash() -> String {
     format!(
@@ -117,8 +128,13 @@ pub(super) fn login_page(status: StatusCode, p: &IdpPage) -> Response {
         .as_deref()
         .map(|m| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(m)))
         .unwrap_or_default();
+    let remember = if p.offer_remember {
+        "<label class=\"remember\"><input type=\"checkbox\" id=\"remember\" name=\"remember\" value=\"1\">Remember this browser</label>"
+    } else {
+        ""
+    };
     let body = format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>Sign in</title><style>{STYLE}</style></head><body><main><h1>Sign in to {sp}</h1>{message}<form method=\"post\" action=\"/idp/{org}/login\"><input type=\"hidden\" name=\"k\" value=\"{k}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><label for=\"login\">Username or email</label><input id=\"login\" name=\"login\" type=\"text\" autocomplete=\"username\" autocapitalize=\"none\" spellcheck=\"false\" required autofocus value=\"{login}\"><label for=\"password\">Password</label><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required><button type=\"submit\">Sign in</button></form></main></body></html>\n",
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>Sign in</title><style>{STYLE}</style></head><body><main><h1>Sign in to {sp}</h1>{message}<form method=\"post\" action=\"/idp/{org}/login\"><input type=\"hidden\" name=\"k\" value=\"{k}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><label for=\"login\">Username or email</label><input id=\"login\" name=\"login\" type=\"text\" autocomplete=\"username\" autocapitalize=\"none\" spellcheck=\"false\" required autofocus value=\"{login}\"><label for=\"password\">Password</label><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>{remember}<button type=\"submit\">Sign in</button></form></main></body></html>\n",
         sp = escape(&p.service_provider),
         org = escape(&p.organization_id),
         k = escape(&p.key),
@@ -214,6 +230,28 @@ fn clear_idp_cookie(state: &AppState, org_id: &str, key: &str, resp: &mut Respon
     }
 }
 
+/// Sets (`Some`) or clears (`None`) the browser-session cookie: HttpOnly, SameSite=Lax,
+/// Secure behind https, scoped to the organization's IdP paths.
+fn browser_cookie(
+    state: &AppState,
+    org_id: &str,
+    remember: Option<&RememberCookie>,
+    resp: &mut Response,
+) {
+    let (value, max_age) = remember.map_or(("", 0), |r| (r.secret.as_str(), r.ttl.as_secs()));
+    let c = format!(
+        "{BROWSER_COOKIE}={value}; Path=/idp/{org_id}; HttpOnly; SameSite=Lax; Max-Age={max_age}{}",
+        if secure(state) { "; Secure" } else { "" }
+    );
+    if let Ok(v) = HeaderValue::from_str(&c) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+fn browser_session(headers: &HeaderMap) -> Option<String> {
+    crate::sso::cookie(headers, BROWSER_COOKIE).filter(|c| !c.is_empty() && c.len() <= 64)
+}
+
 async fn metadata(State(state): State<AppState>, Path(org_id): Path<String>) -> Response {
     match state.sso.idp_metadata(&org_id).await {
         Ok(xml) => {
@@ -230,8 +268,15 @@ async fn metadata(State(state): State<AppState>, Path(org_id): Path<String>) -> 
 
 async fn sso(state: AppState, req: SsoRequest) -> Response {
     let org_id = req.organization_id.clone();
+    let had_browser_session = req.browser_session.is_some();
     let outcome = state.sso.idp_sso(req).await;
-    render_outcome(&state, &org_id, outcome)
+    // A browser session that did not answer the login is no longer good: drop its cookie.
+    let forget = had_browser_session && matches!(outcome, SsoOutcome::Login { .. });
+    let mut resp = render_outcome(&state, &org_id, outcome);
+    if forget {
+        browser_cookie(&state, &org_id, None, &mut resp);
+    }
+    resp
 }
 
 fn render_outcome(state: &AppState, org_id: &str, outcome: SsoOutcome) -> Response {
@@ -282,6 +327,7 @@ async fn sso_redirect(
             raw_query: q.unwrap_or_default(),
         },
         client: client_info(&headers),
+        browser_session: browser_session(&headers),
     };
     sso(state, req).await
 }
@@ -299,6 +345,7 @@ async fn sso_post(
             relay_state: form_field(&body, "RelayState"),
         },
         client: client_info(&headers),
+        browser_session: browser_session(&headers),
     };
     sso(state, req).await
 }
@@ -375,18 +422,33 @@ async fn login(
         login: form_field(&body, "login").unwrap_or_default(),
         password: Password::new(form_field(&body, "password").unwrap_or_default()),
         client,
+        remember: form_field(&body, "remember").is_some_and(|v| v == "1" || v == "on"),
     };
     let ldap = state.ldap.clone();
     let settings = move |dir: &str| ldap.settings(dir);
     match state.sso.idp_password_login(req, &settings).await {
-        PasswordOutcome::Assertion { form, key } => {
+        PasswordOutcome::Assertion {
+            form,
+            key,
+            remember,
+        } => {
             let mut resp = post_page(form);
             clear_idp_cookie(&state, &organization_id, &key, &mut resp);
+            if remember.is_some() {
+                browser_cookie(&state, &organization_id, remember.as_ref(), &mut resp);
+            }
             resp
         }
-        PasswordOutcome::Redirect { location, key } => {
+        PasswordOutcome::Redirect {
+            location,
+            key,
+            remember,
+        } => {
             let mut resp = redirect(&location);
             clear_idp_cookie(&state, &organization_id, &key, &mut resp);
+            if remember.is_some() {
+                browser_cookie(&state, &organization_id, remember.as_ref(), &mut resp);
+            }
             resp
         }
         PasswordOutcome::Retry { status, page } => login_page(
@@ -395,4 +457,83 @@ async fn login(
         ),
         PasswordOutcome::Error { status, message } => error_page(status, &message),
     }
+}
+
+fn render_slo(state: &AppState, org_id: &str, outcome: SloOutcome) -> Response {
+    match outcome {
+        SloOutcome::Respond { location, ended } => {
+            let mut resp = crate::sso::found(&location, None);
+            if ended {
+                browser_cookie(state, org_id, None, &mut resp);
+            }
+            resp
+        }
+        SloOutcome::Error { status, message } => error_page(status, &message),
+    }
+}
+
+async fn slo_redirect(
+    State(state): State<AppState>,
+    Path(organization_id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let binding = SloBinding::Redirect {
+        raw_query: q.unwrap_or_default(),
+    };
+    let outcome = state.sso.idp_single_logout(&organization_id, binding).await;
+    render_slo(&state, &organization_id, outcome)
+}
+
+async fn slo_post(
+    State(state): State<AppState>,
+    Path(organization_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let binding = SloBinding::Post {
+        saml_request: form_field(&body, "SAMLRequest"),
+        relay_state: form_field(&body, "RelayState"),
+    };
+    let outcome = state.sso.idp_single_logout(&organization_id, binding).await;
+    render_slo(&state, &organization_id, outcome)
+}
+
+fn message_page(title: &str, body_html: &str) -> Response {
+    html(
+        StatusCode::OK,
+        format!(
+            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{title}</title><style>{STYLE}</style></head><body><main><h1>{title}</h1>{body_html}</main></body></html>\n"
+        ),
+    )
+}
+
+/// `GET /idp/{org}/logout`: a button (a cross-site POST carries no SameSite=Lax cookie, so
+/// another site cannot sign the browser out).
+async fn logout_page(Path(organization_id): Path<String>) -> Response {
+    message_page(
+        "Sign out of idbridge",
+        &format!(
+            "<form method=\"post\" action=\"/idp/{}/logout\"><button type=\"submit\">Sign out</button></form>",
+            escape(&organization_id)
+        ),
+    )
+}
+
+/// `POST /idp/{org}/logout`: ends this browser's idbridge session and drops its cookie.
+async fn logout(
+    State(state): State<AppState>,
+    Path(organization_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let ended = state
+        .sso
+        .idp_logout(&organization_id, browser_session(&headers).as_deref())
+        .await;
+    let text = if ended {
+        "You are signed out of idbridge. The next sign-in asks for your password."
+    } else {
+        "This browser had no idbridge session here. The next sign-in asks for your password."
+    };
+    let mut resp = message_page("Signed out", &format!("<p>{text}</p>"));
+    browser_cookie(&state, &organization_id, None, &mut resp);
+    resp
 }

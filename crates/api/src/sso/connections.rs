@@ -13,6 +13,7 @@ use idbridge_saml::{AttributeMap, SamlConnectionType};
 use idbridge_sso::connections::create::{
     NewConnection, NewOidc, NewProtocol, NewSaml, OidcSecretInput,
 };
+use idbridge_sso::connections::patch::{AttributeMapsPatch, StandardAttribute};
 use idbridge_sso::connections::{saml_type, ConnectionFilter};
 use openssl::x509::X509;
 use serde_json::{Map, Value};
@@ -51,111 +52,102 @@ fn cert_to_pem(text: &str) -> Option<String> {
     String::from_utf8(cert.to_pem().ok()?).ok()
 }
 
-/// `attribute_maps` as read: `(field, source name)` of the given standard attributes and the
-/// custom attributes (profile key → source name).
-struct AttributeMaps {
-    standard: Vec<(&'static str, String)>,
-    custom: std::collections::BTreeMap<String, String>,
-}
-
-/// `attribute_maps` (py10 shape); `name` is derived from first and last name and ignored; every
-/// unknown key is a field error.
-fn read_attribute_maps(f: &mut Fields<'_>) -> Option<AttributeMaps> {
+/// `attribute_maps` (py10 shape) as a patch of the type's defaults: `null` values mean "the
+/// default" (`patch`) or are left out (create). `name` is derived from first and last name and
+/// ignored; every unknown key is a field error.
+pub(super) fn read_attribute_maps(f: &mut Fields<'_>, patch: bool) -> Option<AttributeMapsPatch> {
     let obj = f.opt_object("attribute_maps")?;
-    for k in obj.keys() {
-        if !["standard_attributes", "custom_attributes"].contains(&k.as_str()) {
-            f.error(&format!("attribute_maps.{k}"), "unknown_field");
-        }
-    }
-    let mut standard = Vec::new();
-    if let Some(std_attrs) = obj.get("standard_attributes") {
-        match std_attrs {
-            Value::Object(m) => {
-                for (k, v) in m {
-                    let Some(src) = v.as_str().filter(|s| !s.trim().is_empty()) else {
-                        if !v.is_null() {
-                            f.error(
-                                &format!("attribute_maps.standard_attributes.{k}"),
-                                "must_be_string",
-                            );
-                        }
-                        continue;
-                    };
-                    let field = match k.as_str() {
-                        "idp_id" => "idp_id",
-                        "email" => "email",
-                        "first_name" => "first_name",
-                        "last_name" => "last_name",
-                        "groups" => "groups",
-                        "name" => continue,
-                        _ => {
-                            f.error(
-                                &format!("attribute_maps.standard_attributes.{k}"),
-                                "unknown_attribute",
-                            );
+    refuse_unknown(
+        f,
+        obj,
+        "attribute_maps",
+        &["standard_attributes", "custom_attributes"],
+    );
+    let prefix = "attribute_maps.standard_attributes";
+    let mut out = AttributeMapsPatch::default();
+    match obj.get("standard_attributes") {
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                let field = match k.as_str() {
+                    "name" => continue,
+                    other => match standard_attribute(other, false) {
+                        Some(a) => a,
+                        None => {
+                            f.error(&format!("{prefix}.{k}"), "unknown_attribute");
                             continue;
                         }
-                    };
-                    standard.push((field, src.to_string()));
+                    },
+                };
+                match v {
+                    Value::String(s) if !s.trim().is_empty() => {
+                        out.standard.push((field, Some(s.to_string())))
+                    }
+                    Value::Null if patch => out.standard.push((field, None)),
+                    Value::Null => {}
+                    _ => f.error(&format!("{prefix}.{k}"), "must_be_string"),
                 }
             }
-            Value::Null => {}
-            _ => f.error("attribute_maps.standard_attributes", "must_be_object"),
         }
+        None | Some(Value::Null) => {}
+        Some(_) => f.error(prefix, "must_be_object"),
     }
-    Some(AttributeMaps {
-        standard,
-        custom: parse_custom(f, obj),
-    })
+    out.custom = parse_custom(f, obj, "attribute_maps.custom_attributes", patch);
+    Some(out)
 }
 
-/// Puts `src` first in a candidate list.
-fn prefer(list: &mut Vec<String>, src: &str) {
-    list.retain(|s| s != src);
-    list.insert(0, src.to_string());
+/// A standard profile field by its WorkOS name (`name` only where the protocol has a source).
+fn standard_attribute(key: &str, with_name: bool) -> Option<StandardAttribute> {
+    Some(match key {
+        "idp_id" => StandardAttribute::IdpId,
+        "email" => StandardAttribute::Email,
+        "first_name" => StandardAttribute::FirstName,
+        "last_name" => StandardAttribute::LastName,
+        "groups" => StandardAttribute::Groups,
+        "name" if with_name => StandardAttribute::Name,
+        _ => return None,
+    })
 }
 
 /// The attribute map: the type's preset, with `attribute_maps` (py10 shape) taking precedence.
 fn parse_attribute_map(f: &mut Fields<'_>, kind: SamlConnectionType) -> AttributeMap {
     let mut map = AttributeMap::preset(kind);
-    let Some(AttributeMaps { standard, custom }) = read_attribute_maps(f) else {
-        return map;
-    };
-    for (field, src) in standard {
-        let list = match field {
-            "idp_id" => &mut map.idp_id,
-            "email" => &mut map.email,
-            "first_name" => &mut map.first_name,
-            "last_name" => &mut map.last_name,
-            _ => &mut map.groups,
-        };
-        prefer(list, &src);
+    if let Some(maps) = read_attribute_maps(f, false) {
+        maps.apply_to_saml(&mut map, kind);
     }
-    map.custom = custom;
     map
 }
 
 /// `attribute_maps` on an OIDC connection: claim names taking precedence over the type's and
 /// `oidc_options.claim_map`'s, custom attributes added to the claim map's.
 fn apply_attribute_maps_to_claims(f: &mut Fields<'_>, claims: &mut ClaimMap) {
-    let Some(AttributeMaps { standard, custom }) = read_attribute_maps(f) else {
+    let Some(maps) = read_attribute_maps(f, false) else {
         return;
     };
-    for (field, src) in standard {
+    for (field, src) in maps.standard {
+        let Some(src) = src else { continue };
         let list = match field {
-            "idp_id" => &mut claims.idp_id,
-            "email" => &mut claims.email,
-            "first_name" => &mut claims.first_name,
-            "last_name" => &mut claims.last_name,
-            _ => &mut claims.groups,
+            StandardAttribute::IdpId => &mut claims.idp_id,
+            StandardAttribute::Email => &mut claims.email,
+            StandardAttribute::FirstName => &mut claims.first_name,
+            StandardAttribute::LastName => &mut claims.last_name,
+            StandardAttribute::Name => &mut claims.name,
+            StandardAttribute::Groups => &mut claims.groups,
         };
-        prefer(list, &src);
+        list.retain(|s| s != &src);
+        list.insert(0, src);
     }
-    claims.custom.extend(custom);
+    claims
+        .custom
+        .extend(maps.custom.into_iter().filter_map(|(k, v)| Some((k, v?))));
 }
 
 /// Every key of `obj` not in `known` is a field error naming it (`{prefix}.{key}`).
-fn refuse_unknown(f: &mut Fields<'_>, obj: &Map<String, Value>, prefix: &str, known: &[&str]) {
+pub(super) fn refuse_unknown(
+    f: &mut Fields<'_>,
+    obj: &Map<String, Value>,
+    prefix: &str,
+    known: &[&str],
+) {
     for k in obj.keys() {
         if !known.contains(&k.as_str()) {
             let field = if prefix.is_empty() {
@@ -178,7 +170,7 @@ const CONNECTION_FIELDS: [&str; 7] = [
     "oidc_options",
     "attribute_maps",
 ];
-const SAML_OPTION_FIELDS: [&str; 13] = [
+pub(super) const SAML_OPTION_FIELDS: [&str; 13] = [
     "idp_metadata_url",
     "idp_metadata_xml",
     "idp_entity_id",
@@ -193,7 +185,7 @@ const SAML_OPTION_FIELDS: [&str; 13] = [
     "sign_requests",
     "clock_skew_secs",
 ];
-const OIDC_OPTION_FIELDS: [&str; 9] = [
+pub(super) const OIDC_OPTION_FIELDS: [&str; 9] = [
     "issuer",
     "discovery_endpoint",
     "discovery_url",
@@ -205,32 +197,34 @@ const OIDC_OPTION_FIELDS: [&str; 9] = [
     "claim_map",
 ];
 
+/// Custom attribute → source name; `null` values (a patch's "remove this mapping") only when
+/// `allow_null`.
 fn parse_custom(
     f: &mut Fields<'_>,
     obj: &Map<String, Value>,
-) -> std::collections::BTreeMap<String, String> {
-    let mut out = std::collections::BTreeMap::new();
+    prefix: &str,
+    allow_null: bool,
+) -> Vec<(String, Option<String>)> {
+    let mut out = Vec::new();
     match obj.get("custom_attributes") {
         Some(Value::Object(m)) => {
             for (k, v) in m {
-                match v.as_str() {
-                    Some(s) if !s.trim().is_empty() && !k.is_empty() => {
-                        out.insert(k.clone(), s.to_string());
+                match v {
+                    Value::String(s) if !s.trim().is_empty() && !k.is_empty() => {
+                        out.push((k.clone(), Some(s.to_string())));
                     }
-                    _ => f.error(
-                        &format!("attribute_maps.custom_attributes.{k}"),
-                        "must_be_string",
-                    ),
+                    Value::Null if allow_null && !k.is_empty() => out.push((k.clone(), None)),
+                    _ => f.error(&format!("{prefix}.{k}"), "must_be_string"),
                 }
             }
         }
         None | Some(Value::Null) => {}
-        Some(_) => f.error("attribute_maps.custom_attributes", "must_be_object"),
+        Some(_) => f.error(prefix, "must_be_object"),
     }
     out
 }
 
-fn opt_str(
+pub(super) fn opt_str(
     f: &mut Fields<'_>,
     obj: &Map<String, Value>,
     prefix: &str,
@@ -287,25 +281,7 @@ pub fn parse_new(body: &Map<String, Value>, callback_url: &str) -> ApiResult<New
         refuse_unknown(&mut f, o, "saml_options", &SAML_OPTION_FIELDS);
     }
     if let Some(o) = oidc_opts {
-        // py10 options idbridge does not implement: refused by name, never dropped.
-        let unsupported = [
-            "pkce",
-            "token_authentication_method",
-            "jwt_signing_key_pair",
-            "id_token_signature_algorithm",
-            "fetch_user_info",
-        ];
-        for k in unsupported {
-            if o.get(k).is_some_and(|v| !v.is_null()) {
-                f.error(&format!("oidc_options.{k}"), "not_supported");
-            }
-        }
-        let known: Vec<&str> = OIDC_OPTION_FIELDS
-            .iter()
-            .chain(&unsupported)
-            .copied()
-            .collect();
-        refuse_unknown(&mut f, o, "oidc_options", &known);
+        refuse_unsupported_oidc_options(&mut f, o);
     }
     let is_oidc = match (ctype.as_deref(), oidc_opts) {
         (Some(t), _) if saml_type(t).is_some() => false,
@@ -375,51 +351,36 @@ fn parse_oidc(
         );
     }
     let client_id = opt_str(f, o, p, "client_id");
-    let secret = opt_str(f, o, p, "client_secret");
-    let secret_env = opt_str(f, o, p, "client_secret_env");
     if issuer.is_none() && discovery_url.is_none() {
         f.error("oidc_options.discovery_endpoint", "required");
     }
-    for (k, v) in [("issuer", &issuer), ("discovery_endpoint", &discovery_url)] {
-        if v.as_deref().is_some_and(|u| !valid_http_url(u)) {
-            f.error(&format!("oidc_options.{k}"), "invalid_url");
-        }
-    }
+    check_urls(
+        f,
+        p,
+        &[
+            ("issuer", issuer.as_deref()),
+            ("discovery_endpoint", discovery_url.as_deref()),
+        ],
+    );
     if client_id.is_none() {
         f.error("oidc_options.client_id", "required");
     }
-    let client_secret = match (secret, secret_env) {
-        (None, None) => {
+    let client_secret = match read_client_secret(f, o) {
+        Some(None) => {
             f.error("oidc_options.client_secret", "required");
             None
         }
-        (Some(_), Some(_)) => {
-            f.error(
-                "oidc_options.client_secret_env",
-                "exclusive_with_client_secret",
-            );
-            None
-        }
-        (Some(s), None) => Some(OidcSecretInput::Value(s)),
-        (None, Some(var)) => Some(OidcSecretInput::Env(var)),
+        Some(secret) => secret,
+        None => None,
     };
-    let mut scopes = t.default_scopes();
-    match o.get("scopes") {
-        Some(Value::Array(a)) => {
-            let parsed: Vec<String> = a
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect();
-            if parsed.len() != a.len() {
-                f.error("oidc_options.scopes", "must_be_array_of_strings");
-            }
-            scopes = parsed;
-        }
-        Some(Value::String(s)) => scopes = s.split_whitespace().map(str::to_string).collect(),
-        None | Some(Value::Null) => {}
-        Some(_) => f.error("oidc_options.scopes", "must_be_array"),
+    let scopes = o
+        .get("scopes")
+        .and_then(|v| parse_scopes(f, v))
+        .unwrap_or_else(|| t.default_scopes());
+    let mut claim_map = t.claim_map();
+    if let Some(c) = read_claim_map(f, o, false) {
+        c.apply_to_claims(&mut claim_map, &t.claim_map());
     }
-    let mut claim_map = parse_claim_map(f, o, t);
     apply_attribute_maps_to_claims(f, &mut claim_map);
     Some(NewOidc {
         connection_type: t,
@@ -432,40 +393,167 @@ fn parse_oidc(
     })
 }
 
-fn parse_claim_map(
+/// `oidc_options.claim_map` as a patch of the type's claim map (`null` values only when `patch`).
+pub(super) fn read_claim_map(
     f: &mut Fields<'_>,
     o: &Map<String, Value>,
-    t: idbridge_oidc::ConnectionType,
-) -> ClaimMap {
-    let mut claim_map = t.claim_map();
-    if let Some(Value::Object(m)) = o.get("claim_map") {
-        for (k, v) in m {
-            let list = match k.as_str() {
-                "idp_id" => &mut claim_map.idp_id,
-                "email" => &mut claim_map.email,
-                "first_name" => &mut claim_map.first_name,
-                "last_name" => &mut claim_map.last_name,
-                "name" => &mut claim_map.name,
-                "groups" => &mut claim_map.groups,
-                "custom_attributes" => {
-                    claim_map.custom = parse_custom(f, m);
-                    continue;
-                }
-                _ => {
-                    f.error(&format!("oidc_options.claim_map.{k}"), "unknown_attribute");
-                    continue;
-                }
-            };
-            match v.as_str() {
-                Some(s) if !s.trim().is_empty() => {
-                    list.retain(|x| x != s);
-                    list.insert(0, s.to_string());
-                }
-                _ => f.error(&format!("oidc_options.claim_map.{k}"), "must_be_string"),
-            }
+    patch: bool,
+) -> Option<AttributeMapsPatch> {
+    let m = match o.get("claim_map") {
+        Some(Value::Object(m)) => m,
+        None | Some(Value::Null) => return None,
+        Some(_) => {
+            f.error("oidc_options.claim_map", "must_be_object");
+            return None;
+        }
+    };
+    let mut out = AttributeMapsPatch::default();
+    for (k, v) in m {
+        if k == "custom_attributes" {
+            out.custom = parse_custom(f, m, "oidc_options.claim_map.custom_attributes", patch);
+            continue;
+        }
+        let Some(field) = standard_attribute(k, true) else {
+            f.error(&format!("oidc_options.claim_map.{k}"), "unknown_attribute");
+            continue;
+        };
+        match v {
+            Value::String(s) if !s.trim().is_empty() => out.standard.push((field, Some(s.clone()))),
+            Value::Null if patch => out.standard.push((field, None)),
+            _ => f.error(&format!("oidc_options.claim_map.{k}"), "must_be_string"),
         }
     }
-    claim_map
+    Some(out)
+}
+
+/// `oidc_options.scopes`: an array of strings or one space-separated string.
+pub(super) fn parse_scopes(f: &mut Fields<'_>, v: &Value) -> Option<Vec<String>> {
+    match v {
+        Value::Array(a) => {
+            let parsed: Vec<String> = a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+            if parsed.len() != a.len() {
+                f.error("oidc_options.scopes", "must_be_array_of_strings");
+                return None;
+            }
+            Some(parsed)
+        }
+        Value::String(s) => Some(s.split_whitespace().map(str::to_string).collect()),
+        Value::Null => None,
+        _ => {
+            f.error("oidc_options.scopes", "must_be_array");
+            None
+        }
+    }
+}
+
+/// py10 OIDC options idbridge does not implement: refused by name, never dropped; with every
+/// other unknown key.
+pub(super) fn refuse_unsupported_oidc_options(f: &mut Fields<'_>, o: &Map<String, Value>) {
+    let unsupported = [
+        "pkce",
+        "token_authentication_method",
+        "jwt_signing_key_pair",
+        "id_token_signature_algorithm",
+        "fetch_user_info",
+    ];
+    for k in unsupported {
+        if o.get(k).is_some_and(|v| !v.is_null()) {
+            f.error(&format!("oidc_options.{k}"), "not_supported");
+        }
+    }
+    let known: Vec<&str> = OIDC_OPTION_FIELDS
+        .iter()
+        .chain(&unsupported)
+        .copied()
+        .collect();
+    refuse_unknown(f, o, "oidc_options", &known);
+}
+
+/// `oidc_options.client_secret` or `.client_secret_env`: `Some(None)` when neither is given,
+/// `None` (reported) when both are.
+pub(super) fn read_client_secret(
+    f: &mut Fields<'_>,
+    o: &Map<String, Value>,
+) -> Option<Option<OidcSecretInput>> {
+    let p = "oidc_options";
+    match (
+        opt_str(f, o, p, "client_secret"),
+        opt_str(f, o, p, "client_secret_env"),
+    ) {
+        (Some(_), Some(_)) => {
+            f.error(
+                "oidc_options.client_secret_env",
+                "exclusive_with_client_secret",
+            );
+            None
+        }
+        (Some(s), None) => Some(Some(OidcSecretInput::Value(s))),
+        (None, Some(var)) => Some(Some(OidcSecretInput::Env(var))),
+        (None, None) => Some(None),
+    }
+}
+
+/// SP key pairs are generated here, never uploaded.
+pub(super) fn refuse_sp_key_pairs(f: &mut Fields<'_>, o: &Map<String, Value>) {
+    for k in ["sp_signing_key_pair", "sp_encryption_key_pairs"] {
+        if o.get(k).is_some_and(|v| !v.is_null()) {
+            f.error(
+                &format!("saml_options.{k}"),
+                "not_supported_keys_are_generated",
+            );
+        }
+    }
+}
+
+/// `saml_options.clock_skew_secs` as sent (`null`: the default).
+pub(super) fn parse_clock_skew(f: &mut Fields<'_>, v: &Value) -> u64 {
+    let max_skew = idbridge_saml::settings::MAX_CLOCK_SKEW.as_secs();
+    match v {
+        Value::Null => idbridge_saml::settings::DEFAULT_CLOCK_SKEW.as_secs(),
+        v => match v.as_u64() {
+            Some(n) if n <= max_skew => n,
+            _ => {
+                f.error("saml_options.clock_skew_secs", "must_be_between_0_and_600");
+                0
+            }
+        },
+    }
+}
+
+/// `saml_options.idp_signing_certs` as PEM (each PEM or base64 DER); `None` for `null`.
+pub(super) fn parse_idp_certs(f: &mut Fields<'_>, v: &Value) -> Option<Vec<String>> {
+    match v {
+        Value::Array(a) => {
+            let mut certs = Vec::new();
+            for (i, c) in a.iter().enumerate() {
+                match c.as_str().and_then(cert_to_pem) {
+                    Some(pem) => certs.push(pem),
+                    None => f.error(
+                        &format!("saml_options.idp_signing_certs[{i}]"),
+                        "invalid_certificate",
+                    ),
+                }
+            }
+            Some(certs)
+        }
+        Value::Null => None,
+        _ => {
+            f.error("saml_options.idp_signing_certs", "must_be_array");
+            None
+        }
+    }
+}
+
+/// Each given URL must be http(s) with a host.
+pub(super) fn check_urls(f: &mut Fields<'_>, prefix: &str, urls: &[(&str, Option<&str>)]) {
+    for (k, v) in urls {
+        if v.is_some_and(|u| !valid_http_url(u)) {
+            f.error(&format!("{prefix}.{k}"), "invalid_url");
+        }
+    }
 }
 
 fn parse_saml(
@@ -482,52 +570,23 @@ fn parse_saml(
     let idp_slo_url = opt_str(f, o, p, "idp_slo_url");
     let sp_entity_id = opt_str(f, o, p, "sp_entity_id");
     let acs_url = opt_str(f, o, p, "acs_url");
-    for k in ["sp_signing_key_pair", "sp_encryption_key_pairs"] {
-        if o.get(k).is_some_and(|v| !v.is_null()) {
-            f.error(
-                &format!("saml_options.{k}"),
-                "not_supported_keys_are_generated",
-            );
-        }
-    }
+    refuse_sp_key_pairs(f, o);
     let allow_idp_initiated = opt_bool(f, o, p, "allow_idp_initiated");
     let sign_requests = opt_bool(f, o, p, "sign_requests");
-    let max_skew = idbridge_saml::settings::MAX_CLOCK_SKEW.as_secs();
-    let clock_skew_secs = match o.get("clock_skew_secs") {
-        None | Some(Value::Null) => idbridge_saml::settings::DEFAULT_CLOCK_SKEW.as_secs(),
-        Some(v) => match v.as_u64() {
-            Some(n) if n <= max_skew => n,
-            _ => {
-                f.error("saml_options.clock_skew_secs", "must_be_between_0_and_600");
-                0
-            }
-        },
-    };
-    let mut idp_signing_certs = Vec::new();
-    match o.get("idp_signing_certs") {
-        Some(Value::Array(a)) => {
-            for (i, c) in a.iter().enumerate() {
-                match c.as_str().and_then(cert_to_pem) {
-                    Some(pem) => idp_signing_certs.push(pem),
-                    None => f.error(
-                        &format!("saml_options.idp_signing_certs[{i}]"),
-                        "invalid_certificate",
-                    ),
-                }
-            }
-        }
-        None | Some(Value::Null) => {}
-        Some(_) => f.error("saml_options.idp_signing_certs", "must_be_array"),
-    }
-    for (k, v) in [
-        ("idp_sso_url", &idp_sso_url),
-        ("idp_slo_url", &idp_slo_url),
-        ("idp_metadata_url", &idp_metadata_url),
-    ] {
-        if v.as_deref().is_some_and(|u| !valid_http_url(u)) {
-            f.error(&format!("saml_options.{k}"), "invalid_url");
-        }
-    }
+    let clock_skew_secs = parse_clock_skew(f, o.get("clock_skew_secs").unwrap_or(&Value::Null));
+    let idp_signing_certs = o
+        .get("idp_signing_certs")
+        .and_then(|v| parse_idp_certs(f, v))
+        .unwrap_or_default();
+    check_urls(
+        f,
+        p,
+        &[
+            ("idp_sso_url", idp_sso_url.as_deref()),
+            ("idp_slo_url", idp_slo_url.as_deref()),
+            ("idp_metadata_url", idp_metadata_url.as_deref()),
+        ],
+    );
     NewSaml {
         connection_type,
         attribute_map,

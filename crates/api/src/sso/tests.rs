@@ -1144,6 +1144,7 @@ async fn profile_roles_come_from_org_role_mappings() {
     .map(|(slug, prio, default)| idbridge_model::Role {
         slug: slug.into(),
         name: slug.into(),
+        description: None,
         priority: prio,
         is_default: default,
         created_at: ts,
@@ -1389,6 +1390,58 @@ async fn metadata_url_refresh_picks_up_new_certs_and_announces_expiry() {
         .filter(|k| *k == "connection.saml_certificate_renewal_required")
         .count();
     assert_eq!(n, 1);
+    // Both payloads as `/events` serves them, against @workos/openapi-spec's EventSchema.
+    let page = env
+        .api(
+            "GET",
+            "/events?events=connection.saml_certificate_renewed,connection.saml_certificate_renewal_required&limit=100",
+            None,
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    assert_eq!(
+        page.body["data"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        page.text
+    );
+    matches_workos_spec("/events", "get", 200, &page.text);
+}
+
+/// Validates a raw body with tests/js/openapi_check.mjs (the validator the SDK tests use). Needs
+/// Node and tests/js/node_modules (`scripts/test-deps.sh`); `IDBRIDGE_SKIP_PEERS=1` turns their
+/// absence into a skip, as for the SDK tests.
+fn matches_workos_spec(path: &str, method: &str, status: u16, body: &str) {
+    use std::io::Write as _;
+    let js = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/js");
+    if !js.join("node_modules/@workos/openapi-spec").exists()
+        && std::env::var("IDBRIDGE_SKIP_PEERS").as_deref() == Ok("1")
+    {
+        eprintln!("skipped: no tests/js/node_modules (IDBRIDGE_SKIP_PEERS=1)");
+        return;
+    }
+    let mut child = std::process::Command::new("node")
+        .arg(js.join("openapi_check.mjs"))
+        .args([path, method, &status.to_string()])
+        .current_dir(&js)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("node (scripts/test-deps.sh installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{method} {path} {status} does not match the spec:\n{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[tokio::test]
@@ -1820,6 +1873,10 @@ async fn single_logout_sends_a_signed_logout_request_once() {
     assert!(
         md.contains(&format!("<md:SingleLogoutService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect\" Location=\"http://127.0.0.1:8080/sso/saml/slo/{id}\"/>")),
         "{md}"
+    );
+    assert!(
+        md.contains(&format!("<md:SingleLogoutService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\" Location=\"http://127.0.0.1:8080/sso/saml/slo/{id}\"/>")),
+        "the POST endpoint is published beside Redirect: {md}"
     );
     let profile_id = profile_id_after_login(&env, &id, "ada@slo.example.com").await;
 
@@ -2927,4 +2984,382 @@ async fn logout_messages_over_http_post_need_the_idps_xml_signature() {
         "replay: {}",
         again.text
     );
+}
+
+/// A login's profile (code exchanged at once).
+async fn profile_after_login(env: &Env, conn_id: &str, email: &str) -> Value {
+    let done = env.login(conn_id, "", email).await;
+    let Some(code) = done.param("code") else {
+        panic!("no code: {:?}", done.location);
+    };
+    let t = env.token(json!({"client_id": env.client_id, "client_secret": env.key, "grant_type": "authorization_code", "code": code})).await;
+    assert_eq!(t.status, StatusCode::OK, "{}", t.text);
+    t.body["profile"].clone()
+}
+
+/// py10 `update_connection` with attribute maps and SAML options: only what is sent changes,
+/// a `null` goes back to the default, every refused field is named and changes nothing (also
+/// not the valid fields beside it), and the next login uses the merged settings.
+#[tokio::test]
+async fn patch_merges_attribute_maps_and_saml_options() {
+    let mut env = Env::new();
+    let org = env.org("Acme").await;
+    let c = env
+        .saml_conn(&org, json!({"idp_slo_url": "https://idp.example.org/slo"}))
+        .await;
+    let id = c["id"].as_str().unwrap().to_string();
+    let uri = format!("/connections/{id}");
+    let admin = format!("/admin/connections/{id}");
+    let p = profile_after_login(&env, &id, "ada@acme.example.com").await;
+    assert_eq!(p["first_name"], "Ada");
+    assert_eq!(p["custom_attributes"], json!({"department": "R&D"}));
+    let before = env.api("GET", &admin, None).await;
+
+    let other_idp = IdpSigner::generate(IDP_ENTITY).unwrap();
+    for (body, field) in [
+        (json!({"saml_options": {"foo": 1}}), "saml_options.foo"),
+        (
+            json!({"attribute_maps": {"standard_attributes": {"nickname": "n"}}}),
+            "attribute_maps.standard_attributes.nickname",
+        ),
+        (
+            json!({"attribute_maps": {"extra": {}}}),
+            "attribute_maps.extra",
+        ),
+        (
+            json!({"attribute_maps": {"custom_attributes": {"team": 5}}}),
+            "attribute_maps.custom_attributes.team",
+        ),
+        (
+            json!({"attribute_maps": {"standard_attributes": {"email": 7}}}),
+            "attribute_maps.standard_attributes.email",
+        ),
+        (json!({"oidc_options": {"client_id": "x"}}), "oidc_options"),
+        (
+            json!({"saml_options": {}, "oidc_options": {}}),
+            "oidc_options",
+        ),
+        (
+            json!({"saml_options": {"idp_sso_url": "not a url"}}),
+            "saml_options.idp_sso_url",
+        ),
+        (
+            json!({"saml_options": {"idp_slo_url": "ftp://idp.example.org/slo"}}),
+            "saml_options.idp_slo_url",
+        ),
+        (
+            json!({"saml_options": {"idp_signing_certs": ["garbage"]}}),
+            "saml_options.idp_signing_certs[0]",
+        ),
+        (
+            json!({"saml_options": {"idp_signing_certs": []}}),
+            "saml_options.idp_signing_certs",
+        ),
+        (
+            json!({"saml_options": {"acs_url": "https://elsewhere.example/acs"}}),
+            "saml_options.acs_url",
+        ),
+        (
+            json!({"saml_options": {"idp_entity_id": null}}),
+            "saml_options.idp_entity_id",
+        ),
+        (
+            json!({"saml_options": {"idp_sso_url": ""}}),
+            "saml_options.idp_sso_url",
+        ),
+        (
+            json!({"saml_options": {"clock_skew_secs": 100000}}),
+            "saml_options.clock_skew_secs",
+        ),
+        (
+            json!({"saml_options": {"sign_requests": "yes"}}),
+            "saml_options.sign_requests",
+        ),
+        (
+            json!({"saml_options": {"sp_signing_key_pair": {"private_key": "k"}}}),
+            "saml_options.sp_signing_key_pair",
+        ),
+        (
+            json!({"name": "half applied?", "saml_options": {"idp_metadata_xml": "<garbage/>"}}),
+            "saml_options.idp_metadata_xml",
+        ),
+        (
+            json!({"saml_options": {"idp_metadata_xml": metadata_xml(&other_idp), "idp_entity_id": "https://x.example"}}),
+            "saml_options.idp_entity_id",
+        ),
+        (
+            json!({"state": "inactive", "attribute_maps": {"standard_attributes": {"idp_id": "uid", "colour": "x"}}}),
+            "attribute_maps.standard_attributes.colour",
+        ),
+    ] {
+        let r = env.api("PATCH", &uri, Some(body.clone())).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            r.text
+        );
+        let fields: Vec<&str> = r.body["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["field"].as_str())
+            .collect();
+        assert!(fields.contains(&field), "{body}: {}", r.text);
+        assert_eq!(
+            env.api("GET", &admin, None).await.body,
+            before.body,
+            "{body} changed something"
+        );
+    }
+    assert!(
+        !env.event_kinds()
+            .contains(&"connection.deactivated".to_string()),
+        "a refused PATCH announces nothing"
+    );
+
+    // Attribute maps: first_name from another attribute, a custom attribute added, one removed;
+    // `groups: null` / `name: null` (what the SDK always sends) leave the type's defaults.
+    let r = env
+        .api(
+            "PATCH",
+            &uri,
+            Some(json!({"attribute_maps": {
+                "standard_attributes": {"first_name": "lastName", "groups": null, "name": null},
+                "custom_attributes": {"team": "dept", "department": null}}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["id"], id.as_str());
+    assert_eq!(r.body["name"], "Acme SAML");
+    assert_eq!(r.body["state"], "active");
+    let p = profile_after_login(&env, &id, "ada@acme.example.com").await;
+    assert_eq!(p["first_name"], "Lovelace", "{p}");
+    assert_eq!(p["last_name"], "Lovelace");
+    assert_eq!(p["groups"], json!(["g-admins", "g-eng"]));
+    assert_eq!(p["custom_attributes"], json!({"team": "R&D"}));
+    let view = env.api("GET", &admin, None).await;
+    let map = &view.body["settings"]["attribute_map"];
+    assert_eq!(map["first_name"][0], "lastName", "{}", view.text);
+    assert_eq!(
+        map["first_name"][1], "firstName",
+        "the preset stays a fallback"
+    );
+    // A null puts the type's default back.
+    let r = env
+        .api(
+            "PATCH",
+            &uri,
+            Some(json!({"attribute_maps": {"standard_attributes": {"first_name": null}}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let p = profile_after_login(&env, &id, "ada@acme.example.com").await;
+    assert_eq!(p["first_name"], "Ada");
+    assert_eq!(p["custom_attributes"], json!({"team": "R&D"}), "untouched");
+
+    // SAML options in the SDK's shape (it always sends these three nulls): the SSO URL moves,
+    // the SLO URL, the SP entity id and the SP keys stay; the organization, state, external id too.
+    let r = env
+        .api(
+            "PATCH",
+            &uri,
+            Some(json!({"name": "Acme (moved)", "saml_options": {"idp_metadata_url": null, "acs_url": null,
+                "sp_entity_id": null, "idp_sso_url": "https://idp2.example.org/sso"}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["name"], "Acme (moved)");
+    let view = env.api("GET", &admin, None).await;
+    let s = &view.body["settings"];
+    assert_eq!(s["idp_sso_url"], "https://idp2.example.org/sso");
+    assert_eq!(s["idp_slo_url"], "https://idp.example.org/slo");
+    assert_eq!(s["idp_entity_id"], IDP_ENTITY);
+    for k in [
+        "sp_signing_certs",
+        "sp_encryption_certs",
+        "sp_entity_id",
+        "acs_url",
+        "idp_signing_certs",
+    ] {
+        assert_eq!(s[k], before.body["settings"][k], "{k} must not change");
+    }
+    let go = env
+        .get(
+            &env.authorize_url(&format!("&connection={id}&state=s")),
+            None,
+        )
+        .await;
+    assert!(
+        go.location
+            .as_deref()
+            .unwrap()
+            .starts_with("https://idp2.example.org/sso?"),
+        "{:?}",
+        go.location
+    );
+
+    // A custom SP entity id, then back to the default; SLO off; the IdP's new key replaces the old.
+    let r = env
+        .api(
+            "PATCH",
+            &uri,
+            Some(json!({"saml_options": {"sp_entity_id": "urn:acme:sp"}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let view = env.api("GET", &admin, None).await;
+    assert_eq!(view.body["settings"]["sp_entity_id"], "urn:acme:sp");
+    let new_idp = IdpSigner::generate(IDP_ENTITY).unwrap();
+    let new_cert = String::from_utf8(new_idp.keys.cert.to_pem().unwrap()).unwrap();
+    let r = env
+        .api(
+            "PATCH",
+            &uri,
+            Some(
+                json!({"saml_options": {"sp_entity_id": null, "idp_slo_url": null,
+                "idp_sso_url": IDP_SSO, "idp_signing_certs": [new_cert]}}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let view = env.api("GET", &admin, None).await;
+    let s = &view.body["settings"];
+    assert_eq!(s["sp_entity_id"], before.body["settings"]["sp_entity_id"]);
+    assert_eq!(s["idp_slo_url"], Value::Null);
+    assert_eq!(
+        env.login(&id, "", "ada@acme.example.com")
+            .await
+            .param("error")
+            .as_deref(),
+        Some("server_error"),
+        "the replaced key is no longer trusted"
+    );
+    env.idp = new_idp;
+    assert_eq!(
+        profile_after_login(&env, &id, "ada@acme.example.com").await["first_name"],
+        "Ada"
+    );
+
+    // New metadata re-imports the IdP settings.
+    let moved = IdpSigner::generate(IDP_ENTITY).unwrap();
+    let r = env
+        .api(
+            "PATCH",
+            &uri,
+            Some(json!({"saml_options": {"idp_metadata_xml": metadata_xml(&moved)}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    env.idp = moved;
+    assert_eq!(
+        profile_after_login(&env, &id, "ada@acme.example.com").await["first_name"],
+        "Ada"
+    );
+    // Unknown connection: 404 before the body is judged.
+    let r = env
+        .api(
+            "PATCH",
+            "/connections/conn_01J00000000000000000000000",
+            Some(json!({"saml_options": {"foo": 1}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+}
+
+/// PATCH of an OIDC connection's options and claim maps: typed merge, secret re-sealed,
+/// unsupported py10 options named, the protocol cannot change.
+#[tokio::test]
+async fn patch_merges_oidc_options() {
+    let env = Env::new();
+    let org = env.org("Acme").await;
+    let r = env
+        .api(
+            "POST",
+            "/connections",
+            Some(json!({"organization_id": org, "connection_type": "GenericOIDC",
+                "oidc_options": {"issuer": "https://op.example.com", "client_id": "c", "client_secret": "s1"}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let uri = format!("/connections/{id}");
+    let admin = format!("/admin/connections/{id}");
+    let before = env.api("GET", &admin, None).await;
+    for (body, field) in [
+        (json!({"oidc_options": {"pkce": true}}), "oidc_options.pkce"),
+        (json!({"oidc_options": {"bogus": 1}}), "oidc_options.bogus"),
+        (
+            json!({"oidc_options": {"redirect_uri": "https://evil.example/cb"}}),
+            "oidc_options.redirect_uri",
+        ),
+        (
+            json!({"oidc_options": {"discovery_endpoint": "nope"}}),
+            "oidc_options.discovery_endpoint",
+        ),
+        (
+            json!({"oidc_options": {"client_id": null}}),
+            "oidc_options.client_id",
+        ),
+        (
+            json!({"oidc_options": {"client_secret": "a", "client_secret_env": "B"}}),
+            "oidc_options.client_secret_env",
+        ),
+        (
+            json!({"oidc_options": {"claim_map": {"shoe_size": "s"}}}),
+            "oidc_options.claim_map.shoe_size",
+        ),
+        (
+            json!({"saml_options": {"idp_sso_url": IDP_SSO}}),
+            "saml_options",
+        ),
+    ] {
+        let r = env.api("PATCH", &uri, Some(body.clone())).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            r.text
+        );
+        assert!(r.text.contains(field), "{body}: {}", r.text);
+        assert_eq!(env.api("GET", &admin, None).await.body, before.body);
+    }
+    // py10's shape: `redirect_uri: null` always sent.
+    let r = env
+        .api(
+            "PATCH",
+            &uri,
+            Some(json!({"attribute_maps": {"standard_attributes": {"email": "upn", "groups": null, "name": null},
+                    "custom_attributes": {"team": "dept"}},
+                "oidc_options": {"discovery_endpoint": "https://op2.example.com/.well-known/openid-configuration",
+                    "client_id": "c2", "client_secret": "s2", "redirect_uri": null, "scopes": ["openid", "email"],
+                    "claim_map": {"name": "display_name"}}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let view = env.api("GET", &admin, None).await;
+    let s = &view.body["settings"];
+    assert_eq!(s["issuer"], "https://op2.example.com", "{}", view.text);
+    assert_eq!(s["client_id"], "c2");
+    assert_eq!(s["client_secret_stored"], true);
+    assert!(!view.text.contains("s2"), "the secret is never shown");
+    assert_eq!(s["scopes"], json!(["openid", "email"]));
+    assert_eq!(s["claim_map"]["email"][0], "upn");
+    assert_eq!(s["claim_map"]["name"][0], "display_name");
+    assert_eq!(s["claim_map"]["custom"]["team"], "dept");
+    // Scopes back to the type's default.
+    let r = env
+        .api(
+            "PATCH",
+            &uri,
+            Some(json!({"oidc_options": {"scopes": null}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let view = env.api("GET", &admin, None).await;
+    assert_eq!(
+        view.body["settings"]["scopes"],
+        json!(["openid", "profile", "email"])
+    );
+    assert_eq!(view.body["settings"]["client_id"], "c2", "untouched");
 }

@@ -179,6 +179,7 @@ pub fn role(slug: &str, priority: u32, is_default: bool) -> idbridge_model::Role
     idbridge_model::Role {
         slug: slug.into(),
         name: slug.into(),
+        description: None,
         priority,
         is_default,
         created_at: Timestamp::from_millis(0),

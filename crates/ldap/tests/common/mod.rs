@@ -376,3 +376,19 @@ pub async fn check_password(
     )
     .await
 }
+
+/// An AD user entry with a password (`unicodePwd`: the quoted password in UTF-16LE), for
+/// loading offline into a Samba DC; `extra` is more LDIF lines.
+pub fn ad_user_with_password(cn: &str, ou: &str, uac: u32, password: &str, extra: &str) -> String {
+    use base64::Engine as _;
+    let quoted: Vec<u8> = format!("\"{password}\"")
+        .encode_utf16()
+        .flat_map(|u| u.to_le_bytes())
+        .collect();
+    format!(
+        "dn: CN={cn},{ou}\nobjectClass: user\nsAMAccountName: {cn}\nuserPrincipalName: {cn}@example.test\n\
+         mail: {cn}.mail@example.test\ngivenName: {cn}\nsn: Tester\nuserAccountControl: {uac}\n\
+         unicodePwd:: {}\n{extra}\n",
+        base64::engine::general_purpose::STANDARD.encode(quoted)
+    )
+}

@@ -40,5 +40,5 @@ pub use keys::{jwks_document, OpSigningKey};
 pub use token::{
     bearer_token, issue_tokens, new_secret, redeem, secret_key, userinfo, AccessGrant, CodeGrant,
     IssuedTokens, OpUser, TokenRequest, TokenResponse, DEFAULT_CODE_TTL_SECS,
-    DEFAULT_TOKEN_TTL_SECS, MAX_TOKEN_FORM,
+    DEFAULT_TOKEN_TTL_SECS, MAX_TOKEN_FORM, RESERVED_CLAIMS,
 };

@@ -36,7 +36,33 @@ pub struct OpUser {
     pub family_name: Option<String>,
     pub name: Option<String>,
     pub groups: Vec<String>,
+    /// Configured extra claims (the client's `custom_claims`): one value as a string,
+    /// several as an array; released whatever the scopes (the client's admin asked for them).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
 }
+
+/// Claims a configured extra claim may not replace.
+pub const RESERVED_CLAIMS: [&str; 18] = [
+    "sub",
+    "email",
+    "email_verified",
+    "given_name",
+    "family_name",
+    "name",
+    "groups",
+    "iss",
+    "aud",
+    "exp",
+    "iat",
+    "nbf",
+    "nonce",
+    "auth_time",
+    "at_hash",
+    "c_hash",
+    "azp",
+    "sid",
+];
 
 impl OpUser {
     /// The claims `scopes` release: `sub` always; `email`, `email_verified` with `email`;
@@ -67,6 +93,15 @@ impl OpUser {
         }
         if has("groups") || groups_always {
             m.insert("groups".into(), json!(self.groups));
+        }
+        for (k, v) in &self.extra {
+            if RESERVED_CLAIMS.contains(&k.as_str()) {
+                continue;
+            }
+            match v.as_slice() {
+                [one] => m.insert(k.clone(), json!(one)),
+                many => m.insert(k.clone(), json!(many)),
+            };
         }
         m
     }
@@ -361,6 +396,11 @@ mod tests {
             family_name: None,
             name: None,
             groups: vec!["g".into()],
+            extra: [
+                ("dept".to_owned(), vec!["R&D".to_owned()]),
+                ("sub".to_owned(), vec!["forged".to_owned()]),
+            ]
+            .into(),
         }
     }
 
@@ -390,7 +430,12 @@ mod tests {
         let u = user();
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         let m = u.claims(&s(&["openid"]), false);
-        assert_eq!(m.keys().collect::<Vec<_>>(), vec!["sub"]);
+        // Configured extra claims come whatever the scopes, but never replace a standard one.
+        let mut keys = m.keys().collect::<Vec<_>>();
+        keys.sort();
+        assert_eq!(keys, vec!["dept", "sub"]);
+        assert_eq!(m["sub"], json!("u1"));
+        assert_eq!(m["dept"], json!("R&D"));
         let m = u.claims(&s(&["openid", "email", "profile", "groups"]), false);
         assert_eq!(
             m["email_verified"],

@@ -65,6 +65,7 @@ pub fn test_user() -> OpUser {
         family_name: Some("O'Brien & Søn".into()),
         name: Some("Zoë O'Brien".into()),
         groups: vec!["R&D".into(), "Admins".into()],
+        extra: Default::default(),
     }
 }
 

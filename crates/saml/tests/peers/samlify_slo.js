@@ -1,10 +1,12 @@
 // Independent IdP for single-logout interop: samlify (node-rsa) verifies our signed
 // LogoutRequest against our SP metadata and answers it with a signed LogoutResponse, starts an
 // IdP-initiated LogoutRequest, and verifies our signed LogoutResponse. Reads a JSON config on
-// stdin, prints a JSON result on stdout; a refused message exits non-zero.
+// stdin, prints a JSON result on stdout; a refused message exits non-zero. `binding: "post"`
+// sends the answer / the new request over HTTP-POST (base64 XML with an enveloped signature, to
+// the SP metadata's HTTP-POST SingleLogoutService) instead of HTTP-Redirect.
 //   {mode: "metadata", idp, idpKey, idpCert, idpSso, idpSlo}                     → {metadata}
-//   {mode: "answer-request", ..., spMetadata, query, octetString}                → {nameId, sessionIndex, responseUrl}
-//   {mode: "create-request", ..., spMetadata, nameId, sessionIndex}              → {url, id}
+//   {mode: "answer-request", ..., spMetadata, query, octetString, binding?}      → {nameId, sessionIndex, responseUrl | samlResponse, endpoint}
+//   {mode: "create-request", ..., spMetadata, nameId, sessionIndex, binding?}    → {url | samlRequest, endpoint, id}
 //   {mode: "verify-response", ..., spMetadata, query, octetString}               → {inResponseTo, status}
 'use strict';
 const fs = require('fs');
@@ -15,6 +17,7 @@ console.log = console.warn = (...args) => process.stderr.write(args.join(' ') + 
 saml.setSchemaValidator({ validate: () => Promise.resolve('skipped') });
 
 const cfg = JSON.parse(fs.readFileSync(0, 'utf8'));
+const BINDING = cfg.binding || 'redirect';
 const REDIRECT = 'urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect';
 const EMAIL_FMT = 'urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress';
 
@@ -42,19 +45,21 @@ const idp = saml.IdentityProvider({
   });
   if (cfg.mode === 'answer-request') {
     const parsed = await idp.parseLogoutRequest(sp, 'redirect', { query: cfg.query, octetString: cfg.octetString });
-    const { context } = idp.createLogoutResponse(sp, parsed, 'redirect', '');
+    const { context, entityEndpoint } = idp.createLogoutResponse(sp, parsed, BINDING, '');
     process.stdout.write(JSON.stringify({
       nameId: parsed.extract.nameID,
       sessionIndex: parsed.extract.sessionIndex,
       issuer: parsed.extract.issuer,
-      responseUrl: context,
+      ...(BINDING === 'post' ? { samlResponse: context, endpoint: entityEndpoint } : { responseUrl: context }),
     }));
   } else if (cfg.mode === 'create-request') {
-    const { id, context } = idp.createLogoutRequest(sp, 'redirect', {
+    const { id, context, entityEndpoint } = idp.createLogoutRequest(sp, BINDING, {
       logoutNameID: cfg.nameId,
       sessionIndex: cfg.sessionIndex,
     });
-    process.stdout.write(JSON.stringify({ id, url: context }));
+    process.stdout.write(JSON.stringify(
+      BINDING === 'post' ? { id, samlRequest: context, endpoint: entityEndpoint } : { id, url: context },
+    ));
   } else if (cfg.mode === 'verify-response') {
     const parsed = await idp.parseLogoutResponse(sp, 'redirect', { query: cfg.query, octetString: cfg.octetString });
     process.stdout.write(JSON.stringify({

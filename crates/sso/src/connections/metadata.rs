@@ -56,19 +56,54 @@ pub fn expiry(pem: &str) -> Option<(i32, String)> {
     Some((diff.days, cert.not_after().to_string()))
 }
 
-fn cert_event(record: &ConnectionRecord, certificate_type: &str, pem: &str) -> Value {
-    let (days, expiry_date) = expiry(pem).unwrap_or((0, String::new()));
-    serde_json::json!({
-        "connection": {
-            "id": record.connection.id,
-            "organization_id": record.connection.organization_id,
-        },
-        "certificate": {
-            "certificate_type": certificate_type,
-            "expiry_date": expiry_date,
-        },
-        "days_until_expiry": days,
-    })
+/// When the certificate expires, as a WorkOS timestamp (whole seconds).
+fn not_after(pem: &str) -> Option<idbridge_model::Timestamp> {
+    let cert = X509::from_pem(pem.as_bytes()).ok()?;
+    let now = idbridge_model::Timestamp::now();
+    let diff = openssl::asn1::Asn1Time::from_unix(now.as_millis() / 1000)
+        .ok()?
+        .diff(cert.not_after())
+        .ok()?;
+    let secs = i64::from(diff.days) * 86_400 + i64::from(diff.secs);
+    Some(idbridge_model::Timestamp::from_millis(
+        (now.as_millis() / 1000 + secs) * 1000,
+    ))
+}
+
+/// The data of `connection.saml_certificate_renewed` (`renewal_required: false`) or
+/// `connection.saml_certificate_renewal_required`, shaped as the spec's EventSchema has them.
+fn cert_event(
+    record: &ConnectionRecord,
+    certificate_type: &str,
+    pem: &str,
+    renewal_required: bool,
+) -> Value {
+    let days = expiry(pem).map_or(0, |(d, _)| d);
+    let connection = serde_json::json!({
+        "id": record.connection.id,
+        "organization_id": record.connection.organization_id,
+    });
+    let expiry_date = not_after(pem);
+    if renewal_required {
+        serde_json::json!({
+            "connection": connection,
+            "certificate": {
+                "certificate_type": certificate_type,
+                "expiry_date": expiry_date,
+                "is_expired": days < 0,
+            },
+            "days_until_expiry": days,
+        })
+    } else {
+        serde_json::json!({
+            "connection": connection,
+            "certificate": {
+                "certificate_type": certificate_type,
+                "expiry_date": expiry_date,
+            },
+            "renewed_at": idbridge_model::Timestamp::now(),
+        })
+    }
 }
 
 impl SsoService {
@@ -159,7 +194,7 @@ impl SsoService {
                             if let Some(first) = certs.first() {
                                 events.push((
                                     EventKind::ConnectionSamlCertificateRenewed,
-                                    cert_event(&old, "ResponseSigning", first),
+                                    cert_event(&old, "ResponseSigning", first, false),
                                 ));
                             }
                             report.renewed += 1;
@@ -193,7 +228,7 @@ impl SsoService {
                 if days <= RENEWAL_WARNING_DAYS && !next.renewal_notified.contains(&fp) {
                     events.push((
                         EventKind::ConnectionSamlCertificateRenewalRequired,
-                        cert_event(&old, kind, &pem),
+                        cert_event(&old, kind, &pem, true),
                     ));
                     next.renewal_notified.push(fp);
                     report.renewal_required += 1;

@@ -6,13 +6,15 @@
 //! the wire object. The other concerns live beside this file: [`create`] (typed input → record),
 //! [`keys`] (sealing, SP settings, rotation), [`metadata`] (IdP metadata fetching and the
 //! refresh worker), [`admin`] (the secret-free admin view), [`update`] (PATCH: name,
-//! external id, active/inactive) and [`certificates`] (the SAML certificate sub-resources).
+//! external id, active/inactive, with [`patch`] merging attribute maps and protocol options)
+//! and [`certificates`] (the SAML certificate sub-resources).
 
 pub mod admin;
 pub mod certificates;
 pub mod create;
 pub mod keys;
 pub mod metadata;
+pub mod patch;
 pub mod reconfigure;
 pub mod update;
 

@@ -1,10 +1,12 @@
 //! `PATCH /connections/{id}`: rename, external id, and `state` — `inactive` deactivates a
 //! connection (no login starts on it; `connection.deactivated`), `active` activates it again
-//! (`connection.activated`). Protocol settings and attribute maps are not changed here.
+//! (`connection.activated`) — and attribute maps and protocol options merged by [`super::patch`],
+//! all in one commit.
 
 use idbridge_model::{Connection, ConnectionState, Event, EventKind, Timestamp};
 use idbridge_store::{ChangeSet, StoreError};
 
+use super::patch::{AttributeMapsPatch, ProtocolPatch};
 use super::{event_data, with_domains, Connections, BY_EXTERNAL_ID};
 use crate::db::{self};
 use crate::error::{SsoError, SsoResult};
@@ -21,12 +23,14 @@ pub enum RequestedState {
 }
 
 /// `PATCH /connections/{id}`, typed: `None` leaves a field as it is.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct ConnectionChanges {
     pub name: Option<String>,
     /// `Some(None)` clears it.
     pub external_id: Option<Option<String>>,
     pub state: Option<RequestedState>,
+    pub attribute_maps: Option<AttributeMapsPatch>,
+    pub protocol: Option<ProtocolPatch>,
 }
 
 impl SsoService {
@@ -48,6 +52,11 @@ impl SsoService {
         }
         let old = self.connections.load(id)?;
         let mut next = old.clone();
+        if changes.protocol.is_some() || changes.attribute_maps.is_some() {
+            next.protocol = self
+                .patched_settings(&old, changes.protocol, changes.attribute_maps)
+                .await?;
+        }
         let now = Timestamp::now();
         if let Some(n) = changes.name {
             next.connection.name = n;
@@ -69,7 +78,10 @@ impl SsoService {
             _ => None,
         };
         next.connection.status = next.connection.state.status();
-        if next.connection == old.connection && next.external_id == old.external_id {
+        if next.connection == old.connection
+            && next.external_id == old.external_id
+            && db::to_json(&next.protocol)? == db::to_json(&old.protocol)?
+        {
             return self.wire(&old);
         }
         next.connection.updated_at = now;

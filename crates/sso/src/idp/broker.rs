@@ -228,7 +228,7 @@ impl SsoService {
         let mut also = ChangeSet::new();
         Logins::stage_take_code(&mut also, &code, now);
         match self
-            .finish_idp_login(&session, secret, &subject, &req.client, Some(also))
+            .finish_idp_login(&session, secret, &subject, &req.client, Some(also), None)
             .await
         {
             Ok(super::login::Finished::Assertion(form)) => (SsoOutcome::Post(form), clear),

@@ -143,6 +143,7 @@ impl SsoService {
                 csrf,
                 message: None,
                 login: None,
+                offer_remember: !self.idp_config().remember_browser_ttl.is_zero(),
             },
             session: secret,
             ttl: self.idp_config().login_ttl,

@@ -28,7 +28,7 @@ use idbridge_saml::idp::response::name_id_format;
 use idbridge_saml::idp::{
     build_login_response, build_status_response, post_form, status, AcceptedRequest,
     AssertionEncryption, IdpError, LoginResponse, NameId, PostField, PostForm, ReceivedRequest,
-    RequestContext, ResponseOptions, SpErrorResponse, UserAttributes,
+    RequestContext, ResponseOptions, SamlAttribute, SpErrorResponse, UserAttributes,
 };
 use idbridge_secrets::{random_token, sha256_hex};
 use idbridge_store::{ChangeSet, ConflictKind, StoreError};
@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use super::service_providers::{AuthSource, ServiceProvider};
+use super::sessions::{BrowserLink, RememberCookie};
 use super::source::AuthenticatedSubject;
 use crate::db::{self, now_ms, ttl_ms};
 use crate::login::saml::StagedReplay;
@@ -159,6 +160,8 @@ pub struct SsoRequest {
     pub organization_id: String,
     pub binding: SsoBinding,
     pub client: ClientInfo,
+    /// The browser's idbridge session cookie ("remember this browser"), if it sent one.
+    pub browser_session: Option<String>,
 }
 
 /// The login page to show (HTML belongs to the HTTP crate).
@@ -175,6 +178,8 @@ pub struct IdpPage {
     pub message: Option<String>,
     /// A login name to fill in again.
     pub login: Option<String>,
+    /// Show the "remember this browser" checkbox (the IdP setting is above zero).
+    pub offer_remember: bool,
 }
 
 /// What the SSO endpoint answers.
@@ -212,6 +217,8 @@ pub struct PasswordLogin {
     pub login: String,
     pub password: Password,
     pub client: ClientInfo,
+    /// The "remember this browser" checkbox was ticked.
+    pub remember: bool,
 }
 
 /// Why an IdP login could not be finished.
@@ -226,10 +233,19 @@ pub enum FinishError {
 /// What the login form's POST answers.
 #[derive(Debug, Clone)]
 pub enum PasswordOutcome {
-    /// The signed assertion, posted to the registered ACS; clear the cookie named by `key`.
-    Assertion { form: PostForm, key: String },
+    /// The signed assertion, posted to the registered ACS; clear the cookie named by `key`
+    /// (and set `remember`'s browser-session cookie, when the user asked for one).
+    Assertion {
+        form: PostForm,
+        key: String,
+        remember: Option<RememberCookie>,
+    },
     /// Redirect the browser (an OIDC authorization response); clear the cookie named by `key`.
-    Redirect { location: String, key: String },
+    Redirect {
+        location: String,
+        key: String,
+        remember: Option<RememberCookie>,
+    },
     /// Show the page again with a message (`status`: 401 refused, 429 limited).
     Retry { status: u16, page: IdpPage },
     /// Our own error page (no live session, CSRF mismatch, ...).
@@ -380,7 +396,7 @@ impl SsoService {
         }
     }
 
-    async fn idp_signing_key(
+    pub(crate) async fn idp_signing_key(
         &self,
         org_id: &str,
     ) -> crate::SsoResult<idbridge_saml::idp::IdpSigningKey> {
@@ -427,7 +443,7 @@ impl SsoService {
             entity_id: &urls.entity_id,
             sso_redirect_url: &urls.sso_url,
             sso_post_url: &urls.sso_url,
-            slo_url: None,
+            slo_url: Some(&urls.slo_url),
             signing_certs: &refs,
             name_id_formats: &[
                 name_id_format::EMAIL,
@@ -567,11 +583,21 @@ impl SsoService {
         if let Err(outcome) = self.store_idp_session(&session, &secret, &staged).await {
             return outcome;
         }
-        let ttl = self.idp_config().login_ttl;
+        let config = self.idp_config();
         if session.broker_connection_id.is_some() {
             return self
                 .start_broker(&session, key, secret, req.client.clone())
                 .await;
+        }
+        if let (Some(cookie), Some(AuthSource::Directory { directory_id })) =
+            (req.browser_session.as_deref(), &sp.auth_source)
+        {
+            if let Some(outcome) = self
+                .answer_from_browser_session(&session, &secret, cookie, directory_id, &req.client)
+                .await
+            {
+                return outcome;
+            }
         }
         SsoOutcome::Login {
             page: IdpPage {
@@ -581,9 +607,40 @@ impl SsoService {
                 csrf,
                 message: None,
                 login: accepted.subject_hint.clone(),
+                offer_remember: !config.remember_browser_ttl.is_zero(),
             },
             session: secret,
-            ttl,
+            ttl: config.login_ttl,
+        }
+    }
+
+    /// A login answered without a password, from the browser's remembered session (see
+    /// [`super::sessions`]); `None` when the browser has to sign in.
+    async fn answer_from_browser_session(
+        &self,
+        session: &IdpLoginSession,
+        secret: &str,
+        cookie: &str,
+        directory_id: &str,
+        client: &ClientInfo,
+    ) -> Option<SsoOutcome> {
+        let (link, subject) = self
+            .resume_browser_session(cookie, &session.organization_id, directory_id)
+            .await?;
+        match self
+            .finish_idp_login(session, secret, &subject, client, None, Some(&link))
+            .await
+        {
+            Ok(Finished::Assertion(form)) => Some(SsoOutcome::Post(form)),
+            Ok(Finished::Redirect(_)) => {
+                tracing::error!("a SAML login session finished as an OIDC one");
+                Some(error(500, "The sign-in could not be completed."))
+            }
+            Err(FinishError::SessionGone) => Some(error(
+                400,
+                "This sign-in has expired or was already used. Start the login again from the application.",
+            )),
+            Err(FinishError::Failed { status, message }) => Some(error(status, message)),
         }
     }
 
@@ -638,6 +695,7 @@ impl SsoService {
             }
         };
         let login = req.login.trim().to_owned();
+        let offer_remember = !self.idp_config().remember_browser_ttl.is_zero();
         let page = |status: u16, message: &str| PasswordOutcome::Retry {
             status,
             page: IdpPage {
@@ -647,6 +705,7 @@ impl SsoService {
                 csrf: req.csrf.clone().unwrap_or_default(),
                 message: Some(message.to_owned()),
                 login: Some(login.clone()).filter(|l| !l.is_empty()),
+                offer_remember,
             },
         };
         let account = format!("{org_id}/{}", login.to_lowercase());
@@ -718,17 +777,23 @@ impl SsoService {
         live.account_limiter.succeeded(&account);
         let subject =
             AuthenticatedSubject::from_directory_user(org_id, directory_id, &user, groups);
+        let ttl = live.config.remember_browser_ttl;
+        let link = (req.remember && !ttl.is_zero())
+            .then(|| BrowserLink::create(org_id, directory_id, &user.idp_id, ttl));
+        let remember = link.as_ref().and_then(BrowserLink::cookie);
         match self
-            .finish_idp_login(&session, secret, &subject, &req.client, None)
+            .finish_idp_login(&session, secret, &subject, &req.client, None, link.as_ref())
             .await
         {
             Ok(Finished::Assertion(form)) => PasswordOutcome::Assertion {
                 form,
                 key: key.to_owned(),
+                remember,
             },
             Ok(Finished::Redirect(location)) => PasswordOutcome::Redirect {
                 location,
                 key: key.to_owned(),
+                remember,
             },
             Err(FinishError::SessionGone) => login_error(400, expired),
             Err(FinishError::Failed { status, message }) => login_error(status, message),
@@ -737,7 +802,9 @@ impl SsoService {
 
     /// The end of every IdP login, whatever the source: one commit takes the login session
     /// (single use; with `also`'s staged changes, e.g. the broker's code) and appends
-    /// `idp.login_succeeded`; then the pending request is answered from the subject.
+    /// `idp.login_succeeded`; then the pending request is answered from the subject. Under a
+    /// browser session (`browser`: new, or remembered) the same commit stores a new session
+    /// and the SessionIndex the SP may later name in a LogoutRequest.
     pub(crate) async fn finish_idp_login(
         &self,
         session: &IdpLoginSession,
@@ -745,6 +812,7 @@ impl SsoService {
         subject: &AuthenticatedSubject,
         client: &ClientInfo,
         also: Option<ChangeSet>,
+        browser: Option<&BrowserLink>,
     ) -> Result<Finished, FinishError> {
         let org_id = subject.organization_id.as_str();
         let mut cs = also.unwrap_or_default();
@@ -792,6 +860,21 @@ impl SsoService {
         {
             o.extend(who);
         }
+        let session_index = format!("_{}", random_token(16));
+        if let Some(link) = browser {
+            let index = render
+                .as_ref()
+                .err()
+                .map(|(sp, _)| (sp.id.as_str(), session_index.as_str()));
+            if let Err(e) = link.stage(&mut cs, index) {
+                tracing::error!(error = %e, "staging the browser session failed");
+                return Err(gone(
+                    500,
+                    "The sign-in could not be completed. Ask your administrator.",
+                ));
+            }
+            data["remembered_browser"] = true.into();
+        }
         cs.append_event(
             &Event::new(EventKind::IdpLoginSucceeded, data),
             Some(org_id),
@@ -818,7 +901,10 @@ impl SsoService {
             }
             Err(saml) => saml,
         };
-        match self.issue_assertion(&sp, pending, subject).await {
+        match self
+            .issue_assertion(&sp, pending, subject, session_index)
+            .await
+        {
             Ok(form) => {
                 tracing::info!(sp = %sp.id, "IdP login succeeded");
                 metrics::counter!("idbridge_idp_logins_total", "result" => "succeeded", "reason" => "", "protocol" => "saml").increment(1);
@@ -855,7 +941,7 @@ impl SsoService {
     }
 
     /// The active directory user with this idp_id, and their group names; or why not.
-    fn directory_user(
+    pub(crate) fn directory_user(
         &self,
         directory_id: &str,
         idp_id: &str,
@@ -923,6 +1009,7 @@ impl SsoService {
         sp: &ServiceProvider,
         session: &SamlPending,
         user: &AuthenticatedSubject,
+        session_index: String,
     ) -> crate::SsoResult<PostForm> {
         let key = self.idp_signing_key(&sp.organization_id).await?;
         let attrs = UserAttributes {
@@ -935,7 +1022,10 @@ impl SsoService {
             } else {
                 Vec::new()
             },
-            custom: Vec::new(),
+            custom: user
+                .custom_attributes(&sp.custom_attributes)
+                .map(|(name, values)| SamlAttribute::new(name, values.to_vec()))
+                .collect(),
         };
         let mut attributes = attrs.to_saml().map_err(crate::SsoError::internal)?;
         if !sp.releases("id") {
@@ -969,7 +1059,6 @@ impl SsoService {
             session.request_id.clone(),
             session.relay_state.clone(),
         );
-        let session_index = format!("_{}", random_token(16));
         let signed = tokio::task::spawn_blocking(move || {
             let now = Utc::now();
             build_login_response(

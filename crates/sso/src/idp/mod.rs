@@ -19,6 +19,7 @@ pub mod login;
 pub mod oidc;
 pub mod oidc_clients;
 pub mod service_providers;
+pub mod sessions;
 pub mod settings;
 pub mod source;
 
@@ -48,6 +49,7 @@ pub use service_providers::{
     AuthSource, NewServiceProvider, ServiceProvider, ServiceProviderUpdate, ServiceProviders,
     SpOptions, SpSource,
 };
+pub use sessions::{BrowserSession, RememberCookie, SloBinding, SloOutcome};
 pub use settings::{IdpSettings, TrustedProxies};
 pub use source::{AuthenticatedSubject, SubjectSource};
 
@@ -61,6 +63,10 @@ pub struct IdpUrls {
     pub sso_url: String,
     /// Where the login page posts.
     pub login_url: String,
+    /// The SingleLogoutService (HTTP-Redirect and HTTP-POST).
+    pub slo_url: String,
+    /// Where a browser ends its own idbridge session.
+    pub logout_url: String,
 }
 
 /// IdP settings (defaults suit most deployments); from the config file's `[idp]` section and
@@ -87,6 +93,8 @@ pub struct IdpConfig {
     pub oidc_access_token_ttl_secs: i64,
     /// The OpenID Provider's ID-token lifetime (its `exp`, seconds after `iat`).
     pub oidc_id_token_ttl_secs: i64,
+    /// The "remember this browser" session's lifetime; zero = off.
+    pub remember_browser_ttl: Duration,
 }
 
 impl Default for IdpConfig {
@@ -107,6 +115,7 @@ impl Default for IdpConfig {
             oidc_code_ttl_secs: idbridge_oidc::op::DEFAULT_CODE_TTL_SECS,
             oidc_access_token_ttl_secs: idbridge_oidc::op::DEFAULT_TOKEN_TTL_SECS,
             oidc_id_token_ttl_secs: idbridge_oidc::op::DEFAULT_TOKEN_TTL_SECS,
+            remember_browser_ttl: Duration::ZERO,
         }
     }
 }
@@ -178,6 +187,8 @@ impl SsoService {
             metadata_url: format!("{base}/saml/metadata"),
             sso_url: format!("{base}/saml/sso"),
             login_url: format!("{base}/login"),
+            slo_url: format!("{base}/saml/slo"),
+            logout_url: format!("{base}/logout"),
         }
     }
 

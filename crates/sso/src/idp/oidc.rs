@@ -275,6 +275,7 @@ impl SsoService {
                 csrf,
                 message: None,
                 login: request.login_hint.clone(),
+                offer_remember: !self.idp_config().remember_browser_ttl.is_zero(),
             },
             session: secret,
             ttl: self.idp_config().login_ttl,
@@ -309,6 +310,10 @@ impl SsoService {
             family_name: subject.last_name.clone(),
             name,
             groups: subject.groups.clone(),
+            extra: subject
+                .custom_attributes(&client.custom_claims)
+                .map(|(k, v)| (k.to_owned(), v.to_vec()))
+                .collect(),
         };
         let now = Utc::now();
         let request = pending.request();

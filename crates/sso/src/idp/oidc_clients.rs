@@ -46,6 +46,10 @@ pub struct OidcClient {
     /// connection asks for `openid profile email` only).
     pub groups_without_scope: bool,
     pub auth_source: Option<AuthSource>,
+    /// Extra ID token / userinfo claims: claim name → the user field it is taken from (as
+    /// an SP's `custom_attributes`).
+    #[serde(default)]
+    pub custom_claims: std::collections::BTreeMap<String, String>,
     /// The client secret, sealed with the organization's context.
     pub secret_sealed: Option<String>,
     pub created_at: Timestamp,
@@ -93,6 +97,8 @@ pub struct OidcClientOptions {
     pub groups_without_scope: Option<bool>,
     /// `Some(None)` removes the source.
     pub directory_id: Option<Option<String>>,
+    /// Replaces the whole map.
+    pub custom_claims: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// `POST /admin/oidc_clients`.
@@ -273,6 +279,21 @@ impl SsoService {
         if let Some(b) = o.groups_without_scope {
             r.groups_without_scope = b;
         }
+        if let Some(map) = &o.custom_claims {
+            let found = super::service_providers::check_custom_attributes(
+                map,
+                &idbridge_oidc::op::RESERVED_CLAIMS,
+            );
+            if found.is_empty() {
+                r.custom_claims = map.clone();
+            }
+            issues.extend(found.into_iter().map(|i| {
+                FieldIssue::new(
+                    i.field.replacen("custom_attributes", "custom_claims", 1),
+                    i.code,
+                )
+            }));
+        }
         if let Some(dir) = &o.directory_id {
             match dir {
                 None => r.auth_source = None,
@@ -321,6 +342,7 @@ impl SsoService {
             require_pkce: input.public,
             groups_without_scope: true,
             auth_source: None,
+            custom_claims: Default::default(),
             secret_sealed: None,
             created_at: now,
             updated_at: now,

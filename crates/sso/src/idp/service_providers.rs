@@ -9,6 +9,7 @@
 //! metadata (XML or a URL; WorkOS hands out an SP metadata URL) or from explicit fields. SAML
 //! SPs hold no secrets: certificates are public.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use idbridge_model::{new_id, parse_id, IdPrefix, Page, PageRequest, Timestamp};
@@ -87,6 +88,14 @@ pub struct ServiceProvider {
     /// (IdP-initiated login). Off unless the admin turns it on.
     #[serde(default)]
     pub allow_idp_initiated: bool,
+    /// The SP's SingleLogoutService (HTTP-Redirect): where idbridge answers its
+    /// LogoutRequests. From its metadata, or set by the admin.
+    #[serde(default)]
+    pub slo_url: Option<String>,
+    /// Extra assertion attributes: attribute name → the directory user field it is taken from
+    /// (see [`super::source::valid_user_field`]); left out when the user has no value.
+    #[serde(default)]
+    pub custom_attributes: BTreeMap<String, String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -103,6 +112,7 @@ impl ServiceProvider {
                     "entity_id": idp.entity_id,
                     "metadata_url": idp.metadata_url,
                     "sso_url": idp.sso_url,
+                    "slo_url": idp.slo_url,
                 }),
             );
         }
@@ -168,6 +178,10 @@ pub struct SpOptions {
     pub auth_source: Option<Option<AuthSource>>,
     pub assertion_validity_secs: Option<u64>,
     pub allow_idp_initiated: Option<bool>,
+    /// `Some(None)` removes it.
+    pub slo_url: Option<Option<String>>,
+    /// Replaces the whole map.
+    pub custom_attributes: Option<BTreeMap<String, String>>,
 }
 
 /// `POST /admin/service_providers`.
@@ -195,6 +209,7 @@ struct SourceSettings {
     metadata_url: Option<String>,
     authn_requests_signed: bool,
     name_id_formats: Vec<String>,
+    slo_url: Option<String>,
 }
 
 fn pem(cert: &X509) -> SsoResult<String> {
@@ -247,6 +262,7 @@ fn from_metadata(xml: &str, field: &str, url: Option<String>) -> SsoResult<Sourc
         metadata_url: url,
         authn_requests_signed: m.authn_requests_signed,
         name_id_formats: m.name_id_formats.clone(),
+        slo_url: m.slo_urls.first().cloned(),
     })
 }
 
@@ -308,7 +324,35 @@ fn explicit(
         metadata_url: None,
         authn_requests_signed: false,
         name_id_formats: Vec::new(),
+        slo_url: None,
     })
+}
+
+/// Most custom attributes per SP or client.
+pub const MAX_CUSTOM_ATTRIBUTES: usize = 32;
+
+/// The problems of a custom-attribute map (`custom_attributes.<name>` fields): names must be
+/// non-empty, at most 256 characters, not one of `reserved` (the standard attributes or
+/// claims); every source must be a known user field.
+pub fn check_custom_attributes(
+    map: &BTreeMap<String, String>,
+    reserved: &[&str],
+) -> Vec<FieldIssue> {
+    let mut issues = Vec::new();
+    if map.len() > MAX_CUSTOM_ATTRIBUTES {
+        issues.push(FieldIssue::new("custom_attributes", "too_many"));
+    }
+    for (name, field) in map {
+        let at = format!("custom_attributes.{name}");
+        if name.trim().is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
+            issues.push(FieldIssue::new(at, "invalid_name"));
+        } else if reserved.contains(&name.as_str()) {
+            issues.push(FieldIssue::new(at, "reserved_name"));
+        } else if !super::source::valid_user_field(field) {
+            issues.push(FieldIssue::new(at, "unknown_user_field"));
+        }
+    }
+    issues
 }
 
 /// A NameID format given by its short name or URN, as the URN.
@@ -528,6 +572,20 @@ impl SsoService {
         if let Some(b) = o.allow_idp_initiated {
             r.allow_idp_initiated = b;
         }
+        if let Some(map) = &o.custom_attributes {
+            let before = issues.len();
+            issues.extend(check_custom_attributes(map, &RELEASABLE_ATTRIBUTES));
+            if issues.len() == before {
+                r.custom_attributes = map.clone();
+            }
+        }
+        match &o.slo_url {
+            Some(Some(u)) if !valid_acs_url(u) => {
+                issues.push(FieldIssue::new("slo_url", "invalid_url"));
+            }
+            Some(u) => r.slo_url = u.clone(),
+            None => {}
+        }
         let source = match (&o.directory_id, &o.auth_source) {
             (Some(_), Some(_)) => {
                 issues.push(FieldIssue::new(
@@ -608,6 +666,8 @@ impl SsoService {
             auth_source: None,
             assertion_validity_secs: self.idp_config().default_assertion_validity_secs,
             allow_idp_initiated: false,
+            slo_url: s.slo_url,
+            custom_attributes: BTreeMap::new(),
             created_at: now,
             updated_at: now,
         };
@@ -657,6 +717,7 @@ impl SsoService {
             next.signing_certs = s.signing_certs;
             next.encryption_cert = s.encryption_cert;
             next.metadata_url = s.metadata_url;
+            next.slo_url = s.slo_url;
         }
         self.apply_options(&mut next, &update.options)?;
         next.updated_at = Timestamp::now();

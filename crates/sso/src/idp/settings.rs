@@ -28,6 +28,8 @@ const MAX_TRUSTED_PROXIES: usize = 64;
 pub const MAX_OIDC_CODE_TTL_SECS: u64 = 600;
 /// Longest OIDC access or ID token.
 pub const MAX_OIDC_TOKEN_TTL_SECS: u64 = 24 * 3600;
+/// Longest "remember this browser" session (30 days).
+pub const MAX_REMEMBER_BROWSER_TTL_SECS: u64 = 30 * 24 * 3600;
 
 /// The IdP settings as the config file and the admin API spell them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,11 +55,14 @@ pub struct IdpSettings {
     pub oidc_access_token_ttl_secs: u64,
     /// The OpenID Provider's ID-token lifetime (`exp - iat`).
     pub oidc_id_token_ttl_secs: u64,
+    /// How long a "remember this browser" session of idbridge lasts (a later login from the
+    /// same browser needs no password); 0 = off (the login page offers no checkbox).
+    pub remember_browser_ttl_secs: u64,
 }
 
 impl IdpSettings {
     /// The field names (an unknown one in a PATCH is a 422 naming it).
-    pub const FIELDS: [&'static str; 11] = [
+    pub const FIELDS: [&'static str; 12] = [
         "login_session_ttl_secs",
         "account_max_failures",
         "account_window_secs",
@@ -69,6 +74,7 @@ impl IdpSettings {
         "oidc_code_ttl_secs",
         "oidc_access_token_ttl_secs",
         "oidc_id_token_ttl_secs",
+        "remember_browser_ttl_secs",
     ];
 
     /// The settings in force, in wire form.
@@ -85,6 +91,7 @@ impl IdpSettings {
             oidc_code_ttl_secs: c.oidc_code_ttl_secs.unsigned_abs(),
             oidc_access_token_ttl_secs: c.oidc_access_token_ttl_secs.unsigned_abs(),
             oidc_id_token_ttl_secs: c.oidc_id_token_ttl_secs.unsigned_abs(),
+            remember_browser_ttl_secs: c.remember_browser_ttl.as_secs(),
         }
     }
 
@@ -144,6 +151,12 @@ impl IdpSettings {
             1,
             MAX_OIDC_TOKEN_TTL_SECS,
         );
+        range(
+            "remember_browser_ttl_secs",
+            self.remember_browser_ttl_secs,
+            0,
+            MAX_REMEMBER_BROWSER_TTL_SECS,
+        );
         let proxies = match TrustedProxies::parse(&self.trusted_proxies) {
             Ok(p) => p,
             Err(i) => {
@@ -178,6 +191,7 @@ impl IdpSettings {
             oidc_access_token_ttl_secs: i64::try_from(self.oidc_access_token_ttl_secs)
                 .unwrap_or(i64::MAX),
             oidc_id_token_ttl_secs: i64::try_from(self.oidc_id_token_ttl_secs).unwrap_or(i64::MAX),
+            remember_browser_ttl: Duration::from_secs(self.remember_browser_ttl_secs),
         })
     }
 }
@@ -353,6 +367,7 @@ mod tests {
             oidc_code_ttl_secs: 601,
             oidc_access_token_ttl_secs: 0,
             oidc_id_token_ttl_secs: 86_401,
+            remember_browser_ttl_secs: MAX_REMEMBER_BROWSER_TTL_SECS + 1,
             ..IdpSettings::default()
         };
         let Err(SsoError::Invalid(issues)) = s.to_config() else {
@@ -368,6 +383,7 @@ mod tests {
                 "oidc_code_ttl_secs",
                 "oidc_access_token_ttl_secs",
                 "oidc_id_token_ttl_secs",
+                "remember_browser_ttl_secs",
                 "trusted_proxies[1]"
             ]
         );
