@@ -116,13 +116,15 @@ test('createOrganizationRole, updateOrganizationRole, deleteOrganizationRole, wi
   assert.equal(page.status, 200, JSON.stringify(page.json));
   validate('/events', 'get', 200, page.json);
   assert.deepEqual(page.json.data.map((e) => [e.event, e.data.slug]), [
+    // The admin PUT that set up the organization's roles announces the role it added.
+    ['organization_role.created', 'member'],
     ['organization_role.created', 'org-billing'],
     ['organization_role.created', raw.json.slug],
     ['organization_role.updated', 'org-billing'],
     ['organization_role.updated', 'org-billing'],
     ['organization_role.deleted', 'org-billing'],
   ]);
-  const deleted = page.json.data[4].data;
+  const deleted = page.json.data[5].data;
   assert.equal(deleted.object, 'organization_role');
   assert.equal(deleted.organization_id, org.id);
   assert.equal(deleted.name, 'Billing admins');

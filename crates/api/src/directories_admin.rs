@@ -605,20 +605,11 @@ async fn put_roles(
     blocking(&state, move |engine| {
         let existing = engine.roles(&org).map_err(engine_error)?;
         let (roles, mode) = parse_roles(&body, &existing)?;
-        // Mappings that name a removed role would be refused later: drop them now.
-        let mappings: Vec<RoleMapping> = engine
-            .role_mappings(&org)
-            .map_err(engine_error)?
-            .into_iter()
-            .filter(|m| roles.iter().any(|r| r.slug == m.role_slug))
-            .collect();
-        engine.set_roles(&org, roles).map_err(engine_error)?;
+        // One commit: the roles, the mode, mappings of removed roles dropped, and an
+        // organization_role.* event per role created, changed or removed.
         engine
-            .set_role_mappings(&org, mappings)
+            .replace_roles(&org, roles, mode)
             .map_err(engine_error)?;
-        if let Some(mode) = mode {
-            engine.set_role_mode(&org, mode).map_err(engine_error)?;
-        }
         let updated = recompute_org(engine, &org)?;
         let mut out = roles_body(engine, &org)?;
         if let Some(o) = out.as_object_mut() {

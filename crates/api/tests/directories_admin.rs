@@ -481,3 +481,138 @@ async fn unknown_keys_inside_roles_and_role_mappings_are_refused_by_name() {
     let (_, maps_after) = api.call("GET", &maps, None).await;
     assert_eq!(maps_before, maps_after);
 }
+
+/// The `organization_role.*` events of the organization, oldest first, as (event, slug).
+async fn role_events(api: &Api, org: &str) -> Vec<(String, String)> {
+    let (s, v) = api
+        .call(
+            "GET",
+            &format!(
+                "/events?events[]=organization_role.created&events[]=organization_role.updated&events[]=organization_role.deleted&organization_id={org}&limit=100"
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert_eq!(e["data"]["organization_id"], org, "{e}");
+            (
+                e["event"].as_str().unwrap().to_string(),
+                e["data"]["slug"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn put_roles_is_one_change_with_an_event_per_role_created_changed_or_removed() {
+    let api = Api::new();
+    let org = api.org().await;
+    let roles = format!("/admin/organizations/{org}/roles");
+    let maps = format!("/admin/organizations/{org}/role_mappings");
+    let (s, v) = api
+        .call(
+            "PUT",
+            &roles,
+            Some(json!({"roles": [
+                {"slug": "member", "default": true},
+                {"slug": "admin", "name": "Admin"},
+                {"slug": "auditor"}
+            ]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = api
+        .call(
+            "PUT",
+            &maps,
+            Some(json!({"role_mappings": [
+                {"idp_group": "Admins", "role_slug": "admin"},
+                {"idp_group": "Audit", "role_slug": "auditor"}
+            ]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let created = role_events(&api, &org).await;
+    let mut slugs: Vec<&str> = created.iter().map(|(_, s)| s.as_str()).collect();
+    slugs.sort_unstable();
+    assert_eq!(slugs, ["admin", "auditor", "member"], "{created:?}");
+    assert!(created
+        .iter()
+        .all(|(e, _)| e == "organization_role.created"));
+    let (_, before) = api.call("GET", &roles, None).await;
+    let member_before = before["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["slug"] == "member")
+        .cloned()
+        .unwrap();
+
+    // member unchanged, admin renamed, auditor removed, viewer added.
+    let (s, v) = api
+        .call(
+            "PUT",
+            &roles,
+            Some(json!({"roles": [
+                {"slug": "member", "default": true, "priority": 0},
+                {"slug": "admin", "name": "Administrator", "priority": 1},
+                {"slug": "viewer", "priority": 2}
+            ]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let all = role_events(&api, &org).await;
+    let mut new: Vec<(String, String)> = all[created.len()..].to_vec();
+    new.sort();
+    assert_eq!(
+        new,
+        [
+            (
+                "organization_role.created".to_string(),
+                "viewer".to_string()
+            ),
+            (
+                "organization_role.deleted".to_string(),
+                "auditor".to_string()
+            ),
+            ("organization_role.updated".to_string(), "admin".to_string()),
+        ],
+        "{all:?}"
+    );
+    // The unchanged role kept its timestamps; the removed role's mapping went with it.
+    let (_, after) = api.call("GET", &roles, None).await;
+    let member_after = after["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["slug"] == "member")
+        .cloned()
+        .unwrap();
+    assert_eq!(member_before["updated_at"], member_after["updated_at"]);
+    let (_, m) = api.call("GET", &maps, None).await;
+    let groups: Vec<&str> = m["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["idp_group"].as_str().unwrap())
+        .collect();
+    assert_eq!(groups, ["Admins"], "{m}");
+
+    // A refused body announces nothing and changes nothing.
+    let (s, v) = api
+        .call(
+            "PUT",
+            &roles,
+            Some(json!({"roles": [{"slug": "member"}, {"slug": "member"}]})),
+        )
+        .await;
+    assert!(s.is_client_error(), "{s} {v}");
+    assert_eq!(role_events(&api, &org).await.len(), all.len());
+    let (_, unchanged) = api.call("GET", &roles, None).await;
+    assert_eq!(unchanged, after);
+}

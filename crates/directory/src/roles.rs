@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use idbridge_model::{
-    resolve_roles, Event, OrganizationRoleEvent, Role, RoleMapping, RoleMode, RoleRef,
+    resolve_roles, Event, EventKind, OrganizationRoleEvent, Role, RoleMapping, RoleMode, RoleRef,
 };
 use idbridge_store::{ChangeSet, StoreError};
 
@@ -99,7 +99,67 @@ impl DirectoryEngine {
             Ok(done) => done,
             Err(refused) => return Ok(Err(refused)),
         };
-        check_roles(&roles)?;
+        self.commit_roles(organization_id, raw, &roles, None, &[event])?;
+        Ok(Ok(out))
+    }
+
+    /// Replaces an organization's roles (`PUT /admin/organizations/{id}/roles`) and, when
+    /// given, its role mode: one commit, conditional on the roles it replaced, with an
+    /// `organization_role.*` event per role created, changed or removed. A role whose
+    /// declaration did not change keeps its timestamps and announces nothing.
+    pub fn replace_roles(
+        &self,
+        organization_id: &str,
+        mut roles: Vec<Role>,
+        mode: Option<RoleMode>,
+    ) -> Result<()> {
+        let raw = self.get_raw(layout::ROLES, organization_id)?;
+        let before: Vec<Role> = match &raw {
+            Some(bytes) => from_bytes(layout::ROLES, organization_id, bytes)?,
+            None => Vec::new(),
+        };
+        let announce =
+            |kind, role: &Role| Event::new(kind, OrganizationRoleEvent::of(organization_id, role));
+        let mut events = Vec::new();
+        for role in &mut roles {
+            match before.iter().find(|r| r.slug == role.slug) {
+                None => events.push(announce(EventKind::OrganizationRoleCreated, role)),
+                Some(old) => {
+                    role.created_at = old.created_at;
+                    let same = (&old.name, &old.description, old.priority, old.is_default)
+                        == (
+                            &role.name,
+                            &role.description,
+                            role.priority,
+                            role.is_default,
+                        );
+                    if same {
+                        role.updated_at = old.updated_at;
+                    } else {
+                        events.push(announce(EventKind::OrganizationRoleUpdated, role));
+                    }
+                }
+            }
+        }
+        for old in &before {
+            if !roles.iter().any(|r| r.slug == old.slug) {
+                events.push(announce(EventKind::OrganizationRoleDeleted, old));
+            }
+        }
+        self.commit_roles(organization_id, raw, &roles, mode, &events)
+    }
+
+    /// Writes `roles` if the stored list is still `raw`, with `events`; mappings naming a role
+    /// that is gone are dropped in the same commit.
+    fn commit_roles(
+        &self,
+        organization_id: &str,
+        raw: Option<Vec<u8>>,
+        roles: &[Role],
+        mode: Option<RoleMode>,
+        events: &[Event<OrganizationRoleEvent>],
+    ) -> Result<()> {
+        check_roles(roles)?;
         let mut cs = ChangeSet::new();
         cs.require_equals(layout::ROLES, organization_id, raw);
         cs.put(layout::ROLES, organization_id, to_bytes(&roles)?);
@@ -112,9 +172,14 @@ impl DirectoryEngine {
         if kept.len() != mappings.len() {
             cs.put(layout::ROLE_MAPPINGS, organization_id, to_bytes(&kept)?);
         }
-        cs.append_event(&event, Some(organization_id));
+        if let Some(mode) = mode {
+            cs.put(layout::ROLE_MODES, organization_id, to_bytes(&mode)?);
+        }
+        for event in events {
+            cs.append_event(event, Some(organization_id));
+        }
         match self.store.commit(cs) {
-            Ok(_) => Ok(Ok(out)),
+            Ok(_) => Ok(()),
             Err(StoreError::Conflict { .. }) => Err(EngineError::Conflict {
                 constraint: Constraint::ConcurrentUpdate,
                 detail: "the organization's roles changed at the same time; retry".into(),
