@@ -329,10 +329,19 @@ mod tests {
             )
             .await;
         assert_eq!(r.status.as_u16(), 200, "{}", r.json());
+        // The set-up PUT announced the role it added; what follows is counted from here.
+        let set_up = h.store.last_event_seq().unwrap();
+        let announced = h.store.events_after(0, 1000).unwrap();
+        assert!(
+            announced
+                .iter()
+                .any(|e| e.kind == "organization_role.created"),
+            "the set-up PUT announced no role"
+        );
         let base = format!("/authorization/organizations/{org}/roles");
         let events = |h: &crate::events_api::test_support::Harness| {
             h.store
-                .events_after(0, 1000)
+                .events_after(set_up, 1000)
                 .unwrap()
                 .into_iter()
                 .filter(|e| e.kind.starts_with("organization_role."))
